@@ -1,0 +1,393 @@
+//! Wire types shared by orcd, the worker and `cargo xtask jobs`: every JSON body and SSE event
+//! that crosses a process boundary is defined here once.
+
+use serde::{Deserialize, Serialize};
+
+/// The compute backend a worker runs llama.cpp on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::Cuda, Backend::Metal];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+            Backend::Metal => "metal",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(Backend::Cpu),
+            "cuda" => Ok(Backend::Cuda),
+            "metal" => Ok(Backend::Metal),
+            other => Err(format!(
+                "unknown backend `{other}`: expected cpu, cuda or metal"
+            )),
+        }
+    }
+}
+
+/// One message of a chat request; the worker renders a list of them with the model's template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// Sampling settings, shared by a task (client → orcd) and an execution (orcd → worker).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    pub max_tokens: u32,
+    /// 0 means greedy decoding.
+    pub temperature: f32,
+    /// 0 disables top-k.
+    pub top_k: u32,
+    /// 1.0 disables top-p.
+    pub top_p: f32,
+    pub seed: Option<u32>,
+    /// Generation ends before any of these strings; the stop string itself is not streamed.
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            max_tokens: 128,
+            temperature: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            seed: None,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// `POST /v2/tasks` on orcd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRequest {
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<ChatMessage>>,
+    #[serde(flatten)]
+    pub sampling: SamplingParams,
+    /// `false` answers one JSON [`TaskResult`] instead of an SSE stream.
+    #[serde(default = "default_true")]
+    pub stream: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `POST /execute` on a worker: what orcd sends once it has picked the worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    pub job_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<ChatMessage>>,
+    #[serde(flatten)]
+    pub sampling: SamplingParams,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` (or the slot's context) was reached.
+    Length,
+    /// The client or an operator cancelled the job.
+    Cancelled,
+}
+
+/// Statistics of a finished generation, sent in the `done` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    /// From the request's arrival at the worker to the first streamed token.
+    pub time_to_first_token_ms: f64,
+    /// Generated tokens per second after the first token.
+    pub tokens_per_second: f64,
+    /// Prompt tokens per second during prompt processing.
+    #[serde(default)]
+    pub prompt_tokens_per_second: f64,
+}
+
+/// Machine-readable error category, the same in JSON bodies and `error` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request was malformed or out of range (4xx).
+    Validation,
+    /// No live worker serves the model.
+    NoWorker,
+    /// The model's queue is full; retry later.
+    QueueFull,
+    /// Unknown job or worker id.
+    NotFound,
+    /// Missing or wrong credentials.
+    Unauthorized,
+    /// The worker failed or vanished while generating.
+    Worker,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A bug or an unexpected failure inside the server.
+    Internal,
+}
+
+/// The JSON body of every non-2xx answer of orcd's and the worker's own API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub error_type: ErrorKind,
+}
+
+/// One server-sent event of a task or execution stream. The SSE `event:` field is
+/// [`StreamEvent::name`]; the `data:` field is the variant's JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// orcd: the job waits for a free slot; `position` 1 is next.
+    Queued { job_id: String, position: u32 },
+    /// orcd: the job was dispatched to a worker.
+    Started { job_id: String, worker_id: String },
+    /// worker: one piece of generated text (always whole UTF-8 characters).
+    Token { text: String, index: u32 },
+    /// worker: generation finished.
+    Done(GenerationStats),
+    /// Either side: the job failed; no further events follow.
+    Error {
+        message: String,
+        error_type: ErrorKind,
+    },
+}
+
+impl StreamEvent {
+    /// The SSE `event:` name of this event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StreamEvent::Queued { .. } => "queued",
+            StreamEvent::Started { .. } => "started",
+            StreamEvent::Token { .. } => "token",
+            StreamEvent::Done(_) => "done",
+            StreamEvent::Error { .. } => "error",
+        }
+    }
+
+    /// The SSE `data:` payload (JSON without the `event` tag).
+    pub fn data_json(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("stream events always serialize");
+        if let Some(object) = value.as_object_mut() {
+            object.remove("event");
+        }
+        value.to_string()
+    }
+
+    /// Rebuilds an event from an SSE `event:` name and `data:` payload.
+    pub fn from_sse(event: &str, data: &str) -> Result<StreamEvent, serde_json::Error> {
+        let mut value: serde_json::Value = serde_json::from_str(data)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("event".into(), serde_json::Value::String(event.to_owned()));
+        }
+        serde_json::from_value(value)
+    }
+
+    /// True for the events after which a stream ends.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, StreamEvent::Done(_) | StreamEvent::Error { .. })
+    }
+}
+
+/// `GET /health` on a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerHealth {
+    pub status: WorkerStatus,
+    pub model: String,
+    pub slots_total: u32,
+    pub slots_busy: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    Loading,
+    Ready,
+    Draining,
+}
+
+/// `POST /workers/register` on orcd, sent by a worker once its model is loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRegistration {
+    pub worker_id: String,
+    /// Base URL orcd uses to reach the worker, e.g. `http://127.0.0.1:9001`.
+    pub url: String,
+    /// Catalog id (or file stem) of the model the worker serves.
+    pub model: String,
+    pub backend: Backend,
+    pub slots: u32,
+    pub ctx_size: u32,
+}
+
+/// `POST /workers/{id}/heartbeat` on orcd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub slots_busy: u32,
+    pub slots_total: u32,
+}
+
+/// A worker as orcd sees it (`GET /workers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub worker_id: String,
+    pub url: String,
+    pub model: String,
+    pub backend: Backend,
+    pub slots_total: u32,
+    pub slots_busy: u32,
+    pub ctx_size: u32,
+    /// Milliseconds since the last registration or heartbeat.
+    pub last_seen_ms_ago: u64,
+    pub state: WorkerState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Heartbeats arrive; the worker receives jobs.
+    Live,
+    /// Heartbeats stopped; no jobs are sent to it.
+    Dead,
+}
+
+/// The lifecycle state of a job on orcd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// A job as orcd reports it (`GET /v2/tasks`, `GET /v2/tasks/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub job_id: String,
+    pub model: String,
+    pub worker_id: Option<String>,
+    pub state: JobState,
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    /// Unix time in milliseconds when orcd accepted the job.
+    pub submitted_at_ms: u64,
+    pub time_to_first_token_ms: Option<f64>,
+    pub duration_ms: Option<f64>,
+    pub finish_reason: Option<FinishReason>,
+    pub error: Option<String>,
+}
+
+/// The answer to a `"stream": false` task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub job_id: String,
+    pub model: String,
+    pub worker_id: String,
+    pub text: String,
+    pub stats: GenerationStats,
+}
+
+/// `DELETE /v2/tasks/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelResult {
+    pub job_id: String,
+    /// The state the job was in when the cancel arrived.
+    pub previous_state: JobState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_events_round_trip_through_sse_fields() {
+        let events = [
+            StreamEvent::Queued {
+                job_id: "j1".into(),
+                position: 2,
+            },
+            StreamEvent::Started {
+                job_id: "j1".into(),
+                worker_id: "w".into(),
+            },
+            StreamEvent::Token {
+                text: "日本".into(),
+                index: 3,
+            },
+            StreamEvent::Done(GenerationStats {
+                finish_reason: FinishReason::Length,
+                prompt_tokens: 5,
+                generated_tokens: 16,
+                time_to_first_token_ms: 12.5,
+                tokens_per_second: 70.0,
+                prompt_tokens_per_second: 300.0,
+            }),
+            StreamEvent::Error {
+                message: "boom".into(),
+                error_type: ErrorKind::Worker,
+            },
+        ];
+        for event in events {
+            let data = event.data_json();
+            assert!(!data.contains("\"event\""), "tag leaked into data: {data}");
+            assert_eq!(StreamEvent::from_sse(event.name(), &data).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn task_request_defaults_to_streaming_and_default_sampling() {
+        let request: TaskRequest =
+            serde_json::from_str(r#"{"model":"gemma3-270m","prompt":"hi"}"#).unwrap();
+        assert!(request.stream);
+        assert_eq!(request.sampling, SamplingParams::default());
+    }
+
+    #[test]
+    fn unknown_event_name_is_an_error() {
+        assert!(StreamEvent::from_sse("bogus", "{}").is_err());
+    }
+}

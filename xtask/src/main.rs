@@ -1,0 +1,49 @@
+//! `cargo xtask`: the llama-orch dev-ops toolkit. Parse flags, resolve settings, hand the
+//! command to its domain module; nothing else lives here.
+
+mod config;
+mod flags;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::{flags::Command, output::Printer};
+
+/// What every domain gets: a shell rooted at the repository, the resolved settings and the
+/// printer that owns stdout, stderr and progress.
+pub struct Context {
+    pub sh: xshell::Shell,
+    pub settings: config::Settings,
+    pub out: Printer,
+}
+
+fn main() -> ExitCode {
+    let cli = flags::Cli::parse();
+    let out = Printer::new(&cli.global, config::env_color_disabled());
+    match run(cli, out.clone()) {
+        Ok(code) => code,
+        Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) if error.downcast_ref::<output::ExitCode>().is_some() => {
+            let output::ExitCode(code) = error.downcast_ref::<output::ExitCode>().unwrap();
+            ExitCode::from(*code)
+        }
+        Err(error) => {
+            out.error(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: flags::Cli, out: Printer) -> anyhow::Result<ExitCode> {
+    let settings = config::Settings::resolve(&cli.global, &config::process_env)?;
+    let out = out.with_color_choice(settings.color);
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(&settings.repo_root);
+    let cx = Context { sh, settings, out };
+    match cli.command {
+        Command::Config(cmd) => config::run(cmd, &cx)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

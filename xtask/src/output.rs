@@ -1,0 +1,269 @@
+//! The one place that decides what goes to stdout, stderr and the terminal's progress line:
+//! `--json`, `--quiet`, `--verbose`, colour and TTY detection all end up here.
+
+use std::{
+    fmt,
+    io::{IsTerminal, Write},
+    time::Duration,
+};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use owo_colors::OwoColorize;
+use serde::Serialize;
+
+use crate::{config::ColorChoice, flags::GlobalFlags};
+
+/// A command asks `main` to exit with this code without printing an error (e.g. `remote exec`
+/// passing on the remote command's status, `models verify` after it printed its report).
+#[derive(Debug)]
+pub struct ExitCode(pub u8);
+
+impl fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitCode {}
+
+/// True when the error chain ends in a closed stdout (`cargo xtask ... | head`), which is not a
+/// failure.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct Printer {
+    json: bool,
+    quiet: bool,
+    verbose: bool,
+    color: bool,
+    stderr_is_tty: bool,
+    stdin_is_tty: bool,
+}
+
+impl Printer {
+    /// `env_no_color` is `NO_COLOR`/`LLORCH_NO_COLOR`; the config file's choice arrives later
+    /// through [`Printer::with_color_choice`], once it has been read.
+    pub fn new(flags: &GlobalFlags, env_no_color: bool) -> Printer {
+        let stdout_is_tty = std::io::stdout().is_terminal();
+        Printer {
+            json: flags.json,
+            quiet: flags.quiet,
+            verbose: flags.verbose,
+            color: !flags.no_color && !env_no_color && !flags.json && stdout_is_tty,
+            stderr_is_tty: std::io::stderr().is_terminal(),
+            stdin_is_tty: std::io::stdin().is_terminal(),
+        }
+    }
+
+    pub fn with_color_choice(mut self, choice: ColorChoice) -> Printer {
+        self.color = match choice {
+            ColorChoice::Never => false,
+            ColorChoice::Always => !self.json,
+            ColorChoice::Auto => self.color,
+        };
+        self
+    }
+
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    pub fn verbose(&self) -> bool {
+        self.verbose
+    }
+
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
+    pub fn paint(&self) -> Paint {
+        Paint {
+            enabled: self.color,
+        }
+    }
+
+    /// Whether stdin is a terminal someone can answer questions on.
+    pub fn interactive(&self) -> bool {
+        self.stdin_is_tty
+    }
+
+    /// The one JSON document of a `--json` run.
+    pub fn print_json<T: Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut stdout, value)?;
+        writeln!(stdout)?;
+        Ok(())
+    }
+
+    /// Primary human output (the result the user asked for) on stdout.
+    pub fn println(&self, line: impl fmt::Display) {
+        let mut stdout = std::io::stdout().lock();
+        // A closed pipe is handled by the caller's next fallible write or by exit; ignore here.
+        let _ = writeln!(stdout, "{line}");
+    }
+
+    /// Progress and status notes on stderr; hidden by `--quiet`.
+    pub fn status(&self, line: impl fmt::Display) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    /// Details shown only with `--verbose`.
+    pub fn debug(&self, line: impl fmt::Display) {
+        if self.verbose {
+            eprintln!("{}", self.paint().dim(&line.to_string()));
+        }
+    }
+
+    pub fn warn(&self, line: impl fmt::Display) {
+        eprintln!("{} {line}", self.paint().yellow("warning:"));
+    }
+
+    /// Prints an error chain: what was attempted, each cause, and the hint lines.
+    pub fn error(&self, error: &anyhow::Error) {
+        if let Some(ExitCode(_)) = error.downcast_ref::<ExitCode>() {
+            return;
+        }
+        eprintln!("{} {error:#}", self.paint().red("error:"));
+    }
+
+    fn progress_visible(&self) -> bool {
+        self.stderr_is_tty && !self.quiet && !self.json && !self.verbose
+    }
+
+    /// A byte-counting progress bar on a TTY; elsewhere one plain status line.
+    pub fn progress_bar(&self, total_bytes: u64, message: impl Into<String>) -> ProgressBar {
+        let message = message.into();
+        if !self.progress_visible() {
+            self.status(format!("{message} ..."));
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total_bytes).with_message(message);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("static template is valid")
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    }
+
+    /// A spinner for work of unknown length on a TTY; elsewhere one plain status line.
+    pub fn spinner(&self, message: impl Into<String>) -> ProgressBar {
+        let message = message.into();
+        if !self.progress_visible() {
+            self.status(format!("{message} ..."));
+            return ProgressBar::hidden();
+        }
+        let spinner = ProgressBar::new_spinner().with_message(message);
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .expect("static template is valid"),
+        );
+        spinner.enable_steady_tick(Duration::from_millis(100));
+        spinner
+    }
+
+    /// Asks a yes/no question on a TTY. Without one, refuses unless `force` was given, and says
+    /// so: a destructive step never runs unattended by accident.
+    pub fn confirm(&self, question: &str, force: bool) -> anyhow::Result<bool> {
+        if force {
+            return Ok(true);
+        }
+        if !self.stdin_is_tty {
+            anyhow::bail!(
+                "{question}: refusing to continue without confirmation because stdin is not a terminal\nhint: pass --force to proceed"
+            );
+        }
+        eprint!("{question} [y/N] ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        Ok(matches!(
+            answer.trim().to_ascii_lowercase().as_str(),
+            "y" | "yes"
+        ))
+    }
+}
+
+/// Colours text when colour is enabled, and returns it unchanged otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct Paint {
+    enabled: bool,
+}
+
+macro_rules! paint_method {
+    ($name:ident) => {
+        pub fn $name(&self, text: &str) -> String {
+            if self.enabled {
+                text.$name().to_string()
+            } else {
+                text.to_owned()
+            }
+        }
+    };
+}
+
+impl Paint {
+    paint_method!(bold);
+    paint_method!(dimmed);
+
+    pub fn dim(&self, text: &str) -> String {
+        self.dimmed(text)
+    }
+    paint_method!(red);
+    paint_method!(green);
+    paint_method!(yellow);
+    paint_method!(cyan);
+}
+
+/// Human-readable byte count (`253.1 MB`), decimal units like `ls -h --si` and model cards.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_uses_decimal_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(253_113_024), "253.1 MB");
+        assert_eq!(human_bytes(4_920_000_000), "4.9 GB");
+    }
+
+    #[test]
+    fn paint_is_identity_when_disabled() {
+        assert_eq!(Paint { enabled: false }.red("x"), "x");
+        assert_ne!(Paint { enabled: true }.red("x"), "x");
+    }
+
+    #[test]
+    fn broken_pipe_is_recognised_through_context() {
+        let error = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("printing");
+        assert!(is_broken_pipe(&error));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+}
