@@ -2,6 +2,7 @@
 //! command to its domain module; nothing else lives here.
 
 mod config;
+mod dev;
 mod flags;
 mod output;
 
@@ -44,6 +45,7 @@ fn run(cli: flags::Cli, out: Printer) -> anyhow::Result<ExitCode> {
     let cx = Context { sh, settings, out };
     match cli.command {
         Command::Config(cmd) => config::run(cmd, &cx)?,
+        Command::Dev(cmd) => dev::run(cmd, &cx)?,
     }
     Ok(ExitCode::SUCCESS)
 }

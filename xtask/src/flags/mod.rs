@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod config;
+mod dev;
 
 pub use config::ConfigCmd;
+pub use dev::DevCmd;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -57,4 +59,7 @@ pub enum Command {
     /// Show, locate or create the configuration file
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Check, set up and validate this machine for llama-orch development
+    #[command(subcommand)]
+    Dev(DevCmd),
 }

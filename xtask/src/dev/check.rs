@@ -1,0 +1,121 @@
+//! `dev check`: validates what this project itself is configured with — the config file, the
+//! model catalog, the built binaries — as opposed to `doctor`, which looks at the machine.
+
+use serde::Serialize;
+
+use crate::Context;
+
+#[derive(Debug, Serialize)]
+struct Check {
+    name: String,
+    ok: bool,
+    /// A problem that does not fail the check (e.g. binaries not built yet).
+    warning: bool,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            ok: true,
+            warning: false,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+    fn warning(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
+        Check {
+            name: name.into(),
+            ok: true,
+            warning: true,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    fn failed(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            ok: false,
+            warning: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+fn config_check(cx: &Context) -> Check {
+    // Settings::resolve already rejected a malformed file before any command ran.
+    let settings = &cx.settings;
+    if settings.config_file_exists {
+        Check::ok(
+            "config",
+            format!("{} is valid", settings.config_path.display()),
+        )
+    } else {
+        Check::warning(
+            "config",
+            format!(
+                "{} does not exist; defaults apply",
+                settings.config_path.display()
+            ),
+            "cargo xtask config init",
+        )
+    }
+}
+
+fn binary_checks(cx: &Context) -> Vec<Check> {
+    let bin_dir = cx.settings.repo_root.join("target/release");
+    ["orcd", "llorch-worker"]
+        .into_iter()
+        .map(|binary| {
+            let path = bin_dir.join(binary);
+            if path.is_file() {
+                Check::ok(format!("binary {binary}"), path.display().to_string())
+            } else {
+                Check::warning(
+                    format!("binary {binary}"),
+                    format!("{} not built yet", path.display()),
+                    "cargo xtask build all",
+                )
+            }
+        })
+        .collect()
+}
+
+pub fn run(cx: &Context) -> anyhow::Result<()> {
+    let mut checks = vec![config_check(cx)];
+    checks.extend(binary_checks(cx));
+    let failed = checks.iter().filter(|check| !check.ok).count();
+    if cx.out.json() {
+        cx.out
+            .print_json(&serde_json::json!({ "ok": failed == 0, "checks": checks }))?;
+    } else {
+        let paint = cx.out.paint();
+        for check in &checks {
+            let mark = if !check.ok {
+                paint.red("FAIL")
+            } else if check.warning {
+                paint.yellow("warn")
+            } else {
+                paint.green("ok  ")
+            };
+            cx.out
+                .println(format!("{mark} {:<22} {}", check.name, check.detail));
+            if let (Some(fix), true) = (&check.fix, !check.ok || check.warning) {
+                cx.out
+                    .println(format!("     {:<22} fix: {}", "", paint.cyan(fix)));
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(crate::output::ExitCode(1).into());
+    }
+    Ok(())
+}

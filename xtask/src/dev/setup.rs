@@ -1,0 +1,237 @@
+//! `dev setup`: installs what `dev doctor` finds missing, initialises submodules, fetches the
+//! default model and writes a default config. Every step checks first, so a second run on a
+//! ready machine only looks and returns.
+
+use anyhow::{bail, Context as _};
+
+use super::doctor::{self, Finding, PackageManager, Status};
+use crate::Context;
+
+/// Brings this machine to the state the README's two commands need.
+pub fn run_setup(cx: &Context, assume_yes: bool) -> anyhow::Result<()> {
+    let findings = doctor::diagnose(&cx.settings.repo_root);
+    let manager = PackageManager::detect();
+    let packages = packages_to_install(&findings);
+    if !packages.is_empty() {
+        install_packages(cx, manager, &packages, assume_yes)?;
+        let still_missing: Vec<Finding> = doctor::diagnose(&cx.settings.repo_root)
+            .into_iter()
+            .filter(Finding::is_problem)
+            .collect();
+        if !still_missing.is_empty() {
+            doctor::print_report(cx, &still_missing);
+            bail!("installing {} did not provide everything `dev doctor` needs\nhint: install the tools listed above by hand, then run `cargo xtask dev doctor`", packages.join(" "));
+        }
+    }
+    let unsolvable: Vec<&Finding> = findings
+        .iter()
+        .filter(|finding| {
+            finding.is_problem() && finding.packages.is_empty() && finding.name != "git submodules"
+        })
+        .collect();
+    if let Some(finding) = unsolvable.first() {
+        bail!(
+            "`{}` is missing and `dev setup` cannot install it: {}\nhint: {}",
+            finding.name,
+            finding.detail,
+            finding
+                .fix
+                .as_deref()
+                .unwrap_or("see the README's requirements")
+        );
+    }
+    init_submodules(cx)?;
+    if crate::config::ensure_default_config(&cx.settings.config_path)? {
+        cx.out.status(format!(
+            "wrote default config {}",
+            cx.settings.config_path.display()
+        ));
+    }
+    cx.out.status(cx.out.paint().green("setup complete"));
+    Ok(())
+}
+
+/// System packages for every missing tool the project or its tests need, without repeats.
+fn packages_to_install(findings: &[Finding]) -> Vec<&'static str> {
+    let mut packages: Vec<&'static str> = findings
+        .iter()
+        .filter(|finding| finding.is_problem())
+        .flat_map(|finding| finding.packages.iter().copied())
+        .collect();
+    packages.sort_unstable();
+    packages.dedup();
+    packages
+}
+
+/// CI runs unattended; a person at a terminal is asked; anything else must say `--yes`.
+fn may_install(cx: &Context, packages: &[&str], assume_yes: bool) -> anyhow::Result<bool> {
+    if assume_yes || std::env::var_os("CI").is_some_and(|value| !value.is_empty()) {
+        return Ok(true);
+    }
+    if !cx.out.interactive() {
+        bail!(
+            "installing system packages ({}) needs confirmation, but stdin is not a terminal\nhint: run `cargo xtask dev setup --yes`",
+            packages.join(" ")
+        );
+    }
+    cx.out
+        .confirm(&format!("install {}?", packages.join(" ")), false)
+}
+
+fn install_packages(
+    cx: &Context,
+    manager: PackageManager,
+    packages: &[&'static str],
+    assume_yes: bool,
+) -> anyhow::Result<()> {
+    cx.out
+        .status(format!("missing system packages: {}", packages.join(" ")));
+    if manager == PackageManager::Unknown {
+        bail!(
+            "no supported package manager (apt-get or brew) found to install {}\nhint: install them with your system's package manager, then run `cargo xtask dev doctor`",
+            packages.join(" ")
+        );
+    }
+    if !may_install(cx, packages, assume_yes)? {
+        bail!(
+            "installation declined\nhint: {}",
+            manager.install_command(packages)
+        );
+    }
+    match manager {
+        PackageManager::Apt => {
+            let sudo: &[&str] = if doctor::is_root() {
+                &[]
+            } else {
+                &["sudo", "-n"]
+            };
+            let env = [("DEBIAN_FRONTEND", "noninteractive")];
+            run_logged(
+                cx,
+                "apt-get update",
+                sudo,
+                &["apt-get", "update", "-q"],
+                &env,
+            )?;
+            let mut install = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+            install.extend_from_slice(packages);
+            run_logged(
+                cx,
+                &format!("installing {}", packages.join(" ")),
+                sudo,
+                &install,
+                &env,
+            )
+        }
+        PackageManager::Brew => {
+            let mut install = vec!["brew", "install"];
+            install.extend_from_slice(packages);
+            run_logged(
+                cx,
+                &format!("installing {}", packages.join(" ")),
+                &[],
+                &install,
+                &[],
+            )
+        }
+        PackageManager::Unknown => unreachable!("handled above"),
+    }
+}
+
+/// Runs a package-manager command behind a spinner; its output is shown only with `-v` or
+/// when it fails, where the tail says why.
+fn run_logged(
+    cx: &Context,
+    what: &str,
+    prefix: &[&str],
+    argv: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let full: Vec<&str> = prefix.iter().chain(argv).copied().collect();
+    cx.out.debug(format!("$ {}", full.join(" ")));
+    let spinner = cx.out.spinner(what);
+    let mut command = duct::cmd(full[0], &full[1..])
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked();
+    for (key, value) in env {
+        command = command.env(key, value);
+    }
+    let output = command
+        .run()
+        .with_context(|| format!("{what}: could not start `{}`", full[0]))?;
+    spinner.finish_and_clear();
+    let text = String::from_utf8_lossy(&output.stdout);
+    if cx.out.verbose() {
+        eprint!("{text}");
+    }
+    if !output.status.success() {
+        let tail: Vec<&str> = text
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let hint = if prefix.first() == Some(&"sudo") {
+            "run the command yourself with sudo, or run `cargo xtask dev setup` as a user that may use sudo without a password"
+        } else {
+            "read the output above, fix the package manager's problem, then run `cargo xtask dev setup` again"
+        };
+        bail!(
+            "{what} failed (`{}`, {}):\n{}\nhint: {hint}",
+            full.join(" "),
+            output.status,
+            tail.join("\n")
+        );
+    }
+    Ok(())
+}
+
+fn init_submodules(cx: &Context) -> anyhow::Result<()> {
+    let findings = doctor::diagnose(&cx.settings.repo_root);
+    let needs_init = findings
+        .iter()
+        .any(|finding| finding.name == "git submodules" && finding.status == Status::Missing);
+    if needs_init {
+        let sh = &cx.sh;
+        xshell::cmd!(sh, "git submodule update --init --recursive")
+            .quiet()
+            .run()
+            .context("initialising git submodules\nhint: check your network access to the submodules' remotes")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::doctor::Need;
+
+    fn missing(name: &'static str, need: Need, packages: Vec<&'static str>) -> Finding {
+        Finding {
+            name,
+            need,
+            status: Status::Missing,
+            detail: String::new(),
+            fix: None,
+            packages,
+        }
+    }
+
+    #[test]
+    fn installs_required_and_test_packages_once_and_skips_optional_ones() {
+        let findings = vec![
+            missing("cmake", Need::Required, vec!["cmake"]),
+            missing("c/c++ compiler", Need::Required, vec!["build-essential"]),
+            missing("sshd", Need::Tests, vec!["openssh-server"]),
+            missing("cmake again", Need::Required, vec!["cmake"]),
+            missing("hf cli", Need::Optional, vec!["never-installed"]),
+        ];
+        assert_eq!(
+            packages_to_install(&findings),
+            vec!["build-essential", "cmake", "openssh-server"]
+        );
+    }
+}
