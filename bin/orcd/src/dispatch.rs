@@ -1,0 +1,452 @@
+//! Running one job: wait for the scheduler to pick a worker, `POST {worker}/execute`, relay the
+//! worker's SSE events in order to the client's channel, and report every step back to the
+//! scheduler. One spawned task per job, so cleanup runs whatever the client does.
+//!
+//! How a job's stream ends:
+//! - the worker's `done` is relayed as is;
+//! - a cancellation (`DELETE /v2/tasks/{id}`) always ends with a `done` event whose
+//!   `finish_reason` is `cancelled`, made by orcd from what it relayed: orcd cancels by dropping
+//!   the worker connection, so the worker never gets to send one itself;
+//! - a failure ends with one `error` event; a shutdown with `error_type: shutting_down`.
+//!
+//! A dispatch that fails before the first token is retried (the client may then see a second
+//! `started` event, naming the new worker); after the first token a failure is final.
+
+use std::future::pending;
+use std::time::{Duration, Instant};
+
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::StreamExt;
+use llorch_api::{ErrorBody, ErrorKind, FinishReason, GenerationStats, StreamEvent};
+use reqwest::StatusCode;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::OrcdError;
+use crate::scheduler::{DispatchFailure, JobNotice, JobOutcome, SchedulerHandle};
+use crate::validation::ValidTask;
+
+/// One item of a job's stream: an event to relay, or the error that ends it.
+pub type JobItem = Result<StreamEvent, OrcdError>;
+
+/// Items buffered between the job's task and the client; a slow client slows the relay.
+const CLIENT_BUFFER: usize = 64;
+/// How long a final event may wait for a slow client before it is dropped.
+const FINAL_EVENT_WAIT: Duration = Duration::from_secs(1);
+/// How long reading a refusal's body may take.
+const REFUSAL_BODY_WAIT: Duration = Duration::from_secs(2);
+
+/// Everything a job's task needs besides its channels.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub job_id: String,
+    pub task: ValidTask,
+    pub scheduler: SchedulerHandle,
+    pub http: reqwest::Client,
+    /// Becomes `true` when in-flight jobs must end because orcd is shutting down.
+    pub abort: watch::Receiver<bool>,
+}
+
+/// Starts the job's task and returns the client's side of its stream. The stream ends after a
+/// terminal item; dropping the receiver cancels the job.
+pub fn spawn_job(
+    context: JobContext,
+    notices: mpsc::UnboundedReceiver<JobNotice>,
+) -> mpsc::Receiver<JobItem> {
+    let (items, receiver) = mpsc::channel(CLIENT_BUFFER);
+    tokio::spawn(async move {
+        let mut report = FinishReport {
+            scheduler: context.scheduler.clone(),
+            job_id: context.job_id.clone(),
+            outcome: None,
+        };
+        let mut job = JobRun {
+            context,
+            notices,
+            items,
+            relayed: Relayed::default(),
+        };
+        let outcome = job.run().await;
+        tracing::info!(job_id = %job.context.job_id, tokens = job.relayed.tokens, ?outcome, "job ended");
+        report.outcome = Some(outcome);
+    });
+    receiver
+}
+
+/// Tells the scheduler how the job ended when the task finishes, even if it panicked.
+struct FinishReport {
+    scheduler: SchedulerHandle,
+    job_id: String,
+    outcome: Option<JobOutcome>,
+}
+
+impl Drop for FinishReport {
+    fn drop(&mut self) {
+        let outcome = self
+            .outcome
+            .take()
+            .unwrap_or_else(|| JobOutcome::Failed("the job's task ended unexpectedly".into()));
+        self.scheduler.finish(&self.job_id, outcome);
+    }
+}
+
+/// What orcd itself measured, for `done` events it has to make up.
+#[derive(Debug, Default)]
+struct Relayed {
+    tokens: u32,
+    dispatched_at: Option<Instant>,
+    first_token_at: Option<Instant>,
+}
+
+impl Relayed {
+    fn cancelled_stats(&self) -> GenerationStats {
+        let now = Instant::now();
+        let time_to_first_token_ms = match (self.dispatched_at, self.first_token_at) {
+            (Some(dispatched), Some(first)) => millis(first - dispatched),
+            _ => 0.0,
+        };
+        let tokens_per_second = match self.first_token_at {
+            Some(first) if self.tokens > 1 && now > first => {
+                f64::from(self.tokens - 1) / (now - first).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        GenerationStats {
+            finish_reason: FinishReason::Cancelled,
+            // Only the worker knows; it did not get to tell.
+            prompt_tokens: 0,
+            generated_tokens: self.tokens,
+            time_to_first_token_ms,
+            tokens_per_second,
+            prompt_tokens_per_second: 0.0,
+        }
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Why a job stopped early, whatever it was doing at the time.
+#[derive(Debug)]
+enum Interrupt {
+    Cancelled,
+    ClientGone,
+    ShuttingDown,
+    SchedulerGone,
+}
+
+/// How one dispatch to one worker ended.
+enum Attempt {
+    Finished(JobOutcome),
+    Retry(DispatchFailure),
+}
+
+struct JobRun {
+    context: JobContext,
+    notices: mpsc::UnboundedReceiver<JobNotice>,
+    items: mpsc::Sender<JobItem>,
+    relayed: Relayed,
+}
+
+impl JobRun {
+    async fn run(&mut self) -> JobOutcome {
+        loop {
+            let (worker_id, url) = match self.wait_for_worker().await {
+                Ok(assignment) => assignment,
+                Err(outcome) => return outcome,
+            };
+            match self.execute(&worker_id, &url).await {
+                Attempt::Finished(outcome) => return outcome,
+                Attempt::Retry(failure) => {
+                    self.context.scheduler.dispatch_failed(
+                        &self.context.job_id,
+                        &worker_id,
+                        failure,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits in the queue (relaying positions) until the scheduler assigns a worker.
+    async fn wait_for_worker(&mut self) -> Result<(String, String), JobOutcome> {
+        loop {
+            let notice = tokio::select! {
+                notice = self.notices.recv() => notice,
+                () = self.items.closed() => return Err(self.interrupted(Interrupt::ClientGone).await),
+                () = aborted(&mut self.context.abort) => {
+                    return Err(self.interrupted(Interrupt::ShuttingDown).await)
+                }
+            };
+            match notice {
+                Some(JobNotice::Dispatch { worker_id, url }) => return Ok((worker_id, url)),
+                Some(JobNotice::Queued { position }) => {
+                    let queued = StreamEvent::Queued {
+                        job_id: self.context.job_id.clone(),
+                        position,
+                    };
+                    // Not `emit`: blocking on a slow client here could swallow the `Dispatch`
+                    // notice. A position a full buffer misses is superseded by the next one.
+                    match self.items.try_send(Ok(queued)) {
+                        Ok(()) | Err(TrySendError::Full(_)) => {}
+                        Err(TrySendError::Closed(_)) => {
+                            return Err(self.interrupted(Interrupt::ClientGone).await)
+                        }
+                    }
+                }
+                Some(JobNotice::Cancel) => {
+                    return Err(self.interrupted(Interrupt::Cancelled).await)
+                }
+                Some(JobNotice::Fail(error)) => {
+                    let outcome = JobOutcome::Failed(error.to_string());
+                    self.emit_final(Err(error)).await;
+                    return Err(outcome);
+                }
+                None => return Err(self.interrupted(Interrupt::SchedulerGone).await),
+            }
+        }
+    }
+
+    /// One dispatch: send the request, then relay the worker's stream until it ends.
+    async fn execute(&mut self, worker_id: &str, url: &str) -> Attempt {
+        let job_id = self.context.job_id.clone();
+        self.relayed.dispatched_at = Some(Instant::now());
+        tracing::debug!(%job_id, %worker_id, "dispatching");
+        let request = self
+            .context
+            .http
+            .post(format!("{url}/execute"))
+            .json(&self.context.task.execute_request(&job_id))
+            .send();
+        // Dropping the request or the stream below closes the worker connection, which is how
+        // the worker learns that the job is cancelled.
+        let response = tokio::select! {
+            response = request => response,
+            interrupt = next_interrupt(&mut self.notices, &self.items, &mut self.context.abort) => {
+                return Attempt::Finished(self.interrupted(interrupt).await);
+            }
+        };
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => return Attempt::Retry(DispatchFailure::Unreachable(error_chain(&error))),
+        };
+        if !response.status().is_success() {
+            return self.refused(worker_id, response).await;
+        }
+        let started = StreamEvent::Started {
+            job_id: job_id.clone(),
+            worker_id: worker_id.to_owned(),
+        };
+        if let Err(interrupt) = self.emit(Ok(started)).await {
+            return Attempt::Finished(self.interrupted(interrupt).await);
+        }
+
+        let mut events = response.bytes_stream().eventsource();
+        loop {
+            let next = tokio::select! {
+                next = events.next() => next,
+                interrupt = next_interrupt(&mut self.notices, &self.items, &mut self.context.abort) => {
+                    return Attempt::Finished(self.interrupted(interrupt).await);
+                }
+            };
+            let event = match next {
+                Some(Ok(event)) => event,
+                Some(Err(EventStreamError::Transport(error))) => {
+                    return self.lost(worker_id, error_chain(&error)).await
+                }
+                Some(Err(error)) => return self.lost(worker_id, error.to_string()).await,
+                None => {
+                    return self
+                        .lost(worker_id, "the stream ended without a `done` event".into())
+                        .await
+                }
+            };
+            let event = match StreamEvent::from_sse(&event.event, &event.data) {
+                Ok(event) => event,
+                Err(error) => {
+                    let message = format!("unreadable `{}` event: {error}", event.event);
+                    return self.lost(worker_id, message).await;
+                }
+            };
+            match event {
+                StreamEvent::Token { .. } => {
+                    self.relayed.tokens += 1;
+                    self.relayed.first_token_at.get_or_insert_with(Instant::now);
+                    self.context.scheduler.token(&job_id);
+                    if let Err(interrupt) = self.emit(Ok(event)).await {
+                        return Attempt::Finished(self.interrupted(interrupt).await);
+                    }
+                }
+                StreamEvent::Done(stats) => {
+                    self.emit_final(Ok(StreamEvent::Done(stats.clone()))).await;
+                    return Attempt::Finished(JobOutcome::Completed(stats));
+                }
+                StreamEvent::Error {
+                    message,
+                    error_type,
+                } => {
+                    // The worker's own verdict: relayed, not retried.
+                    let error = worker_error(worker_id, message, error_type);
+                    let outcome = JobOutcome::Failed(error.to_string());
+                    self.emit_final(Err(error)).await;
+                    return Attempt::Finished(outcome);
+                }
+                StreamEvent::Queued { .. } | StreamEvent::Started { .. } => {
+                    tracing::warn!(%job_id, %worker_id, "ignoring orcd-only `{}` event from a worker", event.name());
+                }
+            }
+        }
+    }
+
+    /// The worker answered `/execute` with an error status.
+    async fn refused(&mut self, worker_id: &str, response: reqwest::Response) -> Attempt {
+        let status = response.status();
+        let body = tokio::time::timeout(REFUSAL_BODY_WAIT, response.text())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let detail = match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(error) => error.error,
+            Err(_) => body.chars().take(200).collect(),
+        };
+        let message = format!("HTTP {status}: {detail}");
+        match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                Attempt::Retry(DispatchFailure::Busy(message))
+            }
+            status if status.is_client_error() => {
+                let error = OrcdError::WorkerRejected {
+                    worker_id: worker_id.to_owned(),
+                    message,
+                };
+                let outcome = JobOutcome::Failed(error.to_string());
+                self.emit_final(Err(error)).await;
+                Attempt::Finished(outcome)
+            }
+            _ => Attempt::Retry(DispatchFailure::Failed(message)),
+        }
+    }
+
+    /// The worker's stream broke. Before the first token the job is retried elsewhere; after
+    /// it the client has a partial answer, so the job fails and the worker is presumed gone.
+    async fn lost(&mut self, worker_id: &str, message: String) -> Attempt {
+        if self.relayed.tokens == 0 {
+            return Attempt::Retry(DispatchFailure::Unreachable(message));
+        }
+        self.context.scheduler.worker_lost(worker_id);
+        let error = OrcdError::WorkerFailed {
+            worker_id: worker_id.to_owned(),
+            message: format!(
+                "connection lost after {} tokens: {message}",
+                self.relayed.tokens
+            ),
+        };
+        let outcome = JobOutcome::Failed(error.to_string());
+        self.emit_final(Err(error)).await;
+        Attempt::Finished(outcome)
+    }
+
+    /// Sends an item to the client, giving up if the job is interrupted meanwhile.
+    async fn emit(&mut self, item: JobItem) -> Result<(), Interrupt> {
+        tokio::select! {
+            sent = self.items.send(item) => sent.map_err(|_| Interrupt::ClientGone),
+            interrupt = next_interrupt(&mut self.notices, &self.items, &mut self.context.abort) => {
+                Err(interrupt)
+            }
+        }
+    }
+
+    /// Sends the last item of the stream; a client that does not read it in time loses it.
+    async fn emit_final(&mut self, item: JobItem) {
+        let _ = tokio::time::timeout(FINAL_EVENT_WAIT, self.items.send(item)).await;
+    }
+
+    /// Ends the stream the way the interruption calls for and returns the job's outcome.
+    async fn interrupted(&mut self, interrupt: Interrupt) -> JobOutcome {
+        match interrupt {
+            Interrupt::Cancelled => {
+                let done = StreamEvent::Done(self.relayed.cancelled_stats());
+                self.emit_final(Ok(done)).await;
+                JobOutcome::Cancelled
+            }
+            Interrupt::ClientGone => JobOutcome::Cancelled,
+            Interrupt::ShuttingDown => {
+                let error = OrcdError::ShuttingDown;
+                let outcome = JobOutcome::Failed(error.to_string());
+                self.emit_final(Err(error)).await;
+                outcome
+            }
+            Interrupt::SchedulerGone => {
+                let error =
+                    OrcdError::Internal("the scheduler stopped while a job was active".into());
+                let outcome = JobOutcome::Failed(error.to_string());
+                self.emit_final(Err(error)).await;
+                outcome
+            }
+        }
+    }
+}
+
+/// Resolves when a running job must stop: cancelled, its client gone, or orcd shutting down.
+/// Other notices cannot concern a running job and are skipped.
+async fn next_interrupt(
+    notices: &mut mpsc::UnboundedReceiver<JobNotice>,
+    items: &mpsc::Sender<JobItem>,
+    abort: &mut watch::Receiver<bool>,
+) -> Interrupt {
+    let cancelled = async {
+        loop {
+            match notices.recv().await {
+                Some(JobNotice::Cancel) => return Interrupt::Cancelled,
+                Some(notice) => {
+                    tracing::debug!(?notice, "ignoring a stale notice for a running job")
+                }
+                None => return Interrupt::SchedulerGone,
+            }
+        }
+    };
+    tokio::select! {
+        interrupt = cancelled => interrupt,
+        () = items.closed() => Interrupt::ClientGone,
+        () = aborted(abort) => Interrupt::ShuttingDown,
+    }
+}
+
+/// Resolves once the abort flag is set; never, if nobody can set it any more.
+async fn aborted(abort: &mut watch::Receiver<bool>) {
+    if abort.wait_for(|aborted| *aborted).await.is_err() {
+        pending::<()>().await;
+    }
+}
+
+/// A worker's `error` event in orcd's vocabulary: its validation errors stay client errors.
+fn worker_error(worker_id: &str, message: String, error_type: ErrorKind) -> OrcdError {
+    let worker_id = worker_id.to_owned();
+    match error_type {
+        ErrorKind::Validation => OrcdError::WorkerRejected { worker_id, message },
+        ErrorKind::NoWorker
+        | ErrorKind::QueueFull
+        | ErrorKind::NotFound
+        | ErrorKind::Unauthorized
+        | ErrorKind::Worker
+        | ErrorKind::ShuttingDown
+        | ErrorKind::Internal => OrcdError::WorkerFailed {
+            worker_id,
+            message: format!("{message} ({error_type:?})"),
+        },
+    }
+}
+
+/// reqwest's top-level message is generic ("error sending request"); the cause is in the chain.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

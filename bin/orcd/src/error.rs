@@ -1,0 +1,179 @@
+//! orcd's one error vocabulary: every failure a client can see, mapped exhaustively to an HTTP
+//! status with an [`ErrorBody`], and to the SSE `error` event that ends a task stream.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use llorch_api::{ErrorBody, ErrorKind, JobState, StreamEvent};
+
+use crate::validation::ValidationError;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OrcdError {
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// The body was not the JSON the endpoint expects (axum's rejection text names the problem).
+    #[error("malformed request body: {0}")]
+    MalformedBody(String),
+    #[error(
+        "no live worker serves model `{model}`; start one with \
+         `cargo xtask pool worker spawn cpu --model {model}`"
+    )]
+    NoWorker { model: String },
+    #[error(
+        "the queue for model `{model}` is full ({limit} jobs waiting); retry in {retry_after_secs} s"
+    )]
+    QueueFull {
+        model: String,
+        limit: usize,
+        retry_after_secs: u64,
+    },
+    #[error("no job `{0}`; list jobs with `GET /v2/tasks`")]
+    JobNotFound(String),
+    #[error("no worker `{0}` is registered; a worker registers with `POST /workers/register`")]
+    WorkerNotFound(String),
+    #[error("no route for `{0}`; orcd serves /health, /workers and /v2/tasks")]
+    RouteNotFound(String),
+    #[error("job `{job_id}` already finished ({state:?})")]
+    JobFinished { job_id: String, state: JobState },
+    /// The worker refused the request as invalid (for example a prompt longer than its context).
+    #[error("worker `{worker_id}` rejected the job: {message}")]
+    WorkerRejected { worker_id: String, message: String },
+    /// The worker failed or vanished after generation had started.
+    #[error("worker `{worker_id}` failed: {message}")]
+    WorkerFailed { worker_id: String, message: String },
+    /// Every dispatch attempt failed before the first token.
+    #[error("job `{job_id}` could not be dispatched: {message}")]
+    DispatchFailed { job_id: String, message: String },
+    #[error("orcd is shutting down; the job was not finished")]
+    ShuttingDown,
+    /// A bug; the detail is logged, the client only learns that something broke inside.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl OrcdError {
+    /// The HTTP status and error category of this error. Exhaustive on purpose: a new variant
+    /// must decide both before it compiles.
+    pub fn status_and_kind(&self) -> (StatusCode, ErrorKind) {
+        match self {
+            OrcdError::Validation(_) => (StatusCode::BAD_REQUEST, ErrorKind::Validation),
+            OrcdError::MalformedBody(_) => (StatusCode::BAD_REQUEST, ErrorKind::Validation),
+            OrcdError::NoWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoWorker),
+            OrcdError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::QueueFull),
+            OrcdError::JobNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::WorkerNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::RouteNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::JobFinished { .. } => (StatusCode::CONFLICT, ErrorKind::Validation),
+            OrcdError::WorkerRejected { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorKind::Validation)
+            }
+            OrcdError::WorkerFailed { .. } => (StatusCode::BAD_GATEWAY, ErrorKind::Worker),
+            OrcdError::DispatchFailed { .. } => (StatusCode::BAD_GATEWAY, ErrorKind::Worker),
+            OrcdError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::ShuttingDown),
+            OrcdError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal),
+        }
+    }
+
+    /// The message a client sees: internals stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            OrcdError::Internal(_) => "internal error in orcd; see its log".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.public_message(),
+            error_type: self.status_and_kind().1,
+        }
+    }
+
+    /// The `error` event that ends a task stream with this error.
+    pub fn to_stream_event(&self) -> StreamEvent {
+        let body = self.body();
+        StreamEvent::Error {
+            message: body.error,
+            error_type: body.error_type,
+        }
+    }
+
+    /// Logs server-side failures; user-input errors are the client's business, not ours.
+    pub fn log(&self) {
+        match self.status_and_kind().1 {
+            ErrorKind::Internal => tracing::error!("{self}"),
+            ErrorKind::Worker => tracing::warn!("{self}"),
+            ErrorKind::Validation
+            | ErrorKind::NoWorker
+            | ErrorKind::QueueFull
+            | ErrorKind::NotFound
+            | ErrorKind::Unauthorized
+            | ErrorKind::ShuttingDown => tracing::debug!("{self}"),
+        }
+    }
+}
+
+impl IntoResponse for OrcdError {
+    fn into_response(self) -> Response {
+        self.log();
+        let (status, _) = self.status_and_kind();
+        let mut response = (status, Json(self.body())).into_response();
+        if let OrcdError::QueueFull {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_full_answers_429_with_retry_after() {
+        let response = OrcdError::QueueFull {
+            model: "m".into(),
+            limit: 2,
+            retry_after_secs: 7,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn no_worker_names_the_model_and_the_spawn_command() {
+        let error = OrcdError::NoWorker {
+            model: "gemma3-270m".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "no live worker serves model `gemma3-270m`; start one with \
+             `cargo xtask pool worker spawn cpu --model gemma3-270m`"
+        );
+        assert_eq!(
+            error.status_and_kind(),
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoWorker)
+        );
+    }
+
+    #[test]
+    fn internal_details_do_not_reach_the_client() {
+        let event = OrcdError::Internal("actor panicked at core.rs:10".into()).to_stream_event();
+        let StreamEvent::Error {
+            message,
+            error_type,
+        } = event
+        else {
+            panic!("expected an error event, got {event:?}");
+        };
+        assert_eq!(error_type, ErrorKind::Internal);
+        assert!(!message.contains("core.rs"), "leaked: {message}");
+    }
+}

@@ -1,0 +1,72 @@
+//! orcd, the llama-orch orchestrator: workers register and heartbeat, clients submit tasks, the
+//! scheduler queues them per model and sends each to a live worker with a free slot, and the
+//! worker's token stream is relayed back over SSE.
+//!
+//! A request's path: `server` (route, `validation`) → `scheduler` (admit, queue, pick a worker)
+//! → `dispatch` (`POST /execute` on the worker, relay its events) → `sse` (framing to the client).
+
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod scheduler;
+pub mod server;
+pub mod sse;
+pub mod validation;
+
+use std::io::Write;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use config::{Args, Settings};
+pub use server::{app, serve, AppState};
+
+/// Binds, prints `orcd listening on http://ADDR` on stdout (scripts and tests read it) and
+/// serves until ctrl-c or SIGTERM.
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let settings = args.settings();
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "binding {}: is another orcd running there? choose another address with `--listen`",
+            args.listen
+        )
+    })?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    let state = AppState::new(&settings)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "orcd listening on http://{address}").context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")?;
+    drop(stdout);
+    tracing::info!(%address, "orcd listening");
+    serve(listener, state, shutdown_signal(), settings.drain).await?;
+    tracing::info!("orcd stopped");
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for ctrl-c: {error}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!("cannot listen for SIGTERM: {error}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

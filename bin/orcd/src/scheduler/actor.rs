@@ -1,0 +1,397 @@
+//! The scheduler actor: one task owns the [`SchedulerCore`], takes commands over a channel
+//! (answering on oneshot channels), ticks for heartbeat expiry, and forwards every effect to the
+//! task that runs the job concerned.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use llorch_api::{Heartbeat, JobInfo, JobState, WorkerInfo, WorkerRegistration};
+use tokio::sync::{mpsc, oneshot};
+
+use super::core::{DispatchFailure, Effect, JobOutcome, NewJob, SchedulerConfig, SchedulerCore};
+use crate::error::OrcdError;
+
+/// What the task running a job hears from the scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobNotice {
+    /// Send the job to this worker now.
+    Dispatch { worker_id: String, url: String },
+    /// The job waits at this queue position (1 is next).
+    Queued { position: u32 },
+    /// Stop the job (`DELETE /v2/tasks/{id}`).
+    Cancel,
+    /// The job failed while it waited; it is already finished.
+    Fail(OrcdError),
+}
+
+#[derive(Debug)]
+enum Command {
+    Register {
+        registration: WorkerRegistration,
+        reply: oneshot::Sender<WorkerInfo>,
+    },
+    Heartbeat {
+        worker_id: String,
+        heartbeat: Heartbeat,
+        reply: oneshot::Sender<Result<(), OrcdError>>,
+    },
+    Deregister {
+        worker_id: String,
+        reply: oneshot::Sender<Result<(), OrcdError>>,
+    },
+    Workers {
+        reply: oneshot::Sender<Vec<WorkerInfo>>,
+    },
+    Submit {
+        job: NewJob,
+        notices: mpsc::UnboundedSender<JobNotice>,
+        reply: oneshot::Sender<Result<(), OrcdError>>,
+    },
+    DispatchFailed {
+        job_id: String,
+        worker_id: String,
+        failure: DispatchFailure,
+    },
+    WorkerLost {
+        worker_id: String,
+    },
+    Token {
+        job_id: String,
+    },
+    Finish {
+        job_id: String,
+        outcome: JobOutcome,
+    },
+    Cancel {
+        job_id: String,
+        reply: oneshot::Sender<Result<JobState, OrcdError>>,
+    },
+    Jobs {
+        reply: oneshot::Sender<Vec<JobInfo>>,
+    },
+    Job {
+        job_id: String,
+        reply: oneshot::Sender<Option<JobInfo>>,
+    },
+    StopAccepting,
+}
+
+/// A cheap, cloneable handle to the scheduler actor. The actor stops when the last handle is
+/// dropped.
+#[derive(Debug, Clone)]
+pub struct SchedulerHandle {
+    // Unbounded so that fire-and-forget reports (tokens, finish) can be sent from `Drop` and
+    // never block a stream; every command is small and the actor does no I/O.
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl SchedulerHandle {
+    /// Starts the actor on the current tokio runtime.
+    pub fn spawn(config: SchedulerConfig) -> Self {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        // Expiry is checked a few times per timeout so a dead worker is noticed promptly.
+        let tick =
+            (config.heartbeat_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::spawn(run_actor(SchedulerCore::new(config), receiver, tick));
+        SchedulerHandle { commands }
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, OrcdError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .map_err(|_| scheduler_stopped())?;
+        answer.await.map_err(|_| scheduler_stopped())
+    }
+
+    fn tell(&self, command: Command) {
+        // Only fails once the actor is gone, and then nobody is left to care.
+        let _ = self.commands.send(command);
+    }
+
+    pub async fn register(
+        &self,
+        registration: WorkerRegistration,
+    ) -> Result<WorkerInfo, OrcdError> {
+        self.ask(|reply| Command::Register {
+            registration,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        worker_id: String,
+        heartbeat: Heartbeat,
+    ) -> Result<(), OrcdError> {
+        self.ask(|reply| Command::Heartbeat {
+            worker_id,
+            heartbeat,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn deregister(&self, worker_id: String) -> Result<(), OrcdError> {
+        self.ask(|reply| Command::Deregister { worker_id, reply })
+            .await?
+    }
+
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, OrcdError> {
+        self.ask(|reply| Command::Workers { reply }).await
+    }
+
+    /// Admits a job. The receiver carries the scheduler's decisions about it, starting with
+    /// either `Dispatch` or `Queued`.
+    pub async fn submit(
+        &self,
+        job: NewJob,
+    ) -> Result<mpsc::UnboundedReceiver<JobNotice>, OrcdError> {
+        let (notices, receiver) = mpsc::unbounded_channel();
+        self.ask(|reply| Command::Submit {
+            job,
+            notices,
+            reply,
+        })
+        .await??;
+        Ok(receiver)
+    }
+
+    pub fn dispatch_failed(&self, job_id: &str, worker_id: &str, failure: DispatchFailure) {
+        self.tell(Command::DispatchFailed {
+            job_id: job_id.to_owned(),
+            worker_id: worker_id.to_owned(),
+            failure,
+        });
+    }
+
+    pub fn worker_lost(&self, worker_id: &str) {
+        self.tell(Command::WorkerLost {
+            worker_id: worker_id.to_owned(),
+        });
+    }
+
+    pub fn token(&self, job_id: &str) {
+        self.tell(Command::Token {
+            job_id: job_id.to_owned(),
+        });
+    }
+
+    pub fn finish(&self, job_id: &str, outcome: JobOutcome) {
+        self.tell(Command::Finish {
+            job_id: job_id.to_owned(),
+            outcome,
+        });
+    }
+
+    pub async fn cancel(&self, job_id: String) -> Result<JobState, OrcdError> {
+        self.ask(|reply| Command::Cancel { job_id, reply }).await?
+    }
+
+    pub async fn jobs(&self) -> Result<Vec<JobInfo>, OrcdError> {
+        self.ask(|reply| Command::Jobs { reply }).await
+    }
+
+    pub async fn job(&self, job_id: String) -> Result<JobInfo, OrcdError> {
+        let missing = OrcdError::JobNotFound(job_id.clone());
+        self.ask(|reply| Command::Job { job_id, reply })
+            .await?
+            .ok_or(missing)
+    }
+
+    pub fn stop_accepting(&self) {
+        self.tell(Command::StopAccepting);
+    }
+}
+
+fn scheduler_stopped() -> OrcdError {
+    OrcdError::Internal("the scheduler task has stopped".into())
+}
+
+async fn run_actor(
+    mut core: SchedulerCore,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    tick: Duration,
+) {
+    let mut notices: HashMap<String, mpsc::UnboundedSender<JobNotice>> = HashMap::new();
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => handle(&mut core, &mut notices, command),
+                None => break,
+            },
+            _ = ticker.tick() => core.tick(Instant::now()),
+        }
+        for effect in core.take_effects() {
+            route(&notices, effect);
+        }
+    }
+    tracing::debug!("scheduler stopped");
+}
+
+fn handle(
+    core: &mut SchedulerCore,
+    notices: &mut HashMap<String, mpsc::UnboundedSender<JobNotice>>,
+    command: Command,
+) {
+    let now = Instant::now();
+    // A dropped reply receiver means the request was abandoned; nothing to do about it.
+    match command {
+        Command::Register {
+            registration,
+            reply,
+        } => {
+            let _ = reply.send(core.register(registration, now));
+        }
+        Command::Heartbeat {
+            worker_id,
+            heartbeat,
+            reply,
+        } => {
+            let _ = reply.send(core.heartbeat(&worker_id, heartbeat, now));
+        }
+        Command::Deregister { worker_id, reply } => {
+            let _ = reply.send(core.deregister(&worker_id, now));
+        }
+        Command::Workers { reply } => {
+            let _ = reply.send(core.workers(now));
+        }
+        Command::Submit {
+            job,
+            notices: sender,
+            reply,
+        } => {
+            let job_id = job.job_id.clone();
+            // Registered first: the job's first effect is produced by `submit` itself.
+            notices.insert(job_id.clone(), sender);
+            let result = core.submit(job, now);
+            if result.is_err() {
+                notices.remove(&job_id);
+            }
+            let _ = reply.send(result);
+        }
+        Command::DispatchFailed {
+            job_id,
+            worker_id,
+            failure,
+        } => core.dispatch_failed(&job_id, &worker_id, failure, now),
+        Command::WorkerLost { worker_id } => core.worker_lost(&worker_id, now),
+        Command::Token { job_id } => core.record_token(&job_id, now),
+        Command::Finish { job_id, outcome } => {
+            // Every job task reports its end exactly once, so this is where its channel goes.
+            notices.remove(&job_id);
+            core.finish(&job_id, outcome, now);
+        }
+        Command::Cancel { job_id, reply } => {
+            let _ = reply.send(core.cancel(&job_id, now));
+        }
+        Command::Jobs { reply } => {
+            let _ = reply.send(core.jobs(now));
+        }
+        Command::Job { job_id, reply } => {
+            let _ = reply.send(core.job(&job_id, now));
+        }
+        Command::StopAccepting => core.stop_accepting(),
+    }
+}
+
+fn route(notices: &HashMap<String, mpsc::UnboundedSender<JobNotice>>, effect: Effect) {
+    let (job_id, notice) = match effect {
+        Effect::Dispatch(assignment) => (
+            assignment.job_id,
+            JobNotice::Dispatch {
+                worker_id: assignment.worker_id,
+                url: assignment.url,
+            },
+        ),
+        Effect::QueuePosition { job_id, position } => (job_id, JobNotice::Queued { position }),
+        Effect::Cancel { job_id } => (job_id, JobNotice::Cancel),
+        Effect::Fail { job_id, error } => (job_id, JobNotice::Fail(error)),
+    };
+    match notices.get(&job_id) {
+        // A closed channel means the job's task already ended; its finish report is on the way.
+        Some(sender) => {
+            let _ = sender.send(notice);
+        }
+        None => tracing::debug!(%job_id, ?notice, "notice for a job without a task"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llorch_api::Backend;
+
+    fn registration(id: &str, slots: u32) -> WorkerRegistration {
+        WorkerRegistration {
+            worker_id: id.into(),
+            url: format!("http://{id}:9000"),
+            model: "m".into(),
+            backend: Backend::Cpu,
+            slots,
+            ctx_size: 512,
+        }
+    }
+
+    fn job(id: &str) -> NewJob {
+        NewJob {
+            job_id: id.into(),
+            model: "m".into(),
+            submitted_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn notices_reach_the_task_of_each_job() {
+        let scheduler = SchedulerHandle::spawn(SchedulerConfig::default());
+        scheduler.register(registration("w", 1)).await.unwrap();
+        let mut first = scheduler.submit(job("j1")).await.unwrap();
+        let mut second = scheduler.submit(job("j2")).await.unwrap();
+        assert_eq!(
+            first.recv().await,
+            Some(JobNotice::Dispatch {
+                worker_id: "w".into(),
+                url: "http://w:9000".into()
+            })
+        );
+        assert_eq!(second.recv().await, Some(JobNotice::Queued { position: 1 }));
+        scheduler.finish("j1", JobOutcome::Cancelled);
+        assert!(matches!(
+            second.recv().await,
+            Some(JobNotice::Dispatch { .. })
+        ));
+        assert_eq!(scheduler.cancel("j2".into()).await, Ok(JobState::Running));
+        assert_eq!(second.recv().await, Some(JobNotice::Cancel));
+    }
+
+    #[tokio::test]
+    async fn the_actor_expires_silent_workers_on_its_own() {
+        let scheduler = SchedulerHandle::spawn(SchedulerConfig {
+            heartbeat_timeout: Duration::from_millis(100),
+            ..SchedulerConfig::default()
+        });
+        scheduler.register(registration("w", 1)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let workers = scheduler.workers().await.unwrap();
+            if workers[0].state == llorch_api::WorkerState::Dead {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker never expired: {workers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(
+            scheduler.submit(job("j1")).await,
+            Err(OrcdError::NoWorker { .. })
+        ));
+    }
+}

@@ -1,0 +1,692 @@
+//! The scheduler's decisions as plain synchronous code: the worker registry, slot accounting,
+//! per-model FIFO queues, retries and cancellation. Every method takes `now` so tests drive it
+//! with a fake clock; no sockets, no tokio. The actor (`actor.rs`) owns one of these and turns
+//! its [`Effect`]s into messages to the tasks that run jobs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use llorch_api::{
+    FinishReason, GenerationStats, Heartbeat, JobInfo, JobState, WorkerInfo, WorkerRegistration,
+    WorkerState,
+};
+
+use crate::error::OrcdError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerConfig {
+    /// A worker not heard from for this long is marked dead.
+    pub heartbeat_timeout: Duration,
+    /// Jobs that may wait per model before new ones are refused with 429.
+    pub queue_limit: usize,
+    /// Finished jobs kept for `GET /v2/tasks`.
+    pub recent_jobs: usize,
+    /// Dispatches tried per job before it fails (the first one included).
+    pub dispatch_attempts: u32,
+    /// A dead worker with no running jobs is forgotten after this long.
+    pub dead_worker_retention: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            heartbeat_timeout: Duration::from_secs(10),
+            queue_limit: 32,
+            recent_jobs: 256,
+            dispatch_attempts: 3,
+            dead_worker_retention: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A job handed to a worker: the job's task should now `POST {url}/execute`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub job_id: String,
+    pub worker_id: String,
+    pub url: String,
+}
+
+/// What the scheduler wants the task running a job to learn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Dispatch(Assignment),
+    /// The job waits; `position` 1 is next. Sent when it enters the queue and when it moves.
+    QueuePosition {
+        job_id: String,
+        position: u32,
+    },
+    /// Stop the job: a queued job is already removed, a running one must drop its worker request.
+    Cancel {
+        job_id: String,
+    },
+    /// The job failed while waiting (no worker left, retries exhausted); it is already finished.
+    Fail {
+        job_id: String,
+        error: OrcdError,
+    },
+}
+
+/// Why a dispatch failed before the first token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DispatchFailure {
+    /// No connection, or it dropped before any token: the worker is probably gone.
+    Unreachable(String),
+    /// The worker answered 429/503: full or not ready. Worth retrying, on it too.
+    Busy(String),
+    /// Any other failure of this worker; the job will not be sent to it again.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    Completed(GenerationStats),
+    Failed(String),
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub job_id: String,
+    pub model: String,
+    /// Wall-clock time of acceptance, for display only; durations use `now`.
+    pub submitted_at_ms: u64,
+}
+
+#[derive(Debug)]
+struct Worker {
+    registration: WorkerRegistration,
+    last_seen: Instant,
+    dead_since: Option<Instant>,
+    /// Jobs orcd itself has dispatched here and not yet seen finish.
+    running: BTreeSet<String>,
+    /// The worker's own count from its last heartbeat, lowered as orcd's jobs finish.
+    reported_busy: u32,
+}
+
+impl Worker {
+    /// orcd's own count, with the worker's report as a floor: the worker may run jobs orcd did
+    /// not send (a previous orcd, a direct client).
+    fn busy(&self) -> u32 {
+        (self.running.len() as u32).max(self.reported_busy)
+    }
+
+    fn free(&self) -> u32 {
+        self.registration.slots.saturating_sub(self.busy())
+    }
+
+    fn is_live(&self) -> bool {
+        self.dead_since.is_none()
+    }
+
+    fn info(&self, now: Instant) -> WorkerInfo {
+        WorkerInfo {
+            worker_id: self.registration.worker_id.clone(),
+            url: self.registration.url.clone(),
+            model: self.registration.model.clone(),
+            backend: self.registration.backend,
+            slots_total: self.registration.slots,
+            slots_busy: self.busy(),
+            ctx_size: self.registration.ctx_size,
+            last_seen_ms_ago: millis(now.saturating_duration_since(self.last_seen)) as u64,
+            state: if self.is_live() {
+                WorkerState::Live
+            } else {
+                WorkerState::Dead
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Job {
+    job_id: String,
+    model: String,
+    state: JobState,
+    worker_id: Option<String>,
+    /// Workers that failed this job; it is not sent to them again.
+    excluded: BTreeSet<String>,
+    attempts: u32,
+    last_failure: Option<String>,
+    submitted_at: Instant,
+    submitted_at_ms: u64,
+    first_token_at: Option<Instant>,
+    generated_tokens: u32,
+    cancel_requested: bool,
+    reported_position: Option<u32>,
+}
+
+impl Job {
+    fn info(&self, now: Instant, outcome: Option<&JobOutcome>) -> JobInfo {
+        let (state, finish_reason, error, prompt_tokens, generated_tokens) = match outcome {
+            None => (self.state, None, None, 0, self.generated_tokens),
+            Some(JobOutcome::Completed(stats)) => (
+                JobState::Completed,
+                Some(stats.finish_reason),
+                None,
+                stats.prompt_tokens,
+                stats.generated_tokens,
+            ),
+            Some(JobOutcome::Failed(message)) => (
+                JobState::Failed,
+                None,
+                Some(message.clone()),
+                0,
+                self.generated_tokens,
+            ),
+            Some(JobOutcome::Cancelled) => (
+                JobState::Cancelled,
+                Some(FinishReason::Cancelled),
+                None,
+                0,
+                self.generated_tokens,
+            ),
+        };
+        JobInfo {
+            job_id: self.job_id.clone(),
+            model: self.model.clone(),
+            worker_id: self.worker_id.clone(),
+            state,
+            prompt_tokens,
+            generated_tokens,
+            submitted_at_ms: self.submitted_at_ms,
+            // Measured by orcd from acceptance, queueing included: what the client experienced.
+            time_to_first_token_ms: self
+                .first_token_at
+                .map(|at| millis(at.saturating_duration_since(self.submitted_at))),
+            duration_ms: outcome.map(|_| millis(now.saturating_duration_since(self.submitted_at))),
+            finish_reason,
+            error,
+        }
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// All scheduling state. Methods return their direct answer; what other jobs must learn as a
+/// consequence accumulates as [`Effect`]s, collected with [`SchedulerCore::take_effects`].
+#[derive(Debug)]
+pub struct SchedulerCore {
+    config: SchedulerConfig,
+    /// Ordered by id so that "least loaded, ties by id" is a plain `min_by_key`.
+    workers: BTreeMap<String, Worker>,
+    /// Queued and running jobs.
+    jobs: HashMap<String, Job>,
+    queues: HashMap<String, VecDeque<String>>,
+    /// Finished jobs, oldest first.
+    recent: VecDeque<JobInfo>,
+    effects: Vec<Effect>,
+    accepting: bool,
+}
+
+impl SchedulerCore {
+    pub fn new(config: SchedulerConfig) -> Self {
+        SchedulerCore {
+            config,
+            workers: BTreeMap::new(),
+            jobs: HashMap::new(),
+            queues: HashMap::new(),
+            recent: VecDeque::new(),
+            effects: Vec::new(),
+            accepting: true,
+        }
+    }
+
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Adds a worker, or refreshes one that registers again (after its own restart or orcd's).
+    pub fn register(&mut self, registration: WorkerRegistration, now: Instant) -> WorkerInfo {
+        let id = registration.worker_id.clone();
+        let model = registration.model.clone();
+        let previous_model = match self.workers.get_mut(&id) {
+            Some(worker) => {
+                let previous = std::mem::replace(&mut worker.registration, registration);
+                worker.last_seen = now;
+                worker.dead_since = None;
+                // A fresh registration means a fresh worker process with empty slots.
+                worker.reported_busy = 0;
+                Some(previous.model)
+            }
+            None => {
+                self.workers.insert(
+                    id.clone(),
+                    Worker {
+                        registration,
+                        last_seen: now,
+                        dead_since: None,
+                        running: BTreeSet::new(),
+                        reported_busy: 0,
+                    },
+                );
+                None
+            }
+        };
+        tracing::info!(worker_id = %id, %model, "worker registered");
+        self.drain_queue(&model, now);
+        if let Some(previous_model) = previous_model.filter(|previous| *previous != model) {
+            self.drain_queue(&previous_model, now);
+        }
+        self.workers[&id].info(now)
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        worker_id: &str,
+        heartbeat: Heartbeat,
+        now: Instant,
+    ) -> Result<(), OrcdError> {
+        let worker = self
+            .workers
+            .get_mut(worker_id)
+            .ok_or_else(|| OrcdError::WorkerNotFound(worker_id.to_owned()))?;
+        if !worker.is_live() {
+            tracing::info!(%worker_id, "worker is alive again");
+        }
+        worker.last_seen = now;
+        worker.dead_since = None;
+        worker.reported_busy = heartbeat.slots_busy;
+        worker.registration.slots = heartbeat.slots_total;
+        let model = worker.registration.model.clone();
+        self.drain_queue(&model, now);
+        Ok(())
+    }
+
+    /// Forgets a worker. Its running jobs keep their connections; their slots simply vanish.
+    pub fn deregister(&mut self, worker_id: &str, now: Instant) -> Result<(), OrcdError> {
+        let worker = self
+            .workers
+            .remove(worker_id)
+            .ok_or_else(|| OrcdError::WorkerNotFound(worker_id.to_owned()))?;
+        tracing::info!(%worker_id, "worker deregistered");
+        self.drain_queue(&worker.registration.model, now);
+        Ok(())
+    }
+
+    pub fn workers(&self, now: Instant) -> Vec<WorkerInfo> {
+        self.workers
+            .values()
+            .map(|worker| worker.info(now))
+            .collect()
+    }
+
+    /// Admits a job: dispatched at once when a slot is free, else queued. Either way the job's
+    /// task learns it from an effect; the error is the answer to the client's request.
+    pub fn submit(&mut self, job: NewJob, now: Instant) -> Result<(), OrcdError> {
+        if !self.accepting {
+            return Err(OrcdError::ShuttingDown);
+        }
+        if self.jobs.contains_key(&job.job_id) {
+            return Err(OrcdError::Internal(format!(
+                "job id `{}` used twice",
+                job.job_id
+            )));
+        }
+        let no_exclusions = BTreeSet::new();
+        if !self.has_candidate(&job.model, &no_exclusions) {
+            return Err(OrcdError::NoWorker { model: job.model });
+        }
+        let queue_len = self.queues.get(&job.model).map_or(0, VecDeque::len);
+        let free_worker = self.pick_worker(&job.model, &no_exclusions);
+        if queue_len >= self.config.queue_limit && free_worker.is_none() {
+            return Err(OrcdError::QueueFull {
+                retry_after_secs: self.retry_after_secs(&job.model),
+                limit: self.config.queue_limit,
+                model: job.model,
+            });
+        }
+        let model = job.model.clone();
+        let job_id = job.job_id.clone();
+        self.jobs.insert(
+            job_id.clone(),
+            Job {
+                job_id: job.job_id,
+                model: job.model,
+                state: JobState::Queued,
+                worker_id: None,
+                excluded: BTreeSet::new(),
+                attempts: 0,
+                last_failure: None,
+                submitted_at: now,
+                submitted_at_ms: job.submitted_at_ms,
+                first_token_at: None,
+                generated_tokens: 0,
+                cancel_requested: false,
+                reported_position: None,
+            },
+        );
+        // Through the queue even when a slot is free, so that jobs already waiting go first.
+        self.queues
+            .entry(model.clone())
+            .or_default()
+            .push_back(job_id);
+        self.drain_queue(&model, now);
+        Ok(())
+    }
+
+    /// A dispatch failed before the first token: the job goes back to the head of its queue
+    /// (or to another worker at once), unless its attempts are spent.
+    pub fn dispatch_failed(
+        &mut self,
+        job_id: &str,
+        worker_id: &str,
+        failure: DispatchFailure,
+        now: Instant,
+    ) {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        if job.state != JobState::Running || job.worker_id.as_deref() != Some(worker_id) {
+            return;
+        }
+        job.state = JobState::Queued;
+        job.worker_id = None;
+        let (message, exclude, mark_dead) = match failure {
+            DispatchFailure::Unreachable(message) => (message, true, true),
+            DispatchFailure::Busy(message) => (message, false, false),
+            DispatchFailure::Failed(message) => (message, true, false),
+        };
+        if exclude {
+            job.excluded.insert(worker_id.to_owned());
+        }
+        let failure_text = format!("worker `{worker_id}`: {message}");
+        job.last_failure = Some(failure_text.clone());
+        let attempts = job.attempts;
+        let cancel_requested = job.cancel_requested;
+        let model = job.model.clone();
+        tracing::warn!(%job_id, %worker_id, attempts, "dispatch failed: {message}");
+
+        self.release_slot(worker_id, job_id);
+        if let Some(worker) = self.workers.get_mut(worker_id) {
+            if mark_dead {
+                worker.dead_since.get_or_insert(now);
+            } else if !exclude {
+                // It says it is full; believe it until a slot frees or it heartbeats.
+                worker.reported_busy = worker.registration.slots;
+            }
+        }
+        if cancel_requested {
+            self.finish(job_id, JobOutcome::Cancelled, now);
+        } else if attempts >= self.config.dispatch_attempts {
+            self.fail_waiting_job(
+                job_id,
+                OrcdError::DispatchFailed {
+                    job_id: job_id.to_owned(),
+                    message: format!("{attempts} attempts failed; the last: {failure_text}"),
+                },
+                now,
+            );
+            self.drain_queue(&model, now);
+        } else {
+            self.queues
+                .entry(model.clone())
+                .or_default()
+                .push_front(job_id.to_owned());
+            self.drain_queue(&model, now);
+        }
+    }
+
+    /// The connection to a worker broke mid-stream: stop sending it jobs until it heartbeats.
+    pub fn worker_lost(&mut self, worker_id: &str, now: Instant) {
+        let Some(worker) = self.workers.get_mut(worker_id) else {
+            return;
+        };
+        if worker.dead_since.is_none() {
+            tracing::warn!(%worker_id, "worker lost; marked dead until it heartbeats again");
+            worker.dead_since = Some(now);
+        }
+        let model = worker.registration.model.clone();
+        self.drain_queue(&model, now);
+    }
+
+    pub fn record_token(&mut self, job_id: &str, now: Instant) {
+        if let Some(job) = self.jobs.get_mut(job_id) {
+            job.generated_tokens += 1;
+            job.first_token_at.get_or_insert(now);
+        }
+    }
+
+    /// Ends a job, frees what it held and lets the next queued job in. The first outcome wins:
+    /// finishing a job that is already finished does nothing.
+    pub fn finish(&mut self, job_id: &str, outcome: JobOutcome, now: Instant) {
+        let Some(job) = self.jobs.remove(job_id) else {
+            return;
+        };
+        match (&job.state, &job.worker_id) {
+            (JobState::Running, Some(worker_id)) => self.release_slot(worker_id, job_id),
+            _ => {
+                if let Some(queue) = self.queues.get_mut(&job.model) {
+                    queue.retain(|queued| queued != job_id);
+                }
+            }
+        }
+        self.remember(job.info(now, Some(&outcome)));
+        self.drain_queue(&job.model, now);
+    }
+
+    /// Cancels a queued job at once, or asks a running job's task to stop (it then finishes
+    /// the job). Returns the state the job was in.
+    pub fn cancel(&mut self, job_id: &str, now: Instant) -> Result<JobState, OrcdError> {
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return Err(
+                match self.recent.iter().find(|info| info.job_id == job_id) {
+                    Some(info) => OrcdError::JobFinished {
+                        job_id: job_id.to_owned(),
+                        state: info.state,
+                    },
+                    None => OrcdError::JobNotFound(job_id.to_owned()),
+                },
+            );
+        };
+        let previous = job.state;
+        job.cancel_requested = true;
+        if previous == JobState::Queued {
+            self.finish(job_id, JobOutcome::Cancelled, now);
+        }
+        self.effects.push(Effect::Cancel {
+            job_id: job_id.to_owned(),
+        });
+        Ok(previous)
+    }
+
+    /// Marks silent workers dead and forgets long-dead ones.
+    pub fn tick(&mut self, now: Instant) {
+        let timeout = self.config.heartbeat_timeout;
+        let mut affected = BTreeSet::new();
+        for (worker_id, worker) in &mut self.workers {
+            if worker.is_live() && now.saturating_duration_since(worker.last_seen) > timeout {
+                tracing::warn!(%worker_id, "no heartbeat for {timeout:?}; worker marked dead");
+                worker.dead_since = Some(now);
+                affected.insert(worker.registration.model.clone());
+            }
+        }
+        let retention = self.config.dead_worker_retention;
+        self.workers.retain(|_, worker| {
+            !worker.running.is_empty()
+                || worker
+                    .dead_since
+                    .is_none_or(|since| now.saturating_duration_since(since) <= retention)
+        });
+        for model in affected {
+            self.drain_queue(&model, now);
+        }
+    }
+
+    /// Refuses new jobs from now on; jobs already admitted carry on.
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
+    }
+
+    /// Active jobs, then finished ones, newest first within each.
+    pub fn jobs(&self, now: Instant) -> Vec<JobInfo> {
+        let mut active: Vec<&Job> = self.jobs.values().collect();
+        active.sort_by(|a, b| {
+            b.submitted_at
+                .cmp(&a.submitted_at)
+                .then(a.job_id.cmp(&b.job_id))
+        });
+        active
+            .into_iter()
+            .map(|job| job.info(now, None))
+            .chain(self.recent.iter().rev().cloned())
+            .collect()
+    }
+
+    pub fn job(&self, job_id: &str, now: Instant) -> Option<JobInfo> {
+        match self.jobs.get(job_id) {
+            Some(job) => Some(job.info(now, None)),
+            None => self
+                .recent
+                .iter()
+                .find(|info| info.job_id == job_id)
+                .cloned(),
+        }
+    }
+
+    fn remember(&mut self, info: JobInfo) {
+        if self.config.recent_jobs == 0 {
+            return;
+        }
+        while self.recent.len() >= self.config.recent_jobs {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(info);
+    }
+
+    fn release_slot(&mut self, worker_id: &str, job_id: &str) {
+        if let Some(worker) = self.workers.get_mut(worker_id) {
+            if worker.running.remove(job_id) {
+                // The last heartbeat most likely counted this job; don't let it hold the slot.
+                worker.reported_busy = worker.reported_busy.saturating_sub(1);
+            }
+        }
+    }
+
+    fn has_candidate(&self, model: &str, excluded: &BTreeSet<String>) -> bool {
+        self.workers
+            .values()
+            .any(|worker| Self::serves(worker, model, excluded))
+    }
+
+    fn serves(worker: &Worker, model: &str, excluded: &BTreeSet<String>) -> bool {
+        worker.is_live()
+            && worker.registration.model == model
+            && !excluded.contains(&worker.registration.worker_id)
+    }
+
+    /// A live worker serving `model` with a free slot: fewest busy slots first, ties by id.
+    fn pick_worker(&self, model: &str, excluded: &BTreeSet<String>) -> Option<String> {
+        self.workers
+            .values()
+            .filter(|worker| Self::serves(worker, model, excluded) && worker.free() > 0)
+            .min_by_key(|worker| worker.busy())
+            .map(|worker| worker.registration.worker_id.clone())
+    }
+
+    /// Places every queued job of `model` that can run now, in FIFO order; fails the ones no
+    /// live worker can ever take; reports the new positions of the rest.
+    fn drain_queue(&mut self, model: &str, now: Instant) {
+        let Some(queue) = self.queues.remove(model) else {
+            return;
+        };
+        let mut waiting = VecDeque::with_capacity(queue.len());
+        for job_id in queue {
+            let Some(job) = self.jobs.get(&job_id) else {
+                continue;
+            };
+            if !self.has_candidate(model, &job.excluded) {
+                let error = match job.last_failure.clone() {
+                    Some(failure) => OrcdError::DispatchFailed {
+                        job_id: job_id.clone(),
+                        message: format!("no other live worker serves model `{model}`; {failure}"),
+                    },
+                    None => OrcdError::NoWorker {
+                        model: model.to_owned(),
+                    },
+                };
+                self.fail_waiting_job(&job_id, error, now);
+                continue;
+            }
+            match self.pick_worker(model, &job.excluded) {
+                Some(worker_id) => self.assign(&job_id, &worker_id),
+                None => waiting.push_back(job_id),
+            }
+        }
+        for (index, job_id) in waiting.iter().enumerate() {
+            let position = index as u32 + 1;
+            if let Some(job) = self.jobs.get_mut(job_id) {
+                if job.reported_position != Some(position) {
+                    job.reported_position = Some(position);
+                    self.effects.push(Effect::QueuePosition {
+                        job_id: job_id.clone(),
+                        position,
+                    });
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            self.queues.insert(model.to_owned(), waiting);
+        }
+    }
+
+    fn assign(&mut self, job_id: &str, worker_id: &str) {
+        let (Some(job), Some(worker)) =
+            (self.jobs.get_mut(job_id), self.workers.get_mut(worker_id))
+        else {
+            return;
+        };
+        job.state = JobState::Running;
+        job.worker_id = Some(worker_id.to_owned());
+        job.attempts += 1;
+        job.reported_position = None;
+        worker.running.insert(job_id.to_owned());
+        self.effects.push(Effect::Dispatch(Assignment {
+            job_id: job_id.to_owned(),
+            worker_id: worker_id.to_owned(),
+            url: worker.registration.url.clone(),
+        }));
+    }
+
+    /// Fails a job that is not running (it holds no slot) and tells its task.
+    fn fail_waiting_job(&mut self, job_id: &str, error: OrcdError, now: Instant) {
+        let Some(job) = self.jobs.remove(job_id) else {
+            return;
+        };
+        if let Some(queue) = self.queues.get_mut(&job.model) {
+            queue.retain(|queued| queued != job_id);
+        }
+        self.remember(job.info(now, Some(&JobOutcome::Failed(error.to_string()))));
+        self.effects.push(Effect::Fail {
+            job_id: job_id.to_owned(),
+            error,
+        });
+    }
+
+    /// How long a client refused with 429 should wait: about the time until one slot of the
+    /// model frees, from the durations of its recent jobs, between 1 and 60 seconds.
+    fn retry_after_secs(&self, model: &str) -> u64 {
+        let durations: Vec<f64> = self
+            .recent
+            .iter()
+            .filter(|info| info.model == model && info.state == JobState::Completed)
+            .filter_map(|info| info.duration_ms)
+            .collect();
+        let slots: u32 = self
+            .workers
+            .values()
+            .filter(|worker| Self::serves(worker, model, &BTreeSet::new()))
+            .map(|worker| worker.registration.slots)
+            .sum();
+        if durations.is_empty() || slots == 0 {
+            return 1;
+        }
+        let mean_ms = durations.iter().sum::<f64>() / durations.len() as f64;
+        ((mean_ms / 1000.0 / slots as f64).ceil() as u64).clamp(1, 60)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,10 @@
+//! Scheduling: which worker runs which job, and who waits. `core` decides (pure, testable with
+//! a fake clock); `actor` owns the core in one task and talks to the rest of orcd over channels.
+
+mod actor;
+mod core;
+
+pub use actor::{JobNotice, SchedulerHandle};
+pub use core::{
+    Assignment, DispatchFailure, Effect, JobOutcome, NewJob, SchedulerConfig, SchedulerCore,
+};
