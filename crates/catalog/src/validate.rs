@@ -1,0 +1,425 @@
+//! Semantic checks of a parsed catalog: what TOML and serde cannot see (duplicate ids, unsafe
+//! file names, inconsistent conversion settings) and what deserves a warning.
+
+use std::{collections::HashMap, fmt};
+
+use serde::Serialize;
+
+use crate::entry::{ModelEntry, Source};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem, printed `origin:line: error: model `id`: message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub origin: String,
+    /// 1-based line of the entry (or of the error, for syntax errors reported by TOML itself,
+    /// whose message then carries the line and column).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// The entry's id, or `#N` for an entry without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn error(
+        origin: String,
+        line: Option<usize>,
+        model: Option<String>,
+        message: String,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            origin,
+            line,
+            model,
+            message,
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        let severity = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, ": {severity}: ")?;
+        if let Some(model) = &self.model {
+            write!(f, "model `{model}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Ids become directory names and appear in URLs and commands: keep them boring.
+fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_lowercase() || first.is_ascii_digit())
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'))
+        && !id.contains("..")
+}
+
+/// A plain file name: joined onto the model directory, it must not escape it.
+fn valid_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+        && name != crate::MANIFEST_FILE
+}
+
+fn valid_sha256(hash: &str) -> bool {
+    hash.len() == 64 && hash.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+}
+
+fn valid_repo(repo: &str) -> bool {
+    let mut parts = repo.split('/');
+    let (Some(owner), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    [owner, name].iter().all(|part| {
+        !part.is_empty()
+            && !part.starts_with('.')
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    })
+}
+
+pub(crate) fn validate(origin: &str, models: &[ModelEntry], lines: &[usize]) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    if models.is_empty() {
+        diagnostics.push(Diagnostic::error(
+            origin.to_owned(),
+            None,
+            None,
+            "the catalog has no `[[models]]` entries".to_owned(),
+        ));
+        return diagnostics;
+    }
+    let mut first_line_of: HashMap<&str, usize> = HashMap::new();
+    let mut defaults = Vec::new();
+    for (entry, &line) in models.iter().zip(lines) {
+        let mut report = |severity: Severity, message: String| {
+            diagnostics.push(Diagnostic {
+                severity,
+                origin: origin.to_owned(),
+                line: Some(line),
+                model: Some(entry.id.clone()),
+                message,
+            })
+        };
+        let error = Severity::Error;
+        if let Some(first) = first_line_of.insert(&entry.id, line) {
+            first_line_of.insert(&entry.id, first);
+            report(
+                error,
+                format!("duplicate id, first defined on line {first}"),
+            );
+        }
+        if !valid_id(&entry.id) {
+            report(
+                error,
+                "`id` must start with a lowercase letter or digit and contain only `a-z 0-9 - . _`"
+                    .to_owned(),
+            );
+        }
+        if entry.name.trim().is_empty() {
+            report(error, "`name` is empty".to_owned());
+        }
+        if !valid_file_name(&entry.file) {
+            report(
+                error,
+                format!(
+                    "`file` `{}` must be a plain file name inside the model directory",
+                    entry.file
+                ),
+            );
+        } else if !entry.file.ends_with(".gguf") {
+            report(
+                error,
+                format!("`file` `{}` must be a `.gguf` file", entry.file),
+            );
+        }
+        if entry.size == 0 {
+            report(
+                error,
+                "`size` must be the file's size in bytes, not 0".to_owned(),
+            );
+        }
+        if let Some(hash) = &entry.sha256 {
+            if !valid_sha256(hash) {
+                report(
+                    error,
+                    format!("`sha256` `{hash}` is not 64 lowercase hex digits"),
+                );
+            }
+        }
+        if entry.default {
+            defaults.push(entry.id.as_str());
+        }
+        match &entry.source {
+            Source::Hf(hub) => {
+                if !valid_repo(&hub.repo) {
+                    report(
+                        error,
+                        format!("`source.repo` `{}` is not `owner/name`", hub.repo),
+                    );
+                }
+                if hub.revision.is_empty() || hub.revision.contains(['/', ' ']) {
+                    report(
+                        error,
+                        format!(
+                            "`source.revision` `{}` is not a plain branch, tag or commit",
+                            hub.revision
+                        ),
+                    );
+                }
+                for file in &hub.files {
+                    if !valid_file_name(file) {
+                        report(
+                            error,
+                            format!("`source.files` entry `{file}` must be a plain file name"),
+                        );
+                    }
+                }
+                if !entry.requires_conversion
+                    && !hub.files.is_empty()
+                    && hub.files != [entry.file.clone()]
+                {
+                    report(
+                        error,
+                        "`source.files` is only for models that `requires_conversion`; others download `file`".to_owned(),
+                    );
+                }
+                if entry.requires_conversion && hub.files.is_empty() {
+                    report(
+                        error,
+                        "`requires_conversion` needs `source.files`: the files the converter reads"
+                            .to_owned(),
+                    );
+                }
+            }
+            Source::Pip(pip) => {
+                if pip.packages.is_empty() {
+                    report(error, "`source.packages` is empty".to_owned());
+                }
+                let mut seen = HashMap::new();
+                for package in &pip.packages {
+                    if seen.insert(package.normalized_name(), ()).is_some() {
+                        report(
+                            error,
+                            format!("pip package `{}` is listed twice", package.name),
+                        );
+                    }
+                }
+                if entry.requires_conversion {
+                    report(
+                        error,
+                        "pip sources are assembled GGUF files and cannot `requires_conversion`"
+                            .to_owned(),
+                    );
+                }
+                if entry.sha256.is_none() {
+                    report(
+                        Severity::Warning,
+                        "pip parts have no checksum of the assembled file; pin `sha256`".to_owned(),
+                    );
+                }
+            }
+        }
+        match (entry.requires_conversion, &entry.converter) {
+            (true, None) => report(error, "`requires_conversion` is set but `converter` is missing".to_owned()),
+            (true, Some(converter)) if !valid_file_name(converter) || !converter.ends_with(".py") => report(
+                error,
+                format!("`converter` `{converter}` must be a script name such as `convert_hf_to_gguf.py`"),
+            ),
+            (false, Some(_)) => report(error, "`converter` is set but `requires_conversion` is not".to_owned()),
+            (false, None) if !entry.converter_args.is_empty() => {
+                report(error, "`converter_args` is set but `requires_conversion` is not".to_owned())
+            }
+            _ => {}
+        }
+        if entry.requires_conversion && entry.sha256.is_some() {
+            report(
+                error,
+                "a converted file's bytes depend on the converter version; do not pin `sha256`"
+                    .to_owned(),
+            );
+        }
+        if !entry.verified {
+            report(
+                Severity::Warning,
+                format!(
+                    "source `{}` is not verified to exist; `models download {}` may fail",
+                    entry.source_summary(),
+                    entry.id
+                ),
+            );
+        }
+    }
+    match defaults.as_slice() {
+        [_] => {}
+        [] => diagnostics.push(Diagnostic::error(
+            origin.to_owned(),
+            None,
+            None,
+            "no entry has `default = true`; mark exactly one".to_owned(),
+        )),
+        several => diagnostics.push(Diagnostic::error(
+            origin.to_owned(),
+            None,
+            None,
+            format!(
+                "several entries have `default = true` ({}); mark exactly one",
+                several.join(", ")
+            ),
+        )),
+    }
+    diagnostics
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{tests::MINIMAL, Catalog, Severity};
+
+    fn diagnostics_of(text: &str) -> Vec<String> {
+        Catalog::parse(text, "t.toml")
+            .unwrap()
+            .validate()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn duplicate_ids_are_errors_naming_the_first_line() {
+        let text = format!("{MINIMAL}{}", MINIMAL.replace("default = true\n", ""));
+        let found = diagnostics_of(&text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0]
+                .contains("t.toml:13: error: model `tiny`: duplicate id, first defined on line 2"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn unverified_sources_are_warnings_only() {
+        let text = MINIMAL.replace("verified = true", "verified = false");
+        let catalog = Catalog::parse(&text, "t.toml").unwrap();
+        let found = catalog.validate();
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].severity, Severity::Warning);
+        assert!(found[0].message.contains("not verified"), "{found:#?}");
+    }
+
+    #[test]
+    fn unsafe_names_and_bad_hashes_are_errors() {
+        let text = MINIMAL
+            .replace("id = \"tiny\"", "id = \"../escape\"")
+            .replace("file = \"tiny.gguf\"", "file = \"../x.gguf\"")
+            .replace("size = 1024", "size = 1024\nsha256 = \"ABC\"")
+            .replace("example/tiny-GGUF", "no-slash");
+        let found = diagnostics_of(&text);
+        assert_eq!(found.len(), 4, "{found:#?}");
+        for needle in [
+            "`id` must",
+            "`file` `../x.gguf`",
+            "`sha256` `ABC`",
+            "`source.repo` `no-slash`",
+        ] {
+            assert!(
+                found.iter().any(|d| d.contains(needle)),
+                "{needle}: {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn exactly_one_default_is_required() {
+        let none = MINIMAL.replace("default = true\n", "");
+        assert!(diagnostics_of(&none)[0].contains("no entry has `default = true`"));
+        let two = format!("{MINIMAL}{}", MINIMAL.replace("\"tiny\"", "\"tiny2\""));
+        let found = diagnostics_of(&two);
+        assert!(
+            found[0].contains("several entries have `default = true` (tiny, tiny2)"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn conversion_settings_must_be_consistent() {
+        let missing_files = MINIMAL.replace(
+            "verified = true",
+            "verified = true\nrequires_conversion = true",
+        );
+        let found = diagnostics_of(&missing_files);
+        assert!(
+            found.iter().any(|d| d.contains("needs `source.files`")),
+            "{found:#?}"
+        );
+        assert!(
+            found.iter().any(|d| d.contains("`converter` is missing")),
+            "{found:#?}"
+        );
+
+        let stray_converter = MINIMAL.replace(
+            "verified = true",
+            "verified = true\nconverter = \"convert_hf_to_gguf.py\"",
+        );
+        assert!(diagnostics_of(&stray_converter)[0].contains("`requires_conversion` is not"));
+
+        let good = MINIMAL
+            .replace("verified = true", "verified = true\nrequires_conversion = true\nconverter = \"convert_hf_to_gguf.py\"\nconverter_args = [\"--outtype\", \"f16\"]")
+            .replace("repo = \"example/tiny-GGUF\"", "repo = \"example/tiny\", files = [\"config.json\", \"model.safetensors\"]");
+        assert!(
+            diagnostics_of(&good).is_empty(),
+            "{:#?}",
+            diagnostics_of(&good)
+        );
+    }
+
+    #[test]
+    fn pip_sources_need_packages_and_warn_without_a_pin() {
+        let text = MINIMAL.replace(
+            "source = { kind = \"hf\", repo = \"example/tiny-GGUF\" }",
+            "source = { kind = \"pip\", packages = [\"a-part1==1\", \"A_part1==1\"] }",
+        );
+        let catalog = Catalog::parse(&text, "t.toml").unwrap();
+        let found = catalog.validate();
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(found[0].message.contains("listed twice"), "{found:#?}");
+        assert_eq!(found[1].severity, Severity::Warning);
+        let empty = text.replace("[\"a-part1==1\", \"A_part1==1\"]", "[]");
+        assert!(diagnostics_of(&empty)[0].contains("`source.packages` is empty"));
+    }
+
+    #[test]
+    fn an_empty_catalog_is_an_error() {
+        let catalog = Catalog::parse("", "t.toml").unwrap();
+        assert_eq!(
+            catalog.validate()[0].message,
+            "the catalog has no `[[models]]` entries"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! Hugging Face downloads through the hf-hub crate. Its cache is placed inside the model's
+//! `.partial/` directory: hf-hub writes `<blob>.sync.part` with a committed-bytes trailer, so a
+//! re-run after an interrupted transfer resumes from the last complete chunk, and the finished
+//! blob is moved (not copied) into the model directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context as _};
+use hf_hub::{
+    api::tokio::{ApiBuilder, ApiError, Progress},
+    Repo, RepoType,
+};
+use indicatif::ProgressBar;
+use llorch_catalog::{HubSource, ModelEntry};
+
+use crate::{output::human_bytes, Context};
+
+/// Where hf-hub talks to when `HF_ENDPOINT` is not set.
+const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// A file fetched from the hub, lying inside `.partial/`.
+pub struct Fetched {
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    /// The SHA-256 the hub announced for the file: the etag of files stored with Git LFS.
+    pub announced_sha256: Option<String>,
+}
+
+/// Feeds hf-hub's progress into our bar (hf-hub's own bar is a different indicatif version).
+#[derive(Clone)]
+struct HubProgress(ProgressBar);
+
+impl Progress for HubProgress {
+    async fn init(&mut self, size: usize, _filename: &str) {
+        self.0.set_length(size as u64);
+    }
+
+    async fn update(&mut self, size: usize) {
+        self.0.inc(size as u64);
+    }
+
+    async fn finish(&mut self) {}
+}
+
+/// `HF_ENDPOINT` (the variable the hub's own tools read), else the public hub.
+pub fn endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// `HF_TOKEN`, else the token `huggingface-cli login` stored.
+fn token() -> Option<String> {
+    std::env::var("HF_TOKEN")
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+        .or_else(|| hf_hub::Cache::from_env().token())
+}
+
+/// Downloads `files` of the repository into `partial`'s hub cache and returns them in order.
+pub fn fetch(
+    cx: &Context,
+    entry: &ModelEntry,
+    source: &HubSource,
+    files: &[String],
+    partial: &Path,
+) -> anyhow::Result<Vec<Fetched>> {
+    let endpoint = endpoint();
+    let api = ApiBuilder::new()
+        .with_endpoint(endpoint.clone())
+        .with_cache_dir(partial.join("hub"))
+        .with_token(token())
+        .with_progress(false)
+        .build()
+        .context("setting up the hub client")?;
+    let repo = api.repo(Repo::with_revision(
+        source.repo.clone(),
+        RepoType::Model,
+        source.revision.clone(),
+    ));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime for the hub download")?;
+    let mut fetched = Vec::with_capacity(files.len());
+    for name in files {
+        let expected = if *name == entry.file && !entry.requires_conversion {
+            entry.size
+        } else {
+            0
+        };
+        let bar = cx.out.progress_bar(expected, format!("downloading {name}"));
+        let url = repo.url(name);
+        cx.out.debug(format!("GET {url}"));
+        let pointer = runtime
+            .block_on(repo.download_with_progress(name, HubProgress(bar.clone())))
+            .map_err(|error| explain(error, entry, source, name, &url, &endpoint, partial))?;
+        bar.finish_and_clear();
+        // hf-hub returns a snapshot symlink; the blob behind it is the file itself.
+        let path = std::fs::canonicalize(&pointer)
+            .with_context(|| format!("resolving the downloaded file {}", pointer.display()))?;
+        let size = std::fs::metadata(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        cx.out
+            .status(format!("fetched {name} ({})", human_bytes(size)));
+        // hf-hub names the blob after the etag.
+        let announced_sha256 = path
+            .file_name()
+            .map(|blob| blob.to_string_lossy().into_owned())
+            .filter(|etag| {
+                etag.len() == 64 && etag.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+            });
+        fetched.push(Fetched {
+            name: name.clone(),
+            path,
+            size,
+            announced_sha256,
+        });
+    }
+    Ok(fetched)
+}
+
+/// Turns hf-hub's error into what happened and what to do about it.
+fn explain(
+    error: ApiError,
+    entry: &ModelEntry,
+    source: &HubSource,
+    name: &str,
+    url: &str,
+    endpoint: &str,
+    partial: &Path,
+) -> anyhow::Error {
+    let what = format!("downloading `{name}` of `{}` from {url}", entry.id);
+    let ApiError::RequestError(request) = &error else {
+        return anyhow!("{what}: {}", chain(&error));
+    };
+    match request.status().map(|status| status.as_u16()) {
+        Some(401 | 403) => anyhow!(
+            "{what}: the hub refused access (HTTP {}); `{}` is gated or private\nhint: accept the model's license on {}/{} and set HF_TOKEN to a read token",
+            request.status().map(|s| s.as_u16()).unwrap_or_default(),
+            source.repo,
+            llorch_catalog::HUB_WEB_URL,
+            source.repo
+        ),
+        Some(404) => anyhow!(
+            "{what}: not found (HTTP 404): `{}` has no file `{name}` at revision `{}`\nhint: check `source` of `{}` in the catalog",
+            source.repo,
+            source.revision,
+            entry.id
+        ),
+        Some(status) => anyhow!("{what}: the hub answered HTTP {status}\nhint: try again later"),
+        None if request.is_connect() || request.is_timeout() => anyhow!(
+            "{what}: cannot reach {endpoint}: {}\nhint: check the network, or point HF_ENDPOINT at a reachable mirror",
+            chain(request)
+        ),
+        None => anyhow!(
+            "{what}: the transfer was interrupted: {}\nhint: run the same command again to resume; the bytes received so far are kept in {}",
+            chain(request),
+            partial.display()
+        ),
+    }
+}
+
+/// An error and its causes on one line (`a: b: c`), as reqwest hides the cause in `source()`.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}

