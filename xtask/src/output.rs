@@ -96,7 +96,8 @@ impl Printer {
     /// The one JSON document of a `--json` run.
     pub fn print_json<T: Serialize + ?Sized>(&self, value: &T) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut stdout, value)?;
+        // As an io::Error, a closed pipe (`| head`) is recognised by `is_broken_pipe`.
+        serde_json::to_writer_pretty(&mut stdout, value).map_err(std::io::Error::from)?;
         writeln!(stdout)?;
         Ok(())
     }

@@ -1,0 +1,454 @@
+//! `cargo xtask build`: orcd and the worker for one backend, through `cargo build
+//! --message-format=json-render-diagnostics` so that progress (compiled crates) and the built
+//! executables come from cargo's JSON messages, not from its human output.
+
+use std::{
+    ffi::OsString,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{bail, Context as _};
+use llorch_api::Backend;
+use serde::{Deserialize, Serialize};
+use xshell::cmd;
+
+use crate::{flags::BuildCmd, Context};
+
+pub const ORCD_PACKAGE: &str = "orcd";
+pub const ORCD_BINARY: &str = "orcd";
+pub const WORKER_PACKAGE: &str = "llorch-worker";
+pub const WORKER_BINARY: &str = "llorch-worker";
+
+/// The executables one `build_binaries` call produced; both live in the same directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltBinaries {
+    pub orcd: PathBuf,
+    pub worker: PathBuf,
+}
+
+impl BuiltBinaries {
+    /// The directory holding both binaries (what `LLORCH_BIN_DIR` points at).
+    pub fn dir(&self) -> &Path {
+        self.worker
+            .parent()
+            .expect("an executable path has a parent directory")
+    }
+}
+
+pub fn run(cmd: BuildCmd, cx: &Context) -> anyhow::Result<()> {
+    match cmd {
+        BuildCmd::Worker { backend, profile } => {
+            let backend = backend.unwrap_or(cx.settings.default_backend);
+            let build = CargoBuild::new(backend, profile.release(cx.settings.release))
+                .package(WORKER_PACKAGE);
+            let outcome = build.run(cx)?;
+            let worker = outcome.executable(WORKER_BINARY)?;
+            print_built(cx, &build, &outcome, &[("llorch-worker", &worker)])
+        }
+        BuildCmd::Orcd { profile } => {
+            // orcd does not link llama.cpp: it always builds as the cpu (default) target dir.
+            let build = CargoBuild::new(Backend::Cpu, profile.release(cx.settings.release))
+                .package(ORCD_PACKAGE);
+            let outcome = build.run(cx)?;
+            let orcd = outcome.executable(ORCD_BINARY)?;
+            print_built(cx, &build, &outcome, &[("orcd", &orcd)])
+        }
+        BuildCmd::All { backend, profile } => {
+            let backend = backend.unwrap_or(cx.settings.default_backend);
+            let build = CargoBuild::new(backend, profile.release(cx.settings.release))
+                .package(ORCD_PACKAGE)
+                .package(WORKER_PACKAGE);
+            let outcome = build.run(cx)?;
+            let built = BuiltBinaries {
+                orcd: outcome.executable(ORCD_BINARY)?,
+                worker: outcome.executable(WORKER_BINARY)?,
+            };
+            print_built(
+                cx,
+                &build,
+                &outcome,
+                &[("orcd", &built.orcd), ("llorch-worker", &built.worker)],
+            )
+        }
+    }
+}
+
+/// Builds orcd and the worker for `backend` in one cargo run; used by `up`, `bench` and `test`.
+pub fn build_binaries(
+    cx: &Context,
+    backend: Backend,
+    release: bool,
+) -> anyhow::Result<BuiltBinaries> {
+    let outcome = CargoBuild::new(backend, release)
+        .package(ORCD_PACKAGE)
+        .package(WORKER_PACKAGE)
+        .run(cx)?;
+    Ok(BuiltBinaries {
+        orcd: outcome.executable(ORCD_BINARY)?,
+        worker: outcome.executable(WORKER_BINARY)?,
+    })
+}
+
+fn print_built(
+    cx: &Context,
+    build: &CargoBuild,
+    outcome: &BuildOutcome,
+    binaries: &[(&str, &Path)],
+) -> anyhow::Result<()> {
+    if cx.out.json() {
+        let binaries: serde_json::Map<String, serde_json::Value> = binaries
+            .iter()
+            .map(|(name, path)| ((*name).to_owned(), serde_json::json!(path)))
+            .collect();
+        return cx.out.print_json(&serde_json::json!({
+            "backend": build.builds_worker().then_some(build.backend),
+            "profile": build.profile_name(),
+            "binaries": binaries,
+            "compiled": outcome.compiled,
+            "fresh": outcome.fresh,
+        }));
+    }
+    for (_, path) in binaries {
+        cx.out.println(path.display());
+    }
+    Ok(())
+}
+
+/// One `cargo build` of some of the workspace's packages for a backend and profile.
+pub struct CargoBuild {
+    backend: Backend,
+    release: bool,
+    packages: Vec<&'static str>,
+}
+
+/// What cargo reported: the executables it produced and how many crates it compiled.
+#[derive(Debug, Default)]
+pub struct BuildOutcome {
+    /// Binary target name → path of the executable.
+    pub executables: Vec<(String, PathBuf)>,
+    /// Crates compiled in this run.
+    pub compiled: usize,
+    /// Crates that were already up to date.
+    pub fresh: usize,
+}
+
+impl BuildOutcome {
+    pub fn executable(&self, binary: &str) -> anyhow::Result<PathBuf> {
+        self.executables
+            .iter()
+            .find(|(name, _)| name == binary)
+            .map(|(_, path)| path.clone())
+            .with_context(|| format!("cargo finished without reporting the `{binary}` executable\nhint: check that the package still has a `[[bin]]` named `{binary}`"))
+    }
+}
+
+impl CargoBuild {
+    pub fn new(backend: Backend, release: bool) -> CargoBuild {
+        CargoBuild {
+            backend,
+            release,
+            packages: Vec::new(),
+        }
+    }
+
+    pub fn package(mut self, package: &'static str) -> CargoBuild {
+        self.packages.push(package);
+        self
+    }
+
+    fn profile_name(&self) -> &'static str {
+        if self.release {
+            "release"
+        } else {
+            "debug"
+        }
+    }
+
+    fn builds_worker(&self) -> bool {
+        self.packages.contains(&WORKER_PACKAGE)
+    }
+
+    pub fn run(&self, cx: &Context) -> anyhow::Result<BuildOutcome> {
+        let label = if self.builds_worker() {
+            format!(
+                "building {} ({}, {})",
+                self.packages.join(" + "),
+                self.backend,
+                self.profile_name()
+            )
+        } else {
+            format!(
+                "building {} ({})",
+                self.packages.join(" + "),
+                self.profile_name()
+            )
+        };
+        // Checked before anything compiles: a missing toolkit otherwise surfaces as a CMake
+        // error minutes into llama.cpp's build.
+        let extra_env = if self.builds_worker() {
+            check_buildable(self.backend).with_context(|| label.clone())?
+        } else {
+            Vec::new()
+        };
+        let mut args: Vec<OsString> = vec![
+            "build".into(),
+            "--message-format=json-render-diagnostics".into(),
+        ];
+        if self.release {
+            args.push("--release".into());
+        }
+        for package in &self.packages {
+            args.extend(["-p".into(), OsString::from(package)]);
+        }
+        if self.backend != Backend::Cpu {
+            if self.builds_worker() {
+                args.extend([
+                    "--features".into(),
+                    format!("{WORKER_PACKAGE}/{}", self.backend).into(),
+                ]);
+            }
+            args.extend([
+                "--target-dir".into(),
+                backend_target_dir(cx, self.backend)?.into_os_string(),
+            ]);
+        }
+        if cx.out.quiet() {
+            args.push("--quiet".into());
+        }
+        cx.out.debug(format!(
+            "$ cargo {}",
+            args.iter()
+                .map(|arg| arg.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        let mut expression = duct::cmd("cargo", &args)
+            .dir(&cx.settings.repo_root)
+            .stderr_to_stdout()
+            .stdin_null()
+            .unchecked();
+        for (name, value) in &extra_env {
+            expression = expression.env(name, value);
+        }
+
+        let started = Instant::now();
+        let spinner = cx.out.spinner(label.clone());
+        let mut outcome = BuildOutcome::default();
+        // Cargo's stderr (status lines, rendered diagnostics) is merged into the same pipe; the
+        // JSON messages are recognised by their `reason` field, everything else is shown as is.
+        let status = stream_lines(expression, |line| {
+            match line
+                .starts_with("{\"reason\":")
+                .then(|| serde_json::from_str::<CargoMessage>(line).ok())
+                .flatten()
+            {
+                Some(CargoMessage::CompilerArtifact {
+                    target,
+                    executable,
+                    fresh,
+                }) => {
+                    if fresh {
+                        outcome.fresh += 1;
+                    } else {
+                        outcome.compiled += 1;
+                        spinner.set_message(format!(
+                            "{label}: {} compiled ({})",
+                            outcome.compiled, target.name
+                        ));
+                    }
+                    if let Some(executable) = executable {
+                        outcome.executables.push((target.name, executable));
+                    }
+                }
+                Some(CargoMessage::Other) => {}
+                None => spinner.suspend(|| eprintln!("{line}")),
+            }
+        })
+        .with_context(|| format!("{label}: running cargo"))?;
+        spinner.finish_and_clear();
+        if !status.success() {
+            bail!("{label}: cargo failed ({status}); its errors are printed above\nhint: `cargo xtask dev doctor` checks the tools llama.cpp's build needs");
+        }
+        cx.out.status(format!(
+            "{label}: crates: {} compiled, {} up to date; {:.1}s",
+            outcome.compiled,
+            outcome.fresh,
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(outcome)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+enum CargoMessage {
+    CompilerArtifact {
+        target: ArtifactTarget,
+        executable: Option<PathBuf>,
+        fresh: bool,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+struct ArtifactTarget {
+    name: String,
+}
+
+/// Runs a process, hands each line of its stdout to `on_line` as it arrives, and returns the
+/// exit status once stdout closes.
+pub fn stream_lines(
+    expression: duct::Expression,
+    mut on_line: impl FnMut(&str),
+) -> anyhow::Result<std::process::ExitStatus> {
+    let reader = expression.unchecked().reader()?;
+    for line in BufReader::new(&reader).lines() {
+        on_line(&line?);
+    }
+    let output = reader
+        .try_wait()?
+        .context("the process closed its output but did not exit")?;
+    Ok(output.status)
+}
+
+/// Environment a backend's build needs, or an error naming what to install.
+pub fn check_buildable(backend: Backend) -> anyhow::Result<Vec<(String, OsString)>> {
+    match backend {
+        Backend::Cpu => Ok(Vec::new()),
+        Backend::Cuda => {
+            let Some(nvcc) = find_nvcc() else {
+                bail!("the cuda backend needs the CUDA toolkit, but `nvcc` is neither on PATH nor in $CUDA_PATH/bin or /usr/local/cuda/bin\nhint: install the CUDA toolkit (`sudo apt-get install nvidia-cuda-toolkit`, or NVIDIA's installer) or set CUDA_PATH to its directory; `cargo xtask build worker cpu` needs no GPU");
+            };
+            // CMake finds nvcc through CUDACXX even when its directory is not on PATH.
+            Ok(vec![("CUDACXX".to_owned(), nvcc.into_os_string())])
+        }
+        Backend::Metal => {
+            if !cfg!(target_os = "macos") {
+                bail!(
+                    "the metal backend needs macOS, and this machine runs {}\nhint: build `cargo xtask build worker cpu`, or `cuda` on a machine with an NVIDIA GPU",
+                    std::env::consts::OS
+                );
+            }
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// `nvcc` from PATH, then `$CUDA_PATH/bin`, then `/usr/local/cuda/bin`.
+pub fn find_nvcc() -> Option<PathBuf> {
+    nvcc_candidates(std::env::var_os("PATH"), std::env::var_os("CUDA_PATH"))
+        .into_iter()
+        .find(|candidate| candidate.is_file())
+}
+
+fn nvcc_candidates(path: Option<OsString>, cuda_path: Option<OsString>) -> Vec<PathBuf> {
+    let mut candidates: Vec<PathBuf> = path
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("nvcc"))
+        .collect();
+    if let Some(root) = cuda_path.filter(|root| !root.is_empty()) {
+        candidates.push(PathBuf::from(root).join("bin").join("nvcc"));
+    }
+    candidates.push(PathBuf::from("/usr/local/cuda/bin/nvcc"));
+    candidates
+}
+
+/// `target/<backend>` (under cargo's target directory), so that an accelerated build never
+/// replaces the cpu build's llama.cpp objects.
+pub fn backend_target_dir(cx: &Context, backend: Backend) -> anyhow::Result<PathBuf> {
+    Ok(workspace_metadata(cx)?
+        .target_directory
+        .join(backend.as_str()))
+}
+
+/// The parts of `cargo metadata --no-deps` the build and test domains use.
+#[derive(Debug, Deserialize)]
+pub struct WorkspaceMetadata {
+    pub target_directory: PathBuf,
+    pub packages: Vec<MetadataPackage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MetadataPackage {
+    pub name: String,
+    pub targets: Vec<MetadataTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MetadataTarget {
+    pub name: String,
+    pub kind: Vec<String>,
+}
+
+pub fn workspace_metadata(cx: &Context) -> anyhow::Result<WorkspaceMetadata> {
+    let output = cmd!(cx.sh, "cargo metadata --format-version 1 --no-deps")
+        .quiet()
+        .read()
+        .with_context(|| {
+            format!(
+                "reading the cargo workspace at {}\nhint: check --repo-root and that its Cargo.toml parses (`cargo metadata --no-deps`)",
+                cx.settings.repo_root.display()
+            )
+        })?;
+    serde_json::from_str(&output).context("parsing `cargo metadata` output")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvcc_is_searched_on_path_then_cuda_path_then_usr_local() {
+        let path = std::env::join_paths(["/opt/a", "/opt/b"]).unwrap();
+        let candidates = nvcc_candidates(Some(path), Some("/opt/cuda".into()));
+        assert_eq!(
+            candidates,
+            [
+                PathBuf::from("/opt/a/nvcc"),
+                PathBuf::from("/opt/b/nvcc"),
+                PathBuf::from("/opt/cuda/bin/nvcc"),
+                PathBuf::from("/usr/local/cuda/bin/nvcc"),
+            ]
+        );
+        assert_eq!(
+            nvcc_candidates(None, Some("".into())),
+            [PathBuf::from("/usr/local/cuda/bin/nvcc")]
+        );
+    }
+
+    #[test]
+    fn cargo_messages_keep_artifacts_and_ignore_the_rest() {
+        let artifact = r#"{"reason":"compiler-artifact","package_id":"x","target":{"kind":["bin"],"name":"orcd"},"profile":{},"features":[],"filenames":[],"executable":"/t/release/orcd","fresh":false}"#;
+        match serde_json::from_str::<CargoMessage>(artifact).unwrap() {
+            CargoMessage::CompilerArtifact {
+                target,
+                executable,
+                fresh,
+            } => {
+                assert_eq!(target.name, "orcd");
+                assert_eq!(executable, Some(PathBuf::from("/t/release/orcd")));
+                assert!(!fresh);
+            }
+            CargoMessage::Other => panic!("an artifact was not recognised"),
+        }
+        let finished = r#"{"reason":"build-finished","success":true}"#;
+        assert!(matches!(
+            serde_json::from_str::<CargoMessage>(finished).unwrap(),
+            CargoMessage::Other
+        ));
+    }
+
+    #[test]
+    fn metal_is_refused_off_macos_and_cpu_needs_nothing() {
+        assert!(check_buildable(Backend::Cpu).unwrap().is_empty());
+        if !cfg!(target_os = "macos") {
+            let error = check_buildable(Backend::Metal).unwrap_err().to_string();
+            assert!(error.contains("needs macOS"), "{error}");
+            assert!(error.contains("hint:"), "{error}");
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! `cargo xtask test`: runs the unit, integration and smoke suites in the release profile
+//! (llama.cpp's CMake build is per profile; a debug test build would compile it a second time),
+//! prints a per-suite table and ends with the one line CI reads: `N passed, N failed`.
+
+mod runner;
+
+use std::{ffi::OsString, time::Instant};
+
+use llorch_api::Backend;
+use serde::Serialize;
+use xshell::cmd;
+
+use crate::{
+    build::{self, BuiltBinaries},
+    flags::{TestArgs, TestCmd},
+    output::ExitCode,
+    Context,
+};
+use runner::{Counts, Invocation, Runner};
+
+/// The e2e package and its smoke target, which `integration` leaves to `smoke`.
+const E2E_PACKAGE: &str = "llorch-tests";
+const SMOKE_TARGET: &str = "smoke";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Suite {
+    Unit,
+    Integration,
+    Smoke,
+}
+
+impl Suite {
+    fn name(self) -> &'static str {
+        match self {
+            Suite::Unit => "unit",
+            Suite::Integration => "integration",
+            Suite::Smoke => "smoke",
+        }
+    }
+
+    /// Suites that start the real orcd and worker binaries.
+    fn needs_binaries(self) -> bool {
+        matches!(self, Suite::Integration | Suite::Smoke)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum SuiteStatus {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Serialize)]
+struct SuiteResult {
+    suite: Suite,
+    status: SuiteStatus,
+    #[serde(flatten)]
+    counts: Counts,
+    duration_secs: f64,
+    /// Why the suite was skipped, or what failed besides tests (a build, a missing target).
+    note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct TestReport {
+    backend: Backend,
+    runner: Runner,
+    suites: Vec<SuiteResult>,
+    #[serde(flatten)]
+    total: Counts,
+}
+
+pub fn run(cmd: TestCmd, cx: &Context) -> anyhow::Result<()> {
+    let (suites, args, setup_first) = match cmd {
+        TestCmd::Unit(args) => (vec![Suite::Unit], args, false),
+        TestCmd::Integration(args) => (vec![Suite::Integration], args, false),
+        TestCmd::Smoke(args) => (vec![Suite::Smoke], args, false),
+        TestCmd::All(args) => (
+            vec![Suite::Unit, Suite::Integration, Suite::Smoke],
+            args,
+            true,
+        ),
+    };
+    if setup_first {
+        // `test all` is the README's one test command: it must pass on a fresh machine.
+        crate::dev::run_setup(cx, true)?;
+    }
+    let backend = args.backend.unwrap_or(cx.settings.default_backend);
+    let runner = Runner::detect(cx);
+    let results = match missing_hardware(cx, backend) {
+        Some(reason) => {
+            let line = format!("skipped: {backend} backend — {reason}");
+            if !cx.out.json() {
+                cx.out.println(&line);
+            }
+            suites
+                .into_iter()
+                .map(|suite| SuiteResult {
+                    suite,
+                    status: SuiteStatus::Skipped,
+                    counts: Counts {
+                        skipped: 1,
+                        ..Counts::default()
+                    },
+                    duration_secs: 0.0,
+                    note: Some(line.clone()),
+                })
+                .collect()
+        }
+        None => run_suites(cx, runner, backend, &suites, &args)?,
+    };
+
+    let mut total = Counts::default();
+    for result in &results {
+        total.add(result.counts);
+    }
+    let report = TestReport {
+        backend,
+        runner,
+        suites: results,
+        total,
+    };
+    if cx.out.json() {
+        cx.out.print_json(&report)?;
+    } else {
+        print_table(&report, cx);
+        cx.out.println(closing_line(total));
+    }
+    if report
+        .suites
+        .iter()
+        .any(|result| result.status == SuiteStatus::Failed)
+    {
+        return Err(ExitCode(1).into());
+    }
+    Ok(())
+}
+
+fn run_suites(
+    cx: &Context,
+    runner: Runner,
+    backend: Backend,
+    suites: &[Suite],
+    args: &TestArgs,
+) -> anyhow::Result<Vec<SuiteResult>> {
+    let metadata = build::workspace_metadata(cx)?;
+    let binaries = if suites.iter().any(|suite| suite.needs_binaries()) {
+        Some(build::build_binaries(cx, backend, true).map_err(|error| format!("{error:#}")))
+    } else {
+        None
+    };
+    let mut results = Vec::new();
+    for &suite in suites {
+        let started = Instant::now();
+        let mut result = match (&binaries, suite.needs_binaries()) {
+            (Some(Err(error)), true) => {
+                cx.out
+                    .warn(format!("{} suite not run: {error}", suite.name()));
+                failed_without_tests(suite, "building orcd and llorch-worker failed".into())
+            }
+            _ => {
+                let bin_dir = match &binaries {
+                    Some(Ok(built)) => Some(built),
+                    _ => None,
+                };
+                run_suite(cx, runner, backend, suite, args, &metadata, bin_dir)?
+            }
+        };
+        result.duration_secs = started.elapsed().as_secs_f64();
+        results.push(result);
+    }
+    Ok(results)
+}
+
+fn run_suite(
+    cx: &Context,
+    runner: Runner,
+    backend: Backend,
+    suite: Suite,
+    args: &TestArgs,
+    metadata: &build::WorkspaceMetadata,
+    binaries: Option<&BuiltBinaries>,
+) -> anyhow::Result<SuiteResult> {
+    let mut env = vec![("LLORCH_MODEL_BASE_DIR", cx.settings.model_base_dir.clone())];
+    if let Some(binaries) = binaries {
+        env.push(("LLORCH_BIN_DIR", binaries.dir().to_path_buf()));
+    }
+    // The smoke test drives `cargo xtask jobs` through this very binary.
+    if let Ok(xtask) = std::env::current_exe() {
+        env.push(("LLORCH_XTASK_BIN", xtask));
+    }
+    let selections = match selections(cx, suite, backend, metadata) {
+        Ok(selections) => selections,
+        Err(note) => return Ok(failed_without_tests(suite, note)),
+    };
+    cx.out
+        .status(cx.out.paint().bold(&format!("{} tests", suite.name())));
+    let mut counts = Counts::default();
+    let mut note = None;
+    for selection in selections {
+        let invocation = Invocation {
+            selection,
+            env: env.clone(),
+            filter: args.filter.clone(),
+        };
+        let outcome = runner::run(cx, runner, &invocation)?;
+        counts.add(outcome.counts);
+        if !outcome.exit_ok && outcome.counts.failed == 0 {
+            // Nothing failed yet the run did: a compile error or a crashed harness. It must
+            // not read as a pass.
+            counts.failed += 1;
+            note = Some(format!(
+                "cargo {} without a failing test (build error?)",
+                outcome.exit_description
+            ));
+        }
+    }
+    let status = if counts.failed > 0 {
+        SuiteStatus::Failed
+    } else {
+        SuiteStatus::Passed
+    };
+    Ok(SuiteResult {
+        suite,
+        status,
+        counts,
+        duration_secs: 0.0,
+        note,
+    })
+}
+
+/// The cargo selections of a suite: one for `unit` and `smoke`, one per package with
+/// integration tests. An `Err` is a note for a suite that cannot run at all.
+fn selections(
+    cx: &Context,
+    suite: Suite,
+    backend: Backend,
+    metadata: &build::WorkspaceMetadata,
+) -> Result<Vec<Vec<OsString>>, String> {
+    let os = |items: &[&str]| items.iter().map(OsString::from).collect::<Vec<_>>();
+    match suite {
+        Suite::Unit => {
+            let mut selection = os(&["--workspace", "--lib", "--bins"]);
+            if backend != Backend::Cpu {
+                // The worker's engine tests run on the backend under test, built beside its
+                // binaries rather than over the cpu build.
+                let target_dir =
+                    build::backend_target_dir(cx, backend).map_err(|error| format!("{error:#}"))?;
+                selection.extend(os(&[
+                    "--features",
+                    &format!("{}/{backend}", build::WORKER_PACKAGE),
+                    "--target-dir",
+                ]));
+                selection.push(target_dir.into_os_string());
+            }
+            Ok(vec![selection])
+        }
+        Suite::Integration => Ok(integration_targets(metadata)
+            .into_iter()
+            .map(|(package, targets)| {
+                let mut selection = os(&["-p", &package]);
+                for target in targets {
+                    selection.extend(os(&["--test", &target]));
+                }
+                selection
+            })
+            .collect()),
+        Suite::Smoke => {
+            let has_smoke = metadata.packages.iter().any(|package| {
+                package.name == E2E_PACKAGE
+                    && package
+                        .targets
+                        .iter()
+                        .any(|target| is_test_target(target) && target.name == SMOKE_TARGET)
+            });
+            if !has_smoke {
+                return Err(format!(
+                    "package `{E2E_PACKAGE}` has no `{SMOKE_TARGET}` test target (tests/{SMOKE_TARGET}.rs)"
+                ));
+            }
+            Ok(vec![os(&["-p", E2E_PACKAGE, "--test", SMOKE_TARGET])])
+        }
+    }
+}
+
+fn is_test_target(target: &build::MetadataTarget) -> bool {
+    target.kind.iter().any(|kind| kind == "test")
+}
+
+/// Every workspace package's `tests/*` targets except the e2e smoke test, by package.
+fn integration_targets(metadata: &build::WorkspaceMetadata) -> Vec<(String, Vec<String>)> {
+    metadata
+        .packages
+        .iter()
+        .filter_map(|package| {
+            let targets: Vec<String> = package
+                .targets
+                .iter()
+                .filter(|target| is_test_target(target))
+                .filter(|target| !(package.name == E2E_PACKAGE && target.name == SMOKE_TARGET))
+                .map(|target| target.name.clone())
+                .collect();
+            (!targets.is_empty()).then(|| (package.name.clone(), targets))
+        })
+        .collect()
+}
+
+fn failed_without_tests(suite: Suite, note: String) -> SuiteResult {
+    SuiteResult {
+        suite,
+        status: SuiteStatus::Failed,
+        counts: Counts {
+            failed: 1,
+            ..Counts::default()
+        },
+        duration_secs: 0.0,
+        note: Some(note),
+    }
+}
+
+/// Why this machine cannot run `backend`, or `None` when it can.
+fn missing_hardware(cx: &Context, backend: Backend) -> Option<String> {
+    match backend {
+        Backend::Cpu => None,
+        Backend::Cuda => {
+            let gpu = cmd!(cx.sh, "nvidia-smi --query-gpu=name --format=csv,noheader")
+                .quiet()
+                .ignore_stderr()
+                .read()
+                .is_ok_and(|names| !names.trim().is_empty());
+            (!gpu || build::find_nvcc().is_none())
+                .then(|| "no NVIDIA GPU/toolkit on this machine".to_owned())
+        }
+        Backend::Metal => (!cfg!(target_os = "macos")).then(|| {
+            format!(
+                "Metal needs macOS; this machine runs {}",
+                std::env::consts::OS
+            )
+        }),
+    }
+}
+
+fn print_table(report: &TestReport, cx: &Context) {
+    let paint = cx.out.paint();
+    cx.out.println(paint.bold(&format!(
+        "{:<12} {:>7} {:>7} {:>8} {:>9}",
+        "suite", "passed", "failed", "skipped", "time"
+    )));
+    for result in &report.suites {
+        let status = match result.status {
+            SuiteStatus::Passed => paint.green("passed"),
+            SuiteStatus::Failed => paint.red("FAILED"),
+            SuiteStatus::Skipped => paint.yellow("skipped"),
+        };
+        let note = result
+            .note
+            .as_deref()
+            .map(|note| format!("  {}", paint.dim(note)))
+            .unwrap_or_default();
+        cx.out.println(format!(
+            "{:<12} {:>7} {:>7} {:>8} {:>8.1}s  {status}{note}",
+            result.suite.name(),
+            result.counts.passed,
+            result.counts.failed,
+            result.counts.skipped,
+            result.duration_secs,
+        ));
+    }
+}
+
+/// The run's last line, which CI reads: `N passed, N failed[, N skipped]`.
+fn closing_line(total: Counts) -> String {
+    let mut line = format!("{} passed, {} failed", total.passed, total.failed);
+    if total.skipped > 0 {
+        line.push_str(&format!(", {} skipped", total.skipped));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_line_mentions_skipped_only_when_some_were() {
+        assert_eq!(
+            closing_line(Counts {
+                passed: 4,
+                failed: 1,
+                skipped: 0
+            }),
+            "4 passed, 1 failed"
+        );
+        assert_eq!(
+            closing_line(Counts {
+                passed: 0,
+                failed: 0,
+                skipped: 3
+            }),
+            "0 passed, 0 failed, 3 skipped"
+        );
+    }
+
+    #[test]
+    fn integration_takes_every_test_target_but_the_e2e_smoke_test() {
+        let target = |name: &str, kind: &str| build::MetadataTarget {
+            name: name.into(),
+            kind: vec![kind.into()],
+        };
+        let metadata = build::WorkspaceMetadata {
+            target_directory: "/t".into(),
+            packages: vec![
+                build::MetadataPackage {
+                    name: E2E_PACKAGE.into(),
+                    targets: vec![
+                        target("llorch_tests", "lib"),
+                        target("smoke", "test"),
+                        target("jobs", "test"),
+                    ],
+                },
+                build::MetadataPackage {
+                    name: "xtask".into(),
+                    targets: vec![target("xtask", "bin"), target("smoke", "test")],
+                },
+                build::MetadataPackage {
+                    name: "orcd".into(),
+                    targets: vec![target("orcd", "bin")],
+                },
+            ],
+        };
+        assert_eq!(
+            integration_targets(&metadata),
+            [
+                (E2E_PACKAGE.to_owned(), vec!["jobs".to_owned()]),
+                ("xtask".to_owned(), vec!["smoke".to_owned()]),
+            ]
+        );
+    }
+}
