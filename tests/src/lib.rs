@@ -1,1 +1,275 @@
-//! placeholder
+//! Harness for the end-to-end tests: starts the real `orcd` and `llorch-worker` binaries on
+//! OS-chosen loopback ports, talks to them over HTTP/SSE, and always stops them (on drop, also
+//! when a test fails).
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use llorch_api::{StreamEvent, TaskRequest, WorkerInfo};
+
+/// Where the release binaries are: `LLORCH_BIN_DIR` (set by `cargo xtask test`), else this
+/// workspace's `target/release`.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("LLORCH_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("target/release")
+    })
+}
+
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo xtask build all` (or run the suite through `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+/// The default model's file under `LLORCH_MODEL_BASE_DIR` (or the default model directory).
+pub fn default_model_path() -> PathBuf {
+    let base = model_base_dir();
+    let catalog = llorch_catalog::Catalog::builtin();
+    let path = llorch_catalog::model_path(&base, catalog.default_model());
+    assert!(
+        path.is_file(),
+        "the default model is not at {}: run `cargo xtask models download {}`",
+        path.display(),
+        catalog.default_model().id
+    );
+    path
+}
+
+pub fn default_model_id() -> String {
+    llorch_catalog::Catalog::builtin().default_model().id.clone()
+}
+
+/// A child process killed on drop; its stdout's first `... listening on URL` line gives the URL.
+pub struct Daemon {
+    pub name: &'static str,
+    pub url: String,
+    child: Child,
+}
+
+impl Daemon {
+    /// Starts `program` and waits until it prints the line announcing its URL.
+    pub fn start(name: &'static str, program: &Path, args: &[String], envs: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = mpsc::channel();
+        // Keep draining stdout for the daemon's whole life so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sender = Some(sender);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    if let Some(sender) = sender.take() {
+                        let _ = sender.send(url.trim().to_owned());
+                    }
+                }
+            }
+        });
+        let mut daemon = Daemon { name, url: String::new(), child };
+        match receiver.recv_timeout(Duration::from_secs(120)) {
+            Ok(url) => daemon.url = url,
+            Err(_) => bail!("{name} did not print its listening address within 120 s (exit status: {:?})", daemon.child.try_wait()),
+        }
+        Ok(daemon)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        // SAFETY: sending a signal to our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                self.kill_hard();
+                bail!("{} did not exit within {within:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The port part of the URL.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|port| port.trim_end_matches('/').parse().ok()).expect("url has a port")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts orcd on `listen` (`127.0.0.1:0` for an OS-chosen port).
+pub fn start_orcd(listen: &str, extra: &[&str]) -> anyhow::Result<Daemon> {
+    let mut args = vec!["--listen".to_owned(), listen.to_owned()];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    Daemon::start("orcd", &binary("orcd"), &args, &[])
+}
+
+/// The model directory the worker resolves catalog ids in.
+pub fn model_base_dir() -> PathBuf {
+    std::env::var_os("LLORCH_MODEL_BASE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(llorch_catalog::default_model_base_dir)
+}
+
+/// Starts a worker for the default model (by catalog id, as users do) that registers with
+/// `orcd_url`.
+pub fn start_worker(orcd_url: &str, slots: u32, extra: &[&str]) -> anyhow::Result<Daemon> {
+    default_model_path(); // fails early, with the download command, when the model is missing
+    let mut args: Vec<String> = [
+        "--model",
+        &default_model_id(),
+        "--model-base-dir",
+        &model_base_dir().display().to_string(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--orchestrator-url",
+        orcd_url,
+        "--slots",
+        &slots.to_string(),
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    Daemon::start("llorch-worker", &binary("llorch-worker"), &args, &[])
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+pub async fn workers(orcd_url: &str) -> anyhow::Result<Vec<WorkerInfo>> {
+    Ok(reqwest::get(format!("{orcd_url}/workers")).await?.error_for_status()?.json().await?)
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// Waits until orcd lists `count` live workers.
+pub async fn wait_for_live_workers(orcd_url: &str, count: usize, timeout: Duration) -> anyhow::Result<()> {
+    wait_until(&format!("{count} live worker(s) at {orcd_url}"), timeout, || async {
+        workers(orcd_url).await.is_ok_and(|workers| {
+            workers.iter().filter(|worker| worker.state == llorch_api::WorkerState::Live).count() == count
+        })
+    })
+    .await
+}
+
+/// A greedy completion request for the default model.
+pub fn greedy_task(prompt: &str, max_tokens: u32) -> TaskRequest {
+    TaskRequest {
+        model: default_model_id(),
+        prompt: Some(prompt.to_owned()),
+        messages: None,
+        sampling: llorch_api::SamplingParams { max_tokens, temperature: 0.0, ..Default::default() },
+        stream: true,
+    }
+}
+
+/// An open task stream.
+pub struct TaskStream {
+    pub status: reqwest::StatusCode,
+    events: std::pin::Pin<Box<dyn futures::Stream<Item = anyhow::Result<StreamEvent>> + Send>>,
+}
+
+impl TaskStream {
+    pub async fn next(&mut self) -> Option<anyhow::Result<StreamEvent>> {
+        self.events.next().await
+    }
+
+    /// Reads events until the stream ends or a terminal event arrives.
+    pub async fn collect(mut self) -> anyhow::Result<Vec<StreamEvent>> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            let event = event?;
+            let terminal = event.is_terminal();
+            events.push(event);
+            if terminal {
+                break;
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// POSTs a task and returns its event stream (or the error status).
+pub async fn submit(orcd_url: &str, task: &TaskRequest) -> anyhow::Result<TaskStream> {
+    let response = reqwest::Client::new().post(format!("{orcd_url}/v2/tasks")).json(task).send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("orcd answered {status}: {}", response.text().await.unwrap_or_default());
+    }
+    let events = response.bytes_stream().eventsource().map(|event| {
+        let event = event.map_err(|error| anyhow::anyhow!("SSE stream broke: {error}"))?;
+        StreamEvent::from_sse(&event.event, &event.data)
+            .with_context(|| format!("undecodable event `{}`: {}", event.event, event.data))
+    });
+    Ok(TaskStream { status, events: Box::pin(events) })
+}
+
+/// The concatenated text of the `token` events.
+pub fn text_of(events: &[StreamEvent]) -> String {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            StreamEvent::Token { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn token_count(events: &[StreamEvent]) -> usize {
+    events.iter().filter(|event| matches!(event, StreamEvent::Token { .. })).count()
+}

@@ -1,10 +1,20 @@
 //! `cargo xtask`: the llama-orch dev-ops toolkit. Parse flags, resolve settings, hand the
 //! command to its domain module; nothing else lives here.
 
+mod bench;
+mod build;
 mod config;
+mod daemon;
 mod dev;
 mod flags;
+mod git;
+mod jobs;
+mod models;
 mod output;
+mod pool;
+mod remote;
+mod stack;
+mod test;
 
 use std::process::ExitCode;
 
@@ -43,9 +53,23 @@ fn run(cli: flags::Cli, out: Printer) -> anyhow::Result<ExitCode> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(&settings.repo_root);
     let cx = Context { sh, settings, out };
+    if let Some(host) = &cli.global.remote {
+        remote::forward_invocation(&cx, host)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match cli.command {
+        Command::Build(cmd) => build::run(cmd, &cx)?,
         Command::Config(cmd) => config::run(cmd, &cx)?,
         Command::Dev(cmd) => dev::run(cmd, &cx)?,
+        Command::Git(cmd) => git::run(cmd, &cx)?,
+        Command::Jobs(args) => jobs::run(args, &cx)?,
+        Command::Models(cmd) => models::run(cmd, &cx)?,
+        Command::Pool(cmd) => pool::run(cmd, &cx)?,
+        Command::Remote(cmd) => remote::run(cmd, &cx)?,
+        Command::Test(cmd) => test::run(cmd, &cx)?,
+        Command::Up(args) => stack::up(args, &cx)?,
+        Command::Down(args) => stack::down(args, &cx)?,
+        Command::Bench(args) => bench::run(args, &cx)?,
     }
     Ok(ExitCode::SUCCESS)
 }

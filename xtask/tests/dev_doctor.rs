@@ -24,7 +24,11 @@ fn doctor_reports_missing_cmake_with_its_fix_and_fails() {
         .env("PATH", dir.path())
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1), "doctor must fail when cmake is missing");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "doctor must fail when cmake is missing"
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["ok"], false);
     let cmake = report["checks"]
@@ -36,7 +40,10 @@ fn doctor_reports_missing_cmake_with_its_fix_and_fails() {
     assert_eq!(cmake["status"], "missing");
     assert_eq!(cmake["need"], "required");
     let fix = cmake["fix"].as_str().unwrap();
-    assert!(fix.contains("install") && fix.contains("cmake"), "fix: {fix}");
+    assert!(
+        fix.contains("install") && fix.contains("cmake"),
+        "fix: {fix}"
+    );
     assert!(fix.contains("cargo xtask dev setup"), "fix: {fix}");
 }
 
@@ -51,6 +58,12 @@ fn doctor_human_output_names_the_fix() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("MISS cmake"), "{stdout}");
-    assert!(stdout.contains("fix:") && stdout.contains("cmake"), "{stdout}");
-    assert!(!stdout.contains('\u{1b}'), "--no-color output has escape codes: {stdout}");
+    assert!(
+        stdout.contains("fix:") && stdout.contains("cmake"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "--no-color output has escape codes: {stdout}"
+    );
 }

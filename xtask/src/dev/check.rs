@@ -70,6 +70,32 @@ fn config_check(cx: &Context) -> Check {
     }
 }
 
+/// Errors fail the check; warnings (e.g. unverified repos) are shown but pass.
+fn catalog_checks(cx: &Context) -> Vec<Check> {
+    let diagnostics = crate::models::check_catalog(cx);
+    if diagnostics.is_empty() {
+        return vec![Check::ok("catalog", format!("{} is valid", cx.settings.catalog_path.display()))];
+    }
+    diagnostics
+        .into_iter()
+        .map(|diagnostic| {
+            let place = match diagnostic.line {
+                Some(line) => format!("{}:{line}", diagnostic.origin),
+                None => diagnostic.origin.clone(),
+            };
+            let detail = match &diagnostic.model {
+                Some(model) => format!("{place}: model `{model}`: {}", diagnostic.message),
+                None => format!("{place}: {}", diagnostic.message),
+            };
+            let fix = "edit the catalog entry; `cargo xtask models catalog` lists every entry";
+            match diagnostic.severity {
+                llorch_catalog::Severity::Error => Check::failed("catalog", detail, fix),
+                llorch_catalog::Severity::Warning => Check::warning("catalog", detail, fix),
+            }
+        })
+        .collect()
+}
+
 fn binary_checks(cx: &Context) -> Vec<Check> {
     let bin_dir = cx.settings.repo_root.join("target/release");
     ["orcd", "llorch-worker"]
@@ -91,6 +117,7 @@ fn binary_checks(cx: &Context) -> Vec<Check> {
 
 pub fn run(cx: &Context) -> anyhow::Result<()> {
     let mut checks = vec![config_check(cx)];
+    checks.extend(catalog_checks(cx));
     checks.extend(binary_checks(cx));
     let failed = checks.iter().filter(|check| !check.ok).count();
     if cx.out.json() {

@@ -41,6 +41,9 @@ pub fn run_setup(cx: &Context, assume_yes: bool) -> anyhow::Result<()> {
         );
     }
     init_submodules(cx)?;
+    let default_model = crate::jobs::default_model_id(cx)?;
+    crate::models::ensure_downloaded(cx, &default_model)
+        .with_context(|| format!("fetching the default model `{default_model}`"))?;
     if crate::config::ensure_default_config(&cx.settings.config_path)? {
         cx.out.status(format!(
             "wrote default config {}",

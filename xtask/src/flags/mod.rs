@@ -5,11 +5,27 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod build;
 mod config;
 mod dev;
+mod git;
+mod jobs;
+mod models;
+mod pool;
+mod remote;
+mod stack;
+mod test;
 
+pub use build::BuildCmd;
 pub use config::ConfigCmd;
 pub use dev::DevCmd;
+pub use git::{GitCmd, SubmodulesCmd};
+pub use jobs::{JobsArgs, JobsCmd, SubmitArgs};
+pub use models::ModelsCmd;
+pub use pool::{PoolCmd, PoolModelsCmd, PoolSubcommand, PoolWorkerCmd};
+pub use remote::{HostsCmd, RemoteCmd};
+pub use stack::{BenchArgs, DownArgs, UpArgs};
+pub use test::{TestArgs, TestCmd};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -52,14 +68,43 @@ pub struct GlobalFlags {
     /// Root of the llama-orch checkout [env: LLORCH_REPO_ROOT]
     #[arg(long, global = true, value_name = "DIR")]
     pub repo_root: Option<PathBuf>,
+    /// Run the command on this host over SSH, in its profile's repo_path (git, models, build, test, dev, pool)
+    #[arg(long, global = true, value_name = "HOST")]
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build the worker (per backend) and orcd, showing progress and the binaries' paths
+    #[command(subcommand)]
+    Build(BuildCmd),
     /// Show, locate or create the configuration file
     #[command(subcommand)]
     Config(ConfigCmd),
     /// Check, set up and validate this machine for llama-orch development
     #[command(subcommand)]
     Dev(DevCmd),
+    /// Status, pull, sync, clean, branches and submodules of the checkout
+    #[command(subcommand)]
+    Git(GitCmd),
+    /// Submit, list, inspect and cancel jobs on orcd (tokens stream to stdout)
+    Jobs(JobsArgs),
+    /// The model catalog; download, list, inspect, verify and delete models
+    #[command(subcommand)]
+    Models(ModelsCmd),
+    /// Workers and models on this machine or a pool host
+    Pool(PoolCmd),
+    /// Host profiles and commands on other machines over SSH
+    #[command(subcommand)]
+    Remote(RemoteCmd),
+    /// Run the unit, integration and smoke suites and report `N passed, N failed`
+    #[command(subcommand)]
+    Test(TestCmd),
+    /// The main job: install what is missing, build, fetch the model, start orcd and a worker,
+    /// and stream a first answer; the stack keeps running
+    Up(UpArgs),
+    /// Stop the orcd and workers started by `up` or `pool worker spawn` on this machine
+    Down(DownArgs),
+    /// Measure prompt and generation speed, time to first token and aggregate throughput
+    Bench(BenchArgs),
 }

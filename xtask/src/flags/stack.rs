@@ -1,0 +1,67 @@
+//! Flags of `cargo xtask up`, `down` and `bench`: the whole stack on this machine.
+
+use clap::Args;
+use llorch_api::Backend;
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  cargo xtask up                                   # installs, builds, downloads, starts, answers
+  cargo xtask up --prompt 'The capital of France is'
+  cargo xtask up --model qwen2.5-coder-0.5b --chat 'Write a haiku about Rust.'
+  cargo xtask down                                 # stops what `up` started")]
+pub struct UpArgs {
+    /// Catalog id of the model to serve [default: the catalog's default model]
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Backend the worker runs on [default: config build.default_backend, else cpu]
+    #[arg(long, value_parser = parse_backend)]
+    pub backend: Option<Backend>,
+    /// Completion prompt streamed once the stack is up
+    #[arg(long, short, default_value = "The three most important inventions in history are")]
+    pub prompt: String,
+    /// Send a chat message instead of --prompt (needs a model with a chat template)
+    #[arg(long)]
+    pub chat: Option<String>,
+    /// Tokens to generate for the first answer
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: u32,
+    /// Concurrent sequences of the worker
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
+    /// Install missing system packages without asking
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  cargo xtask down")]
+pub struct DownArgs {}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  cargo xtask bench                     # table on stdout, JSON in target/bench/latest.json
+  cargo xtask bench --runs 5 --max-tokens 256
+  cargo xtask --json bench")]
+pub struct BenchArgs {
+    /// Catalog id of the model to measure [default: the catalog's default model]
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Single-stream repetitions per path (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// Tokens generated per stream
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: u32,
+    /// Concurrent streams for the aggregate measurement (also the worker's slot count)
+    #[arg(long, default_value_t = 4)]
+    pub streams: u32,
+    /// Decode threads of the worker [default: the worker's own default]
+    #[arg(long)]
+    pub threads: Option<u32>,
+}
+
+fn parse_backend(value: &str) -> Result<Backend, String> {
+    value.parse()
+}

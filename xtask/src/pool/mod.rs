@@ -1,0 +1,59 @@
+//! `cargo xtask pool`: the machines that run workers. Without `--host` a command acts on this
+//! machine; with it, the same command runs in the host's checkout over SSH.
+
+mod status;
+pub mod worker;
+
+use std::ffi::OsString;
+
+use anyhow::bail;
+
+use crate::{
+    flags::{PoolCmd, PoolModelsCmd, PoolSubcommand},
+    remote,
+};
+
+pub fn run(cmd: PoolCmd, cx: &crate::Context) -> anyhow::Result<()> {
+    if let PoolSubcommand::Models(models) = cmd.command {
+        return run_models(models, cmd.host.as_deref(), cx);
+    }
+    if let Some(host) = &cmd.host {
+        // The remote side runs the very same command, minus `--host`, and acts locally there.
+        let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+        let args = remote::strip_option(&args, "--host");
+        return remote::run_xtask_on(cx, host, &remote::to_strings(args)?);
+    }
+    match cmd.command {
+        PoolSubcommand::Worker(worker) => worker::run(worker, cx),
+        PoolSubcommand::Status => status::run(cx),
+        PoolSubcommand::Models(_) => unreachable!("handled above"),
+    }
+}
+
+/// `pool models ... --host HOST` is `cargo xtask models ...` on that host.
+fn run_models(cmd: PoolModelsCmd, host: Option<&str>, cx: &crate::Context) -> anyhow::Result<()> {
+    let Some(host) = host else {
+        bail!("`pool models` acts on a pool host: pass --host HOST\nhint: for this machine's models use `cargo xtask models list` or `cargo xtask models download ID`");
+    };
+    let mut args = output_flags(cx);
+    match cmd {
+        PoolModelsCmd::Download { id } => args.extend(["models".into(), "download".into(), id]),
+        PoolModelsCmd::List => args.extend(["models".into(), "list".into()]),
+    }
+    remote::run_xtask_on(cx, host, &args)
+}
+
+/// The output flags of this invocation, so the remote command prints the same way.
+fn output_flags(cx: &crate::Context) -> Vec<String> {
+    let mut flags = Vec::new();
+    if cx.out.json() {
+        flags.push("--json".to_owned());
+    }
+    if cx.out.quiet() {
+        flags.push("--quiet".to_owned());
+    }
+    if cx.out.verbose() {
+        flags.push("--verbose".to_owned());
+    }
+    flags
+}

@@ -1,0 +1,198 @@
+//! `cargo xtask up` and `down`: the product's main job in one command. `up` installs what is
+//! missing, builds the release binaries, fetches the model, starts orcd and one worker detached,
+//! streams a first answer, and leaves the stack running; `down` stops what `up` started.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use llorch_api::{Backend, ChatMessage, SamplingParams, TaskRequest, WorkerInfo, WorkerState};
+
+use crate::{
+    daemon::{self, DaemonInfo, DaemonSpec, RunDir},
+    flags::{DownArgs, UpArgs},
+    jobs::{self, OrcdClient},
+    pool::worker::{self as pool_worker, WorkerLaunch},
+    Context,
+};
+
+/// The name orcd has in the run directory.
+pub const ORCD_DAEMON: &str = "orcd";
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn up(args: UpArgs, cx: &Context) -> anyhow::Result<()> {
+    crate::dev::run_setup(cx, args.yes)?;
+    let model = match &args.model {
+        Some(model) => model.clone(),
+        None => jobs::default_model_id(cx)?,
+    };
+    crate::models::ensure_downloaded(cx, &model)?;
+    let backend = args.backend.unwrap_or(cx.settings.default_backend);
+    let binaries = crate::build::build_binaries(cx, backend, true)?;
+
+    let run_dir = RunDir::from_env()?;
+    let orcd_url = cx.settings.orchestrator_url.trim_end_matches('/').to_owned();
+    let orcd = ensure_orcd(cx, &run_dir, &binaries.orcd, &orcd_url)?;
+    let client = OrcdClient::new(orcd_url.clone());
+    let worker = ensure_worker(cx, &run_dir, &client, &model, backend, &binaries.worker, args.slots)?;
+
+    let request = first_request(&args, model.clone());
+    cx.out.status(cx.out.paint().bold(&format!("streaming a first answer from {model}:")));
+    if let Some(prompt) = &request.prompt {
+        cx.out.status(cx.out.paint().dim(&format!("prompt: {prompt}")));
+    }
+    jobs::submit_and_print(cx, &client, &request)?;
+    print_next_steps(cx, &orcd_url, orcd.as_ref(), &worker, &model);
+    Ok(())
+}
+
+fn first_request(args: &UpArgs, model: String) -> TaskRequest {
+    let (prompt, messages) = match &args.chat {
+        Some(chat) => (None, Some(vec![ChatMessage { role: "user".into(), content: chat.clone() }])),
+        None => (Some(args.prompt.clone()), None),
+    };
+    TaskRequest {
+        model,
+        prompt,
+        messages,
+        sampling: SamplingParams { max_tokens: args.max_tokens, ..SamplingParams::default() },
+        stream: true,
+    }
+}
+
+/// Uses the orcd already answering at `url` (ours or the user's), else starts one detached.
+fn ensure_orcd(
+    cx: &Context,
+    run_dir: &RunDir,
+    program: &std::path::Path,
+    url: &str,
+) -> anyhow::Result<Option<DaemonInfo>> {
+    if health_ok(url) {
+        cx.out.status(format!("orcd already answers at {url}"));
+        return Ok(run_dir.get(ORCD_DAEMON)?.filter(DaemonInfo::is_running));
+    }
+    let listen = url
+        .strip_prefix("http://")
+        .with_context(|| format!("starting orcd at {url}: only http:// URLs can be started locally\nhint: set orchestrator.url (or LLORCH_ORCHESTRATOR_URL) to http://127.0.0.1:8080"))?;
+    let port = listen.rsplit(':').next().and_then(|port| port.parse().ok());
+    let spec = DaemonSpec {
+        name: ORCD_DAEMON.to_owned(),
+        kind: ORCD_DAEMON.to_owned(),
+        program: program.to_path_buf(),
+        args: vec!["--listen".into(), listen.into()],
+        env: vec![("RUST_LOG".into(), cx.settings.log_level.clone().into())],
+        port,
+        url: Some(url.to_owned()),
+        model: None,
+        backend: None,
+    };
+    let spinner = cx.out.spinner(format!("starting orcd on {listen}"));
+    let info = run_dir.spawn(&spec).context("starting orcd")?;
+    let ready = daemon::wait_healthy(&info, Duration::from_secs(30));
+    spinner.finish_and_clear();
+    if let Err(error) = ready {
+        let _ = run_dir.stop(ORCD_DAEMON, Duration::from_secs(5));
+        return Err(error.context(format!(
+            "starting orcd on {listen}\nhint: is the port taken? pick another with LLORCH_ORCHESTRATOR_URL=http://127.0.0.1:PORT"
+        )));
+    }
+    cx.out.status(format!("orcd ready at {url} (pid {}, log {})", info.pid, info.log_path.display()));
+    Ok(Some(info))
+}
+
+fn health_ok(url: &str) -> bool {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()
+        .and_then(|client| client.get(format!("{url}/health")).send().ok())
+        .is_some_and(|response| response.status().is_success())
+}
+
+fn live_worker_for(client: &OrcdClient, model: &str) -> anyhow::Result<Option<WorkerInfo>> {
+    let workers: Vec<WorkerInfo> = client.get_json("/workers")?;
+    Ok(workers.into_iter().find(|worker| worker.model == model && worker.state == WorkerState::Live))
+}
+
+/// Uses a live worker that already serves `model`, else spawns one and waits until orcd has
+/// it registered (its health can be ready a moment before the registration lands).
+fn ensure_worker(
+    cx: &Context,
+    run_dir: &RunDir,
+    client: &OrcdClient,
+    model: &str,
+    backend: Backend,
+    program: &std::path::Path,
+    slots: u32,
+) -> anyhow::Result<WorkerInfo> {
+    if let Some(worker) = live_worker_for(client, model)? {
+        cx.out.status(format!("worker {} already serves {model}", worker.worker_id));
+        return Ok(worker);
+    }
+    let launch = WorkerLaunch {
+        backend,
+        model: model.to_owned(),
+        program: program.to_path_buf(),
+        orchestrator_url: client.base_url().to_owned(),
+        extra_args: vec!["--slots".into(), slots.to_string().into()],
+        ..WorkerLaunch::defaults(cx)
+    };
+    let info = pool_worker::start_worker(cx, run_dir, &launch, READY_TIMEOUT)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(worker) = live_worker_for(client, model)? {
+            cx.out.status(format!("worker {} ready (pid {}, log {})", worker.worker_id, info.pid, info.log_path.display()));
+            return Ok(worker);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "worker {} is running but did not register with orcd at {} within 30 s\n{}\nhint: check that the worker's --orchestrator-url reaches orcd",
+                info.name,
+                client.base_url(),
+                daemon::log_tail_section(&info.log_path, daemon::LOG_TAIL_LINES)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn print_next_steps(cx: &Context, orcd_url: &str, orcd: Option<&DaemonInfo>, worker: &WorkerInfo, model: &str) {
+    if cx.out.json() {
+        return;
+    }
+    let paint = cx.out.paint();
+    let orcd_line = match orcd {
+        Some(info) => format!("orcd at {orcd_url} (pid {}, log {})", info.pid, info.log_path.display()),
+        None => format!("orcd at {orcd_url}"),
+    };
+    cx.out.status(format!(
+        "\n{}\n  {orcd_line}\n  worker {} serving {model} at {}\n\n{}\n  cargo xtask jobs submit --prompt 'Once upon a time'\n  curl -N {orcd_url}/v2/tasks -H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"prompt\":\"Hello\",\"max_tokens\":32}}'\n  cargo xtask jobs list\n  cargo xtask pool worker list\n{}\n  cargo xtask down",
+        paint.green("the stack is running:"),
+        worker.worker_id,
+        worker.url,
+        paint.bold("try:"),
+        paint.bold("stop it with:"),
+    ));
+}
+
+/// Stops every worker in the run directory, then orcd (workers first, so they can deregister).
+pub fn down(_args: DownArgs, cx: &Context) -> anyhow::Result<()> {
+    let run_dir = RunDir::from_env()?;
+    let daemons = run_dir.list()?;
+    let (orcds, workers): (Vec<_>, Vec<_>) =
+        daemons.into_iter().partition(|info| info.kind == ORCD_DAEMON);
+    let mut stopped = Vec::new();
+    for info in workers.iter().chain(&orcds) {
+        let outcome = run_dir
+            .stop(&info.name, Duration::from_secs(10))
+            .with_context(|| format!("stopping {}", info.name))?;
+        stopped.push(serde_json::json!({ "name": info.name, "kind": info.kind, "outcome": outcome }));
+        cx.out.status(format!("stopped {} ({})", info.name, format!("{outcome:?}").to_lowercase()));
+    }
+    if cx.out.json() {
+        return cx.out.print_json(&serde_json::json!({ "stopped": stopped }));
+    }
+    if stopped.is_empty() {
+        cx.out.println("nothing to stop: no orcd or worker started by `cargo xtask up` or `pool worker spawn` is running");
+    }
+    Ok(())
+}

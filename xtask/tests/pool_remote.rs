@@ -1,0 +1,90 @@
+//! `cargo xtask pool ... --host HOST` against the private sshd: a worker spawned on the
+//! "remote" host outlives the SSH session, is listed and stopped from here, and `pool status`
+//! and `pool models` report the host's side.
+
+mod support;
+
+use support::{http_status, pid_alive, Sshd};
+
+#[test]
+fn a_worker_is_spawned_listed_and_stopped_on_the_remote_host() {
+    let sshd = Sshd::start();
+    sshd.write_local_config("box", 10);
+    let spawned = sshd
+        .xtask()
+        .run([
+            "--json",
+            "pool",
+            "worker",
+            "spawn",
+            "cpu",
+            "--model",
+            "tiny",
+            "--host",
+            "box",
+            "--id",
+            "far-worker",
+        ])
+        .success()
+        .json();
+    assert_eq!(spawned["worker_id"], "far-worker", "{spawned}");
+    let port = spawned["port"].as_u64().unwrap();
+    let pid = spawned["pid"].as_u64().unwrap() as u32;
+
+    // Recorded on the remote side only, and still running after the SSH session ended.
+    assert!(sshd.remote.run_dir.join("far-worker.pid").exists());
+    assert!(!sshd.local.run_dir.join("far-worker.pid").exists());
+    assert!(pid_alive(pid));
+    assert_eq!(
+        http_status(&format!("http://127.0.0.1:{port}/health")),
+        Some(200)
+    );
+
+    let listed = sshd
+        .xtask()
+        .run(["--json", "pool", "worker", "list", "--host", "box"])
+        .success()
+        .json();
+    assert_eq!(listed[0]["name"], "far-worker", "{listed}");
+    assert_eq!(listed[0]["state"], "ready", "{listed}");
+    let local = sshd
+        .xtask()
+        .run(["--json", "pool", "worker", "list"])
+        .success()
+        .json();
+    assert_eq!(local, serde_json::json!([]), "nothing runs on this side");
+
+    let status = sshd
+        .xtask()
+        .run(["--json", "pool", "status", "--host", "box"])
+        .success()
+        .json();
+    assert_eq!(status["workers"][0]["name"], "far-worker", "{status}");
+    assert!(
+        status["memory"]["total_bytes"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+
+    let stopped = sshd
+        .xtask()
+        .run(["pool", "--host", "box", "worker", "stop", "far-worker"])
+        .success();
+    assert!(stopped.stdout.contains("far-worker"), "{stopped}");
+    assert!(!pid_alive(pid));
+    assert!(!sshd.remote.run_dir.join("far-worker.pid").exists());
+}
+
+#[test]
+fn pool_models_list_runs_models_list_on_the_host() {
+    let sshd = Sshd::start();
+    sshd.write_local_config("box", 10);
+    let via_pool = sshd
+        .xtask()
+        .run(["--json", "pool", "models", "list", "--host", "box"])
+        .success();
+    let via_remote = sshd
+        .xtask()
+        .run(["--json", "--remote", "box", "models", "list"])
+        .success();
+    assert_eq!(via_pool.json(), via_remote.json(), "{via_pool}");
+}
