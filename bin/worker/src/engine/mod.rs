@@ -1,0 +1,460 @@
+//! The inference engine. One dedicated OS thread owns the llama.cpp context and runs the
+//! continuous-batching loop ([`batching`]); the async HTTP side talks to it through an
+//! [`EngineHandle`]: jobs go in over a channel, each with its own sender for stream events.
+
+mod batching;
+mod prompt;
+mod sampling;
+mod slot;
+pub mod text;
+
+use std::{
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    sync::{mpsc, Arc, Mutex, OnceLock},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use llama_cpp_2::{
+    context::{params::LlamaContextParams, LlamaContext},
+    llama_backend::LlamaBackend,
+    model::{
+        params::{LlamaModelParams, LlamaSplitMode},
+        LlamaModel,
+    },
+    LogOptions,
+};
+use llorch_api::{Backend, StreamEvent};
+use tokio::sync::{mpsc::UnboundedReceiver, watch, Semaphore};
+
+use self::slot::Job;
+use crate::{
+    error::WorkerError,
+    validation::{check_prompt_length, Limits, ValidExecuteRequest},
+};
+
+/// Everything the engine needs to load its model and size its context.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Catalog id or file stem; reported in health and registration.
+    pub model_id: String,
+    pub backend: Backend,
+    /// Main GPU for the cuda and metal backends.
+    pub gpu: u32,
+    /// Threads for single-token decode steps.
+    pub threads: u32,
+    /// Threads for steps that carry prompt chunks.
+    pub threads_batch: u32,
+    /// Tokens one slot can hold (prompt plus generation).
+    pub ctx_size: u32,
+    /// Sequences decoded together.
+    pub slots: u32,
+    /// Tokens per decode step; longer prompts are fed in chunks of this size.
+    pub batch_size: u32,
+    /// Requests that may wait for a slot beyond the running ones.
+    pub queue_size: u32,
+}
+
+impl EngineSettings {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            ctx_size: self.ctx_size,
+        }
+    }
+
+    /// Requests admitted at once: running plus waiting.
+    pub fn capacity(&self) -> u32 {
+        self.slots + self.queue_size
+    }
+}
+
+/// Where the engine thread gets its model from.
+pub enum ModelSource {
+    File(PathBuf),
+    /// Already loaded; tests share one model between engines this way.
+    Loaded(&'static LlamaModel),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineStatus {
+    Loading,
+    Ready,
+    /// Shutting down: running jobs finish, new ones are refused.
+    Draining,
+    /// Loading or the context failed; the message says why.
+    Failed(String),
+    /// The engine thread has ended.
+    Stopped,
+}
+
+/// How busy the engine is, published after every change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineLoad {
+    /// Slots running a job.
+    pub busy: u32,
+    /// Jobs waiting inside the engine for a slot.
+    pub waiting: u32,
+}
+
+enum Command {
+    Run(Job),
+    /// Cancel every running and waiting job with a `shutting_down` error (drain timeout).
+    CancelAll,
+    /// Cancel everything and end the engine thread.
+    Shutdown,
+}
+
+/// The async side's view of the engine; cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: EngineSettings,
+    status: watch::Sender<EngineStatus>,
+    load: watch::Sender<EngineLoad>,
+    /// Set once loaded; tokenization runs against it outside the engine thread
+    /// (`LlamaModel` is `Sync`; only the context is tied to the engine thread).
+    model: OnceLock<&'static LlamaModel>,
+    commands: mpsc::Sender<Command>,
+    admission: Arc<Semaphore>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EngineHandle {
+    /// Starts the engine thread; the handle reports `Loading` until the model is ready.
+    pub fn start(settings: EngineSettings, source: ModelSource) -> EngineHandle {
+        let (commands, receiver) = mpsc::channel();
+        let handle = EngineHandle::with_commands(settings, commands);
+        let shared = handle.shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("llorch-engine".into())
+            .spawn(move || engine_thread(&shared, source, receiver))
+            .expect("spawning the engine thread");
+        *handle.shared.thread.lock().unwrap() = Some(thread);
+        handle
+    }
+
+    /// A handle with no engine behind it: it stays `Loading` forever. For router tests.
+    #[cfg(test)]
+    pub(crate) fn without_engine(settings: EngineSettings) -> EngineHandle {
+        EngineHandle::with_commands(settings, mpsc::channel().0)
+    }
+
+    fn with_commands(settings: EngineSettings, commands: mpsc::Sender<Command>) -> EngineHandle {
+        let admission = Arc::new(Semaphore::new(settings.capacity() as usize));
+        EngineHandle {
+            shared: Arc::new(Shared {
+                settings,
+                status: watch::Sender::new(EngineStatus::Loading),
+                load: watch::Sender::new(EngineLoad::default()),
+                model: OnceLock::new(),
+                commands,
+                admission,
+                thread: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.shared.settings
+    }
+
+    pub fn status(&self) -> EngineStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    pub fn load(&self) -> EngineLoad {
+        *self.shared.load.borrow()
+    }
+
+    pub fn subscribe_load(&self) -> watch::Receiver<EngineLoad> {
+        self.shared.load.subscribe()
+    }
+
+    /// Waits until the model is loaded; the error says why loading failed.
+    pub async fn wait_ready(&self) -> Result<(), String> {
+        let mut status = self.shared.status.subscribe();
+        let status = status
+            .wait_for(|status| *status != EngineStatus::Loading)
+            .await
+            .map_err(|_| "the engine thread ended while loading".to_owned())?;
+        match &*status {
+            EngineStatus::Ready | EngineStatus::Draining => Ok(()),
+            EngineStatus::Failed(message) => Err(message.clone()),
+            EngineStatus::Stopped => Err("the engine stopped while loading".into()),
+            EngineStatus::Loading => unreachable!("waited for a status other than loading"),
+        }
+    }
+
+    /// Waits until the engine thread has ended after being ready, and says why.
+    pub async fn wait_stopped(&self) -> String {
+        let mut status = self.shared.status.subscribe();
+        let Ok(status) = status
+            .wait_for(|status| matches!(status, EngineStatus::Failed(_) | EngineStatus::Stopped))
+            .await
+        else {
+            return "the engine's status channel closed".into();
+        };
+        match &*status {
+            EngineStatus::Failed(message) => message.clone(),
+            _ => "the engine thread ended".into(),
+        }
+    }
+
+    /// Tokenizes a validated request and queues it; the receiver yields its stream events,
+    /// ending with `done` or `error`. Dropping the receiver cancels the job.
+    pub async fn submit(
+        &self,
+        request: ValidExecuteRequest,
+        received_at: Instant,
+    ) -> Result<UnboundedReceiver<StreamEvent>, WorkerError> {
+        self.check_accepting()?;
+        let model = *self.shared.model.get().ok_or(WorkerError::Loading)?;
+        let permit = self
+            .shared
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| WorkerError::QueueFull {
+                capacity: self.shared.settings.capacity(),
+            })?;
+        let ValidExecuteRequest {
+            job_id,
+            input,
+            max_tokens,
+            sampling,
+            stop,
+        } = request;
+        let prompt = tokio::task::spawn_blocking(move || prompt::tokenize_prompt(model, &input))
+            .await
+            .map_err(|error| WorkerError::EngineStopped(format!("tokenizer task: {error}")))??;
+        check_prompt_length(prompt.len(), self.shared.settings.limits())?;
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job {
+            job_id,
+            prompt,
+            max_tokens,
+            sampling,
+            stop,
+            events,
+            received_at,
+            _permit: permit,
+        };
+        self.shared
+            .commands
+            .send(Command::Run(job))
+            .map_err(|_| WorkerError::EngineStopped("it no longer takes jobs".into()))?;
+        Ok(receiver)
+    }
+
+    fn check_accepting(&self) -> Result<(), WorkerError> {
+        match &*self.shared.status.borrow() {
+            EngineStatus::Ready => Ok(()),
+            EngineStatus::Loading => Err(WorkerError::Loading),
+            EngineStatus::Draining | EngineStatus::Stopped => Err(WorkerError::ShuttingDown),
+            EngineStatus::Failed(message) => Err(WorkerError::EngineStopped(message.clone())),
+        }
+    }
+
+    /// Stops accepting jobs; running and waiting ones go on.
+    pub fn begin_drain(&self) {
+        self.shared.status.send_if_modified(|status| {
+            let accepting = matches!(status, EngineStatus::Ready | EngineStatus::Loading);
+            if accepting {
+                *status = EngineStatus::Draining;
+            }
+            accepting
+        });
+    }
+
+    /// Waits until no job is admitted, running or waiting.
+    pub async fn wait_idle(&self) {
+        let capacity = self.shared.settings.capacity() as usize;
+        // Admission permits cover every stage (tokenizing, queued, running), so polling them
+        // needs no bookkeeping of its own; shutdown is the only caller.
+        while self.shared.admission.available_permits() < capacity {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Ends every running and waiting job with a `shutting_down` error.
+    pub fn cancel_all(&self) {
+        let _ = self.shared.commands.send(Command::CancelAll);
+    }
+
+    /// Cancels what is left, ends the engine thread and waits for it.
+    pub async fn shutdown(&self) {
+        self.begin_drain();
+        let _ = self.shared.commands.send(Command::Shutdown);
+        let thread = self.shared.thread.lock().unwrap().take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// The process-wide llama.cpp backend. llama.cpp must be initialised once per process, and its
+/// logs are routed into `tracing` before anything is loaded.
+pub fn llama_backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let backend = LlamaBackend::init().map_err(|error| error.to_string())?;
+            llama_cpp_2::send_logs_to_tracing(LogOptions::default());
+            Ok(backend)
+        })
+        .as_ref()
+        .map_err(|error| format!("initialising llama.cpp: {error}"))
+}
+
+/// Loads a GGUF file for the whole life of the process (the worker serves one model, and a
+/// `'static` model lets the HTTP side tokenize while the engine thread decodes).
+pub fn load_model(path: &Path, backend: Backend, gpu: u32) -> Result<&'static LlamaModel, String> {
+    let llama = llama_backend()?;
+    if !path.is_file() {
+        return Err(format!("model file `{}` does not exist", path.display()));
+    }
+    if backend != Backend::Cpu && !llama.supports_gpu_offload() {
+        return Err(format!(
+            "backend `{backend}` was requested but llama.cpp found no GPU to offload to"
+        ));
+    }
+    let params = match backend {
+        Backend::Cpu => LlamaModelParams::default().with_n_gpu_layers(0),
+        // Every layer on the one GPU that `--gpu` names (llama.cpp caps the layer count at the
+        // model's; `main_gpu` only applies in single-GPU split mode).
+        Backend::Cuda | Backend::Metal => LlamaModelParams::default()
+            .with_n_gpu_layers(u32::MAX)
+            .with_split_mode(LlamaSplitMode::None)
+            .with_main_gpu(
+                i32::try_from(gpu).map_err(|_| format!("`--gpu` {gpu} is out of range"))?,
+            ),
+    };
+    let started = Instant::now();
+    let model = LlamaModel::load_from_file(llama, path, &params)
+        .map_err(|error| format!("loading model `{}`: {error}", path.display()))?;
+    tracing::info!(
+        path = %path.display(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    Ok(Box::leak(Box::new(model)))
+}
+
+fn engine_thread(shared: &Shared, source: ModelSource, commands: mpsc::Receiver<Command>) {
+    // A panic must not leave the handle reporting `ready` with nobody decoding: it becomes
+    // `failed`, the jobs' senders drop and their streams end with an error event.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_engine(shared, source, commands)
+    }))
+    .unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|text| text.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(format!("the engine thread panicked: {message}"))
+    });
+    if let Err(message) = &result {
+        tracing::error!(error = %message, "engine failed");
+    }
+    shared.status.send_replace(match result {
+        Ok(()) => EngineStatus::Stopped,
+        Err(message) => EngineStatus::Failed(message),
+    });
+    shared.load.send_replace(EngineLoad::default());
+}
+
+fn run_engine(
+    shared: &Shared,
+    source: ModelSource,
+    commands: mpsc::Receiver<Command>,
+) -> Result<(), String> {
+    let settings = &shared.settings;
+    if settings.batch_size < settings.slots {
+        // Every generating slot puts one token into each step's batch.
+        return Err(format!(
+            "`--batch-size` {} must be at least `--slots` {}",
+            settings.batch_size, settings.slots
+        ));
+    }
+    let model = match source {
+        ModelSource::File(path) => load_model(&path, settings.backend, settings.gpu)?,
+        ModelSource::Loaded(model) => model,
+    };
+    let train_ctx = model.n_ctx_train();
+    if settings.ctx_size > train_ctx {
+        return Err(format!(
+            "`--ctx-size` {} is larger than the model's training context ({train_ctx})",
+            settings.ctx_size
+        ));
+    }
+    let context = new_context(model, settings)?;
+    let _ = shared.model.set(model);
+    tracing::info!(
+        slots = settings.slots,
+        ctx_size = settings.ctx_size,
+        kv_cells = context.n_ctx(),
+        batch_size = settings.batch_size,
+        threads = settings.threads,
+        threads_batch = settings.threads_batch,
+        "engine ready"
+    );
+    shared.status.send_if_modified(|status| {
+        let loading = *status == EngineStatus::Loading;
+        if loading {
+            *status = EngineStatus::Ready;
+        }
+        loading
+    });
+    batching::Batcher::new(model, context, shared).run(commands);
+    Ok(())
+}
+
+fn new_context(
+    model: &'static LlamaModel,
+    settings: &EngineSettings,
+) -> Result<LlamaContext<'static>, String> {
+    // llama.cpp documents creating contexts from one model in parallel as unsound; tests start
+    // several engines on one shared model.
+    static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
+    let total_ctx = settings
+        .ctx_size
+        .checked_mul(settings.slots)
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| {
+            format!(
+                "`--ctx-size` {} × `--slots` {} does not fit a context",
+                settings.ctx_size, settings.slots
+            )
+        })?;
+    // Without a unified KV cache every sequence gets exactly n_ctx / n_seq_max cells: one
+    // slot can never eat another's context.
+    let params = LlamaContextParams::default()
+        .with_n_ctx(Some(total_ctx))
+        .with_n_seq_max(settings.slots)
+        .with_n_batch(settings.batch_size)
+        .with_n_ubatch(settings.batch_size)
+        // Sliding-window layers only need their window: sequences are only ever cleared
+        // whole, never rewound or shifted, which is what a full-size SWA cache is for.
+        .with_swa_full(false)
+        .with_n_threads(settings.threads as i32)
+        .with_n_threads_batch(settings.threads_batch as i32);
+    let _guard = CONTEXT_CREATION
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let context = model
+        .new_context(llama_backend()?, params)
+        .map_err(|error| format!("creating the llama.cpp context: {error}"))?;
+    let per_slot = context.n_ctx() / settings.slots;
+    if per_slot < settings.ctx_size {
+        return Err(format!(
+            "llama.cpp gave each slot {per_slot} KV cells, fewer than `--ctx-size` {}",
+            settings.ctx_size
+        ));
+    }
+    Ok(context)
+}

@@ -1,0 +1,122 @@
+//! The worker's one error vocabulary: every failure maps to an HTTP status plus [`ErrorBody`]
+//! before a stream starts, and to an SSE `error` event once it has.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use llorch_api::{ErrorBody, ErrorKind, StreamEvent};
+
+use crate::validation::ValidationError;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error("the model is still loading; retry once `GET /health` reports `ready`")]
+    Loading,
+    #[error("the worker is shutting down")]
+    ShuttingDown,
+    #[error("the worker's admission queue is full ({capacity} requests); retry later")]
+    QueueFull { capacity: u32 },
+    #[error("generation failed: {0}")]
+    Generation(String),
+    #[error("the engine thread stopped: {0}")]
+    EngineStopped(String),
+}
+
+impl WorkerError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WorkerError::Validation(_) => StatusCode::BAD_REQUEST,
+            WorkerError::Loading | WorkerError::ShuttingDown | WorkerError::QueueFull { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            WorkerError::Generation(_) | WorkerError::EngineStopped(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            WorkerError::Validation(_) => ErrorKind::Validation,
+            // orcd treats a loading worker like a full one: try another or wait.
+            WorkerError::Loading | WorkerError::QueueFull { .. } => ErrorKind::QueueFull,
+            WorkerError::ShuttingDown => ErrorKind::ShuttingDown,
+            WorkerError::Generation(_) => ErrorKind::Worker,
+            WorkerError::EngineStopped(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: self.to_string(),
+            error_type: self.kind(),
+        }
+    }
+
+    /// The same error as the terminal event of a stream that has already started.
+    pub fn to_stream_event(&self) -> StreamEvent {
+        StreamEvent::Error {
+            message: self.to_string(),
+            error_type: self.kind(),
+        }
+    }
+}
+
+impl IntoResponse for WorkerError {
+    fn into_response(self) -> Response {
+        // Refused input and a busy or stopping worker are normal; only the worker's own
+        // failures are logged as errors.
+        match self {
+            WorkerError::Generation(_) | WorkerError::EngineStopped(_) => {
+                tracing::error!(error = %self, "request failed")
+            }
+            WorkerError::Validation(_)
+            | WorkerError::Loading
+            | WorkerError::ShuttingDown
+            | WorkerError::QueueFull { .. } => tracing::debug!(error = %self, "request refused"),
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_errors_are_400_and_name_the_field() {
+        let error = WorkerError::from(ValidationError::TopPOutOfRange(2.0));
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        let body = error.body();
+        assert_eq!(body.error_type, ErrorKind::Validation);
+        assert_eq!(body.error, "`top_p` must be in (0, 1], got 2");
+    }
+
+    #[test]
+    fn busy_and_draining_are_503() {
+        for error in [
+            WorkerError::Loading,
+            WorkerError::ShuttingDown,
+            WorkerError::QueueFull { capacity: 8 },
+        ] {
+            assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE, "{error}");
+        }
+        assert_eq!(WorkerError::ShuttingDown.kind(), ErrorKind::ShuttingDown);
+    }
+
+    #[test]
+    fn stream_event_carries_the_same_message_and_kind() {
+        let error = WorkerError::Generation("Decode Error 1: NoKvCacheSlot".into());
+        assert_eq!(
+            error.to_stream_event(),
+            StreamEvent::Error {
+                message: "generation failed: Decode Error 1: NoKvCacheSlot".into(),
+                error_type: ErrorKind::Worker,
+            }
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! Command-line flags of `llorch-worker`; every flag can also be set through an `LLORCH_*`
+//! environment variable.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+use llorch_api::Backend;
+
+/// Serve one GGUF model over HTTP with continuous batching, and register with orcd.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "llorch-worker",
+    version,
+    after_help = "Examples:\n  \
+        llorch-worker --model gemma3-270m --port 0\n  \
+        llorch-worker --model ./model.gguf --slots 8 --ctx-size 4096\n  \
+        llorch-worker --model gemma3-270m --orchestrator-url http://127.0.0.1:8080"
+)]
+pub struct WorkerArgs {
+    /// Model to serve: a GGUF file, or a catalog id downloaded under the model base dir
+    #[arg(long, env = "LLORCH_MODEL", value_name = "PATH|CATALOG_ID")]
+    pub model: String,
+
+    /// Directory of downloaded catalog models [default: ~/.local/share/llorch/models]
+    #[arg(long, env = "LLORCH_MODEL_BASE_DIR", value_name = "DIR")]
+    pub model_base_dir: Option<PathBuf>,
+
+    /// Catalog file to resolve model ids with, instead of the built-in one
+    #[arg(long, env = "LLORCH_CATALOG", value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+
+    /// Model id to register under [default: the catalog id, else the file stem]
+    #[arg(long, env = "LLORCH_MODEL_ID", value_name = "ID")]
+    pub model_id: Option<String>,
+
+    /// Compute backend; cuda and metal need a binary built with that cargo feature
+    #[arg(long, env = "LLORCH_BACKEND", value_name = "cpu|cuda|metal", default_value_t = default_backend())]
+    pub backend: Backend,
+
+    /// GPU index for the cuda and metal backends
+    #[arg(long, env = "LLORCH_GPU", value_name = "N", default_value_t = 0)]
+    pub gpu: u32,
+
+    /// Address to listen on
+    #[arg(long, env = "LLORCH_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on; 0 picks a free one and prints it
+    #[arg(long, env = "LLORCH_PORT", default_value_t = 0)]
+    pub port: u16,
+
+    /// Id to register under [default: derived from host and port]
+    #[arg(long, env = "LLORCH_WORKER_ID", value_name = "ID", value_parser = parse_worker_id)]
+    pub worker_id: Option<String>,
+
+    /// orcd to register with; without it the worker runs standalone
+    #[arg(long, env = "LLORCH_ORCHESTRATOR_URL", value_name = "URL")]
+    pub orchestrator_url: Option<String>,
+
+    /// URL orcd should use to reach this worker [default: http://HOST:PORT]
+    #[arg(long, env = "LLORCH_ADVERTISE_URL", value_name = "URL")]
+    pub advertise_url: Option<String>,
+
+    /// Threads for generation steps [default: half the cores, 1 to 4]
+    #[arg(long, env = "LLORCH_THREADS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: Option<u32>,
+
+    /// Threads for prompt processing [default: same as --threads]
+    #[arg(long, env = "LLORCH_THREADS_BATCH", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads_batch: Option<u32>,
+
+    /// Context of each slot in tokens (prompt plus generated text)
+    #[arg(long, env = "LLORCH_CTX_SIZE", value_name = "TOKENS", default_value_t = 2048,
+          value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub ctx_size: u32,
+
+    /// Sequences generated concurrently (one KV cache, one sequence per slot)
+    #[arg(long, env = "LLORCH_SLOTS", value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub slots: u32,
+
+    /// Tokens per decode step; longer prompts are fed in chunks of this size
+    #[arg(long, env = "LLORCH_BATCH_SIZE", value_name = "TOKENS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=8192))]
+    pub batch_size: u32,
+
+    /// Requests that may wait for a free slot; beyond that /execute answers 503
+    #[arg(
+        long,
+        env = "LLORCH_QUEUE_SIZE",
+        value_name = "N",
+        default_value_t = 16
+    )]
+    pub queue_size: u32,
+
+    /// Milliseconds between heartbeats to orcd
+    #[arg(long, env = "LLORCH_HEARTBEAT_INTERVAL_MS", value_name = "MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub heartbeat_interval_ms: u64,
+
+    /// Seconds running jobs may take to finish after SIGTERM before they are cancelled
+    #[arg(
+        long,
+        env = "LLORCH_DRAIN_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    pub drain_timeout_secs: u64,
+}
+
+impl WorkerArgs {
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    pub fn threads(&self) -> u32 {
+        self.threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            default_threads(cores)
+        })
+    }
+
+    pub fn threads_batch(&self) -> u32 {
+        self.threads_batch.unwrap_or_else(|| self.threads())
+    }
+
+    /// Checks that `--backend` was compiled in.
+    pub fn check_backend(&self) -> anyhow::Result<()> {
+        let compiled = compiled_backends();
+        if compiled.contains(&self.backend) {
+            return Ok(());
+        }
+        let names: Vec<&str> = compiled.iter().map(|backend| backend.as_str()).collect();
+        anyhow::bail!(
+            "backend `{}` is not built into this binary (it has: {})\n\
+             hint: rebuild with `cargo build --release -p llorch-worker --features {}`",
+            self.backend,
+            names.join(", "),
+            self.backend
+        )
+    }
+}
+
+/// Decode threads when `--threads` is not given: half the cores, at least 1, at most 4.
+/// ggml's threads spin-wait at every barrier, so taking all cores makes generation collapse
+/// (measured on 2 cores: about 80 down to under 6 tok/s) as soon as anything else wants the
+/// CPU — the HTTP side, a build, a test. Generation barely scales with threads anyway, and
+/// beyond 4 the barriers cost more than the extra cores give for the small models we serve.
+pub fn default_threads(cores: u32) -> u32 {
+    (cores / 2).clamp(1, 4)
+}
+
+/// The backends this binary was built with; the CPU backend always is.
+pub fn compiled_backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Cpu];
+    if cfg!(feature = "cuda") {
+        backends.push(Backend::Cuda);
+    }
+    if cfg!(feature = "metal") {
+        backends.push(Backend::Metal);
+    }
+    backends
+}
+
+/// A binary built for a GPU uses it unless told otherwise.
+fn default_backend() -> Backend {
+    *compiled_backends().last().expect("cpu is always compiled")
+}
+
+/// Worker ids appear in orcd's URL paths (`/workers/{id}/heartbeat`), so they are restricted
+/// to characters that need no escaping there.
+fn parse_worker_id(id: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if id.is_empty() || !id.chars().all(allowed) {
+        return Err(format!(
+            "`{id}` is not a valid worker id: use letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    Ok(id.to_owned())
+}
+
+/// The id a worker registers under when `--worker-id` is not given, from the address it
+/// listens on: unique per machine and port, and stable across restarts on the same port.
+pub fn default_worker_id(host: &str, port: u16) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("worker-{}-{port}", host.trim_matches('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn flags_are_consistent() {
+        WorkerArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let args = WorkerArgs::try_parse_from(["llorch-worker", "--model", "m.gguf"]).unwrap();
+        assert_eq!(args.host, "127.0.0.1");
+        assert_eq!(args.slots, 4);
+        assert_eq!(args.backend, default_backend());
+        assert!(args.threads() >= 1);
+        assert_eq!(args.threads_batch(), args.threads());
+    }
+
+    #[test]
+    fn default_threads_leave_half_the_cores() {
+        assert_eq!(default_threads(1), 1);
+        assert_eq!(default_threads(2), 1);
+        assert_eq!(default_threads(6), 3);
+        assert_eq!(default_threads(64), 4);
+    }
+
+    #[test]
+    fn backend_not_compiled_in_is_a_clear_error() {
+        let args =
+            WorkerArgs::try_parse_from(["llorch-worker", "--model", "m.gguf", "--backend", "cuda"])
+                .unwrap();
+        if cfg!(feature = "cuda") {
+            assert!(args.check_backend().is_ok());
+        } else {
+            let error = args.check_backend().unwrap_err().to_string();
+            assert!(
+                error.contains("backend `cuda` is not built into this binary"),
+                "{error}"
+            );
+            assert!(error.contains("--features cuda"), "{error}");
+        }
+        let unknown =
+            WorkerArgs::try_parse_from(["llorch-worker", "--model", "m", "--backend", "rocm"]);
+        assert!(unknown
+            .unwrap_err()
+            .to_string()
+            .contains("unknown backend `rocm`"));
+    }
+
+    #[test]
+    fn worker_ids_are_path_safe() {
+        assert_eq!(
+            default_worker_id("127.0.0.1", 9001),
+            "worker-127-0-0-1-9001"
+        );
+        assert_eq!(default_worker_id("::1", 9001), "worker-1-9001");
+        assert!(parse_worker_id("gpu-box_1.a").is_ok());
+        assert!(parse_worker_id("a/b").is_err());
+        assert!(parse_worker_id("").is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! The worker's life from start to exit: resolve the model, listen, load, register with orcd,
+//! and on SIGTERM or SIGINT drain running jobs, deregister and exit 0.
+
+use std::{future::IntoFuture, time::Duration};
+
+use anyhow::Context;
+use llorch_api::WorkerRegistration;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{signal, Signal, SignalKind},
+    sync::watch,
+};
+
+use crate::{
+    engine::{EngineHandle, EngineSettings, ModelSource},
+    flags::{default_worker_id, WorkerArgs},
+    model_source::resolve_model,
+    registration::{self, RegistrationSettings},
+    server::{app, AppState},
+};
+
+/// After the drain, how long closing connections and deregistering may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    args.check_backend()?;
+    let mut signals = ShutdownSignals::install()?;
+    let base_dir = args
+        .model_base_dir
+        .clone()
+        .unwrap_or_else(llorch_catalog::default_model_base_dir);
+    let model = resolve_model(&args.model, &base_dir, args.catalog.as_deref())
+        .with_context(|| format!("resolving `--model {}`", args.model))?;
+    let settings = EngineSettings {
+        model_id: args.model_id.clone().unwrap_or(model.id),
+        backend: args.backend,
+        gpu: args.gpu,
+        threads: args.threads(),
+        threads_batch: args.threads_batch(),
+        ctx_size: args.ctx_size,
+        slots: args.slots,
+        batch_size: args.batch_size,
+        queue_size: args.queue_size,
+    };
+
+    // Listen before loading: the port is known at once and `/health` says `loading` meanwhile.
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {}:{}\nhint: pick another `--port`, or `--port 0` for any free one",
+                args.host, args.port
+            )
+        })?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    // One machine-readable line on stdout: scripts and tests started with `--port 0` read it.
+    println!("llorch-worker listening on http://{address}");
+    tracing::info!(%address, model = %model.path.display(), model_id = %settings.model_id, "listening");
+
+    let engine = EngineHandle::start(settings.clone(), ModelSource::File(model.path));
+    let (stop_tx, stop) = watch::channel(false);
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app(AppState {
+                engine: engine.clone(),
+            }),
+        )
+        .with_graceful_shutdown(wait_for(stop.clone()))
+        .into_future(),
+    );
+
+    tokio::select! {
+        ready = engine.wait_ready() => {
+            if let Err(message) = ready {
+                let _ = stop_tx.send(true);
+                anyhow::bail!("{message}");
+            }
+        }
+        signal = signals.recv() => {
+            // Nothing runs yet; the loading thread ends with the process.
+            tracing::info!(signal, "stopping before the model finished loading");
+            let _ = stop_tx.send(true);
+            return Ok(());
+        }
+    }
+
+    let registration = args.orchestrator_url.as_ref().map(|url| {
+        let worker_url = args
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}"));
+        let settings = RegistrationSettings {
+            orchestrator_url: url.clone(),
+            registration: WorkerRegistration {
+                worker_id: args
+                    .worker_id
+                    .clone()
+                    .unwrap_or_else(|| default_worker_id(&args.host, address.port())),
+                url: worker_url,
+                model: settings.model_id.clone(),
+                backend: settings.backend,
+                slots: settings.slots,
+                ctx_size: settings.ctx_size,
+            },
+            heartbeat_interval: args.heartbeat_interval(),
+        };
+        tokio::spawn(registration::run(
+            settings,
+            engine.subscribe_load(),
+            stop.clone(),
+        ))
+    });
+
+    let result = tokio::select! {
+        signal = signals.recv() => {
+            tracing::info!(signal, "draining: running jobs may finish, new ones are refused");
+            drain(&engine, args.drain_timeout(), &mut signals).await;
+            Ok(())
+        }
+        failure = engine.wait_stopped() => Err(anyhow::anyhow!("the engine stopped: {failure}")),
+    };
+
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(CLOSE_TIMEOUT, server).await.is_err() {
+        tracing::warn!("connections still open after the drain; closing them");
+    }
+    if let Some(registration) = registration {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, registration).await;
+    }
+    engine.shutdown().await;
+    if result.is_ok() {
+        tracing::info!("stopped");
+    }
+    result
+}
+
+/// Stops taking jobs and lets running ones finish for up to `timeout` (a second signal cuts it
+/// short); what is still running then ends with a `shutting_down` error event.
+async fn drain(engine: &EngineHandle, timeout: Duration, signals: &mut ShutdownSignals) {
+    engine.begin_drain();
+    let cancel_reason = tokio::select! {
+        _ = engine.wait_idle() => return,
+        _ = tokio::time::sleep(timeout) => "drain timeout",
+        _ = signals.recv() => "second signal",
+    };
+    tracing::warn!(
+        reason = cancel_reason,
+        jobs = engine.load().busy + engine.load().waiting,
+        "cancelling the jobs still running"
+    );
+    engine.cancel_all();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, engine.wait_idle()).await;
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// SIGTERM and SIGINT, installed once at startup so that no signal falls between two waits.
+struct ShutdownSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT and names it.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The worker's HTTP API: `GET /health` and `POST /execute`, which answers an SSE stream of
+//! `token` events ending in `done` or `error`. Dropping the stream cancels the job.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{header::HeaderName, HeaderValue, StatusCode},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+    routing::{get, post},
+    Json, Router,
+};
+use futures::{Stream, StreamExt};
+use llorch_api::{ErrorBody, ErrorKind, ExecuteRequest, StreamEvent, WorkerHealth, WorkerStatus};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::{
+    engine::{EngineHandle, EngineStatus},
+    error::WorkerError,
+    validation::{validate, ValidationError},
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: EngineHandle,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/execute", post(execute))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<WorkerHealth>) {
+    let settings = state.engine.settings();
+    let status = match state.engine.status() {
+        EngineStatus::Loading => WorkerStatus::Loading,
+        EngineStatus::Ready => WorkerStatus::Ready,
+        // A failed or stopped engine takes no jobs; the process is on its way out.
+        EngineStatus::Draining | EngineStatus::Failed(_) | EngineStatus::Stopped => {
+            WorkerStatus::Draining
+        }
+    };
+    let code = if status == WorkerStatus::Ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let health = WorkerHealth {
+        status,
+        model: settings.model_id.clone(),
+        slots_total: settings.slots,
+        slots_busy: state.engine.load().busy,
+    };
+    (code, Json(health))
+}
+
+async fn execute(State(state): State<AppState>, body: Bytes) -> Result<Response, WorkerError> {
+    let received_at = Instant::now();
+    // Parsed by hand rather than with axum's `Json` so a bad body answers in the same
+    // `ErrorBody` vocabulary as every other refusal.
+    let request: ExecuteRequest = serde_json::from_slice(&body)
+        .map_err(|error| ValidationError::InvalidBody(error.to_string()))?;
+    let request = validate(request, state.engine.settings().limits())?;
+    let events = state.engine.submit(request, received_at).await?;
+    Ok(sse_response(UnboundedReceiverStream::new(events)))
+}
+
+async fn not_found() -> (StatusCode, Json<ErrorBody>) {
+    let body = ErrorBody {
+        error: "no such endpoint; the worker serves `GET /health` and `POST /execute`".into(),
+        error_type: ErrorKind::NotFound,
+    };
+    (StatusCode::NOT_FOUND, Json(body))
+}
+
+/// Frames stream events as SSE (`event:` = [`StreamEvent::name`], `data:` =
+/// [`StreamEvent::data_json`]). A stream that ends without `done` or `error` (the engine
+/// stopped under it) gets a final `error` event, so a client never mistakes it for success.
+pub fn sse_response(events: impl Stream<Item = StreamEvent> + Send + 'static) -> Response {
+    let ended = Arc::new(AtomicBool::new(false));
+    let seen = ended.clone();
+    let tail = futures::stream::once(async move {
+        (!seen.load(Ordering::Relaxed)).then(|| {
+            WorkerError::EngineStopped("the stream ended before the job finished".into())
+                .to_stream_event()
+        })
+    })
+    .filter_map(futures::future::ready);
+    let events = events
+        .inspect(move |event| {
+            if event.is_terminal() {
+                ended.store(true, Ordering::Relaxed);
+            }
+        })
+        .chain(tail)
+        .map(|event| Ok::<_, Infallible>(sse_event(&event)));
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    // Reverse proxies (nginx) would otherwise buffer the stream and defeat token streaming.
+    response.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    response
+}
+
+fn sse_event(event: &StreamEvent) -> Event {
+    Event::default().event(event.name()).data(event.data_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, http::Request};
+    use llorch_api::{FinishReason, GenerationStats, WorkerHealth};
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::engine::EngineSettings;
+
+    fn settings() -> EngineSettings {
+        EngineSettings {
+            model_id: "gemma3-270m".into(),
+            backend: llorch_api::Backend::Cpu,
+            gpu: 0,
+            threads: 1,
+            threads_batch: 1,
+            ctx_size: 512,
+            slots: 4,
+            batch_size: 512,
+            queue_size: 4,
+        }
+    }
+
+    fn loading_app() -> (Router, EngineHandle) {
+        let engine = EngineHandle::without_engine(settings());
+        (
+            app(AppState {
+                engine: engine.clone(),
+            }),
+            engine,
+        )
+    }
+
+    async fn body_text(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    async fn post_execute(app: Router, body: impl Into<Body>) -> (StatusCode, String) {
+        let request = Request::post("/execute")
+            .header("content-type", "application/json")
+            .body(body.into())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        (status, body_text(response).await)
+    }
+
+    #[tokio::test]
+    async fn health_is_503_while_loading() {
+        let (app, _engine) = loading_app();
+        let response = app
+            .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let health: WorkerHealth = serde_json::from_str(&body_text(response).await).unwrap();
+        assert_eq!(
+            health,
+            WorkerHealth {
+                status: WorkerStatus::Loading,
+                model: "gemma3-270m".into(),
+                slots_total: 4,
+                slots_busy: 0,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_are_400_naming_the_field() {
+        let cases = [
+            (
+                json!({"job_id": "j", "prompt": "a", "messages": [{"role": "user", "content": "b"}]}),
+                "`messages`",
+            ),
+            (json!({"job_id": "j"}), "`prompt`"),
+            (
+                json!({"job_id": "j", "prompt": "a", "max_tokens": 0}),
+                "`max_tokens`",
+            ),
+            (
+                json!({"job_id": "j", "prompt": "a", "max_tokens": 513}),
+                "at most 512",
+            ),
+            (
+                json!({"job_id": "j", "prompt": "a", "temperature": -1.0}),
+                "`temperature`",
+            ),
+            (
+                json!({"job_id": "j", "prompt": "a", "top_p": 0.0}),
+                "`top_p`",
+            ),
+            (
+                json!({"job_id": "j", "prompt": "a", "stop": [""]}),
+                "`stop`",
+            ),
+            (json!({"prompt": "a"}), "job_id"),
+        ];
+        for (body, needle) in cases {
+            let (app, _engine) = loading_app();
+            let (status, text) = post_execute(app, body.to_string()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+            let error: ErrorBody = serde_json::from_str(&text).unwrap();
+            assert_eq!(error.error_type, ErrorKind::Validation, "{body}");
+            assert!(error.error.contains(needle), "{body}: {}", error.error);
+        }
+        let (app, _engine) = loading_app();
+        let (status, text) = post_execute(app, "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(text.contains("not a valid execute request"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn valid_request_while_loading_is_503() {
+        let (app, _engine) = loading_app();
+        let (status, text) =
+            post_execute(app, json!({"job_id": "j", "prompt": "a"}).to_string()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+        assert!(text.contains("still loading"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn draining_worker_refuses_jobs_and_reports_draining() {
+        let (app, engine) = loading_app();
+        engine.begin_drain();
+        let (status, text) = post_execute(
+            app.clone(),
+            json!({"job_id": "j", "prompt": "a"}).to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+        let error: ErrorBody = serde_json::from_str(&text).unwrap();
+        assert_eq!(error.error_type, ErrorKind::ShuttingDown);
+        let response = app
+            .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body_text(response).await.contains("\"draining\""));
+    }
+
+    #[tokio::test]
+    async fn unknown_path_is_a_json_404() {
+        let (app, _engine) = loading_app();
+        let response = app
+            .oneshot(Request::get("/v1/models").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let error: ErrorBody = serde_json::from_str(&body_text(response).await).unwrap();
+        assert_eq!(error.error_type, ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn sse_framing_is_one_event_per_stream_event() {
+        let done = StreamEvent::Done(GenerationStats {
+            finish_reason: FinishReason::Length,
+            prompt_tokens: 3,
+            generated_tokens: 2,
+            time_to_first_token_ms: 1.5,
+            tokens_per_second: 10.0,
+            prompt_tokens_per_second: 100.0,
+        });
+        let token = StreamEvent::Token {
+            text: "line one\nline two".into(),
+            index: 0,
+        };
+        let events = vec![token.clone(), done.clone()];
+        let response = sse_response(futures::stream::iter(events));
+        assert_eq!(
+            response.headers()["content-type"],
+            HeaderValue::from_static("text/event-stream")
+        );
+        assert_eq!(response.headers()["x-accel-buffering"], "no");
+        let text = body_text(response).await;
+        // A newline inside the text stays escaped inside the JSON, so each event is exactly
+        // one `event:` and one `data:` line.
+        let token_data = token.data_json();
+        assert!(
+            token_data.contains(r#""line one\nline two""#),
+            "{token_data}"
+        );
+        let expected = format!(
+            "event: token\ndata: {token_data}\n\nevent: done\ndata: {}\n\n",
+            done.data_json()
+        );
+        assert_eq!(text, expected);
+    }
+
+    #[tokio::test]
+    async fn stream_without_terminal_event_ends_with_an_error_event() {
+        let events = vec![StreamEvent::Token {
+            text: "partial".into(),
+            index: 0,
+        }];
+        let text = body_text(sse_response(futures::stream::iter(events))).await;
+        let frames: Vec<&str> = text
+            .split("\n\n")
+            .filter(|frame| !frame.is_empty())
+            .collect();
+        assert_eq!(frames.len(), 2, "{text}");
+        let last = frames[1];
+        assert!(last.starts_with("event: error\ndata: "), "{last}");
+        let data = last.trim_start_matches("event: error\ndata: ");
+        let event = StreamEvent::from_sse("error", data).unwrap();
+        assert!(matches!(
+            event,
+            StreamEvent::Error {
+                error_type: ErrorKind::Internal,
+                ..
+            }
+        ));
+    }
+}

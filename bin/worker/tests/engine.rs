@@ -1,0 +1,472 @@
+//! Engine tests against the real default model (Gemma 3 270M): greedy determinism, streaming,
+//! concurrent sequences, cancellation, stop strings, length and context limits. One model is
+//! loaded per test binary; each test runs its own small engine on it.
+
+use std::{
+    path::PathBuf,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use axum::{body::Body, http::Request};
+use llama_cpp_2::model::LlamaModel;
+use llorch_api::{
+    Backend, ChatMessage, ErrorBody, ErrorKind, ExecuteRequest, FinishReason, GenerationStats,
+    SamplingParams, StreamEvent,
+};
+use llorch_catalog::{default_model_base_dir, model_path, Catalog};
+use llorch_worker::{
+    engine::{load_model, EngineHandle, EngineSettings, ModelSource},
+    error::WorkerError,
+    server::{app, AppState},
+    validation::{validate, ValidationError},
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tower::ServiceExt;
+
+/// A completion prompt that the base model continues with plain, deterministic English.
+const PROMPT: &str = "The capital of France is";
+/// Every wait in these tests is bounded; generation on a busy 2-core machine stays well below.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default model: `LLORCH_TEST_MODEL`, else the catalog's default model under the model
+/// base dir. Missing is a failure with the command that fixes it, never a silent pass.
+fn test_model_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("LLORCH_TEST_MODEL") {
+        return PathBuf::from(path);
+    }
+    let base = std::env::var_os("LLORCH_MODEL_BASE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(default_model_base_dir);
+    let catalog = Catalog::builtin();
+    let entry = catalog.default_model();
+    let path = model_path(&base, entry);
+    assert!(
+        path.is_file(),
+        "the engine tests need the default model at {}\n\
+         hint: run `cargo xtask models download {}` (or set LLORCH_TEST_MODEL to a GGUF file)",
+        path.display(),
+        entry.id
+    );
+    path
+}
+
+fn model() -> &'static LlamaModel {
+    static MODEL: OnceLock<&'static LlamaModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = test_model_path();
+        load_model(&path, Backend::Cpu, 0)
+            .unwrap_or_else(|error| panic!("loading the test model: {error}"))
+    })
+}
+
+fn settings(slots: u32, ctx_size: u32) -> EngineSettings {
+    EngineSettings {
+        model_id: "gemma3-270m".into(),
+        backend: Backend::Cpu,
+        gpu: 0,
+        threads: 1,
+        threads_batch: 1,
+        ctx_size,
+        slots,
+        batch_size: 512,
+        queue_size: 8,
+    }
+}
+
+async fn start(settings: EngineSettings) -> EngineHandle {
+    let engine = EngineHandle::start(settings, ModelSource::Loaded(model()));
+    tokio::time::timeout(TIMEOUT, engine.wait_ready())
+        .await
+        .expect("engine ready in time")
+        .expect("engine starts");
+    engine
+}
+
+fn request(job_id: &str, prompt: &str, max_tokens: u32) -> ExecuteRequest {
+    ExecuteRequest {
+        job_id: job_id.into(),
+        prompt: Some(prompt.into()),
+        messages: None,
+        sampling: SamplingParams {
+            max_tokens,
+            ..SamplingParams::default()
+        },
+    }
+}
+
+async fn submit(
+    engine: &EngineHandle,
+    request: ExecuteRequest,
+) -> Result<UnboundedReceiver<StreamEvent>, WorkerError> {
+    let valid = validate(request, engine.settings().limits())?;
+    engine.submit(valid, Instant::now()).await
+}
+
+/// A finished stream: its token texts in order, when they arrived, and how it ended.
+struct Outcome {
+    tokens: Vec<String>,
+    first_token_at: Option<Instant>,
+    ended_at: Instant,
+    end: Result<GenerationStats, (String, ErrorKind)>,
+}
+
+impl Outcome {
+    fn text(&self) -> String {
+        self.tokens.concat()
+    }
+    fn stats(&self) -> &GenerationStats {
+        match &self.end {
+            Ok(stats) => stats,
+            Err((message, kind)) => panic!("stream failed ({kind:?}): {message}"),
+        }
+    }
+}
+
+async fn collect(mut events: UnboundedReceiver<StreamEvent>) -> Outcome {
+    let mut tokens = Vec::new();
+    let mut first_token_at = None;
+    let read = async {
+        while let Some(event) = events.recv().await {
+            match event {
+                StreamEvent::Token { text, index } => {
+                    assert_eq!(
+                        index as usize,
+                        tokens.len(),
+                        "token indexes are consecutive"
+                    );
+                    first_token_at.get_or_insert_with(Instant::now);
+                    tokens.push(text);
+                }
+                StreamEvent::Done(stats) => return Ok(stats),
+                StreamEvent::Error {
+                    message,
+                    error_type,
+                } => return Err((message, error_type)),
+                other => panic!("unexpected event from a worker: {other:?}"),
+            }
+        }
+        panic!("stream ended without `done` or `error`");
+    };
+    let end = tokio::time::timeout(TIMEOUT, read)
+        .await
+        .expect("stream ends in time");
+    Outcome {
+        tokens,
+        first_token_at,
+        ended_at: Instant::now(),
+        end,
+    }
+}
+
+async fn generate(engine: &EngineHandle, request: ExecuteRequest) -> Outcome {
+    collect(submit(engine, request).await.expect("job accepted")).await
+}
+
+/// Waits until every admitted job is gone (admission permits returned, slots freed).
+async fn wait_idle(engine: &EngineHandle, within: Duration) {
+    tokio::time::timeout(within, engine.wait_idle())
+        .await
+        .expect("slots freed in time");
+    assert_eq!(engine.load().busy, 0);
+}
+
+async fn wait_busy(engine: &EngineHandle, busy: u32) {
+    let mut load = engine.subscribe_load();
+    tokio::time::timeout(TIMEOUT, load.wait_for(|load| load.busy == busy))
+        .await
+        .unwrap_or_else(|_| panic!("{busy} slots busy at once"))
+        .expect("engine alive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_streams_max_tokens_deterministically() {
+    let engine = start(settings(1, 512)).await;
+    let first = generate(&engine, request("a", PROMPT, 24)).await;
+    let second = generate(&engine, request("b", PROMPT, 24)).await;
+
+    let stats = first.stats();
+    assert_eq!(stats.finish_reason, FinishReason::Length);
+    assert_eq!(stats.generated_tokens, 24);
+    assert!(stats.prompt_tokens >= 5, "{stats:?}");
+    assert!(
+        first.tokens.len() >= 16,
+        "only {} token events",
+        first.tokens.len()
+    );
+    assert!(
+        stats.tokens_per_second > 0.0 && stats.time_to_first_token_ms > 0.0,
+        "{stats:?}"
+    );
+    assert!(first.text().contains("France"), "{:?}", first.text());
+    assert_eq!(
+        first.text(),
+        second.text(),
+        "greedy decoding is deterministic"
+    );
+
+    let one = generate(&engine, request("c", PROMPT, 1)).await;
+    assert_eq!(one.stats().generated_tokens, 1);
+    assert_eq!(one.stats().finish_reason, FinishReason::Length);
+    assert!(first.text().starts_with(&one.text()));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_seed_samples_the_same_text() {
+    let engine = start(settings(1, 512)).await;
+    let sampled = |job: &str| {
+        let mut request = request(job, "Once upon a time", 24);
+        request.sampling.temperature = 0.9;
+        request.sampling.seed = Some(42);
+        request
+    };
+    let first = generate(&engine, sampled("a")).await;
+    let second = generate(&engine, sampled("b")).await;
+    assert_eq!(first.stats().generated_tokens, 24);
+    assert_eq!(first.text(), second.text());
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sequences_decode_together() {
+    let engine = start(settings(2, 512)).await;
+    let a = submit(&engine, request("a", PROMPT, 32)).await.unwrap();
+    let b = submit(&engine, request("b", "Once upon a time", 32))
+        .await
+        .unwrap();
+    wait_busy(&engine, 2).await;
+    let (a, b) = tokio::join!(collect(a), collect(b));
+    assert_eq!(a.stats().generated_tokens, 32);
+    assert_eq!(b.stats().generated_tokens, 32);
+    assert_ne!(a.text(), b.text());
+    // Interleaved, not one after the other: each stream started before the other ended.
+    assert!(a.first_token_at.unwrap() < b.ended_at);
+    assert!(b.first_token_at.unwrap() < a.ended_at);
+    wait_idle(&engine, Duration::from_secs(5)).await;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_jobs_than_slots_wait_and_all_finish() {
+    let engine = start(settings(2, 256)).await;
+    let mut streams = Vec::new();
+    for job in 0..5 {
+        streams.push(
+            submit(&engine, request(&format!("j{job}"), PROMPT, 8))
+                .await
+                .unwrap(),
+        );
+    }
+    let outcomes = futures::future::join_all(streams.into_iter().map(collect)).await;
+    for outcome in &outcomes {
+        assert_eq!(outcome.stats().generated_tokens, 8);
+    }
+    wait_idle(&engine, Duration::from_secs(5)).await;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_admission_queue_is_refused() {
+    let mut settings = settings(1, 512);
+    settings.queue_size = 0;
+    let engine = start(settings).await;
+    let running = submit(&engine, request("a", PROMPT, 400)).await.unwrap();
+    wait_busy(&engine, 1).await;
+    let refused = submit(&engine, request("b", PROMPT, 8)).await.unwrap_err();
+    assert_eq!(refused, WorkerError::QueueFull { capacity: 1 });
+    drop(running);
+    wait_idle(&engine, Duration::from_secs(5)).await;
+    let accepted = generate(&engine, request("c", PROMPT, 4)).await;
+    assert_eq!(accepted.stats().generated_tokens, 4);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stream_frees_the_slot() {
+    let engine = start(settings(1, 512)).await;
+    let mut events = submit(&engine, request("a", PROMPT, 480)).await.unwrap();
+    for _ in 0..3 {
+        let event = tokio::time::timeout(TIMEOUT, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(event, StreamEvent::Token { .. }), "{event:?}");
+    }
+    assert_eq!(engine.load().busy, 1);
+    let dropped_at = Instant::now();
+    drop(events);
+    // 480 tokens would take several seconds; the slot is back after one decode step.
+    wait_idle(&engine, Duration::from_secs(2)).await;
+    assert!(dropped_at.elapsed() < Duration::from_secs(2));
+    let next = generate(&engine, request("b", PROMPT, 4)).await;
+    assert_eq!(next.stats().generated_tokens, 4);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_string_ends_generation_before_it() {
+    let engine = start(settings(1, 512)).await;
+    let full = generate(&engine, request("a", PROMPT, 32)).await.text();
+    // A stop string taken from the middle of the greedy text: the output must end right
+    // before its first occurrence.
+    let words: Vec<&str> = full.split_whitespace().collect();
+    assert!(words.len() >= 6, "{full:?}");
+    let stop = format!(" {}", words[4]);
+    let expected = &full[..full.find(&stop).unwrap()];
+
+    let mut stopped = request("b", PROMPT, 32);
+    stopped.sampling.stop = vec![stop.clone(), "never appears 12345".into()];
+    let outcome = generate(&engine, stopped).await;
+    assert_eq!(outcome.stats().finish_reason, FinishReason::Stop);
+    assert_eq!(outcome.text(), expected, "stop {stop:?} in {full:?}");
+    assert!(outcome.stats().generated_tokens < 32);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_context_limit_ends_one_sequence_without_failing_the_other() {
+    // 256 cells per slot: a long prompt plus `max_tokens` overflows its slot.
+    let engine = start(settings(2, 256)).await;
+    let long_prompt = "one two three four five six seven eight nine ten ".repeat(20);
+    let long = submit(&engine, request("long", &long_prompt, 256))
+        .await
+        .unwrap();
+    let short = submit(&engine, request("short", PROMPT, 64)).await.unwrap();
+    let (long, short) = tokio::join!(collect(long), collect(short));
+    let stats = long.stats();
+    assert_eq!(stats.finish_reason, FinishReason::Length);
+    assert!(stats.prompt_tokens > 200, "{stats:?}");
+    assert_eq!(
+        stats.prompt_tokens + stats.generated_tokens,
+        256,
+        "{stats:?}"
+    );
+    assert_eq!(short.stats().generated_tokens, 64);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_longer_than_a_batch_is_fed_in_chunks() {
+    let mut chunked = settings(1, 512);
+    chunked.batch_size = 16;
+    let prompt = format!(
+        "{} Paris is a city of museums, cafes and bridges. {PROMPT}",
+        "Hello.".repeat(20)
+    );
+    let chunked = start(chunked).await;
+    let outcome = generate(&chunked, request("a", &prompt, 12)).await;
+    chunked.shutdown().await;
+    let stats = outcome.stats();
+    assert!(stats.prompt_tokens > 40, "{stats:?}");
+    assert_eq!(stats.generated_tokens, 12);
+
+    let whole = start(settings(1, 512)).await;
+    let reference = generate(&whole, request("b", &prompt, 12)).await;
+    whole.shutdown().await;
+    // Same prompt, same greedy continuation whether the prompt went in as 1 batch or many.
+    assert_eq!(outcome.text(), reference.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_that_fills_the_slot_is_refused_before_queueing() {
+    let engine = start(settings(1, 256)).await;
+    let error = submit(&engine, request("a", &"word ".repeat(400), 8))
+        .await
+        .unwrap_err();
+    match error {
+        WorkerError::Validation(ValidationError::PromptTooLong { tokens, limit }) => {
+            assert!(tokens >= 256, "{tokens}");
+            assert_eq!(limit, 256);
+        }
+        other => panic!("expected PromptTooLong, got {other:?}"),
+    }
+    assert_eq!(engine.load().busy, 0);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_streams_sse_and_refuses_chat_without_a_template() {
+    let engine = start(settings(1, 512)).await;
+    let router = app(AppState {
+        engine: engine.clone(),
+    });
+
+    let body = serde_json::to_string(&request("sse", PROMPT, 16)).unwrap();
+    let response = router
+        .clone()
+        .oneshot(Request::post("/execute").body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let bytes = tokio::time::timeout(TIMEOUT, axum::body::to_bytes(response.into_body(), 1 << 20))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let events: Vec<StreamEvent> = text
+        .split("\n\n")
+        .filter(|frame| !frame.is_empty())
+        .map(|frame| {
+            let (event, data) = frame.split_once('\n').expect("event and data lines");
+            StreamEvent::from_sse(
+                event.strip_prefix("event: ").unwrap(),
+                data.strip_prefix("data: ").unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let (last, tokens) = events.split_last().unwrap();
+    assert!(tokens.len() >= 10 && tokens.iter().all(|event| event.name() == "token"));
+    match last {
+        StreamEvent::Done(stats) => assert_eq!(stats.generated_tokens, 16),
+        other => panic!("expected done, got {other:?}"),
+    }
+
+    // The default model is a base model: it has no chat template.
+    let chat = ExecuteRequest {
+        job_id: "chat".into(),
+        prompt: None,
+        messages: Some(vec![ChatMessage {
+            role: "user".into(),
+            content: "Hello".into(),
+        }]),
+        sampling: SamplingParams::default(),
+    };
+    let response = router
+        .oneshot(
+            Request::post("/execute")
+                .body(Body::from(serde_json::to_string(&chat).unwrap()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error.error_type, ErrorKind::Validation);
+    assert_eq!(error.error, "model has no chat template; send `prompt`");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_running_jobs_with_an_error_event() {
+    let engine = start(settings(1, 512)).await;
+    let events = submit(&engine, request("a", PROMPT, 480)).await.unwrap();
+    wait_busy(&engine, 1).await;
+    engine.begin_drain();
+    let refused = submit(&engine, request("b", PROMPT, 4)).await.unwrap_err();
+    assert_eq!(refused, WorkerError::ShuttingDown);
+    engine.cancel_all();
+    let outcome = collect(events).await;
+    match outcome.end {
+        Err((_, kind)) => assert_eq!(kind, ErrorKind::ShuttingDown),
+        Ok(stats) => panic!("expected a shutting_down error, got done: {stats:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(5), engine.wait_idle())
+        .await
+        .expect("idle after cancel");
+    engine.shutdown().await;
+}
