@@ -74,7 +74,10 @@ fn config_check(cx: &Context) -> Check {
 fn catalog_checks(cx: &Context) -> Vec<Check> {
     let diagnostics = crate::models::check_catalog(cx);
     if diagnostics.is_empty() {
-        return vec![Check::ok("catalog", format!("{} is valid", cx.settings.catalog_path.display()))];
+        return vec![Check::ok(
+            "catalog",
+            format!("{} is valid", cx.settings.catalog_path.display()),
+        )];
     }
     diagnostics
         .into_iter()
@@ -115,10 +118,46 @@ fn binary_checks(cx: &Context) -> Vec<Check> {
         .collect()
 }
 
+/// Every configured host profile is tried over SSH; an unreachable host fails the check, since
+/// `--remote` and `pool --host` would fail the same way.
+fn ssh_checks(cx: &Context) -> Vec<Check> {
+    cx.settings
+        .file
+        .remote
+        .hosts
+        .keys()
+        .map(|host| match crate::remote::check_host(cx, host) {
+            Ok(check) if check.reachable => Check::ok(
+                format!("ssh {host}"),
+                format!(
+                    "{} reachable ({} ms)",
+                    check.address,
+                    check.latency_ms.unwrap_or_default()
+                ),
+            ),
+            Ok(check) => Check::failed(
+                format!("ssh {host}"),
+                format!(
+                    "{} unreachable: {}",
+                    check.address,
+                    check.error.unwrap_or_default()
+                ),
+                format!("cargo xtask remote check {host}"),
+            ),
+            Err(error) => Check::failed(
+                format!("ssh {host}"),
+                format!("{error:#}"),
+                "fix the host profile in the config file",
+            ),
+        })
+        .collect()
+}
+
 pub fn run(cx: &Context) -> anyhow::Result<()> {
     let mut checks = vec![config_check(cx)];
     checks.extend(catalog_checks(cx));
     checks.extend(binary_checks(cx));
+    checks.extend(ssh_checks(cx));
     let failed = checks.iter().filter(|check| !check.ok).count();
     if cx.out.json() {
         cx.out
