@@ -9,10 +9,19 @@ use llorch_tests::*;
 /// The xtask binary: `LLORCH_XTASK_BIN` (set by `cargo xtask test`), else the debug build that
 /// `cargo xtask` itself runs from.
 fn xtask_binary() -> PathBuf {
-    let path = std::env::var_os("LLORCH_XTASK_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("target/debug/xtask")
-    });
-    assert!(path.is_file(), "{} is missing: run the suite through `cargo xtask test smoke`", path.display());
+    let path = std::env::var_os("LLORCH_XTASK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .join("target/debug/xtask")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: run the suite through `cargo xtask test smoke`",
+        path.display()
+    );
     path
 }
 
@@ -20,24 +29,45 @@ fn xtask_binary() -> PathBuf {
 fn jobs_submit_streams_a_completion_through_orcd_and_a_worker() {
     let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
     let _worker = start_worker(&orcd.url, 4, &[]).unwrap();
-    runtime().block_on(wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60))).unwrap();
+    runtime()
+        .block_on(wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60)))
+        .unwrap();
 
     let output = Command::new(xtask_binary())
-        .args(["--no-color", "jobs", "submit", "--orchestrator-url", &orcd.url])
+        .args([
+            "--no-color",
+            "jobs",
+            "submit",
+            "--orchestrator-url",
+            &orcd.url,
+        ])
         .args(["--prompt", "The capital of France is", "--max-tokens", "24"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "jobs submit failed:\n{stdout}\n{stderr}");
-    assert!(stdout.trim().len() > 10, "the completion is printed on stdout: {stdout:?}");
-    assert!(stderr.contains("24 tokens"), "statistics go to stderr: {stderr}");
+    assert!(
+        output.status.success(),
+        "jobs submit failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.trim().len() > 10,
+        "the completion is printed on stdout: {stdout:?}"
+    );
+    assert!(
+        stderr.contains("24 tokens"),
+        "statistics go to stderr: {stderr}"
+    );
 
     let output = Command::new(xtask_binary())
         .args(["--json", "jobs", "list", "--orchestrator-url", &orcd.url])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let jobs: Vec<JobInfo> = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].state, JobState::Completed);

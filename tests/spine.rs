@@ -11,7 +11,9 @@ fn one_job_streams_at_least_16_tokens_through_orcd() {
     runtime().block_on(async {
         let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
         let _worker = start_worker(&orcd.url, 4, &[]).unwrap();
-        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60)).await.unwrap();
+        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60))
+            .await
+            .unwrap();
 
         let events = submit(&orcd.url, &greedy_task("The capital of France is", 24))
             .await
@@ -19,11 +21,19 @@ fn one_job_streams_at_least_16_tokens_through_orcd() {
             .collect()
             .await
             .unwrap();
-        assert!(matches!(events.first(), Some(StreamEvent::Started { .. })), "{events:?}");
+        assert!(
+            matches!(events.first(), Some(StreamEvent::Started { .. })),
+            "{events:?}"
+        );
         let tokens = token_count(&events);
         assert!(tokens >= 16, "only {tokens} tokens: {events:?}");
-        let Some(StreamEvent::Done(stats)) = events.last() else { panic!("no done event: {events:?}") };
-        assert_eq!(stats.generated_tokens as usize, tokens, "done counts every token event");
+        let Some(StreamEvent::Done(stats)) = events.last() else {
+            panic!("no done event: {events:?}")
+        };
+        assert_eq!(
+            stats.generated_tokens as usize, tokens,
+            "done counts every token event"
+        );
         assert!(stats.prompt_tokens > 0);
         assert!(text_of(&events).to_lowercase().contains("paris") || !text_of(&events).is_empty());
         let indexes: Vec<u32> = events
@@ -33,7 +43,11 @@ fn one_job_streams_at_least_16_tokens_through_orcd() {
                 _ => None,
             })
             .collect();
-        assert_eq!(indexes, (0..tokens as u32).collect::<Vec<_>>(), "token indexes are 0..n in order");
+        assert_eq!(
+            indexes,
+            (0..tokens as u32).collect::<Vec<_>>(),
+            "token indexes are 0..n in order"
+        );
     });
 }
 
@@ -42,7 +56,9 @@ fn six_concurrent_jobs_on_a_four_slot_worker_all_finish_two_queued_first() {
     runtime().block_on(async {
         let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
         let _worker = start_worker(&orcd.url, 4, &[]).unwrap();
-        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60)).await.unwrap();
+        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60))
+            .await
+            .unwrap();
 
         let jobs = (0..6).map(|n| {
             let url = orcd.url.clone();
@@ -58,15 +74,26 @@ fn six_concurrent_jobs_on_a_four_slot_worker_all_finish_two_queued_first() {
             if matches!(events.first(), Some(StreamEvent::Queued { .. })) {
                 queued_first += 1;
             }
-            assert!(matches!(events.last(), Some(StreamEvent::Done(_))), "a job did not finish: {events:?}");
+            assert!(
+                matches!(events.last(), Some(StreamEvent::Done(_))),
+                "a job did not finish: {events:?}"
+            );
             assert!(token_count(&events) > 0);
         }
-        assert_eq!(queued_first, 2, "four jobs take the four slots, two wait in the queue");
+        assert_eq!(
+            queued_first, 2,
+            "four jobs take the four slots, two wait in the queue"
+        );
     });
 }
 
 async fn worker_slots_busy(worker_url: &str) -> Option<u32> {
-    let health: WorkerHealth = reqwest::get(format!("{worker_url}/health")).await.ok()?.json().await.ok()?;
+    let health: WorkerHealth = reqwest::get(format!("{worker_url}/health"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
     Some(health.slots_busy)
 }
 
@@ -75,10 +102,14 @@ fn cancel_mid_stream_frees_the_slot() {
     runtime().block_on(async {
         let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
         let worker = start_worker(&orcd.url, 2, &[]).unwrap();
-        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60)).await.unwrap();
+        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60))
+            .await
+            .unwrap();
 
         // Cancel through the API.
-        let mut stream = submit(&orcd.url, &greedy_task("Once upon a time", 500)).await.unwrap();
+        let mut stream = submit(&orcd.url, &greedy_task("Once upon a time", 500))
+            .await
+            .unwrap();
         let mut job_id = None;
         let mut tokens = 0;
         while let Some(event) = stream.next().await {
@@ -98,27 +129,42 @@ fn cancel_mid_stream_frees_the_slot() {
             .send()
             .await
             .unwrap();
-        assert!(cancelled.status().is_success(), "cancel answered {}", cancelled.status());
+        assert!(
+            cancelled.status().is_success(),
+            "cancel answered {}",
+            cancelled.status()
+        );
         let rest = stream.collect().await.unwrap();
         assert!(rest.len() < 400, "the stream ended soon after the cancel");
-        wait_until("the worker's slot to be free after a cancel", Duration::from_secs(2), || async {
-            worker_slots_busy(&worker.url).await == Some(0)
-        })
+        wait_until(
+            "the worker's slot to be free after a cancel",
+            Duration::from_secs(2),
+            || async { worker_slots_busy(&worker.url).await == Some(0) },
+        )
         .await
         .unwrap();
-        let job: JobInfo = reqwest::get(format!("{}/v2/tasks/{job_id}", orcd.url)).await.unwrap().json().await.unwrap();
+        let job: JobInfo = reqwest::get(format!("{}/v2/tasks/{job_id}", orcd.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(job.state, JobState::Cancelled);
 
         // Cancel by disconnecting.
-        let mut stream = submit(&orcd.url, &greedy_task("Far away, a dragon", 500)).await.unwrap();
+        let mut stream = submit(&orcd.url, &greedy_task("Far away, a dragon", 500))
+            .await
+            .unwrap();
         for _ in 0..4 {
             stream.next().await.unwrap().unwrap();
         }
         assert_eq!(worker_slots_busy(&worker.url).await, Some(1));
         drop(stream);
-        wait_until("the worker's slot to be free after a disconnect", Duration::from_secs(2), || async {
-            worker_slots_busy(&worker.url).await == Some(0)
-        })
+        wait_until(
+            "the worker's slot to be free after a disconnect",
+            Duration::from_secs(2),
+            || async { worker_slots_busy(&worker.url).await == Some(0) },
+        )
         .await
         .unwrap();
     });
@@ -185,13 +231,28 @@ fn a_restarted_orcd_gets_the_worker_back() {
         let mut orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
         let port = orcd.port();
         let _worker = start_worker(&orcd.url, 2, &[]).unwrap();
-        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60)).await.unwrap();
+        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60))
+            .await
+            .unwrap();
 
         orcd.kill_hard();
         let orcd = start_orcd(&format!("127.0.0.1:{port}"), &[]).unwrap();
-        assert!(workers(&orcd.url).await.unwrap().is_empty(), "a new orcd starts with no workers");
-        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(30)).await.unwrap();
-        let events = submit(&orcd.url, &greedy_task("Hello again,", 16)).await.unwrap().collect().await.unwrap();
-        assert!(matches!(events.last(), Some(StreamEvent::Done(_))), "{events:?}");
+        assert!(
+            workers(&orcd.url).await.unwrap().is_empty(),
+            "a new orcd starts with no workers"
+        );
+        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let events = submit(&orcd.url, &greedy_task("Hello again,", 16))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert!(
+            matches!(events.last(), Some(StreamEvent::Done(_))),
+            "{events:?}"
+        );
     });
 }

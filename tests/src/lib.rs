@@ -18,9 +18,14 @@ use llorch_api::{StreamEvent, TaskRequest, WorkerInfo};
 /// Where the release binaries are: `LLORCH_BIN_DIR` (set by `cargo xtask test`), else this
 /// workspace's `target/release`.
 pub fn bin_dir() -> PathBuf {
-    std::env::var_os("LLORCH_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("target/release")
-    })
+    std::env::var_os("LLORCH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .join("target/release")
+        })
 }
 
 pub fn binary(name: &str) -> PathBuf {
@@ -48,7 +53,10 @@ pub fn default_model_path() -> PathBuf {
 }
 
 pub fn default_model_id() -> String {
-    llorch_catalog::Catalog::builtin().default_model().id.clone()
+    llorch_catalog::Catalog::builtin()
+        .default_model()
+        .id
+        .clone()
 }
 
 /// A child process killed on drop; its stdout's first `... listening on URL` line gives the URL.
@@ -60,17 +68,27 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `program` and waits until it prints the line announcing its URL.
-    pub fn start(name: &'static str, program: &Path, args: &[String], envs: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+    pub fn start(
+        name: &'static str,
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Daemon> {
         let mut command = Command::new(program);
         command
             .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (key, value) in envs {
             command.env(key, value);
         }
-        let mut child = command.spawn().with_context(|| format!("starting {}", program.display()))?;
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (sender, receiver) = mpsc::channel();
         // Keep draining stdout for the daemon's whole life so it never blocks on a full pipe.
@@ -84,10 +102,17 @@ impl Daemon {
                 }
             }
         });
-        let mut daemon = Daemon { name, url: String::new(), child };
+        let mut daemon = Daemon {
+            name,
+            url: String::new(),
+            child,
+        };
         match receiver.recv_timeout(Duration::from_secs(120)) {
             Ok(url) => daemon.url = url,
-            Err(_) => bail!("{name} did not print its listening address within 120 s (exit status: {:?})", daemon.child.try_wait()),
+            Err(_) => bail!(
+                "{name} did not print its listening address within 120 s (exit status: {:?})",
+                daemon.child.try_wait()
+            ),
         }
         Ok(daemon)
     }
@@ -121,7 +146,11 @@ impl Daemon {
 
     /// The port part of the URL.
     pub fn port(&self) -> u16 {
-        self.url.rsplit(':').next().and_then(|port| port.trim_end_matches('/').parse().ok()).expect("url has a port")
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.trim_end_matches('/').parse().ok())
+            .expect("url has a port")
     }
 }
 
@@ -174,11 +203,19 @@ pub fn start_worker(orcd_url: &str, slots: u32, extra: &[&str]) -> anyhow::Resul
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub async fn workers(orcd_url: &str) -> anyhow::Result<Vec<WorkerInfo>> {
-    Ok(reqwest::get(format!("{orcd_url}/workers")).await?.error_for_status()?.json().await?)
+    Ok(reqwest::get(format!("{orcd_url}/workers"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.
@@ -198,12 +235,24 @@ where
 }
 
 /// Waits until orcd lists `count` live workers.
-pub async fn wait_for_live_workers(orcd_url: &str, count: usize, timeout: Duration) -> anyhow::Result<()> {
-    wait_until(&format!("{count} live worker(s) at {orcd_url}"), timeout, || async {
-        workers(orcd_url).await.is_ok_and(|workers| {
-            workers.iter().filter(|worker| worker.state == llorch_api::WorkerState::Live).count() == count
-        })
-    })
+pub async fn wait_for_live_workers(
+    orcd_url: &str,
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    wait_until(
+        &format!("{count} live worker(s) at {orcd_url}"),
+        timeout,
+        || async {
+            workers(orcd_url).await.is_ok_and(|workers| {
+                workers
+                    .iter()
+                    .filter(|worker| worker.state == llorch_api::WorkerState::Live)
+                    .count()
+                    == count
+            })
+        },
+    )
     .await
 }
 
@@ -213,7 +262,11 @@ pub fn greedy_task(prompt: &str, max_tokens: u32) -> TaskRequest {
         model: default_model_id(),
         prompt: Some(prompt.to_owned()),
         messages: None,
-        sampling: llorch_api::SamplingParams { max_tokens, temperature: 0.0, ..Default::default() },
+        sampling: llorch_api::SamplingParams {
+            max_tokens,
+            temperature: 0.0,
+            ..Default::default()
+        },
         stream: true,
     }
 }
@@ -246,17 +299,27 @@ impl TaskStream {
 
 /// POSTs a task and returns its event stream (or the error status).
 pub async fn submit(orcd_url: &str, task: &TaskRequest) -> anyhow::Result<TaskStream> {
-    let response = reqwest::Client::new().post(format!("{orcd_url}/v2/tasks")).json(task).send().await?;
+    let response = reqwest::Client::new()
+        .post(format!("{orcd_url}/v2/tasks"))
+        .json(task)
+        .send()
+        .await?;
     let status = response.status();
     if !status.is_success() {
-        bail!("orcd answered {status}: {}", response.text().await.unwrap_or_default());
+        bail!(
+            "orcd answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
     }
     let events = response.bytes_stream().eventsource().map(|event| {
         let event = event.map_err(|error| anyhow::anyhow!("SSE stream broke: {error}"))?;
         StreamEvent::from_sse(&event.event, &event.data)
             .with_context(|| format!("undecodable event `{}`: {}", event.event, event.data))
     });
-    Ok(TaskStream { status, events: Box::pin(events) })
+    Ok(TaskStream {
+        status,
+        events: Box::pin(events),
+    })
 }
 
 /// The concatenated text of the `token` events.
@@ -271,5 +334,8 @@ pub fn text_of(events: &[StreamEvent]) -> String {
 }
 
 pub fn token_count(events: &[StreamEvent]) -> usize {
-    events.iter().filter(|event| matches!(event, StreamEvent::Token { .. })).count()
+    events
+        .iter()
+        .filter(|event| matches!(event, StreamEvent::Token { .. }))
+        .count()
 }

@@ -11,7 +11,9 @@ use std::{
 use anyhow::{bail, Context as _};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use llorch_api::{ExecuteRequest, SamplingParams, StreamEvent, TaskRequest, WorkerInfo, WorkerState};
+use llorch_api::{
+    ExecuteRequest, SamplingParams, StreamEvent, TaskRequest, WorkerInfo, WorkerState,
+};
 use serde::Serialize;
 
 use crate::{
@@ -96,7 +98,10 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     crate::models::ensure_downloaded(cx, &model)?;
     let binaries = crate::build::build_binaries(cx, llorch_api::Backend::Cpu, true)?;
     let scratch = tempfile::tempdir().context("creating the bench's private run directory")?;
-    let mut cleanup = Cleanup { run_dir: RunDir::at(scratch.path()), names: Vec::new() };
+    let mut cleanup = Cleanup {
+        run_dir: RunDir::at(scratch.path()),
+        names: Vec::new(),
+    };
 
     let orcd = start_orcd(cx, &cleanup.run_dir, &binaries.orcd)?;
     cleanup.names.push(orcd.name.clone());
@@ -113,11 +118,14 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
         extra_args,
         ..WorkerLaunch::defaults(cx)
     };
-    let worker = pool_worker::start_worker(cx, &cleanup.run_dir, &launch, Duration::from_secs(120))?;
+    let worker =
+        pool_worker::start_worker(cx, &cleanup.run_dir, &launch, Duration::from_secs(120))?;
     cleanup.names.push(worker.name.clone());
     let worker_url = worker.url.clone().expect("workers are started with a url");
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let report = runtime.block_on(async {
         let http = reqwest::Client::new();
         wait_for_registration(&http, &orcd_url, &model).await?;
@@ -132,7 +140,8 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
             through_orcd.push(measure_orcd(&http, &orcd_url, &model, args.max_tokens).await?);
         }
         spinner.set_message(format!("{} concurrent streams", args.streams));
-        let aggregate = measure_aggregate(&http, &orcd_url, &model, args.max_tokens, args.streams).await?;
+        let aggregate =
+            measure_aggregate(&http, &orcd_url, &model, args.max_tokens, args.streams).await?;
         spinner.finish_and_clear();
         anyhow::Ok(BenchReport {
             model: model.clone(),
@@ -140,8 +149,13 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
             runs: args.runs,
             worker_threads: args.threads,
             cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
-            single_stream: vec![path_result("worker direct", direct), path_result("through orcd", through_orcd)],
+            unix_time: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs(),
+            single_stream: vec![
+                path_result("worker direct", direct),
+                path_result("through orcd", through_orcd),
+            ],
             aggregate,
         })
     })?;
@@ -156,7 +170,11 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_orcd(cx: &Context, run_dir: &RunDir, program: &std::path::Path) -> anyhow::Result<DaemonInfo> {
+fn start_orcd(
+    cx: &Context,
+    run_dir: &RunDir,
+    program: &std::path::Path,
+) -> anyhow::Result<DaemonInfo> {
     let port = pool_worker::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
     let spec = DaemonSpec {
         name: "bench-orcd".to_owned(),
@@ -169,17 +187,26 @@ fn start_orcd(cx: &Context, run_dir: &RunDir, program: &std::path::Path) -> anyh
         model: None,
         backend: None,
     };
-    let info = run_dir.spawn(&spec).context("starting orcd for the bench")?;
+    let info = run_dir
+        .spawn(&spec)
+        .context("starting orcd for the bench")?;
     daemon::wait_healthy(&info, Duration::from_secs(30)).context("starting orcd for the bench")?;
     Ok(info)
 }
 
-async fn wait_for_registration(http: &reqwest::Client, orcd_url: &str, model: &str) -> anyhow::Result<()> {
+async fn wait_for_registration(
+    http: &reqwest::Client,
+    orcd_url: &str,
+    model: &str,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(response) = http.get(format!("{orcd_url}/workers")).send().await {
             let workers: Vec<WorkerInfo> = response.json().await.unwrap_or_default();
-            if workers.iter().any(|worker| worker.model == model && worker.state == WorkerState::Live) {
+            if workers
+                .iter()
+                .any(|worker| worker.model == model && worker.state == WorkerState::Live)
+            {
                 return Ok(());
             }
         }
@@ -189,10 +216,18 @@ async fn wait_for_registration(http: &reqwest::Client, orcd_url: &str, model: &s
 }
 
 fn greedy(max_tokens: u32) -> SamplingParams {
-    SamplingParams { max_tokens, temperature: 0.0, ..SamplingParams::default() }
+    SamplingParams {
+        max_tokens,
+        temperature: 0.0,
+        ..SamplingParams::default()
+    }
 }
 
-async fn measure_direct(http: &reqwest::Client, worker_url: &str, max_tokens: u32) -> anyhow::Result<StreamSample> {
+async fn measure_direct(
+    http: &reqwest::Client,
+    worker_url: &str,
+    max_tokens: u32,
+) -> anyhow::Result<StreamSample> {
     let request = ExecuteRequest {
         job_id: format!("bench-{}", uuid_like()),
         prompt: Some(BENCH_PROMPT.to_owned()),
@@ -202,7 +237,12 @@ async fn measure_direct(http: &reqwest::Client, worker_url: &str, max_tokens: u3
     measure_stream(http.post(format!("{worker_url}/execute")).json(&request)).await
 }
 
-async fn measure_orcd(http: &reqwest::Client, orcd_url: &str, model: &str, max_tokens: u32) -> anyhow::Result<StreamSample> {
+async fn measure_orcd(
+    http: &reqwest::Client,
+    orcd_url: &str,
+    model: &str,
+    max_tokens: u32,
+) -> anyhow::Result<StreamSample> {
     let request = TaskRequest {
         model: model.to_owned(),
         prompt: Some(BENCH_PROMPT.to_owned()),
@@ -214,7 +254,12 @@ async fn measure_orcd(http: &reqwest::Client, orcd_url: &str, model: &str, max_t
 }
 
 fn uuid_like() -> String {
-    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()))
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )
 }
 
 /// Sends one streaming request and times its events.
@@ -222,7 +267,11 @@ async fn measure_stream(request: reqwest::RequestBuilder) -> anyhow::Result<Stre
     let started = Instant::now();
     let response = request.send().await.context("sending a bench request")?;
     if !response.status().is_success() {
-        bail!("bench request answered {}: {}", response.status(), response.text().await.unwrap_or_default());
+        bail!(
+            "bench request answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
     }
     let mut events = response.bytes_stream().eventsource();
     let (mut first_token, mut last_token) = (None, None);
@@ -263,8 +312,10 @@ async fn measure_aggregate(
     streams: u32,
 ) -> anyhow::Result<AggregateResult> {
     let started = Instant::now();
-    let samples =
-        futures::future::try_join_all((0..streams).map(|_| measure_orcd(http, orcd_url, model, max_tokens))).await?;
+    let samples = futures::future::try_join_all(
+        (0..streams).map(|_| measure_orcd(http, orcd_url, model, max_tokens)),
+    )
+    .await?;
     let wall_seconds = started.elapsed().as_secs_f64();
     let generated_tokens = samples.iter().map(|sample| sample.generated_tokens).sum();
     Ok(AggregateResult {
@@ -278,9 +329,17 @@ async fn measure_aggregate(
 /// The sample whose generation rate is the median (odd counts) or the lower middle one.
 fn path_result(path: &'static str, samples: Vec<StreamSample>) -> PathResult {
     let mut order: Vec<usize> = (0..samples.len()).collect();
-    order.sort_by(|a, b| samples[*a].generation_tokens_per_second.total_cmp(&samples[*b].generation_tokens_per_second));
+    order.sort_by(|a, b| {
+        samples[*a]
+            .generation_tokens_per_second
+            .total_cmp(&samples[*b].generation_tokens_per_second)
+    });
     let median = samples[order[(order.len() - 1) / 2]].clone();
-    PathResult { path, median, samples }
+    PathResult {
+        path,
+        median,
+        samples,
+    }
 }
 
 fn write_report(cx: &Context, report: &BenchReport) -> anyhow::Result<std::path::PathBuf> {
@@ -306,13 +365,23 @@ fn print_table(cx: &Context, report: &BenchReport) {
         let m = &path.median;
         cx.out.println(format!(
             "{:<16} {:>10.0} {:>14.1} {:>14.1} {:>10}",
-            path.path, m.time_to_first_token_ms, m.prompt_tokens_per_second, m.generation_tokens_per_second, m.generated_tokens
+            path.path,
+            m.time_to_first_token_ms,
+            m.prompt_tokens_per_second,
+            m.generation_tokens_per_second,
+            m.generated_tokens
         ));
     }
     let aggregate = &report.aggregate;
     cx.out.println(format!(
         "{:<16} {:>10} {:>14} {:>14.1} {:>10}   ({} streams through orcd, {:.1} s)",
-        "aggregate", "-", "-", aggregate.tokens_per_second, aggregate.generated_tokens, aggregate.streams, aggregate.wall_seconds
+        "aggregate",
+        "-",
+        "-",
+        aggregate.tokens_per_second,
+        aggregate.generated_tokens,
+        aggregate.streams,
+        aggregate.wall_seconds
     ));
 }
 

@@ -27,7 +27,8 @@ pub fn default_model_id(cx: &Context) -> anyhow::Result<String> {
 
 pub fn run(args: JobsArgs, cx: &Context) -> anyhow::Result<()> {
     let client = OrcdClient::new(
-        args.orchestrator_url.unwrap_or_else(|| cx.settings.orchestrator_url.clone()),
+        args.orchestrator_url
+            .unwrap_or_else(|| cx.settings.orchestrator_url.clone()),
     );
     match args.command {
         JobsCmd::Submit(submit) => {
@@ -46,7 +47,8 @@ pub fn run(args: JobsArgs, cx: &Context) -> anyhow::Result<()> {
             print_jobs(cx, std::slice::from_ref(&job))
         }
         JobsCmd::Cancel { id } => {
-            let result: CancelResult = client.delete_json(&format!("/v2/tasks/{}", url_segment(&id)))?;
+            let result: CancelResult =
+                client.delete_json(&format!("/v2/tasks/{}", url_segment(&id)))?;
             if cx.out.json() {
                 return cx.out.print_json(&result);
             }
@@ -68,9 +70,15 @@ fn task_request(cx: &Context, submit: SubmitArgs) -> anyhow::Result<TaskRequest>
     let messages = submit.chat.map(|content| {
         let mut messages = Vec::new();
         if let Some(system) = submit.system {
-            messages.push(ChatMessage { role: "system".into(), content: system });
+            messages.push(ChatMessage {
+                role: "system".into(),
+                content: system,
+            });
         }
-        messages.push(ChatMessage { role: "user".into(), content });
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content,
+        });
         messages
     });
     Ok(TaskRequest {
@@ -102,7 +110,11 @@ pub struct JobOutcome {
 }
 
 /// Streams one job; tokens go to stdout as they arrive unless `--json` asked for one document.
-pub fn submit_and_print(cx: &Context, client: &OrcdClient, request: &TaskRequest) -> anyhow::Result<JobOutcome> {
+pub fn submit_and_print(
+    cx: &Context,
+    client: &OrcdClient,
+    request: &TaskRequest,
+) -> anyhow::Result<JobOutcome> {
     let live = !cx.out.json();
     let mut stdout = std::io::stdout();
     let outcome = client.submit(request, |event| {
@@ -114,7 +126,9 @@ pub fn submit_and_print(cx: &Context, client: &OrcdClient, request: &TaskRequest
             StreamEvent::Queued { position, .. } => {
                 cx.out.debug(format!("queued at position {position}"));
             }
-            StreamEvent::Started { worker_id, .. } => cx.out.debug(format!("started on {worker_id}")),
+            StreamEvent::Started { worker_id, .. } => {
+                cx.out.debug(format!("started on {worker_id}"))
+            }
             _ => {}
         }
         Ok(())
@@ -180,7 +194,9 @@ fn print_jobs(cx: &Context, jobs: &[JobInfo]) -> anyhow::Result<()> {
 fn url_segment(id: &str) -> String {
     id.bytes()
         .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()
@@ -199,7 +215,11 @@ impl OrcdClient {
             .enable_all()
             .build()
             .expect("a current-thread runtime always builds");
-        OrcdClient { base_url: base_url.trim_end_matches('/').to_owned(), http: reqwest::Client::new(), runtime }
+        OrcdClient {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            runtime,
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -219,7 +239,11 @@ impl OrcdClient {
     }
 
     /// Turns a non-2xx answer into an error carrying orcd's own message.
-    async fn check(&self, what: &str, response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+    async fn check(
+        &self,
+        what: &str,
+        response: reqwest::Response,
+    ) -> anyhow::Result<reqwest::Response> {
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -230,7 +254,9 @@ impl OrcdClient {
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         let body = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<ErrorBody>(&body).map(|error| error.error).unwrap_or(body);
+        let message = serde_json::from_str::<ErrorBody>(&body)
+            .map(|error| error.error)
+            .unwrap_or(body);
         let hint = match (status.as_u16(), retry_after) {
             (429, Some(seconds)) => format!("\nhint: the queue is full; retry in {seconds} s"),
             (429, None) => "\nhint: the queue is full; retry shortly".to_owned(),
@@ -242,17 +268,33 @@ impl OrcdClient {
 
     pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.runtime.block_on(async {
-            let response = self.http.get(self.url(path)).send().await.map_err(|e| self.connect_error(e))?;
+            let response = self
+                .http
+                .get(self.url(path))
+                .send()
+                .await
+                .map_err(|e| self.connect_error(e))?;
             let response = self.check(&format!("GET {path}"), response).await?;
-            response.json().await.with_context(|| format!("reading orcd's answer to GET {path}"))
+            response
+                .json()
+                .await
+                .with_context(|| format!("reading orcd's answer to GET {path}"))
         })
     }
 
     pub fn delete_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.runtime.block_on(async {
-            let response = self.http.delete(self.url(path)).send().await.map_err(|e| self.connect_error(e))?;
+            let response = self
+                .http
+                .delete(self.url(path))
+                .send()
+                .await
+                .map_err(|e| self.connect_error(e))?;
             let response = self.check(&format!("DELETE {path}"), response).await?;
-            response.json().await.with_context(|| format!("reading orcd's answer to DELETE {path}"))
+            response
+                .json()
+                .await
+                .with_context(|| format!("reading orcd's answer to DELETE {path}"))
         })
     }
 

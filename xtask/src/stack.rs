@@ -30,15 +30,32 @@ pub fn up(args: UpArgs, cx: &Context) -> anyhow::Result<()> {
     let binaries = crate::build::build_binaries(cx, backend, true)?;
 
     let run_dir = RunDir::from_env()?;
-    let orcd_url = cx.settings.orchestrator_url.trim_end_matches('/').to_owned();
+    let orcd_url = cx
+        .settings
+        .orchestrator_url
+        .trim_end_matches('/')
+        .to_owned();
     let orcd = ensure_orcd(cx, &run_dir, &binaries.orcd, &orcd_url)?;
     let client = OrcdClient::new(orcd_url.clone());
-    let worker = ensure_worker(cx, &run_dir, &client, &model, backend, &binaries.worker, args.slots)?;
+    let worker = ensure_worker(
+        cx,
+        &run_dir,
+        &client,
+        &model,
+        backend,
+        &binaries.worker,
+        args.slots,
+    )?;
 
     let request = first_request(&args, model.clone());
-    cx.out.status(cx.out.paint().bold(&format!("streaming a first answer from {model}:")));
+    cx.out.status(
+        cx.out
+            .paint()
+            .bold(&format!("streaming a first answer from {model}:")),
+    );
     if let Some(prompt) = &request.prompt {
-        cx.out.status(cx.out.paint().dim(&format!("prompt: {prompt}")));
+        cx.out
+            .status(cx.out.paint().dim(&format!("prompt: {prompt}")));
     }
     jobs::submit_and_print(cx, &client, &request)?;
     print_next_steps(cx, &orcd_url, orcd.as_ref(), &worker, &model);
@@ -47,14 +64,23 @@ pub fn up(args: UpArgs, cx: &Context) -> anyhow::Result<()> {
 
 fn first_request(args: &UpArgs, model: String) -> TaskRequest {
     let (prompt, messages) = match &args.chat {
-        Some(chat) => (None, Some(vec![ChatMessage { role: "user".into(), content: chat.clone() }])),
+        Some(chat) => (
+            None,
+            Some(vec![ChatMessage {
+                role: "user".into(),
+                content: chat.clone(),
+            }]),
+        ),
         None => (Some(args.prompt.clone()), None),
     };
     TaskRequest {
         model,
         prompt,
         messages,
-        sampling: SamplingParams { max_tokens: args.max_tokens, ..SamplingParams::default() },
+        sampling: SamplingParams {
+            max_tokens: args.max_tokens,
+            ..SamplingParams::default()
+        },
         stream: true,
     }
 }
@@ -95,7 +121,11 @@ fn ensure_orcd(
             "starting orcd on {listen}\nhint: is the port taken? pick another with LLORCH_ORCHESTRATOR_URL=http://127.0.0.1:PORT"
         )));
     }
-    cx.out.status(format!("orcd ready at {url} (pid {}, log {})", info.pid, info.log_path.display()));
+    cx.out.status(format!(
+        "orcd ready at {url} (pid {}, log {})",
+        info.pid,
+        info.log_path.display()
+    ));
     Ok(Some(info))
 }
 
@@ -110,7 +140,9 @@ fn health_ok(url: &str) -> bool {
 
 fn live_worker_for(client: &OrcdClient, model: &str) -> anyhow::Result<Option<WorkerInfo>> {
     let workers: Vec<WorkerInfo> = client.get_json("/workers")?;
-    Ok(workers.into_iter().find(|worker| worker.model == model && worker.state == WorkerState::Live))
+    Ok(workers
+        .into_iter()
+        .find(|worker| worker.model == model && worker.state == WorkerState::Live))
 }
 
 /// Uses a live worker that already serves `model`, else spawns one and waits until orcd has
@@ -125,7 +157,10 @@ fn ensure_worker(
     slots: u32,
 ) -> anyhow::Result<WorkerInfo> {
     if let Some(worker) = live_worker_for(client, model)? {
-        cx.out.status(format!("worker {} already serves {model}", worker.worker_id));
+        cx.out.status(format!(
+            "worker {} already serves {model}",
+            worker.worker_id
+        ));
         return Ok(worker);
     }
     let launch = WorkerLaunch {
@@ -140,7 +175,12 @@ fn ensure_worker(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(worker) = live_worker_for(client, model)? {
-            cx.out.status(format!("worker {} ready (pid {}, log {})", worker.worker_id, info.pid, info.log_path.display()));
+            cx.out.status(format!(
+                "worker {} ready (pid {}, log {})",
+                worker.worker_id,
+                info.pid,
+                info.log_path.display()
+            ));
             return Ok(worker);
         }
         if Instant::now() > deadline {
@@ -155,13 +195,23 @@ fn ensure_worker(
     }
 }
 
-fn print_next_steps(cx: &Context, orcd_url: &str, orcd: Option<&DaemonInfo>, worker: &WorkerInfo, model: &str) {
+fn print_next_steps(
+    cx: &Context,
+    orcd_url: &str,
+    orcd: Option<&DaemonInfo>,
+    worker: &WorkerInfo,
+    model: &str,
+) {
     if cx.out.json() {
         return;
     }
     let paint = cx.out.paint();
     let orcd_line = match orcd {
-        Some(info) => format!("orcd at {orcd_url} (pid {}, log {})", info.pid, info.log_path.display()),
+        Some(info) => format!(
+            "orcd at {orcd_url} (pid {}, log {})",
+            info.pid,
+            info.log_path.display()
+        ),
         None => format!("orcd at {orcd_url}"),
     };
     cx.out.status(format!(
@@ -178,18 +228,26 @@ fn print_next_steps(cx: &Context, orcd_url: &str, orcd: Option<&DaemonInfo>, wor
 pub fn down(_args: DownArgs, cx: &Context) -> anyhow::Result<()> {
     let run_dir = RunDir::from_env()?;
     let daemons = run_dir.list()?;
-    let (orcds, workers): (Vec<_>, Vec<_>) =
-        daemons.into_iter().partition(|info| info.kind == ORCD_DAEMON);
+    let (orcds, workers): (Vec<_>, Vec<_>) = daemons
+        .into_iter()
+        .partition(|info| info.kind == ORCD_DAEMON);
     let mut stopped = Vec::new();
     for info in workers.iter().chain(&orcds) {
         let outcome = run_dir
             .stop(&info.name, Duration::from_secs(10))
             .with_context(|| format!("stopping {}", info.name))?;
-        stopped.push(serde_json::json!({ "name": info.name, "kind": info.kind, "outcome": outcome }));
-        cx.out.status(format!("stopped {} ({})", info.name, format!("{outcome:?}").to_lowercase()));
+        stopped
+            .push(serde_json::json!({ "name": info.name, "kind": info.kind, "outcome": outcome }));
+        cx.out.status(format!(
+            "stopped {} ({})",
+            info.name,
+            format!("{outcome:?}").to_lowercase()
+        ));
     }
     if cx.out.json() {
-        return cx.out.print_json(&serde_json::json!({ "stopped": stopped }));
+        return cx
+            .out
+            .print_json(&serde_json::json!({ "stopped": stopped }));
     }
     if stopped.is_empty() {
         cx.out.println("nothing to stop: no orcd or worker started by `cargo xtask up` or `pool worker spawn` is running");

@@ -29,8 +29,13 @@ pub use test::{TestArgs, TestCmd};
 
 const AFTER_HELP: &str = "\
 Examples:
-  cargo xtask config show                 # effective settings and where each came from
-  cargo xtask --json config show          # the same as one JSON document
+  cargo xtask up                                  # install, build, start, stream an answer
+  cargo xtask jobs submit --prompt 'Once upon a time' --max-tokens 64
+  cargo xtask test all                            # every suite; what CI runs
+  cargo xtask models download gemma3-270m
+  cargo xtask pool worker spawn cpu --model gemma3-270m
+  cargo xtask --remote workstation git status     # the same command on another host over SSH
+  cargo xtask --json dev doctor                   # one JSON document on stdout
 
 Configuration precedence: flags > LLORCH_* environment > ~/.config/llorch/config.toml > defaults.";
 

@@ -18,7 +18,11 @@ pub struct UpArgs {
     #[arg(long, value_parser = parse_backend)]
     pub backend: Option<Backend>,
     /// Completion prompt streamed once the stack is up
-    #[arg(long, short, default_value = "The three most important inventions in history are")]
+    #[arg(
+        long,
+        short,
+        default_value = "The three most important inventions in history are"
+    )]
     pub prompt: String,
     /// Send a chat message instead of --prompt (needs a model with a chat template)
     #[arg(long)]
