@@ -267,34 +267,31 @@ impl OrcdClient {
     }
 
     pub fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.runtime.block_on(async {
-            let response = self
-                .http
-                .get(self.url(path))
-                .send()
-                .await
-                .map_err(|e| self.connect_error(e))?;
-            let response = self.check(&format!("GET {path}"), response).await?;
-            response
-                .json()
-                .await
-                .with_context(|| format!("reading orcd's answer to GET {path}"))
-        })
+        self.request_json(reqwest::Method::GET, path)
     }
 
     pub fn delete_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.request_json(reqwest::Method::DELETE, path)
+    }
+
+    fn request_json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<T> {
+        let what = format!("{method} {path}");
         self.runtime.block_on(async {
             let response = self
                 .http
-                .delete(self.url(path))
+                .request(method, self.url(path))
                 .send()
                 .await
                 .map_err(|e| self.connect_error(e))?;
-            let response = self.check(&format!("DELETE {path}"), response).await?;
+            let response = self.check(&what, response).await?;
             response
                 .json()
                 .await
-                .with_context(|| format!("reading orcd's answer to DELETE {path}"))
+                .with_context(|| format!("reading orcd's answer to {what}"))
         })
     }
 

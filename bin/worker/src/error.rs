@@ -2,7 +2,7 @@
 //! before a stream starts, and to an SSE `error` event once it has.
 
 use axum::{
-    http::StatusCode,
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -24,12 +24,15 @@ pub enum WorkerError {
     Generation(String),
     #[error("the engine thread stopped: {0}")]
     EngineStopped(String),
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl WorkerError {
     pub fn status(&self) -> StatusCode {
         match self {
             WorkerError::Validation(_) => StatusCode::BAD_REQUEST,
+            WorkerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WorkerError::Loading | WorkerError::ShuttingDown | WorkerError::QueueFull { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -42,6 +45,7 @@ impl WorkerError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             WorkerError::Validation(_) => ErrorKind::Validation,
+            WorkerError::Unauthorized(_) => ErrorKind::Unauthorized,
             // orcd treats a loading worker like a full one: try another or wait.
             WorkerError::Loading | WorkerError::QueueFull { .. } => ErrorKind::QueueFull,
             WorkerError::ShuttingDown => ErrorKind::ShuttingDown,
@@ -74,12 +78,20 @@ impl IntoResponse for WorkerError {
             WorkerError::Generation(_) | WorkerError::EngineStopped(_) => {
                 tracing::error!(error = %self, "request failed")
             }
+            WorkerError::Unauthorized(_) => tracing::warn!(error = %self, "request refused"),
             WorkerError::Validation(_)
             | WorkerError::Loading
             | WorkerError::ShuttingDown
             | WorkerError::QueueFull { .. } => tracing::debug!(error = %self, "request refused"),
         }
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, WorkerError::Unauthorized(_)) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 

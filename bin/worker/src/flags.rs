@@ -57,15 +57,19 @@ pub struct WorkerArgs {
     #[arg(long, env = "LLORCH_ORCHESTRATOR_URL", value_name = "URL")]
     pub orchestrator_url: Option<String>,
 
+    /// orcd's worker token file (mode 600): sent to orcd, and required on `POST /execute`
+    #[arg(long, env = "LLORCH_WORKER_TOKEN_FILE", value_name = "FILE")]
+    pub worker_token_file: Option<PathBuf>,
+
     /// URL orcd should use to reach this worker [default: http://HOST:PORT]
     #[arg(long, env = "LLORCH_ADVERTISE_URL", value_name = "URL")]
     pub advertise_url: Option<String>,
 
-    /// Threads for generation steps [default: half the cores, 1 to 4]
+    /// Threads for single-token decode steps [default: half the cores, 1 to 4]
     #[arg(long, env = "LLORCH_THREADS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
 
-    /// Threads for prompt processing [default: same as --threads]
+    /// Threads for steps of several tokens: prompts, several busy slots [default: --threads]
     #[arg(long, env = "LLORCH_THREADS_BATCH", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads_batch: Option<u32>,
 

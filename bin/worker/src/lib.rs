@@ -2,6 +2,7 @@
 //! HTTP/SSE and keeps itself registered with orcd. The binary is a thin `main` over this
 //! library; tests drive the same pieces (`server::app`, `engine::EngineHandle`) directly.
 
+pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod flags;

@@ -1,7 +1,12 @@
 //! The worker's life from start to exit: resolve the model, listen, load, register with orcd,
 //! and on SIGTERM or SIGINT drain running jobs, deregister and exit 0.
 
-use std::{future::IntoFuture, time::Duration};
+use std::{
+    future::IntoFuture,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use llorch_api::WorkerRegistration;
@@ -12,6 +17,7 @@ use tokio::{
 };
 
 use crate::{
+    auth::WorkerAuth,
     engine::{EngineHandle, EngineSettings, ModelSource},
     flags::{default_worker_id, WorkerArgs},
     model_source::resolve_model,
@@ -25,6 +31,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     args.check_backend()?;
     let mut signals = ShutdownSignals::install()?;
+    let auth = WorkerAuth::from_file(args.worker_token_file.as_deref())
+        .context("reading `--worker-token-file`")?;
     let base_dir = args
         .model_base_dir
         .clone()
@@ -55,7 +63,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let address = listener.local_addr().context("reading the bound address")?;
     // One machine-readable line on stdout: scripts and tests started with `--port 0` read it.
     println!("llorch-worker listening on http://{address}");
-    tracing::info!(%address, model = %model.path.display(), model_id = %settings.model_id, "listening");
+    tracing::info!(
+        %address,
+        model = %model.path.display(),
+        model_id = %settings.model_id,
+        authentication = if auth.is_enabled() { "worker token" } else { "off" },
+        "listening"
+    );
 
     let engine = EngineHandle::start(settings.clone(), ModelSource::File(model.path));
     let (stop_tx, stop) = watch::channel(false);
@@ -64,6 +78,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             listener,
             app(AppState {
                 engine: engine.clone(),
+                auth: Arc::new(auth.clone()),
             }),
         )
         .with_graceful_shutdown(wait_for(stop.clone()))
@@ -89,7 +104,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         let worker_url = args
             .advertise_url
             .clone()
-            .unwrap_or_else(|| format!("http://{address}"));
+            .unwrap_or_else(|| default_advertise_url(address));
         let settings = RegistrationSettings {
             orchestrator_url: url.clone(),
             registration: WorkerRegistration {
@@ -104,6 +119,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 ctx_size: settings.ctx_size,
             },
             heartbeat_interval: args.heartbeat_interval(),
+            token: auth.outbound().map(str::to_owned),
         };
         tokio::spawn(registration::run(
             settings,
@@ -133,6 +149,18 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
     }
     result
+}
+
+/// Where orcd reaches the worker when `--advertise-url` is not given. A wildcard bind is
+/// reached on loopback: right when orcd runs on the same machine, and a remote orcd needs
+/// `--advertise-url` anyway since only the operator knows the routable name.
+fn default_advertise_url(address: SocketAddr) -> String {
+    let ip = match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, address.port()))
 }
 
 /// Stops taking jobs and lets running ones finish for up to `timeout` (a second signal cuts it
@@ -177,5 +205,18 @@ impl ShutdownSignals {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_binds_are_advertised_on_loopback() {
+        let url = |address: &str| default_advertise_url(address.parse().unwrap());
+        assert_eq!(url("0.0.0.0:9001"), "http://127.0.0.1:9001");
+        assert_eq!(url("[::]:9001"), "http://[::1]:9001");
+        assert_eq!(url("10.1.2.3:9001"), "http://10.1.2.3:9001");
     }
 }

@@ -23,7 +23,6 @@ fn main() -> ExitCode {
     match runtime.block_on(lifecycle::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }

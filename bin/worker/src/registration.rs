@@ -23,6 +23,8 @@ pub struct RegistrationSettings {
     pub orchestrator_url: String,
     pub registration: WorkerRegistration,
     pub heartbeat_interval: Duration,
+    /// Bearer token presented to orcd (`--worker-token-file`).
+    pub token: Option<String>,
 }
 
 /// Runs until `stop` turns true (or its sender is dropped), then deregisters.
@@ -117,6 +119,7 @@ struct Orcd {
     client: reqwest::Client,
     base: String,
     worker_id: String,
+    token: Option<String>,
 }
 
 impl Orcd {
@@ -128,18 +131,36 @@ impl Orcd {
                 .expect("building an HTTP client with static settings"),
             base: settings.orchestrator_url.trim_end_matches('/').to_owned(),
             worker_id: settings.registration.worker_id.clone(),
+            token: settings.token.clone(),
+        }
+    }
+
+    /// A request to orcd, with the worker token when there is one.
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, url);
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
     }
 
     async fn register(&self, registration: &WorkerRegistration) -> anyhow::Result<()> {
         let url = format!("{}/workers/register", self.base);
-        let response = self.client.post(&url).json(registration).send().await?;
+        let response = self
+            .request(reqwest::Method::POST, &url)
+            .json(registration)
+            .send()
+            .await?;
         expect_success(response, &url).await
     }
 
     async fn heartbeat(&self, heartbeat: &Heartbeat) -> anyhow::Result<HeartbeatReply> {
         let url = format!("{}/workers/{}/heartbeat", self.base, self.worker_id);
-        let response = self.client.post(&url).json(heartbeat).send().await?;
+        let response = self
+            .request(reqwest::Method::POST, &url)
+            .json(heartbeat)
+            .send()
+            .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(HeartbeatReply::UnknownWorker);
         }
@@ -150,8 +171,7 @@ impl Orcd {
     async fn deregister(&self) -> anyhow::Result<()> {
         let url = format!("{}/workers/{}", self.base, self.worker_id);
         let response = self
-            .client
-            .delete(&url)
+            .request(reqwest::Method::DELETE, &url)
             .timeout(DEREGISTER_TIMEOUT)
             .send()
             .await?;
@@ -181,7 +201,7 @@ mod tests {
 
     use axum::{
         extract::{Path, State},
-        http::StatusCode,
+        http::{HeaderMap, StatusCode},
         routing::{delete, post},
         Json, Router,
     };
@@ -202,21 +222,38 @@ mod tests {
         }
     }
 
+    const TOKEN: &str = "worker-token-0123456789";
+
+    fn authorized(headers: &HeaderMap) -> bool {
+        headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            == Some(&format!("Bearer {TOKEN}"))
+    }
+
     /// A fake orcd that forgets the worker once: its first heartbeat answers 404, as after a
-    /// restart.
+    /// restart. Calls without the worker token are refused, as orcd with auth does.
     async fn fake_orcd(listener: tokio::net::TcpListener, calls: Calls) {
         async fn register(
             State(calls): State<Calls>,
+            headers: HeaderMap,
             Json(registration): Json<WorkerRegistration>,
         ) -> StatusCode {
+            if !authorized(&headers) {
+                return StatusCode::UNAUTHORIZED;
+            }
             calls.push(format!("register {}", registration.worker_id));
             StatusCode::OK
         }
         async fn heartbeat(
             State(calls): State<Calls>,
+            headers: HeaderMap,
             Path(id): Path<String>,
             Json(heartbeat): Json<Heartbeat>,
         ) -> StatusCode {
+            if !authorized(&headers) {
+                return StatusCode::UNAUTHORIZED;
+            }
             let first = !calls
                 .snapshot()
                 .iter()
@@ -231,7 +268,14 @@ mod tests {
                 StatusCode::OK
             }
         }
-        async fn deregister(State(calls): State<Calls>, Path(id): Path<String>) -> StatusCode {
+        async fn deregister(
+            State(calls): State<Calls>,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+        ) -> StatusCode {
+            if !authorized(&headers) {
+                return StatusCode::UNAUTHORIZED;
+            }
             calls.push(format!("deregister {id}"));
             StatusCode::OK
         }
@@ -255,6 +299,7 @@ mod tests {
                 ctx_size: 512,
             },
             heartbeat_interval: Duration::from_millis(20),
+            token: Some(TOKEN.into()),
         }
     }
 

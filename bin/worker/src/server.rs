@@ -1,5 +1,6 @@
 //! The worker's HTTP API: `GET /health` and `POST /execute`, which answers an SSE stream of
-//! `token` events ending in `done` or `error`. Dropping the stream cancels the job.
+//! `token` events ending in `done` or `error`. Dropping the stream cancels the job. With a
+//! worker token configured, `/execute` needs it (see [`crate::auth`]).
 
 use std::{
     convert::Infallible,
@@ -14,6 +15,7 @@ use axum::{
     body::Bytes,
     extract::State,
     http::{header::HeaderName, HeaderValue, StatusCode},
+    middleware,
     response::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse, Response,
@@ -26,6 +28,7 @@ use llorch_api::{ErrorBody, ErrorKind, ExecuteRequest, StreamEvent, WorkerHealth
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::{
+    auth::{require_worker_token, WorkerAuth},
     engine::{EngineHandle, EngineStatus},
     error::WorkerError,
     validation::{validate, ValidationError},
@@ -34,12 +37,21 @@ use crate::{
 #[derive(Clone)]
 pub struct AppState {
     pub engine: EngineHandle,
+    pub auth: Arc<WorkerAuth>,
 }
 
 pub fn app(state: AppState) -> Router {
+    // Only orcd may run jobs; health stays open for probes and `pool worker list`.
+    let protected =
+        Router::new()
+            .route("/execute", post(execute))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                require_worker_token,
+            ));
     Router::new()
         .route("/health", get(health))
-        .route("/execute", post(execute))
+        .merge(protected)
         .fallback(not_found)
         .with_state(state)
 }
@@ -149,12 +161,11 @@ mod tests {
 
     fn loading_app() -> (Router, EngineHandle) {
         let engine = EngineHandle::without_engine(settings());
-        (
-            app(AppState {
-                engine: engine.clone(),
-            }),
-            engine,
-        )
+        let state = AppState {
+            engine: engine.clone(),
+            auth: Arc::new(WorkerAuth::disabled()),
+        };
+        (app(state), engine)
     }
 
     async fn body_text(response: Response) -> String {
@@ -265,6 +276,43 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(body_text(response).await.contains("\"draining\""));
+    }
+
+    #[tokio::test]
+    async fn execute_needs_the_worker_token_when_one_is_configured() {
+        const TOKEN: &str = "worker-token-0123456789";
+        let state = AppState {
+            engine: EngineHandle::without_engine(settings()),
+            auth: Arc::new(WorkerAuth::from_tokens(vec![TOKEN.into()]).unwrap()),
+        };
+        let app = app(state);
+        let execute = |token: Option<&str>| {
+            let mut request = Request::post("/execute");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            request
+                .body(Body::from(
+                    json!({"job_id": "j", "prompt": "a"}).to_string(),
+                ))
+                .unwrap()
+        };
+        for token in [None, Some("not-the-worker-token-000")] {
+            let response = app.clone().oneshot(execute(token)).await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let error: ErrorBody = serde_json::from_str(&body_text(response).await).unwrap();
+            assert_eq!(error.error_type, ErrorKind::Unauthorized);
+        }
+        // The right token gets past authentication (to "still loading").
+        let response = app.clone().oneshot(execute(Some(TOKEN))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Health needs no token.
+        let response = app
+            .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]

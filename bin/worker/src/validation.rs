@@ -132,8 +132,8 @@ pub fn validate(
             limit: limits.ctx_size,
         });
     }
-    // `!(x >= 0)` also refuses NaN, which JSON cannot carry but a Rust caller can.
-    if !(sampling.temperature >= 0.0) {
+    // NaN cannot come from JSON, but a Rust caller can send it.
+    if sampling.temperature.is_nan() || sampling.temperature < 0.0 {
         return Err(ValidationError::NegativeTemperature(sampling.temperature));
     }
     if !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {

@@ -4,7 +4,7 @@
 
 use std::{
     path::PathBuf,
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -16,6 +16,7 @@ use llorch_api::{
 };
 use llorch_catalog::{default_model_base_dir, model_path, Catalog};
 use llorch_worker::{
+    auth::WorkerAuth,
     engine::{load_model, EngineHandle, EngineSettings, ModelSource},
     error::WorkerError,
     server::{app, AppState},
@@ -390,6 +391,7 @@ async fn router_streams_sse_and_refuses_chat_without_a_template() {
     let engine = start(settings(1, 512)).await;
     let router = app(AppState {
         engine: engine.clone(),
+        auth: Arc::new(WorkerAuth::disabled()),
     });
 
     let body = serde_json::to_string(&request("sse", PROMPT, 16)).unwrap();

@@ -4,6 +4,7 @@
 
 mod runner;
 
+use std::path::PathBuf;
 use std::{ffi::OsString, time::Instant};
 
 use llorch_api::Backend;
@@ -189,8 +190,12 @@ fn run_suite(
         env.push(("LLORCH_BIN_DIR", binaries.dir().to_path_buf()));
     }
     // The smoke test drives `cargo xtask jobs` through this very binary.
+    // Linux names a replaced executable "PATH (deleted)"; a rebuild during the run put the
+    // new binary at PATH, which serves as well.
     if let Ok(xtask) = std::env::current_exe() {
-        env.push(("LLORCH_XTASK_BIN", xtask));
+        let path = xtask.to_string_lossy();
+        let path = path.strip_suffix(" (deleted)").unwrap_or(&path);
+        env.push(("LLORCH_XTASK_BIN", PathBuf::from(path)));
     }
     let selections = match selections(cx, suite, backend, metadata) {
         Ok(selections) => selections,

@@ -1,5 +1,5 @@
 //! The inference engine. One dedicated OS thread owns the llama.cpp context and runs the
-//! continuous-batching loop ([`batching`]); the async HTTP side talks to it through an
+//! continuous-batching loop (`batching.rs`); the async HTTP side talks to it through an
 //! [`EngineHandle`]: jobs go in over a channel, each with its own sender for stream events.
 
 mod batching;
@@ -42,9 +42,9 @@ pub struct EngineSettings {
     pub backend: Backend,
     /// Main GPU for the cuda and metal backends.
     pub gpu: u32,
-    /// Threads for single-token decode steps.
+    /// Threads for decode steps of a single token (one busy slot, generating).
     pub threads: u32,
-    /// Threads for steps that carry prompt chunks.
+    /// Threads for steps of several tokens: prompt chunks, or several busy slots.
     pub threads_batch: u32,
     /// Tokens one slot can hold (prompt plus generation).
     pub ctx_size: u32,
@@ -334,8 +334,14 @@ pub fn load_model(path: &Path, backend: Backend, gpu: u32) -> Result<&'static Ll
             ),
     };
     let started = Instant::now();
-    let model = LlamaModel::load_from_file(llama, path, &params)
-        .map_err(|error| format!("loading model `{}`: {error}", path.display()))?;
+    let model = LlamaModel::load_from_file(llama, path, &params).map_err(|error| {
+        format!(
+            "loading model `{}`: {error}\n\
+             hint: is it a GGUF file of an architecture this llama.cpp supports? \
+             llama.cpp's log lines above say what it rejected",
+            path.display()
+        )
+    })?;
     tracing::info!(
         path = %path.display(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -346,7 +352,8 @@ pub fn load_model(path: &Path, backend: Backend, gpu: u32) -> Result<&'static Ll
 
 fn engine_thread(shared: &Shared, source: ModelSource, commands: mpsc::Receiver<Command>) {
     // A panic must not leave the handle reporting `ready` with nobody decoding: it becomes
-    // `failed`, the jobs' senders drop and their streams end with an error event.
+    // `failed`, the jobs' senders drop and their streams end with an error event. Failures are
+    // reported by whoever waits on the status (the lifecycle), not logged here as well.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_engine(shared, source, commands)
     }))
@@ -358,9 +365,6 @@ fn engine_thread(shared: &Shared, source: ModelSource, commands: mpsc::Receiver<
             .unwrap_or_else(|| "unknown panic".into());
         Err(format!("the engine thread panicked: {message}"))
     });
-    if let Err(message) = &result {
-        tracing::error!(error = %message, "engine failed");
-    }
     shared.status.send_replace(match result {
         Ok(()) => EngineStatus::Stopped,
         Err(message) => EngineStatus::Failed(message),
