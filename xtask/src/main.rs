@@ -1,6 +1,7 @@
 //! `cargo xtask`: the llama-orch dev-ops toolkit. Parse flags, resolve settings, hand the
 //! command to its domain module; nothing else lives here.
 
+mod audit;
 mod bench;
 mod build;
 mod config;
@@ -58,6 +59,7 @@ fn run(cli: flags::Cli, out: Printer) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     match cli.command {
+        Command::Audit(cmd) => audit::run(cmd, &cx)?,
         Command::Build(cmd) => build::run(cmd, &cx)?,
         Command::Config(cmd) => config::run(cmd, &cx)?,
         Command::Dev(cmd) => dev::run(cmd, &cx)?,

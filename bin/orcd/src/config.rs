@@ -2,10 +2,13 @@
 //! once in `main` and turned into the [`Settings`] the library runs with.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::audit::AuditSettings;
+use crate::auth::AuthConfig;
 use crate::scheduler::SchedulerConfig;
 use crate::validation::TaskLimits;
 
@@ -14,8 +17,12 @@ Examples:
   orcd                                   # listen on 127.0.0.1:8080
   orcd --listen 0.0.0.0:8080 --queue-limit 64
   LLORCH_ORCD_LISTEN=127.0.0.1:0 orcd    # OS-chosen port, printed on stdout
+  orcd --listen 0.0.0.0:8080 --api-token-file /etc/llorch/api.token \\
+       --worker-token-file /etc/llorch/worker.token --audit-log /var/log/llorch/audit.jsonl
 
-Workers register with `POST /workers/register`; clients submit with `POST /v2/tasks`.";
+Workers register with `POST /workers/register`; clients submit with `POST /v2/tasks` or the
+OpenAI-compatible `/v1/chat/completions` and `/v1/completions`. Running across hosts with
+tokens: deploy/README.md.";
 
 /// orcd: the llama-orch orchestrator. Workers register here; tasks are queued, sent to a worker
 /// with a free slot and streamed back over SSE.
@@ -87,6 +94,22 @@ pub struct Args {
     /// Log filter such as `info` or `orcd=debug` (default: RUST_LOG, else `info`)
     #[arg(long, env = "LLORCH_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// File of client API tokens, one per line (mode 600); clients send one as `Authorization: Bearer`
+    #[arg(long, env = "LLORCH_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// File of worker tokens, one per line (mode 600): workers register with one, orcd sends the first to workers
+    #[arg(long, env = "LLORCH_WORKER_TOKEN_FILE", value_name = "FILE")]
+    pub worker_token_file: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without tokens (anyone who reaches it can use it)
+    #[arg(long, env = "LLORCH_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Append a hash-chained audit log (JSON lines, rotated daily) to this file
+    #[arg(long, env = "LLORCH_AUDIT_LOG", value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+    /// EU mode: turn the audit log on (default path $STATE_DIRECTORY/audit.jsonl, else
+    /// ~/.local/share/llorch/audit.jsonl) and fsync every event
+    #[arg(long, env = "LLORCH_EU_AUDIT")]
+    pub eu_audit: bool,
 }
 
 /// Everything the library needs to run, independent of how it was configured.
@@ -98,6 +121,10 @@ pub struct Settings {
     pub worker_connect_timeout: Duration,
     /// How long in-flight jobs may run on after a shutdown signal.
     pub drain: Duration,
+    /// Tokens clients and workers must present; disabled by default.
+    pub auth: AuthConfig,
+    /// The audit log; `None` (the default) turns it off.
+    pub audit: Option<AuditSettings>,
 }
 
 impl Default for Settings {
@@ -107,14 +134,23 @@ impl Default for Settings {
             limits: TaskLimits::default(),
             worker_connect_timeout: Duration::from_secs(2),
             drain: Duration::from_secs(5),
+            auth: AuthConfig::disabled(),
+            audit: None,
         }
     }
 }
 
 impl Args {
-    pub fn settings(&self) -> Settings {
+    /// Resolves the flags, reading the token files.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
         let defaults = Settings::default();
-        Settings {
+        let auth = AuthConfig::from_files(
+            self.api_token_file.as_deref(),
+            self.worker_token_file.as_deref(),
+        )?;
+        Ok(Settings {
+            auth,
+            audit: self.audit_settings(),
             scheduler: SchedulerConfig {
                 heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout_secs),
                 queue_limit: self.queue_limit,
@@ -128,8 +164,34 @@ impl Args {
             },
             drain: Duration::from_secs(self.drain_secs),
             ..defaults
-        }
+        })
     }
+
+    fn audit_settings(&self) -> Option<AuditSettings> {
+        let path = match (&self.audit_log, self.eu_audit) {
+            (Some(path), _) => path.clone(),
+            (None, true) => default_audit_path(),
+            (None, false) => return None,
+        };
+        Some(AuditSettings {
+            path,
+            fsync_each_event: self.eu_audit,
+        })
+    }
+}
+
+/// systemd's `StateDirectory=` when orcd runs as a service, else the XDG data directory.
+fn default_audit_path() -> PathBuf {
+    use etcetera::BaseStrategy;
+    let dir = match std::env::var_os("STATE_DIRECTORY") {
+        // systemd may list several directories separated by `:`; the first is ours.
+        Some(dirs) => PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default()),
+        None => match etcetera::choose_base_strategy() {
+            Ok(strategy) => strategy.data_dir().join("llorch"),
+            Err(_) => PathBuf::from("."),
+        },
+    };
+    dir.join("audit.jsonl")
 }
 
 #[cfg(test)]
@@ -146,7 +208,7 @@ mod tests {
     fn defaults_match_the_library_defaults() {
         let args = Args::try_parse_from(["orcd"]).unwrap();
         assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(args.settings(), Settings::default());
+        assert_eq!(args.settings().unwrap(), Settings::default());
     }
 
     #[test]
@@ -163,11 +225,31 @@ mod tests {
             "64",
         ])
         .unwrap();
-        let settings = args.settings();
+        let settings = args.settings().unwrap();
         assert_eq!(args.listen.port(), 0);
         assert_eq!(settings.scheduler.heartbeat_timeout, Duration::from_secs(3));
         assert_eq!(settings.scheduler.queue_limit, 5);
         assert_eq!(settings.limits.max_tokens, 64);
         assert!(Args::try_parse_from(["orcd", "--heartbeat-timeout-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn audit_is_off_unless_a_path_or_eu_mode_is_given() {
+        let parse = |extra: &[&str]| {
+            let args = Args::try_parse_from(["orcd"].iter().chain(extra)).unwrap();
+            args.audit_settings()
+        };
+        assert_eq!(parse(&[]), None);
+        assert_eq!(
+            parse(&["--audit-log", "/tmp/a.jsonl"]),
+            Some(AuditSettings {
+                path: "/tmp/a.jsonl".into(),
+                fsync_each_event: false
+            })
+        );
+        let eu = parse(&["--audit-log", "/tmp/a.jsonl", "--eu-audit"]).unwrap();
+        assert!(eu.fsync_each_event);
+        let eu_default = parse(&["--eu-audit"]).unwrap();
+        assert!(eu_default.path.ends_with("audit.jsonl"), "{eu_default:?}");
     }
 }

@@ -13,16 +13,20 @@
 //! `started` event, naming the new worker); after the first token a failure is final.
 
 use std::future::pending;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::StreamExt;
+use llorch_api::audit::AuditEvent;
 use llorch_api::{ErrorBody, ErrorKind, FinishReason, GenerationStats, StreamEvent};
 use reqwest::StatusCode;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
+use crate::audit::AuditLog;
 use crate::error::OrcdError;
+use crate::metrics::{JobMetrics, Metrics};
 use crate::scheduler::{DispatchFailure, JobNotice, JobOutcome, SchedulerHandle};
 use crate::validation::ValidTask;
 
@@ -45,6 +49,12 @@ pub struct JobContext {
     pub http: reqwest::Client,
     /// Becomes `true` when in-flight jobs must end because orcd is shutting down.
     pub abort: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+    /// This job's model's counters and histograms.
+    pub job_metrics: JobMetrics,
+    pub audit: Option<AuditLog>,
+    /// When orcd admitted the job: time to first token and duration count from here.
+    pub accepted_at: Instant,
 }
 
 /// Starts the job's task and returns the client's side of its stream. The stream ends after a
@@ -58,7 +68,14 @@ pub fn spawn_job(
         let mut report = FinishReport {
             scheduler: context.scheduler.clone(),
             job_id: context.job_id.clone(),
+            model: context.task.model.clone(),
+            accepted_at: context.accepted_at,
+            metrics: context.metrics.clone(),
+            job_metrics: context.job_metrics.clone(),
+            audit: context.audit.clone(),
             outcome: None,
+            worker_id: None,
+            generated_tokens: 0,
         };
         let mut job = JobRun {
             context,
@@ -69,15 +86,25 @@ pub fn spawn_job(
         let outcome = job.run().await;
         tracing::info!(job_id = %job.context.job_id, tokens = job.relayed.tokens, ?outcome, "job ended");
         report.outcome = Some(outcome);
+        report.worker_id = job.relayed.worker_id.take();
+        report.generated_tokens = job.relayed.tokens;
     });
     receiver
 }
 
-/// Tells the scheduler how the job ended when the task finishes, even if it panicked.
+/// Tells the scheduler, the metrics and the audit log how the job ended when the task
+/// finishes, even if it panicked.
 struct FinishReport {
     scheduler: SchedulerHandle,
     job_id: String,
+    model: String,
+    accepted_at: Instant,
+    metrics: Arc<Metrics>,
+    job_metrics: JobMetrics,
+    audit: Option<AuditLog>,
     outcome: Option<JobOutcome>,
+    worker_id: Option<String>,
+    generated_tokens: u32,
 }
 
 impl Drop for FinishReport {
@@ -86,7 +113,47 @@ impl Drop for FinishReport {
             .outcome
             .take()
             .unwrap_or_else(|| JobOutcome::Failed("the job's task ended unexpectedly".into()));
+        let elapsed = self.accepted_at.elapsed();
+        self.metrics
+            .job_finished(&self.job_metrics, &outcome, elapsed.as_secs_f64());
+        if let Some(audit) = &self.audit {
+            audit.record(None, self.audit_event(&outcome, millis(elapsed)));
+        }
         self.scheduler.finish(&self.job_id, outcome);
+    }
+}
+
+impl FinishReport {
+    fn audit_event(&self, outcome: &JobOutcome, duration_ms: f64) -> AuditEvent {
+        let job_id = self.job_id.clone();
+        let model = self.model.clone();
+        let worker_id = self.worker_id.clone();
+        match outcome {
+            JobOutcome::Completed(stats) => AuditEvent::TaskFinished {
+                job_id,
+                model,
+                worker_id,
+                finish_reason: stats.finish_reason,
+                prompt_tokens: stats.prompt_tokens,
+                generated_tokens: stats.generated_tokens,
+                duration_ms,
+            },
+            JobOutcome::Cancelled => AuditEvent::TaskCancelled {
+                job_id,
+                model,
+                worker_id,
+                generated_tokens: self.generated_tokens,
+                duration_ms,
+            },
+            JobOutcome::Failed(error) => AuditEvent::TaskFailed {
+                job_id,
+                model,
+                worker_id,
+                error: error.clone(),
+                generated_tokens: self.generated_tokens,
+                duration_ms,
+            },
+        }
     }
 }
 
@@ -94,6 +161,8 @@ impl Drop for FinishReport {
 #[derive(Debug, Default)]
 struct Relayed {
     tokens: u32,
+    /// The worker of the latest dispatch.
+    worker_id: Option<String>,
     dispatched_at: Option<Instant>,
     first_token_at: Option<Instant>,
 }
@@ -212,6 +281,7 @@ impl JobRun {
     async fn execute(&mut self, worker_id: &str, url: &str) -> Attempt {
         let job_id = self.context.job_id.clone();
         self.relayed.dispatched_at = Some(Instant::now());
+        self.relayed.worker_id = Some(worker_id.to_owned());
         tracing::debug!(%job_id, %worker_id, "dispatching");
         let request = self
             .context
@@ -272,7 +342,12 @@ impl JobRun {
             match event {
                 StreamEvent::Token { .. } => {
                     self.relayed.tokens += 1;
-                    self.relayed.first_token_at.get_or_insert_with(Instant::now);
+                    self.context.job_metrics.token();
+                    if self.relayed.first_token_at.is_none() {
+                        self.relayed.first_token_at = Some(Instant::now());
+                        let waited = self.context.accepted_at.elapsed().as_secs_f64();
+                        self.context.job_metrics.first_token_after(waited);
+                    }
                     self.context.scheduler.token(&job_id);
                     if let Err(interrupt) = self.emit(Ok(event)).await {
                         return Attempt::Finished(self.interrupted(interrupt).await);

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use llorch_api::{ErrorBody, ErrorKind, JobState, StreamEvent};
 
-use crate::validation::ValidationError;
+use crate::validation::{log_safe, ValidationError};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OrcdError {
@@ -15,6 +15,18 @@ pub enum OrcdError {
     /// The body was not the JSON the endpoint expects (axum's rejection text names the problem).
     #[error("malformed request body: {0}")]
     MalformedBody(String),
+    #[error("invalid request path: {0}")]
+    InvalidPath(String),
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body must be JSON: send `content-type: application/json`")]
+    UnsupportedMediaType,
+    /// No credentials, or credentials orcd does not know.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials of the wrong kind (a worker token on a client route or the reverse).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(
         "no live worker serves model `{model}`; start one with \
          `cargo xtask pool worker spawn cpu --model {model}`"
@@ -32,7 +44,7 @@ pub enum OrcdError {
     JobNotFound(String),
     #[error("no worker `{0}` is registered; a worker registers with `POST /workers/register`")]
     WorkerNotFound(String),
-    #[error("no route for `{0}`; orcd serves /health, /workers and /v2/tasks")]
+    #[error("no route for `{0}`; orcd serves /health, /metrics, /workers, /v2/tasks and /v1")]
     RouteNotFound(String),
     #[error("job `{job_id}` already finished ({state:?})")]
     JobFinished { job_id: String, state: JobState },
@@ -59,6 +71,15 @@ impl OrcdError {
         match self {
             OrcdError::Validation(_) => (StatusCode::BAD_REQUEST, ErrorKind::Validation),
             OrcdError::MalformedBody(_) => (StatusCode::BAD_REQUEST, ErrorKind::Validation),
+            OrcdError::InvalidPath(_) => (StatusCode::BAD_REQUEST, ErrorKind::Validation),
+            OrcdError::BodyTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::Validation)
+            }
+            OrcdError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorKind::Validation)
+            }
+            OrcdError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorKind::Unauthorized),
+            OrcdError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorKind::Unauthorized),
             OrcdError::NoWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoWorker),
             OrcdError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::QueueFull),
             OrcdError::JobNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
@@ -76,7 +97,7 @@ impl OrcdError {
     }
 
     /// The message a client sees: internals stay in the log.
-    fn public_message(&self) -> String {
+    pub fn public_message(&self) -> String {
         match self {
             OrcdError::Internal(_) => "internal error in orcd; see its log".to_owned(),
             other => other.to_string(),
@@ -100,16 +121,19 @@ impl OrcdError {
     }
 
     /// Logs server-side failures; user-input errors are the client's business, not ours.
+    /// Messages can quote the request, so they are escaped first.
     pub fn log(&self) {
+        let message = self.to_string();
+        let message = log_safe(&message);
         match self.status_and_kind().1 {
-            ErrorKind::Internal => tracing::error!("{self}"),
-            ErrorKind::Worker => tracing::warn!("{self}"),
+            ErrorKind::Internal => tracing::error!("{message}"),
+            ErrorKind::Worker => tracing::warn!("{message}"),
             ErrorKind::Validation
             | ErrorKind::NoWorker
             | ErrorKind::QueueFull
             | ErrorKind::NotFound
             | ErrorKind::Unauthorized
-            | ErrorKind::ShuttingDown => tracing::debug!("{self}"),
+            | ErrorKind::ShuttingDown => tracing::debug!("{message}"),
         }
     }
 }
@@ -119,15 +143,29 @@ impl IntoResponse for OrcdError {
         self.log();
         let (status, _) = self.status_and_kind();
         let mut response = (status, Json(self.body())).into_response();
-        if let OrcdError::QueueFull {
-            retry_after_secs, ..
-        } = &self
-        {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-        }
+        self.add_headers(&mut response);
         response
+    }
+}
+
+impl OrcdError {
+    /// The headers some errors call for, whatever shape their body has (orcd's or OpenAI's).
+    pub fn add_headers(&self, response: &mut Response) {
+        match self {
+            OrcdError::QueueFull {
+                retry_after_secs, ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            OrcdError::Unauthorized(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
     }
 }
 

@@ -2,12 +2,19 @@
 //! scheduler queues them per model and sends each to a live worker with a free slot, and the
 //! worker's token stream is relayed back over SSE.
 //!
-//! A request's path: `server` (route, `validation`) → `scheduler` (admit, queue, pick a worker)
-//! → `dispatch` (`POST /execute` on the worker, relay its events) → `sse` (framing to the client).
+//! A request's path: `auth` (token check) → `server` or `openai` (route, `extract` and
+//! `validation`) → `scheduler` (admit, queue, pick a worker) → `dispatch` (`POST /execute` on
+//! the worker, relay its events) → `sse` or `openai` (framing to the client). Along the way
+//! `metrics` counts and `audit` records, when it is on.
 
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openai;
 pub mod scheduler;
 pub mod server;
 pub mod sse;
@@ -24,7 +31,13 @@ pub use server::{app, serve, AppState};
 /// Binds, prints `orcd listening on http://ADDR` on stdout (scripts and tests read it) and
 /// serves until ctrl-c or SIGTERM.
 pub async fn run(args: &Args) -> anyhow::Result<()> {
-    let settings = args.settings();
+    let settings = args.settings()?;
+    auth::check_exposure(args.listen, &settings.auth, args.insecure_no_auth)?;
+    if settings.auth.is_enabled() {
+        // Fingerprints only: enough to tell which token file is loaded, useless to an attacker.
+        let (client, worker) = settings.auth.fingerprints();
+        tracing::info!(?client, ?worker, "authentication on");
+    }
     let listener = TcpListener::bind(args.listen).await.with_context(|| {
         format!(
             "binding {}: is another orcd running there? choose another address with `--listen`",

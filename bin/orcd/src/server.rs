@@ -1,17 +1,18 @@
 //! The HTTP surface of orcd: application state, routes, handlers and graceful shutdown.
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{middleware, Extension, Json, Router};
+use llorch_api::audit::{sha256_hex, Actor, AuditEvent};
 use llorch_api::{
     CancelResult, Heartbeat, JobInfo, StreamEvent, TaskRequest, TaskResult, WorkerInfo,
     WorkerRegistration,
@@ -19,12 +20,20 @@ use llorch_api::{
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::audit::AuditLog;
+use crate::auth::{self, AuthConfig};
 use crate::config::Settings;
 use crate::dispatch::{spawn_job, JobContext, JobItem};
 use crate::error::OrcdError;
+use crate::extract::{JsonBody, PathParam};
+use crate::metrics::{self, Metrics};
+use crate::openai;
 use crate::scheduler::{NewJob, SchedulerHandle};
 use crate::sse::sse_response;
-use crate::validation::{validate_registration, validate_task, validate_worker_id, TaskLimits};
+use crate::validation::{
+    validate_job_id, validate_registration, validate_task, validate_worker_id, TaskInput,
+    TaskLimits, ValidTask,
+};
 
 /// Names the job of a `POST /v2/tasks` answer, so a client can cancel it before any event.
 pub const JOB_ID_HEADER: HeaderName = HeaderName::from_static("x-llorch-job-id");
@@ -38,26 +47,50 @@ pub struct AppState {
     scheduler: SchedulerHandle,
     http: reqwest::Client,
     limits: TaskLimits,
+    auth: Arc<AuthConfig>,
+    /// `None` when the audit log is off: then nothing about it costs anything.
+    audit: Option<AuditLog>,
+    metrics: Arc<Metrics>,
+    started_at_secs: u64,
     /// Set to `true` to end every in-flight job with a `shutting_down` error.
     abort: watch::Sender<bool>,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
-    /// Starts the scheduler actor; call from inside a tokio runtime.
+    /// Starts the scheduler actor (and the audit writer when configured); call from inside a
+    /// tokio runtime.
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(settings.worker_connect_timeout)
             // Workers are reached directly; an HTTP_PROXY meant for the internet must not
             // capture loopback and LAN traffic.
             .no_proxy()
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if let Some(token) = settings.auth.outbound_token() {
+            // Workers that have the worker token configured refuse `/execute` without it.
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the worker token is not a valid HTTP header value")?;
+            value.set_sensitive(true);
+            let headers = [(header::AUTHORIZATION, value)].into_iter().collect();
+            http = http.default_headers(headers);
+        }
+        let http = http
             .build()
             .context("building the HTTP client that talks to workers")?;
+        let metrics = Arc::new(Metrics::new());
+        let audit = match &settings.audit {
+            Some(audit) => Some(AuditLog::open(audit, metrics.audit_write_failures())?),
+            None => None,
+        };
         Ok(AppState {
             scheduler: SchedulerHandle::spawn(settings.scheduler.clone()),
             http,
             limits: settings.limits,
+            auth: Arc::new(settings.auth.clone()),
+            audit,
+            metrics,
+            started_at_secs: unix_millis() / 1000,
             abort: watch::Sender::new(false),
             draining: Arc::new(AtomicBool::new(false)),
         })
@@ -77,21 +110,52 @@ impl AppState {
     fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+
+    pub fn scheduler(&self) -> &SchedulerHandle {
+        &self.scheduler
+    }
+
+    pub fn limits(&self) -> &TaskLimits {
+        &self.limits
+    }
+
+    pub fn auth(&self) -> &AuthConfig {
+        &self.auth
+    }
+
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Unix time orcd started, the `created` of the models it lists.
+    pub fn started_at_secs(&self) -> u64 {
+        self.started_at_secs
+    }
 }
 
 pub fn app(state: AppState) -> Router {
-    // JSON escapes can make a prompt up to six times its size on the wire.
-    let body_limit = (state.limits.max_prompt_bytes * 6 + 64 * 1024).max(2 * 1024 * 1024);
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(prometheus_metrics))
         .route("/workers", get(list_workers))
         .route("/workers/register", post(register_worker))
         .route("/workers/{worker_id}", delete(deregister_worker))
         .route("/workers/{worker_id}/heartbeat", post(heartbeat))
         .route("/v2/tasks", post(create_task).get(list_tasks))
         .route("/v2/tasks/{job_id}", get(get_task).delete(cancel_task))
+        .merge(openai::routes())
         .fallback(unknown_route)
-        .layer(DefaultBodyLimit::max(body_limit))
+        // Outermost first: the size limit holds before anything reads the body, and no
+        // handler runs for a request that fails authentication.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes()))
         .with_state(state)
 }
 
@@ -111,32 +175,51 @@ pub async fn serve(
         draining_state.begin_shutdown();
         signalled_sender.send_replace(true);
     };
-    let server = axum::serve(listener, app(state.clone()))
+    // The peer address goes into the audit log.
+    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service)
         .with_graceful_shutdown(graceful)
         .into_future();
     tokio::pin!(server);
 
-    tokio::select! {
-        result = &mut server => return result.context("serving HTTP"),
-        _ = signalled.wait_for(|signalled| *signalled) => {}
-    }
-    tokio::select! {
-        result = &mut server => return result.context("serving HTTP"),
-        () = tokio::time::sleep(drain) => {}
-    }
-    tracing::warn!("jobs still in flight after {drain:?}; ending them");
-    state.abort_jobs();
-    match tokio::time::timeout(CLOSE_WAIT, &mut server).await {
-        Ok(result) => result.context("serving HTTP"),
-        Err(_) => {
-            tracing::warn!("connections still open after ending all jobs; exiting anyway");
-            Ok(())
+    let result = async {
+        tokio::select! {
+            result = &mut server => return result.context("serving HTTP"),
+            _ = signalled.wait_for(|signalled| *signalled) => {}
+        }
+        tokio::select! {
+            result = &mut server => return result.context("serving HTTP"),
+            () = tokio::time::sleep(drain) => {}
+        }
+        tracing::warn!("jobs still in flight after {drain:?}; ending them");
+        state.abort_jobs();
+        match tokio::time::timeout(CLOSE_WAIT, &mut server).await {
+            Ok(result) => result.context("serving HTTP"),
+            Err(_) => {
+                tracing::warn!("connections still open after ending all jobs; exiting anyway");
+                Ok(())
+            }
         }
     }
+    .await;
+    if let Some(audit) = state.audit() {
+        // Ended jobs record their end from their own tasks; let them, then make it durable.
+        wait_for_jobs_to_end(&state, CLOSE_WAIT).await;
+        audit.flush().await;
+    }
+    result
 }
 
-fn malformed(rejection: JsonRejection) -> OrcdError {
-    OrcdError::MalformedBody(rejection.body_text())
+/// Waits until the scheduler has no queued or running job, or `limit` passes.
+async fn wait_for_jobs_to_end(state: &AppState, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match state.scheduler.models().await {
+            Ok(models) if models.iter().all(|m| m.queued == 0 && m.running == 0) => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(_) => return,
+        }
+    }
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -147,31 +230,60 @@ async fn health(State(state): State<AppState>) -> Response {
     Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response()
 }
 
+async fn prometheus_metrics(State(state): State<AppState>) -> Result<Response, OrcdError> {
+    let models = state.scheduler.models().await?;
+    let text = state.metrics.render(&models);
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+}
+
 async fn register_worker(
     State(state): State<AppState>,
-    body: Result<Json<WorkerRegistration>, JsonRejection>,
+    Extension(actor): Extension<Actor>,
+    JsonBody(registration): JsonBody<WorkerRegistration>,
 ) -> Result<Json<WorkerInfo>, OrcdError> {
-    let Json(registration) = body.map_err(malformed)?;
     let registration = validate_registration(registration)?;
-    Ok(Json(state.scheduler.register(registration).await?))
+    let info = state.scheduler.register(registration).await?;
+    if let Some(audit) = &state.audit {
+        audit.record(
+            Some(actor),
+            AuditEvent::WorkerRegistered {
+                worker_id: info.worker_id.clone(),
+                url: info.url.clone(),
+                model: info.model.clone(),
+                backend: info.backend,
+                slots: info.slots_total,
+            },
+        );
+    }
+    Ok(Json(info))
 }
 
 async fn heartbeat(
     State(state): State<AppState>,
-    Path(worker_id): Path<String>,
-    body: Result<Json<Heartbeat>, JsonRejection>,
+    PathParam(worker_id): PathParam,
+    JsonBody(heartbeat): JsonBody<Heartbeat>,
 ) -> Result<StatusCode, OrcdError> {
-    let Json(heartbeat) = body.map_err(malformed)?;
+    validate_worker_id(&worker_id)?;
     state.scheduler.heartbeat(worker_id, heartbeat).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn deregister_worker(
     State(state): State<AppState>,
-    Path(worker_id): Path<String>,
+    Extension(actor): Extension<Actor>,
+    PathParam(worker_id): PathParam,
 ) -> Result<StatusCode, OrcdError> {
     validate_worker_id(&worker_id)?;
-    state.scheduler.deregister(worker_id).await?;
+    state.scheduler.deregister(worker_id.clone()).await?;
+    if let Some(audit) = &state.audit {
+        audit.record(
+            Some(actor),
+            AuditEvent::WorkerRemoved {
+                worker_id,
+                reason: "deregistered".to_owned(),
+            },
+        );
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -179,36 +291,107 @@ async fn list_workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerIn
     Ok(Json(state.scheduler.workers().await?))
 }
 
-/// Validates, admits (503 without a worker, 429 when the queue is full) and answers an SSE
-/// stream, or one JSON result for `"stream": false`.
-async fn create_task(
-    State(state): State<AppState>,
-    body: Result<Json<TaskRequest>, JsonRejection>,
-) -> Result<Response, OrcdError> {
-    let Json(request) = body.map_err(malformed)?;
-    let task = validate_task(request, &state.limits)?;
+/// Which API a task came in through; recorded in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskApi {
+    V2,
+    Chat,
+    Completions,
+}
+
+impl TaskApi {
+    fn as_str(self) -> &'static str {
+        match self {
+            TaskApi::V2 => "v2",
+            TaskApi::Chat => "chat",
+            TaskApi::Completions => "completions",
+        }
+    }
+}
+
+/// An admitted job: its id and the client's side of its stream.
+#[derive(Debug)]
+pub struct StartedJob {
+    pub job_id: String,
+    pub items: mpsc::Receiver<JobItem>,
+}
+
+/// Admits a validated task (503 without a worker, 429 when the queue is full) and starts the
+/// task that runs it. Every API (`/v2/tasks`, `/v1/...`) goes through here.
+pub async fn start_job(
+    state: &AppState,
+    task: ValidTask,
+    actor: &Actor,
+    api: TaskApi,
+) -> Result<StartedJob, OrcdError> {
     let job_id = uuid::Uuid::new_v4().to_string();
-    let notices = state
+    let accepted_at = Instant::now();
+    let admitted = state
         .scheduler
         .submit(NewJob {
             job_id: job_id.clone(),
             model: task.model.clone(),
             submitted_at_ms: unix_millis(),
         })
-        .await?;
-    tracing::info!(%job_id, model = %task.model, stream = task.stream, "task accepted");
-    let stream = task.stream;
-    let model = task.model.clone();
+        .await;
+    let notices = match admitted {
+        Ok(notices) => notices,
+        Err(error) => {
+            state.metrics.job_rejected();
+            return Err(error);
+        }
+    };
+    tracing::info!(%job_id, model = %task.model, stream = task.stream, api = api.as_str(), "task accepted");
+    if let Some(audit) = &state.audit {
+        audit.record(Some(actor.clone()), task_submitted(&job_id, &task, api));
+    }
     let items = spawn_job(
         JobContext {
             job_id: job_id.clone(),
+            job_metrics: state.metrics.for_job(&task.model),
             task,
             scheduler: state.scheduler.clone(),
             http: state.http.clone(),
             abort: state.abort.subscribe(),
+            metrics: state.metrics.clone(),
+            audit: state.audit.clone(),
+            accepted_at,
         },
         notices,
     );
+    Ok(StartedJob { job_id, items })
+}
+
+/// The audit record of an accepted task: the prompt's size and hash, never its text.
+fn task_submitted(job_id: &str, task: &ValidTask, api: TaskApi) -> AuditEvent {
+    let (prompt_bytes, prompt_sha256) = match &task.input {
+        TaskInput::Prompt(prompt) => (prompt.len(), sha256_hex(prompt.as_bytes())),
+        TaskInput::Messages(messages) => {
+            let json = serde_json::to_string(messages).expect("messages always serialize");
+            (json.len(), sha256_hex(json.as_bytes()))
+        }
+    };
+    AuditEvent::TaskSubmitted {
+        job_id: job_id.to_owned(),
+        model: task.model.clone(),
+        api: api.as_str().to_owned(),
+        prompt_bytes: prompt_bytes as u64,
+        prompt_sha256,
+        max_tokens: task.sampling.max_tokens,
+        stream: task.stream,
+    }
+}
+
+/// Validates, admits and answers an SSE stream, or one JSON result for `"stream": false`.
+async fn create_task(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    JsonBody(request): JsonBody<TaskRequest>,
+) -> Result<Response, OrcdError> {
+    let task = validate_task(request, &state.limits)?;
+    let stream = task.stream;
+    let model = task.model.clone();
+    let StartedJob { job_id, items } = start_job(&state, task, &actor, TaskApi::V2).await?;
     let mut response = if stream {
         sse_response(items)
     } else {
@@ -221,7 +404,7 @@ async fn create_task(
 
 /// Gathers a job's stream into one [`TaskResult`]. A job cancelled before it started has an
 /// empty `worker_id`.
-async fn collect_result(
+pub async fn collect_result(
     job_id: &str,
     model: String,
     mut items: mpsc::Receiver<JobItem>,
@@ -261,8 +444,9 @@ async fn list_tasks(State(state): State<AppState>) -> Result<Json<Vec<JobInfo>>,
 
 async fn get_task(
     State(state): State<AppState>,
-    Path(job_id): Path<String>,
+    PathParam(job_id): PathParam,
 ) -> Result<Json<JobInfo>, OrcdError> {
+    validate_job_id(&job_id)?;
     Ok(Json(state.scheduler.job(job_id).await?))
 }
 
@@ -270,8 +454,9 @@ async fn get_task(
 /// with a `done` event with `finish_reason: cancelled`.
 async fn cancel_task(
     State(state): State<AppState>,
-    Path(job_id): Path<String>,
+    PathParam(job_id): PathParam,
 ) -> Result<Json<CancelResult>, OrcdError> {
+    validate_job_id(&job_id)?;
     let previous_state = state.scheduler.cancel(job_id.clone()).await?;
     tracing::info!(%job_id, ?previous_state, "job cancelled");
     Ok(Json(CancelResult {
@@ -280,8 +465,9 @@ async fn cancel_task(
     }))
 }
 
-async fn unknown_route(method: Method, uri: Uri) -> OrcdError {
-    OrcdError::RouteNotFound(format!("{method} {}", uri.path()))
+async fn unknown_route(method: Method, uri: Uri) -> Response {
+    let error = OrcdError::RouteNotFound(format!("{method} {}", uri.path()));
+    openai::error_response_for_path(uri.path(), error)
 }
 
 fn unix_millis() -> u64 {
@@ -309,11 +495,21 @@ mod tests {
         uri: &str,
         body: Option<serde_json::Value>,
     ) -> (StatusCode, Vec<u8>) {
+        let body = body.map(|json| ("application/json", json.to_string().into_bytes()));
+        call_raw(app, method, uri, body).await
+    }
+
+    async fn call_raw(
+        app: &Router,
+        method: &str,
+        uri: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (StatusCode, Vec<u8>) {
         let request = Request::builder().method(method).uri(uri);
         let request = match body {
-            Some(json) => request
-                .header("content-type", "application/json")
-                .body(Body::from(json.to_string())),
+            Some((content_type, bytes)) => request
+                .header("content-type", content_type)
+                .body(Body::from(bytes)),
             None => request.body(Body::empty()),
         }
         .unwrap();
@@ -472,7 +668,7 @@ mod tests {
         for (method, uri) in [
             ("GET", "/v2/tasks/nope"),
             ("DELETE", "/v2/tasks/nope"),
-            ("GET", "/v1/whatever"),
+            ("GET", "/v3/whatever"),
         ] {
             let (status, body) = call(&app, method, uri, None).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}");
@@ -488,5 +684,82 @@ mod tests {
             serde_json::from_slice::<Vec<JobInfo>>(&body).unwrap(),
             vec![]
         );
+    }
+
+    #[tokio::test]
+    async fn unknown_v1_routes_answer_in_openai_shape() {
+        let (app, _state) = test_app();
+        let (status, body) = call(&app, "GET", "/v1/whatever", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "not_found");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/whatever"));
+    }
+
+    #[tokio::test]
+    async fn oversized_non_json_deep_and_hostile_bodies_are_4xx_naming_the_limit() {
+        let (app, state) = test_app();
+        let limit = state.limits().max_body_bytes();
+        let huge = serde_json::json!({"model": "m", "prompt": "x".repeat(limit)});
+        let (status, body) = call(&app, "POST", "/v2/tasks", Some(huge)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(error_of(&body).error.contains(&limit.to_string()));
+
+        let form = Some(("text/plain", br#"{"model":"m","prompt":"x"}"#.to_vec()));
+        let (status, body) = call_raw(&app, "POST", "/v2/tasks", form).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(error_of(&body).error.contains("content-type"));
+
+        let deep = format!(
+            r#"{{"model":"m","prompt":"x","extra":{}{}}}"#,
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        let (status, body) = call_raw(
+            &app,
+            "POST",
+            "/v2/tasks",
+            Some(("application/json", deep.into_bytes())),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error_of(&body).error.contains("deeper than 32 levels"));
+
+        let (status, body) = call(&app, "GET", "/v2/tasks/..%2Fetc", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error_of(&body).error.contains("`job_id`"));
+        let heartbeat = serde_json::json!({"slots_busy": 0, "slots_total": 1});
+        let (status, _) = call(&app, "POST", "/workers/a%20b/heartbeat", Some(heartbeat)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_in_openmetrics_text() {
+        let (app, _state) = test_app();
+        let (status, _) = call(&app, "POST", "/workers/register", Some(registration())).await;
+        assert_eq!(status, StatusCode::OK);
+        let task = serde_json::json!({"model": "nobody-serves-this", "prompt": "hi"});
+        call(&app, "POST", "/v2/tasks", Some(task)).await;
+        let request = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], metrics::CONTENT_TYPE);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        for expected in [
+            "llorch_workers{state=\"live\"} 1",
+            "llorch_queue_depth{model=\"gemma3-270m\"} 0",
+            "llorch_jobs_total{state=\"rejected\"} 1",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! Request validation: a raw [`TaskRequest`] becomes a [`ValidTask`], a raw
-//! [`WorkerRegistration`] is checked before it enters the registry. Nothing unvalidated reaches
-//! the scheduler or a worker.
+//! [`WorkerRegistration`] is checked before it enters the registry, a JSON body's nesting is
+//! bounded before serde walks it, and [`log_safe`] defuses user text before it reaches a log.
+//! Nothing unvalidated reaches the scheduler or a worker.
+
+use std::borrow::Cow;
 
 use llorch_api::{ChatMessage, ExecuteRequest, SamplingParams, TaskRequest, WorkerRegistration};
 
@@ -9,6 +12,14 @@ pub const MAX_ID_LEN: usize = 128;
 pub const MAX_STOP_STRINGS: usize = 4;
 pub const MAX_STOP_LEN: usize = 64;
 pub const MAX_WORKER_SLOTS: u32 = 1024;
+/// A chat longer than this is abuse, not conversation; the byte limit applies as well.
+pub const MAX_MESSAGES: usize = 1024;
+/// Deepest `[`/`{` nesting a request body may have. Our bodies need 4 levels; the slack is for
+/// extra fields clients send and we ignore. Checked before parsing, so a hostile body cannot
+/// make serde recurse.
+pub const MAX_JSON_DEPTH: usize = 32;
+/// Longest user-provided text written to a log line, in characters.
+pub const MAX_LOGGED_CHARS: usize = 200;
 const CHAT_ROLES: [&str; 3] = ["system", "user", "assistant"];
 
 /// The limits a task must respect; the size limits come from orcd's flags.
@@ -24,6 +35,18 @@ impl Default for TaskLimits {
             max_tokens: 4096,
             max_prompt_bytes: 256 * 1024,
         }
+    }
+}
+
+impl TaskLimits {
+    /// The largest request body accepted: room for a prompt at its limit even when JSON
+    /// escapes make it up to six times longer on the wire, and never less than 2 MiB.
+    pub fn max_body_bytes(&self) -> usize {
+        (self
+            .max_prompt_bytes
+            .saturating_mul(6)
+            .saturating_add(64 * 1024))
+        .max(2 * 1024 * 1024)
     }
 }
 
@@ -53,6 +76,8 @@ pub enum ValidationError {
     EmptyMessages,
     #[error("`messages[{index}].role` is `{role}`; expected `system`, `user` or `assistant`")]
     MessageRole { index: usize, role: String },
+    #[error("`messages` has {count} entries; the limit is {limit}")]
+    TooManyMessages { count: usize, limit: usize },
     #[error("`{field}` is {bytes} bytes long; the limit is {limit} bytes")]
     PromptTooLarge {
         field: &'static str,
@@ -81,6 +106,27 @@ pub enum ValidationError {
     Slots { value: u32, limit: u32 },
     #[error("`ctx_size` must be at least 1")]
     CtxSize,
+    #[error("the request body nests `[` and `{{` deeper than {limit} levels")]
+    JsonTooDeep { limit: usize },
+    #[error("`seed` must be between 0 and {}, got {value}", u32::MAX)]
+    Seed { value: i64 },
+    #[error("`n` must be 1: orcd generates one choice per request, got {value}")]
+    ChoiceCount { value: u64 },
+    #[error("`prompt` must be one string (or a list holding one string), got {count} prompts")]
+    PromptCount { count: usize },
+    #[error("`{field}` must be {expected}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+    #[error("`{field}` is not supported by orcd{detail}")]
+    Unsupported { field: String, detail: &'static str },
+    #[error("`{field}` must be at most {limit}, got {value}")]
+    AboveMaximum {
+        field: &'static str,
+        value: f32,
+        limit: f32,
+    },
 }
 
 /// What the model is asked: raw text, or a chat the worker renders with the model's template.
@@ -133,6 +179,12 @@ pub fn validate_task(
         (None, Some(messages)) => {
             if messages.is_empty() {
                 return Err(ValidationError::EmptyMessages);
+            }
+            if messages.len() > MAX_MESSAGES {
+                return Err(ValidationError::TooManyMessages {
+                    count: messages.len(),
+                    limit: MAX_MESSAGES,
+                });
             }
             for (index, message) in messages.iter().enumerate() {
                 if !CHAT_ROLES.contains(&message.role.as_str()) {
@@ -235,8 +287,17 @@ pub fn validate_registration(
 
 /// Worker ids appear in URL paths (`/workers/{id}`), so they are plain path segments.
 pub fn validate_worker_id(id: &str) -> Result<(), ValidationError> {
+    validate_path_id("worker_id", id)
+}
+
+/// Job ids are uuids made by orcd; anything else in `/v2/tasks/{id}` is refused before lookup.
+pub fn validate_job_id(id: &str) -> Result<(), ValidationError> {
+    validate_path_id("job_id", id)
+}
+
+fn validate_path_id(field: &'static str, id: &str) -> Result<(), ValidationError> {
     validate_id(
-        "worker_id",
+        field,
         id,
         |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
         "ASCII letters, digits, `.`, `_` and `-`",
@@ -304,6 +365,69 @@ fn validate_worker_url(raw: &str) -> Result<String, ValidationError> {
         return Err(invalid());
     }
     Ok(raw.trim_end_matches('/').to_owned())
+}
+
+/// Refuses a body nested deeper than `limit`, in one pass over its bytes. Brackets inside
+/// strings do not count; whether the body is valid JSON is left to serde.
+pub fn check_json_depth(body: &[u8], limit: usize) -> Result<(), ValidationError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(ValidationError::JsonTooDeep { limit });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// User-provided text as it may appear in a log line: control characters (newlines, terminal
+/// escape sequences), Unicode line separators and bidirectional overrides are escaped as
+/// `\u{..}`, and text beyond [`MAX_LOGGED_CHARS`] is cut, so a request can neither forge log
+/// lines nor hide text from whoever reads them.
+pub fn log_safe(text: &str) -> Cow<'_, str> {
+    let needs_escape = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let long = text.chars().nth(MAX_LOGGED_CHARS).is_some();
+    if !long && !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len().min(MAX_LOGGED_CHARS * 2));
+    for c in text.chars().take(MAX_LOGGED_CHARS) {
+        if needs_escape(c) {
+            safe.push_str(&c.escape_unicode().to_string());
+        } else {
+            safe.push(c);
+        }
+    }
+    if long {
+        let kept: usize = text
+            .chars()
+            .take(MAX_LOGGED_CHARS)
+            .map(char::len_utf8)
+            .sum();
+        safe.push_str(&format!("... ({} more bytes)", text.len() - kept));
+    }
+    Cow::Owned(safe)
 }
 
 #[cfg(test)]
@@ -565,5 +689,69 @@ mod tests {
         let mut no_ctx = registration("http://h:1");
         no_ctx.ctx_size = 0;
         assert_eq!(validate_registration(no_ctx), Err(ValidationError::CtxSize));
+    }
+
+    #[test]
+    fn too_many_messages_are_refused() {
+        let message = serde_json::json!({"role": "user", "content": "x"});
+        let messages = vec![message; MAX_MESSAGES + 1];
+        assert_eq!(
+            task(serde_json::json!({"model": "m", "messages": messages})),
+            Err(ValidationError::TooManyMessages {
+                count: MAX_MESSAGES + 1,
+                limit: MAX_MESSAGES
+            })
+        );
+    }
+
+    #[test]
+    fn path_ids_are_plain_segments() {
+        assert!(validate_job_id("3f2a9c1e-0b6d-4e8f-9a7b-1c2d3e4f5a6b").is_ok());
+        assert_eq!(
+            validate_job_id("../etc"),
+            Err(ValidationError::IdCharacter {
+                field: "job_id",
+                character: '/',
+                allowed: "ASCII letters, digits, `.`, `_` and `-`",
+            })
+        );
+        assert!(matches!(
+            validate_worker_id(&"w".repeat(MAX_ID_LEN + 1)),
+            Err(ValidationError::IdTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn json_depth_counts_brackets_outside_strings_only() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(check_json_depth(nested(4).as_bytes(), 4), Ok(()));
+        assert_eq!(
+            check_json_depth(nested(5).as_bytes(), 4),
+            Err(ValidationError::JsonTooDeep { limit: 4 })
+        );
+        let in_string = format!(r#"{{"prompt": "{}", "x": "\"[["}}"#, "[".repeat(100));
+        assert_eq!(check_json_depth(in_string.as_bytes(), 1), Ok(()));
+        // Unbalanced or invalid bodies pass here; serde refuses them next.
+        assert_eq!(check_json_depth(b"]]]}}{", 1), Ok(()));
+        assert_eq!(
+            ValidationError::JsonTooDeep { limit: 32 }.to_string(),
+            "the request body nests `[` and `{` deeper than 32 levels"
+        );
+    }
+
+    #[test]
+    fn log_safe_escapes_line_breaks_escapes_and_bidi_controls() {
+        assert!(matches!(
+            log_safe("gemma3-270m"),
+            Cow::Borrowed("gemma3-270m")
+        ));
+        assert_eq!(
+            log_safe("a\nFAKE LOG LINE\r\u{1b}[31m\u{202e}z"),
+            "a\\u{a}FAKE LOG LINE\\u{d}\\u{1b}[31m\\u{202e}z"
+        );
+        let long = "é".repeat(MAX_LOGGED_CHARS + 10);
+        let safe = log_safe(&long);
+        assert!(safe.starts_with(&"é".repeat(MAX_LOGGED_CHARS)));
+        assert!(safe.ends_with("... (20 more bytes)"), "{safe}");
     }
 }

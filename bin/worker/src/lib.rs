@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod flags;
 pub mod lifecycle;
+pub mod metrics;
 pub mod model_source;
 pub mod registration;
 pub mod server;

@@ -1,6 +1,6 @@
-//! The worker's HTTP API: `GET /health` and `POST /execute`, which answers an SSE stream of
-//! `token` events ending in `done` or `error`. Dropping the stream cancels the job. With a
-//! worker token configured, `/execute` needs it (see [`crate::auth`]).
+//! The worker's HTTP API: `GET /health`, `GET /metrics` and `POST /execute`, which answers an
+//! SSE stream of `token` events ending in `done` or `error`. Dropping the stream cancels the
+//! job. With a worker token configured, `/execute` needs it (see [`crate::auth`]).
 
 use std::{
     convert::Infallible,
@@ -49,8 +49,11 @@ pub fn app(state: AppState) -> Router {
                 state.clone(),
                 require_worker_token,
             ));
+    // Metrics stay open like health: they tell no more than health does, and a scraper holding
+    // the worker token could run jobs.
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(prometheus_metrics))
         .merge(protected)
         .fallback(not_found)
         .with_state(state)
@@ -80,6 +83,17 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<WorkerHealth
     (code, Json(health))
 }
 
+async fn prometheus_metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        state.engine.metrics_text(),
+    )
+        .into_response()
+}
+
 async fn execute(State(state): State<AppState>, body: Bytes) -> Result<Response, WorkerError> {
     let received_at = Instant::now();
     // Parsed by hand rather than with axum's `Json` so a bad body answers in the same
@@ -93,7 +107,9 @@ async fn execute(State(state): State<AppState>, body: Bytes) -> Result<Response,
 
 async fn not_found() -> (StatusCode, Json<ErrorBody>) {
     let body = ErrorBody {
-        error: "no such endpoint; the worker serves `GET /health` and `POST /execute`".into(),
+        error:
+            "no such endpoint; the worker serves `GET /health`, `GET /metrics` and `POST /execute`"
+                .into(),
         error_type: ErrorKind::NotFound,
     };
     (StatusCode::NOT_FOUND, Json(body))
@@ -313,6 +329,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_open_and_report_the_slots() {
+        let state = AppState {
+            engine: EngineHandle::without_engine(settings()),
+            auth: Arc::new(
+                WorkerAuth::from_tokens(vec!["worker-token-0123456789".into()]).unwrap(),
+            ),
+        };
+        let response = app(state)
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            crate::metrics::CONTENT_TYPE
+        );
+        let text = body_text(response).await;
+        assert!(
+            text.contains("llorch_worker_slots{state=\"free\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("llorch_worker_decode_step_seconds_count 0"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

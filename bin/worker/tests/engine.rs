@@ -472,3 +472,40 @@ async fn shutdown_cancels_running_jobs_with_an_error_event() {
         .expect("idle after cancel");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_decode_steps_tokens_and_finished_jobs() {
+    let engine = start(settings(2, 512)).await;
+    let outcome = generate(&engine, request("metrics", PROMPT, 8)).await;
+    assert!(outcome.end.is_ok(), "the job failed: {:?}", outcome.end);
+    wait_idle(&engine, TIMEOUT).await;
+    let router = app(AppState {
+        engine: engine.clone(),
+        auth: Arc::new(WorkerAuth::disabled()),
+    });
+    let response = router
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no `{name}` in:\n{text}"))
+    };
+    assert_eq!(value("llorch_worker_tokens_generated_total"), 8.0);
+    assert_eq!(value("llorch_worker_jobs_total{outcome=\"length\"}"), 1.0);
+    // One step for the prompt, then one per generated token after the first.
+    assert!(value("llorch_worker_decode_step_seconds_count") >= 8.0);
+    assert!(value("llorch_worker_decode_step_seconds_sum") > 0.0);
+    assert_eq!(
+        value("llorch_worker_generation_tokens_per_second_count"),
+        1.0
+    );
+    assert_eq!(value("llorch_worker_slots{state=\"free\"}"), 2.0);
+    engine.shutdown().await;
+}

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
+pub mod secret;
+
 /// The compute backend a worker runs llama.cpp on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

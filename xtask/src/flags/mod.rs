@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod audit;
 mod build;
 mod config;
 mod dev;
@@ -16,6 +17,7 @@ mod remote;
 mod stack;
 mod test;
 
+pub use audit::AuditCmd;
 pub use build::BuildCmd;
 pub use config::ConfigCmd;
 pub use dev::DevCmd;
@@ -80,6 +82,9 @@ pub struct GlobalFlags {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check orcd's hash-chained audit log
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Build the worker (per backend) and orcd, showing progress and the binaries' paths
     #[command(subcommand)]
     Build(BuildCmd),

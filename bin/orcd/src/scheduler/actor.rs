@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use llorch_api::{Heartbeat, JobInfo, JobState, WorkerInfo, WorkerRegistration};
 use tokio::sync::{mpsc, oneshot};
 
-use super::core::{DispatchFailure, Effect, JobOutcome, NewJob, SchedulerConfig, SchedulerCore};
+use super::core::{
+    DispatchFailure, Effect, JobOutcome, ModelSummary, NewJob, SchedulerConfig, SchedulerCore,
+};
 use crate::error::OrcdError;
 
 /// What the task running a job hears from the scheduler.
@@ -41,6 +43,9 @@ enum Command {
     },
     Workers {
         reply: oneshot::Sender<Vec<WorkerInfo>>,
+    },
+    Models {
+        reply: oneshot::Sender<Vec<ModelSummary>>,
     },
     Submit {
         job: NewJob,
@@ -143,6 +148,10 @@ impl SchedulerHandle {
 
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, OrcdError> {
         self.ask(|reply| Command::Workers { reply }).await
+    }
+
+    pub async fn models(&self) -> Result<Vec<ModelSummary>, OrcdError> {
+        self.ask(|reply| Command::Models { reply }).await
     }
 
     /// Admits a job. The receiver carries the scheduler's decisions about it, starting with
@@ -261,6 +270,9 @@ fn handle(
         }
         Command::Workers { reply } => {
             let _ = reply.send(core.workers(now));
+        }
+        Command::Models { reply } => {
+            let _ = reply.send(core.models());
         }
         Command::Submit {
             job,

@@ -85,6 +85,23 @@ pub enum JobOutcome {
     Cancelled,
 }
 
+/// One model as the scheduler sees it: for `GET /v1/models`, the metrics and `/v1` defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSummary {
+    pub model: String,
+    pub live_workers: u32,
+    pub dead_workers: u32,
+    /// Slots of the live workers.
+    pub slots_total: u32,
+    pub slots_busy: u32,
+    /// Jobs waiting for a slot.
+    pub queued: u32,
+    pub running: u32,
+    /// The smallest per-slot context among live workers (0 without one): the most a job can
+    /// generate wherever it lands.
+    pub min_ctx_size: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
     pub job_id: String,
@@ -313,6 +330,50 @@ impl SchedulerCore {
             .collect()
     }
 
+    /// Every model that has a worker (live or dead) or waiting jobs, sorted by name.
+    pub fn models(&self) -> Vec<ModelSummary> {
+        fn entry<'a>(
+            models: &'a mut BTreeMap<String, ModelSummary>,
+            model: &str,
+        ) -> &'a mut ModelSummary {
+            models
+                .entry(model.to_owned())
+                .or_insert_with(|| ModelSummary {
+                    model: model.to_owned(),
+                    live_workers: 0,
+                    dead_workers: 0,
+                    slots_total: 0,
+                    slots_busy: 0,
+                    queued: 0,
+                    running: 0,
+                    min_ctx_size: 0,
+                })
+        }
+        let mut models = BTreeMap::new();
+        for worker in self.workers.values() {
+            let summary = entry(&mut models, &worker.registration.model);
+            if worker.is_live() {
+                summary.live_workers += 1;
+                summary.slots_total += worker.registration.slots;
+                summary.slots_busy += worker.busy().min(worker.registration.slots);
+                summary.min_ctx_size = match summary.min_ctx_size {
+                    0 => worker.registration.ctx_size,
+                    smallest => smallest.min(worker.registration.ctx_size),
+                };
+            } else {
+                summary.dead_workers += 1;
+            }
+        }
+        for job in self.jobs.values() {
+            let summary = entry(&mut models, &job.model);
+            match job.state {
+                JobState::Running => summary.running += 1,
+                _ => summary.queued += 1,
+            }
+        }
+        models.into_values().collect()
+    }
+
     /// Admits a job: dispatched at once when a slot is free, else queued. Either way the job's
     /// task learns it from an effect; the error is the answer to the client's request.
     pub fn submit(&mut self, job: NewJob, now: Instant) -> Result<(), OrcdError> {
@@ -397,7 +458,7 @@ impl SchedulerCore {
         let attempts = job.attempts;
         let cancel_requested = job.cancel_requested;
         let model = job.model.clone();
-        tracing::warn!(%job_id, %worker_id, attempts, "dispatch failed: {message}");
+        tracing::warn!(%job_id, %worker_id, attempts, "dispatch failed: {}", crate::validation::log_safe(&message));
 
         self.release_slot(worker_id, job_id);
         if let Some(worker) = self.workers.get_mut(worker_id) {

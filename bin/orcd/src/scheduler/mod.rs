@@ -6,5 +6,6 @@ mod core;
 
 pub use actor::{JobNotice, SchedulerHandle};
 pub use core::{
-    Assignment, DispatchFailure, Effect, JobOutcome, NewJob, SchedulerConfig, SchedulerCore,
+    Assignment, DispatchFailure, Effect, JobOutcome, ModelSummary, NewJob, SchedulerConfig,
+    SchedulerCore,
 };

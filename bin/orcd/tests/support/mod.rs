@@ -1,13 +1,16 @@
-//! Test harness for orcd's relay tests: orcd served in-process on 127.0.0.1:0, and a fake worker
-//! (a small axum server) that answers `/execute` with a scripted SSE stream.
+//! Test harness for orcd's integration tests: orcd served in-process on 127.0.0.1:0, and a fake
+//! worker (a small axum server) that answers `/execute` with a scripted SSE stream.
+
+// Each test file uses its own part of the harness.
+#![allow(dead_code)]
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -74,6 +77,8 @@ impl Script {
 #[derive(Debug, Default)]
 struct Counters {
     executions: AtomicUsize,
+    /// The last `/execute` body and `Authorization` header, for tests of what orcd sends.
+    last_request: Mutex<Option<(ExecuteRequest, Option<String>)>>,
     /// Streams dropped before their `done`: orcd went away, which the worker treats as cancel.
     abandoned: AtomicUsize,
     changed: Notify,
@@ -124,6 +129,11 @@ impl FakeWorker {
 
     pub fn executions(&self) -> usize {
         self.counters.executions.load(Ordering::SeqCst)
+    }
+
+    /// The body and `Authorization` header of the last `/execute`.
+    pub fn last_request(&self) -> Option<(ExecuteRequest, Option<String>)> {
+        self.counters.last_request.lock().unwrap().clone()
     }
 
     pub fn abandoned(&self) -> usize {
@@ -181,10 +191,20 @@ fn sse(event: &StreamEvent) -> Event {
 
 async fn execute(
     State((script, counters)): State<(Script, Arc<Counters>)>,
+    headers: HeaderMap,
     Json(request): Json<ExecuteRequest>,
 ) -> Response {
     counters.executions.fetch_add(1, Ordering::SeqCst);
     assert!(!request.job_id.is_empty(), "orcd sent no job id");
+    let authorization = headers
+        .get("authorization")
+        .map(|value| value.to_str().unwrap().to_owned());
+    *counters.last_request.lock().unwrap() = Some((request.clone(), authorization));
+    // Like a real worker, never more than `max_tokens`.
+    let script = Script {
+        tokens: script.tokens.min(request.sampling.max_tokens),
+        ..script
+    };
     if let Behavior::Refuse(status) = script.behavior {
         let body = ErrorBody {
             error: format!("scripted refusal {status}"),
@@ -275,6 +295,19 @@ impl Orcd {
         let response = self
             .client
             .post(format!("{}/workers/register", self.url))
+            .json(registration)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
+    /// Registers as a worker holding `token`, for an orcd with authentication on.
+    pub async fn register_with_token(&self, registration: &WorkerRegistration, token: &str) {
+        let response = self
+            .client
+            .post(format!("{}/workers/register", self.url))
+            .bearer_auth(token)
             .json(registration)
             .send()
             .await

@@ -135,6 +135,7 @@ impl<'a> Batcher<'a> {
                 let sequence = self.release(slot);
                 tracing::info!(job_id = %sequence.job.job_id, generated = sequence.generated, "job cancelled by shutdown");
                 sequence.fail(&error);
+                self.shared.metrics.job_failed();
             }
         }
         for job in self.waiting.drain(..) {
@@ -151,6 +152,7 @@ impl<'a> Batcher<'a> {
                 .is_some_and(Sequence::is_abandoned)
             {
                 let sequence = self.release(slot);
+                self.shared.metrics.job_abandoned();
                 tracing::info!(job_id = %sequence.job.job_id, generated = sequence.generated, "client gone; slot freed");
             }
         }
@@ -230,6 +232,7 @@ impl<'a> Batcher<'a> {
             return;
         }
 
+        let decode_started = Instant::now();
         if let Err(error) = self.context.decode(&mut self.batch) {
             // The step failed for every sequence in it; their KV cells are in an unknown
             // state, so each of them ends with an error instead of silently stalling.
@@ -238,11 +241,15 @@ impl<'a> Batcher<'a> {
             for slot in in_batch {
                 let sequence = self.release(slot);
                 sequence.fail(&error);
+                self.shared.metrics.job_failed();
             }
             return;
         }
 
         let decoded_at = Instant::now();
+        self.shared
+            .metrics
+            .decode_step(decoded_at.duration_since(decode_started).as_secs_f64());
         for slot in in_batch {
             let Some(sequence) = self.slots[slot].as_mut() else {
                 continue;
@@ -270,11 +277,13 @@ impl<'a> Batcher<'a> {
             return;
         }
         sequence.generated += 1;
+        self.shared.metrics.token();
         // `special = false`: control tokens such as `<end_of_turn>` are never rendered.
         let piece = vocab.token_to_piece(token, false, None);
         let released = sequence.text.push(&piece);
         if !sequence.send_text(released.text) {
             let sequence = self.release(slot);
+            self.shared.metrics.job_abandoned();
             tracing::info!(job_id = %sequence.job.job_id, generated = sequence.generated, "client gone; slot freed");
             return;
         }
@@ -295,7 +304,7 @@ impl<'a> Batcher<'a> {
     fn finish(&mut self, slot: usize, reason: FinishReason) {
         let sequence = self.release(slot);
         let job_id = sequence.job.job_id.clone();
-        let stats = sequence.finish(reason);
+        let stats = sequence.finish(reason, &self.shared.metrics);
         tracing::info!(
             %job_id,
             finish_reason = ?stats.finish_reason,

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc::UnboundedReceiver, watch, Semaphore};
 use self::slot::Job;
 use crate::{
     error::WorkerError,
+    metrics::WorkerMetrics,
     validation::{check_prompt_length, Limits, ValidExecuteRequest},
 };
 
@@ -121,6 +122,8 @@ struct Shared {
     commands: mpsc::Sender<Command>,
     admission: Arc<Semaphore>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Recorded on the engine thread, read by `GET /metrics`.
+    metrics: WorkerMetrics,
 }
 
 impl EngineHandle {
@@ -154,6 +157,7 @@ impl EngineHandle {
                 commands,
                 admission,
                 thread: Mutex::new(None),
+                metrics: WorkerMetrics::new(),
             }),
         }
     }
@@ -168,6 +172,13 @@ impl EngineHandle {
 
     pub fn load(&self) -> EngineLoad {
         *self.shared.load.borrow()
+    }
+
+    /// The Prometheus exposition of this engine's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.shared
+            .metrics
+            .render(self.load(), self.shared.settings.slots)
     }
 
     pub fn subscribe_load(&self) -> watch::Receiver<EngineLoad> {

@@ -8,7 +8,7 @@ use llorch_api::{FinishReason, GenerationStats, StreamEvent};
 use tokio::sync::{mpsc::UnboundedSender, OwnedSemaphorePermit};
 
 use super::text::TextStream;
-use crate::{error::WorkerError, validation::ValidSampling};
+use crate::{error::WorkerError, metrics::WorkerMetrics, validation::ValidSampling};
 
 /// A tokenized request on its way to a slot.
 pub(super) struct Job {
@@ -92,11 +92,13 @@ impl Sequence {
         self.job.events.send(event).is_ok()
     }
 
-    /// Ends the stream with whatever text was held back, then the `done` event.
-    pub fn finish(mut self, reason: FinishReason) -> GenerationStats {
+    /// Ends the stream with whatever text was held back, then the `done` event. The job is
+    /// counted in `metrics` first, so a client that scrapes after `done` sees it.
+    pub fn finish(mut self, reason: FinishReason, metrics: &WorkerMetrics) -> GenerationStats {
         let tail = self.text.finish();
         self.send_text(tail);
         let stats = self.stats(reason);
+        metrics.job_finished(&stats);
         let _ = self.job.events.send(StreamEvent::Done(stats.clone()));
         stats
     }

@@ -611,3 +611,53 @@ fn no_new_jobs_after_shutdown_begins() {
         Err(OrcdError::ShuttingDown)
     );
 }
+
+#[test]
+fn model_summaries_count_workers_slots_and_jobs() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 1), clock.at(0));
+    let mut small = worker("b", "m", 2);
+    small.ctx_size = 512;
+    core.register(small, clock.at(0));
+    core.register(worker("c", "other", 1), clock.at(0));
+    for id in ["j1", "j2", "j3", "j4"] {
+        core.submit(job(id, "m"), clock.at(1)).unwrap();
+    }
+    // `c` misses its heartbeats; `a` and `b` keep beating.
+    for beat in [5_000, 10_000] {
+        for id in ["a", "b"] {
+            let heartbeat = Heartbeat {
+                slots_busy: 0,
+                slots_total: if id == "a" { 1 } else { 2 },
+            };
+            core.heartbeat(id, heartbeat, clock.at(beat)).unwrap();
+        }
+    }
+    core.tick(clock.at(10_001));
+    let models = core.models();
+    assert_eq!(
+        models,
+        vec![
+            ModelSummary {
+                model: "m".into(),
+                live_workers: 2,
+                dead_workers: 0,
+                slots_total: 3,
+                slots_busy: 3,
+                queued: 1,
+                running: 3,
+                min_ctx_size: 512,
+            },
+            ModelSummary {
+                model: "other".into(),
+                live_workers: 0,
+                dead_workers: 1,
+                slots_total: 0,
+                slots_busy: 0,
+                queued: 0,
+                running: 0,
+                min_ctx_size: 0,
+            },
+        ]
+    );
+}

@@ -1,0 +1,397 @@
+//! Bearer-token authentication. Two kinds of token, each read from its own file: client API
+//! tokens (`/v1`, `/v2`, `GET /workers`, `/metrics`) and worker tokens (registration,
+//! heartbeats, deregistration, and what orcd presents to workers on `/execute`). `/health` stays
+//! open. Tokens are kept as SHA-256 digests and compared in constant time; logs and the audit
+//! log only ever show a short fingerprint.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::bail;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use llorch_api::audit::{Actor, AuditEvent};
+pub use llorch_api::secret::fingerprint;
+use llorch_api::secret::{bearer_token, read_token_file, TokenSet};
+
+use crate::error::OrcdError;
+use crate::server::AppState;
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Open,
+    Client,
+    Worker,
+}
+
+/// Which routes need which token. Everything not named here is a client route, so a route
+/// added later is protected by default.
+pub fn required_access(method: &Method, path: &str) -> Access {
+    if path == "/health" {
+        Access::Open
+    } else if path == "/workers/register"
+        || (path.starts_with("/workers/") && method != Method::GET)
+    {
+        Access::Worker
+    } else {
+        Access::Client
+    }
+}
+
+/// Who presented a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Client,
+    Worker,
+    Unknown,
+}
+
+/// The tokens orcd accepts and the one it presents to workers. Empty: authentication is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    client: TokenSet,
+    worker: TokenSet,
+    /// The first worker token: sent as bearer on `POST {worker}/execute`.
+    outbound: Option<OutboundToken>,
+}
+
+/// The one secret orcd keeps in clear, because it must send it; `Debug` shows its fingerprint.
+#[derive(Clone, PartialEq, Eq)]
+struct OutboundToken(String);
+
+impl std::fmt::Debug for OutboundToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&fingerprint(&self.0))
+    }
+}
+
+impl AuthConfig {
+    /// Authentication off: every route is open.
+    pub fn disabled() -> Self {
+        AuthConfig::default()
+    }
+
+    /// Tokens given directly (tests, embedding); the files are the normal way in.
+    pub fn from_tokens(client: &[&str], worker: &[&str]) -> anyhow::Result<Self> {
+        let client: Vec<String> = client.iter().map(|t| (*t).to_owned()).collect();
+        let worker: Vec<String> = worker.iter().map(|t| (*t).to_owned()).collect();
+        Self::build(client, worker)
+    }
+
+    /// Reads both token files. Either both are given or neither: client tokens without a worker
+    /// token would let anyone register a worker and receive the clients' prompts.
+    pub fn from_files(
+        api_token_file: Option<&Path>,
+        worker_token_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        match (api_token_file, worker_token_file) {
+            (None, None) => Ok(AuthConfig::disabled()),
+            (Some(api), Some(worker)) => Self::build(
+                read_token_file(api, "API token")?,
+                read_token_file(worker, "worker token")?,
+            ),
+            (Some(_), None) => bail!(
+                "`--api-token-file` needs `--worker-token-file` too: without it anyone could register a worker and receive the clients' prompts\nhint: create a second file with `openssl rand -hex 32 > worker.token && chmod 600 worker.token`"
+            ),
+            (None, Some(_)) => bail!(
+                "`--worker-token-file` needs `--api-token-file` too: without it every client route would stay open\nhint: create a client token file with `openssl rand -hex 32 > api.token && chmod 600 api.token`"
+            ),
+        }
+    }
+
+    fn build(client: Vec<String>, worker: Vec<String>) -> anyhow::Result<Self> {
+        if let Some(shared) = client.iter().find(|token| worker.contains(token)) {
+            bail!(
+                "token {} is both a client token and a worker token; the two kinds must differ so a client cannot act as a worker",
+                fingerprint(shared)
+            );
+        }
+        Ok(AuthConfig {
+            client: TokenSet::new(&client)?,
+            outbound: worker.first().cloned().map(OutboundToken),
+            worker: TokenSet::new(&worker)?,
+        })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        !self.client.is_empty() || !self.worker.is_empty()
+    }
+
+    /// The token orcd presents to workers, if any.
+    pub fn outbound_token(&self) -> Option<&str> {
+        self.outbound.as_ref().map(|token| token.0.as_str())
+    }
+
+    /// Fingerprints of the accepted tokens, for the startup log.
+    pub fn fingerprints(&self) -> (Vec<&str>, Vec<&str>) {
+        (self.client.fingerprints(), self.worker.fingerprints())
+    }
+
+    /// Which kind of token `presented` is. Both sets are searched whatever the first says, so
+    /// timing says nothing about the kind either.
+    pub fn identify(&self, presented: &str) -> Caller {
+        let is_client = self.client.contains(presented);
+        let is_worker = self.worker.contains(presented);
+        match (is_client, is_worker) {
+            (true, _) => Caller::Client,
+            (false, true) => Caller::Worker,
+            (false, false) => Caller::Unknown,
+        }
+    }
+
+    /// Decides a request: `Ok` with the token's fingerprint (if one was needed), or the error
+    /// to answer with and the fingerprint of whatever was presented.
+    pub fn check(
+        &self,
+        access: Access,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, (OrcdError, Option<String>)> {
+        if !self.is_enabled() || access == Access::Open {
+            return Ok(None);
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer_token);
+        let Some(presented) = presented else {
+            return Err((
+                OrcdError::Unauthorized(
+                    "missing `Authorization: Bearer <token>` header; this orcd requires a token"
+                        .to_owned(),
+                ),
+                None,
+            ));
+        };
+        let presented_fingerprint = fingerprint(presented);
+        match (self.identify(presented), access) {
+            (Caller::Client, Access::Client) | (Caller::Worker, Access::Worker) => {
+                Ok(Some(presented_fingerprint))
+            }
+            (Caller::Unknown, _) => Err((
+                OrcdError::Unauthorized(format!(
+                    "the bearer token ({presented_fingerprint}) is not valid for this orcd"
+                )),
+                Some(presented_fingerprint),
+            )),
+            (Caller::Worker, _) => Err((
+                OrcdError::Forbidden(
+                    "this endpoint needs a client API token; a worker token was presented"
+                        .to_owned(),
+                ),
+                Some(presented_fingerprint),
+            )),
+            (Caller::Client, _) => Err((
+                OrcdError::Forbidden(
+                    "this endpoint is for workers and needs the worker token; a client API token was presented"
+                        .to_owned(),
+                ),
+                Some(presented_fingerprint),
+            )),
+        }
+    }
+}
+
+/// Without tokens orcd serves anyone who can reach it, so it listens on loopback only unless
+/// told `--insecure-no-auth`.
+pub fn check_exposure(
+    listen: SocketAddr,
+    auth: &AuthConfig,
+    insecure_no_auth: bool,
+) -> anyhow::Result<()> {
+    if auth.is_enabled() || listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if insecure_no_auth {
+        tracing::warn!(%listen, "listening without authentication (--insecure-no-auth): anyone who can reach this address can run jobs and register workers");
+        return Ok(());
+    }
+    bail!(
+        "refusing to listen on {listen} without authentication: anyone who can reach it could run jobs and register workers\nhint: give `--api-token-file` and `--worker-token-file` (see deploy/README.md), listen on 127.0.0.1, or add `--insecure-no-auth` on a network you trust"
+    )
+}
+
+/// Middleware on every route: checks the token the route needs, records failures in the audit
+/// log, and hands the caller's [`Actor`] to the handler as a request extension.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.to_string());
+    let access = required_access(request.method(), request.uri().path());
+    match state.auth().check(access, request.headers()) {
+        Ok(token) => {
+            request.extensions_mut().insert(Actor { token, peer });
+            next.run(request).await
+        }
+        Err((error, token)) => {
+            state.metrics().auth_failure();
+            if let Some(audit) = state.audit() {
+                audit.record(
+                    Some(Actor { token, peer }),
+                    AuditEvent::AuthFailure {
+                        method: request.method().to_string(),
+                        path: request.uri().path().to_owned(),
+                        status: error.status_and_kind().0.as_u16(),
+                        reason: error.to_string(),
+                    },
+                );
+            }
+            crate::openai::error_response_for_path(request.uri().path(), error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    const CLIENT: &str = "client-token-0123456789";
+    const WORKER: &str = "worker-token-0123456789";
+
+    fn config() -> AuthConfig {
+        AuthConfig::from_tokens(&[CLIENT, "second-client-token-xyz"], &[WORKER]).unwrap()
+    }
+
+    fn headers(authorization: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn routes_need_the_right_kind_of_token() {
+        assert_eq!(required_access(&Method::GET, "/health"), Access::Open);
+        assert_eq!(
+            required_access(&Method::POST, "/workers/register"),
+            Access::Worker
+        );
+        assert_eq!(
+            required_access(&Method::POST, "/workers/w1/heartbeat"),
+            Access::Worker
+        );
+        assert_eq!(
+            required_access(&Method::DELETE, "/workers/w1"),
+            Access::Worker
+        );
+        assert_eq!(required_access(&Method::GET, "/workers"), Access::Client);
+        for path in [
+            "/v2/tasks",
+            "/v1/chat/completions",
+            "/metrics",
+            "/anything-new",
+        ] {
+            assert_eq!(
+                required_access(&Method::POST, path),
+                Access::Client,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_are_told_apart_by_kind() {
+        let auth = config();
+        assert_eq!(auth.identify(CLIENT), Caller::Client);
+        assert_eq!(auth.identify("second-client-token-xyz"), Caller::Client);
+        assert_eq!(auth.identify(WORKER), Caller::Worker);
+        assert_eq!(auth.identify("client-token-012345678"), Caller::Unknown);
+        assert_eq!(auth.outbound_token(), Some(WORKER));
+    }
+
+    #[test]
+    fn check_answers_401_for_missing_or_unknown_and_403_for_the_wrong_kind() {
+        let auth = config();
+        let status = |access: Access, authorization: Option<&str>| match auth
+            .check(access, &headers(authorization))
+        {
+            Ok(_) => 200,
+            Err((error, _)) => error.status_and_kind().0.as_u16(),
+        };
+        assert_eq!(status(Access::Client, None), 401);
+        assert_eq!(
+            status(Access::Client, Some("Bearer nope-nope-nope-nope")),
+            401
+        );
+        assert_eq!(status(Access::Client, Some("Basic Y2xpZW50")), 401);
+        assert_eq!(
+            status(Access::Client, Some(&format!("Bearer {WORKER}"))),
+            403
+        );
+        assert_eq!(
+            status(Access::Worker, Some(&format!("Bearer {CLIENT}"))),
+            403
+        );
+        assert_eq!(
+            status(Access::Client, Some(&format!("bearer {CLIENT}"))),
+            200
+        );
+        assert_eq!(
+            status(Access::Worker, Some(&format!("Bearer {WORKER}"))),
+            200
+        );
+        assert_eq!(status(Access::Open, None), 200);
+        assert_eq!(
+            auth.check(Access::Client, &headers(Some(&format!("Bearer {CLIENT}")))),
+            Ok(Some(fingerprint(CLIENT)))
+        );
+        // Without tokens everything is open.
+        assert_eq!(
+            AuthConfig::disabled().check(Access::Worker, &headers(None)),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn debug_output_shows_fingerprints_not_tokens() {
+        let shown = format!("{:?}", config());
+        assert!(
+            !shown.contains(CLIENT) && !shown.contains(WORKER),
+            "{shown}"
+        );
+        assert!(shown.contains(&fingerprint(CLIENT)), "{shown}");
+        assert_eq!(fingerprint(CLIENT).len(), "sha256:".len() + 12);
+    }
+
+    #[test]
+    fn weak_shared_or_one_sided_tokens_are_refused() {
+        assert!(AuthConfig::from_tokens(&["short"], &[WORKER]).is_err());
+        let shared = AuthConfig::from_tokens(&[CLIENT], &[CLIENT]).unwrap_err();
+        assert!(
+            shared
+                .to_string()
+                .contains("both a client token and a worker token"),
+            "{shared}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let api = dir.path().join("api");
+        std::fs::write(&api, CLIENT).unwrap();
+        let one_sided = AuthConfig::from_files(Some(&api), None).unwrap_err();
+        assert!(
+            one_sided.to_string().contains("--worker-token-file"),
+            "{one_sided}"
+        );
+    }
+
+    #[test]
+    fn without_tokens_only_loopback_is_allowed_unless_insecure() {
+        let open = AuthConfig::disabled();
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(check_exposure(loopback, &open, false).is_ok());
+        assert!(check_exposure("[::1]:8080".parse().unwrap(), &open, false).is_ok());
+        let refused = check_exposure(any, &open, false).unwrap_err().to_string();
+        assert!(refused.contains("--insecure-no-auth"), "{refused}");
+        assert!(check_exposure(any, &open, true).is_ok());
+        assert!(check_exposure(any, &config(), false).is_ok());
+    }
+}

@@ -1,0 +1,305 @@
+//! Authentication and the audit log on a real socket: missing, wrong and wrong-kind tokens are
+//! refused with 401/403 and leave an audit line; accepted work is audited without its prompt;
+//! the `orcd` binary refuses to start exposed without tokens or with readable token files.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use llorch_api::audit::{sha256_hex, ChainVerifier};
+use orcd::audit::AuditSettings;
+use orcd::auth::{fingerprint, AuthConfig};
+use orcd::Settings;
+use serde_json::{json, Value};
+use support::{all_events, events, FakeWorker, Orcd, Script};
+
+const CLIENT_TOKEN: &str = "client-token-0123456789abcdef";
+const WORKER_TOKEN: &str = "worker-token-0123456789abcdef";
+const MODEL: &str = "fake-model";
+const PROMPT: &str = "The secret plans are";
+
+fn settings(audit_log: &Path) -> Settings {
+    Settings {
+        auth: AuthConfig::from_tokens(&[CLIENT_TOKEN], &[WORKER_TOKEN]).unwrap(),
+        audit: Some(AuditSettings {
+            path: audit_log.to_path_buf(),
+            fsync_each_event: true,
+        }),
+        drain: Duration::from_millis(200),
+        ..Settings::default()
+    }
+}
+
+/// The audit log's lines, after checking the whole chain.
+async fn audit_lines(orcd: &Orcd, path: &Path) -> Vec<Value> {
+    orcd.state.audit().expect("audit is on").flush().await;
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut verifier = ChainVerifier::from_genesis();
+    text.lines()
+        .map(|line| {
+            verifier
+                .check(line)
+                .unwrap_or_else(|error| panic!("{error}: {line}"));
+            serde_json::from_str(line).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn missing_wrong_and_wrong_kind_tokens_are_refused_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let orcd = Orcd::start(settings(&log)).await;
+    let request = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let builder = orcd.client.request(method, format!("{}{path}", orcd.url));
+        match token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    };
+    let worker = FakeWorker::start(Script::complete(2, Duration::from_millis(1))).await;
+    let registration = serde_json::to_value(worker.registration("w1", MODEL, 1)).unwrap();
+
+    let cases: [(reqwest::Method, &str, Option<&str>, u16); 7] = [
+        (reqwest::Method::GET, "/v2/tasks", None, 401),
+        (
+            reqwest::Method::GET,
+            "/v2/tasks",
+            Some("not-a-token-0123456789"),
+            401,
+        ),
+        (reqwest::Method::GET, "/metrics", None, 401),
+        (reqwest::Method::GET, "/v2/tasks", Some(WORKER_TOKEN), 403),
+        (
+            reqwest::Method::POST,
+            "/workers/register",
+            Some(CLIENT_TOKEN),
+            403,
+        ),
+        (reqwest::Method::POST, "/workers/register", None, 401),
+        (reqwest::Method::GET, "/health", None, 200),
+    ];
+    for (method, path, token, status) in cases.clone() {
+        let mut builder = request(method.clone(), path, token);
+        if method == reqwest::Method::POST {
+            builder = builder.json(&registration);
+        }
+        let response = builder.send().await.unwrap();
+        assert_eq!(response.status(), status, "{method} {path} with {token:?}");
+        if status == 401 {
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let body: llorch_api::ErrorBody = response.json().await.unwrap();
+            assert_eq!(body.error_type, llorch_api::ErrorKind::Unauthorized);
+        }
+    }
+    // Nothing was registered by the refused attempt.
+    let workers = request(reqwest::Method::GET, "/workers", Some(CLIENT_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(workers.status(), 200);
+    assert_eq!(
+        workers.json::<Vec<Value>>().await.unwrap(),
+        Vec::<Value>::new()
+    );
+
+    let lines = audit_lines(&orcd, &log).await;
+    let failures: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["event"] == "auth_failure")
+        .collect();
+    assert_eq!(failures.len(), 6, "{lines:#?}");
+    let statuses: Vec<u64> = failures
+        .iter()
+        .map(|f| f["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 403, 403, 401]);
+    for failure in &failures {
+        let peer = failure["actor"]["peer"].as_str().unwrap();
+        assert!(peer.starts_with("127.0.0.1:"), "{failure}");
+    }
+    assert_eq!(
+        failures[3]["actor"]["token"],
+        fingerprint(WORKER_TOKEN).as_str()
+    );
+    assert_eq!(failures[3]["path"], "/v2/tasks");
+    let text = std::fs::read_to_string(&log).unwrap();
+    for secret in [CLIENT_TOKEN, WORKER_TOKEN, "not-a-token-0123456789"] {
+        assert!(!text.contains(secret), "the audit log holds a token");
+    }
+}
+
+#[tokio::test]
+async fn accepted_work_is_audited_with_the_prompt_hash_never_the_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let orcd = Orcd::start(settings(&log)).await;
+    let worker = FakeWorker::start(Script::complete(3, Duration::from_millis(1))).await;
+    orcd.register_with_token(&worker.registration("w1", MODEL, 1), WORKER_TOKEN)
+        .await;
+    let response = orcd
+        .client
+        .post(format!("{}/v2/tasks", orcd.url))
+        .bearer_auth(CLIENT_TOKEN)
+        .json(&json!({"model": MODEL, "prompt": PROMPT, "max_tokens": 3}))
+        .send()
+        .await
+        .unwrap();
+    let job_id = response.headers()["x-llorch-job-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    all_events(events(response)).await;
+    // orcd presented the worker token on `/execute`.
+    let (_, authorization) = worker.last_request().unwrap();
+    assert_eq!(authorization, Some(format!("Bearer {WORKER_TOKEN}")));
+    let deleted = orcd
+        .client
+        .delete(format!("{}/workers/w1", orcd.url))
+        .bearer_auth(WORKER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    // The job's end is recorded by its task, just after the stream's last event.
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = audit_lines(&orcd, &log).await;
+        if lines.iter().any(|line| line["event"] == "task_finished") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let events: Vec<&str> = lines
+        .iter()
+        .map(|line| line["event"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "log_opened",
+        "worker_registered",
+        "task_submitted",
+        "task_finished",
+        "worker_removed",
+    ] {
+        assert!(
+            events.contains(&expected),
+            "{expected} missing from {events:?}"
+        );
+    }
+    let submitted = lines
+        .iter()
+        .find(|line| line["event"] == "task_submitted")
+        .unwrap();
+    assert_eq!(submitted["job_id"], job_id.as_str());
+    assert_eq!(submitted["prompt_bytes"], PROMPT.len());
+    assert_eq!(
+        submitted["prompt_sha256"],
+        sha256_hex(PROMPT.as_bytes()).as_str()
+    );
+    assert_eq!(
+        submitted["actor"]["token"],
+        fingerprint(CLIENT_TOKEN).as_str()
+    );
+    let finished = lines
+        .iter()
+        .find(|line| line["event"] == "task_finished")
+        .unwrap();
+    assert_eq!(
+        (
+            finished["generated_tokens"].as_u64(),
+            finished["worker_id"].as_str()
+        ),
+        (Some(3), Some("w1"))
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(PROMPT), "the audit log holds the prompt");
+}
+
+fn orcd_binary(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_orcd"))
+        .args(args)
+        .env_remove("LLORCH_API_TOKEN_FILE")
+        .env_remove("LLORCH_WORKER_TOKEN_FILE")
+        .env_remove("LLORCH_INSECURE_NO_AUTH")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn orcd_refuses_to_listen_exposed_without_tokens() {
+    let output = orcd_binary(&["--listen", "0.0.0.0:0"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("without authentication") && stderr.contains("--insecure-no-auth"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn orcd_refuses_token_files_others_can_read_and_never_prints_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, token: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    };
+    let api = write("api.token", CLIENT_TOKEN, 0o644);
+    let worker = write("worker.token", WORKER_TOKEN, 0o600);
+    let output = orcd_binary(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--api-token-file",
+        api.to_str().unwrap(),
+        "--worker-token-file",
+        worker.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(!stderr.contains(CLIENT_TOKEN), "{stderr}");
+}
+
+#[tokio::test]
+async fn jobs_ended_by_a_shutdown_are_in_the_audit_log_when_serve_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let orcd = Orcd::start(settings(&log)).await;
+    let worker = FakeWorker::start(Script::complete(400, Duration::from_millis(25))).await;
+    orcd.register_with_token(&worker.registration("w1", MODEL, 1), WORKER_TOKEN)
+        .await;
+    let response = orcd
+        .client
+        .post(format!("{}/v2/tasks", orcd.url))
+        .bearer_auth(CLIENT_TOKEN)
+        .json(&json!({"model": MODEL, "prompt": PROMPT, "max_tokens": 400}))
+        .send()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(all_events(events(response)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    orcd.shut_down().await.unwrap();
+    reader.await.unwrap();
+
+    // No flush from the test: `serve` made the log complete before it returned.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let failed: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|line| line["event"] == "task_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{text}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{}",
+        failed[0]
+    );
+}

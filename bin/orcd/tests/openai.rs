@@ -1,0 +1,227 @@
+//! The OpenAI-compatible API against a fake worker: the official `openai` Python client (as
+//! people will use it) and raw HTTP for what the client hides (the SSE framing, `[DONE]`, what
+//! reaches the worker).
+
+mod support;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use orcd::auth::AuthConfig;
+use orcd::Settings;
+use serde_json::{json, Value};
+use support::{within, FakeWorker, Orcd, Script};
+
+const MODEL: &str = "fake-model";
+const CLIENT_TOKEN: &str = "client-token-for-openai-tests";
+const WORKER_TOKEN: &str = "worker-token-for-openai-tests";
+
+fn settings_with_tokens() -> Settings {
+    Settings {
+        auth: AuthConfig::from_tokens(&[CLIENT_TOKEN], &[WORKER_TOKEN]).unwrap(),
+        drain: Duration::from_millis(200),
+        ..Settings::default()
+    }
+}
+
+/// Imports `openai`, installing it with pip the first time it is missing.
+async fn ensure_openai_client() {
+    // One install at a time, even when tests run in parallel.
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _guard = INSTALL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let imports = std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+        .expect("python3 is needed for the OpenAI client test; run `cargo xtask dev setup`");
+    if imports.status.success() {
+        return;
+    }
+    let install = std::process::Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "openai"])
+        .output()
+        .expect("running pip");
+    assert!(
+        install.status.success(),
+        "installing the `openai` Python package failed; install it with `python3 -m pip install openai`:\n{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_official_openai_client_streams_chats_and_gets_openai_errors() {
+    tokio::task::spawn_blocking(|| futures::executor::block_on(ensure_openai_client()))
+        .await
+        .unwrap();
+    let orcd = Orcd::start(settings_with_tokens()).await;
+    let worker = FakeWorker::start(Script::complete(64, Duration::from_millis(1))).await;
+    orcd.register_with_token(&worker.registration("w1", MODEL, 4), WORKER_TOKEN)
+        .await;
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_client.py");
+    let output = within(
+        "the Python client script",
+        tokio::process::Command::new("python3")
+            .arg(&script)
+            .args([&orcd.url, MODEL, CLIENT_TOKEN])
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("running python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the client script failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+
+    // orcd presented the worker token to the worker, and the chat arrived as messages.
+    let (request, authorization) = worker.last_request().unwrap();
+    assert_eq!(
+        authorization.as_deref(),
+        Some(&*format!("Bearer {WORKER_TOKEN}"))
+    );
+    assert!(request.messages.is_some() || request.prompt.is_some());
+}
+
+/// A POST to `/v1/...` with the client token.
+async fn post(orcd: &Orcd, path: &str, body: Value) -> reqwest::Response {
+    within(
+        "orcd to answer",
+        orcd.client
+            .post(format!("{}{path}", orcd.url))
+            .bearer_auth(CLIENT_TOKEN)
+            .json(&body)
+            .send(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_chat_stream_is_data_chunks_then_done_and_reaches_the_worker_translated() {
+    let orcd = Orcd::start(settings_with_tokens()).await;
+    let worker = FakeWorker::start(Script::complete(64, Duration::from_millis(1))).await;
+    orcd.register_with_token(&worker.registration("w1", MODEL, 1), WORKER_TOKEN)
+        .await;
+
+    let response = post(
+        &orcd,
+        "/v1/chat/completions",
+        json!({
+            "model": MODEL,
+            "messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}],
+            "max_tokens": 3, "temperature": 0.5, "top_p": 0.9, "seed": 11, "stop": "END",
+            "stream": true,
+        }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert!(response.headers().contains_key("x-llorch-job-id"));
+    let body = within("the stream to end", response.text()).await.unwrap();
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{body}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|chunk| serde_json::from_str(chunk).unwrap())
+        .collect();
+    // Role, three tokens, the finish.
+    assert_eq!(chunks.len(), 5, "{body}");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks[1..4]
+        .iter()
+        .map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "t0 t1 t2 ");
+    assert_eq!(chunks[4]["choices"][0]["finish_reason"], "length");
+    assert!(chunks.iter().all(|chunk| chunk["id"] == chunks[0]["id"]));
+
+    let (request, _) = worker.last_request().unwrap();
+    let sampling = &request.sampling;
+    assert_eq!(
+        (
+            sampling.max_tokens,
+            sampling.temperature,
+            sampling.top_p,
+            sampling.top_k,
+            sampling.seed
+        ),
+        (3, 0.5, 0.9, 0, Some(11))
+    );
+    assert_eq!(sampling.stop, ["END"]);
+    let messages = request.messages.unwrap();
+    assert_eq!(
+        (messages[0].role.as_str(), messages[1].content.as_str()),
+        ("system", "hi")
+    );
+}
+
+#[tokio::test]
+async fn a_chat_without_max_tokens_gets_what_one_worker_slot_holds() {
+    let orcd = Orcd::start(settings_with_tokens()).await;
+    let worker = FakeWorker::start(Script::complete(2, Duration::from_millis(1))).await;
+    let mut registration = worker.registration("w1", MODEL, 1);
+    registration.ctx_size = 300;
+    orcd.register_with_token(&registration, WORKER_TOKEN).await;
+    let response = post(
+        &orcd,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["choices"][0]["message"]["content"], "t0 t1 ");
+    assert_eq!(worker.last_request().unwrap().0.sampling.max_tokens, 300);
+}
+
+#[tokio::test]
+async fn openai_errors_have_the_openai_shape_and_status() {
+    let orcd = Orcd::start(settings_with_tokens()).await;
+    let worker = FakeWorker::start(Script::complete(2, Duration::from_millis(1))).await;
+    orcd.register_with_token(&worker.registration("w1", MODEL, 1), WORKER_TOKEN)
+        .await;
+    let cases = [
+        (
+            json!({"model": "ghost", "messages": [{"role": "user", "content": "x"}]}),
+            404,
+            Some("model_not_found"),
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}),
+            400,
+            None,
+        ),
+        (json!({"model": MODEL, "messages": "hi"}), 400, None),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
+            400,
+            None,
+        ),
+    ];
+    for (body, status, code) in cases {
+        let response = post(&orcd, "/v1/chat/completions", body.clone()).await;
+        assert_eq!(response.status(), status, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"]["message"].is_string(), "{error}");
+        assert_eq!(error["error"]["code"].as_str(), code, "{error}");
+    }
+    let unauthenticated = orcd
+        .client
+        .get(format!("{}/v1/models", orcd.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let error: Value = unauthenticated.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "authentication_error");
+}

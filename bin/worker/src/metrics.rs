@@ -1,0 +1,208 @@
+//! The worker's Prometheus metrics (`GET /metrics`, OpenMetrics text). The engine thread
+//! records what only it sees (each decode step's duration, each token, how each job ended with
+//! its speed and time to first token); slot use is read from the engine at scrape time.
+
+use std::sync::Mutex;
+
+use llorch_api::{FinishReason, GenerationStats};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::engine::EngineLoad;
+
+/// The content type of [`WorkerMetrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+pub struct WorkerMetrics {
+    registry: Registry,
+    slots: Family<StateLabels, Gauge>,
+    waiting: Gauge,
+    jobs: Family<OutcomeLabels, Counter>,
+    tokens: Counter,
+    tokens_per_second: Histogram,
+    time_to_first_token: Histogram,
+    decode_step: Histogram,
+    /// Scrapes set the slot gauges before encoding; two at once would interleave.
+    scrape: Mutex<()>,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WorkerMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("llorch_worker");
+        let slots = Family::<StateLabels, Gauge>::default();
+        registry.register("slots", "Slots running a job (busy) or free", slots.clone());
+        let waiting = Gauge::default();
+        registry.register(
+            "jobs_waiting",
+            "Admitted jobs waiting for a free slot",
+            waiting.clone(),
+        );
+        let jobs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "jobs",
+            "Jobs by outcome: stop, length, failed, or abandoned (the caller went away)",
+            jobs.clone(),
+        );
+        let tokens = Counter::default();
+        registry.register(
+            "tokens_generated",
+            "Tokens generated and streamed",
+            tokens.clone(),
+        );
+        // 1 to 2048 tokens per second: a big model on a small CPU up to a small one on a GPU.
+        let tokens_per_second = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "generation_tokens_per_second",
+            "Generation speed of each finished job, after its first token",
+            tokens_per_second.clone(),
+        );
+        let time_to_first_token = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register_with_unit(
+            "time_to_first_token",
+            "From a job's arrival at the worker to its first token",
+            Unit::Seconds,
+            time_to_first_token.clone(),
+        );
+        // 0.5 ms to 4 s: one token of one sequence up to a full batch of prompt on a CPU.
+        let decode_step = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        registry.register_with_unit(
+            "decode_step",
+            "Duration of one llama.cpp decode step (all sequences of the batch together)",
+            Unit::Seconds,
+            decode_step.clone(),
+        );
+        WorkerMetrics {
+            registry,
+            slots,
+            waiting,
+            jobs,
+            tokens,
+            tokens_per_second,
+            time_to_first_token,
+            decode_step,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    pub fn decode_step(&self, seconds: f64) {
+        self.decode_step.observe(seconds);
+    }
+
+    pub fn token(&self) {
+        self.tokens.inc();
+    }
+
+    pub fn job_finished(&self, stats: &GenerationStats) {
+        let outcome = match stats.finish_reason {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "abandoned",
+        };
+        self.jobs.get_or_create(&OutcomeLabels { outcome }).inc();
+        if stats.generated_tokens > 0 {
+            self.time_to_first_token
+                .observe(stats.time_to_first_token_ms / 1000.0);
+        }
+        // A speed needs two tokens; `0.0` means it could not be measured.
+        if stats.tokens_per_second > 0.0 {
+            self.tokens_per_second.observe(stats.tokens_per_second);
+        }
+    }
+
+    pub fn job_failed(&self) {
+        self.jobs
+            .get_or_create(&OutcomeLabels { outcome: "failed" })
+            .inc();
+    }
+
+    pub fn job_abandoned(&self) {
+        self.jobs
+            .get_or_create(&OutcomeLabels {
+                outcome: "abandoned",
+            })
+            .inc();
+    }
+
+    /// The exposition, with the slot gauges set from the engine's current load.
+    pub fn render(&self, load: EngineLoad, slots_total: u32) -> String {
+        let _scrape = self
+            .scrape
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let busy = load.busy.min(slots_total);
+        self.slots
+            .get_or_create(&StateLabels { state: "busy" })
+            .set(busy.into());
+        self.slots
+            .get_or_create(&StateLabels { state: "free" })
+            .set((slots_total - busy).into());
+        self.waiting.set(load.waiting.into());
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_has_slots_speed_and_decode_time() {
+        let metrics = WorkerMetrics::new();
+        metrics.decode_step(0.004);
+        metrics.token();
+        metrics.token();
+        metrics.job_finished(&GenerationStats {
+            finish_reason: FinishReason::Length,
+            prompt_tokens: 4,
+            generated_tokens: 2,
+            time_to_first_token_ms: 30.0,
+            tokens_per_second: 50.0,
+            prompt_tokens_per_second: 400.0,
+        });
+        metrics.job_failed();
+        let text = metrics.render(
+            EngineLoad {
+                busy: 3,
+                waiting: 2,
+            },
+            4,
+        );
+        for expected in [
+            "llorch_worker_slots{state=\"busy\"} 3",
+            "llorch_worker_slots{state=\"free\"} 1",
+            "llorch_worker_jobs_waiting 2",
+            "llorch_worker_jobs_total{outcome=\"length\"} 1",
+            "llorch_worker_jobs_total{outcome=\"failed\"} 1",
+            "llorch_worker_tokens_generated_total 2",
+            "llorch_worker_generation_tokens_per_second_sum 50.0",
+            "llorch_worker_time_to_first_token_seconds_sum 0.03",
+            "llorch_worker_decode_step_seconds_count 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
+    }
+}
