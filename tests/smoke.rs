@@ -1,29 +1,10 @@
 //! Smoke test: the path a user takes — orcd and a worker on the default model, and the
 //! `cargo xtask jobs` client streaming a completion through them.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use llorch_api::{JobInfo, JobState};
 use llorch_tests::*;
-
-/// The xtask binary: `LLORCH_XTASK_BIN` (set by `cargo xtask test`), else the debug build that
-/// `cargo xtask` itself runs from.
-fn xtask_binary() -> PathBuf {
-    let path = std::env::var_os("LLORCH_XTASK_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap()
-                .join("target/debug/xtask")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run the suite through `cargo xtask test smoke`",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn jobs_submit_streams_a_completion_through_orcd_and_a_worker() {

@@ -38,6 +38,20 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The xtask binary: `LLORCH_XTASK_BIN` (set by `cargo xtask test`), else the debug build that
+/// `cargo xtask` itself runs from.
+pub fn xtask_binary() -> PathBuf {
+    let path = std::env::var_os("LLORCH_XTASK_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("target/debug/xtask")
+    });
+    assert!(
+        path.is_file(),
+        "{} is missing: run the suite through `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
 /// The default model's file under `LLORCH_MODEL_BASE_DIR` (or the default model directory).
 pub fn default_model_path() -> PathBuf {
     let base = model_base_dir();

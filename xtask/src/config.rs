@@ -85,6 +85,8 @@ pub struct BuildSection {
 #[serde(deny_unknown_fields)]
 pub struct OrchestratorSection {
     pub url: Option<String>,
+    /// File holding the client API token sent to orcd (mode 0600).
+    pub api_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +122,8 @@ pub struct Settings {
     pub default_backend: llorch_api::Backend,
     pub release: bool,
     pub orchestrator_url: String,
+    /// Client token file for orcd, when it has tokens configured.
+    pub api_token_file: Option<PathBuf>,
     pub catalog_path: PathBuf,
     /// Origin of each value above, by field name.
     pub origins: BTreeMap<&'static str, Origin>,
@@ -327,6 +331,14 @@ impl Settings {
             file.orchestrator.url.clone(),
             || DEFAULT_ORCHESTRATOR_URL.to_owned(),
         );
+        let api_token_file = pick(
+            &mut origins,
+            "api_token_file",
+            None,
+            env("LLORCH_API_TOKEN_FILE").map(|path| Some(PathBuf::from(path))),
+            file.orchestrator.api_token_file.clone().map(Some),
+            || None,
+        );
         let catalog_path = pick(
             &mut origins,
             "catalog_path",
@@ -347,6 +359,7 @@ impl Settings {
             default_backend,
             release,
             orchestrator_url,
+            api_token_file,
             catalog_path,
             origins,
             file,
@@ -387,6 +400,7 @@ version = {CONFIG_VERSION}
 
 [orchestrator]
 # url = "{DEFAULT_ORCHESTRATOR_URL}"
+# api_token_file = "~/.config/llorch/api-token"   # mode 0600; needed when orcd has tokens
 "#,
         models = llorch_catalog::default_model_base_dir().display()
     )

@@ -29,6 +29,7 @@ pub fn run(args: JobsArgs, cx: &Context) -> anyhow::Result<()> {
     let client = OrcdClient::new(
         args.orchestrator_url
             .unwrap_or_else(|| cx.settings.orchestrator_url.clone()),
+        api_token(cx)?,
     );
     match args.command {
         JobsCmd::Submit(submit) => {
@@ -95,6 +96,17 @@ fn task_request(cx: &Context, submit: SubmitArgs) -> anyhow::Result<TaskRequest>
         },
         stream: true,
     })
+}
+
+/// The client token for orcd from `LLORCH_API_TOKEN_FILE` / `[orchestrator] api_token_file`
+/// (the file's first token), or none when orcd runs without tokens.
+pub fn api_token(cx: &Context) -> anyhow::Result<Option<String>> {
+    let Some(path) = &cx.settings.api_token_file else {
+        return Ok(None);
+    };
+    let tokens = llorch_api::secret::read_token_file(path, "API token")
+        .map_err(|error| anyhow::anyhow!("reading the API token for orcd: {error}"))?;
+    Ok(tokens.into_iter().next())
 }
 
 /// What a finished streamed job produced.
@@ -209,15 +221,30 @@ pub struct OrcdClient {
     runtime: tokio::runtime::Runtime,
 }
 
+/// Every request carries the client token as a bearer header when there is one.
+fn http_client(token: Option<String>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        if let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client with static settings always builds")
+}
+
 impl OrcdClient {
-    pub fn new(base_url: String) -> OrcdClient {
+    pub fn new(base_url: String, token: Option<String>) -> OrcdClient {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a current-thread runtime always builds");
         OrcdClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            http: http_client(token),
             runtime,
         }
     }

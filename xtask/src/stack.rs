@@ -36,7 +36,7 @@ pub fn up(args: UpArgs, cx: &Context) -> anyhow::Result<()> {
         .trim_end_matches('/')
         .to_owned();
     let orcd = ensure_orcd(cx, &run_dir, &binaries.orcd, &orcd_url)?;
-    let client = OrcdClient::new(orcd_url.clone());
+    let client = OrcdClient::new(orcd_url.clone(), jobs::api_token(cx)?);
     let worker = ensure_worker(
         cx,
         &run_dir,

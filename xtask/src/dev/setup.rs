@@ -41,6 +41,7 @@ pub fn run_setup(cx: &Context, assume_yes: bool) -> anyhow::Result<()> {
         );
     }
     init_submodules(cx)?;
+    ensure_python_packages(cx)?;
     let default_model = crate::jobs::default_model_id(cx)?;
     crate::models::ensure_downloaded(cx, &default_model)
         .with_context(|| format!("fetching the default model `{default_model}`"))?;
@@ -190,6 +191,43 @@ fn run_logged(
         );
     }
     Ok(())
+}
+
+/// Python packages the test suite drives orcd with: (import name, pip requirement).
+const PYTHON_TEST_PACKAGES: &[(&str, &str)] = &[("openai", "openai")];
+
+/// Installs the Python packages the tests need. A distribution's externally managed Python
+/// (PEP 668) refuses a plain install; then the packages go to the user's site directory.
+fn ensure_python_packages(cx: &Context) -> anyhow::Result<()> {
+    let missing: Vec<&str> = PYTHON_TEST_PACKAGES
+        .iter()
+        .filter(|(import, _)| {
+            !std::process::Command::new("python3")
+                .args(["-c", &format!("import {import}")])
+                .output()
+                .is_ok_and(|output| output.status.success())
+        })
+        .map(|(_, requirement)| *requirement)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let what = format!("installing Python packages {}", missing.join(" "));
+    let mut plain = vec![
+        "python3",
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
+    plain.extend(&missing);
+    if run_logged(cx, &what, &[], &plain, &[]).is_ok() {
+        return Ok(());
+    }
+    let mut user = plain.clone();
+    user.insert(4, "--user");
+    run_logged(cx, &what, &[], &user, &[("PIP_BREAK_SYSTEM_PACKAGES", "1")])
 }
 
 fn init_submodules(cx: &Context) -> anyhow::Result<()> {
