@@ -15,7 +15,7 @@ use crate::validation::TaskLimits;
 const AFTER_HELP: &str = "\
 Examples:
   orcd                                   # listen on 127.0.0.1:8080
-  orcd --listen 0.0.0.0:8080 --queue-limit 64
+  orcd --listen 127.0.0.1:8080 --queue-limit 64
   LLORCH_ORCD_LISTEN=127.0.0.1:0 orcd    # OS-chosen port, printed on stdout
   orcd --listen 0.0.0.0:8080 --api-token-file /etc/llorch/api.token \\
        --worker-token-file /etc/llorch/worker.token --audit-log /var/log/llorch/audit.jsonl
