@@ -19,7 +19,12 @@ fn jobs_sends_the_api_token_from_its_file() {
     let worker = token_file(dir.path(), "worker", "worker-token-0123456789abcdef");
     let orcd = start_orcd(
         "127.0.0.1:0",
-        &["--api-token-file", client.to_str().unwrap(), "--worker-token-file", worker.to_str().unwrap()],
+        &[
+            "--api-token-file",
+            client.to_str().unwrap(),
+            "--worker-token-file",
+            worker.to_str().unwrap(),
+        ],
     )
     .unwrap();
 
@@ -34,15 +39,25 @@ fn jobs_sends_the_api_token_from_its_file() {
     };
 
     let output = jobs_list(Some(&client));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let jobs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(jobs, serde_json::json!([]));
 
     let output = jobs_list(None);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("401") && stderr.contains("token"), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("token"),
+        "{stderr}"
+    );
 
     let output = jobs_list(Some(&worker));
-    assert!(!output.status.success(), "a worker token is not a client token");
+    assert!(
+        !output.status.success(),
+        "a worker token is not a client token"
+    );
 }

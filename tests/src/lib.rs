@@ -41,9 +41,14 @@ pub fn binary(name: &str) -> PathBuf {
 /// The xtask binary: `LLORCH_XTASK_BIN` (set by `cargo xtask test`), else the debug build that
 /// `cargo xtask` itself runs from.
 pub fn xtask_binary() -> PathBuf {
-    let path = std::env::var_os("LLORCH_XTASK_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("target/debug/xtask")
-    });
+    let path = std::env::var_os("LLORCH_XTASK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .join("target/debug/xtask")
+        });
     assert!(
         path.is_file(),
         "{} is missing: run the suite through `cargo xtask test`",

@@ -21,7 +21,11 @@ fn build_prints_the_executables_cargo_built() {
         orcd.stdout
     );
     assert!(Path::new(path).is_file());
-    assert!(orcd.stderr.contains("crates: 1 compiled, 0 up to date"), "{}", orcd.stderr);
+    assert!(
+        orcd.stderr.contains("crates: 1 compiled, 0 up to date"),
+        "{}",
+        orcd.stderr
+    );
 
     // Built again, nothing compiles and the same path is reported.
     let again = workspace

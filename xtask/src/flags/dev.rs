@@ -15,7 +15,9 @@ pub enum DevCmd {
     Doctor,
     /// Install what `dev doctor` finds missing, initialise submodules, fetch the default model
     /// and write a default config file if none exists; quick when nothing is missing
-    #[command(after_help = "Examples:\n  cargo xtask dev setup          # asks before installing packages\n  cargo xtask dev setup --yes    # installs without asking (CI)")]
+    #[command(
+        after_help = "Examples:\n  cargo xtask dev setup          # asks before installing packages\n  cargo xtask dev setup --yes    # installs without asking (CI)"
+    )]
     Setup {
         /// Install missing system packages without asking
         #[arg(long, short = 'y')]

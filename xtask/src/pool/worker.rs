@@ -102,9 +102,14 @@ impl WorkerLaunch {
             Some(port) if port != 0 => port,
             _ => free_port(self.bind)?,
         };
-        let id = self.id.unwrap_or_else(|| format!("worker-{}-{port}", hostname_label()));
+        let id = self
+            .id
+            .unwrap_or_else(|| format!("worker-{}-{port}", hostname_label()));
         daemon::validate_name(&id)?;
-        let url = format!("http://{}", SocketAddr::new(reachable_address(self.bind), port));
+        let url = format!(
+            "http://{}",
+            SocketAddr::new(reachable_address(self.bind), port)
+        );
         let mut args: Vec<OsString> = vec![
             "--model".into(),
             self.model.clone().into(),
