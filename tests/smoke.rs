@@ -1,18 +1,14 @@
 //! Smoke test: the path a user takes — orcd and a worker on the default model, and the
 //! `cargo xtask jobs` client streaming a completion through them.
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
 use llorch_api::{JobInfo, JobState};
 use llorch_tests::*;
 
 #[test]
 fn jobs_submit_streams_a_completion_through_orcd_and_a_worker() {
-    let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
-    let _worker = start_worker(&orcd.url, 4, &[]).unwrap();
-    runtime()
-        .block_on(wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60)))
-        .unwrap();
+    let (orcd, _worker) = runtime().block_on(start_stack(4)).unwrap();
 
     let output = Command::new(xtask_binary())
         .args([

@@ -9,11 +9,7 @@ use llorch_tests::*;
 #[test]
 fn one_job_streams_at_least_16_tokens_through_orcd() {
     runtime().block_on(async {
-        let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
-        let _worker = start_worker(&orcd.url, 4, &[]).unwrap();
-        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60))
-            .await
-            .unwrap();
+        let (orcd, _worker) = start_stack(4).await.unwrap();
 
         let events = submit(&orcd.url, &greedy_task("The capital of France is", 24))
             .await
@@ -54,11 +50,7 @@ fn one_job_streams_at_least_16_tokens_through_orcd() {
 #[test]
 fn six_concurrent_jobs_on_a_four_slot_worker_all_finish_two_queued_first() {
     runtime().block_on(async {
-        let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
-        let _worker = start_worker(&orcd.url, 4, &[]).unwrap();
-        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60))
-            .await
-            .unwrap();
+        let (orcd, _worker) = start_stack(4).await.unwrap();
 
         let jobs = (0..6).map(|n| {
             let url = orcd.url.clone();
@@ -100,11 +92,7 @@ async fn worker_slots_busy(worker_url: &str) -> Option<u32> {
 #[test]
 fn cancel_mid_stream_frees_the_slot() {
     runtime().block_on(async {
-        let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
-        let worker = start_worker(&orcd.url, 2, &[]).unwrap();
-        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60))
-            .await
-            .unwrap();
+        let (orcd, worker) = start_stack(2).await.unwrap();
 
         // Cancel through the API.
         let mut stream = submit(&orcd.url, &greedy_task("Once upon a time", 500))
@@ -182,11 +170,14 @@ fn killing_the_worker_mid_stream_gives_an_error_event_and_orcd_keeps_serving() {
         // One slot each: the blocker occupies one worker, so the victim lands on the other.
         let blocker = submit(&orcd.url, &greedy_task("Filler text:", 40)).await.unwrap();
         let mut victim = submit(&orcd.url, &greedy_task("The history of", 500)).await.unwrap();
-        let mut victim_worker = None;
+        let (mut victim_worker, mut victim_job) = (None, None);
         let mut tokens = 0;
         while tokens < 2 {
             match victim.next().await.unwrap().unwrap() {
-                StreamEvent::Started { worker_id, .. } => victim_worker = Some(worker_id),
+                StreamEvent::Started { worker_id, job_id } => {
+                    victim_worker = Some(worker_id);
+                    victim_job = Some(job_id);
+                }
                 StreamEvent::Token { .. } => tokens += 1,
                 StreamEvent::Queued { .. } => {}
                 other => panic!("unexpected event: {other:?}"),
@@ -212,6 +203,13 @@ fn killing_the_worker_mid_stream_gives_an_error_event_and_orcd_keeps_serving() {
             "the stream ends with an error event: {rest:?}"
         );
         assert!(killed_at.elapsed() < Duration::from_secs(2));
+        let job: JobInfo = reqwest::get(format!("{}/v2/tasks/{}", orcd.url, victim_job.unwrap()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job.state, JobState::Failed, "the job is marked failed: {job:?}");
 
         let health = reqwest::get(format!("{}/health", orcd.url)).await.unwrap();
         assert!(health.status().is_success());

@@ -221,6 +221,14 @@ pub fn start_worker(orcd_url: &str, slots: u32, extra: &[&str]) -> anyhow::Resul
     Daemon::start("llorch-worker", &binary("llorch-worker"), &args, &[])
 }
 
+/// orcd on an OS-chosen port and one worker with `slots` slots, registered and live.
+pub async fn start_stack(slots: u32) -> anyhow::Result<(Daemon, Daemon)> {
+    let orcd = start_orcd("127.0.0.1:0", &[])?;
+    let worker = start_worker(&orcd.url, slots, &[])?;
+    wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60)).await?;
+    Ok((orcd, worker))
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -37,14 +37,14 @@ fn main() -> ExitCode {
     match run(cli, out.clone()) {
         Ok(code) => code,
         Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
-        Err(error) if error.downcast_ref::<output::ExitCode>().is_some() => {
-            let output::ExitCode(code) = error.downcast_ref::<output::ExitCode>().unwrap();
-            ExitCode::from(*code)
-        }
-        Err(error) => {
-            out.error(&error);
-            ExitCode::FAILURE
-        }
+        Err(error) => match error.downcast_ref::<output::ExitCode>() {
+            // The command already reported; it only chose the exit status.
+            Some(output::ExitCode(code)) => ExitCode::from(*code),
+            None => {
+                out.error(&error);
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -129,9 +129,6 @@ impl Printer {
 
     /// Prints an error chain: what was attempted, each cause, and the hint lines.
     pub fn error(&self, error: &anyhow::Error) {
-        if let Some(ExitCode(_)) = error.downcast_ref::<ExitCode>() {
-            return;
-        }
         eprintln!("{} {error:#}", self.paint().red("error:"));
     }
 
