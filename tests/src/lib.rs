@@ -57,20 +57,6 @@ pub fn xtask_binary() -> PathBuf {
     path
 }
 
-/// The default model's file under `LLORCH_MODEL_BASE_DIR` (or the default model directory).
-pub fn default_model_path() -> PathBuf {
-    let base = model_base_dir();
-    let catalog = llorch_catalog::Catalog::builtin();
-    let path = llorch_catalog::model_path(&base, catalog.default_model());
-    assert!(
-        path.is_file(),
-        "the default model is not at {}: run `cargo xtask models download {}`",
-        path.display(),
-        catalog.default_model().id
-    );
-    path
-}
-
 pub fn default_model_id() -> String {
     llorch_catalog::Catalog::builtin()
         .default_model()
@@ -199,10 +185,31 @@ pub fn model_base_dir() -> PathBuf {
 /// Starts a worker for the default model (by catalog id, as users do) that registers with
 /// `orcd_url`.
 pub fn start_worker(orcd_url: &str, slots: u32, extra: &[&str]) -> anyhow::Result<Daemon> {
-    default_model_path(); // fails early, with the download command, when the model is missing
+    start_worker_for(&default_model_id(), orcd_url, slots, extra)
+}
+
+/// Starts a worker for catalog model `model`; fails early, naming the download command, when
+/// the model is not on disk.
+pub fn start_worker_for(
+    model: &str,
+    orcd_url: &str,
+    slots: u32,
+    extra: &[&str],
+) -> anyhow::Result<Daemon> {
+    let catalog = llorch_catalog::Catalog::builtin();
+    let entry = catalog
+        .get(model)
+        .with_context(|| format!("`{model}` is not in the catalog"))?;
+    let path = llorch_catalog::model_path(&model_base_dir(), entry);
+    if !path.is_file() {
+        bail!(
+            "{model} is not at {}: run `cargo xtask models download {model}`",
+            path.display()
+        );
+    }
     let mut args: Vec<String> = [
         "--model",
-        &default_model_id(),
+        model,
         "--model-base-dir",
         &model_base_dir().display().to_string(),
         "--host",

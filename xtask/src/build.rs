@@ -91,6 +91,22 @@ pub fn build_binaries(
     })
 }
 
+/// Builds every binary of the workspace, orcd and the worker among them. Cargo unifies the
+/// dependencies' features over the packages it builds, so `-p orcd -p llorch-worker` and the
+/// test run's `--workspace` would compile reqwest and its TLS stack twice and relink the
+/// daemons at every switch; building as the tests do shares one set of artifacts.
+pub fn build_binaries_for_tests(cx: &Context, backend: Backend) -> anyhow::Result<BuiltBinaries> {
+    let mut build = CargoBuild::new(backend, true)
+        .package(ORCD_PACKAGE)
+        .package(WORKER_PACKAGE);
+    build.whole_workspace = true;
+    let outcome = build.run(cx)?;
+    Ok(BuiltBinaries {
+        orcd: outcome.executable(ORCD_BINARY)?,
+        worker: outcome.executable(WORKER_BINARY)?,
+    })
+}
+
 fn print_built(
     cx: &Context,
     build: &CargoBuild,
@@ -121,6 +137,8 @@ pub struct CargoBuild {
     backend: Backend,
     release: bool,
     packages: Vec<&'static str>,
+    /// `--workspace --bins` instead of `-p`: see [`build_binaries_for_tests`].
+    whole_workspace: bool,
 }
 
 /// What cargo reported: the executables it produced and how many crates it compiled.
@@ -150,6 +168,7 @@ impl CargoBuild {
             backend,
             release,
             packages: Vec::new(),
+            whole_workspace: false,
         }
     }
 
@@ -167,7 +186,7 @@ impl CargoBuild {
     }
 
     fn builds_worker(&self) -> bool {
-        self.packages.contains(&WORKER_PACKAGE)
+        self.whole_workspace || self.packages.contains(&WORKER_PACKAGE)
     }
 
     pub fn run(&self, cx: &Context) -> anyhow::Result<BuildOutcome> {
@@ -199,8 +218,12 @@ impl CargoBuild {
         if self.release {
             args.push("--release".into());
         }
-        for package in &self.packages {
-            args.extend(["-p".into(), OsString::from(package)]);
+        if self.whole_workspace {
+            args.extend(["--workspace".into(), "--bins".into()]);
+        } else {
+            for package in &self.packages {
+                args.extend(["-p".into(), OsString::from(package)]);
+            }
         }
         if self.backend != Backend::Cpu {
             if self.builds_worker() {

@@ -20,7 +20,7 @@ pub const ORCD_DAEMON: &str = "orcd";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn up(args: UpArgs, cx: &Context) -> anyhow::Result<()> {
-    crate::dev::run_setup(cx, args.yes)?;
+    crate::dev::run_setup(cx, args.yes, crate::dev::SetupScope::Run)?;
     let model = match &args.model {
         Some(model) => model.clone(),
         None => jobs::default_model_id(cx)?,
@@ -215,7 +215,7 @@ fn print_next_steps(
         None => format!("orcd at {orcd_url}"),
     };
     cx.out.status(format!(
-        "\n{}\n  {orcd_line}\n  worker {} serving {model} at {}\n\n{}\n  cargo xtask jobs submit --prompt 'Once upon a time'\n  curl -N {orcd_url}/v2/tasks -H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"prompt\":\"Hello\",\"max_tokens\":32}}'\n  cargo xtask jobs list\n  cargo xtask pool worker list\n{}\n  cargo xtask down",
+        "\n{}\n  {orcd_line}\n  worker {} serving {model} at {}\n\n{}\n  cargo xtask jobs submit --model {model} --prompt 'Once upon a time'\n  curl -N {orcd_url}/v2/tasks -H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"prompt\":\"Hello\",\"max_tokens\":32}}'\n  cargo xtask jobs list\n  cargo xtask pool worker list\n{}\n  cargo xtask down",
         paint.green("the stack is running:"),
         worker.worker_id,
         worker.url,

@@ -5,14 +5,14 @@ mod check;
 mod doctor;
 mod setup;
 
-pub use setup::run_setup;
+pub use setup::{run_setup, SetupScope};
 
 use crate::{flags::DevCmd, Context};
 
 pub fn run(cmd: DevCmd, cx: &Context) -> anyhow::Result<()> {
     match cmd {
         DevCmd::Doctor => doctor::run(cx),
-        DevCmd::Setup { yes } => run_setup(cx, yes),
+        DevCmd::Setup { yes } => run_setup(cx, yes, SetupScope::Tests),
         DevCmd::Check => check::run(cx),
     }
 }

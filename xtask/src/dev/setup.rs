@@ -4,12 +4,29 @@
 
 use anyhow::{bail, Context as _};
 
-use super::doctor::{self, Finding, PackageManager, Status};
+use super::doctor::{self, Finding, Need, PackageManager, Status};
 use crate::Context;
 
+/// What a setup prepares the machine for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupScope {
+    /// `cargo xtask up`: the build tools and the default model.
+    Run,
+    /// `dev setup` and `test all`: also what the test suites need — sshd, the `openai` Python
+    /// client and the chat model they drive the OpenAI API with.
+    Tests,
+}
+
+/// The catalog's chat model: the end-to-end OpenAI tests need a model with a chat template,
+/// which the default (base) model lacks.
+pub const CHAT_TEST_MODEL: &str = "qwen2.5-coder-0.5b";
+
 /// Brings this machine to the state the README's two commands need.
-pub fn run_setup(cx: &Context, assume_yes: bool) -> anyhow::Result<()> {
-    let findings = doctor::diagnose(&cx.settings.repo_root);
+pub fn run_setup(cx: &Context, assume_yes: bool, scope: SetupScope) -> anyhow::Result<()> {
+    let findings: Vec<Finding> = doctor::diagnose(&cx.settings.repo_root)
+        .into_iter()
+        .filter(|finding| scope == SetupScope::Tests || finding.need != Need::Tests)
+        .collect();
     let manager = PackageManager::detect();
     let packages = packages_to_install(&findings);
     if !packages.is_empty() {
@@ -41,10 +58,15 @@ pub fn run_setup(cx: &Context, assume_yes: bool) -> anyhow::Result<()> {
         );
     }
     init_submodules(cx)?;
-    ensure_python_packages(cx)?;
     let default_model = crate::jobs::default_model_id(cx)?;
     crate::models::ensure_downloaded(cx, &default_model)
         .with_context(|| format!("fetching the default model `{default_model}`"))?;
+    if scope == SetupScope::Tests {
+        ensure_python_packages(cx)?;
+        crate::models::ensure_downloaded(cx, CHAT_TEST_MODEL).with_context(|| {
+            format!("fetching the chat model `{CHAT_TEST_MODEL}` for the tests")
+        })?;
+    }
     if crate::config::ensure_default_config(&cx.settings.config_path)? {
         cx.out.status(format!(
             "wrote default config {}",
@@ -248,7 +270,6 @@ fn init_submodules(cx: &Context) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dev::doctor::Need;
 
     fn missing(name: &'static str, need: Need, packages: Vec<&'static str>) -> Finding {
         Finding {

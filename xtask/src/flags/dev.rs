@@ -13,8 +13,9 @@ pub enum DevCmd {
     /// python3 + pip, CUDA or Metal where relevant) and print the fix for each problem
     #[command(after_help = "Examples:\n  cargo xtask dev doctor\n  cargo xtask --json dev doctor")]
     Doctor,
-    /// Install what `dev doctor` finds missing, initialise submodules, fetch the default model
-    /// and write a default config file if none exists; quick when nothing is missing
+    /// Install what `dev doctor` finds missing, initialise submodules, fetch the default model,
+    /// install what the tests need (sshd, the `openai` Python client, the chat model) and write
+    /// a default config file if none exists; quick when nothing is missing
     #[command(
         after_help = "Examples:\n  cargo xtask dev setup          # asks before installing packages\n  cargo xtask dev setup --yes    # installs without asking (CI)"
     )]

@@ -87,7 +87,7 @@ pub fn run(cmd: TestCmd, cx: &Context) -> anyhow::Result<()> {
     };
     if setup_first {
         // `test all` is the README's one test command: it must pass on a fresh machine.
-        crate::dev::run_setup(cx, true)?;
+        crate::dev::run_setup(cx, true, crate::dev::SetupScope::Tests)?;
     }
     let backend = args.backend.unwrap_or(cx.settings.default_backend);
     let runner = Runner::detect(cx);
@@ -149,7 +149,7 @@ fn run_suites(
 ) -> anyhow::Result<Vec<SuiteResult>> {
     let metadata = build::workspace_metadata(cx)?;
     let binaries = if suites.iter().any(|suite| suite.needs_binaries()) {
-        Some(build::build_binaries(cx, backend, true).map_err(|error| format!("{error:#}")))
+        Some(build::build_binaries_for_tests(cx, backend).map_err(|error| format!("{error:#}")))
     } else {
         None
     };
