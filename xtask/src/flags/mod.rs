@@ -118,3 +118,42 @@ pub enum Command {
     /// Measure prompt and generation speed, time to first token and aggregate throughput
     Bench(BenchArgs),
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command and subcommand shows examples in `--help` (the spec's rule), and every
+    /// option says what it does.
+    #[test]
+    fn every_command_has_examples_and_every_option_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_name() != "help" {
+                let after = command
+                    .get_after_help()
+                    .map(|text| text.to_string())
+                    .unwrap_or_default();
+                if !after.contains("Example") {
+                    missing.push(format!("{path}: no examples"));
+                }
+                for argument in command.get_arguments() {
+                    let id = argument.get_id().as_str();
+                    if argument.get_help().is_none() && id != "help" && id != "version" {
+                        missing.push(format!("{path} --{id}: no help text"));
+                    }
+                }
+            }
+            for subcommand in command.get_subcommands() {
+                walk(subcommand, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "add a `///` line or an `after_help` with examples:\n{}",
+            missing.join("\n")
+        );
+    }
+}
