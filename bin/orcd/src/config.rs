@@ -91,6 +91,16 @@ pub struct Args {
         value_name = "SECS"
     )]
     pub drain_secs: u64,
+    /// Seconds a worker may send nothing mid-stream (its SSE keep-alive comes every 15 s) before
+    /// orcd treats it as hung: retried elsewhere before the first token, an `error` event after
+    #[arg(
+        long,
+        env = "LLORCH_WORKER_SILENCE_SECS",
+        value_name = "SECS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub worker_silence_secs: u64,
     /// Log filter such as `info` or `orcd=debug` (default: RUST_LOG, else `info`)
     #[arg(long, env = "LLORCH_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -119,6 +129,8 @@ pub struct Settings {
     pub limits: TaskLimits,
     /// How long connecting to a worker may take before the dispatch counts as failed.
     pub worker_connect_timeout: Duration,
+    /// How long a worker's stream may stay silent before the worker counts as hung.
+    pub worker_silence: Duration,
     /// How long in-flight jobs may run on after a shutdown signal.
     pub drain: Duration,
     /// Tokens clients and workers must present; disabled by default.
@@ -133,6 +145,7 @@ impl Default for Settings {
             scheduler: SchedulerConfig::default(),
             limits: TaskLimits::default(),
             worker_connect_timeout: Duration::from_secs(2),
+            worker_silence: Duration::from_secs(60),
             drain: Duration::from_secs(5),
             auth: AuthConfig::disabled(),
             audit: None,
@@ -163,6 +176,7 @@ impl Args {
                 max_prompt_bytes: self.max_prompt_bytes,
             },
             drain: Duration::from_secs(self.drain_secs),
+            worker_silence: Duration::from_secs(self.worker_silence_secs),
             ..defaults
         })
     }

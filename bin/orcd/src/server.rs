@@ -63,6 +63,9 @@ impl AppState {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(settings.worker_connect_timeout)
+            // A worker that accepted a job and then stalls (hung process, frozen host) would
+            // otherwise hold the job and its slot forever; its keep-alives reset this timer.
+            .read_timeout(settings.worker_silence)
             // Workers are reached directly; an HTTP_PROXY meant for the internet must not
             // capture loopback and LAN traffic.
             .no_proxy()

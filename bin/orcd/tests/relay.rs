@@ -389,6 +389,34 @@ async fn a_non_streaming_task_answers_one_json_result() {
 }
 
 #[tokio::test]
+async fn a_worker_that_stalls_mid_stream_is_treated_as_lost() {
+    let orcd = Orcd::start(Settings {
+        worker_silence: Duration::from_millis(300),
+        ..settings()
+    })
+    .await;
+    let worker = FakeWorker::start(Script {
+        behavior: Behavior::StallAfter(3),
+        ..Script::complete(16, FAST)
+    })
+    .await;
+    orcd.register(&worker.registration("w1", MODEL, 1)).await;
+
+    let all = all_events(events(orcd.submit(task(16)).await)).await;
+    assert_eq!(token_count(&all), 3);
+    assert!(
+        matches!(
+            all.last(),
+            Some(StreamEvent::Error {
+                error_type: ErrorKind::Worker,
+                ..
+            })
+        ),
+        "a silent worker ends the stream with an error event: {all:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_non_streaming_task_whose_worker_dies_answers_502() {
     let orcd = Orcd::start(settings()).await;
     let worker = FakeWorker::start(Script {

@@ -55,6 +55,9 @@ pub enum Behavior {
     Refuse(u16),
     /// Streams this many tokens, then breaks the connection.
     DieAfter(u32),
+    /// Streams this many tokens, then keeps the connection open and sends nothing, as a hung
+    /// worker process or a frozen host would.
+    StallAfter(u32),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,6 +242,9 @@ async fn execute(
             return Some((Ok(sse(&done)), progress));
         }
         tokio::time::sleep(script.token_delay).await;
+        if script.behavior == Behavior::StallAfter(progress.next_index) {
+            std::future::pending::<()>().await;
+        }
         if script.behavior == Behavior::DieAfter(progress.next_index) {
             // An error item makes hyper abort the connection mid-body, as a crash would.
             progress.next_index = script.tokens + 1;
