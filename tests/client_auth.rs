@@ -1,16 +1,9 @@
 //! `cargo xtask jobs` against an orcd that requires tokens: the client sends the token from
 //! `LLORCH_API_TOKEN_FILE`, and without it the error names the fix.
 
-use std::{os::unix::fs::PermissionsExt, process::Command};
+use std::process::Command;
 
 use llorch_tests::*;
-
-fn token_file(dir: &std::path::Path, name: &str, token: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("{token}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
 
 #[test]
 fn jobs_sends_the_api_token_from_its_file() {
@@ -19,16 +12,11 @@ fn jobs_sends_the_api_token_from_its_file() {
     let worker = token_file(dir.path(), "worker", "worker-token-0123456789abcdef");
     let orcd = start_orcd(
         "127.0.0.1:0",
-        &[
-            "--api-token-file",
-            client.to_str().unwrap(),
-            "--worker-token-file",
-            worker.to_str().unwrap(),
-        ],
+        &["--api-token-file", &client, "--worker-token-file", &worker],
     )
     .unwrap();
 
-    let jobs_list = |token_file: Option<&std::path::Path>| {
+    let jobs_list = |token_file: Option<&str>| {
         let mut command = Command::new(xtask_binary());
         command.args(["--json", "jobs", "list", "--orchestrator-url", &orcd.url]);
         command.env_remove("LLORCH_API_TOKEN_FILE");
@@ -38,7 +26,7 @@ fn jobs_sends_the_api_token_from_its_file() {
         command.output().unwrap()
     };
 
-    let output = jobs_list(Some(&client));
+    let output = jobs_list(Some(client.as_str()));
     assert!(
         output.status.success(),
         "{}",
@@ -55,7 +43,7 @@ fn jobs_sends_the_api_token_from_its_file() {
         "{stderr}"
     );
 
-    let output = jobs_list(Some(&worker));
+    let output = jobs_list(Some(worker.as_str()));
     assert!(
         !output.status.success(),
         "a worker token is not a client token"

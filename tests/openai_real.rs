@@ -2,19 +2,12 @@
 //! serving the catalog's chat model (the default model has no chat template). Streaming and
 //! non-streaming chat and completions, a model nobody serves, and a wrong API key.
 
-use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
+use std::{path::Path, process::Command};
 
 use llorch_tests::*;
 
 const CHAT_MODEL: &str = "qwen2.5-coder-0.5b";
 const CLIENT_TOKEN: &str = "client-token-for-the-openai-test";
-
-fn token_file(dir: &Path, name: &str, token: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("{token}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
 
 #[test]
 fn the_openai_client_chats_with_a_real_worker() {

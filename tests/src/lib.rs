@@ -236,6 +236,15 @@ pub async fn start_stack(slots: u32) -> anyhow::Result<(Daemon, Daemon)> {
     Ok((orcd, worker))
 }
 
+/// Writes a private (mode 0600) token file, as orcd and the worker demand, and returns its path.
+pub fn token_file(dir: &Path, name: &str, token: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -17,7 +17,7 @@ use llorch_api::{
 use serde::Serialize;
 
 use crate::{
-    daemon::{self, DaemonInfo, DaemonSpec, RunDir},
+    daemon::RunDir,
     flags::BenchArgs,
     pool::worker::{self as pool_worker, WorkerLaunch},
     Context,
@@ -103,7 +103,15 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
         names: Vec::new(),
     };
 
-    let orcd = start_orcd(cx, &cleanup.run_dir, &binaries.orcd)?;
+    let port = pool_worker::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
+    let orcd = crate::stack::start_orcd(
+        cx,
+        &cleanup.run_dir,
+        "bench-orcd",
+        &binaries.orcd,
+        &format!("127.0.0.1:{port}"),
+    )
+    .context("starting orcd for the bench")?;
     cleanup.names.push(orcd.name.clone());
     let orcd_url = orcd.url.clone().expect("orcd is started with a url");
     let mut extra_args = vec!["--slots".into(), args.streams.to_string().into()];
@@ -168,30 +176,6 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     print_table(cx, &report);
     cx.out.status(format!("written to {}", path.display()));
     Ok(())
-}
-
-fn start_orcd(
-    cx: &Context,
-    run_dir: &RunDir,
-    program: &std::path::Path,
-) -> anyhow::Result<DaemonInfo> {
-    let port = pool_worker::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
-    let spec = DaemonSpec {
-        name: "bench-orcd".to_owned(),
-        kind: "orcd".to_owned(),
-        program: program.to_path_buf(),
-        args: vec!["--listen".into(), format!("127.0.0.1:{port}").into()],
-        env: vec![("RUST_LOG".into(), cx.settings.log_level.clone().into())],
-        port: Some(port),
-        url: Some(format!("http://127.0.0.1:{port}")),
-        model: None,
-        backend: None,
-    };
-    let info = run_dir
-        .spawn(&spec)
-        .context("starting orcd for the bench")?;
-    daemon::wait_healthy(&info, Duration::from_secs(30)).context("starting orcd for the bench")?;
-    Ok(info)
 }
 
 async fn wait_for_registration(

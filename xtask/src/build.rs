@@ -91,6 +91,21 @@ pub fn build_binaries(
     })
 }
 
+/// `cargo ARGS` in the repository root with stdin closed, echoed with `--verbose`; the build and
+/// test runners add their own output handling.
+pub fn cargo(cx: &Context, args: &[OsString]) -> duct::Expression {
+    cx.out.debug(format!(
+        "$ cargo {}",
+        args.iter()
+            .map(|arg| arg.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    duct::cmd("cargo", args)
+        .dir(&cx.settings.repo_root)
+        .stdin_null()
+}
+
 /// Builds every binary of the workspace, orcd and the worker among them. Cargo unifies the
 /// dependencies' features over the packages it builds, so `-p orcd -p llorch-worker` and the
 /// test run's `--workspace` would compile reqwest and its TLS stack twice and relink the
@@ -240,18 +255,7 @@ impl CargoBuild {
         if cx.out.quiet() {
             args.push("--quiet".into());
         }
-        cx.out.debug(format!(
-            "$ cargo {}",
-            args.iter()
-                .map(|arg| arg.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
-        ));
-        let mut expression = duct::cmd("cargo", &args)
-            .dir(&cx.settings.repo_root)
-            .stderr_to_stdout()
-            .stdin_null()
-            .unchecked();
+        let mut expression = cargo(cx, &args).stderr_to_stdout().unchecked();
         for (name, value) in &extra_env {
             expression = expression.env(name, value);
         }

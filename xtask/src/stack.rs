@@ -99,34 +99,49 @@ fn ensure_orcd(
     let listen = url
         .strip_prefix("http://")
         .with_context(|| format!("starting orcd at {url}: only http:// URLs can be started locally\nhint: set orchestrator.url (or LLORCH_ORCHESTRATOR_URL) to http://127.0.0.1:8080"))?;
-    let port = listen.rsplit(':').next().and_then(|port| port.parse().ok());
-    let spec = DaemonSpec {
-        name: ORCD_DAEMON.to_owned(),
-        kind: ORCD_DAEMON.to_owned(),
-        program: program.to_path_buf(),
-        args: vec!["--listen".into(), listen.into()],
-        env: vec![("RUST_LOG".into(), cx.settings.log_level.clone().into())],
-        port,
-        url: Some(url.to_owned()),
-        model: None,
-        backend: None,
-    };
     let spinner = cx.out.spinner(format!("starting orcd on {listen}"));
-    let info = run_dir.spawn(&spec).context("starting orcd")?;
-    let ready = daemon::wait_healthy(&info, Duration::from_secs(30));
+    let started = start_orcd(cx, run_dir, ORCD_DAEMON, program, listen);
     spinner.finish_and_clear();
-    if let Err(error) = ready {
-        let _ = run_dir.stop(ORCD_DAEMON, Duration::from_secs(5));
-        return Err(error.context(format!(
+    let info = started.map_err(|error| {
+        error.context(format!(
             "starting orcd on {listen}\nhint: is the port taken? pick another with LLORCH_ORCHESTRATOR_URL=http://127.0.0.1:PORT"
-        )));
-    }
+        ))
+    })?;
     cx.out.status(format!(
         "orcd ready at {url} (pid {}, log {})",
         info.pid,
         info.log_path.display()
     ));
     Ok(Some(info))
+}
+
+/// Starts orcd detached as daemon `name`, listening on `listen` (`HOST:PORT`), and waits until
+/// it answers `/health`; one that never does is stopped again (its log stays).
+pub fn start_orcd(
+    cx: &Context,
+    run_dir: &RunDir,
+    name: &str,
+    program: &std::path::Path,
+    listen: &str,
+) -> anyhow::Result<DaemonInfo> {
+    let url = format!("http://{listen}");
+    let spec = DaemonSpec {
+        name: name.to_owned(),
+        kind: ORCD_DAEMON.to_owned(),
+        program: program.to_path_buf(),
+        args: vec!["--listen".into(), listen.into()],
+        env: vec![("RUST_LOG".into(), cx.settings.log_level.clone().into())],
+        port: listen.rsplit(':').next().and_then(|port| port.parse().ok()),
+        url: Some(url),
+        model: None,
+        backend: None,
+    };
+    let info = run_dir.spawn(&spec).context("starting orcd")?;
+    if let Err(error) = daemon::wait_healthy(&info, Duration::from_secs(30)) {
+        let _ = run_dir.stop(name, Duration::from_secs(5));
+        return Err(error);
+    }
+    Ok(info)
 }
 
 fn health_ok(url: &str) -> bool {

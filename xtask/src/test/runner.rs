@@ -7,7 +7,10 @@ use std::{collections::HashSet, ffi::OsString, path::PathBuf};
 use serde::{Deserialize, Serialize};
 use xshell::cmd;
 
-use crate::{build::stream_lines, Context};
+use crate::{
+    build::{self, stream_lines},
+    Context,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -104,17 +107,7 @@ pub fn run(cx: &Context, runner: Runner, invocation: &Invocation) -> anyhow::Res
             Runner::CargoTest => args.extend(["--".into(), filter.into()]),
         }
     }
-    cx.out.debug(format!(
-        "$ cargo {}",
-        args.iter()
-            .map(|arg| arg.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
-    let mut expression = duct::cmd("cargo", &args)
-        .dir(&cx.settings.repo_root)
-        .stdin_null()
-        .env("NEXTEST_EXPERIMENTAL_LIBTEST_JSON", "1");
+    let mut expression = build::cargo(cx, &args).env("NEXTEST_EXPERIMENTAL_LIBTEST_JSON", "1");
     for (name, value) in &invocation.env {
         expression = expression.env(name, value);
     }
