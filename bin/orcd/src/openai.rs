@@ -31,12 +31,10 @@ use crate::error::OrcdError;
 use crate::extract::{JsonBody, PathParam};
 use crate::server::{collect_result, start_job, AppState, StartedJob, TaskApi, JOB_ID_HEADER};
 use crate::sse::X_ACCEL_BUFFERING;
-use crate::validation::{validate_task, ValidationError};
+use crate::validation::{validate_task, RequestError, ValidationError};
 
 /// OpenAI's documented default for `/v1/completions`.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
-/// OpenAI's range for `temperature`.
-const MAX_TEMPERATURE: f32 = 2.0;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -60,6 +58,12 @@ impl From<OrcdError> for OpenAiError {
 impl From<ValidationError> for OpenAiError {
     fn from(error: ValidationError) -> Self {
         OpenAiError(OrcdError::Validation(error))
+    }
+}
+
+impl From<RequestError> for OpenAiError {
+    fn from(error: RequestError) -> Self {
+        OpenAiError(error.into())
     }
 }
 
@@ -294,15 +298,9 @@ fn common_params(
             detail: "",
         });
     }
-    // OpenAI's defaults: temperature 1 and top_p 1, no top-k.
+    // OpenAI's defaults: temperature 1 and top_p 1, no top-k. Ranges are checked by the shared
+    // validator, as for `/v2/tasks`.
     let temperature = common.temperature.unwrap_or(1.0);
-    if temperature > MAX_TEMPERATURE {
-        return Err(ValidationError::AboveMaximum {
-            field: "temperature",
-            value: temperature,
-            limit: MAX_TEMPERATURE,
-        });
-    }
     let seed = match common.seed {
         None => None,
         Some(seed) => Some(u32::try_from(seed).map_err(|_| ValidationError::Seed { value: seed })?),
@@ -714,6 +712,21 @@ mod tests {
     }
 
     #[test]
+    fn ranges_are_the_shared_validators_as_on_v2() {
+        let (task, _) = chat(json!({
+            "model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 2.5,
+        }))
+        .unwrap();
+        assert_eq!(
+            validate_task(task, &crate::validation::RequestLimits::default()),
+            Err(RequestError::Temperature {
+                value: 2.5,
+                limit: llorch_api::validation::MAX_TEMPERATURE
+            })
+        );
+    }
+
+    #[test]
     fn max_completion_tokens_wins_over_max_tokens() {
         let (task, _) = chat(json!({
             "model": "m", "messages": [{"role": "user", "content": "x"}],
@@ -740,10 +753,6 @@ mod tests {
         let refused = |body: Value| chat(body).unwrap_err().to_string();
         assert!(refused(json!({"model": "m", "messages": user, "n": 2})).contains("`n` must be 1"));
         assert!(refused(json!({"model": "m", "messages": user, "seed": -1})).contains("`seed`"));
-        assert!(
-            refused(json!({"model": "m", "messages": user, "temperature": 2.5}))
-                .contains("`temperature` must be at most 2")
-        );
         assert!(
             refused(json!({"model": "m", "messages": user, "stop": 5})).contains("`stop` must be")
         );
