@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::flags::{ConfigCmd, GlobalFlags};
 
+mod set;
+
 /// The only config file format version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
 pub const DEFAULT_ORCHESTRATOR_URL: &str = "http://127.0.0.1:8080";
@@ -432,6 +434,33 @@ pub fn ensure_default_config(path: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// The rows of `config show`: every effective value of [`Settings`] (taken from its serialized
+/// form, so a new setting is shown without touching this), each with the origin that won.
+fn show_rows(settings: &Settings) -> Vec<(String, String, Origin)> {
+    let serde_json::Value::Object(fields) =
+        serde_json::to_value(settings).expect("settings always serialize")
+    else {
+        unreachable!("Settings serializes as a map");
+    };
+    fields
+        .into_iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "origins" | "config_file_exists"))
+        .map(|(name, value)| {
+            let origin = settings
+                .origins
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(Origin::Default);
+            let value = match value {
+                serde_json::Value::Null => "-".to_owned(),
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+            (name, value, origin)
+        })
+        .collect()
+}
+
 pub fn run(cmd: ConfigCmd, cx: &crate::Context) -> anyhow::Result<()> {
     let settings = &cx.settings;
     match cmd {
@@ -451,31 +480,7 @@ pub fn run(cmd: ConfigCmd, cx: &crate::Context) -> anyhow::Result<()> {
                 settings.config_path.display(),
                 file_note
             ));
-            let rows: [(&str, String); 11] = [
-                (
-                    "model_base_dir",
-                    settings.model_base_dir.display().to_string(),
-                ),
-                ("repo_root", settings.repo_root.display().to_string()),
-                ("catalog_path", settings.catalog_path.display().to_string()),
-                ("color", format!("{:?}", settings.color).to_lowercase()),
-                ("log_level", settings.log_level.clone()),
-                (
-                    "remote_host",
-                    settings.remote_host.clone().unwrap_or_else(|| "-".into()),
-                ),
-                ("ssh_timeout_secs", settings.ssh_timeout_secs.to_string()),
-                ("default_backend", settings.default_backend.to_string()),
-                ("release", settings.release.to_string()),
-                ("orchestrator_url", settings.orchestrator_url.clone()),
-                ("config_path", settings.config_path.display().to_string()),
-            ];
-            for (name, value) in rows {
-                let origin = settings
-                    .origins
-                    .get(name)
-                    .copied()
-                    .unwrap_or(Origin::Default);
+            for (name, value, origin) in show_rows(settings) {
                 cx.out.println(format!(
                     "  {name:<18} {value}  {}",
                     paint.dim(&format!("({})", format!("{origin:?}").to_lowercase()))
@@ -491,6 +496,19 @@ pub fn run(cmd: ConfigCmd, cx: &crate::Context) -> anyhow::Result<()> {
                 }));
             }
             cx.out.println(settings.config_path.display().to_string());
+            Ok(())
+        }
+        ConfigCmd::Set { key, value } => {
+            let outcome = set::set_value(&settings.config_path, &key, &value)?;
+            if cx.out.json() {
+                return cx.out.print_json(&outcome);
+            }
+            cx.out.println(format!(
+                "set {} = {} in {}",
+                outcome.key,
+                outcome.value,
+                outcome.path.display()
+            ));
             Ok(())
         }
         ConfigCmd::Init { force } => {
@@ -688,10 +706,80 @@ repo_path = "~/llama-orch"
         assert_eq!(file.remote.ssh_timeout, Some(3));
     }
 
+    /// The template with every `# key = value` line and `# [table]` header made live.
+    fn uncommented(template: &str) -> String {
+        template
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.contains(" = ") => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     #[test]
     fn default_config_text_parses_and_round_trips() {
-        let file = parse_config(&default_config_text(), Path::new("default.toml")).unwrap();
-        assert_eq!(file.version, CONFIG_VERSION);
+        let path = Path::new("default.toml");
+        let template = default_config_text();
+        assert_eq!(
+            parse_config(&template, path).unwrap(),
+            ConfigFile {
+                version: CONFIG_VERSION,
+                ..Default::default()
+            },
+            "every key of the template is commented out"
+        );
+        // Every commented key is one the file may hold, with a value of the right type...
+        let live = parse_config(&uncommented(&template), path).unwrap();
+        // ...and a file of those values reads back the same after a write.
+        let written = toml::to_string(&live).unwrap();
+        assert_eq!(parse_config(&written, path).unwrap(), live, "{written}");
+        // The values the template shows for settings with defaults are those defaults.
+        let defaults = resolve(&GlobalFlags::default(), &env_of(&[]), None);
+        let shown = resolve(
+            &GlobalFlags::default(),
+            &env_of(&[]),
+            Some(&uncommented(&template)),
+        );
+        assert_eq!(shown.model_base_dir, defaults.model_base_dir);
+        assert_eq!(shown.color, defaults.color);
+        assert_eq!(shown.log_level, defaults.log_level);
+        assert_eq!(shown.ssh_timeout_secs, defaults.ssh_timeout_secs);
+        assert_eq!(shown.default_backend, defaults.default_backend);
+        assert_eq!(shown.release, defaults.release);
+        assert_eq!(shown.orchestrator_url, defaults.orchestrator_url);
+        assert_eq!(
+            live.models.default_model.as_deref(),
+            Some(
+                llorch_catalog::Catalog::builtin()
+                    .default_model()
+                    .id
+                    .as_str()
+            )
+        );
+    }
+
+    #[test]
+    fn config_show_has_a_row_for_every_setting_and_origin() {
+        let env = env_of(&[("LLORCH_API_TOKEN_FILE", "/run/token")]);
+        let settings = resolve(&GlobalFlags::default(), &env, Some(FILE));
+        let rows = show_rows(&settings);
+        let names: Vec<&str> = rows.iter().map(|(name, _, _)| name.as_str()).collect();
+        for name in settings.origins.keys() {
+            assert!(names.contains(name), "`{name}` has no row: {names:?}");
+        }
+        assert!(rows.contains(&(
+            "api_token_file".to_owned(),
+            "/run/token".to_owned(),
+            Origin::Env
+        )));
+        assert!(rows.contains(&(
+            "orchestrator_url".to_owned(),
+            "http://file:1".to_owned(),
+            Origin::File
+        )));
+        assert!(rows.contains(&("remote_host".to_owned(), "-".to_owned(), Origin::Default)));
     }
 
     #[test]

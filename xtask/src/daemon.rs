@@ -23,6 +23,45 @@ pub const RUN_DIR_ENV: &str = "LLORCH_RUN_DIR";
 /// How many lines of a daemon's log an error message shows.
 pub const LOG_TAIL_LINES: usize = 20;
 
+/// The only variables a daemon takes from the caller: what the OS, the dynamic loader, the GPU
+/// runtime and the XDG base directories need. Everything else stays out — above all the
+/// `LLORCH_*` variables a person exported for the client (`LLORCH_API_TOKEN_FILE` would make
+/// orcd demand tokens); a daemon's own settings reach it as flags or in [`DaemonSpec::env`].
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+    "XDG_CACHE_HOME",
+    "XDG_RUNTIME_DIR",
+    "LD_LIBRARY_PATH",
+    "CUDA_VISIBLE_DEVICES",
+    "RUST_BACKTRACE",
+];
+
+/// The whole environment of a daemon: [`INHERITED_ENV`] from the caller (`caller` looks one
+/// up), then the spec's own variables, which win.
+pub fn daemon_environment(
+    caller: impl Fn(&str) -> Option<OsString>,
+    spec_env: &[(OsString, OsString)],
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = INHERITED_ENV
+        .iter()
+        .filter(|name| !spec_env.iter().any(|(key, _)| key == **name))
+        .filter_map(|name| caller(name).map(|value| (OsString::from(*name), value)))
+        .collect();
+    env.extend(spec_env.iter().cloned());
+    env
+}
+
 /// What to start. `name` identifies the daemon in the run directory; `kind` ("worker", "orcd")
 /// is what callers filter `list` on; the remaining labels are recorded for `list` and `status`.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +70,7 @@ pub struct DaemonSpec {
     pub kind: String,
     pub program: PathBuf,
     pub args: Vec<OsString>,
+    /// The daemon's own variables; with [`INHERITED_ENV`] they are its whole environment.
     pub env: Vec<(OsString, OsString)>,
     pub port: Option<u16>,
     /// Base URL whose `/health` says whether the daemon is ready.
@@ -124,8 +164,9 @@ impl RunDir {
     }
 
     /// Starts `spec.program` detached: a new session (so it outlives this process and the
-    /// terminal or SSH session that started it), stdin from /dev/null, stdout and stderr to
-    /// `<name>.log` (truncated), and records it.
+    /// terminal or SSH session that started it), an explicit environment
+    /// ([`daemon_environment`]), stdin from /dev/null, stdout and stderr to `<name>.log`
+    /// (truncated), and records it.
     pub fn spawn(&self, spec: &DaemonSpec) -> anyhow::Result<DaemonInfo> {
         validate_name(&spec.name)?;
         std::fs::create_dir_all(&self.path)
@@ -151,7 +192,8 @@ impl RunDir {
         let mut command = Command::new(&spec.program);
         command
             .args(&spec.args)
-            .envs(spec.env.iter().map(|(key, value)| (key, value)))
+            .env_clear()
+            .envs(daemon_environment(|name| std::env::var_os(name), &spec.env))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_for_stderr);
@@ -620,6 +662,67 @@ mod tests {
         let body = wait_healthy(&info, Duration::from_secs(20));
         run_dir.stop("web", Duration::from_secs(10)).unwrap();
         assert_eq!(body.unwrap(), "{\"status\":\"ready\"}");
+    }
+
+    #[test]
+    fn a_daemon_gets_the_system_variables_and_its_own_but_nothing_of_the_client() {
+        let caller = |name: &str| {
+            [
+                ("PATH", "/usr/bin"),
+                ("HOME", "/home/me"),
+                ("RUST_LOG", "trace"),
+                ("LLORCH_API_TOKEN_FILE", "/home/me/.config/llorch/api-token"),
+                ("LLORCH_ORCHESTRATOR_URL", "http://10.0.0.1:8080"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ]
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| OsString::from(value))
+        };
+        let env = daemon_environment(caller, &[("RUST_LOG".into(), "info".into())]);
+        assert_eq!(
+            env,
+            vec![
+                ("PATH".into(), "/usr/bin".into()),
+                ("HOME".into(), "/home/me".into()),
+                ("RUST_LOG".into(), "info".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_spawned_daemon_sees_only_its_explicit_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = RunDir::at(dir.path());
+        let spec = DaemonSpec {
+            args: vec!["-c".into(), "env; echo END".into()],
+            env: vec![("LLORCH_OWN".into(), "mine".into())],
+            ..sleeper("env-printer")
+        };
+        let info = run_dir.spawn(&spec).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut lines = Vec::new();
+        while Instant::now() < deadline {
+            lines = tail_lines(&info.log_path, 1000).unwrap();
+            if lines.last().is_some_and(|line| line == "END") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(lines.last().map(String::as_str), Some("END"), "{lines:?}");
+        let names: Vec<&str> = lines
+            .iter()
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .collect();
+        assert!(names.contains(&"LLORCH_OWN"), "{lines:?}");
+        for name in names {
+            // sh sets PWD, SHLVL and `_` itself.
+            assert!(
+                INHERITED_ENV.contains(&name)
+                    || ["LLORCH_OWN", "PWD", "SHLVL", "_"].contains(&name),
+                "`{name}` leaked from the caller into the daemon: {lines:?}"
+            );
+        }
     }
 
     #[test]

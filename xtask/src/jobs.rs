@@ -26,11 +26,11 @@ pub fn default_model_id(cx: &Context) -> anyhow::Result<String> {
 }
 
 pub fn run(args: JobsArgs, cx: &Context) -> anyhow::Result<()> {
-    let client = OrcdClient::new(
+    let client = OrcdClient::for_settings(
+        cx,
         args.orchestrator_url
             .unwrap_or_else(|| cx.settings.orchestrator_url.clone()),
-        api_token(cx)?,
-    );
+    )?;
     match args.command {
         JobsCmd::Submit(submit) => {
             let request = task_request(cx, submit)?;
@@ -107,6 +107,24 @@ pub fn api_token(cx: &Context) -> anyhow::Result<Option<String>> {
     let tokens = llorch_api::secret::read_token_file(path, "API token")
         .map_err(|error| anyhow::anyhow!("reading the API token for orcd: {error}"))?;
     Ok(tokens.into_iter().next())
+}
+
+/// Where this client's token comes from, for the hint of a 401: the file and the setting that
+/// named it, or how to give one.
+pub fn token_source(settings: &crate::config::Settings) -> String {
+    let origin = settings.origins.get("api_token_file").copied();
+    match (&settings.api_token_file, origin) {
+        (Some(path), Some(crate::config::Origin::Env)) => format!(
+            "the client read its token from {} (LLORCH_API_TOKEN_FILE); it must hold a token of orcd's --api-token-file",
+            path.display()
+        ),
+        (Some(path), _) => format!(
+            "the client read its token from {} (`orchestrator.api_token_file` in {}); it must hold a token of orcd's --api-token-file",
+            path.display(),
+            settings.config_path.display()
+        ),
+        (None, _) => "the client sent no token: export LLORCH_API_TOKEN_FILE=FILE, or run `cargo xtask config set orchestrator.api_token_file FILE`".to_owned(),
+    }
 }
 
 /// What a finished streamed job produced.
@@ -219,6 +237,8 @@ pub struct OrcdClient {
     base_url: String,
     http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
+    /// Where the token came from: the hint when orcd refuses it.
+    token_source: String,
 }
 
 /// Every request carries the client token as a bearer header when there is one.
@@ -242,11 +262,25 @@ impl OrcdClient {
             .enable_all()
             .build()
             .expect("a current-thread runtime always builds");
+        let token_source = if token.is_some() {
+            "check the API token the client sent".to_owned()
+        } else {
+            "the client sent no API token".to_owned()
+        };
         OrcdClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
             http: http_client(token),
             runtime,
+            token_source,
         }
+    }
+
+    /// A client with the token the settings name; a refused token's hint says where it came
+    /// from.
+    pub fn for_settings(cx: &Context, base_url: String) -> anyhow::Result<OrcdClient> {
+        let mut client = OrcdClient::new(base_url, api_token(cx)?);
+        client.token_source = token_source(&cx.settings);
+        Ok(client)
     }
 
     pub fn base_url(&self) -> &str {
@@ -287,7 +321,7 @@ impl OrcdClient {
         let hint = match (status.as_u16(), retry_after) {
             (429, Some(seconds)) => format!("\nhint: the queue is full; retry in {seconds} s"),
             (429, None) => "\nhint: the queue is full; retry shortly".to_owned(),
-            (401 | 403, _) => "\nhint: check the API token".to_owned(),
+            (401 | 403, _) => format!("\nhint: {}", self.token_source),
             _ => String::new(),
         };
         bail!("{what}: orcd answered {status}: {message}{hint}")
@@ -337,11 +371,17 @@ impl OrcdClient {
                 .await
                 .map_err(|e| self.connect_error(e))?;
             let response = self.check(&format!("submitting a job for model `{}`", request.model), response).await?;
+            // The header names the job before any event, so every error below can name it.
+            let mut job_id: Option<String> = response
+                .headers()
+                .get(llorch_api::JOB_ID_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
             let mut events = response.bytes_stream().eventsource();
             let mut text = String::new();
-            let (mut job_id, mut worker_id, mut queued_at_position) = (None, None, None);
+            let (mut worker_id, mut queued_at_position) = (None, None);
             while let Some(event) = events.next().await {
-                let event = event.context("reading orcd's event stream")?;
+                let event = event.with_context(|| format!("reading orcd's event stream of job {}", job_id.as_deref().unwrap_or("?")))?;
                 let event = StreamEvent::from_sse(&event.event, &event.data)
                     .with_context(|| format!("orcd sent an event this client does not understand: `{}` {}", event.event, event.data))?;
                 on_event(&event)?;

@@ -129,7 +129,7 @@ impl Printer {
 
     /// Prints an error chain: what was attempted, each cause, and the hint lines.
     pub fn error(&self, error: &anyhow::Error) {
-        eprintln!("{} {error:#}", self.paint().red("error:"));
+        eprintln!("{} {}", self.paint().red("error:"), render_error(error));
     }
 
     fn progress_visible(&self) -> bool {
@@ -191,6 +191,43 @@ impl Printer {
             "y" | "yes"
         ))
     }
+}
+
+/// An error chain for people: what was attempted and each cause, joined by `: ` as anyhow's
+/// `{:#}` does, then every `hint:` of any link on its own line at the end. Messages carry their
+/// hint as a last `hint:` line; printed with `{:#}` the next cause would be glued to it.
+pub fn render_error(error: &anyhow::Error) -> String {
+    let mut causes: Vec<String> = Vec::new();
+    let mut hints: Vec<String> = Vec::new();
+    for link in error.chain() {
+        let text = link.to_string();
+        let mut body: Vec<&str> = Vec::new();
+        let mut in_hint = false;
+        for line in text.lines() {
+            if let Some(hint) = line.trim_start().strip_prefix("hint:") {
+                hints.push(hint.trim().to_owned());
+                in_hint = true;
+            } else if in_hint {
+                // A hint runs to the end of its message (a command on the next line).
+                let last = hints.last_mut().expect("in_hint follows a hint");
+                last.push('\n');
+                last.push_str(line);
+            } else {
+                body.push(line);
+            }
+        }
+        let body = body.join("\n");
+        if !body.trim().is_empty() {
+            causes.push(body.trim_end().to_owned());
+        }
+    }
+    let mut rendered = causes.join(": ");
+    let mut seen = std::collections::HashSet::new();
+    for hint in hints.iter().filter(|hint| seen.insert(hint.as_str())) {
+        rendered.push_str("\nhint: ");
+        rendered.push_str(hint);
+    }
+    rendered
 }
 
 /// Colours text when colour is enabled, and returns it unchanged otherwise.
@@ -255,6 +292,29 @@ mod tests {
     fn paint_is_identity_when_disabled() {
         assert_eq!(Paint { enabled: false }.red("x"), "x");
         assert_ne!(Paint { enabled: true }.red("x"), "x");
+    }
+
+    #[test]
+    fn the_hint_follows_the_whole_cause_chain_on_its_own_line() {
+        let error = anyhow::anyhow!("error sending request")
+            .context("could not reach orcd at http://127.0.0.1:1\nhint: start the stack with `cargo xtask up`")
+            .context("listing jobs");
+        assert_eq!(
+            render_error(&error),
+            "listing jobs: could not reach orcd at http://127.0.0.1:1: error sending request\nhint: start the stack with `cargo xtask up`"
+        );
+    }
+
+    #[test]
+    fn every_hint_of_the_chain_is_kept_once_and_multi_line_causes_stay_whole() {
+        let error =
+            anyhow::anyhow!("`w1` exited\n--- log ---\nboom\n---\nhint: fix the model path")
+                .context("starting a worker\nhint: fix the model path")
+                .context("up\nhint: or run `cargo xtask dev doctor`");
+        assert_eq!(
+            render_error(&error),
+            "up: starting a worker: `w1` exited\n--- log ---\nboom\n---\nhint: or run `cargo xtask dev doctor`\nhint: fix the model path"
+        );
     }
 
     #[test]

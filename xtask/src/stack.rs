@@ -27,7 +27,10 @@ pub fn up(args: UpArgs, cx: &Context) -> anyhow::Result<()> {
     };
     crate::models::ensure_downloaded(cx, &model)?;
     let backend = args.backend.unwrap_or(cx.settings.default_backend);
-    let binaries = crate::build::build_binaries(cx, backend, true)?;
+    let binaries = match &args.bin_dir {
+        Some(dir) => prebuilt_binaries(dir)?,
+        None => crate::build::build_binaries(cx, backend, true)?,
+    };
 
     let run_dir = RunDir::from_env()?;
     let orcd_url = cx
@@ -36,7 +39,7 @@ pub fn up(args: UpArgs, cx: &Context) -> anyhow::Result<()> {
         .trim_end_matches('/')
         .to_owned();
     let orcd = ensure_orcd(cx, &run_dir, &binaries.orcd, &orcd_url)?;
-    let client = OrcdClient::new(orcd_url.clone(), jobs::api_token(cx)?);
+    let client = OrcdClient::for_settings(cx, orcd_url.clone())?;
     let worker = ensure_worker(
         cx,
         &run_dir,
@@ -60,6 +63,23 @@ pub fn up(args: UpArgs, cx: &Context) -> anyhow::Result<()> {
     jobs::submit_and_print(cx, &client, &request)?;
     print_next_steps(cx, &orcd_url, orcd.as_ref(), &worker, &model);
     Ok(())
+}
+
+/// orcd and llorch-worker from `--bin-dir`, both required to exist.
+fn prebuilt_binaries(dir: &std::path::Path) -> anyhow::Result<crate::build::BuiltBinaries> {
+    let binaries = crate::build::BuiltBinaries {
+        orcd: dir.join(crate::build::ORCD_BINARY),
+        worker: dir.join(crate::build::WORKER_BINARY),
+    };
+    for program in [&binaries.orcd, &binaries.worker] {
+        if !program.is_file() {
+            bail!(
+                "starting the stack: {} does not exist\nhint: build it with `cargo xtask build all`, or leave out --bin-dir so that `up` builds it",
+                program.display()
+            );
+        }
+    }
+    Ok(binaries)
 }
 
 fn first_request(args: &UpArgs, model: String) -> TaskRequest {

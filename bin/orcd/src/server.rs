@@ -36,7 +36,7 @@ use crate::validation::{
 };
 
 /// Names the job of a `POST /v2/tasks` answer, so a client can cancel it before any event.
-pub const JOB_ID_HEADER: HeaderName = HeaderName::from_static("x-llorch-job-id");
+pub const JOB_ID_HEADER: HeaderName = HeaderName::from_static(llorch_api::JOB_ID_HEADER);
 
 /// How long open connections may linger after in-flight jobs were ended at shutdown.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);

@@ -8,6 +8,10 @@ pub mod log_safe;
 pub mod secret;
 pub mod validation;
 
+/// The response header that names the job of a `POST /v2/tasks` (and `/v1`) answer, so a client
+/// knows the id before any event arrives, and after an error that ends the stream.
+pub const JOB_ID_HEADER: &str = "x-llorch-job-id";
+
 /// The compute backend a worker runs llama.cpp on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

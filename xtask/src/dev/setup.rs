@@ -21,22 +21,40 @@ pub enum SetupScope {
 /// which the default (base) model lacks.
 pub const CHAT_TEST_MODEL: &str = "qwen2.5-coder-0.5b";
 
+impl SetupScope {
+    /// Whether a missing tool matters for this scope: `up` is never stopped by a tool that
+    /// only the test suites need.
+    fn covers(self, finding: &Finding) -> bool {
+        self == SetupScope::Tests || finding.need != Need::Tests
+    }
+}
+
+/// The findings that matter for `scope`, before installing and in the re-check after it.
+fn findings_in_scope(findings: Vec<Finding>, scope: SetupScope) -> Vec<Finding> {
+    findings
+        .into_iter()
+        .filter(|finding| scope.covers(finding))
+        .collect()
+}
+
+/// What is still missing after an install, among what `scope` needs.
+fn still_missing(findings: Vec<Finding>, scope: SetupScope) -> Vec<Finding> {
+    findings_in_scope(findings, scope)
+        .into_iter()
+        .filter(Finding::is_problem)
+        .collect()
+}
+
 /// Brings this machine to the state the README's two commands need.
 pub fn run_setup(cx: &Context, assume_yes: bool, scope: SetupScope) -> anyhow::Result<()> {
-    let findings: Vec<Finding> = doctor::diagnose(&cx.settings.repo_root)
-        .into_iter()
-        .filter(|finding| scope == SetupScope::Tests || finding.need != Need::Tests)
-        .collect();
+    let findings = findings_in_scope(doctor::diagnose(&cx.settings.repo_root), scope);
     let manager = PackageManager::detect();
     let packages = packages_to_install(&findings);
     if !packages.is_empty() {
         install_packages(cx, manager, &packages, assume_yes)?;
-        let still_missing: Vec<Finding> = doctor::diagnose(&cx.settings.repo_root)
-            .into_iter()
-            .filter(Finding::is_problem)
-            .collect();
-        if !still_missing.is_empty() {
-            doctor::print_report(cx, &still_missing);
+        let missing_after = still_missing(doctor::diagnose(&cx.settings.repo_root), scope);
+        if !missing_after.is_empty() {
+            doctor::print_report(cx, &missing_after);
             bail!("installing {} did not provide everything `dev doctor` needs\nhint: install the tools listed above by hand, then run `cargo xtask dev doctor`", packages.join(" "));
         }
     }
@@ -295,5 +313,49 @@ mod tests {
             packages_to_install(&findings),
             vec!["build-essential", "cmake", "openssh-server"]
         );
+    }
+
+    fn present(name: &'static str, need: Need) -> Finding {
+        Finding {
+            status: Status::Ok,
+            ..missing(name, need, vec![])
+        }
+    }
+
+    /// The machine after `up` installed cmake: only sshd, which only the tests need, is absent.
+    fn after_installing_cmake() -> Vec<Finding> {
+        vec![
+            present("cmake", Need::Required),
+            present("libclang", Need::Required),
+            missing("sshd", Need::Tests, vec!["openssh-server"]),
+            missing("nvcc", Need::Optional, vec![]),
+        ]
+    }
+
+    #[test]
+    fn a_missing_tests_only_tool_neither_installs_nor_stops_up() {
+        let before = vec![
+            missing("cmake", Need::Required, vec!["cmake"]),
+            missing("sshd", Need::Tests, vec!["openssh-server"]),
+        ];
+        assert_eq!(
+            packages_to_install(&findings_in_scope(before, SetupScope::Run)),
+            vec!["cmake"],
+            "`up` installs only what running needs"
+        );
+        let left: Vec<&str> = still_missing(after_installing_cmake(), SetupScope::Run)
+            .iter()
+            .map(|finding| finding.name)
+            .collect();
+        assert!(left.is_empty(), "`up` stops on {left:?}");
+    }
+
+    #[test]
+    fn a_missing_tests_only_tool_stops_the_test_setup() {
+        let left: Vec<&str> = still_missing(after_installing_cmake(), SetupScope::Tests)
+            .iter()
+            .map(|finding| finding.name)
+            .collect();
+        assert_eq!(left, vec!["sshd"]);
     }
 }

@@ -9,6 +9,7 @@ Examples:
   cargo xtask up                                   # installs, builds, downloads, starts, answers
   cargo xtask up --prompt 'The capital of France is'
   cargo xtask up --model qwen2.5-coder-0.5b --chat 'Write a haiku about Rust.'
+  cargo xtask up --bin-dir target/release          # start these binaries, build nothing
   cargo xtask down                                 # stops what `up` started")]
 pub struct UpArgs {
     /// Catalog id of the model to serve [default: the catalog's default model]
@@ -36,6 +37,9 @@ pub struct UpArgs {
     /// Install missing system packages without asking
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Start the orcd and llorch-worker found in DIR instead of building them
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -132,9 +132,9 @@ impl WorkerLaunch {
         if let Some(advertise_url) = self.advertise_url {
             args.extend(["--advertise-url".into(), advertise_url.into()]);
         }
-        // A catalog chosen in the config file would not reach the worker otherwise (the
-        // environment variable does by itself).
-        if cx.settings.origins.get("catalog_path") == Some(&crate::config::Origin::File) {
+        // A catalog chosen in the config file or LLORCH_CATALOG would not reach the worker
+        // otherwise: daemons get no LLORCH_* variable from the caller.
+        if cx.settings.origins.get("catalog_path") != Some(&crate::config::Origin::Default) {
             args.extend(["--catalog".into(), cx.settings.catalog_path.clone().into()]);
         }
         args.extend(self.extra_args);
