@@ -34,6 +34,8 @@ pub struct ConfigFile {
     pub build: BuildSection,
     #[serde(default)]
     pub orchestrator: OrchestratorSection,
+    #[serde(default)]
+    pub fleet: FleetSection,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -89,6 +91,14 @@ pub struct OrchestratorSection {
     pub url: Option<String>,
     /// File holding the client API token sent to orcd (mode 0600).
     pub api_token_file: Option<PathBuf>,
+}
+
+/// `[fleet]`: where `cargo xtask fleet` finds its fleet file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    /// The fleet file (default: fleet.toml beside this config file; LLORCH_FLEET overrides).
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,6 +413,9 @@ version = {CONFIG_VERSION}
 [orchestrator]
 # url = "{DEFAULT_ORCHESTRATOR_URL}"
 # api_token_file = "~/.config/llorch/api-token"   # mode 0600; needed when orcd has tokens
+
+[fleet]
+# file = "~/.config/llorch/fleet.toml"   # what `cargo xtask fleet` reads; LLORCH_FLEET overrides
 "#,
         models = llorch_catalog::default_model_base_dir().display()
     )

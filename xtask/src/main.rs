@@ -8,6 +8,7 @@ mod config;
 mod daemon;
 mod dev;
 mod flags;
+mod fleet;
 mod git;
 mod jobs;
 mod models;
@@ -63,6 +64,7 @@ fn run(cli: flags::Cli, out: Printer) -> anyhow::Result<ExitCode> {
         Command::Build(cmd) => build::run(cmd, &cx)?,
         Command::Config(cmd) => config::run(cmd, &cx)?,
         Command::Dev(cmd) => dev::run(cmd, &cx)?,
+        Command::Fleet(cmd) => fleet::run(cmd, &cx)?,
         Command::Git(cmd) => git::run(cmd, &cx)?,
         Command::Jobs(args) => jobs::run(args, &cx)?,
         Command::Models(cmd) => models::run(cmd, &cx)?,

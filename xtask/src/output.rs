@@ -136,6 +136,21 @@ impl Printer {
         self.stderr_is_tty && !self.quiet && !self.json && !self.verbose
     }
 
+    /// Several spinners at once, one line each (`fleet up`'s hosts); drawn only where the other
+    /// progress is, hidden otherwise (callers then print plain status lines).
+    pub fn multi_progress(&self) -> indicatif::MultiProgress {
+        if self.progress_visible() {
+            indicatif::MultiProgress::new()
+        } else {
+            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+        }
+    }
+
+    /// Whether progress bars are drawn (a TTY, not quiet, verbose or JSON).
+    pub fn shows_progress(&self) -> bool {
+        self.progress_visible()
+    }
+
     /// A byte-counting progress bar on a TTY; elsewhere one plain status line.
     pub fn progress_bar(&self, total_bytes: u64, message: impl Into<String>) -> ProgressBar {
         let message = message.into();

@@ -5,6 +5,7 @@ mod check;
 mod doctor;
 mod setup;
 
+pub use doctor::{diagnose, Need};
 pub use setup::{run_setup, SetupScope};
 
 use crate::{flags::DevCmd, Context};

@@ -9,6 +9,7 @@ mod audit;
 mod build;
 mod config;
 mod dev;
+mod fleet;
 mod git;
 mod jobs;
 mod models;
@@ -21,6 +22,7 @@ pub use audit::AuditCmd;
 pub use build::BuildCmd;
 pub use config::ConfigCmd;
 pub use dev::DevCmd;
+pub use fleet::{FleetCmd, FleetHostCmd, FleetSubcommand};
 pub use git::{GitCmd, SubmodulesCmd};
 pub use jobs::{JobsArgs, JobsCmd, SubmitArgs};
 pub use models::ModelsCmd;
@@ -36,6 +38,7 @@ Examples:
   cargo xtask test all                            # every suite; what CI runs
   cargo xtask models download gemma3-270m
   cargo xtask pool worker spawn cpu --model gemma3-270m
+  cargo xtask fleet up                            # every host of fleet.toml, in parallel
   cargo xtask --remote workstation git status     # the same command on another host over SSH
   cargo xtask --json dev doctor                   # one JSON document on stdout
 
@@ -94,6 +97,8 @@ pub enum Command {
     /// Check, set up and validate this machine for llama-orch development
     #[command(subcommand)]
     Dev(DevCmd),
+    /// orcd and every host's workers from one file: plan, up, status, down
+    Fleet(FleetCmd),
     /// Status, pull, sync, clean, branches and submodules of the checkout
     #[command(subcommand)]
     Git(GitCmd),

@@ -38,6 +38,16 @@ pub fn ensure_downloaded(cx: &Context, id: &str) -> anyhow::Result<PathBuf> {
     Ok(download::download(cx, entry, false)?.path)
 }
 
+/// The file of model `id` when it is downloaded and matches the catalog (no re-hashing), for
+/// callers that must tell "already there" from "downloaded now" (`fleet`).
+pub fn installed_file(cx: &Context, id: &str) -> anyhow::Result<Option<PathBuf>> {
+    let catalog = load_catalog(cx)?;
+    let entry = catalog_entry(&catalog, id)?;
+    Ok(local::installed(&cx.settings.model_base_dir, entry).map(|installed| installed.path))
+}
+
+pub use verify::is_verified;
+
 /// Every problem of the catalog in use, for `models catalog` and `dev check`.
 pub fn check_catalog(cx: &Context) -> Vec<Diagnostic> {
     match catalog_source(cx) {

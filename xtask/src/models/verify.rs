@@ -83,6 +83,12 @@ pub fn run(cx: &Context, id: Option<&str>) -> anyhow::Result<()> {
     }
 }
 
+/// Re-reads model `id` and compares every file with its pinned or recorded SHA-256 and size.
+pub fn is_verified(cx: &Context, id: &str) -> anyhow::Result<bool> {
+    let catalog = load_catalog(cx)?;
+    Ok(verify_model(cx, &catalog, id).ok)
+}
+
 fn verify_model(cx: &Context, catalog: &Catalog, id: &str) -> ModelReport {
     let base = &cx.settings.model_base_dir;
     let dir = model_dir(base, id);

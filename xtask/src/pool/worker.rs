@@ -152,6 +152,14 @@ impl WorkerLaunch {
     }
 }
 
+impl WorkerLaunch {
+    /// The program, arguments and environment this launch runs, for supervisors other than
+    /// the run directory (`fleet` writes them into a systemd unit).
+    pub fn into_daemon_spec(self, cx: &crate::Context) -> anyhow::Result<DaemonSpec> {
+        self.into_spec(cx)
+    }
+}
+
 /// Starts a worker detached and waits until its `/health` says ready; one that never gets
 /// ready is stopped again (its log stays) and the error carries the log's tail.
 pub fn start_worker(

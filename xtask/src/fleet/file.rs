@@ -1,0 +1,602 @@
+//! The fleet file (`fleet.toml`): the orchestrator and, per host, its workers. Read once into a
+//! [`Fleet`] whose every worker is a complete [`WorkerSpec`]; mistakes are reported with the
+//! file, line and column and the field's dotted path.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _};
+use llorch_api::Backend;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::config::Settings;
+
+/// The host name that means "this machine, without SSH".
+pub const LOCAL_HOST: &str = "local";
+/// Environment variable naming the fleet file.
+pub const FLEET_ENV: &str = "LLORCH_FLEET";
+/// First port given to a worker without `port`; the next ones count up per host.
+const FIRST_DEFAULT_PORT: u16 = 9001;
+const DEFAULT_SLOTS: u32 = 4;
+const DEFAULT_CTX_SIZE: u32 = 2048;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    orchestrator: RawOrchestrator,
+    #[serde(default)]
+    hosts: BTreeMap<Spanned<String>, RawHost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrchestrator {
+    url: Spanned<String>,
+    listen: Option<Spanned<String>>,
+    api_token_file: Option<PathBuf>,
+    worker_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    advertise: Option<Spanned<String>>,
+    bind: Option<Spanned<String>>,
+    #[serde(default)]
+    supervisor: Supervisor,
+    #[serde(default)]
+    workers: Vec<RawWorker>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    name: Option<Spanned<String>>,
+    model: Spanned<String>,
+    #[serde(default)]
+    backend: Option<Backend>,
+    gpu: Option<u32>,
+    slots: Option<Spanned<u32>>,
+    ctx_size: Option<Spanned<u32>>,
+    port: Option<Spanned<u16>>,
+}
+
+/// How a host keeps its workers running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Supervisor {
+    /// systemd user units where systemd runs, the detached supervisor elsewhere.
+    #[default]
+    Auto,
+    Systemd,
+    Detached,
+}
+
+/// A validated fleet file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fleet {
+    pub path: PathBuf,
+    pub orchestrator: Orchestrator,
+    pub hosts: Vec<FleetHost>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Orchestrator {
+    /// Where workers register and where this machine asks orcd what it lists.
+    pub url: String,
+    /// Start orcd on this machine, listening here, when nothing answers at `url`.
+    pub listen: Option<String>,
+    /// Client token file (for `/workers`); also orcd's `--api-token-file` when started here.
+    pub api_token_file: Option<PathBuf>,
+    /// Worker token file: copied to every host (mode 0600) and given to orcd when started here.
+    pub worker_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetHost {
+    /// A `[remote.hosts]` profile, an ssh host, or `local`.
+    pub name: String,
+    pub supervisor: Supervisor,
+    pub workers: Vec<WorkerSpec>,
+}
+
+impl FleetHost {
+    pub fn is_local(&self) -> bool {
+        self.name == LOCAL_HOST
+    }
+}
+
+/// Everything a worker is started with; two equal specs mean nothing to change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    /// The worker id in orcd and the daemon or unit name on the host.
+    pub name: String,
+    pub model: String,
+    pub backend: Backend,
+    pub gpu: Option<u32>,
+    pub slots: u32,
+    pub ctx_size: u32,
+    pub port: u16,
+    pub bind: IpAddr,
+    pub advertise_url: String,
+    pub orchestrator_url: String,
+}
+
+/// The fleet file in use: `--fleet`, `LLORCH_FLEET`, `[fleet] file`, or fleet.toml beside the
+/// config file.
+pub fn fleet_path(flag: Option<PathBuf>, settings: &Settings) -> PathBuf {
+    flag.or_else(|| crate::config::process_env(FLEET_ENV).map(PathBuf::from))
+        .or_else(|| settings.file.fleet.file.clone())
+        .unwrap_or_else(|| {
+            settings
+                .config_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("fleet.toml")
+        })
+}
+
+/// Reads and validates the fleet file at `path`.
+pub fn load(path: &Path, settings: &Settings) -> anyhow::Result<Fleet> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading the fleet file {}\nhint: write one (deploy/fleet.example.toml shows every key) or name it with --fleet FILE or LLORCH_FLEET",
+            path.display()
+        )
+    })?;
+    let known_host = |name: &str| settings.file.remote.hosts.get(name).map(|p| p.host.clone());
+    parse(&text, path, &known_host)
+}
+
+/// Parses a fleet file's text; `profile_host` returns the address of a `[remote.hosts]` profile.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    profile_host: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Fleet> {
+    let raw: RawFleet = toml::from_str(text).map_err(|error| {
+        anyhow::anyhow!(
+            "reading the fleet file {}: {}\nhint: deploy/fleet.example.toml shows every key",
+            path.display(),
+            error.to_string().trim_end()
+        )
+    })?;
+    let mut problems = Problems {
+        text,
+        path,
+        list: Vec::new(),
+    };
+
+    let url = raw
+        .orchestrator
+        .url
+        .get_ref()
+        .trim_end_matches('/')
+        .to_owned();
+    let orchestrator_host = match reqwest::Url::parse(&url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {
+            parsed.host_str().map(str::to_owned)
+        }
+        _ => {
+            problems.at(
+                raw.orchestrator.url.span(),
+                "orchestrator.url",
+                "must be an http:// or https:// URL such as http://10.0.0.1:8080",
+            );
+            None
+        }
+    };
+    if let Some(listen) = &raw.orchestrator.listen {
+        if listen.get_ref().parse::<std::net::SocketAddr>().is_err() {
+            problems.at(
+                listen.span(),
+                "orchestrator.listen",
+                "must be ADDRESS:PORT such as 0.0.0.0:8080",
+            );
+        }
+    }
+    let orchestrator_is_loopback = orchestrator_host.as_deref().is_some_and(is_loopback_name);
+
+    let mut hosts = Vec::new();
+    let mut names = BTreeSet::new();
+    for (host_name, host) in &raw.hosts {
+        let name = host_name.get_ref().as_str();
+        let key = format!("hosts.{name}");
+        let profile = profile_host(name);
+        if name != LOCAL_HOST && profile.is_none() {
+            problems.at(
+                host_name.span(),
+                &key,
+                &format!("`{name}` is not a host profile\nhint: add it with `cargo xtask remote hosts add {name} USER@HOST[:PORT] --repo-path PATH`, or use `local` for this machine"),
+            );
+            continue;
+        }
+        let advertise = match (&host.advertise, &profile) {
+            (Some(advertise), _) => advertise.get_ref().clone(),
+            (None, Some(profile_host)) => profile_host.clone(),
+            (None, None) if orchestrator_is_loopback => "127.0.0.1".to_owned(),
+            (None, None) => {
+                problems.at(
+                    host_name.span(),
+                    &key,
+                    "needs `advertise`: the address orcd reaches this machine's workers at (orchestrator.url is not loopback)",
+                );
+                continue;
+            }
+        };
+        let bind = match &host.bind {
+            Some(bind) => match bind.get_ref().parse::<IpAddr>() {
+                Ok(bind) => bind,
+                Err(_) => {
+                    problems.at(
+                        bind.span(),
+                        &format!("{key}.bind"),
+                        "must be an IP address such as 0.0.0.0",
+                    );
+                    continue;
+                }
+            },
+            // A worker listening only on the advertised address is reachable there and nowhere
+            // else; a host name needs every interface.
+            None => advertise
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        };
+        let advertise_host = match advertise.parse::<IpAddr>() {
+            Ok(IpAddr::V6(address)) => format!("[{address}]"),
+            _ => advertise.clone(),
+        };
+        let mut ports = BTreeSet::new();
+        let mut workers = Vec::new();
+        let mut next_port = FIRST_DEFAULT_PORT;
+        for (index, worker) in host.workers.iter().enumerate() {
+            let field = |name: &str| format!("{key}.workers[{index}].{name}");
+            let port = match &worker.port {
+                Some(port) => *port.get_ref(),
+                None => {
+                    while host.workers.iter().any(|other| {
+                        other
+                            .port
+                            .as_ref()
+                            .is_some_and(|p| *p.get_ref() == next_port)
+                    }) || ports.contains(&next_port)
+                    {
+                        next_port += 1;
+                    }
+                    next_port
+                }
+            };
+            if !ports.insert(port) {
+                let span = worker.port.as_ref().map_or(host_name.span(), Spanned::span);
+                problems.at(
+                    span,
+                    &field("port"),
+                    &format!("port {port} is used by another worker of `{name}`"),
+                );
+            }
+            if port == 0 {
+                let span = worker.port.as_ref().map_or(host_name.span(), Spanned::span);
+                problems.at(span, &field("port"), "must be a port from 1 to 65535");
+            }
+            let model = worker.model.get_ref().clone();
+            if model.is_empty() {
+                problems.at(worker.model.span(), &field("model"), "must not be empty");
+            }
+            let worker_name = match &worker.name {
+                Some(given) => given.get_ref().clone(),
+                None if host
+                    .workers
+                    .iter()
+                    .filter(|w| w.model.get_ref() == &model)
+                    .count()
+                    > 1 =>
+                {
+                    format!("{name}-{model}-{port}")
+                }
+                None => format!("{name}-{model}"),
+            };
+            let name_span = worker
+                .name
+                .as_ref()
+                .map_or(worker.model.span(), Spanned::span);
+            if crate::daemon::validate_name(&worker_name).is_err() {
+                problems.at(
+                    name_span.clone(),
+                    &field("name"),
+                    &format!("`{worker_name}` is not a valid worker name: use letters, digits, `-`, `_` and `.`"),
+                );
+            }
+            if !names.insert(worker_name.clone()) {
+                problems.at(
+                    name_span,
+                    &field("name"),
+                    &format!("`{worker_name}` names two workers; worker names are ids in orcd and must be unique in the fleet"),
+                );
+            }
+            let slots = worker
+                .slots
+                .as_ref()
+                .map_or(DEFAULT_SLOTS, |s| *s.get_ref());
+            if slots == 0 {
+                problems.at(
+                    worker
+                        .slots
+                        .as_ref()
+                        .expect("0 is never the default")
+                        .span(),
+                    &field("slots"),
+                    "must be at least 1",
+                );
+            }
+            let ctx_size = worker
+                .ctx_size
+                .as_ref()
+                .map_or(DEFAULT_CTX_SIZE, |c| *c.get_ref());
+            if ctx_size < 64 {
+                problems.at(
+                    worker
+                        .ctx_size
+                        .as_ref()
+                        .expect("the default is larger")
+                        .span(),
+                    &field("ctx_size"),
+                    "must be at least 64 tokens",
+                );
+            }
+            let backend = worker.backend.unwrap_or(Backend::Cpu);
+            workers.push(WorkerSpec {
+                name: worker_name,
+                model,
+                backend,
+                gpu: worker.gpu,
+                slots,
+                ctx_size,
+                port,
+                bind,
+                advertise_url: format!("http://{advertise_host}:{port}"),
+                orchestrator_url: url.clone(),
+            });
+        }
+        hosts.push(FleetHost {
+            name: name.to_owned(),
+            supervisor: host.supervisor,
+            workers,
+        });
+    }
+    if raw.hosts.is_empty() {
+        problems.list.push(format!(
+            "{}: the fleet has no hosts\nhint: add a [hosts.NAME] table with [[hosts.NAME.workers]]",
+            path.display()
+        ));
+    }
+    if !problems.list.is_empty() {
+        bail!(
+            "the fleet file {} is not valid:\n{}",
+            path.display(),
+            problems.list.join("\n")
+        );
+    }
+    Ok(Fleet {
+        path: path.to_path_buf(),
+        orchestrator: Orchestrator {
+            url,
+            listen: raw.orchestrator.listen.map(Spanned::into_inner),
+            api_token_file: raw.orchestrator.api_token_file,
+            worker_token_file: raw.orchestrator.worker_token_file,
+        },
+        hosts,
+    })
+}
+
+impl Fleet {
+    /// The hosts named in `selection` (all when it is empty); an unknown name is an error.
+    pub fn select(&self, selection: &[String]) -> anyhow::Result<Vec<FleetHost>> {
+        if selection.is_empty() {
+            return Ok(self.hosts.clone());
+        }
+        selection
+            .iter()
+            .map(|name| {
+                self.hosts
+                    .iter()
+                    .find(|host| &host.name == name)
+                    .cloned()
+                    .with_context(|| {
+                        format!(
+                            "`{name}` is not a host of the fleet file {}\nhint: its hosts are {}",
+                            self.path.display(),
+                            self.hosts
+                                .iter()
+                                .map(|host| host.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+/// Validation problems, each with the file, line and column of the offending value.
+struct Problems<'a> {
+    text: &'a str,
+    path: &'a Path,
+    list: Vec<String>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, span: std::ops::Range<usize>, field: &str, message: &str) {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+        self.list.push(format!(
+            "{}:{line}:{column}: `{field}` {message}",
+            self.path.display()
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profiles(name: &str) -> Option<String> {
+        match name {
+            "box-a" => Some("10.0.0.2".to_owned()),
+            "box-b" => Some("box-b.lan".to_owned()),
+            _ => None,
+        }
+    }
+
+    fn parse_text(text: &str) -> anyhow::Result<Fleet> {
+        parse(text, Path::new("fleet.toml"), &profiles)
+    }
+
+    const TWO_HOSTS: &str = r#"
+[orchestrator]
+url = "http://10.0.0.1:8080/"
+
+[hosts.box-a]
+[[hosts.box-a.workers]]
+model = "gemma3-270m"
+slots = 2
+
+[[hosts.box-a.workers]]
+name = "coder"
+model = "qwen2.5-coder-0.5b"
+backend = "cuda"
+gpu = 1
+ctx_size = 4096
+port = 9500
+
+[hosts.box-b]
+[[hosts.box-b.workers]]
+model = "gemma3-270m"
+"#;
+
+    #[test]
+    fn workers_get_names_ports_and_addresses_by_default() {
+        let fleet = parse_text(TWO_HOSTS).unwrap();
+        assert_eq!(fleet.orchestrator.url, "http://10.0.0.1:8080");
+        let a = &fleet.hosts[0];
+        assert_eq!(a.name, "box-a");
+        assert_eq!(
+            a.workers[0],
+            WorkerSpec {
+                name: "box-a-gemma3-270m".into(),
+                model: "gemma3-270m".into(),
+                backend: Backend::Cpu,
+                gpu: None,
+                slots: 2,
+                ctx_size: DEFAULT_CTX_SIZE,
+                port: 9001,
+                bind: "10.0.0.2".parse().unwrap(),
+                advertise_url: "http://10.0.0.2:9001".into(),
+                orchestrator_url: "http://10.0.0.1:8080".into(),
+            }
+        );
+        assert_eq!(a.workers[1].name, "coder");
+        assert_eq!(a.workers[1].port, 9500);
+        assert_eq!(a.workers[1].gpu, Some(1));
+        let b = &fleet.hosts[1].workers[0];
+        assert_eq!(b.advertise_url, "http://box-b.lan:9001");
+        assert_eq!(
+            b.bind,
+            "0.0.0.0".parse::<IpAddr>().unwrap(),
+            "a host name binds everywhere"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_their_line() {
+        let text = TWO_HOSTS.replace("slots = 2", "slot = 2");
+        let error = format!("{:#}", parse_text(&text).unwrap_err());
+        assert!(error.contains("fleet.toml"), "{error}");
+        assert!(error.contains("line 8"), "{error}");
+        assert!(error.contains("unknown field `slot`"), "{error}");
+    }
+
+    #[test]
+    fn semantic_errors_name_file_line_column_and_field() {
+        let text = TWO_HOSTS
+            .replace("slots = 2", "slots = 0")
+            .replace("[hosts.box-b]", "[hosts.nowhere]")
+            .replace("[[hosts.box-b.workers]]", "[[hosts.nowhere.workers]]");
+        let error = format!("{:#}", parse_text(&text).unwrap_err());
+        assert!(
+            error.contains("fleet.toml:8:9: `hosts.box-a.workers[0].slots` must be at least 1"),
+            "{error}"
+        );
+        assert!(
+            error.contains("fleet.toml:18:8: `hosts.nowhere` `nowhere` is not a host profile"),
+            "{error}"
+        );
+        assert!(
+            error.contains("cargo xtask remote hosts add nowhere"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_and_ports_are_refused() {
+        let text = TWO_HOSTS.replace("port = 9500", "port = 9001");
+        let error = format!("{:#}", parse_text(&text).unwrap_err());
+        assert!(
+            error.contains("port 9001 is used by another worker"),
+            "{error}"
+        );
+        let text = TWO_HOSTS.replace("name = \"coder\"", "name = \"box-b-gemma3-270m\"");
+        let error = format!("{:#}", parse_text(&text).unwrap_err());
+        assert!(error.contains("names two workers"), "{error}");
+    }
+
+    #[test]
+    fn local_needs_advertise_unless_orcd_is_on_loopback() {
+        let local = "[orchestrator]\nurl = \"http://127.0.0.1:8080\"\n[hosts.local]\n[[hosts.local.workers]]\nmodel = \"gemma3-270m\"\n";
+        let fleet = parse_text(local).unwrap();
+        assert_eq!(
+            fleet.hosts[0].workers[0].advertise_url,
+            "http://127.0.0.1:9001"
+        );
+        assert!(fleet.hosts[0].is_local());
+        let remote_orcd = local.replace("127.0.0.1", "10.0.0.1");
+        let error = format!("{:#}", parse_text(&remote_orcd).unwrap_err());
+        assert!(error.contains("needs `advertise`"), "{error}");
+    }
+
+    #[test]
+    fn the_example_fleet_file_is_valid() {
+        let path = crate::config::built_repo_root().join("deploy/fleet.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let fleet = parse(&text, &path, &|name: &str| {
+            matches!(name, "gpu-box" | "mac-mini").then(|| format!("{name}.lan"))
+        })
+        .unwrap();
+        assert!(fleet.hosts.len() >= 2, "{fleet:?}");
+        assert!(fleet.hosts.iter().all(|host| !host.workers.is_empty()));
+    }
+
+    #[test]
+    fn selection_names_unknown_hosts() {
+        let fleet = parse_text(TWO_HOSTS).unwrap();
+        assert_eq!(fleet.select(&[]).unwrap().len(), 2);
+        assert_eq!(fleet.select(&["box-b".into()]).unwrap()[0].name, "box-b");
+        let error = fleet.select(&["box-c".into()]).unwrap_err().to_string();
+        assert!(error.contains("box-a, box-b"), "{error}");
+    }
+}

@@ -1,0 +1,709 @@
+//! The host side of the fleet: `fleet host state` and `fleet host apply`, run on each host
+//! (over SSH, in its checkout) by `fleet up`, `plan`, `status` and `down`. Everything here acts
+//! on this machine only: it prepares it (setup, build, models, token), reads which fleet
+//! workers run, and starts, restarts or stops them as systemd user units or, where there is no
+//! systemd, with the pool's detached supervisor.
+
+use std::{
+    collections::BTreeSet,
+    ffi::OsString,
+    io::Read,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use llorch_api::Backend;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    file::{Supervisor, WorkerSpec},
+    plan::{self, Action, ActualWorker, Running},
+    units,
+};
+use crate::{
+    daemon::RunDir,
+    flags::FleetHostCmd,
+    pool::worker::{self as pool_worker, WorkerLaunch},
+    Context,
+};
+
+/// The file on each host that holds the worker token (mode 0600), beside its config file.
+const TOKEN_FILE_NAME: &str = "fleet-worker-token";
+/// How long a stopped worker gets to finish its tokens and deregister.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// What `fleet up` and `down` ask of one host (stdin of `fleet host apply`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub workers: Vec<WorkerSpec>,
+    /// Setup, build, models and token first (`up`); `down` only stops.
+    #[serde(default = "yes")]
+    pub prepare: bool,
+    #[serde(default)]
+    pub supervisor: Supervisor,
+    /// The worker token to put in place, when orcd has worker tokens.
+    #[serde(default)]
+    pub worker_token: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Whether a step changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepOutcome {
+    /// Already as wanted: checked, nothing done.
+    Unchanged,
+    Changed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    pub step: String,
+    pub outcome: StepOutcome,
+    pub detail: String,
+}
+
+/// What happened to one worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerOutcome {
+    pub name: String,
+    #[serde(flatten)]
+    pub action: Action,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// A model the host could not download: `fleet up` copies it from the operator's machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingModel {
+    pub id: String,
+    /// Its directory on the host.
+    pub dir: PathBuf,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub steps: Vec<StepReport>,
+    pub workers: Vec<WorkerOutcome>,
+    pub missing_models: Vec<MissingModel>,
+}
+
+impl ApplyReport {
+    pub fn ok(&self) -> bool {
+        self.steps
+            .iter()
+            .all(|step| step.outcome != StepOutcome::Failed)
+            && self.workers.iter().all(|worker| worker.ok)
+    }
+}
+
+/// `fleet host state`: what runs here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostState {
+    pub systemd: bool,
+    pub workers: Vec<ActualWorker>,
+}
+
+pub fn run(cmd: FleetHostCmd, cx: &Context) -> anyhow::Result<()> {
+    match cmd {
+        FleetHostCmd::State { verify_models } => {
+            let state = observe(cx, verify_models)?;
+            if cx.out.json() {
+                return cx.out.print_json(&state);
+            }
+            for worker in &state.workers {
+                cx.out.println(format!(
+                    "{}  {}  {}",
+                    worker.name,
+                    if worker.running { "running" } else { "stopped" },
+                    worker.health.as_deref().unwrap_or("-")
+                ));
+            }
+            Ok(())
+        }
+        FleetHostCmd::Apply { timeout } => {
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("reading the fleet request on stdin")?;
+            let request: ApplyRequest = serde_json::from_str(&input).context(
+                "reading the fleet request on stdin\nhint: `fleet host apply` is run by `cargo xtask fleet up`; it reads JSON such as {\"workers\":[]}",
+            )?;
+            let report = apply(cx, &request, Duration::from_secs(timeout))?;
+            if cx.out.json() {
+                cx.out.print_json(&report)?;
+            } else {
+                for step in &report.steps {
+                    cx.out
+                        .println(format!("{}: {:?} {}", step.step, step.outcome, step.detail));
+                }
+                for worker in &report.workers {
+                    cx.out.println(format!(
+                        "{}: {}{}",
+                        worker.name,
+                        worker.action.describe(),
+                        worker
+                            .error
+                            .as_deref()
+                            .map(|error| format!(" FAILED: {error}"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+            if report.ok() {
+                Ok(())
+            } else {
+                Err(crate::output::ExitCode(1).into())
+            }
+        }
+    }
+}
+
+/// Markers of detached fleet workers: `<run dir>/fleet/NAME.json` holds the spec it was
+/// started with, which tells fleet workers from those started by hand.
+fn marker_dir(run_dir: &RunDir) -> PathBuf {
+    run_dir.path().join("fleet")
+}
+
+/// The fleet's workers on this machine: units and detached ones, each asked for its health.
+pub fn observe(cx: &Context, verify_models: bool) -> anyhow::Result<HostState> {
+    let run_dir = RunDir::from_env()?;
+    let systemd = units::available();
+    let mut found: Vec<(String, Option<WorkerSpec>, Running, bool)> = Vec::new();
+    if systemd {
+        for (name, spec) in units::list()? {
+            let running = units::is_active(&name);
+            found.push((name, spec, Running::Systemd, running));
+        }
+    }
+    let markers = marker_dir(&run_dir);
+    if let Ok(entries) = std::fs::read_dir(&markers) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .filter(|_| path.extension().is_some_and(|ext| ext == "json"))
+            else {
+                continue;
+            };
+            let spec = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<WorkerSpec>(&text).ok());
+            let running = run_dir
+                .get(name)
+                .ok()
+                .flatten()
+                .is_some_and(|info| info.is_running());
+            found.push((name.to_owned(), spec, Running::Detached, running));
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .context("building an HTTP client")?;
+    let mut verified = std::collections::BTreeMap::new();
+    let workers = found
+        .into_iter()
+        .map(|(name, spec, supervisor, running)| {
+            let base = spec.as_ref().map(local_url);
+            let health = match (&base, running) {
+                (Some(base), true) => client
+                    .get(format!("{base}/health"))
+                    .send()
+                    .and_then(|response| response.json::<llorch_api::WorkerHealth>())
+                    .ok(),
+                _ => None,
+            };
+            let tokens_per_second = match (&base, &health) {
+                (Some(base), Some(_)) => client
+                    .get(format!("{base}/metrics"))
+                    .send()
+                    .and_then(|response| response.text())
+                    .ok()
+                    .and_then(|text| mean_tokens_per_second(&text)),
+                _ => None,
+            };
+            let model_verified = match (&spec, verify_models) {
+                (Some(spec), true) => {
+                    Some(*verified.entry(spec.model.clone()).or_insert_with(|| {
+                        crate::models::is_verified(cx, &spec.model).unwrap_or(false)
+                    }))
+                }
+                _ => None,
+            };
+            ActualWorker {
+                name,
+                spec,
+                supervisor,
+                running,
+                health: health.as_ref().map(|health| {
+                    serde_json::to_value(health.status)
+                        .ok()
+                        .and_then(|value| value.as_str().map(str::to_owned))
+                        .unwrap_or_else(|| "unknown".to_owned())
+                }),
+                slots_busy: health.as_ref().map(|health| health.slots_busy),
+                tokens_per_second,
+                model_verified,
+            }
+        })
+        .collect();
+    Ok(HostState { systemd, workers })
+}
+
+/// Where this machine reaches a worker: its bind address, loopback for a wildcard.
+fn local_url(spec: &WorkerSpec) -> String {
+    let address = match spec.bind {
+        IpAddr::V4(address) if address.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(address) if address.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        address => address,
+    };
+    format!("http://{}", SocketAddr::new(address, spec.port))
+}
+
+/// The mean of the worker's `generation_tokens_per_second` histogram (sum / count).
+fn mean_tokens_per_second(metrics: &str) -> Option<f64> {
+    let value = |suffix: &str| {
+        metrics.lines().find_map(|line| {
+            let rest = line.strip_prefix("llorch_worker_generation_tokens_per_second")?;
+            let rest = rest.strip_prefix(suffix)?;
+            let rest = rest.strip_prefix(' ').or_else(|| {
+                // A labelled sample: `_sum{...} value`.
+                rest.split_once("} ").map(|(_, value)| value)
+            })?;
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+    };
+    let count = value("_count")?;
+    (count > 0.0).then(|| value("_sum").map(|sum| sum / count))?
+}
+
+/// `fleet host apply`: prepares this machine and brings its workers to `request`.
+pub fn apply(
+    cx: &Context,
+    request: &ApplyRequest,
+    timeout: Duration,
+) -> anyhow::Result<ApplyReport> {
+    let mut report = ApplyReport {
+        steps: Vec::new(),
+        workers: Vec::new(),
+        missing_models: Vec::new(),
+    };
+    let mut programs: Vec<(Backend, PathBuf)> = Vec::new();
+    let mut token_path = None;
+    let mut desired = request.workers.clone();
+    if request.prepare && !desired.is_empty() {
+        if !prepare(cx, request, &mut report, &mut programs, &mut token_path) {
+            return Ok(report);
+        }
+        // Workers whose model is not here yet wait for `fleet up` to copy it.
+        let missing: BTreeSet<&str> = report
+            .missing_models
+            .iter()
+            .map(|model| model.id.as_str())
+            .collect();
+        desired.retain(|spec| !missing.contains(spec.model.as_str()));
+    } else if request.worker_token.is_some() {
+        token_path = Some(token_file(cx));
+    }
+    let waiting: BTreeSet<String> = request
+        .workers
+        .iter()
+        .filter(|spec| !desired.contains(spec))
+        .map(|spec| spec.name.clone())
+        .collect();
+
+    let state = observe(cx, false)?;
+    let actual: Vec<ActualWorker> = state
+        .workers
+        .into_iter()
+        .filter(|worker| !waiting.contains(&worker.name))
+        .collect();
+    let use_systemd = match request.supervisor {
+        Supervisor::Detached => false,
+        Supervisor::Auto => state.systemd,
+        Supervisor::Systemd if state.systemd => true,
+        Supervisor::Systemd => bail!("the fleet file asks for systemd units on this host, but no systemd user manager runs here\nhint: set `supervisor = \"detached\"` (or \"auto\") for this host"),
+    };
+    let run_dir = RunDir::from_env()?;
+    for planned in plan::plan_host(&desired, &actual) {
+        let current = actual.iter().find(|worker| worker.name == planned.name);
+        if !planned.action.is_nothing() {
+            cx.out
+                .status(format!("{}: {}", planned.name, planned.action.describe()));
+        }
+        let result = match (&planned.action, &planned.desired) {
+            (Action::Nothing, _) => Ok(()),
+            (Action::Stop { .. }, _) => stop(&run_dir, &planned.name, current),
+            (_, Some(spec)) => stop(&run_dir, &planned.name, current).and_then(|()| {
+                let program = program_for(cx, &programs, spec.backend)?;
+                start(
+                    cx,
+                    &run_dir,
+                    spec,
+                    &program,
+                    token_path.as_deref(),
+                    use_systemd,
+                    timeout,
+                )
+            }),
+            (_, None) => Ok(()),
+        };
+        report.workers.push(WorkerOutcome {
+            name: planned.name,
+            action: planned.action,
+            ok: result.is_ok(),
+            error: result.err().map(|error| format!("{error:#}")),
+        });
+    }
+    Ok(report)
+}
+
+/// Setup, build, models and token; false when the host cannot go on.
+fn prepare(
+    cx: &Context,
+    request: &ApplyRequest,
+    report: &mut ApplyReport,
+    programs: &mut Vec<(Backend, PathBuf)>,
+    token_path: &mut Option<PathBuf>,
+) -> bool {
+    let step =
+        |report: &mut ApplyReport, name: &str, result: anyhow::Result<(StepOutcome, String)>| {
+            let (outcome, detail) =
+                result.unwrap_or_else(|error| (StepOutcome::Failed, format!("{error:#}")));
+            report.steps.push(StepReport {
+                step: name.to_owned(),
+                outcome,
+                detail,
+            });
+            outcome != StepOutcome::Failed
+        };
+
+    cx.out.status("checking the tools (dev doctor)");
+    if !step(report, "setup", setup(cx)) {
+        return false;
+    }
+    let backends: BTreeSet<&'static str> = request
+        .workers
+        .iter()
+        .map(|spec| spec.backend.as_str())
+        .collect();
+    for backend in backends {
+        let backend: Backend = backend.parse().expect("a backend name parses back");
+        cx.out.status(format!("building llorch-worker ({backend})"));
+        let built = crate::build::CargoBuild::new(backend, true)
+            .package(crate::build::WORKER_PACKAGE)
+            .run(cx)
+            .and_then(|outcome| {
+                let program = outcome.executable(crate::build::WORKER_BINARY)?;
+                programs.push((backend, program.clone()));
+                Ok(match outcome.compiled {
+                    0 => (
+                        StepOutcome::Unchanged,
+                        format!(
+                            "llorch-worker ({backend}) up to date: {}",
+                            program.display()
+                        ),
+                    ),
+                    compiled => (
+                        StepOutcome::Changed,
+                        format!("llorch-worker ({backend}) built, {compiled} crates compiled"),
+                    ),
+                })
+            });
+        if !step(report, "build", built) {
+            return false;
+        }
+    }
+    let models: BTreeSet<&str> = request
+        .workers
+        .iter()
+        .map(|spec| spec.model.as_str())
+        .collect();
+    for model in models {
+        cx.out.status(format!("checking model {model}"));
+        let outcome = match crate::models::installed_file(cx, model) {
+            Ok(Some(path)) => Ok((
+                StepOutcome::Unchanged,
+                format!("{model} present: {}", path.display()),
+            )),
+            Ok(None) => match crate::models::ensure_downloaded(cx, model) {
+                Ok(path) => Ok((
+                    StepOutcome::Changed,
+                    format!("{model} downloaded: {}", path.display()),
+                )),
+                Err(error) => {
+                    report.missing_models.push(MissingModel {
+                        id: model.to_owned(),
+                        dir: llorch_catalog::model_dir(&cx.settings.model_base_dir, model),
+                        error: format!("{error:#}"),
+                    });
+                    Ok((
+                        StepOutcome::Changed,
+                        format!("{model} could not be downloaded here; to be copied"),
+                    ))
+                }
+            },
+            Err(error) => Err(error),
+        };
+        if !step(report, "model", outcome) {
+            return false;
+        }
+    }
+    if let Some(token) = &request.worker_token {
+        let path = token_file(cx);
+        let result = place_token(&path, token);
+        *token_path = Some(path);
+        if !step(report, "token", result) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Runs `dev setup` only when `dev doctor` finds a required tool missing.
+fn setup(cx: &Context) -> anyhow::Result<(StepOutcome, String)> {
+    let missing: Vec<&'static str> = crate::dev::diagnose(&cx.settings.repo_root)
+        .into_iter()
+        .filter(|finding| finding.is_problem() && finding.need == crate::dev::Need::Required)
+        .map(|finding| finding.name)
+        .collect();
+    if missing.is_empty() {
+        return Ok((
+            StepOutcome::Unchanged,
+            "every required tool present".to_owned(),
+        ));
+    }
+    crate::dev::run_setup(cx, true, crate::dev::SetupScope::Run)?;
+    Ok((
+        StepOutcome::Changed,
+        format!("installed {}", missing.join(", ")),
+    ))
+}
+
+fn token_file(cx: &Context) -> PathBuf {
+    cx.settings
+        .config_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(TOKEN_FILE_NAME)
+}
+
+/// Writes the token (mode 0600) unless the file already holds it.
+fn place_token(path: &Path, token: &str) -> anyhow::Result<(StepOutcome, String)> {
+    let wanted = format!("{}\n", token.trim());
+    if std::fs::read_to_string(path).is_ok_and(|text| text == wanted) {
+        return Ok((
+            StepOutcome::Unchanged,
+            format!("worker token in {}", path.display()),
+        ));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut temp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    // NamedTempFile is created with mode 0600 already; the token never exists more widely.
+    std::io::Write::write_all(&mut temp, wanted.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    temp.persist(path)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    Ok((
+        StepOutcome::Changed,
+        format!("worker token written to {} (0600)", path.display()),
+    ))
+}
+
+fn program_for(
+    cx: &Context,
+    programs: &[(Backend, PathBuf)],
+    backend: Backend,
+) -> anyhow::Result<PathBuf> {
+    if let Some((_, program)) = programs.iter().find(|(built, _)| *built == backend) {
+        return Ok(program.clone());
+    }
+    // `down` and plain restarts do not build: the release worker of the checkout (or
+    // LLORCH_BIN_DIR), as `pool worker spawn` finds it.
+    let dir = crate::config::process_env("LLORCH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cx.settings.repo_root.join("target/release"));
+    let program = dir.join(crate::build::WORKER_BINARY);
+    if !program.is_file() {
+        bail!(
+            "starting a worker: {} does not exist\nhint: `cargo xtask fleet up` builds it; by hand: `cargo xtask build worker {backend}`",
+            program.display()
+        );
+    }
+    Ok(program)
+}
+
+/// The llorch-worker arguments for `spec`, as `pool worker spawn` passes them.
+#[allow(clippy::needless_update)]
+fn worker_launch(
+    cx: &Context,
+    spec: &WorkerSpec,
+    program: &Path,
+    token: Option<&Path>,
+) -> WorkerLaunch {
+    let mut extra_args: Vec<OsString> = vec![
+        "--slots".into(),
+        spec.slots.to_string().into(),
+        "--ctx-size".into(),
+        spec.ctx_size.to_string().into(),
+    ];
+    if let Some(token) = token {
+        extra_args.extend(["--worker-token-file".into(), token.into()]);
+    }
+    WorkerLaunch {
+        backend: spec.backend,
+        model: spec.model.clone(),
+        program: program.to_path_buf(),
+        gpu: spec.gpu,
+        port: Some(spec.port),
+        bind: spec.bind,
+        advertise_url: Some(spec.advertise_url.clone()),
+        id: Some(spec.name.clone()),
+        orchestrator_url: spec.orchestrator_url.clone(),
+        extra_args,
+        // Fields a newer `pool worker` adds keep their defaults.
+        ..WorkerLaunch::defaults(cx)
+    }
+}
+
+fn start(
+    cx: &Context,
+    run_dir: &RunDir,
+    spec: &WorkerSpec,
+    program: &Path,
+    token: Option<&Path>,
+    use_systemd: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let launch = worker_launch(cx, spec, program, token);
+    if use_systemd {
+        let daemon = launch.into_daemon_spec(cx)?;
+        let env: Vec<(String, String)> = daemon
+            .env
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.to_string_lossy().into_owned(),
+                    value.to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        let text = units::render(spec, &daemon.program, &daemon.args, &env);
+        units::install_and_start(&spec.name, &text)?;
+        return wait_ready(spec, timeout).map_err(|error| {
+            anyhow::anyhow!(
+                "{error:#}\n--- journal of {} ---\n{}",
+                units::unit_name(&spec.name),
+                units::journal_tail(&spec.name)
+            )
+        });
+    }
+    pool_worker::start_worker(cx, run_dir, &launch, timeout)?;
+    let marker = marker_dir(run_dir).join(format!("{}.json", spec.name));
+    let json = serde_json::to_string_pretty(spec).expect("a worker spec always serializes");
+    crate::config::write_atomically(&marker, &format!("{json}\n"))
+}
+
+/// Polls a unit's worker until its /health says ready.
+fn wait_ready(spec: &WorkerSpec, timeout: Duration) -> anyhow::Result<()> {
+    let url = format!("{}/health", local_url(spec));
+    let deadline = Instant::now() + timeout;
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .context("building an HTTP client")?;
+    loop {
+        if client
+            .get(&url)
+            .send()
+            .is_ok_and(|response| response.status().is_success())
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "worker `{}` was not ready at {url} after {} s",
+                spec.name,
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Stops a fleet worker however it runs and forgets it (unit file or marker removed).
+fn stop(run_dir: &RunDir, name: &str, current: Option<&ActualWorker>) -> anyhow::Result<()> {
+    let Some(current) = current else {
+        return Ok(());
+    };
+    match current.supervisor {
+        Running::Systemd => units::remove(name),
+        Running::Detached => {
+            if run_dir.get(name)?.is_some() {
+                run_dir.stop(name, STOP_GRACE)?;
+            }
+            let marker = marker_dir(run_dir).join(format!("{name}.json"));
+            match std::fs::remove_file(&marker) {
+                Ok(()) => Ok(()),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(error) => Err(error).with_context(|| format!("removing {}", marker.display())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_per_second_is_the_histogram_mean() {
+        let metrics = "# TYPE llorch_worker_generation_tokens_per_second histogram\n\
+                       llorch_worker_generation_tokens_per_second_sum 150.0\n\
+                       llorch_worker_generation_tokens_per_second_count 3\n\
+                       llorch_worker_generation_tokens_per_second_bucket{le=\"1.0\"} 0\n";
+        assert_eq!(mean_tokens_per_second(metrics), Some(50.0));
+        let none_yet = "llorch_worker_generation_tokens_per_second_sum 0.0\nllorch_worker_generation_tokens_per_second_count 0\n";
+        assert_eq!(mean_tokens_per_second(none_yet), None);
+        assert_eq!(mean_tokens_per_second(""), None);
+    }
+
+    #[test]
+    fn the_token_is_written_private_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        assert_eq!(
+            place_token(&path, "secret").unwrap().0,
+            StepOutcome::Changed
+        );
+        assert_eq!(
+            place_token(&path, "secret").unwrap().0,
+            StepOutcome::Unchanged
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "secret\n");
+    }
+
+    #[test]
+    fn requests_default_to_preparing_the_host() {
+        let request: ApplyRequest = serde_json::from_str("{\"workers\":[]}").unwrap();
+        assert!(request.prepare);
+        assert_eq!(request.supervisor, Supervisor::Auto);
+    }
+}

@@ -1,0 +1,911 @@
+//! `cargo xtask fleet`: orcd and every host's workers from one file. `plan` compares the fleet
+//! file with what runs, `up` brings every host to it in parallel (each step only when
+//! needed), `status` reports desired against actual, `down` stops the fleet's workers.
+//! Each host does its own part through `fleet host` (see `host.rs`), run over SSH in its
+//! checkout; this side connects, moves checkouts, copies models, starts orcd and waits until
+//! orcd lists the workers live.
+
+mod file;
+mod host;
+mod link;
+mod plan;
+mod units;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use self::{
+    file::{Fleet, FleetHost},
+    host::{ApplyReport, ApplyRequest, HostState, StepOutcome, StepReport, WorkerOutcome},
+    link::HostLink,
+    plan::WorkerPlan,
+};
+use crate::{
+    daemon::{DaemonSpec, RunDir},
+    flags::{FleetCmd, FleetSubcommand},
+    output::ExitCode,
+    Context,
+};
+
+pub fn run(cmd: FleetCmd, cx: &Context) -> anyhow::Result<()> {
+    if let FleetSubcommand::Host(host_cmd) = cmd.command {
+        return host::run(host_cmd, cx);
+    }
+    let path = link::expand_home(&file::fleet_path(cmd.fleet, &cx.settings));
+    let fleet = file::load(&path, &cx.settings)?;
+    match cmd.command {
+        FleetSubcommand::Plan { hosts } => plan_fleet(cx, &fleet, &fleet.select(&hosts)?),
+        FleetSubcommand::Up {
+            hosts,
+            force,
+            timeout,
+        } => up(
+            cx,
+            &fleet,
+            &fleet.select(&hosts)?,
+            force,
+            Duration::from_secs(timeout),
+        ),
+        FleetSubcommand::Status { hosts } => status(cx, &fleet, &fleet.select(&hosts)?),
+        FleetSubcommand::Down { hosts } => down(cx, &fleet, &fleet.select(&hosts)?),
+        FleetSubcommand::Host(_) => unreachable!("handled above"),
+    }
+}
+
+/// One line of the per-host progress display; without a terminal, step changes become plain
+/// status lines and the host's own output stays out of the way.
+struct HostProgress {
+    out: crate::output::Printer,
+    host: String,
+    bar: ProgressBar,
+}
+
+impl HostProgress {
+    fn new(
+        out: &crate::output::Printer,
+        multi: &MultiProgress,
+        host: &str,
+        width: usize,
+    ) -> HostProgress {
+        let bar = multi.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}")
+                .expect("static template is valid"),
+        );
+        bar.set_prefix(format!("{host:<width$}"));
+        if out.shows_progress() {
+            bar.enable_steady_tick(Duration::from_millis(100));
+        }
+        HostProgress {
+            out: out.clone(),
+            host: host.to_owned(),
+            bar,
+        }
+    }
+
+    /// A step of this side: shown on the bar, or printed as a status line.
+    fn step(&self, message: &str) {
+        if self.out.shows_progress() {
+            self.bar.set_message(message.to_owned());
+        } else {
+            self.out.status(format!("{}: {message}", self.host));
+        }
+    }
+
+    /// A line the host printed: shown on the bar only (or with --verbose).
+    fn detail(&self, line: &str) {
+        if self.out.shows_progress() {
+            self.bar.set_message(line.to_owned());
+        } else {
+            self.out.debug(format!("{}: {line}", self.host));
+        }
+    }
+
+    fn finish(&self, message: &str) {
+        if self.out.shows_progress() {
+            self.bar.finish_with_message(message.to_owned());
+        }
+    }
+}
+
+/// Runs `work` for every host at once, each on its own thread with its own shell (xtask's
+/// `Shell` is not shareable) and progress line; the results come back in the hosts' order.
+fn per_host<T: Send>(
+    cx: &Context,
+    hosts: &[FleetHost],
+    work: impl Fn(&Context, &FleetHost, &HostProgress) -> T + Sync,
+) -> anyhow::Result<Vec<T>> {
+    let multi = cx.out.multi_progress();
+    let width = hosts.iter().map(|host| host.name.len()).max().unwrap_or(0);
+    let mut contexts = Vec::with_capacity(hosts.len());
+    for _ in hosts {
+        let sh = xshell::Shell::new().context("creating a shell")?;
+        sh.change_dir(&cx.settings.repo_root);
+        contexts.push(Context {
+            sh,
+            settings: cx.settings.clone(),
+            out: cx.out.clone(),
+        });
+    }
+    Ok(std::thread::scope(|scope| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .zip(contexts)
+            .map(|(host, host_cx)| {
+                let progress = HostProgress::new(&cx.out, &multi, &host.name, width);
+                let work = &work;
+                scope.spawn(move || work(&host_cx, host, &progress))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("a host thread panicked"))
+            .collect()
+    }))
+}
+
+/// The fleet's desired workers of one host, with the supervisor and token it asks for.
+fn request_for(fleet: &Fleet, host: &FleetHost, prepare: bool) -> anyhow::Result<ApplyRequest> {
+    let worker_token = match (&fleet.orchestrator.worker_token_file, prepare) {
+        (Some(path), true) => Some(link::first_token(&link::expand_home(path), "worker token")?),
+        _ => None,
+    };
+    Ok(ApplyRequest {
+        workers: if prepare {
+            host.workers.clone()
+        } else {
+            Vec::new()
+        },
+        prepare,
+        supervisor: host.supervisor,
+        worker_token,
+    })
+}
+
+/// Reads what runs on a host (`fleet host state` there).
+fn host_state(
+    cx: &Context,
+    link: &HostLink,
+    verify_models: bool,
+    progress: &HostProgress,
+) -> anyhow::Result<HostState> {
+    let mut args = vec!["fleet", "host", "state"];
+    if verify_models {
+        args.push("--verify-models");
+    }
+    link.xtask(cx, &args, None, &mut |line| progress.detail(line))?
+        .json("`cargo xtask fleet host state` on the host")
+}
+
+// ---------------------------------------------------------------------------------------------
+// plan
+
+#[derive(Debug, Serialize)]
+struct HostPlan {
+    host: String,
+    ok: bool,
+    error: Option<String>,
+    workers: Vec<WorkerPlan>,
+}
+
+fn plan_fleet(cx: &Context, _fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()> {
+    let plans = per_host(cx, hosts, |cx, host, progress| {
+        progress.step("reading what runs there");
+        let result = HostLink::new(cx, &host.name).and_then(|link| {
+            link.check_reachable(cx)?;
+            host_state(cx, &link, false, progress)
+        });
+        progress.finish("");
+        match result {
+            Ok(state) => HostPlan {
+                host: host.name.clone(),
+                ok: true,
+                error: None,
+                workers: plan::plan_host(&host.workers, &state.workers),
+            },
+            Err(error) => HostPlan {
+                host: host.name.clone(),
+                ok: false,
+                error: Some(format!("{error:#}")),
+                workers: Vec::new(),
+            },
+        }
+    })?;
+    let changes = plans
+        .iter()
+        .flat_map(|plan| &plan.workers)
+        .filter(|worker| !worker.action.is_nothing())
+        .count();
+    let failed = plans.iter().filter(|plan| !plan.ok).count();
+    if cx.out.json() {
+        cx.out.print_json(&serde_json::json!({
+            "hosts": plans,
+            "changes": changes,
+            "ok": failed == 0,
+        }))?;
+    } else {
+        let paint = cx.out.paint();
+        for plan in &plans {
+            cx.out.println(paint.bold(&plan.host));
+            if let Some(error) = &plan.error {
+                cx.out.println(format!(
+                    "  {} {}",
+                    paint.red("unreachable:"),
+                    error.replace('\n', "\n    ")
+                ));
+            }
+            let width = plan
+                .workers
+                .iter()
+                .map(|worker| worker.name.len())
+                .max()
+                .unwrap_or(0);
+            for worker in &plan.workers {
+                let action = worker.action.describe();
+                let action = match worker.action {
+                    plan::Action::Nothing => paint.dim(&action),
+                    plan::Action::Stop { .. } => paint.red(&action),
+                    _ => paint.yellow(&action),
+                };
+                cx.out
+                    .println(format!("  {:<width$}  {action}", worker.name));
+            }
+        }
+        match changes {
+            0 => cx
+                .out
+                .status("nothing to do: what runs matches the fleet file"),
+            count => cx.out.status(format!(
+                "{count} change(s); `cargo xtask fleet up` makes them"
+            )),
+        }
+    }
+    if failed > 0 {
+        return Err(ExitCode(1).into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// up
+
+#[derive(Debug, Serialize)]
+struct HostResult {
+    host: String,
+    ok: bool,
+    /// Why the host failed: the first failed step, worker or registration.
+    error: Option<String>,
+    steps: Vec<StepReport>,
+    workers: Vec<WorkerOutcome>,
+}
+
+impl HostResult {
+    fn failed(host: &str, steps: Vec<StepReport>, error: anyhow::Error) -> HostResult {
+        HostResult {
+            host: host.to_owned(),
+            ok: false,
+            error: Some(format!("{error:#}")),
+            steps,
+            workers: Vec::new(),
+        }
+    }
+
+    fn changed(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|step| step.outcome == StepOutcome::Changed)
+            || self
+                .workers
+                .iter()
+                .any(|worker| !worker.action.is_nothing())
+    }
+}
+
+fn up(
+    cx: &Context,
+    fleet: &Fleet,
+    hosts: &[FleetHost],
+    force: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let orcd = ensure_orcd(cx, fleet)?;
+    let commit = link::local_commit(cx)?;
+    let mut results = per_host(cx, hosts, |cx, host, progress| {
+        let result = up_host(cx, fleet, host, &commit, force, timeout, progress);
+        progress.finish(if result.ok { "done" } else { "FAILED" });
+        result
+    })?;
+    wait_live(cx, fleet, hosts, &mut results, timeout)?;
+    report_hosts(cx, "up", Some(&orcd), &results)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn up_host(
+    cx: &Context,
+    fleet: &Fleet,
+    host: &FleetHost,
+    commit: &str,
+    force: bool,
+    timeout: Duration,
+    progress: &HostProgress,
+) -> HostResult {
+    let mut steps = Vec::new();
+    progress.step("connecting");
+    let link = match HostLink::new(cx, &host.name).and_then(|link| {
+        link.check_reachable(cx)?;
+        Ok(link)
+    }) {
+        Ok(link) => link,
+        Err(error) => return HostResult::failed(&host.name, steps, error),
+    };
+    progress.step("checking the checkout");
+    match link::sync_checkout(cx, &link, commit, force) {
+        Ok(step) => steps.push(step),
+        Err(error) => return HostResult::failed(&host.name, steps, error.context("checkout")),
+    }
+    let request = match request_for(fleet, host, true) {
+        Ok(request) => request,
+        Err(error) => return HostResult::failed(&host.name, steps, error),
+    };
+    let apply = |progress: &HostProgress| -> anyhow::Result<ApplyReport> {
+        let input = serde_json::to_vec(&request).expect("a request always serializes");
+        let timeout = timeout.as_secs().to_string();
+        link.xtask(
+            cx,
+            &["fleet", "host", "apply", "--timeout", &timeout],
+            Some(&input),
+            &mut |line| progress.detail(line),
+        )?
+        .json("`cargo xtask fleet host apply` on the host")
+    };
+    progress.step("setup, build, models, token, workers");
+    let mut report = match apply(progress) {
+        Ok(report) => report,
+        Err(error) => return HostResult::failed(&host.name, steps, error),
+    };
+    if !report.missing_models.is_empty() {
+        for missing in std::mem::take(&mut report.missing_models) {
+            progress.step(&format!("copying model {} from here", missing.id));
+            match link::copy_model(cx, &link, &missing.id, &missing.dir) {
+                Ok(step) => report.steps.push(step),
+                Err(error) => {
+                    steps.append(&mut report.steps);
+                    return HostResult::failed(
+                        &host.name,
+                        steps,
+                        error.context(format!(
+                            "model `{}` (the host could not download it: {})",
+                            missing.id, missing.error
+                        )),
+                    );
+                }
+            }
+        }
+        progress.step("starting the workers that waited for their model");
+        match apply(progress) {
+            Ok(second) => {
+                let started: Vec<WorkerOutcome> = second
+                    .workers
+                    .into_iter()
+                    .filter(|worker| !worker.action.is_nothing())
+                    .collect();
+                report
+                    .workers
+                    .retain(|worker| !started.iter().any(|other| other.name == worker.name));
+                report.workers.extend(started);
+            }
+            Err(error) => {
+                steps.append(&mut report.steps);
+                return HostResult::failed(&host.name, steps, error);
+            }
+        }
+    }
+    steps.append(&mut report.steps);
+    let error = steps
+        .iter()
+        .find(|step| step.outcome == StepOutcome::Failed)
+        .map(|step| format!("{}: {}", step.step, step.detail))
+        .or_else(|| {
+            report
+                .workers
+                .iter()
+                .find(|worker| !worker.ok)
+                .map(|worker| {
+                    format!(
+                        "worker {}: {}",
+                        worker.name,
+                        worker.error.as_deref().unwrap_or("failed")
+                    )
+                })
+        });
+    HostResult {
+        host: host.name.clone(),
+        ok: error.is_none(),
+        error,
+        steps,
+        workers: report.workers,
+    }
+}
+
+/// What `up` did about orcd.
+#[derive(Debug, Serialize)]
+struct OrcdOutcome {
+    url: String,
+    started: bool,
+    pid: Option<u32>,
+}
+
+/// Uses the orcd answering at the fleet's URL, else starts one here when `listen` is set.
+fn ensure_orcd(cx: &Context, fleet: &Fleet) -> anyhow::Result<OrcdOutcome> {
+    let url = &fleet.orchestrator.url;
+    if orcd_health(url) {
+        return Ok(OrcdOutcome {
+            url: url.clone(),
+            started: false,
+            pid: None,
+        });
+    }
+    let Some(listen) = &fleet.orchestrator.listen else {
+        bail!(
+            "orcd does not answer at {url}\nhint: start it there, or set `listen` under [orchestrator] in {} so that `fleet up` starts it on this machine",
+            fleet.path.display()
+        );
+    };
+    cx.out.status(format!("starting orcd on {listen}"));
+    let outcome = crate::build::CargoBuild::new(llorch_api::Backend::Cpu, true)
+        .package(crate::build::ORCD_PACKAGE)
+        .run(cx)?;
+    let program = outcome.executable(crate::build::ORCD_BINARY)?;
+    let mut args: Vec<std::ffi::OsString> = vec!["--listen".into(), listen.into()];
+    if let Some(path) = &fleet.orchestrator.api_token_file {
+        args.extend(["--api-token-file".into(), link::expand_home(path).into()]);
+    }
+    if let Some(path) = &fleet.orchestrator.worker_token_file {
+        args.extend(["--worker-token-file".into(), link::expand_home(path).into()]);
+    }
+    let spec = DaemonSpec {
+        name: crate::stack::ORCD_DAEMON.to_owned(),
+        kind: crate::stack::ORCD_DAEMON.to_owned(),
+        program,
+        args,
+        env: vec![("RUST_LOG".into(), cx.settings.log_level.clone().into())],
+        port: listen.rsplit(':').next().and_then(|port| port.parse().ok()),
+        url: Some(url.clone()),
+        model: None,
+        backend: None,
+    };
+    let run_dir = RunDir::from_env()?;
+    let info = run_dir.spawn(&spec).context("starting orcd")?;
+    if let Err(error) = crate::daemon::wait_healthy(&info, Duration::from_secs(30)) {
+        let _ = run_dir.stop(&info.name, Duration::from_secs(5));
+        return Err(error.context(format!("starting orcd on {listen}")));
+    }
+    cx.out.status(format!(
+        "orcd ready at {url} (pid {}, log {})",
+        info.pid,
+        info.log_path.display()
+    ));
+    Ok(OrcdOutcome {
+        url: url.clone(),
+        started: true,
+        pid: Some(info.pid),
+    })
+}
+
+fn orcd_health(url: &str) -> bool {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .ok()
+        .and_then(|client| client.get(format!("{url}/health")).send().ok())
+        .is_some_and(|response| response.status().is_success())
+}
+
+/// orcd's `/workers`, with the fleet's client token.
+fn orcd_workers(fleet: &Fleet) -> anyhow::Result<Vec<llorch_api::WorkerInfo>> {
+    let url = format!("{}/workers", fleet.orchestrator.url);
+    let mut request = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("building an HTTP client")?
+        .get(&url);
+    if let Some(path) = &fleet.orchestrator.api_token_file {
+        request = request.bearer_auth(link::first_token(&link::expand_home(path), "API token")?);
+    }
+    let response = request
+        .send()
+        .with_context(|| format!("asking orcd for its workers (GET {url})"))?;
+    if !response.status().is_success() {
+        bail!(
+            "GET {url}: orcd answered {}\nhint: check `api_token_file` under [orchestrator] in the fleet file",
+            response.status()
+        );
+    }
+    response
+        .json()
+        .with_context(|| format!("reading orcd's answer to GET {url}"))
+}
+
+/// Waits until orcd lists every worker of the hosts that came up as live at its advertised
+/// URL; a host with a worker that never gets there is marked failed.
+fn wait_live(
+    cx: &Context,
+    fleet: &Fleet,
+    hosts: &[FleetHost],
+    results: &mut [HostResult],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let expected: Vec<(usize, &file::WorkerSpec)> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| results[*index].ok)
+        .flat_map(|(index, host)| host.workers.iter().map(move |spec| (index, spec)))
+        .collect();
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let spinner = cx.out.spinner(format!(
+        "waiting until orcd lists {} worker(s) live",
+        expected.len()
+    ));
+    let deadline = Instant::now() + timeout;
+    let is_live = |workers: &[llorch_api::WorkerInfo], spec: &file::WorkerSpec| {
+        workers.iter().any(|worker| {
+            worker.worker_id == spec.name
+                && worker.state == llorch_api::WorkerState::Live
+                && worker.url.trim_end_matches('/') == spec.advertise_url
+        })
+    };
+    let workers = loop {
+        let workers = orcd_workers(fleet).unwrap_or_default();
+        if expected.iter().all(|(_, spec)| is_live(&workers, spec)) || Instant::now() >= deadline {
+            break workers;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    spinner.finish_and_clear();
+    for (index, spec) in expected {
+        if is_live(&workers, spec) {
+            continue;
+        }
+        let seen = match workers.iter().find(|worker| worker.worker_id == spec.name) {
+            Some(worker) => format!("orcd lists it as {:?} at {}", worker.state, worker.url),
+            None => "orcd does not list it".to_owned(),
+        };
+        let result = &mut results[index];
+        result.ok = false;
+        result.error.get_or_insert(format!(
+            "worker {} is not live in orcd after {} s: {seen}\nhint: read its log on the host (`cargo xtask pool worker logs {} --host {}`); it must reach {} and orcd must reach {}",
+            spec.name,
+            timeout.as_secs(),
+            spec.name,
+            result.host,
+            spec.orchestrator_url,
+            spec.advertise_url
+        ));
+    }
+    Ok(())
+}
+
+/// The summary of `up` and `down`: every host, what changed, every failure and why.
+fn report_hosts(
+    cx: &Context,
+    command: &str,
+    orcd: Option<&OrcdOutcome>,
+    results: &[HostResult],
+) -> anyhow::Result<()> {
+    let failed: Vec<&HostResult> = results.iter().filter(|result| !result.ok).collect();
+    let changed = results.iter().any(HostResult::changed) || orcd.is_some_and(|orcd| orcd.started);
+    if cx.out.json() {
+        cx.out.print_json(&serde_json::json!({
+            "ok": failed.is_empty(),
+            "changed": changed,
+            "orchestrator": orcd,
+            "hosts": results,
+        }))?;
+    } else {
+        let paint = cx.out.paint();
+        if let Some(orcd) = orcd {
+            cx.out.println(match orcd.started {
+                true => format!("orcd: started at {}", orcd.url),
+                false => format!("orcd: answers at {}", orcd.url),
+            });
+        }
+        for result in results {
+            let steps: Vec<String> = result
+                .steps
+                .iter()
+                .map(|step| {
+                    let outcome = match step.outcome {
+                        StepOutcome::Unchanged => "unchanged",
+                        StepOutcome::Changed => "changed",
+                        StepOutcome::Failed => "FAILED",
+                    };
+                    format!("{} {outcome}", step.step)
+                })
+                .collect();
+            let head = match result.ok {
+                true => paint.green("ok"),
+                false => paint.red("FAILED"),
+            };
+            cx.out.println(format!(
+                "{}: {head}  {}",
+                paint.bold(&result.host),
+                steps.join(", ")
+            ));
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for worker in &result.workers {
+                let kind = match worker.action {
+                    plan::Action::Start { .. } => "started",
+                    plan::Action::Restart { .. } => "restarted",
+                    plan::Action::Stop { .. } => "stopped",
+                    plan::Action::Nothing => "unchanged",
+                };
+                *counts.entry(kind).or_default() += 1;
+                if !worker.action.is_nothing() || !worker.ok {
+                    cx.out.println(format!(
+                        "  {}  {}{}",
+                        worker.name,
+                        worker.action.describe(),
+                        worker
+                            .error
+                            .as_deref()
+                            .map(|error| format!(": {}", paint.red("failed"))
+                                + "\n    "
+                                + &error.replace('\n', "\n    "))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+            if !counts.is_empty() {
+                cx.out.println(format!(
+                    "  workers: {}",
+                    counts
+                        .iter()
+                        .map(|(kind, count)| format!("{count} {kind}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if let Some(error) = &result.error {
+                cx.out.println(format!("  {}", error.replace('\n', "\n  ")));
+            }
+        }
+        if failed.is_empty() {
+            cx.out.status(match (changed, command) {
+                (false, _) => "nothing to do: every host already matches the fleet file".to_owned(),
+                (true, _) => format!("fleet {command}: {} host(s) done", results.len()),
+            });
+        } else {
+            cx.out.status(paint.red(&format!(
+                "fleet {command}: {} of {} host(s) failed: {}",
+                failed.len(),
+                results.len(),
+                failed.iter().map(|result| result.host.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(ExitCode(1).into())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// down
+
+fn down(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()> {
+    let results = per_host(cx, hosts, |cx, host, progress| {
+        progress.step("stopping the fleet's workers");
+        let result = (|| -> anyhow::Result<ApplyReport> {
+            let link = HostLink::new(cx, &host.name)?;
+            link.check_reachable(cx)?;
+            let request = request_for(fleet, host, false)?;
+            let input = serde_json::to_vec(&request).expect("a request always serializes");
+            link.xtask(cx, &["fleet", "host", "apply"], Some(&input), &mut |line| {
+                progress.detail(line)
+            })?
+            .json("`cargo xtask fleet host apply` on the host")
+        })();
+        progress.finish("");
+        match result {
+            Ok(report) => {
+                let error = report
+                    .workers
+                    .iter()
+                    .find(|worker| !worker.ok)
+                    .map(|worker| {
+                        format!(
+                            "worker {}: {}",
+                            worker.name,
+                            worker.error.as_deref().unwrap_or("failed")
+                        )
+                    });
+                HostResult {
+                    host: host.name.clone(),
+                    ok: error.is_none(),
+                    error,
+                    steps: report.steps,
+                    workers: report.workers,
+                }
+            }
+            Err(error) => HostResult::failed(&host.name, Vec::new(), error),
+        }
+    })?;
+    report_hosts(cx, "down", None, &results)
+}
+
+// ---------------------------------------------------------------------------------------------
+// status
+
+/// One desired (or stray) worker as `status` reports it.
+#[derive(Debug, Serialize)]
+struct WorkerStatus {
+    host: String,
+    worker: String,
+    desired: bool,
+    host_reachable: bool,
+    running: bool,
+    registered: bool,
+    slots_busy: Option<u32>,
+    slots_total: Option<u32>,
+    tokens_per_second: Option<f64>,
+    model_verified: Option<bool>,
+    /// Settings that differ from the fleet file.
+    differs: Vec<String>,
+    ok: bool,
+    problem: Option<String>,
+}
+
+fn status(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()> {
+    let states = per_host(cx, hosts, |cx, host, progress| {
+        progress.step("reading what runs there");
+        let result = HostLink::new(cx, &host.name).and_then(|link| {
+            link.check_reachable(cx)?;
+            host_state(cx, &link, true, progress)
+        });
+        progress.finish("");
+        result
+    })?;
+    let (orcd_workers, orcd_error) = match orcd_workers(fleet) {
+        Ok(workers) => (workers, None),
+        Err(error) => (Vec::new(), Some(format!("{error:#}"))),
+    };
+    let mut rows = Vec::new();
+    for (host, state) in hosts.iter().zip(&states) {
+        let actual = state
+            .as_ref()
+            .map(|state| state.workers.as_slice())
+            .unwrap_or_default();
+        for spec in &host.workers {
+            let found = actual.iter().find(|worker| worker.name == spec.name);
+            let registered = orcd_workers.iter().find(|worker| {
+                worker.worker_id == spec.name && worker.state == llorch_api::WorkerState::Live
+            });
+            let differs: Vec<String> = found
+                .and_then(|worker| worker.spec.as_ref())
+                .map(|running| {
+                    plan::differences(running, spec)
+                        .into_iter()
+                        .map(|change| {
+                            format!("{} {} -> {}", change.field, change.actual, change.desired)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let running = found.is_some_and(|worker| worker.running && worker.health.is_some());
+            let problem = match (&state, found) {
+                (Err(error), _) => Some(format!(
+                    "host unreachable: {}",
+                    error.to_string().lines().next().unwrap_or("")
+                )),
+                (Ok(_), None) => Some("not started".to_owned()),
+                (Ok(_), Some(_)) if !running => Some("not running".to_owned()),
+                (Ok(_), Some(_)) if !differs.is_empty() => {
+                    Some(format!("differs: {}", differs.join(", ")))
+                }
+                (Ok(_), Some(worker)) if worker.model_verified == Some(false) => {
+                    Some(format!("model {} does not match its SHA-256", spec.model))
+                }
+                (Ok(_), Some(_)) if registered.is_none() => Some(match &orcd_error {
+                    Some(error) => format!("orcd: {}", error.lines().next().unwrap_or("")),
+                    None => "not live in orcd".to_owned(),
+                }),
+                _ => None,
+            };
+            rows.push(WorkerStatus {
+                host: host.name.clone(),
+                worker: spec.name.clone(),
+                desired: true,
+                host_reachable: state.is_ok(),
+                running,
+                registered: registered.is_some(),
+                slots_busy: registered.map(|worker| worker.slots_busy),
+                slots_total: registered.map(|worker| worker.slots_total),
+                tokens_per_second: found.and_then(|worker| worker.tokens_per_second),
+                model_verified: found.and_then(|worker| worker.model_verified),
+                differs,
+                ok: problem.is_none(),
+                problem,
+            });
+        }
+        for stray in actual
+            .iter()
+            .filter(|worker| !host.workers.iter().any(|spec| spec.name == worker.name))
+        {
+            rows.push(WorkerStatus {
+                host: host.name.clone(),
+                worker: stray.name.clone(),
+                desired: false,
+                host_reachable: true,
+                running: stray.running,
+                registered: orcd_workers
+                    .iter()
+                    .any(|worker| worker.worker_id == stray.name),
+                slots_busy: None,
+                slots_total: None,
+                tokens_per_second: stray.tokens_per_second,
+                model_verified: stray.model_verified,
+                differs: Vec::new(),
+                ok: false,
+                problem: Some("not in the fleet file (`fleet up` stops it)".to_owned()),
+            });
+        }
+    }
+    let ok = rows.iter().all(|row| row.ok);
+    if cx.out.json() {
+        cx.out.print_json(&serde_json::json!({
+            "ok": ok,
+            "orchestrator": { "url": fleet.orchestrator.url, "error": orcd_error },
+            "workers": rows,
+        }))?;
+    } else {
+        let paint = cx.out.paint();
+        if let Some(error) = &orcd_error {
+            cx.out.println(format!("{} {error}", paint.red("orcd:")));
+        }
+        cx.out.println(paint.bold(&format!(
+            "{:<14} {:<28} {:<8} {:<10} {:>7} {:>7} {:<8} {}",
+            "HOST", "WORKER", "RUNNING", "REGISTERED", "SLOTS", "TOK/S", "MODEL", "PROBLEM"
+        )));
+        let yes_no = |value: bool| if value { "yes" } else { "no" };
+        for row in &rows {
+            let slots = match (row.slots_busy, row.slots_total) {
+                (Some(busy), Some(total)) => format!("{busy}/{total}"),
+                _ => "-".to_owned(),
+            };
+            let model = match row.model_verified {
+                Some(true) => "verified",
+                Some(false) => "BAD",
+                None => "-",
+            };
+            let problem = match &row.problem {
+                Some(problem) => paint.red(problem),
+                None => paint.green("ok"),
+            };
+            cx.out.println(format!(
+                "{:<14} {:<28} {:<8} {:<10} {:>7} {:>7} {:<8} {problem}",
+                row.host,
+                row.worker,
+                yes_no(row.running),
+                yes_no(row.registered),
+                slots,
+                row.tokens_per_second
+                    .map_or("-".to_owned(), |speed| format!("{speed:.1}")),
+                model,
+            ));
+        }
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(ExitCode(1).into())
+    }
+}
