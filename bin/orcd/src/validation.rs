@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use llorch_api::generation::{check_generation_options, GenerationOptionError};
 use llorch_api::{ChatMessage, ExecuteRequest, SamplingParams, TaskRequest, WorkerRegistration};
 
 /// Ids are path segments and log fields: short and plain.
@@ -52,6 +53,8 @@ impl TaskLimits {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ValidationError {
+    #[error(transparent)]
+    Option(#[from] GenerationOptionError),
     #[error("`{field}` must not be empty")]
     EmptyId { field: &'static str },
     #[error("`{field}` is {len} bytes long; the limit is {limit}")]
@@ -110,8 +113,13 @@ pub enum ValidationError {
     JsonTooDeep { limit: usize },
     #[error("`seed` must be between 0 and {}, got {value}", u32::MAX)]
     Seed { value: i64 },
-    #[error("`n` must be 1: orcd generates one choice per request, got {value}")]
+    #[error("`n` must be between 1 and 4 (each choice takes a slot of its own), got {value}")]
     ChoiceCount { value: u64 },
+    #[error(
+        "`response_format.json_schema.schema` uses `{feature}` at `{at}`, which structured \
+         output cannot enforce; remove it or describe the constraint in the prompt"
+    )]
+    SchemaFeature { feature: String, at: String },
     #[error("`prompt` must be one string (or a list holding one string), got {count} prompts")]
     PromptCount { count: usize },
     #[error("`{field}` must be {expected}")]
@@ -244,6 +252,7 @@ fn validate_sampling(
             value: sampling.top_p,
         });
     }
+    check_generation_options(sampling)?;
     if sampling.stop.len() > MAX_STOP_STRINGS {
         return Err(ValidationError::TooManyStops {
             count: sampling.stop.len(),

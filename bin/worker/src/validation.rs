@@ -1,7 +1,8 @@
 //! Checks a raw `POST /execute` body against the worker's limits and turns it into a
 //! [`ValidExecuteRequest`]; nothing reaches the engine before this has passed.
 
-use llorch_api::{ChatMessage, ExecuteRequest};
+use llorch_api::generation::{check_generation_options, GenerationOptionError};
+use llorch_api::{ChatMessage, ExecuteRequest, OutputConstraint, TokenBias};
 
 /// How many stop strings one request may carry; each is searched for after every token.
 pub const MAX_STOP_STRINGS: usize = 16;
@@ -35,6 +36,16 @@ pub struct ValidSampling {
     pub top_p: f32,
     /// `None` draws a fresh seed per request.
     pub seed: Option<u32>,
+    /// -2..2; 0 disables.
+    pub presence_penalty: f32,
+    /// -2..2; 0 disables.
+    pub frequency_penalty: f32,
+    /// Token ids are checked against the vocabulary once the model is known.
+    pub logit_bias: Vec<TokenBias>,
+    /// Alternatives reported per token (0..=20); `None` reports no log-probabilities.
+    pub logprobs: Option<u32>,
+    /// Turned into a grammar once the model is known.
+    pub constraint: Option<OutputConstraint>,
 }
 
 /// An execute request that is safe to hand to the engine (the prompt's token count is checked
@@ -85,6 +96,12 @@ pub enum ValidationError {
         limit.saturating_sub(1)
     )]
     PromptTooLong { tokens: usize, limit: u32 },
+    #[error(transparent)]
+    Option(#[from] GenerationOptionError),
+    #[error("`logit_bias` names token {token}, but the model's vocabulary has ids 0..{n_vocab}")]
+    UnknownToken { token: u32, n_vocab: u32 },
+    #[error("`response_format` cannot be turned into a grammar: {0}")]
+    Grammar(String),
     #[error("model has no chat template; send `prompt`")]
     NoChatTemplate,
     #[error("the model's chat template cannot be rendered by llama.cpp ({0}); send `prompt`")]
@@ -156,6 +173,7 @@ pub fn validate(
             });
         }
     }
+    check_generation_options(&sampling)?;
     Ok(ValidExecuteRequest {
         job_id,
         input,
@@ -165,6 +183,11 @@ pub fn validate(
             top_k: sampling.top_k,
             top_p: sampling.top_p,
             seed: sampling.seed,
+            presence_penalty: sampling.presence_penalty,
+            frequency_penalty: sampling.frequency_penalty,
+            logit_bias: sampling.logit_bias,
+            logprobs: sampling.logprobs,
+            constraint: sampling.constraint,
         },
         stop: sampling.stop,
     })
@@ -323,6 +346,27 @@ mod tests {
                 limit: MAX_STOP_BYTES
             }
         );
+    }
+
+    #[test]
+    fn generation_options_are_checked_with_the_shared_limits() {
+        assert_eq!(
+            refused(|r| r.sampling.frequency_penalty = -2.5),
+            ValidationError::Option(GenerationOptionError::Penalty {
+                field: "frequency_penalty",
+                value: -2.5
+            })
+        );
+        assert_eq!(
+            refused(|r| r.sampling.logprobs = Some(25)),
+            ValidationError::Option(GenerationOptionError::TopLogprobs { value: 25 })
+        );
+        let mut fine = request();
+        fine.sampling.presence_penalty = 1.5;
+        fine.sampling.logprobs = Some(3);
+        let valid = validate(fine, LIMITS).unwrap();
+        assert_eq!(valid.sampling.presence_penalty, 1.5);
+        assert_eq!(valid.sampling.logprobs, Some(3));
     }
 
     #[test]
