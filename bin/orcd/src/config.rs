@@ -11,7 +11,7 @@ use clap::Parser;
 use crate::audit::AuditSettings;
 use crate::auth::AuthConfig;
 use crate::scheduler::SchedulerConfig;
-use crate::validation::TaskLimits;
+use crate::validation::RequestLimits;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -137,7 +137,7 @@ pub struct Args {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub scheduler: SchedulerConfig,
-    pub limits: TaskLimits,
+    pub limits: RequestLimits,
     /// How long connecting to a worker may take before the dispatch counts as failed.
     pub worker_connect_timeout: Duration,
     /// How long a worker's stream may stay silent before the worker counts as hung.
@@ -156,7 +156,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             scheduler: SchedulerConfig::default(),
-            limits: TaskLimits::default(),
+            limits: RequestLimits::default(),
             worker_connect_timeout: Duration::from_secs(2),
             worker_silence: Duration::from_secs(60),
             drain: Duration::from_secs(5),
@@ -185,7 +185,7 @@ impl Args {
                 dispatch_attempts: self.dispatch_attempts,
                 ..defaults.scheduler
             },
-            limits: TaskLimits {
+            limits: RequestLimits {
                 max_tokens: self.max_tokens_limit,
                 max_prompt_bytes: self.max_prompt_bytes,
             },

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use llorch_api::{ErrorBody, ErrorKind, JobState, StreamEvent};
 
-use crate::validation::{log_safe, ValidationError};
+use crate::validation::{log_safe, RequestError, ValidationError};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OrcdError {
@@ -65,6 +65,12 @@ pub enum OrcdError {
     /// A bug; the detail is logged, the client only learns that something broke inside.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<RequestError> for OrcdError {
+    fn from(error: RequestError) -> Self {
+        OrcdError::Validation(ValidationError::Request(error))
+    }
 }
 
 impl OrcdError {

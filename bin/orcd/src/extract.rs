@@ -129,7 +129,9 @@ mod tests {
         assert!(matches!(
             parse_json::<TaskRequest>(deep.as_bytes()),
             Err(OrcdError::Validation(
-                crate::validation::ValidationError::JsonTooDeep { .. }
+                crate::validation::ValidationError::Request(
+                    crate::validation::RequestError::JsonTooDeep { .. }
+                )
             ))
         ));
         assert!(matches!(

@@ -37,7 +37,7 @@ use crate::error::OrcdError;
 use crate::extract::{JsonBody, PathParam};
 use crate::server::{start_job, AppState, StartedJob, TaskApi, JOB_ID_HEADER};
 use crate::sse::X_ACCEL_BUFFERING;
-use crate::validation::{validate_task, ValidationError};
+use crate::validation::{validate_task, RequestError, ValidationError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -61,6 +61,12 @@ impl From<OrcdError> for OpenAiError {
 impl From<ValidationError> for OpenAiError {
     fn from(error: ValidationError) -> Self {
         OpenAiError(OrcdError::Validation(error))
+    }
+}
+
+impl From<RequestError> for OpenAiError {
+    fn from(error: RequestError) -> Self {
+        OpenAiError(error.into())
     }
 }
 
@@ -249,18 +255,23 @@ async fn run(
     shape: Shape,
     endpoint: Endpoint,
 ) -> Result<Response, OpenAiError> {
-    let task = validate_task(task, state.limits())?;
     let stream = task.stream;
     let model = task.model.clone();
     let api = match endpoint {
         Endpoint::Chat => TaskApi::Chat,
         Endpoint::Completions => TaskApi::Completions,
     };
-    // One job per choice, each with its own seed so that seeded choices still differ.
-    let mut jobs = Vec::with_capacity(shape.choices as usize);
-    for index in 0..shape.choices {
-        let mut choice_task = task.clone();
-        choice_task.sampling.seed = task.sampling.seed.map(|seed| seed.wrapping_add(index));
+    // One job per choice, each with its own seed so that seeded choices still differ. All are
+    // validated before the first is admitted.
+    let choice_tasks = (0..shape.choices)
+        .map(|index| {
+            let mut choice = task.clone();
+            choice.sampling.seed = task.sampling.seed.map(|seed| seed.wrapping_add(index));
+            validate_task(choice, state.limits())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut jobs = Vec::with_capacity(choice_tasks.len());
+    for (index, choice_task) in (0..).zip(choice_tasks) {
         let StartedJob { job_id, items } = start_job(&state, choice_task, &actor, api).await?;
         jobs.push(ChoiceJob {
             index,

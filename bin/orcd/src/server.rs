@@ -31,8 +31,8 @@ use crate::openai;
 use crate::scheduler::{NewJob, SchedulerHandle};
 use crate::sse::sse_response;
 use crate::validation::{
-    validate_job_id, validate_registration, validate_task, validate_worker_id, TaskInput,
-    TaskLimits, ValidTask,
+    validate_job_id, validate_registration, validate_task, validate_worker_id, PromptInput,
+    RequestLimits, ValidTask,
 };
 
 /// Names the job of a `POST /v2/tasks` answer, so a client can cancel it before any event.
@@ -46,7 +46,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 pub struct AppState {
     scheduler: SchedulerHandle,
     http: reqwest::Client,
-    limits: TaskLimits,
+    limits: RequestLimits,
     auth: Arc<AuthConfig>,
     /// `None` when the audit log is off: then nothing about it costs anything.
     audit: Option<AuditLog>,
@@ -121,7 +121,7 @@ impl AppState {
         &self.scheduler
     }
 
-    pub fn limits(&self) -> &TaskLimits {
+    pub fn limits(&self) -> &RequestLimits {
         &self.limits
     }
 
@@ -380,8 +380,8 @@ pub async fn start_job(
 /// The audit record of an accepted task: the prompt's size and hash, never its text.
 fn task_submitted(job_id: &str, task: &ValidTask, api: TaskApi) -> AuditEvent {
     let (prompt_bytes, prompt_sha256) = match &task.input {
-        TaskInput::Prompt(prompt) => (prompt.len(), sha256_hex(prompt.as_bytes())),
-        TaskInput::Messages(messages) => {
+        PromptInput::Text(prompt) => (prompt.len(), sha256_hex(prompt.as_bytes())),
+        PromptInput::Chat(messages) => {
             let json = serde_json::to_string(messages).expect("messages always serialize");
             (json.len(), sha256_hex(json.as_bytes()))
         }

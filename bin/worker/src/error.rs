@@ -105,7 +105,9 @@ mod tests {
 
     #[test]
     fn validation_errors_are_400_and_name_the_field() {
-        let error = WorkerError::from(ValidationError::TopPOutOfRange(2.0));
+        let error = WorkerError::from(ValidationError::Request(
+            llorch_api::validation::RequestError::TopP { value: 2.0 },
+        ));
         assert_eq!(error.status(), StatusCode::BAD_REQUEST);
         let body = error.body();
         assert_eq!(body.error_type, ErrorKind::Validation);

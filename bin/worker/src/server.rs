@@ -235,7 +235,7 @@ mod tests {
             ),
             (
                 json!({"job_id": "j", "prompt": "a", "max_tokens": 513}),
-                "at most 512",
+                "between 1 and 512",
             ),
             (
                 json!({"job_id": "j", "prompt": "a", "temperature": -1.0}),
@@ -247,7 +247,7 @@ mod tests {
             ),
             (
                 json!({"job_id": "j", "prompt": "a", "stop": [""]}),
-                "`stop`",
+                "`stop[0]`",
             ),
             (json!({"prompt": "a"}), "job_id"),
         ];

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod audit;
 pub mod generation;
+pub mod log_safe;
 pub mod secret;
+pub mod validation;
 
 /// The compute backend a worker runs llama.cpp on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

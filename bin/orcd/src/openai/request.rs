@@ -12,8 +12,6 @@ use crate::validation::ValidationError;
 
 /// OpenAI's documented default for `/v1/completions`.
 pub const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
-/// OpenAI's range for `temperature`.
-const MAX_TEMPERATURE: f32 = 2.0;
 /// Most choices (`n`) one request may ask for. Each choice is its own job on a slot of its own
 /// (the prompt is evaluated once per choice), so this bounds what one request can occupy.
 pub const MAX_CHOICES: u64 = 4;
@@ -302,15 +300,9 @@ fn common_params(
     if !(1..=MAX_CHOICES).contains(&choices) {
         return Err(ValidationError::ChoiceCount { value: choices });
     }
-    // OpenAI's defaults: temperature 1 and top_p 1, no top-k.
+    // OpenAI's defaults: temperature 1 and top_p 1, no top-k. Ranges are checked by the shared
+    // validator, as for `/v2/tasks`.
     let temperature = common.temperature.unwrap_or(1.0);
-    if temperature > MAX_TEMPERATURE {
-        return Err(ValidationError::AboveMaximum {
-            field: "temperature",
-            value: temperature,
-            limit: MAX_TEMPERATURE,
-        });
-    }
     let seed = match common.seed {
         None => None,
         Some(seed) => Some(u32::try_from(seed).map_err(|_| ValidationError::Seed { value: seed })?),
@@ -603,6 +595,28 @@ mod tests {
                 choices: 1,
                 logprobs: false
             }
+        );
+    }
+
+    #[test]
+    fn ranges_are_the_shared_validators_as_on_v2() {
+        let (task, _) =
+            chat(json!({"model": "m", "messages": user(), "temperature": 2.5})).unwrap();
+        assert_eq!(
+            crate::validation::validate_task(task, &crate::validation::RequestLimits::default()),
+            Err(crate::validation::RequestError::Temperature {
+                value: 2.5,
+                limit: llorch_api::validation::MAX_TEMPERATURE
+            })
+        );
+        let (task, _) =
+            chat(json!({"model": "m", "messages": user(), "presence_penalty": 2.5})).unwrap();
+        let error =
+            crate::validation::validate_task(task, &crate::validation::RequestLimits::default())
+                .unwrap_err();
+        assert!(
+            error.to_string().starts_with("`presence_penalty`"),
+            "{error}"
         );
     }
 

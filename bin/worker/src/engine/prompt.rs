@@ -6,7 +6,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::ChatTemplateError;
 
-use crate::validation::{PromptInput, ValidationError};
+use crate::validation::{PromptInput, RequestError, ValidationError};
 
 pub(super) fn tokenize_prompt(
     model: &LlamaModel,
@@ -39,9 +39,12 @@ fn render_chat(
     })?;
     let messages = messages
         .iter()
-        .map(|message| LlamaChatMessage::new(message.role.clone(), message.content.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| ValidationError::NulInMessage)?;
+        .enumerate()
+        .map(|(index, message)| {
+            LlamaChatMessage::new(message.role.clone(), message.content.clone())
+                .map_err(|_| RequestError::NulInMessage { index })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     model
         .apply_chat_template(&template, &messages, true)
         .map_err(|error| ValidationError::ChatTemplate(error.to_string()))
