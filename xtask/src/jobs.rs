@@ -93,6 +93,7 @@ fn task_request(cx: &Context, submit: SubmitArgs) -> anyhow::Result<TaskRequest>
             top_p: submit.top_p,
             seed: submit.seed,
             stop: submit.stop,
+            ..SamplingParams::default()
         },
         stream: true,
     })

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use clap::Parser;
 
 use crate::audit::AuditSettings;
@@ -19,6 +20,7 @@ Examples:
   LLORCH_ORCD_LISTEN=127.0.0.1:0 orcd    # OS-chosen port, printed on stdout
   orcd --listen 0.0.0.0:8080 --api-token-file /etc/llorch/api.token \\
        --worker-token-file /etc/llorch/worker.token --audit-log /var/log/llorch/audit.jsonl
+  orcd --cors-origin https://chat.example.com   # a browser chat UI on that origin may call /v1
 
 Workers register with `POST /workers/register`; clients submit with `POST /v2/tasks` or the
 OpenAI-compatible `/v1/chat/completions` and `/v1/completions`. Running across hosts with
@@ -120,6 +122,15 @@ pub struct Args {
     /// ~/.local/share/llorch/audit.jsonl) and fsync every event
     #[arg(long, env = "LLORCH_EU_AUDIT")]
     pub eu_audit: bool,
+    /// Let browser pages from this origin call orcd (CORS; repeatable, e.g.
+    /// `https://chat.example.com`); none by default
+    #[arg(
+        long = "cors-origin",
+        env = "LLORCH_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origins: Vec<String>,
 }
 
 /// Everything the library needs to run, independent of how it was configured.
@@ -137,6 +148,8 @@ pub struct Settings {
     pub auth: AuthConfig,
     /// The audit log; `None` (the default) turns it off.
     pub audit: Option<AuditSettings>,
+    /// Origins browsers may call orcd from (CORS); none by default.
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 impl Default for Settings {
@@ -149,6 +162,7 @@ impl Default for Settings {
             drain: Duration::from_secs(5),
             auth: AuthConfig::disabled(),
             audit: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -177,6 +191,11 @@ impl Args {
             },
             drain: Duration::from_secs(self.drain_secs),
             worker_silence: Duration::from_secs(self.worker_silence_secs),
+            cors_origins: self
+                .cors_origins
+                .iter()
+                .map(|origin| crate::cors::parse_origin(origin))
+                .collect::<anyhow::Result<_>>()?,
             ..defaults
         })
     }
@@ -245,6 +264,24 @@ mod tests {
         assert_eq!(settings.scheduler.queue_limit, 5);
         assert_eq!(settings.limits.max_tokens, 64);
         assert!(Args::try_parse_from(["orcd", "--heartbeat-timeout-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn cors_origins_repeat_and_are_checked() {
+        let args = Args::try_parse_from([
+            "orcd",
+            "--cors-origin",
+            "https://a.example",
+            "--cors-origin",
+            "http://127.0.0.1:3000",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.settings().unwrap().cors_origins,
+            ["https://a.example", "http://127.0.0.1:3000"]
+        );
+        let bad = Args::try_parse_from(["orcd", "--cors-origin", "a.example/x"]).unwrap();
+        assert!(bad.settings().is_err());
     }
 
     #[test]

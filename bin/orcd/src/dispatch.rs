@@ -392,9 +392,18 @@ impl JobRun {
                 Attempt::Retry(DispatchFailure::Busy(message))
             }
             status if status.is_client_error() => {
-                let error = OrcdError::WorkerRejected {
-                    worker_id: worker_id.to_owned(),
-                    message,
+                let error = match serde_json::from_str::<ErrorBody>(&body) {
+                    Ok(ErrorBody {
+                        error_type: ErrorKind::ContextLength,
+                        error,
+                    }) => OrcdError::ContextLength {
+                        worker_id: worker_id.to_owned(),
+                        message: error,
+                    },
+                    _ => OrcdError::WorkerRejected {
+                        worker_id: worker_id.to_owned(),
+                        message,
+                    },
                 };
                 let outcome = JobOutcome::Failed(error.to_string());
                 self.emit_final(Err(error)).await;
@@ -501,6 +510,7 @@ fn worker_error(worker_id: &str, message: String, error_type: ErrorKind) -> Orcd
     let worker_id = worker_id.to_owned();
     match error_type {
         ErrorKind::Validation => OrcdError::WorkerRejected { worker_id, message },
+        ErrorKind::ContextLength => OrcdError::ContextLength { worker_id, message },
         ErrorKind::NoWorker
         | ErrorKind::QueueFull
         | ErrorKind::NotFound

@@ -51,6 +51,9 @@ pub enum OrcdError {
     /// The worker refused the request as invalid (for example a prompt longer than its context).
     #[error("worker `{worker_id}` rejected the job: {message}")]
     WorkerRejected { worker_id: String, message: String },
+    /// The prompt does not fit one slot of the worker's context.
+    #[error("worker `{worker_id}` cannot take the prompt: {message}")]
+    ContextLength { worker_id: String, message: String },
     /// The worker failed or vanished after generation had started.
     #[error("worker `{worker_id}` failed: {message}")]
     WorkerFailed { worker_id: String, message: String },
@@ -95,6 +98,7 @@ impl OrcdError {
             OrcdError::WorkerRejected { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, ErrorKind::Validation)
             }
+            OrcdError::ContextLength { .. } => (StatusCode::BAD_REQUEST, ErrorKind::ContextLength),
             OrcdError::WorkerFailed { .. } => (StatusCode::BAD_GATEWAY, ErrorKind::Worker),
             OrcdError::DispatchFailed { .. } => (StatusCode::BAD_GATEWAY, ErrorKind::Worker),
             OrcdError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::ShuttingDown),
@@ -135,6 +139,7 @@ impl OrcdError {
             ErrorKind::Internal => tracing::error!("{message}"),
             ErrorKind::Worker => tracing::warn!("{message}"),
             ErrorKind::Validation
+            | ErrorKind::ContextLength
             | ErrorKind::NoWorker
             | ErrorKind::QueueFull
             | ErrorKind::NotFound

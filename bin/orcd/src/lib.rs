@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod dispatch;
 pub mod error;
 pub mod extract;

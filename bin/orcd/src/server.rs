@@ -55,6 +55,8 @@ pub struct AppState {
     /// Set to `true` to end every in-flight job with a `shutting_down` error.
     abort: watch::Sender<bool>,
     draining: Arc<AtomicBool>,
+    /// Origins browsers may call from (`--cors-origin`).
+    cors_origins: Arc<Vec<HeaderValue>>,
 }
 
 impl AppState {
@@ -96,6 +98,7 @@ impl AppState {
             started_at_secs: unix_millis() / 1000,
             abort: watch::Sender::new(false),
             draining: Arc::new(AtomicBool::new(false)),
+            cors_origins: Arc::new(settings.cors_origins.clone()),
         })
     }
 
@@ -141,6 +144,15 @@ impl AppState {
 }
 
 pub fn app(state: AppState) -> Router {
+    let router = routes(state.clone());
+    // Outermost: a browser's preflight carries no token and must be answered before auth.
+    match crate::cors::layer(&state.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(prometheus_metrics))

@@ -27,8 +27,19 @@ pub enum ValidationError {
     CtxSize,
     #[error("`seed` must be between 0 and {}, got {value}", u32::MAX)]
     Seed { value: i64 },
-    #[error("`n` must be 1: orcd generates one choice per request, got {value}")]
+    #[error("`n` must be between 1 and 4 (each choice takes a slot of its own), got {value}")]
     ChoiceCount { value: u64 },
+    #[error(
+        "`response_format.json_schema.schema` uses `{feature}` at `{at}`, which structured \
+         output cannot enforce; remove it or describe the constraint in the prompt"
+    )]
+    SchemaFeature { feature: String, at: String },
+    #[error("`{field}` must be at most {limit}, got {value}")]
+    AboveMaximum {
+        field: &'static str,
+        value: f32,
+        limit: f32,
+    },
     #[error("`prompt` must be one string (or a list holding one string), got {count} prompts")]
     PromptCount { count: usize },
     #[error("`{field}` must be {expected}")]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use orcd::auth::AuthConfig;
 use orcd::Settings;
 use serde_json::{json, Value};
-use support::{within, FakeWorker, Orcd, Script};
+use support::{within, Behavior, FakeWorker, Orcd, Script};
 
 const MODEL: &str = "fake-model";
 const CLIENT_TOKEN: &str = "client-token-for-openai-tests";
@@ -210,4 +210,137 @@ async fn openai_errors_have_the_openai_shape_and_status() {
     assert_eq!(unauthenticated.status(), 401);
     let error: Value = unauthenticated.json().await.unwrap();
     assert_eq!(error["error"]["type"], "authentication_error");
+}
+
+/// The `data:` payloads of an SSE body, `[DONE]` excluded, and whether `[DONE]` ended it.
+fn data_chunks(body: &str) -> (Vec<Value>, bool) {
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    let done = data.last() == Some(&"[DONE]");
+    let chunks = data
+        .iter()
+        .filter(|chunk| **chunk != "[DONE]")
+        .map(|chunk| serde_json::from_str(chunk).unwrap())
+        .collect();
+    (chunks, done)
+}
+
+#[tokio::test]
+async fn several_choices_run_as_several_jobs_and_come_back_indexed() {
+    let orcd = Orcd::start(settings_with_tokens()).await;
+    let worker = FakeWorker::start(Script::complete(64, Duration::from_millis(1))).await;
+    orcd.register_with_token(&worker.registration("w1", MODEL, 4), WORKER_TOKEN)
+        .await;
+    let body = json!({
+        "model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2, "n": 3, "seed": 5,
+    });
+    let reply: Value = post(&orcd, "/v1/chat/completions", body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let choices = reply["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{reply}");
+    for (index, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], index);
+        assert_eq!(choice["message"]["content"], "t0 t1 ");
+    }
+    assert_eq!(reply["usage"]["completion_tokens"], 6);
+    assert!(reply["system_fingerprint"]
+        .as_str()
+        .unwrap()
+        .contains(MODEL));
+    assert_eq!(worker.executions(), 3);
+    // The last job got the last seed.
+    assert_eq!(worker.last_request().unwrap().0.sampling.seed, Some(7));
+
+    let body = json!({
+        "model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2, "n": 2, "stream": true, "stream_options": {"include_usage": true},
+    });
+    let text = post(&orcd, "/v1/chat/completions", body)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (chunks, done) = data_chunks(&text);
+    assert!(done, "{text}");
+    let finished: Vec<u64> = chunks
+        .iter()
+        .filter(|chunk| chunk["choices"][0]["finish_reason"].is_string())
+        .map(|chunk| chunk["choices"][0]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(finished.len(), 2, "{text}");
+    assert!(finished.contains(&0) && finished.contains(&1), "{text}");
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["completion_tokens"], 4, "{text}");
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 0);
+}
+
+#[tokio::test]
+async fn a_prompt_beyond_the_context_is_a_400_before_any_stream() {
+    let orcd = Orcd::start(settings_with_tokens()).await;
+    let worker = FakeWorker::start(Script {
+        behavior: Behavior::RefuseContextLength,
+        ..Script::complete(2, Duration::from_millis(1))
+    })
+    .await;
+    orcd.register_with_token(&worker.registration("w1", MODEL, 1), WORKER_TOKEN)
+        .await;
+    for stream in [false, true] {
+        let body = json!({
+            "model": MODEL, "messages": [{"role": "user", "content": "long"}],
+            "max_tokens": 2, "stream": stream,
+        });
+        let response = post(&orcd, "/v1/chat/completions", body).await;
+        assert_eq!(response.status(), 400, "stream: {stream}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "context_length_exceeded", "{error}");
+        assert_eq!(error["error"]["param"], "messages", "{error}");
+    }
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_for_configured_origins_only() {
+    let preflight = |orcd: &Orcd, origin: &str| {
+        orcd.client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/v1/chat/completions", orcd.url),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let orcd = Orcd::start(Settings {
+        cors_origins: vec![axum::http::HeaderValue::from_static("http://ok.example")],
+        ..settings_with_tokens()
+    })
+    .await;
+    let allowed = preflight(&orcd, "http://ok.example").await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://ok.example"
+    );
+    let refused = preflight(&orcd, "http://evil.example").await.unwrap();
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+
+    let without = Orcd::start(settings_with_tokens()).await;
+    let response = preflight(&without, "http://ok.example").await.unwrap();
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    assert_ne!(response.status(), 200, "no CORS unless configured");
 }

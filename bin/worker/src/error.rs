@@ -44,6 +44,10 @@ impl WorkerError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
+            // orcd answers OpenAI clients `context_length_exceeded` for this one.
+            WorkerError::Validation(ValidationError::PromptTooLong { .. }) => {
+                ErrorKind::ContextLength
+            }
             WorkerError::Validation(_) => ErrorKind::Validation,
             WorkerError::Unauthorized(_) => ErrorKind::Unauthorized,
             // orcd treats a loading worker like a full one: try another or wait.

@@ -384,6 +384,7 @@ mod tests {
         let token = StreamEvent::Token {
             text: "line one\nline two".into(),
             index: 0,
+            logprobs: Vec::new(),
         };
         let events = vec![token.clone(), done.clone()];
         let response = sse_response(futures::stream::iter(events));
@@ -412,6 +413,7 @@ mod tests {
         let events = vec![StreamEvent::Token {
             text: "partial".into(),
             index: 0,
+            logprobs: Vec::new(),
         }];
         let text = body_text(sse_response(futures::stream::iter(events))).await;
         let frames: Vec<&str> = text

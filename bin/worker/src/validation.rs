@@ -48,6 +48,10 @@ pub enum ValidationError {
         limit.saturating_sub(1)
     )]
     PromptTooLong { tokens: usize, limit: u32 },
+    #[error("`logit_bias` names token {token}, but the model's vocabulary has ids 0..{n_vocab}")]
+    UnknownToken { token: u32, n_vocab: u32 },
+    #[error("`response_format` cannot be turned into a grammar: {0}")]
+    Grammar(String),
     #[error("model has no chat template; send `prompt`")]
     NoChatTemplate,
     #[error("the model's chat template cannot be rendered by llama.cpp ({0}); send `prompt`")]
@@ -199,5 +203,29 @@ mod tests {
             }
         );
         assert!(error.to_string().contains("send at most 511"), "{error}");
+    }
+
+    #[test]
+    fn generation_options_are_checked_with_the_shared_limits() {
+        use llorch_api::generation::GenerationOptionError;
+        assert_eq!(
+            refused(|r| r.sampling.frequency_penalty = -2.5),
+            ValidationError::Request(RequestError::Generation(GenerationOptionError::Penalty {
+                field: "frequency_penalty",
+                value: -2.5
+            }))
+        );
+        assert_eq!(
+            refused(|r| r.sampling.logprobs = Some(25)),
+            ValidationError::Request(RequestError::Generation(
+                GenerationOptionError::TopLogprobs { value: 25 }
+            ))
+        );
+        let mut fine = request();
+        fine.sampling.presence_penalty = 1.5;
+        fine.sampling.logprobs = Some(3);
+        let valid = validate(fine, LIMITS).unwrap();
+        assert_eq!(valid.sampling.presence_penalty, 1.5);
+        assert_eq!(valid.sampling.logprobs, Some(3));
     }
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod generation;
 pub mod log_safe;
 pub mod secret;
 pub mod validation;
@@ -74,6 +75,68 @@ pub struct SamplingParams {
     pub seed: Option<u32>,
     /// Generation ends before any of these strings; the stop string itself is not streamed.
     pub stop: Vec<String>,
+    /// OpenAI's presence penalty (-2..2): subtracted once from the logit of every token that
+    /// was already generated. 0 disables it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty (-2..2): subtracted from a token's logit once per time it
+    /// was already generated. 0 disables it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub frequency_penalty: f32,
+    /// Added to the logits of these token ids (-100..100; -100 bans a token).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logit_bias: Vec<TokenBias>,
+    /// Report each generated token's log-probability and this many most likely alternatives
+    /// (0..=20) in its `token` event. `None` reports nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
+    /// Constrains the output to JSON; decoding follows a grammar, so the text always parses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<OutputConstraint>,
+}
+
+fn is_zero(value: &f32) -> bool {
+    *value == 0.0
+}
+
+/// One entry of [`SamplingParams::logit_bias`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TokenBias {
+    pub token: u32,
+    pub bias: f32,
+}
+
+/// What the generated text must be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputConstraint {
+    /// One JSON object, any keys.
+    JsonObject,
+    /// JSON that validates against this JSON schema.
+    JsonSchema { schema: serde_json::Value },
+}
+
+/// The log-probability of one generated token, with the most likely alternatives at its
+/// position (most likely first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's id in the model's vocabulary (what `logit_bias` keys name).
+    pub id: u32,
+    /// The token's text (lossy UTF-8; `bytes` holds the exact bytes).
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<TopLogprob>,
+}
+
+/// One alternative in [`TokenLogprob::top`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    pub id: u32,
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
 }
 
 impl Default for SamplingParams {
@@ -85,6 +148,11 @@ impl Default for SamplingParams {
             top_p: 0.95,
             seed: None,
             stop: Vec::new(),
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
+            logprobs: None,
+            constraint: None,
         }
     }
 }
@@ -153,6 +221,8 @@ pub struct GenerationStats {
 pub enum ErrorKind {
     /// The request was malformed or out of range (4xx).
     Validation,
+    /// The prompt does not fit the model's context (one slot of the worker); a 400.
+    ContextLength,
     /// No live worker serves the model.
     NoWorker,
     /// The model's queue is full; retry later.
@@ -185,8 +255,14 @@ pub enum StreamEvent {
     Queued { job_id: String, position: u32 },
     /// orcd: the job was dispatched to a worker.
     Started { job_id: String, worker_id: String },
-    /// worker: one piece of generated text (always whole UTF-8 characters).
-    Token { text: String, index: u32 },
+    /// worker: one piece of generated text (always whole UTF-8 characters), with the
+    /// log-probabilities of the tokens it holds when the request asked for them.
+    Token {
+        text: String,
+        index: u32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logprobs: Vec<TokenLogprob>,
+    },
     /// worker: generation finished.
     Done(GenerationStats),
     /// Either side: the job failed; no further events follow.
@@ -366,6 +442,23 @@ mod tests {
             StreamEvent::Token {
                 text: "日本".into(),
                 index: 3,
+                logprobs: Vec::new(),
+            },
+            StreamEvent::Token {
+                text: "a".into(),
+                index: 4,
+                logprobs: vec![TokenLogprob {
+                    id: 64,
+                    token: "a".into(),
+                    bytes: vec![b'a'],
+                    logprob: -0.5,
+                    top: vec![TopLogprob {
+                        id: 64,
+                        token: "a".into(),
+                        bytes: vec![b'a'],
+                        logprob: -0.5,
+                    }],
+                }],
             },
             StreamEvent::Done(GenerationStats {
                 finish_reason: FinishReason::Length,

@@ -10,6 +10,7 @@
 
 use std::ops::Deref;
 
+use crate::generation::{check_generation_options, GenerationOptionError};
 use crate::{ChatMessage, ExecuteRequest, SamplingParams, TaskRequest};
 
 /// Ids are path segments and log fields: short and plain.
@@ -117,6 +118,9 @@ pub enum RequestError {
     },
     #[error("the request body nests `[` and `{{` deeper than {limit} levels")]
     JsonTooDeep { limit: usize },
+    /// Penalties, logit bias, log-probabilities and output constraints ([`crate::generation`]).
+    #[error(transparent)]
+    Generation(#[from] GenerationOptionError),
 }
 
 /// What the model is asked: raw text, or a chat the worker renders with the model's template.
@@ -313,6 +317,7 @@ pub fn validate_sampling(
             });
         }
     }
+    check_generation_options(&sampling)?;
     Ok(ValidSampling(sampling))
 }
 

@@ -234,7 +234,11 @@ fn run_logged(
 }
 
 /// Python packages the test suite drives orcd with: (import name, pip requirement).
-const PYTHON_TEST_PACKAGES: &[(&str, &str)] = &[("openai", "openai")];
+const PYTHON_TEST_PACKAGES: &[(&str, &str)] = &[
+    ("openai", "openai"),
+    // Validates structured-output answers in `tests/python/openai_features.py`.
+    ("jsonschema", "jsonschema"),
+];
 
 /// Installs the Python packages the tests need. A distribution's externally managed Python
 /// (PEP 668) refuses a plain install; then the packages go to the user's site directory.

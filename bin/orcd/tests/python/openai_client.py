@@ -106,12 +106,13 @@ except openai.NotFoundError as error:
     check(error.status_code == 404, f"status {error.status_code}")
     check(error.code == "model_not_found", f"code {error.code}")
 
-# What orcd cannot do is a 400 naming the field.
+# What orcd cannot do is a 400 naming the field, in `param` too.
 try:
-    client.chat.completions.create(model=model, messages=messages, max_tokens=2, n=2)
-    check(False, "n=2 must fail")
+    client.chat.completions.create(model=model, messages=messages, max_tokens=2, n=9)
+    check(False, "n=9 must fail")
 except openai.BadRequestError as error:
     check("`n`" in error.message, f"message names the field: {error.message}")
+    check(error.param == "n", f"param names the field: {error.param}")
 
 # A wrong key is refused (only meaningful when orcd has tokens, which the tests configure).
 if api_key != "unused":

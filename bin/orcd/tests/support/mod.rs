@@ -53,6 +53,8 @@ pub enum Behavior {
     Complete,
     /// Answers this status with an `ErrorBody` instead of a stream.
     Refuse(u16),
+    /// Answers 400 as a worker does for a prompt longer than its slot's context.
+    RefuseContextLength,
     /// Streams this many tokens, then breaks the connection.
     DieAfter(u32),
     /// Streams this many tokens, then keeps the connection open and sends nothing, as a hung
@@ -208,6 +210,13 @@ async fn execute(
         tokens: script.tokens.min(request.sampling.max_tokens),
         ..script
     };
+    if script.behavior == Behavior::RefuseContextLength {
+        let body = ErrorBody {
+            error: "`prompt` is 600 tokens but one slot holds 512".into(),
+            error_type: ErrorKind::ContextLength,
+        };
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
     if let Behavior::Refuse(status) = script.behavior {
         let body = ErrorBody {
             error: format!("scripted refusal {status}"),
@@ -253,6 +262,7 @@ async fn execute(
         let token = StreamEvent::Token {
             text: format!("t{} ", progress.next_index),
             index: progress.next_index,
+            logprobs: Vec::new(),
         };
         progress.next_index += 1;
         Some((Ok(sse(&token)), progress))

@@ -15,7 +15,7 @@ use llama_cpp_2::{
 use llorch_api::FinishReason;
 
 use super::{
-    sampling::build_sampler,
+    sampling::logprobs_of,
     slot::{Job, Phase, Sequence},
     Command, EngineLoad, Shared,
 };
@@ -172,9 +172,8 @@ impl<'a> Batcher<'a> {
             let _ = self
                 .context
                 .clear_kv_cache_seq(Some(slot as u32), None, None);
-            let sampler = build_sampler(&job.sampling);
             tracing::debug!(job_id = %job.job_id, slot, "job started");
-            self.slots[slot] = Some(Sequence::new(job, sampler));
+            self.slots[slot] = Some(Sequence::new(job));
         }
     }
 
@@ -261,7 +260,14 @@ impl<'a> Batcher<'a> {
                 sequence.prefill_done = Some(decoded_at);
             }
             // `sample` also accepts the token into the sampler chain; never accept it again.
-            let token = sequence.sampler.sample(&self.context, row);
+            let token = sequence.job.sampler.sample(&self.context, row);
+            if let Some(top) = sequence.job.logprobs {
+                if !self.model.vocab().is_eog(token) {
+                    let logits = self.context.get_logits_ith(row);
+                    let logprob = logprobs_of(self.model, logits, token, top);
+                    sequence.pending_logprobs.push(logprob);
+                }
+            }
             self.after_sample(slot, token);
         }
     }

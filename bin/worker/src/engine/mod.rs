@@ -239,16 +239,23 @@ impl EngineHandle {
             sampling,
             stop,
         } = request;
-        let prompt = tokio::task::spawn_blocking(move || prompt::tokenize_prompt(model, &input))
-            .await
-            .map_err(|error| WorkerError::EngineStopped(format!("tokenizer task: {error}")))??;
+        let logprobs = sampling.logprobs;
+        let (prompt, sampler) = tokio::task::spawn_blocking(move || {
+            let prompt = prompt::tokenize_prompt(model, &input)?;
+            // Built here, off the engine thread: a grammar can take a while to compile.
+            let sampler = sampling::build_sampler(model, &sampling, max_tokens)?;
+            Ok::<_, crate::validation::ValidationError>((prompt, sampler))
+        })
+        .await
+        .map_err(|error| WorkerError::EngineStopped(format!("tokenizer task: {error}")))??;
         check_prompt_length(prompt.len(), self.shared.settings.limits())?;
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
         let job = Job {
             job_id,
             prompt,
             max_tokens,
-            sampling,
+            sampler,
+            logprobs,
             stop,
             events,
             received_at,

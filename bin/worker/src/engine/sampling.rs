@@ -1,35 +1,153 @@
-//! Builds one llama.cpp sampler chain per sequence from the request's sampling settings.
+//! Builds one llama.cpp sampler chain per sequence from the request's sampling settings, and
+//! computes the log-probabilities a request asks for. The chain is built when the request
+//! arrives (off the engine thread), so a logit bias on a token the model does not have or a
+//! schema that yields no grammar is a 400 before any slot is taken.
 
 use std::hash::{BuildHasher, RandomState};
 
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
+use llama_cpp_2::token::LlamaToken;
+use llorch_api::{OutputConstraint, TokenLogprob, TopLogprob};
 
-use crate::validation::ValidSampling;
+use crate::validation::{ValidSampling, ValidationError};
 
-/// A sampler for one sequence. Each sequence needs its own: `dist` carries the RNG state.
-pub(super) fn build_sampler(sampling: &ValidSampling) -> LlamaSampler {
-    if sampling.temperature == 0.0 {
-        return LlamaSampler::greedy();
+/// The grammar's start symbol, as llama.cpp's JSON-schema converter names it.
+const GRAMMAR_ROOT: &str = "root";
+
+/// A sampler for one sequence. Each sequence needs its own: `dist` carries the RNG state,
+/// penalties the tokens generated so far, the grammar its parse state.
+pub(super) fn build_sampler(
+    model: &LlamaModel,
+    sampling: &ValidSampling,
+    max_tokens: u32,
+) -> Result<LlamaSampler, ValidationError> {
+    let n_vocab = model.n_vocab();
+    let mut chain = Vec::with_capacity(8);
+    if !sampling.logit_bias.is_empty() {
+        let mut biases = Vec::with_capacity(sampling.logit_bias.len());
+        for bias in &sampling.logit_bias {
+            let token = i32::try_from(bias.token)
+                .ok()
+                .filter(|&token| token < n_vocab)
+                .ok_or(ValidationError::UnknownToken {
+                    token: bias.token,
+                    n_vocab: n_vocab.max(0) as u32,
+                })?;
+            // -100 bans a token outright, as OpenAI documents; a finite bias of -100 could
+            // still lose against a logit more than 100 above the rest.
+            let value = if bias.bias <= -100.0 {
+                f32::NEG_INFINITY
+            } else {
+                bias.bias
+            };
+            biases.push(LlamaLogitBias::new(LlamaToken::new(token), value));
+        }
+        chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
     }
-    // llama.cpp's own order: truncate the distribution, then scale, then draw.
-    let mut chain = Vec::with_capacity(4);
-    if sampling.top_k > 0 {
-        chain.push(LlamaSampler::top_k(
-            i32::try_from(sampling.top_k).unwrap_or(i32::MAX),
+    if sampling.presence_penalty != 0.0 || sampling.frequency_penalty != 0.0 {
+        // The window covers everything this request can generate: OpenAI penalises every
+        // token of the answer so far. Prompt tokens are never accepted into the sampler.
+        let window = i32::try_from(max_tokens).unwrap_or(i32::MAX);
+        chain.push(LlamaSampler::penalties(
+            n_vocab,
+            window,
+            1.0,
+            sampling.frequency_penalty,
+            sampling.presence_penalty,
         ));
     }
-    if sampling.top_p < 1.0 {
-        chain.push(LlamaSampler::top_p(sampling.top_p, 1));
+    if let Some(constraint) = &sampling.constraint {
+        let grammar = grammar_for(constraint)?;
+        let sampler = LlamaSampler::grammar(model, &grammar, GRAMMAR_ROOT)
+            .map_err(|error| ValidationError::Grammar(error.to_string()))?;
+        chain.push(sampler);
     }
-    chain.push(LlamaSampler::temp(sampling.temperature));
-    chain.push(LlamaSampler::dist(
-        sampling.seed.unwrap_or_else(random_seed),
-    ));
-    LlamaSampler::chain_simple(chain)
+    if sampling.temperature == 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        // llama.cpp's own order: truncate the distribution, then scale, then draw.
+        if sampling.top_k > 0 {
+            chain.push(LlamaSampler::top_k(
+                i32::try_from(sampling.top_k).unwrap_or(i32::MAX),
+            ));
+        }
+        if sampling.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(sampling.top_p, 1));
+        }
+        chain.push(LlamaSampler::temp(sampling.temperature));
+        chain.push(LlamaSampler::dist(
+            sampling.seed.unwrap_or_else(random_seed),
+        ));
+    }
+    Ok(LlamaSampler::chain_simple(chain))
+}
+
+/// The GBNF grammar that only admits text satisfying `constraint`, from llama.cpp's own
+/// JSON-schema converter (the one llama-server uses).
+pub(super) fn grammar_for(constraint: &OutputConstraint) -> Result<String, ValidationError> {
+    let schema = match constraint {
+        OutputConstraint::JsonObject => serde_json::json!({"type": "object"}),
+        OutputConstraint::JsonSchema { schema } => schema.clone(),
+    };
+    llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+        .map_err(|error| ValidationError::Grammar(error.to_string()))
 }
 
 /// A seed for requests that did not ask for one. Drawn here rather than by passing llama.cpp's
 /// "random" sentinel, which is also a valid seed a client could send on purpose.
 fn random_seed() -> u32 {
     RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}
+
+/// The model's log-probability of `chosen` and of the `top` most likely tokens, from the raw
+/// logits of one position (before penalties, bias, grammar and temperature, as OpenAI reports
+/// them), most likely first.
+pub(super) fn logprobs_of(
+    model: &LlamaModel,
+    logits: &[f32],
+    chosen: LlamaToken,
+    top: u32,
+) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let log_sum = max + sum.ln() as f32;
+    let logprob = |id: usize| logits[id] - log_sum;
+    let mut ranked: Vec<usize> = Vec::new();
+    let top = (top as usize).min(logits.len());
+    if top > 0 {
+        let mut ids: Vec<usize> = (0..logits.len()).collect();
+        // Partition around the top-k, then sort just those.
+        ids.select_nth_unstable_by(top - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
+        ids.truncate(top);
+        ids.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        ranked = ids;
+    }
+    let describe = |id: usize| {
+        let bytes = model
+            .vocab()
+            .token_to_piece(LlamaToken::new(id as i32), false, None);
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    };
+    let chosen_id = chosen.0 as usize;
+    let (token, bytes) = describe(chosen_id);
+    TokenLogprob {
+        id: chosen_id as u32,
+        token,
+        bytes,
+        logprob: logprob(chosen_id),
+        top: ranked
+            .into_iter()
+            .map(|id| {
+                let (token, bytes) = describe(id);
+                TopLogprob {
+                    id: id as u32,
+                    token,
+                    bytes,
+                    logprob: logprob(id),
+                }
+            })
+            .collect(),
+    }
 }

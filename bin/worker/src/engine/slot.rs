@@ -4,18 +4,21 @@
 use std::time::Instant;
 
 use llama_cpp_2::{sampling::LlamaSampler, token::LlamaToken};
-use llorch_api::{FinishReason, GenerationStats, StreamEvent};
+use llorch_api::{FinishReason, GenerationStats, StreamEvent, TokenLogprob};
 use tokio::sync::{mpsc::UnboundedSender, OwnedSemaphorePermit};
 
 use super::text::TextStream;
-use crate::{error::WorkerError, metrics::WorkerMetrics, validation::ValidSampling};
+use crate::{error::WorkerError, metrics::WorkerMetrics};
 
 /// A tokenized request on its way to a slot.
 pub(super) struct Job {
     pub job_id: String,
     pub prompt: Vec<LlamaToken>,
     pub max_tokens: u32,
-    pub sampling: ValidSampling,
+    /// Built from the request's sampling settings when it arrived.
+    pub sampler: LlamaSampler,
+    /// Alternatives to report per token; `None` reports no log-probabilities.
+    pub logprobs: Option<u32>,
     pub stop: Vec<String>,
     /// The client's stream; closed once the client has gone away.
     pub events: UnboundedSender<StreamEvent>,
@@ -34,8 +37,9 @@ pub(super) enum Phase {
 /// A job that holds a slot (its sequence id in the KV cache is the slot index).
 pub(super) struct Sequence {
     pub job: Job,
-    pub sampler: LlamaSampler,
     pub text: TextStream,
+    /// Log-probabilities of tokens whose text has not been streamed yet (held back).
+    pub pending_logprobs: Vec<TokenLogprob>,
     pub phase: Phase,
     /// KV cells this sequence occupies, which is also the position of its next token.
     pub n_past: u32,
@@ -50,12 +54,12 @@ pub(super) struct Sequence {
 }
 
 impl Sequence {
-    pub fn new(mut job: Job, sampler: LlamaSampler) -> Sequence {
+    pub fn new(mut job: Job) -> Sequence {
         let stops = std::mem::take(&mut job.stop);
         Sequence {
             job,
-            sampler,
             text: TextStream::new(stops),
+            pending_logprobs: Vec::new(),
             phase: Phase::Prefill { fed: 0 },
             n_past: 0,
             logits_row: None,
@@ -79,14 +83,16 @@ impl Sequence {
         self.last_token_at = Some(at);
     }
 
-    /// Streams a piece of text; `false` when the client is gone.
+    /// Streams a piece of text with the log-probabilities of the tokens it came from;
+    /// `false` when the client is gone.
     pub fn send_text(&mut self, text: String) -> bool {
-        if text.is_empty() {
+        if text.is_empty() && self.pending_logprobs.is_empty() {
             return !self.is_abandoned();
         }
         let event = StreamEvent::Token {
             text,
             index: self.token_events,
+            logprobs: std::mem::take(&mut self.pending_logprobs),
         };
         self.token_events += 1;
         self.job.events.send(event).is_ok()
