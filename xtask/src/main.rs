@@ -10,6 +10,7 @@ mod dev;
 mod flags;
 mod git;
 mod jobs;
+mod lint;
 mod models;
 mod output;
 mod pool;
@@ -65,6 +66,7 @@ fn run(cli: flags::Cli, out: Printer) -> anyhow::Result<ExitCode> {
         Command::Dev(cmd) => dev::run(cmd, &cx)?,
         Command::Git(cmd) => git::run(cmd, &cx)?,
         Command::Jobs(args) => jobs::run(args, &cx)?,
+        Command::Lint(args) => lint::run(args, &cx)?,
         Command::Models(cmd) => models::run(cmd, &cx)?,
         Command::Pool(cmd) => pool::run(cmd, &cx)?,
         Command::Remote(cmd) => remote::run(cmd, &cx)?,

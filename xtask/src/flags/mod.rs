@@ -11,6 +11,7 @@ mod config;
 mod dev;
 mod git;
 mod jobs;
+mod lint;
 mod models;
 mod pool;
 mod remote;
@@ -23,6 +24,7 @@ pub use config::ConfigCmd;
 pub use dev::DevCmd;
 pub use git::{GitCmd, SubmodulesCmd};
 pub use jobs::{JobsArgs, JobsCmd, SubmitArgs};
+pub use lint::LintArgs;
 pub use models::ModelsCmd;
 pub use pool::{PoolCmd, PoolModelsCmd, PoolSubcommand, PoolWorkerCmd};
 pub use remote::{HostsCmd, RemoteCmd};
@@ -107,7 +109,9 @@ pub enum Command {
     /// Host profiles and commands on other machines over SSH
     #[command(subcommand)]
     Remote(RemoteCmd),
-    /// Run the unit, integration and smoke suites and report `N passed, N failed`
+    /// Check formatting (rustfmt) and lints (clippy, warnings denied) over the workspace
+    Lint(LintArgs),
+    /// Run the unit, integration and smoke suites and report `N passed, N failed, N skipped`
     #[command(subcommand)]
     Test(TestCmd),
     /// The main job: install what is missing, build, fetch the model, start orcd and a worker,
