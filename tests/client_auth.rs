@@ -88,7 +88,13 @@ fn a_job_that_fails_before_it_starts_is_named_by_its_id() {
     });
 
     let output = Command::new(xtask_binary())
-        .args(["--no-color", "jobs", "submit", "--orchestrator-url", &orcd.url])
+        .args([
+            "--no-color",
+            "jobs",
+            "submit",
+            "--orchestrator-url",
+            &orcd.url,
+        ])
         .args(["--prompt", "Hello", "--max-tokens", "4"])
         .env_remove("LLORCH_API_TOKEN_FILE")
         .output()

@@ -26,12 +26,35 @@ fn one_job_streams_at_least_16_tokens_through_orcd() {
         let Some(StreamEvent::Done(stats)) = events.last() else {
             panic!("no done event: {events:?}")
         };
-        assert_eq!(
-            stats.generated_tokens as usize, tokens,
-            "done counts every token event"
+        // An event carries one piece of whole characters, which can take several tokens: the
+        // events never outnumber the tokens, and a greedy run to the limit generates all 24.
+        assert!(
+            stats.generated_tokens as usize >= tokens,
+            "{} tokens counted for {tokens} token events",
+            stats.generated_tokens
         );
+        match stats.finish_reason {
+            FinishReason::Length => assert_eq!(stats.generated_tokens, 24, "{stats:?}"),
+            FinishReason::Stop => assert!(stats.generated_tokens <= 24, "{stats:?}"),
+            FinishReason::Cancelled => panic!("nobody cancelled the job: {stats:?}"),
+        }
         assert!(stats.prompt_tokens > 0);
-        assert!(text_of(&events).to_lowercase().contains("paris") || !text_of(&events).is_empty());
+        // orcd recorded the job as the stream reported it.
+        let job_id = events
+            .iter()
+            .find_map(|event| match event {
+                StreamEvent::Started { job_id, .. } => Some(job_id.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let job: JobInfo = reqwest::get(format!("{}/v2/tasks/{job_id}", orcd.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job.state, JobState::Completed, "{job:?}");
+        assert_eq!(job.generated_tokens, stats.generated_tokens, "{job:?}");
         let indexes: Vec<u32> = events
             .iter()
             .filter_map(|event| match event {
@@ -194,15 +217,20 @@ fn killing_the_worker_mid_stream_gives_an_error_event_and_orcd_keeps_serving() {
 
         if victim_worker == "first" { first.kill_hard() } else { second.kill_hard() }
         let killed_at = Instant::now();
-        let rest = tokio::time::timeout(Duration::from_secs(2), victim.collect())
+        // The timeout only stops a hung stream; the promise is checked on the measured time.
+        let rest = tokio::time::timeout(Duration::from_secs(30), victim.collect())
             .await
-            .expect("the client hears of the dead worker within 2 s")
+            .expect("the stream of the dead worker's job ended")
             .unwrap();
+        let heard_after = killed_at.elapsed();
+        assert!(
+            heard_after < Duration::from_secs(2),
+            "the client heard of the dead worker after {heard_after:?}, not within 2 s"
+        );
         assert!(
             matches!(rest.last(), Some(StreamEvent::Error { .. })),
             "the stream ends with an error event: {rest:?}"
         );
-        assert!(killed_at.elapsed() < Duration::from_secs(2));
         let job: JobInfo = reqwest::get(format!("{}/v2/tasks/{}", orcd.url, victim_job.unwrap()))
             .await
             .unwrap()

@@ -11,6 +11,7 @@ mod flags;
 mod fleet;
 mod git;
 mod jobs;
+mod lint;
 mod models;
 mod output;
 mod pool;
@@ -67,6 +68,7 @@ fn run(cli: flags::Cli, out: Printer) -> anyhow::Result<ExitCode> {
         Command::Fleet(cmd) => fleet::run(cmd, &cx)?,
         Command::Git(cmd) => git::run(cmd, &cx)?,
         Command::Jobs(args) => jobs::run(args, &cx)?,
+        Command::Lint(args) => lint::run(args, &cx)?,
         Command::Models(cmd) => models::run(cmd, &cx)?,
         Command::Pool(cmd) => pool::run(cmd, &cx)?,
         Command::Remote(cmd) => remote::run(cmd, &cx)?,

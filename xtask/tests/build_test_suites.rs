@@ -1,7 +1,7 @@
 //! `cargo xtask test` on a throwaway workspace whose tests are known in advance (see
 //! fixtures/workspace.rs): counts per suite, the closing line CI reads, failures that stay
-//! visible and fail the run, the binaries handed to e2e tests, the `cargo test` fallback, and
-//! backends skipped for missing hardware.
+//! visible and fail the run, the binaries handed to e2e tests, the `cargo test` fallback,
+//! tests that skip themselves, and backends whose hardware is missing failing with the reason.
 
 mod fixtures;
 
@@ -69,22 +69,34 @@ fn integration_and_smoke_run_their_targets_with_the_built_binaries() {
     let workspace = Workspace::new();
     let integration = workspace.xtask(&["--json", "test", "integration"]);
     let report = integration.assert_success().json();
-    // tests/e2e.rs only: its two tests assert LLORCH_BIN_DIR and LLORCH_MODEL_BASE_DIR.
+    // tests/e2e.rs only: two tests assert LLORCH_BIN_DIR and LLORCH_MODEL_BASE_DIR, the third
+    // cannot run here and says so: skipped, not passed.
     assert_eq!(report["passed"], 2, "{report:#}");
     assert_eq!(report["failed"], 0);
+    assert_eq!(report["skipped"], 1, "{report:#}");
+    assert_eq!(
+        report["suites"][0]["skipped_tests"],
+        serde_json::json!([{"name": "e2e::needs_missing_hardware", "reason": "no such hardware here"}]),
+        "{report:#}"
+    );
     assert_eq!(report["suites"][0]["suite"], "integration");
     assert!(workspace.path("target/release/llorch-worker").is_file());
     assert!(workspace.path("target/release/orcd").is_file());
 
     let smoke = workspace.xtask(&["test", "smoke"]);
     smoke.assert_success();
-    assert_eq!(smoke.last_line(), "1 passed, 0 failed", "{}", smoke.stdout);
+    assert_eq!(
+        smoke.last_line(),
+        "1 passed, 0 failed, 0 skipped",
+        "{}",
+        smoke.stdout
+    );
 
     let filtered = workspace.xtask(&["test", "integration", "bin_dir"]);
     filtered.assert_success();
     assert_eq!(
         filtered.last_line(),
-        "1 passed, 0 failed",
+        "1 passed, 0 failed, 0 skipped",
         "{}",
         filtered.stdout
     );
@@ -101,7 +113,12 @@ fn a_missing_smoke_target_fails_instead_of_passing() {
         "{}",
         run.stdout
     );
-    assert_eq!(run.last_line(), "0 passed, 1 failed", "{}", run.stdout);
+    assert_eq!(
+        run.last_line(),
+        "0 passed, 1 failed, 0 skipped",
+        "{}",
+        run.stdout
+    );
 }
 
 /// A PATH on which `cargo nextest` is not found: every directory holding `cargo-nextest` is
@@ -166,20 +183,20 @@ fn cargo_test_fallback_counts_the_same_without_nextest() {
 
 #[cfg(not(target_os = "macos"))]
 #[test]
-fn metal_off_macos_is_skipped_not_passed() {
+fn metal_off_macos_fails_with_the_reason_and_runs_nothing() {
     let workspace = Workspace::new();
     let run = workspace.xtask(&["test", "unit", "--backend", "metal"]);
-    run.assert_success();
+    assert_eq!(run.status.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(
-        run.stdout
-            .contains("skipped: metal backend — Metal needs macOS; this machine runs linux"),
+        run.stderr.contains(
+            "cannot test the metal backend on this machine: Metal needs macOS; this machine runs linux"
+        ),
         "{}",
-        run.stdout
+        run.stderr
     );
-    assert_eq!(
-        run.last_line(),
-        "0 passed, 0 failed, 1 skipped",
-        "{}",
+    assert!(
+        !run.stdout.contains("passed"),
+        "no invented results: {}",
         run.stdout
     );
     assert!(
@@ -212,17 +229,17 @@ fn cuda_runs_only_where_there_is_an_nvidia_gpu_and_toolkit() {
         );
         return;
     }
-    run.assert_success();
+    assert_eq!(run.status.code(), Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(
-        run.stdout
-            .contains("skipped: cuda backend — no NVIDIA GPU/toolkit on this machine"),
+        run.stderr.contains(
+            "cannot test the cuda backend on this machine: no NVIDIA GPU/toolkit on this machine"
+        ),
         "{}",
-        run.stdout
+        run.stderr
     );
-    assert_eq!(
-        run.last_line(),
-        "0 passed, 0 failed, 1 skipped",
-        "{}",
+    assert!(
+        !run.stdout.contains("passed"),
+        "no invented results: {}",
         run.stdout
     );
     assert!(

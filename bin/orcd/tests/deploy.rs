@@ -74,7 +74,10 @@ fn both_units_are_sandboxed_and_get_tokens_as_credentials() {
 #[test]
 fn systemd_accepts_the_units() {
     let Ok(analyze) = which_systemd_analyze() else {
-        eprintln!("systemd-analyze is not installed; only the text checks ran");
+        report_skipped(
+            "deploy::systemd_accepts_the_units",
+            "systemd-analyze is not installed (package systemd)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -113,4 +116,20 @@ fn which_systemd_analyze() -> Result<PathBuf, ()> {
         .map(|dir| dir.join("systemd-analyze"))
         .find(|path| path.is_file())
         .ok_or(())
+}
+
+/// Reports that `test` cannot run here: the reason on stderr and, under `cargo xtask test`, a
+/// record in `LLORCH_TEST_SKIP_DIR` (name, tab, reason) so that the run counts it as skipped.
+fn report_skipped(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(dir) = std::env::var_os("LLORCH_TEST_SKIP_DIR") {
+        let record = Path::new(&dir).join(format!(
+            "{}-{}",
+            test.replace("::", "-"),
+            std::process::id()
+        ));
+        std::fs::write(&record, format!("{test}\t{reason}\n")).unwrap_or_else(|error| {
+            panic!("writing the skip record {}: {error}", record.display())
+        });
+    }
 }

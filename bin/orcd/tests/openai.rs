@@ -66,13 +66,26 @@ async fn the_official_openai_client_streams_chats_and_gets_openai_errors() {
     );
     assert!(stdout.starts_with("ok: "), "{stdout}");
 
-    // orcd presented the worker token to the worker, and the chat arrived as messages.
+    // orcd presented the worker token to the worker, and the script's last request there, its
+    // streaming chat, arrived as the client's messages, not flattened into a prompt.
     let (request, authorization) = worker.last_request().unwrap();
     assert_eq!(
         authorization.as_deref(),
         Some(&*format!("Bearer {WORKER_TOKEN}"))
     );
-    assert!(request.messages.is_some() || request.prompt.is_some());
+    assert_eq!(request.prompt, None, "{request:?}");
+    let messages: Vec<(&str, &str)> = request
+        .messages
+        .iter()
+        .flatten()
+        .map(|message| (message.role.as_str(), message.content.as_str()))
+        .collect();
+    assert_eq!(
+        messages,
+        [("system", "You are terse."), ("user", "Say hello.")],
+        "{request:?}"
+    );
+    assert_eq!(request.sampling.max_tokens, 5, "{request:?}");
 }
 
 /// A POST to `/v1/...` with the client token.

@@ -12,6 +12,7 @@ mod dev;
 mod fleet;
 mod git;
 mod jobs;
+mod lint;
 mod models;
 mod pool;
 mod remote;
@@ -25,6 +26,7 @@ pub use dev::DevCmd;
 pub use fleet::{FleetCmd, FleetHostCmd, FleetSubcommand};
 pub use git::{GitCmd, SubmodulesCmd};
 pub use jobs::{JobsArgs, JobsCmd, SubmitArgs};
+pub use lint::LintArgs;
 pub use models::ModelsCmd;
 pub use pool::{PoolCmd, PoolModelsCmd, PoolSubcommand, PoolWorkerCmd};
 pub use remote::{HostsCmd, RemoteCmd};
@@ -112,7 +114,9 @@ pub enum Command {
     /// Host profiles and commands on other machines over SSH
     #[command(subcommand)]
     Remote(RemoteCmd),
-    /// Run the unit, integration and smoke suites and report `N passed, N failed`
+    /// Check formatting (rustfmt) and lints (clippy, warnings denied) over the workspace
+    Lint(LintArgs),
+    /// Run the unit, integration and smoke suites and report `N passed, N failed, N skipped`
     #[command(subcommand)]
     Test(TestCmd),
     /// The main job: install what is missing, build, fetch the model, start orcd and a worker,

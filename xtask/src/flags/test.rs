@@ -13,8 +13,10 @@ Examples:
   cargo xtask test integration submodule   # only tests whose name contains `submodule`
   cargo xtask test smoke --backend cuda
 
-Every suite runs in the release profile. The run ends with one line `N passed, N failed` (plus
-`, N skipped` when something was skipped) and exits non-zero when anything failed.")]
+Every suite runs in the release profile. The run ends with one line `N passed, N failed,
+N skipped` and exits non-zero when anything failed. A test that cannot run on this machine (no
+network namespaces, no systemd) is counted skipped, with its reason. A backend whose hardware is
+missing fails the run.")]
 pub enum TestCmd {
     /// Each crate's own tests (`--lib --bins`), the worker's engine tests included
     #[command(after_help = "Examples:\n  cargo xtask test unit\n  cargo xtask test unit catalog")]

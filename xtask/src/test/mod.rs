@@ -1,12 +1,14 @@
 //! `cargo xtask test`: runs the unit, integration and smoke suites in the release profile
 //! (llama.cpp's CMake build is per profile; a debug test build would compile it a second time),
-//! prints a per-suite table and ends with the one line CI reads: `N passed, N failed`.
+//! prints a per-suite table and ends with the one line CI reads: `N passed, N failed, N skipped`.
+//! A test that cannot run here reports itself skipped (see [`runner::SKIP_DIR_ENV`]).
 
 mod runner;
 
 use std::path::PathBuf;
 use std::{ffi::OsString, time::Instant};
 
+use anyhow::bail;
 use llorch_api::Backend;
 use serde::Serialize;
 use xshell::cmd;
@@ -17,7 +19,7 @@ use crate::{
     output::ExitCode,
     Context,
 };
-use runner::{Counts, Invocation, Runner};
+use runner::{Counts, Invocation, Runner, SkippedTest};
 
 /// The e2e package and its smoke target, which `integration` leaves to `smoke`.
 const E2E_PACKAGE: &str = "llorch-tests";
@@ -26,6 +28,8 @@ const SMOKE_TARGET: &str = "smoke";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Suite {
+    /// rustfmt and clippy (`cargo xtask lint`), first in `test all`.
+    Lint,
     Unit,
     Integration,
     Smoke,
@@ -34,6 +38,7 @@ enum Suite {
 impl Suite {
     fn name(self) -> &'static str {
         match self {
+            Suite::Lint => "lint",
             Suite::Unit => "unit",
             Suite::Integration => "integration",
             Suite::Smoke => "smoke",
@@ -51,7 +56,6 @@ impl Suite {
 enum SuiteStatus {
     Passed,
     Failed,
-    Skipped,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,8 +65,11 @@ struct SuiteResult {
     #[serde(flatten)]
     counts: Counts,
     duration_secs: f64,
-    /// Why the suite was skipped, or what failed besides tests (a build, a missing target).
+    /// What failed besides tests (a build, a missing target).
     note: Option<String>,
+    /// Tests that could not run on this machine, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skipped_tests: Vec<SkippedTest>,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,39 +87,24 @@ pub fn run(cmd: TestCmd, cx: &Context) -> anyhow::Result<()> {
         TestCmd::Integration(args) => (vec![Suite::Integration], args, false),
         TestCmd::Smoke(args) => (vec![Suite::Smoke], args, false),
         TestCmd::All(args) => (
-            vec![Suite::Unit, Suite::Integration, Suite::Smoke],
+            vec![Suite::Lint, Suite::Unit, Suite::Integration, Suite::Smoke],
             args,
             true,
         ),
     };
+    let backend = args.backend.unwrap_or(cx.settings.default_backend);
+    if let Some(reason) = missing_hardware(cx, backend) {
+        // Nothing can be tested: a report of skipped suites would read as a result.
+        bail!(
+            "cannot test the {backend} backend on this machine: {reason}\nhint: run `cargo xtask test` without --backend (cpu), or on a machine with the {backend} hardware"
+        );
+    }
     if setup_first {
         // `test all` is the README's one test command: it must pass on a fresh machine.
         crate::dev::run_setup(cx, true, crate::dev::SetupScope::Tests)?;
     }
-    let backend = args.backend.unwrap_or(cx.settings.default_backend);
     let runner = Runner::detect(cx);
-    let results = match missing_hardware(cx, backend) {
-        Some(reason) => {
-            let line = format!("skipped: {backend} backend — {reason}");
-            if !cx.out.json() {
-                cx.out.println(&line);
-            }
-            suites
-                .into_iter()
-                .map(|suite| SuiteResult {
-                    suite,
-                    status: SuiteStatus::Skipped,
-                    counts: Counts {
-                        skipped: 1,
-                        ..Counts::default()
-                    },
-                    duration_secs: 0.0,
-                    note: Some(line.clone()),
-                })
-                .collect()
-        }
-        None => run_suites(cx, runner, backend, &suites, &args)?,
-    };
+    let results = run_suites(cx, runner, backend, &suites, &args)?;
 
     let mut total = Counts::default();
     for result in &results {
@@ -157,6 +149,7 @@ fn run_suites(
     for &suite in suites {
         let started = Instant::now();
         let mut result = match (&binaries, suite.needs_binaries()) {
+            _ if suite == Suite::Lint => lint_suite(cx),
             (Some(Err(error)), true) => {
                 cx.out
                     .warn(format!("{} suite not run: {error}", suite.name()));
@@ -205,6 +198,7 @@ fn run_suite(
         .status(cx.out.paint().bold(&format!("{} tests", suite.name())));
     let mut counts = Counts::default();
     let mut note = None;
+    let mut skipped_tests = Vec::new();
     for selection in selections {
         let invocation = Invocation {
             selection,
@@ -213,6 +207,7 @@ fn run_suite(
         };
         let outcome = runner::run(cx, runner, &invocation)?;
         counts.add(outcome.counts);
+        skipped_tests.extend(outcome.skipped);
         if !outcome.exit_ok && outcome.counts.failed == 0 {
             // Nothing failed yet the run did: a compile error or a crashed harness. It must
             // not read as a pass.
@@ -234,7 +229,38 @@ fn run_suite(
         counts,
         duration_secs: 0.0,
         note,
+        skipped_tests,
     })
+}
+
+/// The lint checks as a suite: each check counts as one passed or failed test.
+fn lint_suite(cx: &Context) -> SuiteResult {
+    let checks = crate::lint::run_checks(cx);
+    let failed: Vec<String> = checks
+        .iter()
+        .filter_map(|check| {
+            check
+                .fix
+                .as_ref()
+                .map(|fix| format!("{}: {fix}", check.name))
+        })
+        .collect();
+    SuiteResult {
+        suite: Suite::Lint,
+        status: if failed.is_empty() {
+            SuiteStatus::Passed
+        } else {
+            SuiteStatus::Failed
+        },
+        counts: Counts {
+            passed: (checks.len() - failed.len()) as u64,
+            failed: failed.len() as u64,
+            skipped: 0,
+        },
+        duration_secs: 0.0,
+        note: (!failed.is_empty()).then(|| failed.join("; ")),
+        skipped_tests: Vec::new(),
+    }
 }
 
 /// The cargo selections of a suite: one for `unit` and `smoke`, one per package with
@@ -247,6 +273,7 @@ fn selections(
 ) -> Result<Vec<Vec<OsString>>, String> {
     let os = |items: &[&str]| items.iter().map(OsString::from).collect::<Vec<_>>();
     match suite {
+        Suite::Lint => Err("the lint suite runs no cargo tests".to_owned()),
         Suite::Unit => {
             let mut selection = os(&["--workspace", "--lib", "--bins"]);
             if backend != Backend::Cpu {
@@ -323,6 +350,7 @@ fn failed_without_tests(suite: Suite, note: String) -> SuiteResult {
         },
         duration_secs: 0.0,
         note: Some(note),
+        skipped_tests: Vec::new(),
     }
 }
 
@@ -358,7 +386,6 @@ fn print_table(report: &TestReport, cx: &Context) {
         let status = match result.status {
             SuiteStatus::Passed => paint.green("passed"),
             SuiteStatus::Failed => paint.red("FAILED"),
-            SuiteStatus::Skipped => paint.yellow("skipped"),
         };
         let note = result
             .note
@@ -373,16 +400,23 @@ fn print_table(report: &TestReport, cx: &Context) {
             result.counts.skipped,
             result.duration_secs,
         ));
+        for skipped in &result.skipped_tests {
+            cx.out.println(format!(
+                "  {} {}: {}",
+                paint.yellow("skipped"),
+                skipped.name,
+                skipped.reason
+            ));
+        }
     }
 }
 
-/// The run's last line, which CI reads: `N passed, N failed[, N skipped]`.
+/// The run's last line, which CI reads: `N passed, N failed, N skipped`.
 fn closing_line(total: Counts) -> String {
-    let mut line = format!("{} passed, {} failed", total.passed, total.failed);
-    if total.skipped > 0 {
-        line.push_str(&format!(", {} skipped", total.skipped));
-    }
-    line
+    format!(
+        "{} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.skipped
+    )
 }
 
 #[cfg(test)]
@@ -390,14 +424,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn closing_line_mentions_skipped_only_when_some_were() {
+    fn closing_line_counts_passed_failed_and_skipped() {
         assert_eq!(
             closing_line(Counts {
                 passed: 4,
                 failed: 1,
                 skipped: 0
             }),
-            "4 passed, 1 failed"
+            "4 passed, 1 failed, 0 skipped"
         );
         assert_eq!(
             closing_line(Counts {

@@ -37,6 +37,52 @@ impl Runner {
     }
 }
 
+/// A test that cannot run here (no network namespaces, no systemd) and returns early writes one
+/// file into the directory this variable names: its name, a tab, the reason. libtest and
+/// nextest have no skip decided at run time, so the runner counts each such test as skipped
+/// instead of passed.
+pub const SKIP_DIR_ENV: &str = "LLORCH_TEST_SKIP_DIR";
+
+/// A test that reported itself skipped through [`SKIP_DIR_ENV`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedTest {
+    pub name: String,
+    pub reason: String,
+}
+
+/// The skip records in `dir`, sorted by test name.
+fn read_skip_records(dir: &std::path::Path) -> anyhow::Result<Vec<SkippedTest>> {
+    let mut skipped = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|error| {
+        anyhow::anyhow!("reading the skip records in {}: {error}", dir.display())
+    })? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?;
+        let (name, reason) = text
+            .trim_end()
+            .split_once('\t')
+            .unwrap_or((text.trim_end(), ""));
+        skipped.push(SkippedTest {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+    skipped.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(skipped)
+}
+
+/// Moves the tests that reported a skip from passed to skipped: they returned, so the harness
+/// counted them passed.
+fn count_skips(counts: Counts, skipped: usize) -> Counts {
+    let skipped = skipped as u64;
+    Counts {
+        passed: counts.passed.saturating_sub(skipped),
+        failed: counts.failed,
+        skipped: counts.skipped + skipped.min(counts.passed),
+    }
+}
+
 /// Tests counted in one or more runs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -64,6 +110,8 @@ pub struct Invocation {
 /// The counts of a finished invocation and whether the process itself succeeded.
 pub struct Outcome {
     pub counts: Counts,
+    /// Tests that could not run here, with their reasons.
+    pub skipped: Vec<SkippedTest>,
     pub exit_ok: bool,
     pub exit_description: String,
 }
@@ -107,7 +155,13 @@ pub fn run(cx: &Context, runner: Runner, invocation: &Invocation) -> anyhow::Res
             Runner::CargoTest => args.extend(["--".into(), filter.into()]),
         }
     }
-    let mut expression = build::cargo(cx, &args).env("NEXTEST_EXPERIMENTAL_LIBTEST_JSON", "1");
+    let skip_dir = tempfile::Builder::new()
+        .prefix("llorch-skips-")
+        .tempdir()
+        .map_err(|error| anyhow::anyhow!("creating a directory for skip records: {error}"))?;
+    let mut expression = build::cargo(cx, &args)
+        .env("NEXTEST_EXPERIMENTAL_LIBTEST_JSON", "1")
+        .env(SKIP_DIR_ENV, skip_dir.path());
     for (name, value) in &invocation.env {
         expression = expression.env(name, value);
     }
@@ -132,8 +186,11 @@ pub fn run(cx: &Context, runner: Runner, invocation: &Invocation) -> anyhow::Res
     if runner == Runner::Nextest {
         counts = nextest.finish();
     }
+    let skipped = read_skip_records(skip_dir.path())?;
+    let counts = count_skips(counts, skipped.len());
     Ok(Outcome {
         counts,
+        skipped,
         exit_ok: status.success(),
         exit_description: status.to_string(),
     })
@@ -238,6 +295,44 @@ mod tests {
                 passed: 1,
                 failed: 2,
                 skipped: 2
+            }
+        );
+    }
+
+    #[test]
+    fn tests_that_reported_a_skip_count_as_skipped_not_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("1"), "b::needs_netns\tno `ip netns` here\n").unwrap();
+        std::fs::write(
+            dir.path().join("2"),
+            "a::needs_systemd\tno systemd-analyze\n",
+        )
+        .unwrap();
+        let skipped = read_skip_records(dir.path()).unwrap();
+        assert_eq!(
+            skipped,
+            vec![
+                SkippedTest {
+                    name: "a::needs_systemd".into(),
+                    reason: "no systemd-analyze".into()
+                },
+                SkippedTest {
+                    name: "b::needs_netns".into(),
+                    reason: "no `ip netns` here".into()
+                },
+            ]
+        );
+        let counts = Counts {
+            passed: 5,
+            failed: 1,
+            skipped: 1,
+        };
+        assert_eq!(
+            count_skips(counts, skipped.len()),
+            Counts {
+                passed: 3,
+                failed: 1,
+                skipped: 3
             }
         );
     }

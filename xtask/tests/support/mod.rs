@@ -28,6 +28,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Reports that `test` cannot run on this machine: the reason on stderr and, under `cargo xtask
+/// test`, a record in `LLORCH_TEST_SKIP_DIR` so that the run counts the test as skipped, not
+/// passed. The test returns right after.
+pub fn report_skipped(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(dir) = std::env::var_os("LLORCH_TEST_SKIP_DIR") {
+        let record = Path::new(&dir).join(format!(
+            "{}-{}",
+            test.replace("::", "-"),
+            std::process::id()
+        ));
+        std::fs::write(&record, format!("{test}\t{reason}\n")).unwrap_or_else(|error| {
+            panic!("writing the skip record {}: {error}", record.display())
+        });
+    }
+}
+
 /// Finds an executable the way a shell would; panics with the fix when it is missing.
 pub fn require_tool(name: &str, candidates: &[&str]) -> PathBuf {
     for candidate in candidates {

@@ -6,6 +6,8 @@ Run by `bin/orcd/tests/openai.rs` (fake worker) against an orcd whose worker str
 `ok: N checks` on success.
 
 Usage: openai_client.py BASE_URL MODEL API_KEY [--real]
+
+The streaming chat is the last request that reaches the worker: openai.rs checks what arrived.
 """
 
 import sys
@@ -34,6 +36,19 @@ client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=api_key, max_retries=0
 ids = [m.id for m in client.models.list().data]
 check(model in ids, f"/v1/models lists {model}: {ids}")
 check(client.models.retrieve(model).id == model, "/v1/models/{model} finds it")
+
+# Legacy completions, streaming and not.
+completion = client.completions.create(model=model, prompt="Once upon a time", max_tokens=3)
+check(completion.object == "text_completion", f"object: {completion.object}")
+if not real:
+    check(completion.choices[0].text == expected_text(3), f"text: {completion.choices[0].text!r}")
+streamed = "".join(
+    c.choices[0].text
+    for c in client.completions.create(model=model, prompt="Once", max_tokens=3, stream=True)
+    if c.choices
+)
+if not real:
+    check(streamed == expected_text(3), f"streamed completion: {streamed!r}")
 
 messages = [
     {"role": "system", "content": "You are terse."},
@@ -84,19 +99,6 @@ check(usage is not None and usage.completion_tokens >= 1, f"usage chunk: {usage}
 if not real:
     check("".join(pieces) == expected_text(5), f"streamed text: {''.join(pieces)!r}")
     check(len(pieces) == 5, f"one chunk per token: {pieces}")
-
-# Legacy completions, streaming and not.
-completion = client.completions.create(model=model, prompt="Once upon a time", max_tokens=3)
-check(completion.object == "text_completion", f"object: {completion.object}")
-if not real:
-    check(completion.choices[0].text == expected_text(3), f"text: {completion.choices[0].text!r}")
-streamed = "".join(
-    c.choices[0].text
-    for c in client.completions.create(model=model, prompt="Once", max_tokens=3, stream=True)
-    if c.choices
-)
-if not real:
-    check(streamed == expected_text(3), f"streamed completion: {streamed!r}")
 
 # A model nobody serves is OpenAI's 404 `model_not_found`.
 try:
