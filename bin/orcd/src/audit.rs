@@ -3,15 +3,22 @@
 //! arrive and the request path only pays for a channel send; with audit off there is no
 //! [`AuditLog`] at all, and callers skip even building the event.
 //!
+//! Records are bounded: long text fields keep a prefix, their length and their hash
+//! ([`AuditEvent::bounded`]), and a burst of auth failures from one peer address is written as
+//! its first few failures plus one `auth_failures_collapsed` record that counts the rest, so hostile
+//! traffic cannot fill the disk (or, in EU mode, the fsync queue).
+//!
 //! Rotation is daily (UTC): the active file `PATH` is renamed to `PATH.YYYY-MM-DD` when the
 //! first event of a new day arrives, and the new `PATH` continues the chain. On start the chain
 //! is picked up from the last line of `PATH`, or of the newest rotated file.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use llorch_api::audit::{
@@ -19,6 +26,15 @@ use llorch_api::audit::{
 };
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
+
+/// A burst: the auth failures from one peer address within this window of the first.
+const BURST_WINDOW_MS: u64 = 10_000;
+/// Failures of a burst written in full; the rest of the burst is only counted.
+const BURST_FULL_RECORDS: u64 = 8;
+/// Peers tracked at once; beyond this every open burst is summarised and forgotten.
+const MAX_TRACKED_PEERS: usize = 4096;
+/// How often the writer wakes to summarise bursts whose window has passed.
+const BURST_SWEEP: Duration = Duration::from_secs(1);
 
 /// Where the log goes and how hard each event is pushed to disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +126,7 @@ struct Writer {
     next_seq: u64,
     prev_hash: String,
     write_failures: Counter,
+    bursts: AuthBursts,
 }
 
 impl Writer {
@@ -145,31 +162,63 @@ impl Writer {
             next_seq,
             prev_hash,
             write_failures,
+            bursts: AuthBursts::default(),
         })
     }
 
     fn run(mut self, messages: mpsc::Receiver<Message>) {
-        for message in messages {
-            match message {
-                Message::Event {
+        loop {
+            match messages.recv_timeout(BURST_SWEEP) {
+                Ok(Message::Event {
                     at_ms,
                     actor,
                     event,
-                } => {
-                    if let Err(error) = self.append(at_ms, actor, event) {
-                        self.write_failures.inc();
-                        tracing::error!(path = %self.path.display(), "writing the audit log failed: {error}");
+                }) => self.handle(at_ms, actor, event),
+                Ok(Message::Flush(done)) => {
+                    // Counted failures are recorded events too: a flush writes their summaries.
+                    for (actor, summary) in self.bursts.drain_all() {
+                        self.write(unix_millis(), Some(actor), summary);
                     }
-                }
-                Message::Flush(done) => {
                     if let Err(error) = self.file.sync_data() {
                         tracing::error!(path = %self.path.display(), "syncing the audit log failed: {error}");
                     }
                     let _ = done.send(());
                 }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let now = unix_millis();
+                    for (actor, summary) in self.bursts.drain_ended(now) {
+                        self.write(now, Some(actor), summary);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
+        for (actor, summary) in self.bursts.drain_all() {
+            self.write(unix_millis(), Some(actor), summary);
+        }
         let _ = self.file.sync_all();
+    }
+
+    /// Writes an event, unless it is an auth failure inside a burst, which is only counted.
+    fn handle(&mut self, at_ms: u64, actor: Option<Actor>, event: AuditEvent) {
+        if matches!(event, AuditEvent::AuthFailure { .. }) {
+            match self.bursts.admit(at_ms, actor.as_ref()) {
+                BurstDecision::Count => return,
+                BurstDecision::Write { ended } => {
+                    if let Some((peer, summary)) = ended {
+                        self.write(at_ms, Some(peer), summary);
+                    }
+                }
+            }
+        }
+        self.write(at_ms, actor, event);
+    }
+
+    fn write(&mut self, at_ms: u64, actor: Option<Actor>, event: AuditEvent) {
+        if let Err(error) = self.append(at_ms, actor, event.bounded()) {
+            self.write_failures.inc();
+            tracing::error!(path = %self.path.display(), "writing the audit log failed: {error}");
+        }
     }
 
     fn append(&mut self, at_ms: u64, actor: Option<Actor>, event: AuditEvent) -> io::Result<()> {
@@ -220,6 +269,123 @@ impl Writer {
         tracing::info!(rotated = %rotated.display(), "audit log rotated");
         Ok(())
     }
+}
+
+/// What to do with one auth failure.
+#[derive(Debug, PartialEq)]
+enum BurstDecision {
+    /// Write it in full, after the summary of the peer's previous burst if that one ended.
+    Write { ended: Option<(Actor, AuditEvent)> },
+    /// It falls inside the peer's current burst: only counted.
+    Count,
+}
+
+/// Auth failures per peer address (the IP, whatever the source port): the first
+/// [`BURST_FULL_RECORDS`] of a burst are written, the rest of its [`BURST_WINDOW_MS`] window
+/// only counted.
+#[derive(Debug, Default)]
+struct AuthBursts {
+    peers: HashMap<String, Burst>,
+}
+
+#[derive(Debug)]
+struct Burst {
+    opened_ms: u64,
+    written: u64,
+    counted: u64,
+    first_counted_ms: u64,
+    last_counted_ms: u64,
+}
+
+impl AuthBursts {
+    fn admit(&mut self, at_ms: u64, actor: Option<&Actor>) -> BurstDecision {
+        let peer = peer_address(actor);
+        if let Some(burst) = self.peers.get_mut(&peer) {
+            if at_ms.saturating_sub(burst.opened_ms) < BURST_WINDOW_MS {
+                if burst.written < BURST_FULL_RECORDS {
+                    burst.written += 1;
+                    return BurstDecision::Write { ended: None };
+                }
+                if burst.counted == 0 {
+                    burst.first_counted_ms = at_ms;
+                }
+                burst.counted += 1;
+                burst.last_counted_ms = at_ms;
+                return BurstDecision::Count;
+            }
+        }
+        let ended = self
+            .peers
+            .remove(&peer)
+            .and_then(|burst| summary(peer.clone(), burst));
+        self.peers.insert(
+            peer,
+            Burst {
+                opened_ms: at_ms,
+                written: 1,
+                counted: 0,
+                first_counted_ms: 0,
+                last_counted_ms: 0,
+            },
+        );
+        BurstDecision::Write { ended }
+    }
+
+    /// Summaries of the bursts whose window has passed; those peers are forgotten. Past
+    /// [`MAX_TRACKED_PEERS`] every burst ends: a forgotten peer's next failure is written in
+    /// full, and nothing counted is lost.
+    fn drain_ended(&mut self, now_ms: u64) -> Vec<(Actor, AuditEvent)> {
+        let over_capacity = self.peers.len() > MAX_TRACKED_PEERS;
+        let ended: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, burst)| {
+                over_capacity || now_ms.saturating_sub(burst.opened_ms) >= BURST_WINDOW_MS
+            })
+            .map(|(peer, _)| peer.clone())
+            .collect();
+        ended
+            .into_iter()
+            .filter_map(|peer| {
+                let burst = self.peers.remove(&peer)?;
+                summary(peer, burst)
+            })
+            .collect()
+    }
+
+    /// Summaries of every open burst; all peers are forgotten.
+    fn drain_all(&mut self) -> Vec<(Actor, AuditEvent)> {
+        self.peers
+            .drain()
+            .filter_map(|(peer, burst)| summary(peer, burst))
+            .collect()
+    }
+}
+
+/// The `auth_failures_collapsed` record of a burst, if it counted anything.
+fn summary(peer: String, burst: Burst) -> Option<(Actor, AuditEvent)> {
+    (burst.counted > 0).then(|| {
+        (
+            Actor {
+                token: None,
+                peer: Some(peer),
+            },
+            AuditEvent::AuthFailuresCollapsed {
+                count: burst.counted,
+                first_ts: rfc3339_utc(burst.first_counted_ms),
+                last_ts: rfc3339_utc(burst.last_counted_ms),
+            },
+        )
+    })
+}
+
+/// The IP of an actor's `ip:port` peer: a client opening new connections stays one peer.
+fn peer_address(actor: Option<&Actor>) -> String {
+    let Some(peer) = actor.and_then(|actor| actor.peer.as_deref()) else {
+        return "unknown".to_owned();
+    };
+    peer.parse::<SocketAddr>()
+        .map_or_else(|_| peer.to_owned(), |address| address.ip().to_string())
 }
 
 fn open_append(path: &Path) -> anyhow::Result<File> {
@@ -482,6 +648,102 @@ mod tests {
             (restarted.seq, restarted.prev_hash),
             (last_rotated.seq + 1, last_rotated.hash)
         );
+    }
+
+    fn auth_failure(path: &str) -> AuditEvent {
+        AuditEvent::AuthFailure {
+            method: "GET".into(),
+            path: path.into(),
+            status: 401,
+            reason: "missing token".into(),
+        }
+    }
+
+    fn peer(address: &str) -> Actor {
+        Actor {
+            token: None,
+            peer: Some(address.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_long_auth_failures_is_one_bounded_record_and_one_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path());
+        let log = AuditLog::open(&settings, Counter::default()).unwrap();
+        let long_path = format!("/{}", "a".repeat(65_536));
+        for port in 0..200 {
+            log.record(
+                Some(peer(&format!("10.0.0.7:{}", 40_000 + port))),
+                auth_failure(&long_path),
+            );
+        }
+        log.record(Some(peer("10.0.0.8:1")), auth_failure("/v2/tasks"));
+        log.flush().await;
+        let full = BURST_FULL_RECORDS as usize;
+        assert_eq!(verify(std::slice::from_ref(&settings.path)), full + 3);
+        let size = fs::metadata(&settings.path).unwrap().len();
+        assert!(size < 8192, "the log grew by {size} bytes");
+        let records: Vec<serde_json::Value> = lines(&settings.path)
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let events: Vec<&str> = records
+            .iter()
+            .map(|record| record["event"].as_str().unwrap())
+            .collect();
+        let mut expected = vec!["log_opened"];
+        expected.extend(["auth_failure"; BURST_FULL_RECORDS as usize + 1]);
+        expected.push("auth_failures_collapsed");
+        assert_eq!(events, expected);
+        for record in &records[1..=full] {
+            let kept = record["path"].as_str().unwrap();
+            assert!(kept.contains("65537 bytes, sha256 "), "{kept}");
+        }
+        assert_eq!(records[full + 1]["path"], "/v2/tasks");
+        assert_eq!(records[full + 2]["count"], 200 - full as u64);
+        assert_eq!(records[full + 2]["actor"]["peer"], "10.0.0.7");
+    }
+
+    #[test]
+    fn a_burst_ends_with_its_window() {
+        let mut bursts = AuthBursts::default();
+        let client = peer("192.0.2.1:5000");
+        let other_port = peer("192.0.2.1:5001");
+        for at in 1_000..1_000 + BURST_FULL_RECORDS {
+            assert_eq!(
+                bursts.admit(at, Some(&client)),
+                BurstDecision::Write { ended: None }
+            );
+        }
+        assert_eq!(
+            bursts.admit(1_005 + BURST_FULL_RECORDS, Some(&other_port)),
+            BurstDecision::Count
+        );
+        assert_eq!(
+            bursts.admit(1_009 + BURST_FULL_RECORDS, Some(&client)),
+            BurstDecision::Count
+        );
+        assert!(bursts.drain_ended(1_000 + BURST_WINDOW_MS - 1).is_empty());
+        // The next failure after the window is written, after the summary of the last burst.
+        let BurstDecision::Write {
+            ended: Some((actor, summary)),
+        } = bursts.admit(1_000 + BURST_WINDOW_MS, Some(&client))
+        else {
+            panic!("the burst should have ended");
+        };
+        assert_eq!(actor.peer.as_deref(), Some("192.0.2.1"));
+        assert_eq!(
+            summary,
+            AuditEvent::AuthFailuresCollapsed {
+                count: 2,
+                first_ts: rfc3339_utc(1_005 + BURST_FULL_RECORDS),
+                last_ts: rfc3339_utc(1_009 + BURST_FULL_RECORDS),
+            }
+        );
+        // A burst that counted nothing leaves no summary; the sweep forgets it all the same.
+        assert!(bursts.drain_ended(1_000 + 2 * BURST_WINDOW_MS).is_empty());
+        assert!(bursts.peers.is_empty());
     }
 
     #[test]

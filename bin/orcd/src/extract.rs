@@ -71,22 +71,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OrcdError> {
     })
 }
 
-/// `application/json` or `application/<something>+json`, parameters allowed.
+/// The shared rule ([`llorch_api::validation::is_json_content_type`]), the worker's too.
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    llorch_api::validation::is_json_content_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok()),
+    )
 }
 
 #[cfg(test)]

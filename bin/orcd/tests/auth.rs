@@ -132,6 +132,55 @@ async fn missing_wrong_and_wrong_kind_tokens_are_refused_and_audited() {
 }
 
 #[tokio::test]
+async fn a_burst_of_refused_requests_with_huge_paths_stays_small_in_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let orcd = Orcd::start(settings(&log)).await;
+    // Near the longest URI the `http` crate takes (64 KiB - 2).
+    let path = format!("/v2/tasks/{}", "a".repeat(60_000));
+    for _ in 0..200 {
+        let response = orcd
+            .client
+            .get(format!("{}{path}", orcd.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let lines = audit_lines(&orcd, &log).await;
+    let size = std::fs::metadata(&log).unwrap().len();
+    // Unbounded, this was 200 lines of more than 60 KB each.
+    assert!(size < 16 * 1024, "200 refusals took {size} bytes");
+    let failures: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["event"] == "auth_failure")
+        .collect();
+    assert!(
+        !failures.is_empty() && failures.len() < 20,
+        "{} auth_failure lines",
+        failures.len()
+    );
+    let expected = format!(
+        "{} bytes, sha256 {}]",
+        path.len(),
+        sha256_hex(path.as_bytes())
+    );
+    for failure in &failures {
+        let kept = failure["path"].as_str().unwrap();
+        assert!(kept.ends_with(&expected), "{kept}");
+    }
+    let counted: u64 = lines
+        .iter()
+        .filter(|line| line["event"] == "auth_failures_collapsed")
+        .map(|line| {
+            assert_eq!(line["actor"]["peer"], "127.0.0.1", "{line}");
+            line["count"].as_u64().unwrap()
+        })
+        .sum();
+    assert_eq!(failures.len() as u64 + counted, 200, "{lines:#?}");
+}
+
+#[tokio::test]
 async fn accepted_work_is_audited_with_the_prompt_hash_never_the_prompt() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");

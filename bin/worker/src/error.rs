@@ -14,6 +14,8 @@ use crate::validation::ValidationError;
 pub enum WorkerError {
     #[error(transparent)]
     Validation(#[from] ValidationError),
+    #[error("the request body must be JSON: send `content-type: application/json`")]
+    UnsupportedMediaType,
     #[error("the model is still loading; retry once `GET /health` reports `ready`")]
     Loading,
     #[error("the worker is shutting down")]
@@ -32,6 +34,7 @@ impl WorkerError {
     pub fn status(&self) -> StatusCode {
         match self {
             WorkerError::Validation(_) => StatusCode::BAD_REQUEST,
+            WorkerError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WorkerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WorkerError::Loading | WorkerError::ShuttingDown | WorkerError::QueueFull { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -48,7 +51,9 @@ impl WorkerError {
             WorkerError::Validation(ValidationError::PromptTooLong { .. }) => {
                 ErrorKind::ContextLength
             }
-            WorkerError::Validation(_) => ErrorKind::Validation,
+            WorkerError::Validation(_) | WorkerError::UnsupportedMediaType => {
+                ErrorKind::Validation
+            }
             WorkerError::Unauthorized(_) => ErrorKind::Unauthorized,
             // orcd treats a loading worker like a full one: try another or wait.
             WorkerError::Loading | WorkerError::QueueFull { .. } => ErrorKind::QueueFull,
@@ -65,6 +70,11 @@ impl WorkerError {
         }
     }
 
+    /// The message as a log line may show it: client text in it cannot forge lines.
+    pub fn log_message(&self) -> String {
+        llorch_api::log_safe::log_safe(&self.to_string()).into_owned()
+    }
+
     /// The same error as the terminal event of a stream that has already started.
     pub fn to_stream_event(&self) -> StreamEvent {
         StreamEvent::Error {
@@ -77,16 +87,18 @@ impl WorkerError {
 impl IntoResponse for WorkerError {
     fn into_response(self) -> Response {
         // Refused input and a busy or stopping worker are normal; only the worker's own
-        // failures are logged as errors.
+        // failures are logged as errors. Messages can quote the request, so they are escaped.
+        let error = self.log_message();
         match self {
             WorkerError::Generation(_) | WorkerError::EngineStopped(_) => {
-                tracing::error!(error = %self, "request failed")
+                tracing::error!(%error, "request failed")
             }
-            WorkerError::Unauthorized(_) => tracing::warn!(error = %self, "request refused"),
+            WorkerError::Unauthorized(_) => tracing::warn!(%error, "request refused"),
             WorkerError::Validation(_)
+            | WorkerError::UnsupportedMediaType
             | WorkerError::Loading
             | WorkerError::ShuttingDown
-            | WorkerError::QueueFull { .. } => tracing::debug!(error = %self, "request refused"),
+            | WorkerError::QueueFull { .. } => tracing::debug!(%error, "request refused"),
         }
         let mut response = (self.status(), Json(self.body())).into_response();
         if matches!(self, WorkerError::Unauthorized(_)) {
@@ -112,6 +124,16 @@ mod tests {
         let body = error.body();
         assert_eq!(body.error_type, ErrorKind::Validation);
         assert_eq!(body.error, "`top_p` must be in (0, 1], got 2");
+    }
+
+    #[test]
+    fn client_text_in_an_error_is_escaped_for_the_log() {
+        let error = WorkerError::from(ValidationError::InvalidBody(
+            "unknown variant `x\n2025-01-01 INFO forged`".into(),
+        ));
+        let logged = error.log_message();
+        assert!(!logged.contains('\n'), "{logged}");
+        assert!(logged.contains("x\\u{a}2025"), "{logged}");
     }
 
     #[test]

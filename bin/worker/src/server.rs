@@ -14,7 +14,10 @@ use std::{
 use axum::{
     body::Bytes,
     extract::State,
-    http::{header::HeaderName, HeaderValue, StatusCode},
+    http::{
+        header::{self, HeaderName},
+        HeaderMap, HeaderValue, StatusCode,
+    },
     middleware,
     response::{
         sse::{Event, KeepAlive, Sse},
@@ -24,6 +27,7 @@ use axum::{
     Json, Router,
 };
 use futures::{Stream, StreamExt};
+use llorch_api::validation::{check_json_depth, is_json_content_type, MAX_JSON_DEPTH};
 use llorch_api::{ErrorBody, ErrorKind, ExecuteRequest, StreamEvent, WorkerHealth, WorkerStatus};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -94,8 +98,20 @@ async fn prometheus_metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn execute(State(state): State<AppState>, body: Bytes) -> Result<Response, WorkerError> {
+async fn execute(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WorkerError> {
     let received_at = Instant::now();
+    // The same rule as orcd's: a JSON body needs a JSON content type.
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    if !is_json_content_type(content_type) {
+        return Err(WorkerError::UnsupportedMediaType);
+    }
+    check_json_depth(&body, MAX_JSON_DEPTH).map_err(ValidationError::from)?;
     // Parsed by hand rather than with axum's `Json` so a bad body answers in the same
     // `ErrorBody` vocabulary as every other refusal.
     let request: ExecuteRequest = serde_json::from_slice(&body)
@@ -266,6 +282,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn execute_needs_a_json_content_type_like_orcd() {
+        let body = json!({"job_id": "j", "prompt": "a"}).to_string();
+        for content_type in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            None,
+        ] {
+            let (app, _engine) = loading_app();
+            let mut request = Request::post("/execute");
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let response = app
+                .oneshot(request.body(Body::from(body.clone())).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{content_type:?}"
+            );
+            let error: ErrorBody = serde_json::from_str(&body_text(response).await).unwrap();
+            assert_eq!(error.error_type, ErrorKind::Validation);
+            assert!(error.error.contains("application/json"), "{}", error.error);
+        }
+    }
+
+    #[tokio::test]
+    async fn job_ids_that_could_forge_log_lines_are_400() {
+        for job_id in [
+            "j\n2025-01-01T00:00:00Z INFO forged".to_owned(),
+            "j\u{1b}[31mred".to_owned(),
+            "j".repeat(129),
+            String::new(),
+        ] {
+            let (app, _engine) = loading_app();
+            let body = json!({"job_id": job_id, "prompt": "a"}).to_string();
+            let (status, text) = post_execute(app, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{job_id:?}: {text}");
+            let error: ErrorBody = serde_json::from_str(&text).unwrap();
+            assert!(error.error.contains("`job_id`"), "{}", error.error);
+        }
+    }
+
+    #[tokio::test]
+    async fn deeply_nested_bodies_are_400_before_parsing() {
+        let (app, _engine) = loading_app();
+        let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        let (status, text) = post_execute(app, deep).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(text.contains("deeper than"), "{text}");
+    }
+
+    #[tokio::test]
     async fn valid_request_while_loading_is_503() {
         let (app, _engine) = loading_app();
         let (status, text) =
@@ -303,7 +373,7 @@ mod tests {
         };
         let app = app(state);
         let execute = |token: Option<&str>| {
-            let mut request = Request::post("/execute");
+            let mut request = Request::post("/execute").header("content-type", "application/json");
             if let Some(token) = token {
                 request = request.header("authorization", format!("Bearer {token}"));
             }

@@ -25,6 +25,12 @@ use crate::{Backend, FinishReason};
 /// The `prev_hash` of the very first line: SHA-256 of `llama-orch audit log v1`.
 pub const GENESIS_HASH: &str = "587bf4e098561859aca47435b1998393e7697c6cfcbb85a434199185dcba618d";
 
+/// Longest text a record keeps whole, in bytes; longer text is kept as a prefix, its length
+/// and its SHA-256 ([`bounded_text`]), so a client cannot make one record large.
+pub const MAX_FIELD_BYTES: usize = 256;
+/// How much of an over-long field is kept, in bytes (less at a character boundary).
+const KEPT_PREFIX_BYTES: usize = 64;
+
 /// Length of the `,"hash":"<64 hex>"}` suffix that sealing appends.
 const SEAL_SUFFIX_LEN: usize = r#","hash":""}"#.len() + 64;
 
@@ -101,6 +107,54 @@ pub enum AuditEvent {
         status: u16,
         reason: String,
     },
+    /// `count` more auth failures from the actor's peer address, between `first_ts` and
+    /// `last_ts`, that were counted instead of written one by one (the first failure of a
+    /// burst is written in full just before).
+    AuthFailuresCollapsed {
+        count: u64,
+        first_ts: String,
+        last_ts: String,
+    },
+}
+
+impl AuditEvent {
+    /// The event with every text field bounded by [`bounded_text`]. Walks the serialized form,
+    /// so a field added later is bounded without anyone remembering to.
+    pub fn bounded(self) -> AuditEvent {
+        fn bound(value: &mut serde_json::Value) {
+            match value {
+                serde_json::Value::String(text) if text.len() > MAX_FIELD_BYTES => {
+                    *text = bounded_text(text);
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(bound),
+                serde_json::Value::Object(fields) => fields.values_mut().for_each(bound),
+                _ => {}
+            }
+        }
+        let mut value = serde_json::to_value(&self).expect("audit events always serialize");
+        bound(&mut value);
+        // Only long free text changes, which every variant holds as `String`; should a field
+        // ever refuse the shortened text, the event is kept as it was.
+        serde_json::from_value(value).unwrap_or(self)
+    }
+}
+
+/// `text` as an audit record keeps it: whole up to [`MAX_FIELD_BYTES`], otherwise its first
+/// bytes, its length and its SHA-256, e.g. `/aaaa… [65536 bytes, sha256 0f3a…]`.
+pub fn bounded_text(text: &str) -> String {
+    if text.len() <= MAX_FIELD_BYTES {
+        return text.to_owned();
+    }
+    let mut cut = KEPT_PREFIX_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}… [{} bytes, sha256 {}]",
+        &text[..cut],
+        text.len(),
+        sha256_hex(text.as_bytes())
+    )
 }
 
 /// One line of the log before it is sealed with its own hash.
@@ -406,6 +460,52 @@ mod tests {
             verifier.check(line).unwrap();
         }
         assert_eq!(verifier.last().unwrap().0, 3);
+    }
+
+    #[test]
+    fn long_fields_keep_a_prefix_their_length_and_hash() {
+        let path = format!("/v2/{}", "é".repeat(40_000));
+        let event = AuditEvent::AuthFailure {
+            method: "GET".into(),
+            path: path.clone(),
+            status: 401,
+            reason: "missing token".into(),
+        }
+        .bounded();
+        let AuditEvent::AuthFailure {
+            method,
+            path: kept,
+            reason,
+            ..
+        } = &event
+        else {
+            panic!("variant changed: {event:?}");
+        };
+        assert_eq!((method.as_str(), reason.as_str()), ("GET", "missing token"));
+        assert!(kept.len() < MAX_FIELD_BYTES, "{} bytes kept", kept.len());
+        assert!(kept.starts_with("/v2/é"), "{kept}");
+        assert!(
+            kept.ends_with(&format!(
+                "… [{} bytes, sha256 {}]",
+                path.len(),
+                sha256_hex(path.as_bytes())
+            )),
+            "{kept}"
+        );
+        let record = AuditRecord {
+            seq: 0,
+            ts: rfc3339_utc(0),
+            event,
+            actor: None,
+            prev_hash: GENESIS_HASH.into(),
+        };
+        assert!(record.seal().0.len() < 1024);
+        // Short text stays exactly as it was.
+        assert_eq!(bounded_text("/v2/tasks"), "/v2/tasks");
+        assert_eq!(
+            bounded_text(&"x".repeat(MAX_FIELD_BYTES)).len(),
+            MAX_FIELD_BYTES
+        );
     }
 
     #[test]

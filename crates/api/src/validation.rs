@@ -372,6 +372,24 @@ fn validate_id(
     Ok(())
 }
 
+/// Whether a `content-type` header value names JSON: `application/json` or
+/// `application/<something>+json`, parameters allowed. orcd and the worker both require it on
+/// every JSON body: a cross-site form can POST `text/plain` to a loopback daemon without the
+/// browser asking first, but not `application/json`.
+pub fn is_json_content_type(content_type: Option<&str>) -> bool {
+    let Some(content_type) = content_type else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 /// Refuses a body nested deeper than `limit`, in one pass over its bytes. Brackets inside
 /// strings do not count; whether the body is valid JSON is left to serde.
 pub fn check_json_depth(body: &[u8], limit: usize) -> Result<(), RequestError> {
@@ -703,6 +721,25 @@ mod tests {
             .to_string(),
             "`temperature` must be a number from 0 (greedy) to 2, got 3"
         );
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.api+json",
+        ] {
+            assert!(is_json_content_type(Some(json)), "{json}");
+        }
+        for other in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ] {
+            assert!(!is_json_content_type(Some(other)), "{other}");
+        }
+        assert!(!is_json_content_type(None));
     }
 
     #[test]
