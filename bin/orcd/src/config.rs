@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use llorch_serve::{ConnectionArgs, ConnectionLimits};
 
 use crate::audit::AuditSettings;
 use crate::auth::AuthConfig;
@@ -120,6 +121,8 @@ pub struct Args {
     /// ~/.local/share/llorch/audit.jsonl) and fsync every event
     #[arg(long, env = "LLORCH_EU_AUDIT")]
     pub eu_audit: bool,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 /// Everything the library needs to run, independent of how it was configured.
@@ -137,6 +140,8 @@ pub struct Settings {
     pub auth: AuthConfig,
     /// The audit log; `None` (the default) turns it off.
     pub audit: Option<AuditSettings>,
+    /// Header-read and idle timeouts and the connection limit of the listener.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for Settings {
@@ -149,6 +154,7 @@ impl Default for Settings {
             drain: Duration::from_secs(5),
             auth: AuthConfig::disabled(),
             audit: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -177,6 +183,7 @@ impl Args {
             },
             drain: Duration::from_secs(self.drain_secs),
             worker_silence: Duration::from_secs(self.worker_silence_secs),
+            connections: self.connections.limits(),
             ..defaults
         })
     }
@@ -237,6 +244,12 @@ mod tests {
             "5",
             "--max-tokens-limit",
             "64",
+            "--header-read-timeout-secs",
+            "2",
+            "--idle-timeout-secs",
+            "7",
+            "--max-connections",
+            "9",
         ])
         .unwrap();
         let settings = args.settings().unwrap();
@@ -244,6 +257,14 @@ mod tests {
         assert_eq!(settings.scheduler.heartbeat_timeout, Duration::from_secs(3));
         assert_eq!(settings.scheduler.queue_limit, 5);
         assert_eq!(settings.limits.max_tokens, 64);
+        assert_eq!(
+            settings.connections,
+            ConnectionLimits {
+                header_read_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(7),
+                max_connections: 9,
+            }
+        );
         assert!(Args::try_parse_from(["orcd", "--heartbeat-timeout-secs", "0"]).is_err());
     }
 

@@ -75,6 +75,7 @@ mod tests {
         let token = StreamEvent::Token {
             text: "a\nb".into(),
             index: 0,
+            tokens: 1,
         };
         let (response, body) = body_of(vec![Ok(started.clone()), Ok(token.clone())]).await;
         assert_eq!(response.headers()["content-type"], "text/event-stream");

@@ -26,6 +26,8 @@ use axum::{
 use futures::{Stream, StreamExt};
 use llorch_api::{ErrorBody, ErrorKind, ExecuteRequest, StreamEvent, WorkerHealth, WorkerStatus};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::{Instrument, Level};
 
 use crate::{
     auth::{require_worker_token, WorkerAuth},
@@ -56,6 +58,15 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(prometheus_metrics))
         .merge(protected)
         .fallback(not_found)
+        // One `request{method uri version}` span per request; responses and 5xx are logged at
+        // debug (the worker's errors are logged where they are understood).
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .with_state(state)
 }
 
@@ -101,7 +112,13 @@ async fn execute(State(state): State<AppState>, body: Bytes) -> Result<Response,
     let request: ExecuteRequest = serde_json::from_slice(&body)
         .map_err(|error| ValidationError::InvalidBody(error.to_string()))?;
     let request = validate(request, state.engine.settings().limits())?;
-    let events = state.engine.submit(request, received_at).await?;
+    // `?`: the id comes from the client; Debug escapes whatever it holds.
+    let span = tracing::info_span!("job", job_id = ?request.job_id);
+    let events = state
+        .engine
+        .submit(request, received_at)
+        .instrument(span)
+        .await?;
     Ok(sse_response(UnboundedReceiverStream::new(events)))
 }
 
@@ -384,6 +401,7 @@ mod tests {
         let token = StreamEvent::Token {
             text: "line one\nline two".into(),
             index: 0,
+            tokens: 2,
         };
         let events = vec![token.clone(), done.clone()];
         let response = sse_response(futures::stream::iter(events));
@@ -412,6 +430,7 @@ mod tests {
         let events = vec![StreamEvent::Token {
             text: "partial".into(),
             index: 0,
+            tokens: 1,
         }];
         let text = body_text(sse_response(futures::stream::iter(events))).await;
         let frames: Vec<&str> = text

@@ -130,7 +130,7 @@ async fn collect(mut events: UnboundedReceiver<StreamEvent>) -> Outcome {
     let read = async {
         while let Some(event) = events.recv().await {
             match event {
-                StreamEvent::Token { text, index } => {
+                StreamEvent::Token { text, index, .. } => {
                     assert_eq!(
                         index as usize,
                         tokens.len(),

@@ -102,6 +102,11 @@ fn default_true() -> bool {
     true
 }
 
+/// A `token` event without a count (from an older worker) stood for one token.
+fn one_token() -> u32 {
+    1
+}
+
 /// `POST /execute` on a worker: what orcd sends once it has picked the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteRequest {
@@ -179,8 +184,17 @@ pub enum StreamEvent {
     Queued { job_id: String, position: u32 },
     /// orcd: the job was dispatched to a worker.
     Started { job_id: String, worker_id: String },
-    /// worker: one piece of generated text (always whole UTF-8 characters).
-    Token { text: String, index: u32 },
+    /// worker: one piece of generated text (always whole UTF-8 characters). `index` counts
+    /// events from 0; `tokens` is how many generated tokens this piece completes, which is
+    /// more than one when a character spans several tokens, and 0 for a piece whose tokens
+    /// an earlier event already counted. Summed over a stream it is the tokens generated so
+    /// far (tokens whose text is never sent, such as a stop string, are counted in `done`).
+    Token {
+        text: String,
+        index: u32,
+        #[serde(default = "one_token")]
+        tokens: u32,
+    },
     /// worker: generation finished.
     Done(GenerationStats),
     /// Either side: the job failed; no further events follow.
@@ -360,6 +374,7 @@ mod tests {
             StreamEvent::Token {
                 text: "日本".into(),
                 index: 3,
+                tokens: 2,
             },
             StreamEvent::Done(GenerationStats {
                 finish_reason: FinishReason::Length,
@@ -387,6 +402,19 @@ mod tests {
             serde_json::from_str(r#"{"model":"gemma3-270m","prompt":"hi"}"#).unwrap();
         assert!(request.stream);
         assert_eq!(request.sampling, SamplingParams::default());
+    }
+
+    #[test]
+    fn a_token_event_without_a_count_is_one_token() {
+        let event = StreamEvent::from_sse("token", r#"{"text":"a","index":0}"#).unwrap();
+        assert_eq!(
+            event,
+            StreamEvent::Token {
+                text: "a".into(),
+                index: 0,
+                tokens: 1
+            }
+        );
     }
 
     #[test]

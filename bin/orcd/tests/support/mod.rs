@@ -253,6 +253,7 @@ async fn execute(
         let token = StreamEvent::Token {
             text: format!("t{} ", progress.next_index),
             index: progress.next_index,
+            tokens: 1,
         };
         progress.next_index += 1;
         Some((Ok(sse(&token)), progress))
