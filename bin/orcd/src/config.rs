@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 use clap::Parser;
+use llorch_serve::{ConnectionArgs, ConnectionLimits};
 
 use crate::audit::AuditSettings;
 use crate::auth::AuthConfig;
@@ -131,6 +132,8 @@ pub struct Args {
         value_name = "ORIGIN"
     )]
     pub cors_origins: Vec<String>,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 /// Everything the library needs to run, independent of how it was configured.
@@ -150,6 +153,8 @@ pub struct Settings {
     pub audit: Option<AuditSettings>,
     /// Origins browsers may call orcd from (CORS); none by default.
     pub cors_origins: Vec<HeaderValue>,
+    /// Header-read and idle timeouts and the connection limit of the listener.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for Settings {
@@ -163,6 +168,7 @@ impl Default for Settings {
             auth: AuthConfig::disabled(),
             audit: None,
             cors_origins: Vec::new(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -196,6 +202,7 @@ impl Args {
                 .iter()
                 .map(|origin| crate::cors::parse_origin(origin))
                 .collect::<anyhow::Result<_>>()?,
+            connections: self.connections.limits(),
             ..defaults
         })
     }
@@ -256,6 +263,12 @@ mod tests {
             "5",
             "--max-tokens-limit",
             "64",
+            "--header-read-timeout-secs",
+            "2",
+            "--idle-timeout-secs",
+            "7",
+            "--max-connections",
+            "9",
         ])
         .unwrap();
         let settings = args.settings().unwrap();
@@ -263,6 +276,14 @@ mod tests {
         assert_eq!(settings.scheduler.heartbeat_timeout, Duration::from_secs(3));
         assert_eq!(settings.scheduler.queue_limit, 5);
         assert_eq!(settings.limits.max_tokens, 64);
+        assert_eq!(
+            settings.connections,
+            ConnectionLimits {
+                header_read_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(7),
+                max_connections: 9,
+            }
+        );
         assert!(Args::try_parse_from(["orcd", "--heartbeat-timeout-secs", "0"]).is_err());
     }
 

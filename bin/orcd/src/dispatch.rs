@@ -11,6 +11,12 @@
 //!
 //! A dispatch that fails before the first token is retried (the client may then see a second
 //! `started` event, naming the new worker); after the first token a failure is final.
+//!
+//! Tokens are counted from the `tokens` field of the worker's `token` events, not by event: a
+//! multibyte character can take several tokens to complete.
+//!
+//! The task runs inside the job's `tracing` span (`job{job_id=...}`), so its log lines carry
+//! the id without repeating it.
 
 use std::future::pending;
 use std::sync::Arc;
@@ -23,6 +29,7 @@ use llorch_api::{ErrorBody, ErrorKind, FinishReason, GenerationStats, StreamEven
 use reqwest::StatusCode;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, Span};
 
 use crate::audit::AuditLog;
 use crate::error::OrcdError;
@@ -55,6 +62,8 @@ pub struct JobContext {
     pub audit: Option<AuditLog>,
     /// When orcd admitted the job: time to first token and duration count from here.
     pub accepted_at: Instant,
+    /// `job{job_id=...}`: everything the job's task logs is logged inside it.
+    pub span: Span,
 }
 
 /// Starts the job's task and returns the client's side of its stream. The stream ends after a
@@ -64,7 +73,8 @@ pub fn spawn_job(
     notices: mpsc::UnboundedReceiver<JobNotice>,
 ) -> mpsc::Receiver<JobItem> {
     let (items, receiver) = mpsc::channel(CLIENT_BUFFER);
-    tokio::spawn(async move {
+    let span = context.span.clone();
+    let task = async move {
         let mut report = FinishReport {
             scheduler: context.scheduler.clone(),
             job_id: context.job_id.clone(),
@@ -84,11 +94,12 @@ pub fn spawn_job(
             relayed: Relayed::default(),
         };
         let outcome = job.run().await;
-        tracing::info!(job_id = %job.context.job_id, tokens = job.relayed.tokens, ?outcome, "job ended");
+        tracing::info!(tokens = job.relayed.tokens, ?outcome, "job ended");
         report.outcome = Some(outcome);
         report.worker_id = job.relayed.worker_id.take();
         report.generated_tokens = job.relayed.tokens;
-    });
+    };
+    tokio::spawn(task.instrument(span));
     receiver
 }
 
@@ -160,6 +171,7 @@ impl FinishReport {
 /// What orcd itself measured, for `done` events it has to make up.
 #[derive(Debug, Default)]
 struct Relayed {
+    /// Tokens generated so far, as the worker counted them in its `token` events.
     tokens: u32,
     /// The worker of the latest dispatch.
     worker_id: Option<String>,
@@ -282,7 +294,7 @@ impl JobRun {
         let job_id = self.context.job_id.clone();
         self.relayed.dispatched_at = Some(Instant::now());
         self.relayed.worker_id = Some(worker_id.to_owned());
-        tracing::debug!(%job_id, %worker_id, "dispatching");
+        tracing::debug!(%worker_id, "dispatching");
         let request = self
             .context
             .http
@@ -340,20 +352,25 @@ impl JobRun {
                 }
             };
             match event {
-                StreamEvent::Token { .. } => {
-                    self.relayed.tokens += 1;
-                    self.context.job_metrics.token();
+                StreamEvent::Token { tokens, .. } => {
+                    self.relayed.tokens = self.relayed.tokens.saturating_add(tokens);
+                    self.context.job_metrics.tokens(tokens);
                     if self.relayed.first_token_at.is_none() {
                         self.relayed.first_token_at = Some(Instant::now());
                         let waited = self.context.accepted_at.elapsed().as_secs_f64();
                         self.context.job_metrics.first_token_after(waited);
                     }
-                    self.context.scheduler.token(&job_id);
+                    self.context.scheduler.tokens(&job_id, tokens);
                     if let Err(interrupt) = self.emit(Ok(event)).await {
                         return Attempt::Finished(self.interrupted(interrupt).await);
                     }
                 }
                 StreamEvent::Done(stats) => {
+                    // Tokens whose text never went out (a stop string, held back and then
+                    // dropped) are counted only here.
+                    let unseen = stats.generated_tokens.saturating_sub(self.relayed.tokens);
+                    self.context.job_metrics.tokens(unseen);
+                    self.relayed.tokens += unseen;
                     self.emit_final(Ok(StreamEvent::Done(stats.clone()))).await;
                     return Attempt::Finished(JobOutcome::Completed(stats));
                 }
@@ -368,7 +385,7 @@ impl JobRun {
                     return Attempt::Finished(outcome);
                 }
                 StreamEvent::Queued { .. } | StreamEvent::Started { .. } => {
-                    tracing::warn!(%job_id, %worker_id, "ignoring orcd-only `{}` event from a worker", event.name());
+                    tracing::warn!(%worker_id, "ignoring orcd-only `{}` event from a worker", event.name());
                 }
             }
         }

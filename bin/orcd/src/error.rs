@@ -62,6 +62,9 @@ pub enum OrcdError {
     DispatchFailed { job_id: String, message: String },
     #[error("orcd is shutting down; the job was not finished")]
     ShuttingDown,
+    /// A new task while orcd drains after SIGTERM: jobs already admitted finish, none start.
+    #[error("orcd is shutting down and accepts no new tasks; submit again once it is back, or to another orcd")]
+    Draining,
     /// A bug; the detail is logged, the client only learns that something broke inside.
     #[error("internal error: {0}")]
     Internal(String),
@@ -102,6 +105,7 @@ impl OrcdError {
             OrcdError::WorkerFailed { .. } => (StatusCode::BAD_GATEWAY, ErrorKind::Worker),
             OrcdError::DispatchFailed { .. } => (StatusCode::BAD_GATEWAY, ErrorKind::Worker),
             OrcdError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::ShuttingDown),
+            OrcdError::Draining => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::ShuttingDown),
             OrcdError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal),
         }
     }

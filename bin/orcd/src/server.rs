@@ -1,7 +1,10 @@
 //! The HTTP surface of orcd: application state, routes, handlers and graceful shutdown.
+//!
+//! Shutdown keeps the listener open: after SIGTERM `/health` answers 503 `draining` and new
+//! tasks get 503 while admitted jobs run for up to the drain time; then the rest are ended
+//! and connections close.
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,8 +20,11 @@ use llorch_api::{
     CancelResult, Heartbeat, JobInfo, StreamEvent, TaskRequest, TaskResult, WorkerInfo,
     WorkerRegistration,
 };
+use llorch_serve::ConnectionLimits;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::{Instrument, Level};
 
 use crate::audit::AuditLog;
 use crate::auth::{self, AuthConfig};
@@ -57,6 +63,8 @@ pub struct AppState {
     draining: Arc<AtomicBool>,
     /// Origins browsers may call from (`--cors-origin`).
     cors_origins: Arc<Vec<HeaderValue>>,
+    /// The listener's timeouts and connection limit, used by [`serve`].
+    connections: ConnectionLimits,
 }
 
 impl AppState {
@@ -71,6 +79,9 @@ impl AppState {
             // Workers are reached directly; an HTTP_PROXY meant for the internet must not
             // capture loopback and LAN traffic.
             .no_proxy()
+            // Below the workers' default idle timeout (60 s), so orcd drops a pooled
+            // connection before a worker closes it under a new request.
+            .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true);
         if let Some(token) = settings.auth.outbound_token() {
             // Workers that have the worker token configured refuse `/execute` without it.
@@ -99,6 +110,7 @@ impl AppState {
             abort: watch::Sender::new(false),
             draining: Arc::new(AtomicBool::new(false)),
             cors_origins: Arc::new(settings.cors_origins.clone()),
+            connections: settings.connections,
         })
     }
 
@@ -171,68 +183,64 @@ fn routes(state: AppState) -> Router {
             auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes()))
+        // One `request{method uri version}` span per request, around authentication too;
+        // responses are logged at debug (errors are logged where they are understood).
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .with_state(state)
 }
 
-/// Serves until `signal` resolves, then stops accepting connections and jobs, lets in-flight
-/// jobs run for `drain`, ends the rest with a `shutting_down` error and returns.
+/// Serves until `signal` resolves; then, with the listener still open (`/health` answers
+/// `draining`, new tasks 503), lets admitted jobs run for up to `drain`, ends the rest with a
+/// `shutting_down` error, closes the connections and returns.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     signal: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> anyhow::Result<()> {
-    let (signalled_sender, mut signalled) = watch::channel(false);
     let draining_state = state.clone();
-    let graceful = async move {
+    let stop = async move {
         signal.await;
         tracing::info!("shutting down: refusing new jobs, draining in-flight ones for {drain:?}");
         draining_state.begin_shutdown();
-        signalled_sender.send_replace(true);
+        if !wait_for_jobs_to_end(&draining_state, drain).await {
+            tracing::warn!("jobs still in flight after {drain:?}; ending them");
+            draining_state.abort_jobs();
+            // Ended jobs record their end from their own tasks; let them.
+            wait_for_jobs_to_end(&draining_state, CLOSE_WAIT).await;
+        }
     };
-    // The peer address goes into the audit log.
-    let service = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service)
-        .with_graceful_shutdown(graceful)
-        .into_future();
-    tokio::pin!(server);
-
-    let result = async {
-        tokio::select! {
-            result = &mut server => return result.context("serving HTTP"),
-            _ = signalled.wait_for(|signalled| *signalled) => {}
-        }
-        tokio::select! {
-            result = &mut server => return result.context("serving HTTP"),
-            () = tokio::time::sleep(drain) => {}
-        }
-        tracing::warn!("jobs still in flight after {drain:?}; ending them");
-        state.abort_jobs();
-        match tokio::time::timeout(CLOSE_WAIT, &mut server).await {
-            Ok(result) => result.context("serving HTTP"),
-            Err(_) => {
-                tracing::warn!("connections still open after ending all jobs; exiting anyway");
-                Ok(())
-            }
-        }
-    }
+    llorch_serve::serve(
+        listener,
+        app(state.clone()),
+        state.connections,
+        stop,
+        CLOSE_WAIT,
+    )
     .await;
     if let Some(audit) = state.audit() {
-        // Ended jobs record their end from their own tasks; let them, then make it durable.
-        wait_for_jobs_to_end(&state, CLOSE_WAIT).await;
         audit.flush().await;
     }
-    result
+    Ok(())
 }
 
-/// Waits until the scheduler has no queued or running job, or `limit` passes.
-async fn wait_for_jobs_to_end(state: &AppState, limit: Duration) {
+/// Waits until the scheduler has no queued or running job (`true`), or `limit` passes.
+async fn wait_for_jobs_to_end(state: &AppState, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
+    loop {
         match state.scheduler.models().await {
-            Ok(models) if models.iter().all(|m| m.queued == 0 && m.running == 0) => return,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(_) => return,
+            Ok(models) if models.iter().all(|m| m.queued == 0 && m.running == 0) => return true,
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Ok(_) => return false,
+            Err(_) => return true,
         }
     }
 }
@@ -333,6 +341,10 @@ pub struct StartedJob {
 
 /// Admits a validated task (503 without a worker, 429 when the queue is full) and starts the
 /// task that runs it. Every API (`/v2/tasks`, `/v1/...`) goes through here.
+///
+/// Admission runs in a task of its own: a client that hangs up while its job is admitted
+/// drops this future, not the admission, so the job still gets the task that ends it (which
+/// then finds nobody listening and ends it as cancelled, audited like any other).
 pub async fn start_job(
     state: &AppState,
     task: ValidTask,
@@ -340,6 +352,28 @@ pub async fn start_job(
     api: TaskApi,
 ) -> Result<StartedJob, OrcdError> {
     let job_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("job", %job_id);
+    let admission = admit(
+        state.clone(),
+        job_id,
+        task,
+        actor.clone(),
+        api,
+        span.clone(),
+    );
+    tokio::spawn(admission.instrument(span))
+        .await
+        .map_err(|error| OrcdError::Internal(format!("admitting a job: {error}")))?
+}
+
+async fn admit(
+    state: AppState,
+    job_id: String,
+    task: ValidTask,
+    actor: Actor,
+    api: TaskApi,
+    span: tracing::Span,
+) -> Result<StartedJob, OrcdError> {
     let accepted_at = Instant::now();
     let admitted = state
         .scheduler
@@ -356,9 +390,9 @@ pub async fn start_job(
             return Err(error);
         }
     };
-    tracing::info!(%job_id, model = %task.model, stream = task.stream, api = api.as_str(), "task accepted");
+    tracing::info!(model = %task.model, stream = task.stream, api = api.as_str(), "task accepted");
     if let Some(audit) = &state.audit {
-        audit.record(Some(actor.clone()), task_submitted(&job_id, &task, api));
+        audit.record(Some(actor), task_submitted(&job_id, &task, api));
     }
     let items = spawn_job(
         JobContext {
@@ -371,6 +405,7 @@ pub async fn start_job(
             metrics: state.metrics.clone(),
             audit: state.audit.clone(),
             accepted_at,
+            span,
         },
         notices,
     );

@@ -76,6 +76,7 @@ mod tests {
             text: "a\nb".into(),
             index: 0,
             logprobs: Vec::new(),
+            tokens: 1,
         };
         let (response, body) = body_of(vec![Ok(started.clone()), Ok(token.clone())]).await;
         assert_eq!(response.headers()["content-type"], "text/event-stream");

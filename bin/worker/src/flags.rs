@@ -110,6 +110,9 @@ pub struct WorkerArgs {
         default_value_t = 10
     )]
     pub drain_timeout_secs: u64,
+
+    #[command(flatten)]
+    pub connections: llorch_serve::ConnectionArgs,
 }
 
 impl WorkerArgs {

@@ -2,7 +2,6 @@
 //! and on SIGTERM or SIGINT drain running jobs, deregister and exit 0.
 
 use std::{
-    future::IntoFuture,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
     time::Duration,
@@ -73,17 +72,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
 
     let engine = EngineHandle::start(settings.clone(), ModelSource::File(model.path));
     let (stop_tx, stop) = watch::channel(false);
-    let server = tokio::spawn(
-        axum::serve(
-            listener,
-            app(AppState {
-                engine: engine.clone(),
-                auth: Arc::new(auth.clone()),
-            }),
-        )
-        .with_graceful_shutdown(wait_for(stop.clone()))
-        .into_future(),
-    );
+    // The listener stays open through the drain, so `/health` keeps answering `draining`.
+    let server = tokio::spawn(llorch_serve::serve(
+        listener,
+        app(AppState {
+            engine: engine.clone(),
+            auth: Arc::new(auth.clone()),
+        }),
+        args.connections.limits(),
+        wait_for(stop.clone()),
+        CLOSE_TIMEOUT,
+    ));
 
     tokio::select! {
         ready = engine.wait_ready() => {

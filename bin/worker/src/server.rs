@@ -30,6 +30,8 @@ use futures::{Stream, StreamExt};
 use llorch_api::validation::{check_json_depth, is_json_content_type, MAX_JSON_DEPTH};
 use llorch_api::{ErrorBody, ErrorKind, ExecuteRequest, StreamEvent, WorkerHealth, WorkerStatus};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::{Instrument, Level};
 
 use crate::{
     auth::{require_worker_token, WorkerAuth},
@@ -60,6 +62,15 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(prometheus_metrics))
         .merge(protected)
         .fallback(not_found)
+        // One `request{method uri version}` span per request; responses and 5xx are logged at
+        // debug (the worker's errors are logged where they are understood).
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
         .with_state(state)
 }
 
@@ -117,7 +128,13 @@ async fn execute(
     let request: ExecuteRequest = serde_json::from_slice(&body)
         .map_err(|error| ValidationError::InvalidBody(error.to_string()))?;
     let request = validate(request, state.engine.settings().limits())?;
-    let events = state.engine.submit(request, received_at).await?;
+    // `?`: the id comes from the client; Debug escapes whatever it holds.
+    let span = tracing::info_span!("job", job_id = ?request.job_id);
+    let events = state
+        .engine
+        .submit(request, received_at)
+        .instrument(span)
+        .await?;
     Ok(sse_response(UnboundedReceiverStream::new(events)))
 }
 
@@ -455,6 +472,7 @@ mod tests {
             text: "line one\nline two".into(),
             index: 0,
             logprobs: Vec::new(),
+            tokens: 2,
         };
         let events = vec![token.clone(), done.clone()];
         let response = sse_response(futures::stream::iter(events));
@@ -484,6 +502,7 @@ mod tests {
             text: "partial".into(),
             index: 0,
             logprobs: Vec::new(),
+            tokens: 1,
         }];
         let text = body_text(sse_response(futures::stream::iter(events))).await;
         let frames: Vec<&str> = text

@@ -176,6 +176,11 @@ fn default_true() -> bool {
     true
 }
 
+/// A `token` event without a count (from an older worker) stood for one token.
+fn one_token() -> u32 {
+    1
+}
+
 /// `POST /execute` on a worker: what orcd sends once it has picked the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteRequest {
@@ -256,10 +261,16 @@ pub enum StreamEvent {
     /// orcd: the job was dispatched to a worker.
     Started { job_id: String, worker_id: String },
     /// worker: one piece of generated text (always whole UTF-8 characters), with the
-    /// log-probabilities of the tokens it holds when the request asked for them.
+    /// log-probabilities of the tokens it holds when the request asked for them. `index` counts
+    /// events from 0; `tokens` is how many generated tokens this piece completes, which is
+    /// more than one when a character spans several tokens, and 0 for a piece whose tokens
+    /// an earlier event already counted. Summed over a stream it is the tokens generated so
+    /// far (tokens whose text is never sent, such as a stop string, are counted in `done`).
     Token {
         text: String,
         index: u32,
+        #[serde(default = "one_token")]
+        tokens: u32,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         logprobs: Vec<TokenLogprob>,
     },
@@ -442,11 +453,13 @@ mod tests {
             StreamEvent::Token {
                 text: "日本".into(),
                 index: 3,
+                tokens: 2,
                 logprobs: Vec::new(),
             },
             StreamEvent::Token {
                 text: "a".into(),
                 index: 4,
+                tokens: 1,
                 logprobs: vec![TokenLogprob {
                     id: 64,
                     token: "a".into(),
@@ -486,6 +499,19 @@ mod tests {
             serde_json::from_str(r#"{"model":"gemma3-270m","prompt":"hi"}"#).unwrap();
         assert!(request.stream);
         assert_eq!(request.sampling, SamplingParams::default());
+    }
+
+    #[test]
+    fn a_token_event_without_a_count_is_one_token() {
+        let event = StreamEvent::from_sse("token", r#"{"text":"a","index":0}"#).unwrap();
+        assert_eq!(
+            event,
+            StreamEvent::Token {
+                text: "a".into(),
+                index: 0,
+                tokens: 1
+            }
+        );
     }
 
     #[test]

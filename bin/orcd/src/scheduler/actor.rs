@@ -1,12 +1,14 @@
 //! The scheduler actor: one task owns the [`SchedulerCore`], takes commands over a channel
 //! (answering on oneshot channels), ticks for heartbeat expiry, and forwards every effect to the
-//! task that runs the job concerned.
+//! task that runs the job concerned. Each job's `tracing` span travels with its submission, so
+//! what the scheduler logs about a job is logged inside that job's span.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use llorch_api::{Heartbeat, JobInfo, JobState, WorkerInfo, WorkerRegistration};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
 
 use super::core::{
     DispatchFailure, Effect, JobOutcome, ModelSummary, NewJob, SchedulerConfig, SchedulerCore,
@@ -50,6 +52,7 @@ enum Command {
     Submit {
         job: NewJob,
         notices: mpsc::UnboundedSender<JobNotice>,
+        span: Span,
         reply: oneshot::Sender<Result<(), OrcdError>>,
     },
     DispatchFailed {
@@ -60,8 +63,9 @@ enum Command {
     WorkerLost {
         worker_id: String,
     },
-    Token {
+    Tokens {
         job_id: String,
+        tokens: u32,
     },
     Finish {
         job_id: String,
@@ -155,15 +159,18 @@ impl SchedulerHandle {
     }
 
     /// Admits a job. The receiver carries the scheduler's decisions about it, starting with
-    /// either `Dispatch` or `Queued`.
+    /// either `Dispatch` or `Queued`. If this future is dropped before the answer arrives, an
+    /// admitted job is ended as cancelled at once: nobody would be left to run it.
     pub async fn submit(
         &self,
         job: NewJob,
     ) -> Result<mpsc::UnboundedReceiver<JobNotice>, OrcdError> {
         let (notices, receiver) = mpsc::unbounded_channel();
+        let span = Span::current();
         self.ask(|reply| Command::Submit {
             job,
             notices,
+            span,
             reply,
         })
         .await??;
@@ -184,9 +191,11 @@ impl SchedulerHandle {
         });
     }
 
-    pub fn token(&self, job_id: &str) {
-        self.tell(Command::Token {
+    /// `tokens` more tokens were relayed for the job.
+    pub fn tokens(&self, job_id: &str, tokens: u32) {
+        self.tell(Command::Tokens {
             job_id: job_id.to_owned(),
+            tokens,
         });
     }
 
@@ -226,29 +235,37 @@ async fn run_actor(
     mut commands: mpsc::UnboundedReceiver<Command>,
     tick: Duration,
 ) {
-    let mut notices: HashMap<String, mpsc::UnboundedSender<JobNotice>> = HashMap::new();
+    let mut jobs: HashMap<String, JobChannel> = HashMap::new();
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             command = commands.recv() => match command {
-                Some(command) => handle(&mut core, &mut notices, command),
+                Some(command) => handle(&mut core, &mut jobs, command),
                 None => break,
             },
             _ = ticker.tick() => core.tick(Instant::now()),
         }
         for effect in core.take_effects() {
-            route(&notices, effect);
+            route(&jobs, effect);
         }
     }
     tracing::debug!("scheduler stopped");
 }
 
-fn handle(
-    core: &mut SchedulerCore,
-    notices: &mut HashMap<String, mpsc::UnboundedSender<JobNotice>>,
-    command: Command,
-) {
+/// The way to the task running an admitted job, and the job's span.
+struct JobChannel {
+    notices: mpsc::UnboundedSender<JobNotice>,
+    span: Span,
+}
+
+/// Enters the span of `job_id` (if the job is known) for what the scheduler logs about it.
+fn job_span(jobs: &HashMap<String, JobChannel>, job_id: &str) -> Span {
+    jobs.get(job_id)
+        .map_or_else(Span::none, |channel| channel.span.clone())
+}
+
+fn handle(core: &mut SchedulerCore, jobs: &mut HashMap<String, JobChannel>, command: Command) {
     let now = Instant::now();
     // A dropped reply receiver means the request was abandoned; nothing to do about it.
     match command {
@@ -276,32 +293,49 @@ fn handle(
         }
         Command::Submit {
             job,
-            notices: sender,
+            notices,
+            span,
             reply,
         } => {
+            let _entered = span.clone().entered();
             let job_id = job.job_id.clone();
             // Registered first: the job's first effect is produced by `submit` itself.
-            notices.insert(job_id.clone(), sender);
+            jobs.insert(job_id.clone(), JobChannel { notices, span });
             let result = core.submit(job, now);
-            if result.is_err() {
-                notices.remove(&job_id);
+            let admitted = result.is_ok();
+            if !admitted {
+                jobs.remove(&job_id);
             }
-            let _ = reply.send(result);
+            if reply.send(result).is_err() && admitted {
+                // The submitter is gone (its client hung up) and will never start the job's
+                // task; without this the job would hold its place, or a slot, forever.
+                tracing::info!("submitter gone before admission was confirmed; job cancelled");
+                jobs.remove(&job_id);
+                core.finish(&job_id, JobOutcome::Cancelled, now);
+            }
         }
         Command::DispatchFailed {
             job_id,
             worker_id,
             failure,
-        } => core.dispatch_failed(&job_id, &worker_id, failure, now),
+        } => {
+            let _entered = job_span(jobs, &job_id).entered();
+            core.dispatch_failed(&job_id, &worker_id, failure, now)
+        }
         Command::WorkerLost { worker_id } => core.worker_lost(&worker_id, now),
-        Command::Token { job_id } => core.record_token(&job_id, now),
+        Command::Tokens { job_id, tokens } => core.record_tokens(&job_id, tokens, now),
         Command::Finish { job_id, outcome } => {
             // Every job task reports its end exactly once, so this is where its channel goes.
-            notices.remove(&job_id);
+            let _entered = jobs
+                .remove(&job_id)
+                .map_or_else(Span::none, |channel| channel.span)
+                .entered();
             core.finish(&job_id, outcome, now);
         }
         Command::Cancel { job_id, reply } => {
-            let _ = reply.send(core.cancel(&job_id, now));
+            let _entered = job_span(jobs, &job_id).entered();
+            let result = core.cancel(&job_id, now);
+            let _ = reply.send(result);
         }
         Command::Jobs { reply } => {
             let _ = reply.send(core.jobs(now));
@@ -313,7 +347,7 @@ fn handle(
     }
 }
 
-fn route(notices: &HashMap<String, mpsc::UnboundedSender<JobNotice>>, effect: Effect) {
+fn route(jobs: &HashMap<String, JobChannel>, effect: Effect) {
     let (job_id, notice) = match effect {
         Effect::Dispatch(assignment) => (
             assignment.job_id,
@@ -326,10 +360,10 @@ fn route(notices: &HashMap<String, mpsc::UnboundedSender<JobNotice>>, effect: Ef
         Effect::Cancel { job_id } => (job_id, JobNotice::Cancel),
         Effect::Fail { job_id, error } => (job_id, JobNotice::Fail(error)),
     };
-    match notices.get(&job_id) {
+    match jobs.get(&job_id) {
         // A closed channel means the job's task already ended; its finish report is on the way.
-        Some(sender) => {
-            let _ = sender.send(notice);
+        Some(channel) => {
+            let _ = channel.notices.send(notice);
         }
         None => tracing::debug!(%job_id, ?notice, "notice for a job without a task"),
     }
@@ -380,6 +414,23 @@ mod tests {
         ));
         assert_eq!(scheduler.cancel("j2".into()).await, Ok(JobState::Running));
         assert_eq!(second.recv().await, Some(JobNotice::Cancel));
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_submitter_is_dropped_during_admission_is_cancelled_and_frees_its_slot() {
+        use futures::FutureExt;
+        let scheduler = SchedulerHandle::spawn(SchedulerConfig::default());
+        scheduler.register(registration("w", 1)).await.unwrap();
+        // Polled once: the command is sent, then the future is dropped before the answer, as
+        // an HTTP handler is when its client hangs up.
+        assert!(scheduler.submit(job("j1")).now_or_never().is_none());
+        let info = scheduler.job("j1".into()).await.unwrap();
+        assert_eq!(info.state, JobState::Cancelled);
+        let mut next = scheduler.submit(job("j2")).await.unwrap();
+        assert!(
+            matches!(next.recv().await, Some(JobNotice::Dispatch { .. })),
+            "the orphan still holds the only slot"
+        );
     }
 
     #[tokio::test]

@@ -378,7 +378,7 @@ impl SchedulerCore {
     /// task learns it from an effect; the error is the answer to the client's request.
     pub fn submit(&mut self, job: NewJob, now: Instant) -> Result<(), OrcdError> {
         if !self.accepting {
-            return Err(OrcdError::ShuttingDown);
+            return Err(OrcdError::Draining);
         }
         if self.jobs.contains_key(&job.job_id) {
             return Err(OrcdError::Internal(format!(
@@ -503,9 +503,10 @@ impl SchedulerCore {
         self.drain_queue(&model, now);
     }
 
-    pub fn record_token(&mut self, job_id: &str, now: Instant) {
+    /// `tokens` more tokens were generated for the job (one `token` event can carry several).
+    pub fn record_tokens(&mut self, job_id: &str, tokens: u32, now: Instant) {
         if let Some(job) = self.jobs.get_mut(job_id) {
-            job.generated_tokens += 1;
+            job.generated_tokens = job.generated_tokens.saturating_add(tokens);
             job.first_token_at.get_or_insert(now);
         }
     }

@@ -263,6 +263,7 @@ async fn execute(
             text: format!("t{} ", progress.next_index),
             index: progress.next_index,
             logprobs: Vec::new(),
+            tokens: 1,
         };
         progress.next_index += 1;
         Some((Ok(sse(&token)), progress))

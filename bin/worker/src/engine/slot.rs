@@ -47,6 +47,8 @@ pub(super) struct Sequence {
     pub logits_row: Option<i32>,
     pub generated: u32,
     token_events: u32,
+    /// Generated tokens already counted in a `token` event's `tokens`.
+    tokens_reported: u32,
     pub prefill_started: Option<Instant>,
     pub prefill_done: Option<Instant>,
     first_token_at: Option<Instant>,
@@ -65,6 +67,7 @@ impl Sequence {
             logits_row: None,
             generated: 0,
             token_events: 0,
+            tokens_reported: 0,
             prefill_started: None,
             prefill_done: None,
             first_token_at: None,
@@ -83,7 +86,9 @@ impl Sequence {
         self.last_token_at = Some(at);
     }
 
-    /// Streams a piece of text with the log-probabilities of the tokens it came from;
+    /// Streams a piece of text with the log-probabilities of the tokens it came from and the
+    /// number of tokens generated since the last piece (the text of a multibyte character or a
+    /// possible stop string is held back over several);
     /// `false` when the client is gone.
     pub fn send_text(&mut self, text: String) -> bool {
         if text.is_empty() && self.pending_logprobs.is_empty() {
@@ -93,8 +98,10 @@ impl Sequence {
             text,
             index: self.token_events,
             logprobs: std::mem::take(&mut self.pending_logprobs),
+            tokens: self.generated - self.tokens_reported,
         };
         self.token_events += 1;
+        self.tokens_reported = self.generated;
         self.job.events.send(event).is_ok()
     }
 

@@ -1,0 +1,380 @@
+//! Daemon lifecycles end to end with the real orcd and worker binaries: clients that hang up
+//! right after sending a task, the drain after SIGTERM, slow and idle connections.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use llorch_api::audit::{AuditEvent, AuditRecord};
+use llorch_api::{
+    Backend, CancelResult, ErrorBody, ErrorKind, JobInfo, JobState, StreamEvent, WorkerHealth,
+    WorkerRegistration,
+};
+use llorch_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn jobs(orcd_url: &str) -> Vec<JobInfo> {
+    reqwest::get(format!("{orcd_url}/v2/tasks"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn worker_health(worker_url: &str) -> WorkerHealth {
+    reqwest::get(format!("{worker_url}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The loopback `host:port` of a daemon, for raw TCP clients.
+fn address(daemon: &Daemon) -> String {
+    format!("127.0.0.1:{}", daemon.port())
+}
+
+/// Per job id in the audit log: (submitted, ended).
+fn audited_jobs(path: &Path) -> BTreeMap<String, (bool, bool)> {
+    let mut jobs: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for line in text.lines() {
+        let record: AuditRecord = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("unreadable audit line ({error}): {line}"));
+        match record.event {
+            AuditEvent::TaskSubmitted { job_id, .. } => jobs.entry(job_id).or_default().0 = true,
+            AuditEvent::TaskFinished { job_id, .. }
+            | AuditEvent::TaskCancelled { job_id, .. }
+            | AuditEvent::TaskFailed { job_id, .. } => jobs.entry(job_id).or_default().1 = true,
+            _ => {}
+        }
+    }
+    jobs
+}
+
+/// Reads a stream until its first `token` event, returning the job id from `started`.
+async fn running_job(stream: &mut TaskStream) -> String {
+    let mut job_id = None;
+    loop {
+        match stream.next().await {
+            Some(Ok(StreamEvent::Started { job_id: id, .. })) => job_id = Some(id),
+            Some(Ok(StreamEvent::Token { .. })) if job_id.is_some() => return job_id.unwrap(),
+            Some(Ok(StreamEvent::Queued { .. } | StreamEvent::Token { .. })) => {}
+            other => panic!("expected a running job, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn thirty_clients_hanging_up_right_after_their_request_leave_no_job_behind() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let audit_path = dir.path().join("audit.jsonl");
+        let orcd = start_orcd(
+            "127.0.0.1:0",
+            &["--audit-log", audit_path.to_str().unwrap()],
+        )
+        .unwrap();
+        let worker = start_worker(&orcd.url, 4, &[]).unwrap();
+        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60))
+            .await
+            .unwrap();
+
+        // Four long generations hold the worker's four slots.
+        let mut busy = Vec::new();
+        for n in 0..4 {
+            let task = greedy_task(&format!("Chapter {n}. Once upon a time"), 1500);
+            let mut stream = submit(&orcd.url, &task).await.unwrap();
+            let job_id = running_job(&mut stream).await;
+            busy.push((job_id, stream));
+        }
+        let busy_ids: BTreeSet<String> = busy.iter().map(|(id, _)| id.clone()).collect();
+
+        // Thirty clients send a whole task and hang up at once, half with a reset.
+        let body = serde_json::to_string(&greedy_task("Hello", 8)).unwrap();
+        let request = format!(
+            "POST /v2/tasks HTTP/1.1\r\nhost: orcd\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let hang_ups = (0..30).map(|n| {
+            let address = address(&orcd);
+            let request = request.clone();
+            async move {
+                let mut stream = TcpStream::connect(&address).await.unwrap();
+                stream.write_all(request.as_bytes()).await.unwrap();
+                if n % 2 == 0 {
+                    stream.set_zero_linger().unwrap();
+                }
+            }
+        });
+        futures::future::join_all(hang_ups).await;
+
+        wait_until(
+            "the jobs of the clients that hung up to end",
+            Duration::from_secs(20),
+            || async {
+                jobs(&orcd.url)
+                    .await
+                    .iter()
+                    .all(|job| job.state.is_finished() || busy_ids.contains(&job.job_id))
+            },
+        )
+        .await
+        .unwrap();
+        let listed = jobs(&orcd.url).await;
+        let orphans = listed.len() - busy_ids.len();
+        eprintln!("{orphans} of 30 hung-up requests were admitted before the client was gone");
+        assert!(orphans > 0, "no hung-up request was admitted; the test proves nothing");
+        let queued = listed
+            .iter()
+            .filter(|job| job.state == JobState::Queued)
+            .count();
+        assert_eq!(queued, 0, "the queue is not empty: {listed:?}");
+        let running: BTreeSet<String> = listed
+            .iter()
+            .filter(|job| job.state == JobState::Running)
+            .map(|job| job.job_id.clone())
+            .collect();
+        assert_eq!(running, busy_ids);
+        assert_eq!(
+            worker_health(&worker.url).await.slots_busy as usize,
+            running.len(),
+            "orcd runs a job the worker has no sequence for"
+        );
+
+        // A cancel ends a running job, always.
+        for (job_id, _) in &busy {
+            let cancelled: CancelResult = reqwest::Client::new()
+                .delete(format!("{}/v2/tasks/{job_id}", orcd.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(cancelled.previous_state, JobState::Running);
+        }
+        for (_, stream) in busy {
+            let events = stream.collect().await.unwrap();
+            assert!(
+                matches!(events.last(), Some(StreamEvent::Done(stats)) if stats.finish_reason == llorch_api::FinishReason::Cancelled),
+                "{:?}",
+                events.last()
+            );
+        }
+        wait_until(
+            "every job to end and the worker's slots to free",
+            Duration::from_secs(20),
+            || async {
+                jobs(&orcd.url).await.iter().all(|job| job.state.is_finished())
+                    && worker_health(&worker.url).await.slots_busy == 0
+            },
+        )
+        .await
+        .unwrap();
+
+        let ids: BTreeSet<String> = jobs(&orcd.url)
+            .await
+            .into_iter()
+            .map(|job| job.job_id)
+            .collect();
+        let complete = || {
+            let audited = audited_jobs(&audit_path);
+            ids.iter().all(|id| audited.get(id) == Some(&(true, true)))
+                && audited.keys().all(|id| ids.contains(id))
+        };
+        wait_until(
+            "every job's submission and end in the audit log",
+            Duration::from_secs(10),
+            || std::future::ready(complete()),
+        )
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "{error}: jobs {ids:?}, audit log {:?}",
+                audited_jobs(&audit_path)
+            )
+        });
+    });
+}
+
+#[test]
+fn health_answers_draining_and_new_tasks_get_503_while_orcd_drains() {
+    runtime().block_on(async {
+        let drain = Duration::from_secs(4);
+        let mut orcd = start_orcd("127.0.0.1:0", &["--drain-secs", "4"]).unwrap();
+        // A worker that takes `/execute` and never answers keeps one job in flight.
+        let hung = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hung_url = format!("http://{}", hung.local_addr().unwrap());
+        let _holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = hung.accept().await {
+                held.push(stream);
+            }
+        });
+        let registration = WorkerRegistration {
+            worker_id: "hung".into(),
+            url: hung_url,
+            model: default_model_id(),
+            backend: Backend::Cpu,
+            slots: 1,
+            ctx_size: 2048,
+        };
+        let client = reqwest::Client::new();
+        let registered = client
+            .post(format!("{}/workers/register", orcd.url))
+            .json(&registration)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(registered.status(), 200);
+        let stream = submit(&orcd.url, &greedy_task("hello", 8)).await.unwrap();
+        wait_until("the job to run", Duration::from_secs(10), || async {
+            jobs(&orcd.url)
+                .await
+                .iter()
+                .any(|job| job.state == JobState::Running)
+        })
+        .await
+        .unwrap();
+
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(orcd.pid() as i32, libc::SIGTERM) };
+        let signalled = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..4 {
+            let health = client
+                .get(format!("{}/health", orcd.url))
+                .send()
+                .await
+                .expect("/health refused while orcd drains");
+            assert_eq!(health.status(), 503);
+            let body: serde_json::Value = health.json().await.unwrap();
+            assert_eq!(body["status"], "draining");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let refused = client
+            .post(format!("{}/v2/tasks", orcd.url))
+            .json(&greedy_task("too late", 8))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 503);
+        let error: ErrorBody = refused.json().await.unwrap();
+        assert_eq!(error.error_type, ErrorKind::ShuttingDown);
+        assert!(
+            error.error.contains("accepts no new tasks"),
+            "{}",
+            error.error
+        );
+        assert!(
+            signalled.elapsed() < drain,
+            "the checks ran past the drain; they proved nothing"
+        );
+
+        // The job outlives the drain: it ends with `shutting_down` and orcd exits cleanly.
+        let events = stream.collect().await.unwrap();
+        assert!(
+            matches!(
+                events.last(),
+                Some(StreamEvent::Error {
+                    error_type: ErrorKind::ShuttingDown,
+                    ..
+                })
+            ),
+            "{events:?}"
+        );
+        assert!(signalled.elapsed() >= drain, "{:?}", signalled.elapsed());
+        let status = orcd.terminate(Duration::from_secs(10)).unwrap();
+        assert!(status.success(), "{status:?}");
+        assert!(TcpStream::connect(address(&orcd)).await.is_err());
+    });
+}
+
+/// Sends a request head one line every 300 ms (all of it would take 6 s) and returns how
+/// long after its first byte the server closed the connection.
+async fn trickle_headers(address: String) -> Duration {
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    let started = Instant::now();
+    let _ = stream.write_all(b"GET /health HTTP/1.1\r\n").await;
+    for line in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let header = format!("x-slow-{line}: 1\r\n");
+        if stream.write_all(header.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"\r\n").await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    assert!(
+        !response.starts_with(b"HTTP/1.1 200"),
+        "the slow client was served"
+    );
+    started.elapsed()
+}
+
+/// Connects, sends nothing, and returns how long the server kept the connection open.
+async fn stay_idle(address: String) -> Duration {
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    let started = Instant::now();
+    let mut buffer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut buffer)).await;
+    started.elapsed()
+}
+
+async fn slow_and_idle_clients_are_cut_off(daemon: &Daemon) {
+    let slow = futures::future::join_all((0..20).map(|_| trickle_headers(address(daemon))));
+    let idle = stay_idle(address(daemon));
+    let health = async {
+        let mut slowest = Duration::ZERO;
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let started = Instant::now();
+            // A new client each time: a new connection, as a probe makes.
+            reqwest::Client::new()
+                .get(format!("{}/health", daemon.url))
+                .send()
+                .await
+                .unwrap_or_else(|error| panic!("{} /health failed: {error}", daemon.name));
+            slowest = slowest.max(started.elapsed());
+        }
+        slowest
+    };
+    let (slow, idle, slowest_health) = tokio::join!(slow, idle, health);
+    let name = daemon.name;
+    for closed_after in slow {
+        assert!(
+            closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(4),
+            "{name} closed a slow client after {closed_after:?}; its header-read timeout is 1 s"
+        );
+    }
+    assert!(
+        idle >= Duration::from_millis(1900) && idle < Duration::from_secs(5),
+        "{name} closed an idle connection after {idle:?}; its idle timeout is 2 s"
+    );
+    assert!(
+        slowest_health < Duration::from_millis(500),
+        "{name} took {slowest_health:?} to answer /health next to 20 slow clients"
+    );
+}
+
+#[test]
+fn slow_and_idle_clients_are_disconnected_while_health_stays_fast() {
+    runtime().block_on(async {
+        let limits = [
+            "--header-read-timeout-secs",
+            "1",
+            "--idle-timeout-secs",
+            "2",
+        ];
+        let orcd = start_orcd("127.0.0.1:0", &limits).unwrap();
+        let worker = start_worker(&orcd.url, 1, &limits).unwrap();
+        slow_and_idle_clients_are_cut_off(&orcd).await;
+        slow_and_idle_clients_are_cut_off(&worker).await;
+    });
+}
