@@ -492,6 +492,7 @@ mod tests {
         Ok(StreamEvent::Token {
             text: text.into(),
             index: 0,
+            tokens: 1,
             logprobs: Vec::new(),
         })
     }

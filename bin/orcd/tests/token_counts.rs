@@ -41,6 +41,7 @@ async fn execute(Json(request): Json<ExecuteRequest>) -> Response {
             sse(&StreamEvent::Token {
                 text: "日".into(),
                 index,
+                logprobs: Vec::new(),
                 tokens: TOKENS_PER_EVENT,
             })
         })

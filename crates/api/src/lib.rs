@@ -509,7 +509,8 @@ mod tests {
             StreamEvent::Token {
                 text: "a".into(),
                 index: 0,
-                tokens: 1
+                tokens: 1,
+                logprobs: Vec::new(),
             }
         );
     }
