@@ -20,7 +20,7 @@ use crate::{
     engine::{EngineHandle, EngineSettings, ModelSource},
     flags::{default_worker_id, WorkerArgs},
     model_source::resolve_model,
-    registration::{self, RegistrationSettings},
+    registration::{self, RegistrationReport, RegistrationSettings},
     server::{app, AppState},
 };
 
@@ -71,6 +71,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     );
 
     let engine = EngineHandle::start(settings.clone(), ModelSource::File(model.path));
+    let registration_report = RegistrationReport::default();
     let (stop_tx, stop) = watch::channel(false);
     // The listener stays open through the drain, so `/health` keeps answering `draining`.
     let server = tokio::spawn(llorch_serve::serve(
@@ -78,6 +79,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         app(AppState {
             engine: engine.clone(),
             auth: Arc::new(auth.clone()),
+            registration: registration_report.clone(),
         }),
         args.connections.limits(),
         wait_for(stop.clone()),
@@ -124,6 +126,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             settings,
             engine.subscribe_load(),
             stop.clone(),
+            registration_report.clone(),
         ))
     });
 
