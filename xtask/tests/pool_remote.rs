@@ -4,14 +4,17 @@
 
 mod support;
 
-use support::{http_status, pid_alive, Sshd};
+use support::{http_status, pid_alive, Orcd, Sshd};
 
 #[test]
 fn a_worker_is_spawned_listed_and_stopped_on_the_remote_host() {
     let sshd = Sshd::start();
     sshd.write_local_config("box", 10);
+    let orcd = Orcd::start(&[]);
     let spawned = sshd
         .xtask()
+        // Only this side knows the orchestrator; the host's config does not name one.
+        .env("LLORCH_ORCHESTRATOR_URL", &orcd.url)
         .run([
             "--json",
             "pool",
@@ -38,6 +41,13 @@ fn a_worker_is_spawned_listed_and_stopped_on_the_remote_host() {
     assert_eq!(
         http_status(&format!("http://127.0.0.1:{port}/health")),
         Some(200)
+    );
+    let registered = orcd.worker("far-worker").expect("orcd lists the worker");
+    assert_eq!(registered["state"], "live", "{registered}");
+    assert_eq!(
+        registered["url"],
+        format!("http://127.0.0.1:{port}"),
+        "advertised at the address the profile connects to: {registered}"
     );
 
     let listed = sshd

@@ -33,12 +33,19 @@ pub fn required_access(method: &Method, path: &str) -> Access {
     if path == "/health" {
         Access::Open
     } else if path == "/workers/register"
-        || (path.starts_with("/workers/") && method != Method::GET)
+        || (path.starts_with("/workers/") && method != Method::GET && !is_forget(path))
     {
         Access::Worker
     } else {
         Access::Client
     }
+}
+
+/// `POST /workers/{id}/forget` is the operator's (a client token), not a worker's.
+fn is_forget(path: &str) -> bool {
+    path.strip_prefix("/workers/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(_, tail)| tail == "forget")
 }
 
 /// Who presented a token.
@@ -284,6 +291,14 @@ mod tests {
             Access::Worker
         );
         assert_eq!(required_access(&Method::GET, "/workers"), Access::Client);
+        assert_eq!(
+            required_access(&Method::POST, "/workers/w1/forget"),
+            Access::Client
+        );
+        assert_eq!(
+            required_access(&Method::DELETE, "/workers/forget"),
+            Access::Worker
+        );
         for path in [
             "/v2/tasks",
             "/v1/chat/completions",

@@ -203,6 +203,8 @@ enum Interrupt {
     ClientGone,
     ShuttingDown,
     SchedulerGone,
+    /// The scheduler marked the job's worker dead; the message says why.
+    WorkerDead(String),
 }
 
 /// How one dispatch to one worker ended.
@@ -267,6 +269,8 @@ impl JobRun {
                 Some(JobNotice::Cancel) => {
                     return Err(self.interrupted(Interrupt::Cancelled).await)
                 }
+                // About a worker of an earlier attempt; the job waits for another one now.
+                Some(JobNotice::WorkerDead { .. }) => {}
                 Some(JobNotice::Fail(error)) => {
                     let outcome = JobOutcome::Failed(error.to_string());
                     self.emit_final(Err(error)).await;
@@ -294,7 +298,7 @@ impl JobRun {
         let response = tokio::select! {
             response = request => response,
             interrupt = next_interrupt(&mut self.notices, &self.items, &mut self.context.abort) => {
-                return Attempt::Finished(self.interrupted(interrupt).await);
+                return self.stop(worker_id, interrupt).await;
             }
         };
         let response = match response {
@@ -309,7 +313,7 @@ impl JobRun {
             worker_id: worker_id.to_owned(),
         };
         if let Err(interrupt) = self.emit(Ok(started)).await {
-            return Attempt::Finished(self.interrupted(interrupt).await);
+            return self.stop(worker_id, interrupt).await;
         }
 
         let mut events = response.bytes_stream().eventsource();
@@ -317,7 +321,7 @@ impl JobRun {
             let next = tokio::select! {
                 next = events.next() => next,
                 interrupt = next_interrupt(&mut self.notices, &self.items, &mut self.context.abort) => {
-                    return Attempt::Finished(self.interrupted(interrupt).await);
+                    return self.stop(worker_id, interrupt).await;
                 }
             };
             let event = match next {
@@ -350,7 +354,7 @@ impl JobRun {
                     }
                     self.context.scheduler.token(&job_id);
                     if let Err(interrupt) = self.emit(Ok(event)).await {
-                        return Attempt::Finished(self.interrupted(interrupt).await);
+                        return self.stop(worker_id, interrupt).await;
                     }
                 }
                 StreamEvent::Done(stats) => {
@@ -371,6 +375,15 @@ impl JobRun {
                     tracing::warn!(%job_id, %worker_id, "ignoring orcd-only `{}` event from a worker", event.name());
                 }
             }
+        }
+    }
+
+    /// A dispatch interrupted: a dead worker counts as a lost connection (retried before the
+    /// first token, failed after it); anything else ends the job.
+    async fn stop(&mut self, worker_id: &str, interrupt: Interrupt) -> Attempt {
+        match interrupt {
+            Interrupt::WorkerDead(reason) => self.lost(worker_id, reason).await,
+            interrupt => Attempt::Finished(self.interrupted(interrupt).await),
         }
     }
 
@@ -453,6 +466,16 @@ impl JobRun {
                 self.emit_final(Err(error)).await;
                 outcome
             }
+            Interrupt::WorkerDead(reason) => {
+                // Reached only while no dispatch runs, where `stop` does not apply.
+                let error = OrcdError::WorkerFailed {
+                    worker_id: self.relayed.worker_id.clone().unwrap_or_default(),
+                    message: reason,
+                };
+                let outcome = JobOutcome::Failed(error.to_string());
+                self.emit_final(Err(error)).await;
+                outcome
+            }
             Interrupt::SchedulerGone => {
                 let error =
                     OrcdError::Internal("the scheduler stopped while a job was active".into());
@@ -475,6 +498,11 @@ async fn next_interrupt(
         loop {
             match notices.recv().await {
                 Some(JobNotice::Cancel) => return Interrupt::Cancelled,
+                Some(JobNotice::WorkerDead { worker_id, reason }) => {
+                    return Interrupt::WorkerDead(format!(
+                        "orcd marked worker `{worker_id}` dead: {reason}"
+                    ))
+                }
                 Some(notice) => {
                     tracing::debug!(?notice, "ignoring a stale notice for a running job")
                 }

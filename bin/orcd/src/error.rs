@@ -44,6 +44,8 @@ pub enum OrcdError {
     JobNotFound(String),
     #[error("no worker `{0}` is registered; a worker registers with `POST /workers/register`")]
     WorkerNotFound(String),
+    #[error("worker `{0}` is live: orcd forgets only dead workers\nhint: stop it first (`cargo xtask pool worker stop {0}`); a live worker would register again with its next heartbeat")]
+    WorkerLive(String),
     #[error("no route for `{0}`; orcd serves /health, /metrics, /workers, /v2/tasks and /v1")]
     RouteNotFound(String),
     #[error("job `{job_id}` already finished ({state:?})")]
@@ -84,6 +86,7 @@ impl OrcdError {
             OrcdError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::QueueFull),
             OrcdError::JobNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::WorkerNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::WorkerLive(_) => (StatusCode::CONFLICT, ErrorKind::Validation),
             OrcdError::RouteNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::JobFinished { .. } => (StatusCode::CONFLICT, ErrorKind::Validation),
             OrcdError::WorkerRejected { .. } => {

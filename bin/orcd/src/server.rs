@@ -31,8 +31,8 @@ use crate::openai;
 use crate::scheduler::{NewJob, SchedulerHandle};
 use crate::sse::sse_response;
 use crate::validation::{
-    validate_job_id, validate_registration, validate_task, validate_worker_id, TaskInput,
-    TaskLimits, ValidTask,
+    check_advertised_url, validate_job_id, validate_registration, validate_task,
+    validate_worker_id, TaskInput, TaskLimits, ValidTask,
 };
 
 /// Names the job of a `POST /v2/tasks` answer, so a client can cancel it before any event.
@@ -148,6 +148,7 @@ pub fn app(state: AppState) -> Router {
         .route("/workers/register", post(register_worker))
         .route("/workers/{worker_id}", delete(deregister_worker))
         .route("/workers/{worker_id}/heartbeat", post(heartbeat))
+        .route("/workers/{worker_id}/forget", post(forget_worker))
         .route("/v2/tasks", post(create_task).get(list_tasks))
         .route("/v2/tasks/{job_id}", get(get_task).delete(cancel_task))
         .merge(openai::routes())
@@ -245,6 +246,15 @@ async fn register_worker(
     JsonBody(registration): JsonBody<WorkerRegistration>,
 ) -> Result<Json<WorkerInfo>, OrcdError> {
     let registration = validate_registration(registration)?;
+    let peer = actor
+        .peer
+        .as_deref()
+        .and_then(|peer| peer.parse::<SocketAddr>().ok());
+    if let Err(error) = check_advertised_url(&registration.url, peer.map(|peer| peer.ip())) {
+        // The worker only logs it on its host; orcd's operator should see it too.
+        tracing::warn!(worker_id = %registration.worker_id, "registration refused: {error}");
+        return Err(error.into());
+    }
     let info = state.scheduler.register(registration).await?;
     if let Some(audit) = &state.audit {
         audit.record(
@@ -288,6 +298,26 @@ async fn deregister_worker(
         );
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The operator removes a dead worker's record (client token: the operator's, not a worker's).
+async fn forget_worker(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    PathParam(worker_id): PathParam,
+) -> Result<Json<WorkerInfo>, OrcdError> {
+    validate_worker_id(&worker_id)?;
+    let info = state.scheduler.forget(worker_id.clone()).await?;
+    if let Some(audit) = &state.audit {
+        audit.record(
+            Some(actor),
+            AuditEvent::WorkerRemoved {
+                worker_id,
+                reason: "forgotten by the operator".to_owned(),
+            },
+        );
+    }
+    Ok(Json(info))
 }
 
 async fn list_workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerInfo>>, OrcdError> {
@@ -606,6 +636,47 @@ mod tests {
         let error = error_of(&body);
         assert_eq!(error.error_type, ErrorKind::NotFound);
         assert!(error.error.contains("`ghost`"), "{}", error.error);
+    }
+
+    /// A registration as if it came over a socket from `peer`.
+    async fn register_from(app: &Router, peer: &str, url: &str) -> (StatusCode, Vec<u8>) {
+        let mut body = registration();
+        body["url"] = url.into();
+        let mut request = Request::builder()
+            .method("POST")
+            .uri("/workers/register")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let peer: SocketAddr = peer.parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, bytes.to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_loopback_url_from_another_machine_is_refused_naming_the_flag() {
+        let (app, state) = test_app();
+        let (status, body) = register_from(&app, "10.1.2.3:40000", "http://127.0.0.1:9001").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let error = error_of(&body).error;
+        assert!(error.contains("10.1.2.3"), "{error}");
+        assert!(error.contains("--advertise-url"), "{error}");
+        assert!(error.contains("\nhint: "), "{error}");
+        assert!(state.scheduler.workers().await.unwrap().is_empty());
+        // The same URL from the worker's own machine, and a routable URL from afar, are fine.
+        let (status, _) = register_from(&app, "127.0.0.1:40000", "http://127.0.0.1:9001").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = register_from(&app, "10.1.2.3:40000", "http://10.1.2.3:9001").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = register_from(&app, "10.1.2.3:40000", "http://localhost:9001").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]

@@ -102,6 +102,8 @@ pub enum ValidationError {
     },
     #[error("`url` must be http://host:port or https://host:port, got `{url}`")]
     WorkerUrl { url: String },
+    #[error("`url` {url} is a loopback address, but the worker registered from {peer}: orcd would reach itself there, not the worker\nhint: start the worker with `--advertise-url http://ADDRESS:PORT` naming an address of its host that orcd can reach (`cargo xtask pool worker spawn --host H` advertises the host profile's address; override it with `--advertise-host ADDRESS`)")]
+    LoopbackFromRemote { url: String, peer: std::net::IpAddr },
     #[error("`slots` must be between 1 and {limit}, got {value}")]
     Slots { value: u32, limit: u32 },
     #[error("`ctx_size` must be at least 1")]
@@ -283,6 +285,38 @@ pub fn validate_registration(
         return Err(ValidationError::CtxSize);
     }
     Ok(registration)
+}
+
+/// A worker on another machine cannot be reached at a loopback URL: orcd would connect to
+/// itself. Refused at registration, so the operator learns it then and not from the first
+/// job failing with "connection refused". `peer` is the registration's source address.
+pub fn check_advertised_url(
+    url: &str,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), ValidationError> {
+    let Some(peer) = peer.map(|peer| peer.to_canonical()) else {
+        return Ok(());
+    };
+    if peer.is_loopback() {
+        return Ok(());
+    }
+    let loopback = reqwest::Url::parse(url).ok().is_some_and(|url| {
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_canonical().is_loopback() || ip.is_unspecified(),
+            Err(_) => {
+                let host = host.to_ascii_lowercase();
+                host == "localhost" || host.ends_with(".localhost")
+            }
+        }
+    });
+    if loopback {
+        return Err(ValidationError::LoopbackFromRemote {
+            url: url.to_owned(),
+            peer,
+        });
+    }
+    Ok(())
 }
 
 /// Worker ids appear in URL paths (`/workers/{id}`), so they are plain path segments.

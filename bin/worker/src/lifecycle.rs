@@ -21,7 +21,7 @@ use crate::{
     engine::{EngineHandle, EngineSettings, ModelSource},
     flags::{default_worker_id, WorkerArgs},
     model_source::resolve_model,
-    registration::{self, RegistrationSettings},
+    registration::{self, RegistrationReport, RegistrationSettings},
     server::{app, AppState},
 };
 
@@ -72,6 +72,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     );
 
     let engine = EngineHandle::start(settings.clone(), ModelSource::File(model.path));
+    let registration_report = RegistrationReport::default();
     let (stop_tx, stop) = watch::channel(false);
     let server = tokio::spawn(
         axum::serve(
@@ -79,6 +80,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             app(AppState {
                 engine: engine.clone(),
                 auth: Arc::new(auth.clone()),
+                registration: registration_report.clone(),
             }),
         )
         .with_graceful_shutdown(wait_for(stop.clone()))
@@ -125,6 +127,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             settings,
             engine.subscribe_load(),
             stop.clone(),
+            registration_report.clone(),
         ))
     });
 

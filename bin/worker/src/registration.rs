@@ -2,9 +2,10 @@
 //! seconds, register again when a restarted orcd answers 404, retry with backoff while orcd is
 //! down, and deregister on shutdown.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use llorch_api::{ErrorBody, Heartbeat, WorkerRegistration};
+use llorch_api::{ErrorBody, Heartbeat, RegistrationState, RegistrationStatus, WorkerRegistration};
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
@@ -27,11 +28,50 @@ pub struct RegistrationSettings {
     pub token: Option<String>,
 }
 
+/// What `/health` reports about registering; shared between the registration loop and the
+/// HTTP handler. Empty while the worker has no orchestrator or has not tried yet.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrationReport(Arc<Mutex<Option<RegistrationStatus>>>);
+
+impl RegistrationReport {
+    pub fn get(&self) -> Option<RegistrationStatus> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    fn set(&self, status: RegistrationStatus) {
+        *self.0.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(status);
+    }
+
+    fn update(
+        &self,
+        settings: &RegistrationSettings,
+        state: RegistrationState,
+        error: Option<String>,
+    ) {
+        let failures = match (&error, self.get()) {
+            (None, _) => 0,
+            (Some(_), Some(previous)) => previous.failures + 1,
+            (Some(_), None) => 1,
+        };
+        self.set(RegistrationStatus {
+            orchestrator_url: settings.orchestrator_url.clone(),
+            state,
+            advertised_url: settings.registration.url.clone(),
+            last_error: error,
+            failures,
+        });
+    }
+}
+
 /// Runs until `stop` turns true (or its sender is dropped), then deregisters.
 pub async fn run(
     settings: RegistrationSettings,
     load: watch::Receiver<EngineLoad>,
     mut stop: watch::Receiver<bool>,
+    report: RegistrationReport,
 ) {
     let orcd = Orcd::new(&settings);
     let slots_total = settings.registration.slots;
@@ -39,6 +79,7 @@ pub async fn run(
     let mut retry = FIRST_RETRY;
     // Log the first failure of a streak as a warning, the repeats only at debug level.
     let mut failing = false;
+    report.update(&settings, RegistrationState::Pending, None);
     loop {
         let wait = if !registered {
             match orcd.register(&settings.registration).await {
@@ -48,6 +89,7 @@ pub async fn run(
                         worker_id = %settings.registration.worker_id,
                         "registered with orcd"
                     );
+                    report.update(&settings, RegistrationState::Registered, None);
                     registered = true;
                     failing = false;
                     retry = FIRST_RETRY;
@@ -56,7 +98,18 @@ pub async fn run(
                 Err(error) => {
                     let wait = retry;
                     retry = (retry * 2).min(MAX_RETRY);
-                    log_failure(&mut failing, "registering with orcd", &error, wait);
+                    let error = error.explained(&settings);
+                    let state = match error.refused {
+                        true => RegistrationState::Refused,
+                        false => RegistrationState::Pending,
+                    };
+                    report.update(&settings, state, Some(error.message.clone()));
+                    log_failure(
+                        &mut failing,
+                        "registering with orcd",
+                        &anyhow::anyhow!(error.message),
+                        wait,
+                    );
                     wait
                 }
             }
@@ -72,9 +125,10 @@ pub async fn run(
                 }
                 Ok(HeartbeatReply::UnknownWorker) => {
                     tracing::info!(
-                        "orcd does not know this worker (restarted?); registering again"
+                        "orcd does not know this worker (restarted, or told to forget it); registering again"
                     );
                     registered = false;
+                    report.update(&settings, RegistrationState::Pending, None);
                     continue;
                 }
                 // orcd is down or failing: keep heartbeating; once it is back it either
@@ -144,14 +198,22 @@ impl Orcd {
         }
     }
 
-    async fn register(&self, registration: &WorkerRegistration) -> anyhow::Result<()> {
+    async fn register(&self, registration: &WorkerRegistration) -> Result<(), RegisterError> {
         let url = format!("{}/workers/register", self.base);
         let response = self
             .request(reqwest::Method::POST, &url)
             .json(registration)
             .send()
-            .await?;
-        expect_success(response, &url).await
+            .await
+            .map_err(|error| RegisterError::Unreachable(error_chain(&error)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(RegisterError::Answered {
+            status,
+            detail: error_detail(response).await,
+        })
     }
 
     async fn heartbeat(&self, heartbeat: &Heartbeat) -> anyhow::Result<HeartbeatReply> {
@@ -188,11 +250,84 @@ async fn expect_success(response: reqwest::Response, url: &str) -> anyhow::Resul
     if status.is_success() {
         return Ok(());
     }
-    let body = response.text().await.unwrap_or_default();
-    let detail = serde_json::from_str::<ErrorBody>(&body)
-        .map(|error| error.error)
-        .unwrap_or(body);
+    let detail = error_detail(response).await;
     anyhow::bail!("{url} answered {status}: {detail}")
+}
+
+/// orcd's `error` from an `ErrorBody`, or the raw body.
+async fn error_detail(response: reqwest::Response) -> String {
+    let body = response.text().await.unwrap_or_default();
+    serde_json::from_str::<ErrorBody>(&body)
+        .map(|error| error.error)
+        .unwrap_or(body)
+}
+
+/// A reqwest error with its causes ("error sending request: ... Connection refused").
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Why a registration failed, before it is explained to the operator.
+#[derive(Debug)]
+enum RegisterError {
+    /// No answer: orcd is down or this host cannot reach its URL.
+    Unreachable(String),
+    /// orcd answered with an error status.
+    Answered { status: StatusCode, detail: String },
+}
+
+/// A registration failure as `/health` and the log show it: what happened and the fix.
+#[derive(Debug)]
+struct ExplainedFailure {
+    message: String,
+    /// True when orcd refused (retrying cannot help until the operator fixes something).
+    refused: bool,
+}
+
+impl RegisterError {
+    fn explained(self, settings: &RegistrationSettings) -> ExplainedFailure {
+        let orcd = &settings.orchestrator_url;
+        let (message, hint, refused) = match self {
+            RegisterError::Unreachable(cause) => (
+                format!("orcd at {orcd} did not answer: {cause}"),
+                "check that orcd runs and listens on an address this host can reach (`orcd --listen 0.0.0.0:8080`), and give that address to the worker (`--orchestrator-url`; `cargo xtask pool worker spawn --orchestrator-url URL`)".to_owned(),
+                false,
+            ),
+            RegisterError::Answered { status, detail } => {
+                let hint = match status {
+                    StatusCode::UNAUTHORIZED if settings.token.is_none() => "this orcd requires the worker token: start the worker with `--worker-token-file FILE` holding one of the tokens of orcd's `--worker-token-file` (`cargo xtask pool worker spawn --worker-token-file FILE`)".to_owned(),
+                    StatusCode::UNAUTHORIZED => "the worker token is not one orcd accepts: use a token from the file orcd reads with `--worker-token-file`".to_owned(),
+                    StatusCode::FORBIDDEN => "the worker presented a client API token: give it the worker token (orcd's `--worker-token-file`) instead".to_owned(),
+                    _ => "fix what orcd names above and start the worker again".to_owned(),
+                };
+                let refused = status.is_client_error()
+                    && !matches!(
+                        status,
+                        StatusCode::NOT_FOUND
+                            | StatusCode::REQUEST_TIMEOUT
+                            | StatusCode::TOO_MANY_REQUESTS
+                    );
+                (
+                    format!("orcd at {orcd} refused the registration ({status}): {detail}"),
+                    hint,
+                    refused,
+                )
+            }
+        };
+        // orcd's own message may already carry a hint; one is enough.
+        let message = match message.contains("hint:") {
+            true => message,
+            false => format!("{message}\nhint: {hint}"),
+        };
+        ExplainedFailure { message, refused }
+    }
 }
 
 #[cfg(test)]
@@ -329,7 +464,12 @@ mod tests {
             waiting: 0,
         });
         let (stop_tx, stop) = watch::channel(false);
-        let worker = tokio::spawn(run(settings(port), load, stop));
+        let worker = tokio::spawn(run(
+            settings(port),
+            load,
+            stop,
+            RegistrationReport::default(),
+        ));
 
         let seen = wait_for_calls(&calls, |seen| {
             seen.iter()
@@ -366,7 +506,12 @@ mod tests {
         };
         let (_load_tx, load) = watch::channel(EngineLoad::default());
         let (stop_tx, stop) = watch::channel(false);
-        let worker = tokio::spawn(run(settings(port), load, stop));
+        let worker = tokio::spawn(run(
+            settings(port),
+            load,
+            stop,
+            RegistrationReport::default(),
+        ));
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!worker.is_finished());
 
@@ -386,5 +531,74 @@ mod tests {
             .expect("registration loop stops")
             .unwrap();
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_refused_registration_is_reported_with_the_flag_that_fixes_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(fake_orcd(listener, Calls::default()));
+        let (_load_tx, load) = watch::channel(EngineLoad::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let report = RegistrationReport::default();
+        let without_token = RegistrationSettings {
+            token: None,
+            ..settings(port)
+        };
+        let worker = tokio::spawn(run(without_token, load, stop, report.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match report.get() {
+                Some(status) if status.state == RegistrationState::Refused => break status,
+                seen => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "never refused: {seen:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let error = status.last_error.unwrap();
+        assert!(error.contains("401"), "{error}");
+        assert!(error.contains("\nhint: "), "{error}");
+        assert!(error.contains("--worker-token-file"), "{error}");
+        assert!(status.failures >= 1);
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .unwrap()
+            .unwrap();
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_orcd_stays_pending_and_names_the_url() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let (_load_tx, load) = watch::channel(EngineLoad::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let report = RegistrationReport::default();
+        let worker = tokio::spawn(run(settings(port), load, stop, report.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match report.get() {
+                Some(status) if status.last_error.is_some() => break status,
+                seen => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no failure reported: {seen:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(status.state, RegistrationState::Pending);
+        let error = status.last_error.unwrap();
+        assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+        assert!(error.contains("--orchestrator-url"), "{error}");
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

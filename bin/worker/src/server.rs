@@ -1,6 +1,8 @@
 //! The worker's HTTP API: `GET /health`, `GET /metrics` and `POST /execute`, which answers an
 //! SSE stream of `token` events ending in `done` or `error`. Dropping the stream cancels the
-//! job. With a worker token configured, `/execute` needs it (see [`crate::auth`]).
+//! job, and so does a client that stops reading it for [`STREAM_STALL_LIMIT`] (a link that
+//! died without closing the connection). With a worker token configured, `/execute` needs it
+//! (see [`crate::auth`]).
 
 use std::{
     convert::Infallible,
@@ -8,7 +10,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -25,19 +27,31 @@ use axum::{
 };
 use futures::{Stream, StreamExt};
 use llorch_api::{ErrorBody, ErrorKind, ExecuteRequest, StreamEvent, WorkerHealth, WorkerStatus};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::mpsc::{self, error::SendTimeoutError, UnboundedReceiver};
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     auth::{require_worker_token, WorkerAuth},
     engine::{EngineHandle, EngineStatus},
     error::WorkerError,
+    registration::RegistrationReport,
     validation::{validate, ValidationError},
 };
+
+/// Events buffered between the engine and one client connection: small, so a client that
+/// stops reading fills it within a few tokens and the stall limit starts counting.
+const STREAM_BUFFER: usize = 16;
+/// How long an event may wait for a client that stopped reading before the job is cancelled
+/// and its slot freed. A dead link keeps the connection open (nothing closes it), and the
+/// kernel's socket buffers would otherwise let the engine generate the whole answer into it.
+pub const STREAM_STALL_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct AppState {
     pub engine: EngineHandle,
     pub auth: Arc<WorkerAuth>,
+    /// How registering with orcd goes, for `/health`.
+    pub registration: RegistrationReport,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -79,6 +93,7 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<WorkerHealth
         model: settings.model_id.clone(),
         slots_total: settings.slots,
         slots_busy: state.engine.load().busy,
+        registration: state.registration.get(),
     };
     (code, Json(health))
 }
@@ -101,8 +116,39 @@ async fn execute(State(state): State<AppState>, body: Bytes) -> Result<Response,
     let request: ExecuteRequest = serde_json::from_slice(&body)
         .map_err(|error| ValidationError::InvalidBody(error.to_string()))?;
     let request = validate(request, state.engine.settings().limits())?;
+    let job_id = request.job_id.clone();
     let events = state.engine.submit(request, received_at).await?;
-    Ok(sse_response(UnboundedReceiverStream::new(events)))
+    Ok(sse_response(relay_with_stall_limit(
+        job_id,
+        events,
+        STREAM_BUFFER,
+        STREAM_STALL_LIMIT,
+    )))
+}
+
+/// Passes the engine's events on through a bounded buffer. When the client has not taken an
+/// event for `stall_limit` with the buffer full, the relay gives up and drops the engine's
+/// receiver, which cancels the job and frees its slot.
+fn relay_with_stall_limit(
+    job_id: String,
+    mut events: UnboundedReceiver<StreamEvent>,
+    capacity: usize,
+    stall_limit: Duration,
+) -> ReceiverStream<StreamEvent> {
+    let (sender, receiver) = mpsc::channel(capacity);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match sender.send_timeout(event, stall_limit).await {
+                Ok(()) => {}
+                Err(SendTimeoutError::Timeout(_)) => {
+                    tracing::warn!(%job_id, "the client has not read the stream for {stall_limit:?}; cancelling the job");
+                    return;
+                }
+                Err(SendTimeoutError::Closed(_)) => return,
+            }
+        }
+    });
+    ReceiverStream::new(receiver)
 }
 
 async fn not_found() -> (StatusCode, Json<ErrorBody>) {
@@ -180,6 +226,7 @@ mod tests {
         let state = AppState {
             engine: engine.clone(),
             auth: Arc::new(WorkerAuth::disabled()),
+            registration: RegistrationReport::default(),
         };
         (app(state), engine)
     }
@@ -217,6 +264,7 @@ mod tests {
                 model: "gemma3-270m".into(),
                 slots_total: 4,
                 slots_busy: 0,
+                registration: None,
             }
         );
     }
@@ -300,6 +348,7 @@ mod tests {
         let state = AppState {
             engine: EngineHandle::without_engine(settings()),
             auth: Arc::new(WorkerAuth::from_tokens(vec![TOKEN.into()]).unwrap()),
+            registration: RegistrationReport::default(),
         };
         let app = app(state);
         let execute = |token: Option<&str>| {
@@ -338,6 +387,7 @@ mod tests {
             auth: Arc::new(
                 WorkerAuth::from_tokens(vec!["worker-token-0123456789".into()]).unwrap(),
             ),
+            registration: RegistrationReport::default(),
         };
         let response = app(state)
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
@@ -430,5 +480,51 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn token(index: u32) -> StreamEvent {
+        StreamEvent::Token {
+            text: "x".into(),
+            index,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_nobody_reads_is_cancelled_at_the_worker_after_the_stall_limit() {
+        let (engine_side, events) = mpsc::unbounded_channel();
+        let stream =
+            relay_with_stall_limit("stalled".into(), events, 2, Duration::from_millis(200));
+        for index in 0..10 {
+            engine_side.send(token(index)).unwrap();
+        }
+        // Nobody polls `stream`: the relay must give up and drop the engine's receiver, which
+        // is how the engine learns to cancel the job.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !engine_side.is_closed() {
+            assert!(
+                Instant::now() < deadline,
+                "the job was not cancelled although its stream was not read"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(stream);
+    }
+
+    #[tokio::test]
+    async fn a_reader_within_the_stall_limit_gets_every_event_in_order() {
+        let (engine_side, events) = mpsc::unbounded_channel();
+        let stream = relay_with_stall_limit("slow".into(), events, 2, Duration::from_millis(500));
+        for index in 0..20 {
+            engine_side.send(token(index)).unwrap();
+        }
+        drop(engine_side);
+        let mut received = Vec::new();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            // Slower than the engine, faster than the limit.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            received.push(event);
+        }
+        assert_eq!(received, (0..20).map(token).collect::<Vec<_>>());
     }
 }

@@ -392,6 +392,7 @@ async fn router_streams_sse_and_refuses_chat_without_a_template() {
     let router = app(AppState {
         engine: engine.clone(),
         auth: Arc::new(WorkerAuth::disabled()),
+        registration: Default::default(),
     });
 
     let body = serde_json::to_string(&request("sse", PROMPT, 16)).unwrap();
@@ -482,6 +483,7 @@ async fn metrics_count_decode_steps_tokens_and_finished_jobs() {
     let router = app(AppState {
         engine: engine.clone(),
         auth: Arc::new(WorkerAuth::disabled()),
+        registration: Default::default(),
     });
     let response = router
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())

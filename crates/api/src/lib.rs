@@ -233,6 +233,35 @@ pub struct WorkerHealth {
     pub model: String,
     pub slots_total: u32,
     pub slots_busy: u32,
+    /// How registering with orcd goes; absent when the worker runs without an orchestrator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<RegistrationStatus>,
+}
+
+/// A worker's standing with its orchestrator, as its `/health` reports it: `pool worker spawn`
+/// waits for `registered` and shows `last_error` (with its hint) when registering fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationStatus {
+    pub orchestrator_url: String,
+    pub state: RegistrationState,
+    /// The URL the worker advertised to orcd.
+    pub advertised_url: String,
+    /// The last failure, with a `hint:` line naming the fix; cleared once registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationState {
+    /// Not registered yet (model loading, or orcd unreachable so far); retrying.
+    Pending,
+    /// orcd accepted the registration and the heartbeats.
+    Registered,
+    /// orcd refused the registration (4xx): retrying cannot help until the cause is fixed.
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,12 +23,14 @@ pub struct PoolCmd {
     pub command: PoolSubcommand,
 }
 
+// Parsed once per run; the size of the spawn variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum PoolSubcommand {
     /// Download or list the models of a pool host (needs --host; `cargo xtask models` is local)
     #[command(subcommand)]
     Models(PoolModelsCmd),
-    /// Start, list, stop and read the logs of workers
+    /// Start, restart, list, stop, forget and read the logs of workers
     #[command(subcommand)]
     Worker(PoolWorkerCmd),
     /// Models present, workers running, and a GPU, CPU and memory summary
@@ -63,17 +65,28 @@ pub enum PoolModelsCmd {
 Examples:
   cargo xtask pool worker spawn cpu --model gemma3-270m --port 9001
   cargo xtask pool worker list
-  cargo xtask pool worker logs worker-box-9001 --follow
-  cargo xtask pool worker stop worker-box-9001")]
+  cargo xtask pool worker logs box-gemma3-270m-9001 --follow
+  cargo xtask pool worker stop box-gemma3-270m-9001
+  cargo xtask pool worker forget box-gemma3-270m-9001")]
+#[allow(clippy::large_enum_variant)]
 pub enum PoolWorkerCmd {
-    /// Start a worker detached, wait until its /health says ready, print its id, port and pid
+    /// Start a worker detached and wait until orcd lists it live; print its id, URL and pid
     #[command(after_help = "\
 Examples:
   cargo xtask pool worker spawn cpu --model gemma3-270m
   cargo xtask pool worker spawn cuda --model gemma3-270m --gpu 1 --port 9002
-  cargo xtask pool worker spawn cpu --model gemma3-270m --host gpu-box --bind 0.0.0.0
+  cargo xtask pool worker spawn cpu --model gemma3-270m --host gpu-box
+  cargo xtask pool worker spawn cpu --model gemma3-270m --host gpu-box --worker-token-file ~/.config/llorch/worker.token
   cargo xtask pool worker spawn cpu --model gemma3-270m -- --slots 4 --ctx-size 4096
 
+The worker registers with the orchestrator configured HERE (--orchestrator-url, else
+LLORCH_ORCHESTRATOR_URL or `orchestrator.url` in the config file), also with --host. With
+--host it listens on 0.0.0.0 and advertises http://ADDRESS:PORT, ADDRESS being the address
+the host profile connects to (--advertise-host or --advertise-url to override).
+The command succeeds only once orcd lists the worker as live; otherwise it prints the worker's
+own reason (a refused token, an unreachable orchestrator URL), stops the worker and fails.
+The worker id is HOST-MODEL-NAME (NAME: --name, else the --port, else cpu or cudaN), so the same
+spawn command, or `pool worker restart ID`, replaces the worker's record in orcd.
 Without --port, a free port is picked before the worker starts. The worker's output goes to
 <run dir>/<id>.log; the run dir is LLORCH_RUN_DIR, $XDG_RUNTIME_DIR/llorch or
 ~/.local/state/llorch/run.")]
@@ -89,19 +102,31 @@ Without --port, a free port is picked before the worker starts. The worker's out
         /// Port to listen on (default: a free port)
         #[arg(long, value_name = "P")]
         port: Option<u16>,
-        /// Address the worker listens on; the orchestrator must be able to reach it
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
-        bind: IpAddr,
-        /// URL the orchestrator uses to reach the worker (default: http://BIND:PORT); needed
-        /// with --bind 0.0.0.0
+        /// Address the worker listens on [default: 127.0.0.1; with --host or --advertise-host: 0.0.0.0]
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<IpAddr>,
+        /// Host name or address orcd reaches the worker at; the URL becomes http://ADDRESS:PORT
+        /// [default with --host: the address the host profile connects to]
+        #[arg(long, value_name = "ADDRESS", conflicts_with = "advertise_url")]
+        advertise_host: Option<String>,
+        /// Full URL orcd reaches the worker at (a proxy, another port)
         #[arg(long, value_name = "URL")]
         advertise_url: Option<String>,
-        /// Worker id (default: worker-<hostname>-<port>)
+        /// Name that tells this worker apart from others of the same model on the host; part of
+        /// its id
+        #[arg(long, value_name = "NAME", conflicts_with = "id")]
+        name: Option<String>,
+        /// Worker id, replacing the HOST-MODEL-NAME default
         #[arg(long, value_name = "ID")]
         id: Option<String>,
-        /// Orchestrator the worker registers with (default: the configured orchestrator url)
+        /// Orchestrator the worker registers with (default: the orchestrator url configured on
+        /// this machine)
         #[arg(long, value_name = "URL")]
         orchestrator_url: Option<String>,
+        /// orcd's worker token file, for an orcd with tokens; with --host it is copied to the
+        /// host (~/.config/llorch/worker.token, mode 0600) when missing there
+        #[arg(long, env = "LLORCH_WORKER_TOKEN_FILE", value_name = "FILE")]
+        worker_token_file: Option<PathBuf>,
         /// Directory holding the llorch-worker binary (default: <repo>/target/release)
         #[arg(long, env = "LLORCH_BIN_DIR", value_name = "DIR")]
         bin_dir: Option<PathBuf>,
@@ -111,6 +136,32 @@ Without --port, a free port is picked before the worker starts. The worker's out
         /// Further arguments for llorch-worker itself (after `--`)
         #[arg(last = true, value_name = "WORKER_ARGS")]
         worker_args: Vec<String>,
+    },
+    /// Stop a worker and start it again with the flags it was spawned with (also after a reboot)
+    #[command(after_help = "\
+Examples:
+  cargo xtask pool worker restart gpu-box-gemma3-270m-cpu --host gpu-box
+  cargo xtask pool worker restart mybox-gemma3-270m-cpu
+
+The spawn flags are kept in ~/.local/state/llorch/workers/<id>.json; the restarted worker keeps
+its id, so orcd replaces its old record.")]
+    Restart {
+        /// Worker id, as `pool worker list` shows it
+        id: String,
+        /// Seconds to wait for the worker to load its model and report ready
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Remove a dead worker from orcd's list (orcd refuses a live one; stop it first)
+    #[command(after_help = "\
+Example:
+  cargo xtask pool worker forget gpu-box-gemma3-270m-cpu
+
+Talks to the configured orchestrator with the client API token, from this machine (also
+with --host). orcd logs the removal.")]
+    Forget {
+        /// Worker id, as orcd's `GET /workers` shows it
+        id: String,
     },
     /// List the workers started on this machine (or --host) and whether they are ready
     #[command(

@@ -40,11 +40,15 @@ start a second command. Use `sh -c '...'` when you want a pipeline or redirectio
         )]
         command: Vec<String>,
     },
-    /// Test SSH connectivity to hosts (every profile when none is named)
+    /// Test SSH connectivity to hosts (every profile when none is named), and whether each has
+    /// the checkout, a built worker and a route to the configured orchestrator
     #[command(after_help = "\
 Examples:
   cargo xtask remote check
-  cargo xtask --json remote check gpu-box")]
+  cargo xtask --json remote check gpu-box
+
+Exits non-zero when a host cannot be reached over SSH; what a reachable host lacks is
+reported below its line (`readiness` in --json).")]
     Check {
         /// Profile names or ssh hosts to check
         hosts: Vec<String>,

@@ -1,6 +1,7 @@
 //! `cargo xtask pool`: the machines that run workers. Without `--host` a command acts on this
 //! machine; with it, the same command runs in the host's checkout over SSH.
 
+pub mod spawn;
 mod status;
 pub mod worker;
 
@@ -9,13 +10,38 @@ use std::ffi::OsString;
 use anyhow::bail;
 
 use crate::{
-    flags::{PoolCmd, PoolModelsCmd, PoolSubcommand},
+    flags::{PoolCmd, PoolModelsCmd, PoolSubcommand, PoolWorkerCmd},
     remote,
 };
 
 pub fn run(cmd: PoolCmd, cx: &crate::Context) -> anyhow::Result<()> {
     if let PoolSubcommand::Models(models) = cmd.command {
         return run_models(models, cmd.host.as_deref(), cx);
+    }
+    match (&cmd.command, &cmd.host) {
+        // Decided here, not on the host: the orchestrator, the advertised address, the id and
+        // the token are the operator's.
+        (PoolSubcommand::Worker(PoolWorkerCmd::Spawn { .. }), Some(host)) => {
+            let PoolSubcommand::Worker(worker_cmd) = cmd.command else {
+                unreachable!("matched above")
+            };
+            let spec = worker::spec_of_spawn(worker_cmd).expect("a spawn command");
+            let spawned = spawn::spawn_worker(cx, Some(host), &spec)?;
+            cx.out.status(format!(
+                "orcd lists `{}` as live{}",
+                spawned.worker_id,
+                match spawned.orcd.url.is_empty() {
+                    true => String::new(),
+                    false => format!(" at {}", spawned.orcd.url),
+                }
+            ));
+            return Ok(());
+        }
+        // orcd's records are reached from here, whichever host the worker ran on.
+        (PoolSubcommand::Worker(PoolWorkerCmd::Forget { id }), _) => {
+            return spawn::forget(cx, id);
+        }
+        _ => {}
     }
     if let Some(host) = &cmd.host {
         // The remote side runs the very same command, minus `--host`, and acts locally there.
@@ -44,7 +70,7 @@ fn run_models(cmd: PoolModelsCmd, host: Option<&str>, cx: &crate::Context) -> an
 }
 
 /// The output flags of this invocation, so the remote command prints the same way.
-fn output_flags(cx: &crate::Context) -> Vec<String> {
+pub fn output_flags(cx: &crate::Context) -> Vec<String> {
     let mut flags = Vec::new();
     if cx.out.json() {
         flags.push("--json".to_owned());

@@ -1,5 +1,7 @@
-//! `pool worker spawn|list|stop|logs`: llorch-worker processes on this machine, run detached
-//! through [`crate::daemon`] so they outlive the command (and the SSH session) that started them.
+//! `pool worker spawn|restart|list|stop|logs`: llorch-worker processes on this machine, run
+//! detached through [`crate::daemon`] so they outlive the command (and the SSH session) that
+//! started them. A worker counts as started once it has registered with orcd; how it was
+//! started is kept, so `restart` brings it back with the same id, also after a reboot.
 
 use std::{
     ffi::OsString,
@@ -10,11 +12,13 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use serde::Serialize;
+use llorch_api::{RegistrationState, WorkerHealth};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     daemon::{self, DaemonInfo, DaemonSpec, RunDir},
     flags::PoolWorkerCmd,
+    pool::spawn::{self, SpawnSpec},
 };
 
 /// The `kind` of worker daemons in the run directory.
@@ -22,42 +26,112 @@ pub const WORKER_KIND: &str = "worker";
 /// How long `stop` waits after SIGTERM before SIGKILL: enough to finish a token and deregister.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a loaded worker may take to register before spawn gives up: a few of its retries.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(20);
+/// Overrides where spawn records are kept (tests use a temporary directory).
+pub const STATE_DIR_ENV: &str = "LLORCH_STATE_DIR";
+
 pub fn run(cmd: PoolWorkerCmd, cx: &crate::Context) -> anyhow::Result<()> {
     let run_dir = RunDir::from_env()?;
     match cmd {
-        PoolWorkerCmd::Spawn {
-            backend,
-            model,
-            gpu,
-            port,
-            bind,
-            advertise_url,
-            id,
-            orchestrator_url,
-            bin_dir,
-            timeout,
-            worker_args,
-        } => {
-            let launch = WorkerLaunch {
-                backend,
-                model,
-                program: locate_worker(bin_dir, &cx.settings, backend)?,
-                gpu,
-                port,
-                bind,
-                advertise_url,
-                id,
-                orchestrator_url: orchestrator_url
-                    .unwrap_or_else(|| cx.settings.orchestrator_url.clone()),
-                extra_args: worker_args.into_iter().map(OsString::from).collect(),
-            };
-            let info = start_worker(cx, &run_dir, &launch, Duration::from_secs(timeout))?;
+        cmd @ PoolWorkerCmd::Spawn { .. } => {
+            let spec = spec_of_spawn(cmd).expect("a spawn command");
+            let spawned = spawn::spawn_worker(cx, None, &spec)?;
+            let info = worker(&run_dir, &spawned.worker_id)?;
             print_started(cx, &info)
         }
+        PoolWorkerCmd::Restart { id, timeout } => {
+            let info = restart(cx, &run_dir, &id, Duration::from_secs(timeout))?;
+            print_started(cx, &info)
+        }
+        PoolWorkerCmd::Forget { id } => spawn::forget(cx, &id),
         PoolWorkerCmd::List => list(cx, &run_dir),
         PoolWorkerCmd::Stop { id } => stop(cx, &run_dir, &id),
         PoolWorkerCmd::Logs { id, lines, follow } => logs(cx, &run_dir, &id, lines, follow),
     }
+}
+
+/// The spec of a `spawn` command line; `None` for the other commands.
+pub fn spec_of_spawn(cmd: PoolWorkerCmd) -> Option<SpawnSpec> {
+    let PoolWorkerCmd::Spawn {
+        backend,
+        model,
+        gpu,
+        port,
+        bind,
+        advertise_host,
+        advertise_url,
+        name,
+        id,
+        orchestrator_url,
+        worker_token_file,
+        bin_dir,
+        timeout,
+        worker_args,
+    } = cmd
+    else {
+        return None;
+    };
+    Some(SpawnSpec {
+        gpu,
+        port,
+        bind,
+        advertise_host,
+        advertise_url,
+        name,
+        id,
+        orchestrator_url,
+        worker_token_file,
+        bin_dir,
+        timeout: Duration::from_secs(timeout),
+        worker_args,
+        ..SpawnSpec::new(backend, model)
+    })
+}
+
+/// Starts the worker of `spec` on this machine and waits until it has registered with orcd.
+pub fn spawn_here(cx: &crate::Context, spec: &SpawnSpec) -> anyhow::Result<DaemonInfo> {
+    let run_dir = RunDir::from_env()?;
+    let advertised = spec.advertise_host.is_some() || spec.advertise_url.is_some();
+    let bind = spec.bind.unwrap_or(match advertised {
+        true => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        false => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    });
+    let port = match spec.port {
+        Some(port) if port != 0 => port,
+        _ => free_port(bind)?,
+    };
+    let advertise_url = match (&spec.advertise_url, &spec.advertise_host) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(host)) if host.contains(':') && !host.starts_with('[') => {
+            Some(format!("http://[{host}]:{port}"))
+        }
+        (None, Some(host)) => Some(format!("http://{host}:{port}")),
+        (None, None) => None,
+    };
+    let id = spec.id.clone().unwrap_or_else(|| {
+        spawn::stable_worker_id(
+            &hostname_label(),
+            &spec.model,
+            spec.backend,
+            spec.gpu,
+            spec.port,
+            spec.name.as_deref(),
+        )
+    });
+    let launch = WorkerLaunch {
+        backend: spec.backend,
+        model: spec.model.clone(),
+        program: locate_worker(spec.bin_dir.clone(), &cx.settings, spec.backend)?,
+        gpu: spec.gpu,
+        port: Some(port),
+        bind,
+        advertise_url,
+        id: Some(id),
+        orchestrator_url: spec.orchestrator_url(cx),
+        extra_args: spawn::worker_extra_args(spec)?,
+    };
+    start_worker(cx, &run_dir, &launch, spec.timeout)
 }
 
 /// Everything needed to start one local worker; `pool worker spawn`, `up` and `bench` fill it.
@@ -73,7 +147,7 @@ pub struct WorkerLaunch {
     pub port: Option<u16>,
     pub bind: IpAddr,
     pub advertise_url: Option<String>,
-    /// Default: `worker-<hostname>-<port>`.
+    /// Default: `<hostname>-<model>-<backend>` (see [`spawn::stable_worker_id`]).
     pub id: Option<String>,
     pub orchestrator_url: String,
     /// Further llorch-worker arguments.
@@ -102,9 +176,16 @@ impl WorkerLaunch {
             Some(port) if port != 0 => port,
             _ => free_port(self.bind)?,
         };
-        let id = self
-            .id
-            .unwrap_or_else(|| format!("worker-{}-{port}", hostname_label()));
+        let id = self.id.unwrap_or_else(|| {
+            spawn::stable_worker_id(
+                &hostname_label(),
+                &self.model,
+                self.backend,
+                self.gpu,
+                None,
+                None,
+            )
+        });
         daemon::validate_name(&id)?;
         let url = format!(
             "http://{}",
@@ -160,8 +241,9 @@ impl WorkerLaunch {
     }
 }
 
-/// Starts a worker detached and waits until its `/health` says ready; one that never gets
-/// ready is stopped again (its log stays) and the error carries the log's tail.
+/// Starts a worker detached, waits until its `/health` says ready and then until it has
+/// registered with orcd. A worker that never gets there is stopped again (its log stays) and
+/// the error carries its own reason: the log's tail, or the registration failure it reports.
 pub fn start_worker(
     cx: &crate::Context,
     run_dir: &RunDir,
@@ -176,20 +258,245 @@ pub fn start_worker(
         );
     }
     let spec = launch.clone().into_spec(cx)?;
+    let info = start_spec(cx, run_dir, &spec, timeout)?;
+    if let Err(error) = SavedSpawn::from_spec(&spec).save() {
+        cx.out.warn(format!(
+            "`pool worker restart` will not know this worker: {error:#}"
+        ));
+    }
+    Ok(info)
+}
+
+/// Spawns `spec`, waits for health and registration, and stops it again on failure.
+fn start_spec(
+    cx: &crate::Context,
+    run_dir: &RunDir,
+    spec: &DaemonSpec,
+    timeout: Duration,
+) -> anyhow::Result<DaemonInfo> {
     let spinner = cx.out.spinner(format!(
         "starting {} ({} on {})",
-        spec.name, launch.model, launch.backend
+        spec.name,
+        spec.model.as_deref().unwrap_or("?"),
+        spec.backend.as_deref().unwrap_or("?")
     ));
     let info = run_dir
-        .spawn(&spec)
+        .spawn(spec)
         .with_context(|| format!("starting worker `{}`", spec.name))?;
-    let ready = daemon::wait_healthy(&info, timeout);
+    let ready = daemon::wait_healthy(&info, timeout).and_then(|_| {
+        spinner.set_message(format!(
+            "{} is loaded; waiting for orcd to accept it",
+            spec.name
+        ));
+        wait_registered(&info)
+    });
     spinner.finish_and_clear();
     if let Err(error) = ready {
         if let Err(stop_error) = run_dir.stop(&info.name, STOP_GRACE) {
             cx.out.warn(format!("{stop_error:#}"));
         }
         return Err(error);
+    }
+    Ok(info)
+}
+
+/// Polls the worker's `/health` until it reports `registered`. A refusal fails at once; an
+/// orcd that stays unreachable fails after [`REGISTRATION_WAIT`]; both with the worker's own
+/// message, which names the fix.
+fn wait_registered(info: &DaemonInfo) -> anyhow::Result<()> {
+    let Some(url) = &info.url else {
+        bail!("waiting for `{}`: it has no URL to check", info.name);
+    };
+    let health_url = format!("{}/health", url.trim_end_matches('/'));
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .context("building an HTTP client")?;
+    let started = std::time::Instant::now();
+    let mut last: Option<llorch_api::RegistrationStatus> = None;
+    loop {
+        if !info.is_running() {
+            bail!(
+                "`{}` exited before it registered with orcd\n{}\nhint: fix the cause shown in the log, then start it again",
+                info.name,
+                daemon::log_tail_section(&info.log_path, daemon::LOG_TAIL_LINES)
+            );
+        }
+        let health = client
+            .get(&health_url)
+            .send()
+            .and_then(|response| response.json::<WorkerHealth>())
+            .ok();
+        if let Some(status) = health.and_then(|health| health.registration) {
+            match status.state {
+                RegistrationState::Registered => return Ok(()),
+                RegistrationState::Refused => return Err(registration_error(info, &status)),
+                RegistrationState::Pending => last = Some(status),
+            }
+        }
+        if started.elapsed() >= REGISTRATION_WAIT {
+            return Err(match &last {
+                Some(status) => registration_error(info, status),
+                None => anyhow::anyhow!(
+                    "`{}` is ready but does not report registering with orcd (an llorch-worker older than this xtask?); it was stopped\nhint: rebuild it with `cargo xtask build worker`",
+                    info.name
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The worker's registration failure as the spawn's error; its hint stays the last line.
+fn registration_error(info: &DaemonInfo, status: &llorch_api::RegistrationStatus) -> anyhow::Error {
+    let reported = status
+        .last_error
+        .clone()
+        .unwrap_or_else(|| "no answer yet".to_owned());
+    let (cause, hint) = match reported.split_once("\nhint: ") {
+        Some((cause, hint)) => (cause.to_owned(), Some(hint.to_owned())),
+        None => (reported, None),
+    };
+    let mut message = format!(
+        "worker `{}` did not register with orcd at {} (advertising {}; {} failed attempts): {cause}\nthe worker was stopped; its log: {}",
+        info.name,
+        status.orchestrator_url,
+        status.advertised_url,
+        status.failures,
+        info.log_path.display()
+    );
+    if let Some(hint) = hint {
+        message.push_str("\nhint: ");
+        message.push_str(&hint);
+    }
+    anyhow::anyhow!(message)
+}
+
+/// How a worker was started, kept outside the run directory (which a reboot empties) so that
+/// `pool worker restart ID` can start it again exactly so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSpawn {
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub port: Option<u16>,
+    pub url: Option<String>,
+    pub model: Option<String>,
+    pub backend: Option<String>,
+}
+
+impl SavedSpawn {
+    fn from_spec(spec: &DaemonSpec) -> SavedSpawn {
+        let text = |value: &OsString| value.to_string_lossy().into_owned();
+        SavedSpawn {
+            name: spec.name.clone(),
+            program: spec.program.clone(),
+            args: spec.args.iter().map(text).collect(),
+            env: spec
+                .env
+                .iter()
+                .map(|(key, value)| (text(key), text(value)))
+                .collect(),
+            port: spec.port,
+            url: spec.url.clone(),
+            model: spec.model.clone(),
+            backend: spec.backend.clone(),
+        }
+    }
+
+    fn to_spec(&self) -> DaemonSpec {
+        DaemonSpec {
+            name: self.name.clone(),
+            kind: WORKER_KIND.to_owned(),
+            program: self.program.clone(),
+            args: self.args.iter().map(OsString::from).collect(),
+            env: self
+                .env
+                .iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
+            port: self.port,
+            url: self.url.clone(),
+            model: self.model.clone(),
+            backend: self.backend.clone(),
+        }
+    }
+
+    /// `LLORCH_STATE_DIR`, else `~/.local/state/llorch`, then `workers/`.
+    pub fn dir() -> anyhow::Result<PathBuf> {
+        if let Some(dir) = crate::config::process_env(STATE_DIR_ENV) {
+            return Ok(PathBuf::from(dir).join("workers"));
+        }
+        use etcetera::BaseStrategy;
+        let strategy = etcetera::choose_base_strategy().context(
+            "finding the state directory: no home directory\nhint: set LLORCH_STATE_DIR to a writable directory",
+        )?;
+        Ok(strategy
+            .state_dir()
+            .unwrap_or_else(|| strategy.data_dir())
+            .join("llorch")
+            .join("workers"))
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let path = Self::dir()?.join(format!("{}.json", self.name));
+        let json = serde_json::to_string_pretty(self).expect("a saved spawn always serializes");
+        crate::config::write_atomically(&path, &format!("{json}\n"))
+    }
+
+    pub fn load(id: &str) -> anyhow::Result<Option<SavedSpawn>> {
+        daemon::validate_name(id)?;
+        let path = Self::dir()?.join(format!("{id}.json"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+        };
+        serde_json::from_str(&text).map(Some).with_context(|| {
+            format!(
+                "reading {}\nhint: delete it and spawn the worker again",
+                path.display()
+            )
+        })
+    }
+
+    /// The orchestrator URL the worker was given.
+    fn orchestrator_url(&self) -> Option<&str> {
+        self.args
+            .iter()
+            .position(|arg| arg == "--orchestrator-url")
+            .and_then(|index| self.args.get(index + 1))
+            .map(String::as_str)
+    }
+}
+
+/// `pool worker restart ID`: stops the worker if it runs and starts it again as it was
+/// spawned; same id, so orcd replaces the old record.
+fn restart(
+    cx: &crate::Context,
+    run_dir: &RunDir,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<DaemonInfo> {
+    let Some(saved) = SavedSpawn::load(id)? else {
+        bail!(
+            "there is no saved spawn of worker `{id}` in {}\nhint: start it with `cargo xtask pool worker spawn`; `pool worker list` shows the workers",
+            SavedSpawn::dir()?.display()
+        );
+    };
+    if run_dir.get(id)?.is_some() {
+        run_dir.stop(id, STOP_GRACE)?;
+    }
+    let info = start_spec(cx, run_dir, &saved.to_spec(), timeout)?;
+    if let Some(orchestrator_url) = saved.orchestrator_url() {
+        if spawn::confirm_live(cx, orchestrator_url, id)?.is_none() {
+            let _ = run_dir.stop(id, STOP_GRACE);
+            bail!(
+                "orcd at {orchestrator_url} does not list `{id}` as live although the worker registered; it was stopped\nhint: is another orcd answering at that URL? check `GET /workers` there"
+            );
+        }
     }
     Ok(info)
 }
@@ -219,8 +526,10 @@ fn print_started(cx: &crate::Context, info: &DaemonInfo) -> anyhow::Result<()> {
         info.pid,
         info.url.as_deref().unwrap_or("")
     ));
-    cx.out
-        .status(format!("ready; log: {}", info.log_path.display()));
+    cx.out.status(format!(
+        "ready and registered with orcd; log: {}",
+        info.log_path.display()
+    ));
     Ok(())
 }
 

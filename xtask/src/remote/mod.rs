@@ -2,6 +2,7 @@
 //! which runs a whole xtask command in the host's checkout and streams it back.
 
 pub mod hosts;
+mod readiness;
 pub mod ssh;
 
 use std::{ffi::OsString, time::Duration};
@@ -236,6 +237,9 @@ pub struct HostCheck {
     pub latency_ms: Option<u128>,
     /// The connection error with its hint, when not reachable.
     pub error: Option<String>,
+    /// `remote check` only: checkout, worker build and orchestrator seen from the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<readiness::Readiness>,
 }
 
 /// Connects to `host` (a profile or an ssh destination) and runs `true` there.
@@ -248,6 +252,7 @@ pub fn check_host(cx: &crate::Context, host: &str) -> anyhow::Result<HostCheck> 
         reachable: result.is_ok(),
         latency_ms: result.as_ref().ok().map(Duration::as_millis),
         error: result.err().map(|error| format!("{error:#}")),
+        readiness: None,
     })
 }
 
@@ -260,10 +265,18 @@ fn check_hosts(cx: &crate::Context, hosts: Vec<String>) -> anyhow::Result<()> {
     if hosts.is_empty() {
         bail!("no hosts to check: the config file has no host profiles\nhint: name a host (`cargo xtask remote check HOST`) or add a profile with `cargo xtask remote hosts add`");
     }
-    let checks = hosts
+    let mut checks = hosts
         .iter()
         .map(|host| check_host(cx, host))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for check in checks.iter_mut().filter(|check| check.reachable) {
+        let target = SshTarget::resolve(&check.host, &cx.settings)?;
+        let options = SshOptions::from_settings(&cx.settings);
+        match readiness::check(&target, &options, &cx.settings.orchestrator_url) {
+            Ok(readiness) => check.readiness = Some(readiness),
+            Err(error) => cx.out.warn(format!("checking {}: {error:#}", check.host)),
+        }
+    }
     let failed = checks.iter().filter(|check| !check.reachable).count();
     if cx.out.json() {
         cx.out.print_json(&checks)?;
@@ -271,12 +284,21 @@ fn check_hosts(cx: &crate::Context, hosts: Vec<String>) -> anyhow::Result<()> {
         let paint = cx.out.paint();
         for check in &checks {
             match (&check.latency_ms, &check.error) {
-                (Some(latency), _) => cx.out.println(format!(
-                    "{} {} ({}) {latency} ms",
-                    paint.green("ok  "),
-                    check.host,
-                    check.address
-                )),
+                (Some(latency), _) => {
+                    cx.out.println(format!(
+                        "{} {} ({}) {latency} ms",
+                        paint.green("ok  "),
+                        check.host,
+                        check.address
+                    ));
+                    for line in check
+                        .readiness
+                        .iter()
+                        .flat_map(|readiness| readiness.describe())
+                    {
+                        cx.out.println(format!("     {line}"));
+                    }
+                }
                 (None, error) => cx.out.println(format!(
                     "{} {} ({})\n     {}",
                     paint.red("FAIL"),

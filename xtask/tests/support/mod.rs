@@ -79,6 +79,10 @@ pub fn current_user() -> String {
 pub struct RemoteEnv {
     pub config_path: PathBuf,
     pub run_dir: PathBuf,
+    /// LLORCH_STATE_DIR: saved spawns for `pool worker restart`.
+    pub state_dir: PathBuf,
+    /// XDG_CONFIG_HOME: where a copied worker token lands, not in the real home.
+    pub config_home: PathBuf,
     pub model_base_dir: PathBuf,
     pub bin_dir: PathBuf,
 }
@@ -132,6 +136,7 @@ pub struct Sshd {
 pub struct LocalEnv {
     pub config_path: PathBuf,
     pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
     pub model_base_dir: PathBuf,
     pub bin_dir: PathBuf,
 }
@@ -180,6 +185,8 @@ impl Sshd {
         let remote = RemoteEnv {
             config_path: path("remote/config.toml"),
             run_dir: path("remote/run"),
+            state_dir: path("remote/state"),
+            config_home: path("remote/xdg-config"),
             model_base_dir: options
                 .remote_model_base_dir
                 .clone()
@@ -192,6 +199,7 @@ impl Sshd {
         let local = LocalEnv {
             config_path: path("local/config.toml"),
             run_dir: path("local/run"),
+            state_dir: path("local/state"),
             model_base_dir: path("local/models"),
             bin_dir: path("local/bin"),
         };
@@ -302,6 +310,7 @@ impl Sshd {
         xtask
             .env("LLORCH_CONFIG_PATH", &self.local.config_path)
             .env("LLORCH_RUN_DIR", &self.local.run_dir)
+            .env("LLORCH_STATE_DIR", &self.local.state_dir)
             .env("LLORCH_MODEL_BASE_DIR", &self.local.model_base_dir)
             .env("LLORCH_BIN_DIR", &self.local.bin_dir)
             .env("LLORCH_SSH_CONFIG", &self.ssh_config);
@@ -376,10 +385,12 @@ fn sshd_config(dir: &Path, listen: std::net::IpAddr, port: u16, remote: &RemoteE
          StrictModes no\n\
          PidFile {dir}/sshd.pid\n\
          LogLevel VERBOSE\n\
-         SetEnv LLORCH_CONFIG_PATH={config} LLORCH_RUN_DIR={run} LLORCH_MODEL_BASE_DIR={models} LLORCH_BIN_DIR={bin} NO_COLOR=1{toolchain}\n",
+         SetEnv LLORCH_CONFIG_PATH={config} LLORCH_RUN_DIR={run} LLORCH_STATE_DIR={state} LLORCH_MODEL_BASE_DIR={models} LLORCH_BIN_DIR={bin} XDG_CONFIG_HOME={config_home} NO_COLOR=1{toolchain}\n",
         dir = dir.display(),
         config = remote.config_path.display(),
         run = remote.run_dir.display(),
+        state = remote.state_dir.display(),
+        config_home = remote.config_home.display(),
         models = remote.model_base_dir.display(),
         bin = remote.bin_dir.display(),
     )
@@ -586,4 +597,135 @@ pub fn pid_alive(pid: u32) -> bool {
                 .map(|(_, rest)| rest.trim_start().to_owned())
         })
         .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+/// The release orcd (`cargo xtask build orcd`), or LLORCH_BIN_DIR's.
+pub fn orcd_binary() -> PathBuf {
+    let dir = std::env::var_os("LLORCH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release"));
+    let path = dir.join("orcd");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo xtask build orcd`",
+        path.display()
+    );
+    path
+}
+
+/// A real orcd on a loopback port (optionally with tokens), stopped on drop.
+pub struct Orcd {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    /// Set when started with tokens.
+    pub api_token_file: Option<PathBuf>,
+    pub worker_token_file: Option<PathBuf>,
+    child: Child,
+}
+
+/// The client token of [`Orcd::start_with_tokens`].
+pub const API_TOKEN: &str = "api-token-for-the-pool-tests-0123456789";
+/// The worker token of [`Orcd::start_with_tokens`].
+pub const WORKER_TOKEN: &str = "worker-token-for-the-pool-tests-0123456789";
+
+impl Orcd {
+    /// orcd without tokens on 127.0.0.1; `args` are added to its command line.
+    pub fn start(args: &[&str]) -> Orcd {
+        Orcd::launch(args, false)
+    }
+
+    /// orcd that requires [`API_TOKEN`] from clients and [`WORKER_TOKEN`] from workers.
+    pub fn start_with_tokens(args: &[&str]) -> Orcd {
+        Orcd::launch(args, true)
+    }
+
+    fn launch(args: &[&str], tokens: bool) -> Orcd {
+        let dir = tempfile::Builder::new()
+            .prefix("llorch-orcd-")
+            .tempdir()
+            .unwrap();
+        let (api_token_file, worker_token_file) = if tokens {
+            let api = dir.path().join("api.token");
+            let worker = dir.path().join("worker.token");
+            for (path, token) in [(&api, API_TOKEN), (&worker, WORKER_TOKEN)] {
+                std::fs::write(path, format!("{token}\n")).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            (Some(api), Some(worker))
+        } else {
+            (None, None)
+        };
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let url = format!("http://127.0.0.1:{port}");
+            let log_path = dir.path().join("orcd.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut command = Command::new(orcd_binary());
+            command
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(args)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            if let (Some(api), Some(worker)) = (&api_token_file, &worker_token_file) {
+                command
+                    .arg("--api-token-file")
+                    .arg(api)
+                    .arg("--worker-token-file")
+                    .arg(worker);
+            }
+            let mut child = command.spawn().expect("starting orcd");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+                if http_status(&format!("{url}/health")) == Some(200) {
+                    return Orcd {
+                        url,
+                        dir,
+                        api_token_file,
+                        worker_token_file,
+                        child,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        }
+        panic!("orcd did not come up; its log:\n{last_log}");
+    }
+
+    /// orcd's `GET /workers`, with the client token when it has tokens.
+    pub fn workers(&self) -> Vec<serde_json::Value> {
+        let mut request = reqwest::blocking::Client::new().get(format!("{}/workers", self.url));
+        if self.api_token_file.is_some() {
+            request = request.bearer_auth(API_TOKEN);
+        }
+        request
+            .send()
+            .and_then(|response| response.error_for_status())
+            .and_then(|response| response.json())
+            .unwrap_or_else(|error| panic!("GET /workers on orcd: {error}"))
+    }
+
+    /// The one worker `id` in orcd's list, if it is there.
+    pub fn worker(&self, id: &str) -> Option<serde_json::Value> {
+        self.workers()
+            .into_iter()
+            .find(|worker| worker["worker_id"] == id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("orcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Orcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

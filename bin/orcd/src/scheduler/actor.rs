@@ -24,6 +24,8 @@ pub enum JobNotice {
     Cancel,
     /// The job failed while it waited; it is already finished.
     Fail(OrcdError),
+    /// The worker running the job is dead; end the stream now.
+    WorkerDead { worker_id: String, reason: String },
 }
 
 #[derive(Debug)]
@@ -40,6 +42,10 @@ enum Command {
     Deregister {
         worker_id: String,
         reply: oneshot::Sender<Result<(), OrcdError>>,
+    },
+    Forget {
+        worker_id: String,
+        reply: oneshot::Sender<Result<WorkerInfo, OrcdError>>,
     },
     Workers {
         reply: oneshot::Sender<Vec<WorkerInfo>>,
@@ -143,6 +149,12 @@ impl SchedulerHandle {
 
     pub async fn deregister(&self, worker_id: String) -> Result<(), OrcdError> {
         self.ask(|reply| Command::Deregister { worker_id, reply })
+            .await?
+    }
+
+    /// Removes a dead worker's record (`POST /workers/{id}/forget`).
+    pub async fn forget(&self, worker_id: String) -> Result<WorkerInfo, OrcdError> {
+        self.ask(|reply| Command::Forget { worker_id, reply })
             .await?
     }
 
@@ -268,6 +280,9 @@ fn handle(
         Command::Deregister { worker_id, reply } => {
             let _ = reply.send(core.deregister(&worker_id, now));
         }
+        Command::Forget { worker_id, reply } => {
+            let _ = reply.send(core.forget(&worker_id, now));
+        }
         Command::Workers { reply } => {
             let _ = reply.send(core.workers(now));
         }
@@ -325,6 +340,11 @@ fn route(notices: &HashMap<String, mpsc::UnboundedSender<JobNotice>>, effect: Ef
         Effect::QueuePosition { job_id, position } => (job_id, JobNotice::Queued { position }),
         Effect::Cancel { job_id } => (job_id, JobNotice::Cancel),
         Effect::Fail { job_id, error } => (job_id, JobNotice::Fail(error)),
+        Effect::WorkerDead {
+            job_id,
+            worker_id,
+            reason,
+        } => (job_id, JobNotice::WorkerDead { worker_id, reason }),
     };
     match notices.get(&job_id) {
         // A closed channel means the job's task already ended; its finish report is on the way.

@@ -65,6 +65,14 @@ pub enum Effect {
         job_id: String,
         error: OrcdError,
     },
+    /// The worker running the job was marked dead (silent past the heartbeat timeout, or
+    /// forgotten): the job's task must end the client's stream now instead of waiting for
+    /// the connection to time out.
+    WorkerDead {
+        job_id: String,
+        worker_id: String,
+        reason: String,
+    },
 }
 
 /// Why a dispatch failed before the first token.
@@ -310,6 +318,30 @@ impl SchedulerCore {
         let model = worker.registration.model.clone();
         self.drain_queue(&model, now);
         Ok(())
+    }
+
+    /// Forgets a dead worker at the operator's request (`pool worker forget`); a live one is
+    /// refused, since it would register again with its next heartbeat.
+    pub fn forget(&mut self, worker_id: &str, now: Instant) -> Result<WorkerInfo, OrcdError> {
+        let worker = self
+            .workers
+            .get(worker_id)
+            .ok_or_else(|| OrcdError::WorkerNotFound(worker_id.to_owned()))?;
+        if worker.is_live() {
+            return Err(OrcdError::WorkerLive(worker_id.to_owned()));
+        }
+        let worker = self.workers.remove(worker_id).expect("looked up above");
+        let info = worker.info(now);
+        tracing::info!(%worker_id, url = %info.url, "dead worker forgotten at the operator's request");
+        for job_id in &worker.running {
+            self.effects.push(Effect::WorkerDead {
+                job_id: job_id.clone(),
+                worker_id: worker_id.to_owned(),
+                reason: "the operator removed it from orcd".to_owned(),
+            });
+        }
+        self.drain_queue(&worker.registration.model, now);
+        Ok(info)
     }
 
     /// Forgets a worker. Its running jobs keep their connections; their slots simply vanish.
@@ -559,9 +591,16 @@ impl SchedulerCore {
         let mut affected = BTreeSet::new();
         for (worker_id, worker) in &mut self.workers {
             if worker.is_live() && now.saturating_duration_since(worker.last_seen) > timeout {
-                tracing::warn!(%worker_id, "no heartbeat for {timeout:?}; worker marked dead");
+                tracing::warn!(%worker_id, running = worker.running.len(), "no heartbeat for {timeout:?}; worker marked dead");
                 worker.dead_since = Some(now);
                 affected.insert(worker.registration.model.clone());
+                for job_id in &worker.running {
+                    self.effects.push(Effect::WorkerDead {
+                        job_id: job_id.clone(),
+                        worker_id: worker_id.clone(),
+                        reason: format!("no heartbeat for {} s", timeout.as_secs_f64()),
+                    });
+                }
             }
         }
         let retention = self.config.dead_worker_retention;

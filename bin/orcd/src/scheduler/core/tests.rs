@@ -661,3 +661,41 @@ fn model_summaries_count_workers_slots_and_jobs() {
         ]
     );
 }
+
+#[test]
+fn a_worker_marked_dead_ends_its_running_jobs_at_once() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 2), clock.at(0));
+    core.submit(job("j1", "m"), clock.at(0)).unwrap();
+    assert_eq!(core.take_effects(), vec![dispatch("j1", "a")]);
+    core.tick(clock.at(10_001));
+    assert_eq!(
+        core.take_effects(),
+        vec![Effect::WorkerDead {
+            job_id: "j1".into(),
+            worker_id: "a".into(),
+            reason: "no heartbeat for 10 s".into(),
+        }]
+    );
+    // Once dead, later ticks say nothing more about it.
+    core.tick(clock.at(11_000));
+    assert!(core.take_effects().is_empty());
+}
+
+#[test]
+fn only_dead_workers_can_be_forgotten() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 1), clock.at(0));
+    assert_eq!(
+        core.forget("a", clock.at(1)),
+        Err(OrcdError::WorkerLive("a".into()))
+    );
+    assert_eq!(
+        core.forget("ghost", clock.at(1)),
+        Err(OrcdError::WorkerNotFound("ghost".into()))
+    );
+    core.tick(clock.at(10_001));
+    let forgotten = core.forget("a", clock.at(10_002)).unwrap();
+    assert_eq!(forgotten.state, WorkerState::Dead);
+    assert!(core.workers(clock.at(10_002)).is_empty());
+}

@@ -1,0 +1,593 @@
+//! `pool worker spawn`, here or on a pool host, and what makes it trustworthy across machines:
+//! the worker registers with the orchestrator configured on the operator's machine, advertises
+//! an address orcd can reach, carries the worker token, gets a stable id, and the command
+//! succeeds only once orcd lists the worker as live.
+//!
+//! `fleet` builds on [`spawn_worker`] with a [`SpawnSpec`] per worker.
+
+use std::{
+    ffi::OsString,
+    io::Write as _,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use llorch_api::{Backend, WorkerInfo, WorkerState};
+
+use crate::remote::{
+    self,
+    ssh::{self, SshOptions, SshTarget},
+};
+
+/// Where a worker token copied to a pool host lives, under the remote config directory
+/// (`$XDG_CONFIG_HOME`, else `~/.config`).
+pub const REMOTE_TOKEN_PATH: &str = "llorch/worker.token";
+/// How long orcd may take to list a worker as live once the worker says it registered.
+const ORCD_CONFIRM_WAIT: Duration = Duration::from_secs(15);
+
+/// One worker to start: what `pool worker spawn` takes, in a form other commands can fill.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    pub backend: Backend,
+    /// Catalog id (or GGUF path) of the model.
+    pub model: String,
+    pub gpu: Option<u32>,
+    /// `None`: a free port chosen on the worker's machine.
+    pub port: Option<u16>,
+    /// `None`: 127.0.0.1 here; 0.0.0.0 on a pool host or with an advertised host.
+    pub bind: Option<IpAddr>,
+    /// Address orcd reaches the worker at; `None` on a pool host: the profile's address.
+    pub advertise_host: Option<String>,
+    pub advertise_url: Option<String>,
+    /// Tells workers of one model on one host apart; part of the id.
+    pub name: Option<String>,
+    /// Replaces the `HOST-MODEL-NAME` id.
+    pub id: Option<String>,
+    /// `None`: the orchestrator configured on this machine.
+    pub orchestrator_url: Option<String>,
+    /// orcd's worker token file on THIS machine; copied to a pool host when missing there.
+    pub worker_token_file: Option<PathBuf>,
+    /// Where llorch-worker is (on the worker's machine).
+    pub bin_dir: Option<PathBuf>,
+    pub timeout: Duration,
+    /// Further llorch-worker arguments.
+    pub worker_args: Vec<String>,
+}
+
+impl SpawnSpec {
+    /// A spec with every optional setting left to its default.
+    pub fn new(backend: Backend, model: impl Into<String>) -> SpawnSpec {
+        SpawnSpec {
+            backend,
+            model: model.into(),
+            gpu: None,
+            port: None,
+            bind: None,
+            advertise_host: None,
+            advertise_url: None,
+            name: None,
+            id: None,
+            orchestrator_url: None,
+            worker_token_file: None,
+            bin_dir: None,
+            timeout: Duration::from_secs(300),
+            worker_args: Vec::new(),
+        }
+    }
+
+    /// The orchestrator the worker registers with: the spec's, else this machine's setting.
+    pub fn orchestrator_url(&self, cx: &crate::Context) -> String {
+        self.orchestrator_url
+            .clone()
+            .unwrap_or_else(|| cx.settings.orchestrator_url.clone())
+    }
+}
+
+/// A worker that orcd lists as live.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpawnedWorker {
+    pub worker_id: String,
+    /// The pool host, `None` for this machine.
+    pub host: Option<String>,
+    /// What orcd reports about it.
+    pub orcd: WorkerInfo,
+}
+
+/// The stable worker id `HOST-MODEL-NAME`: the same spawn gives the same id, so a restarted
+/// worker replaces its own record in orcd instead of leaving a dead one behind.
+pub fn stable_worker_id(
+    host_label: &str,
+    model: &str,
+    backend: Backend,
+    gpu: Option<u32>,
+    port: Option<u16>,
+    name: Option<&str>,
+) -> String {
+    let model_label = Path::new(model)
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .filter(|_| model.ends_with(".gguf"))
+        .unwrap_or(model);
+    let name = match (name, port) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(port)) if port != 0 => port.to_string(),
+        (None, _) => match gpu {
+            Some(gpu) => format!("{}{gpu}", backend.as_str()),
+            None => backend.as_str().to_owned(),
+        },
+    };
+    let id: String = format!("{host_label}-{model_label}-{name}")
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                true => c,
+                false => '-',
+            },
+        )
+        .collect();
+    id.trim_start_matches(['-', '.']).to_owned()
+}
+
+/// Starts the worker of `spec` on `host` (`None`: this machine) and returns once orcd lists
+/// it as live. On a pool host the command runs there as `cargo xtask pool worker spawn`, with
+/// the orchestrator URL, advertised address, id and token path decided here.
+pub fn spawn_worker(
+    cx: &crate::Context,
+    host: Option<&str>,
+    spec: &SpawnSpec,
+) -> anyhow::Result<SpawnedWorker> {
+    match host {
+        None => {
+            let info = super::worker::spawn_here(cx, spec)?;
+            let orchestrator_url = spec.orchestrator_url(cx);
+            let orcd = confirm_live(cx, &orchestrator_url, &info.name)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "orcd at {orchestrator_url} does not list `{}` as live although the worker registered\nhint: is another orcd answering at that URL? check `GET /workers` there",
+                    info.name
+                )
+            });
+            match orcd {
+                Ok(orcd) => Ok(SpawnedWorker {
+                    worker_id: info.name,
+                    host: None,
+                    orcd,
+                }),
+                Err(error) => {
+                    let run_dir = crate::daemon::RunDir::from_env()?;
+                    let _ = run_dir.stop(&info.name, Duration::from_secs(10));
+                    Err(error)
+                }
+            }
+        }
+        Some(host) => spawn_on_host(cx, host, spec),
+    }
+}
+
+fn spawn_on_host(
+    cx: &crate::Context,
+    host: &str,
+    spec: &SpawnSpec,
+) -> anyhow::Result<SpawnedWorker> {
+    let target = SshTarget::resolve(host, &cx.settings)?;
+    let options = SshOptions::from_settings(&cx.settings);
+    let orchestrator_url = spec.orchestrator_url(cx);
+    let host_address = connect_address(&target, &options);
+    check_orchestrator_reachable_from(
+        &orchestrator_url,
+        &target,
+        &host_address,
+        &cx.settings.config_path,
+    )?;
+    let worker_id = match &spec.id {
+        Some(id) => id.clone(),
+        None => stable_worker_id(
+            &target.name,
+            &spec.model,
+            spec.backend,
+            spec.gpu,
+            spec.port,
+            spec.name.as_deref(),
+        ),
+    };
+    crate::daemon::validate_name(&worker_id)?;
+
+    let mut args = super::output_flags(cx);
+    args.extend(
+        [
+            "pool",
+            "worker",
+            "spawn",
+            spec.backend.as_str(),
+            "--model",
+            &spec.model,
+            "--id",
+            &worker_id,
+            "--orchestrator-url",
+            &orchestrator_url,
+            "--timeout",
+            &spec.timeout.as_secs().to_string(),
+            "--bind",
+            &spec
+                .bind
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+                .to_string(),
+        ]
+        .map(str::to_owned),
+    );
+    match (&spec.advertise_url, &spec.advertise_host) {
+        (Some(url), _) => args.extend(["--advertise-url".to_owned(), url.clone()]),
+        (None, Some(address)) => args.extend(["--advertise-host".to_owned(), address.clone()]),
+        (None, None) => args.extend(["--advertise-host".to_owned(), host_address.clone()]),
+    }
+    if let Some(gpu) = spec.gpu {
+        args.extend(["--gpu".to_owned(), gpu.to_string()]);
+    }
+    if let Some(port) = spec.port {
+        args.extend(["--port".to_owned(), port.to_string()]);
+    }
+    if let Some(dir) = &spec.bin_dir {
+        args.extend(["--bin-dir".to_owned(), path_text(dir)?]);
+    }
+    if let Some(token_file) = &spec.worker_token_file {
+        let remote_path = install_token(cx, &target, &options, token_file)?;
+        args.extend(["--worker-token-file".to_owned(), remote_path]);
+    }
+    if !spec.worker_args.is_empty() {
+        args.push("--".to_owned());
+        args.extend(spec.worker_args.iter().cloned());
+    }
+    // The host's own xtask waits for the worker's registration and, when it fails, prints the
+    // worker's reason and stops it; its exit code is ours.
+    remote::run_xtask_on(cx, host, &args)?;
+
+    match confirm_live(cx, &orchestrator_url, &worker_id)? {
+        Some(orcd) => Ok(SpawnedWorker {
+            worker_id,
+            host: Some(host.to_owned()),
+            orcd,
+        }),
+        None => {
+            let stop = ["pool", "worker", "stop", &worker_id].map(str::to_owned);
+            if let Err(error) = remote::run_xtask_on(cx, host, &stop) {
+                cx.out
+                    .warn(format!("stopping `{worker_id}` on {host}: {error:#}"));
+            }
+            bail!(
+                "orcd at {orchestrator_url} does not list `{worker_id}` as live, although the worker on {} said it registered there; the worker was stopped\nhint: the host may reach a different orcd under that URL; pass an address of this orcd that {host} reaches with --orchestrator-url",
+                target.describe()
+            )
+        }
+    }
+}
+
+/// The address ssh connects to for `target`: the profile's host, or what `ssh -G` resolves an
+/// alias to. This is the default address orcd reaches the host's workers at.
+pub fn connect_address(target: &SshTarget, options: &SshOptions) -> String {
+    if target.is_profile {
+        return target.host.clone();
+    }
+    let mut command = Command::new("ssh");
+    if let Some(file) = &options.config_file {
+        command.arg("-F").arg(file);
+    }
+    let resolved = command
+        .args(["-G", "--", &target.host])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .find_map(|line| line.strip_prefix("hostname ").map(str::to_owned))
+        });
+    resolved.unwrap_or_else(|| target.host.clone())
+}
+
+/// A loopback orchestrator URL names the operator's machine only from the operator's machine;
+/// from a pool host it would be the host itself.
+fn check_orchestrator_reachable_from(
+    orchestrator_url: &str,
+    target: &SshTarget,
+    host_address: &str,
+    config_path: &Path,
+) -> anyhow::Result<()> {
+    if is_loopback_url(orchestrator_url) && !is_loopback_host(host_address) {
+        bail!(
+            "the orchestrator URL {orchestrator_url} is a loopback address: from {} it would name that host itself, not the machine orcd runs on\nhint: run orcd on an address the host can reach (`orcd --listen 0.0.0.0:8080` with tokens, see deploy/README.md) and set it here: `orchestrator.url` in {}, LLORCH_ORCHESTRATOR_URL, or --orchestrator-url http://ADDRESS:8080",
+            target.describe(),
+            config_path.display()
+        );
+    }
+    Ok(())
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_matches(['[', ']']);
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|url| url.host_str().map(is_loopback_host))
+        .unwrap_or(false)
+}
+
+/// Copies the worker token to `~/.config/llorch/worker.token` on the host (mode 0600; under
+/// `$XDG_CONFIG_HOME` when set) unless a file is already there, and returns its absolute path.
+fn install_token(
+    cx: &crate::Context,
+    target: &SshTarget,
+    options: &SshOptions,
+    token_file: &Path,
+) -> anyhow::Result<String> {
+    // Read and checked here first: a bad file fails before anything happens on the host.
+    let tokens = llorch_api::secret::read_token_file(token_file, "worker token")
+        .map_err(|error| anyhow::anyhow!("reading --worker-token-file: {error}"))?;
+    let text = format!("{}\n", tokens.join("\n"));
+    let script = format!(
+        "set -e; umask 077; file=\"${{XDG_CONFIG_HOME:-$HOME/.config}}\"/{path}; mkdir -p \"$(dirname \"$file\")\"; \
+         if [ -e \"$file\" ]; then cat >/dev/null; echo \"present $file\"; \
+         else cat > \"$file.tmp\"; chmod 600 \"$file.tmp\"; mv \"$file.tmp\" \"$file\"; echo \"copied $file\"; fi",
+        path = ssh::quote_command(&[REMOTE_TOKEN_PATH])?
+    );
+    let mut child = Command::new("ssh")
+        .args(ssh::ssh_args(target, options, &script))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running ssh to copy the worker token")?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(text.as_bytes())
+        .context("sending the worker token over ssh")?;
+    let output = child
+        .wait_with_output()
+        .context("waiting for ssh to copy the worker token")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if let Some(failure) = ssh::classify_failure(&stderr) {
+            return Err(ssh::connect_error(target, failure, options));
+        }
+        bail!(
+            "copying the worker token to {}: {}\nhint: check that the remote home directory is writable",
+            target.describe(),
+            stderr.trim()
+        );
+    }
+    let line = stdout.lines().last().unwrap_or_default();
+    let (what, path) = line
+        .split_once(' ')
+        .with_context(|| format!("unexpected answer from the token copy: {line:?}"))?;
+    match what {
+        "copied" => cx.out.status(format!(
+            "copied the worker token to {path} on {} (mode 0600)",
+            target.describe()
+        )),
+        _ => cx.out.debug(format!(
+            "{} already has {path}; left as it is",
+            target.describe()
+        )),
+    }
+    Ok(path.to_owned())
+}
+
+fn path_text(path: &Path) -> anyhow::Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not valid UTF-8", path.display()))
+}
+
+/// Polls orcd's `GET /workers` until `worker_id` is live. `Ok(None)`: orcd answers but does
+/// not list it live in time. An orcd this machine cannot reach is only a warning: the worker
+/// itself reported its registration, and orcd may sit behind a network this machine is not on.
+pub fn confirm_live(
+    cx: &crate::Context,
+    orchestrator_url: &str,
+    worker_id: &str,
+) -> anyhow::Result<Option<WorkerInfo>> {
+    let client = orcd_client(cx)?;
+    let url = format!("{}/workers", orchestrator_url.trim_end_matches('/'));
+    let deadline = Instant::now() + ORCD_CONFIRM_WAIT;
+    loop {
+        match client.get(&url).send() {
+            Ok(response) if response.status().is_success() => {
+                let workers: Vec<WorkerInfo> = response
+                    .json()
+                    .with_context(|| format!("reading orcd's answer to GET {url}"))?;
+                if let Some(worker) = workers
+                    .into_iter()
+                    .find(|worker| worker.worker_id == worker_id)
+                    .filter(|worker| worker.state == WorkerState::Live)
+                {
+                    return Ok(Some(worker));
+                }
+            }
+            Ok(response) => {
+                cx.out.warn(format!(
+                    "could not confirm `{worker_id}` in orcd: GET {url} answered {}{}",
+                    response.status(),
+                    match response.status().as_u16() {
+                        401 | 403 => " (set LLORCH_API_TOKEN_FILE or `orchestrator.api_token_file` to the client token)",
+                        _ => "",
+                    }
+                ));
+                return Ok(Some(unconfirmed(worker_id)));
+            }
+            Err(error) => {
+                cx.out.warn(format!(
+                    "could not confirm `{worker_id}` in orcd from this machine ({}); the worker reported its registration",
+                    error.without_url()
+                ));
+                return Ok(Some(unconfirmed(worker_id)));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Stands in for orcd's record when orcd could not be asked from here.
+fn unconfirmed(worker_id: &str) -> WorkerInfo {
+    WorkerInfo {
+        worker_id: worker_id.to_owned(),
+        url: String::new(),
+        model: String::new(),
+        backend: Backend::Cpu,
+        slots_total: 0,
+        slots_busy: 0,
+        ctx_size: 0,
+        last_seen_ms_ago: 0,
+        state: WorkerState::Live,
+    }
+}
+
+/// A blocking client for orcd with the client API token and short timeouts.
+fn orcd_client(cx: &crate::Context) -> anyhow::Result<reqwest::blocking::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = crate::jobs::api_token(cx)? {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the API token is not a valid HTTP header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::blocking::Client::builder()
+        .default_headers(headers)
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .context("building an HTTP client")
+}
+
+/// `pool worker forget ID`: orcd removes a dead worker's record.
+pub fn forget(cx: &crate::Context, worker_id: &str) -> anyhow::Result<()> {
+    crate::daemon::validate_name(worker_id)?;
+    let orchestrator_url = &cx.settings.orchestrator_url;
+    let url = format!(
+        "{}/workers/{worker_id}/forget",
+        orchestrator_url.trim_end_matches('/')
+    );
+    let response = orcd_client(cx)?
+        .post(&url)
+        .send()
+        .with_context(|| format!("could not reach orcd at {orchestrator_url}\nhint: set the orchestrator with LLORCH_ORCHESTRATOR_URL or `orchestrator.url` in the config file"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().unwrap_or_default();
+        let message = serde_json::from_str::<llorch_api::ErrorBody>(&body)
+            .map(|error| error.error)
+            .unwrap_or(body);
+        let hint = match status.as_u16() {
+            401 | 403 if !message.contains("hint:") => "\nhint: forgetting needs the client API token: set LLORCH_API_TOKEN_FILE or `orchestrator.api_token_file`",
+            404 if !message.contains("hint:") => "\nhint: `GET /workers` on orcd lists the workers it knows",
+            _ => "",
+        };
+        bail!("forgetting `{worker_id}`: orcd answered {status}: {message}{hint}");
+    }
+    let info: WorkerInfo = response
+        .json()
+        .with_context(|| format!("reading orcd's answer to POST {url}"))?;
+    if cx.out.json() {
+        return cx.out.print_json(&info);
+    }
+    cx.out.println(format!(
+        "orcd forgot `{worker_id}` (was {} at {})",
+        match info.state {
+            WorkerState::Live => "live",
+            WorkerState::Dead => "dead",
+        },
+        info.url
+    ));
+    Ok(())
+}
+
+/// The arguments for the local llorch-worker that the spec asks for beyond the launch's own.
+/// The token path is made absolute: the worker, and a later `restart`, run elsewhere.
+pub fn worker_extra_args(spec: &SpawnSpec) -> anyhow::Result<Vec<OsString>> {
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(file) = &spec.worker_token_file {
+        let file = std::path::absolute(file)
+            .with_context(|| format!("resolving --worker-token-file {}", file.display()))?;
+        args.extend(["--worker-token-file".into(), file.into()]);
+    }
+    args.extend(spec.worker_args.iter().map(OsString::from));
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_ids_are_host_model_and_name() {
+        let id = |model, gpu, port, name| {
+            stable_worker_id("gpu-box", model, Backend::Cuda, gpu, port, name)
+        };
+        assert_eq!(
+            id("gemma3-270m", None, None, None),
+            "gpu-box-gemma3-270m-cuda"
+        );
+        assert_eq!(
+            id("gemma3-270m", Some(1), None, None),
+            "gpu-box-gemma3-270m-cuda1"
+        );
+        assert_eq!(
+            id("gemma3-270m", Some(1), Some(9002), None),
+            "gpu-box-gemma3-270m-9002"
+        );
+        assert_eq!(
+            id("gemma3-270m", Some(1), Some(9002), Some("big")),
+            "gpu-box-gemma3-270m-big"
+        );
+        assert_eq!(
+            id("/models/My Model.gguf", None, None, None),
+            "gpu-box-My-Model-cuda"
+        );
+        assert_eq!(
+            id("org/name:tag", None, None, None),
+            "gpu-box-org-name-tag-cuda"
+        );
+        crate::daemon::validate_name(&id("org/name:tag", None, None, None)).unwrap();
+    }
+
+    #[test]
+    fn loopback_orchestrators_are_caught_for_remote_hosts_only() {
+        let target = SshTarget {
+            name: "far".into(),
+            host: "10.0.0.2".into(),
+            user: None,
+            port: None,
+            identity_file: None,
+            repo_path: None,
+            is_profile: true,
+        };
+        let config = Path::new("/home/me/.config/llorch/config.toml");
+        let check = |url, address| check_orchestrator_reachable_from(url, &target, address, config);
+        let error = check("http://127.0.0.1:8080", "10.0.0.2")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("loopback"), "{error}");
+        assert!(error.contains("\nhint: "), "{error}");
+        assert!(error.contains("--orchestrator-url"), "{error}");
+        check("http://10.0.0.1:8080", "10.0.0.2").unwrap();
+        check("http://127.0.0.1:8080", "127.0.0.1").unwrap();
+        assert!(is_loopback_url("http://localhost:8080"));
+        assert!(is_loopback_url("http://[::1]:8080"));
+        assert!(!is_loopback_url("http://orcd.lan:8080"));
+    }
+}
