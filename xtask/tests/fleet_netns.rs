@@ -9,9 +9,8 @@
 //! The hosts share this machine's filesystem (checkout, target dir, model directory), so the
 //! checkout, build and model steps must be recognised as already done ("unchanged").
 //!
-//! Needs root and `ip netns`, the release `llorch-worker` and `orcd` builds, and the default
-//! model. Without network namespaces the test prints why and returns without checking
-//! anything (the same environment-dependent skip as remote_netns.rs).
+//! Needs root and `ip netns` (without them the test is reported as ignored, never passed), the
+//! release `llorch-worker` and `orcd` builds and gemma3-270m. Namespaces are named `lo-fl-*`.
 
 mod support;
 
@@ -22,8 +21,41 @@ use std::{
     time::{Duration, Instant},
 };
 
+use libtest_mimic::{Arguments, Trial};
 use serde_json::Value;
 use support::{Outcome, Sshd, SshdOptions};
+
+fn main() {
+    let args = Arguments::from_args();
+    let skip = netns_unavailable();
+    if let Some(reason) = &skip {
+        eprintln!("fleet_netns: skipping: network namespaces are not available here ({reason})");
+    }
+    let tests = vec![
+        Trial::test("a_fleet_comes_up_from_one_file_and_keeps_to_it", || {
+            a_fleet_comes_up_from_one_file_and_keeps_to_it();
+            Ok(())
+        })
+        .with_ignored_flag(skip.is_some()),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
+
+/// Why namespaces cannot be made here, or `None` when they can (one is made and deleted).
+fn netns_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no side effects.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".to_owned());
+    }
+    let probe = format!("lo-fl-probe-{}", std::process::id());
+    match ip(&["netns", "add", &probe]) {
+        Ok(()) => {
+            let _ = ip(&["netns", "del", &probe]);
+            None
+        }
+        Err(error) => Some(error),
+    }
+}
 
 /// Three namespaces on one bridge: `operator` (holds the bridge) at .1, `b` at .2, `c` at .3.
 struct Namespaces {
@@ -236,15 +268,8 @@ fn pid_of(run_dir: &Path, worker: &str) -> Option<u32> {
         .and_then(|text| text.trim().parse().ok())
 }
 
-#[test]
 fn a_fleet_comes_up_from_one_file_and_keeps_to_it() {
-    let namespaces = match Namespaces::create() {
-        Ok(namespaces) => namespaces,
-        Err(reason) => {
-            eprintln!("SKIPPED: network namespaces are not available here: {reason}");
-            return;
-        }
-    };
+    let namespaces = Namespaces::create().expect("creating the network namespaces");
     let repo = support::repo_root();
     let bin_dir = std::env::var_os("LLORCH_BIN_DIR")
         .map(PathBuf::from)
@@ -474,24 +499,17 @@ fn a_fleet_comes_up_from_one_file_and_keeps_to_it() {
     for pid in [b1, c1] {
         assert!(!support::pid_alive(pid));
     }
-    let units: Vec<_> = std::fs::read_dir(
-        std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap()
-            .join(".config/systemd/user"),
-    )
-    .map(|entries| {
-        entries
-            .flatten()
-            .filter(|entry| {
-                entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("llorch-fleet-fl-")
-            })
-            .collect()
-    })
-    .unwrap_or_default();
+    let units: Vec<_> = [&sshd_b, &sshd_c]
+        .iter()
+        .filter_map(|sshd| std::fs::read_dir(sshd.remote.config_home.join("systemd/user")).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("llorch-fleet-")
+        })
+        .collect();
     assert!(units.is_empty(), "units left: {units:?}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !live(&orcd_workers()).is_empty() && Instant::now() < deadline {

@@ -104,12 +104,6 @@ pub struct FleetHost {
     pub workers: Vec<WorkerSpec>,
 }
 
-impl FleetHost {
-    pub fn is_local(&self) -> bool {
-        self.name == LOCAL_HOST
-    }
-}
-
 /// Everything a worker is started with; two equal specs mean nothing to change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerSpec {
@@ -554,10 +548,10 @@ model = "gemma3-270m"
 
     #[test]
     fn duplicate_names_and_ports_are_refused() {
-        let text = TWO_HOSTS.replace("port = 9500", "port = 9001");
+        let text = TWO_HOSTS.replace("slots = 2", "slots = 2\nport = 9500");
         let error = format!("{:#}", parse_text(&text).unwrap_err());
         assert!(
-            error.contains("port 9001 is used by another worker"),
+            error.contains("`hosts.box-a.workers[1].port` port 9500 is used by another worker"),
             "{error}"
         );
         let text = TWO_HOSTS.replace("name = \"coder\"", "name = \"box-b-gemma3-270m\"");
@@ -573,7 +567,7 @@ model = "gemma3-270m"
             fleet.hosts[0].workers[0].advertise_url,
             "http://127.0.0.1:9001"
         );
-        assert!(fleet.hosts[0].is_local());
+        assert_eq!(fleet.hosts[0].name, LOCAL_HOST);
         let remote_orcd = local.replace("127.0.0.1", "10.0.0.1");
         let error = format!("{:#}", parse_text(&remote_orcd).unwrap_err());
         assert!(error.contains("needs `advertise`"), "{error}");
