@@ -3,7 +3,7 @@
 //! [`EngineHandle`]: jobs go in over a channel, each with its own sender for stream events.
 
 mod batching;
-mod prompt;
+pub mod prompt;
 mod sampling;
 mod slot;
 pub mod text;
@@ -235,13 +235,16 @@ impl EngineHandle {
         let ValidExecuteRequest {
             job_id,
             input,
+            parse_special,
             max_tokens,
             sampling,
             stop,
         } = request;
-        let prompt = tokio::task::spawn_blocking(move || prompt::tokenize_prompt(model, &input))
-            .await
-            .map_err(|error| WorkerError::EngineStopped(format!("tokenizer task: {error}")))??;
+        let prompt = tokio::task::spawn_blocking(move || {
+            prompt::tokenize_prompt(model, &input, parse_special)
+        })
+        .await
+        .map_err(|error| WorkerError::EngineStopped(format!("tokenizer task: {error}")))??;
         check_prompt_length(prompt.len(), self.shared.settings.limits())?;
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
         let job = Job {
