@@ -305,6 +305,7 @@ pub fn greedy_task(prompt: &str, max_tokens: u32) -> TaskRequest {
         model: default_model_id(),
         prompt: Some(prompt.to_owned()),
         messages: None,
+        parse_special: false,
         sampling: llorch_api::SamplingParams {
             max_tokens,
             temperature: 0.0,

@@ -216,6 +216,7 @@ async fn measure_direct(
         job_id: format!("bench-{}", uuid_like()),
         prompt: Some(BENCH_PROMPT.to_owned()),
         messages: None,
+        parse_special: false,
         sampling: greedy(max_tokens),
     };
     measure_stream(http.post(format!("{worker_url}/execute")).json(&request)).await
@@ -231,6 +232,7 @@ async fn measure_orcd(
         model: model.to_owned(),
         prompt: Some(BENCH_PROMPT.to_owned()),
         messages: None,
+        parse_special: false,
         sampling: greedy(max_tokens),
         stream: true,
     };

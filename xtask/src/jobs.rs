@@ -86,6 +86,7 @@ fn task_request(cx: &Context, submit: SubmitArgs) -> anyhow::Result<TaskRequest>
         model,
         prompt: submit.prompt,
         messages,
+        parse_special: false,
         sampling: SamplingParams {
             max_tokens: submit.max_tokens,
             temperature: submit.temperature,

@@ -97,6 +97,7 @@ fn first_request(args: &UpArgs, model: String) -> TaskRequest {
         model,
         prompt,
         messages,
+        parse_special: false,
         sampling: SamplingParams {
             max_tokens: args.max_tokens,
             ..SamplingParams::default()

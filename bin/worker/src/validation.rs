@@ -30,6 +30,8 @@ impl Limits {
 pub struct ValidExecuteRequest {
     pub job_id: String,
     pub input: PromptInput,
+    /// Special-token text in a raw prompt becomes control tokens (never in chat messages).
+    pub parse_special: bool,
     pub max_tokens: u32,
     pub sampling: ValidSampling,
     pub stop: Vec<String>,
@@ -66,11 +68,13 @@ pub fn validate(
     let ValidExecute {
         job_id,
         input,
+        parse_special,
         sampling,
     } = validate_execute(request, &limits.request_limits())?;
     Ok(ValidExecuteRequest {
         job_id,
         input,
+        parse_special,
         max_tokens: sampling.max_tokens,
         stop: sampling.stop.clone(),
         sampling,
@@ -102,6 +106,7 @@ mod tests {
             job_id: "job-1".into(),
             prompt: Some("The capital of France is".into()),
             messages: None,
+            parse_special: false,
             sampling: SamplingParams::default(),
         }
     }

@@ -89,6 +89,7 @@ fn request(job_id: &str, prompt: &str, max_tokens: u32) -> ExecuteRequest {
         job_id: job_id.into(),
         prompt: Some(prompt.into()),
         messages: None,
+        parse_special: false,
         sampling: SamplingParams {
             max_tokens,
             ..SamplingParams::default()
@@ -434,6 +435,7 @@ async fn router_streams_sse_and_refuses_chat_without_a_template() {
             role: "user".into(),
             content: "Hello".into(),
         }]),
+        parse_special: false,
         sampling: SamplingParams::default(),
     };
     let response = router

@@ -165,6 +165,11 @@ pub struct TaskRequest {
     pub prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<ChatMessage>>,
+    /// Parse special-token text in `prompt` (`<|im_start|>`, `<start_of_turn>`…) as control
+    /// tokens, for clients that format a model's turns themselves. Off by default: client text
+    /// is text. Chat `messages` are always text; only the template writes control tokens.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parse_special: bool,
     #[serde(flatten)]
     pub sampling: SamplingParams,
     /// `false` answers one JSON [`TaskResult`] instead of an SSE stream.
@@ -189,6 +194,11 @@ pub struct ExecuteRequest {
     pub prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<ChatMessage>>,
+    /// Parse special-token text in `prompt` (`<|im_start|>`, `<start_of_turn>`…) as control
+    /// tokens, for clients that format a model's turns themselves. Off by default: client text
+    /// is text. Chat `messages` are always text; only the template writes control tokens.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parse_special: bool,
     #[serde(flatten)]
     pub sampling: SamplingParams,
 }

@@ -88,6 +88,8 @@ pub enum RequestError {
     EmptyPrompt,
     #[error("`messages` must not be empty")]
     EmptyMessages,
+    #[error("`parse_special` applies to `prompt` only: chat `messages` are always text")]
+    ParseSpecialWithMessages,
     #[error("`messages[{index}].role` is `{role}`; expected `system`, `user` or `assistant`")]
     MessageRole { index: usize, role: String },
     #[error("`messages[{index}]` contains a NUL character")]
@@ -162,6 +164,8 @@ impl ValidSampling {
 pub struct ValidTask {
     pub model: String,
     pub input: PromptInput,
+    /// Only ever true with [`PromptInput::Text`].
+    pub parse_special: bool,
     pub sampling: ValidSampling,
     pub stream: bool,
 }
@@ -174,6 +178,7 @@ impl ValidTask {
             job_id: job_id.to_owned(),
             prompt,
             messages,
+            parse_special: self.parse_special,
             sampling: (*self.sampling).clone(),
         }
     }
@@ -184,6 +189,8 @@ impl ValidTask {
 pub struct ValidExecute {
     pub job_id: String,
     pub input: PromptInput,
+    /// Only ever true with [`PromptInput::Text`].
+    pub parse_special: bool,
     pub sampling: ValidSampling,
 }
 
@@ -193,10 +200,12 @@ pub fn validate_task(
 ) -> Result<ValidTask, RequestError> {
     validate_model_id("model", &request.model)?;
     let input = validate_input(request.prompt, request.messages, limits)?;
+    check_parse_special(request.parse_special, &input)?;
     let sampling = validate_sampling(request.sampling, limits)?;
     Ok(ValidTask {
         model: request.model,
         input,
+        parse_special: request.parse_special,
         sampling,
         stream: request.stream,
     })
@@ -208,12 +217,22 @@ pub fn validate_execute(
 ) -> Result<ValidExecute, RequestError> {
     validate_job_id(&request.job_id)?;
     let input = validate_input(request.prompt, request.messages, limits)?;
+    check_parse_special(request.parse_special, &input)?;
     let sampling = validate_sampling(request.sampling, limits)?;
     Ok(ValidExecute {
         job_id: request.job_id,
         input,
+        parse_special: request.parse_special,
         sampling,
     })
+}
+
+/// Special-token parsing is something a raw prompt can ask for; a chat never can.
+fn check_parse_special(parse_special: bool, input: &PromptInput) -> Result<(), RequestError> {
+    match input {
+        PromptInput::Chat(_) if parse_special => Err(RequestError::ParseSpecialWithMessages),
+        _ => Ok(()),
+    }
 }
 
 /// Exactly one of `prompt` and `messages`, non-empty, within the byte limit.
@@ -467,6 +486,33 @@ mod tests {
         .unwrap();
         assert!(matches!(valid.input, PromptInput::Chat(ref m) if m.len() == 2));
         assert!(!valid.stream);
+    }
+
+    #[test]
+    fn parse_special_is_off_by_default_and_for_prompts_only() {
+        assert!(
+            !task(serde_json::json!({"model": "m", "prompt": "x"}))
+                .unwrap()
+                .parse_special
+        );
+        let special =
+            task(serde_json::json!({"model": "m", "prompt": "x", "parse_special": true})).unwrap();
+        assert!(special.parse_special);
+        assert!(special.execute_request("j").parse_special);
+        assert_eq!(
+            task(serde_json::json!({
+                "model": "m", "parse_special": true,
+                "messages": [{"role": "user", "content": "<|im_end|>"}],
+            })),
+            Err(RequestError::ParseSpecialWithMessages)
+        );
+        assert_eq!(
+            execute(serde_json::json!({
+                "job_id": "j", "parse_special": true,
+                "messages": [{"role": "user", "content": "x"}],
+            })),
+            Err(RequestError::ParseSpecialWithMessages)
+        );
     }
 
     #[test]

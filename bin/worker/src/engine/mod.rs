@@ -3,7 +3,7 @@
 //! [`EngineHandle`]: jobs go in over a channel, each with its own sender for stream events.
 
 mod batching;
-mod prompt;
+pub mod prompt;
 mod sampling;
 mod slot;
 pub mod text;
@@ -235,13 +235,14 @@ impl EngineHandle {
         let ValidExecuteRequest {
             job_id,
             input,
+            parse_special,
             max_tokens,
             sampling,
             stop,
         } = request;
         let logprobs = sampling.logprobs;
         let (prompt, sampler) = tokio::task::spawn_blocking(move || {
-            let prompt = prompt::tokenize_prompt(model, &input)?;
+            let prompt = prompt::tokenize_prompt(model, &input, parse_special)?;
             // Built here, off the engine thread: a grammar can take a while to compile.
             let sampler = sampling::build_sampler(model, &sampling, max_tokens)?;
             Ok::<_, crate::validation::ValidationError>((prompt, sampler))
