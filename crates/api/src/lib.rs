@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod fleet;
 pub mod secret;
 
 /// The compute backend a worker runs llama.cpp on.

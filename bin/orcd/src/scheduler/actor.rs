@@ -12,6 +12,7 @@ use super::core::{
     DispatchFailure, Effect, JobOutcome, ModelSummary, NewJob, SchedulerConfig, SchedulerCore,
 };
 use crate::error::OrcdError;
+use crate::events::{FleetObserver, Subscription, SAMPLE_INTERVAL};
 
 /// What the task running a job hears from the scheduler.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +80,25 @@ enum Command {
         reply: oneshot::Sender<Option<JobInfo>>,
     },
     StopAccepting,
+    Subscribe {
+        reply: oneshot::Sender<Subscription>,
+    },
+}
+
+impl Command {
+    /// Commands after which the fleet may look different (token counts aside: those are
+    /// published once per sample interval).
+    fn changes_fleet(&self) -> bool {
+        !matches!(
+            self,
+            Command::Workers { .. }
+                | Command::Models { .. }
+                | Command::Jobs { .. }
+                | Command::Job { .. }
+                | Command::Token { .. }
+                | Command::Subscribe { .. }
+        )
+    }
 }
 
 /// A cheap, cloneable handle to the scheduler actor. The actor stops when the last handle is
@@ -215,6 +235,11 @@ impl SchedulerHandle {
     pub fn stop_accepting(&self) {
         self.tell(Command::StopAccepting);
     }
+
+    /// The fleet as it is now and a receiver of every change after it (`GET /v2/events`).
+    pub async fn subscribe(&self) -> Result<Subscription, OrcdError> {
+        self.ask(|reply| Command::Subscribe { reply }).await
+    }
 }
 
 fn scheduler_stopped() -> OrcdError {
@@ -227,18 +252,35 @@ async fn run_actor(
     tick: Duration,
 ) {
     let mut notices: HashMap<String, mpsc::UnboundedSender<JobNotice>> = HashMap::new();
+    let mut observer = FleetObserver::new(Instant::now());
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampler = tokio::time::interval(SAMPLE_INTERVAL);
+    sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let changed = tokio::select! {
             command = commands.recv() => match command {
-                Some(command) => handle(&mut core, &mut notices, command),
+                Some(command) => {
+                    let changes_fleet = command.changes_fleet();
+                    handle(&mut core, &mut notices, &mut observer, command);
+                    changes_fleet
+                }
                 None => break,
             },
-            _ = ticker.tick() => core.tick(Instant::now()),
-        }
+            _ = ticker.tick() => {
+                core.tick(Instant::now());
+                true
+            }
+            _ = sampler.tick() => {
+                observer.sample(&core, Instant::now());
+                false
+            }
+        };
         for effect in core.take_effects() {
             route(&notices, effect);
+        }
+        if changed {
+            observer.observe(&core, Instant::now());
         }
     }
     tracing::debug!("scheduler stopped");
@@ -247,6 +289,7 @@ async fn run_actor(
 fn handle(
     core: &mut SchedulerCore,
     notices: &mut HashMap<String, mpsc::UnboundedSender<JobNotice>>,
+    observer: &mut FleetObserver,
     command: Command,
 ) {
     let now = Instant::now();
@@ -309,7 +352,13 @@ fn handle(
         Command::Job { job_id, reply } => {
             let _ = reply.send(core.job(&job_id, now));
         }
-        Command::StopAccepting => core.stop_accepting(),
+        Command::StopAccepting => {
+            core.stop_accepting();
+            observer.close();
+        }
+        Command::Subscribe { reply } => {
+            let _ = reply.send(observer.subscribe(core, now));
+        }
     }
 }
 
