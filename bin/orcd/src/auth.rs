@@ -1,7 +1,7 @@
 //! Bearer-token authentication. Two kinds of token, each read from its own file: client API
 //! tokens (`/v1`, `/v2`, `GET /workers`, `/metrics`) and worker tokens (registration,
-//! heartbeats, deregistration, and what orcd presents to workers on `/execute`). `/health` stays
-//! open. Tokens are kept as SHA-256 digests and compared in constant time; logs and the audit
+//! heartbeats, deregistration, and what orcd presents to workers on `/execute`). `/health` and
+//! the web console's static files (`GET /`, `GET /console/*`) stay open. Tokens are kept as SHA-256 digests and compared in constant time; logs and the audit
 //! log only ever show a short fingerprint.
 
 use std::net::SocketAddr;
@@ -30,7 +30,7 @@ pub enum Access {
 /// Which routes need which token. Everything not named here is a client route, so a route
 /// added later is protected by default.
 pub fn required_access(method: &Method, path: &str) -> Access {
-    if path == "/health" {
+    if path == "/health" || (method == Method::GET && crate::console::is_console_path(path)) {
         Access::Open
     } else if path == "/workers/register"
         || (path.starts_with("/workers/") && method != Method::GET && !is_forget(path))
@@ -299,6 +299,13 @@ mod tests {
             required_access(&Method::DELETE, "/workers/forget"),
             Access::Worker
         );
+        assert_eq!(required_access(&Method::GET, "/"), Access::Open);
+        assert_eq!(
+            required_access(&Method::GET, "/console/app.js"),
+            Access::Open
+        );
+        assert_eq!(required_access(&Method::POST, "/"), Access::Client);
+        assert_eq!(required_access(&Method::GET, "/v2/events"), Access::Client);
         for path in [
             "/v2/tasks",
             "/v1/chat/completions",

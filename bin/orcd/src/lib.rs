@@ -5,14 +5,17 @@
 //! A request's path: `auth` (token check) → `server` or `openai` (route, `extract` and
 //! `validation`) → `scheduler` (admit, queue, pick a worker) → `dispatch` (`POST /execute` on
 //! the worker, relay its events) → `sse` or `openai` (framing to the client). Along the way
-//! `metrics` counts and `audit` records, when it is on.
+//! `metrics` counts and `audit` records, when it is on; `events` publishes every change of the
+//! fleet to the subscribers of `GET /v2/events` (the web console in `console`).
 
 pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod cors;
+pub mod console;
 pub mod dispatch;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod openai;

@@ -176,6 +176,8 @@ fn routes(state: AppState) -> Router {
         .route("/workers/{worker_id}/forget", post(forget_worker))
         .route("/v2/tasks", post(create_task).get(list_tasks))
         .route("/v2/tasks/{job_id}", get(get_task).delete(cancel_task))
+        .route("/v2/events", get(crate::events::fleet_events))
+        .merge(crate::console::routes())
         .merge(openai::routes())
         .fallback(unknown_route)
         // Outermost first: the size limit holds before anything reads the body, and no

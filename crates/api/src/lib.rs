@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod fleet;
 pub mod generation;
 pub mod log_safe;
 pub mod secret;

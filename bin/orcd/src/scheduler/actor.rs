@@ -14,6 +14,7 @@ use super::core::{
     DispatchFailure, Effect, JobOutcome, ModelSummary, NewJob, SchedulerConfig, SchedulerCore,
 };
 use crate::error::OrcdError;
+use crate::events::{FleetObserver, Subscription, SAMPLE_INTERVAL};
 
 /// What the task running a job hears from the scheduler.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +90,25 @@ enum Command {
         reply: oneshot::Sender<Option<JobInfo>>,
     },
     StopAccepting,
+    Subscribe {
+        reply: oneshot::Sender<Subscription>,
+    },
+}
+
+impl Command {
+    /// Commands after which the fleet may look different (token counts aside: those are
+    /// published once per sample interval).
+    fn changes_fleet(&self) -> bool {
+        !matches!(
+            self,
+            Command::Workers { .. }
+                | Command::Models { .. }
+                | Command::Jobs { .. }
+                | Command::Job { .. }
+                | Command::Tokens { .. }
+                | Command::Subscribe { .. }
+        )
+    }
 }
 
 /// A cheap, cloneable handle to the scheduler actor. The actor stops when the last handle is
@@ -236,6 +256,11 @@ impl SchedulerHandle {
     pub fn stop_accepting(&self) {
         self.tell(Command::StopAccepting);
     }
+
+    /// The fleet as it is now and a receiver of every change after it (`GET /v2/events`).
+    pub async fn subscribe(&self) -> Result<Subscription, OrcdError> {
+        self.ask(|reply| Command::Subscribe { reply }).await
+    }
 }
 
 fn scheduler_stopped() -> OrcdError {
@@ -248,18 +273,35 @@ async fn run_actor(
     tick: Duration,
 ) {
     let mut jobs: HashMap<String, JobChannel> = HashMap::new();
+    let mut observer = FleetObserver::new(Instant::now());
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampler = tokio::time::interval(SAMPLE_INTERVAL);
+    sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let changed = tokio::select! {
             command = commands.recv() => match command {
-                Some(command) => handle(&mut core, &mut jobs, command),
+                Some(command) => {
+                    let changes_fleet = command.changes_fleet();
+                    handle(&mut core, &mut jobs, &mut observer, command);
+                    changes_fleet
+                }
                 None => break,
             },
-            _ = ticker.tick() => core.tick(Instant::now()),
-        }
+            _ = ticker.tick() => {
+                core.tick(Instant::now());
+                true
+            }
+            _ = sampler.tick() => {
+                observer.sample(&core, Instant::now());
+                false
+            }
+        };
         for effect in core.take_effects() {
             route(&jobs, effect);
+        }
+        if changed {
+            observer.observe(&core, Instant::now());
         }
     }
     tracing::debug!("scheduler stopped");
@@ -277,7 +319,12 @@ fn job_span(jobs: &HashMap<String, JobChannel>, job_id: &str) -> Span {
         .map_or_else(Span::none, |channel| channel.span.clone())
 }
 
-fn handle(core: &mut SchedulerCore, jobs: &mut HashMap<String, JobChannel>, command: Command) {
+fn handle(
+    core: &mut SchedulerCore,
+    jobs: &mut HashMap<String, JobChannel>,
+    observer: &mut FleetObserver,
+    command: Command,
+) {
     let now = Instant::now();
     // A dropped reply receiver means the request was abandoned; nothing to do about it.
     match command {
@@ -358,7 +405,13 @@ fn handle(core: &mut SchedulerCore, jobs: &mut HashMap<String, JobChannel>, comm
         Command::Job { job_id, reply } => {
             let _ = reply.send(core.job(&job_id, now));
         }
-        Command::StopAccepting => core.stop_accepting(),
+        Command::StopAccepting => {
+            core.stop_accepting();
+            observer.close();
+        }
+        Command::Subscribe { reply } => {
+            let _ = reply.send(observer.subscribe(core, now));
+        }
     }
 }
 

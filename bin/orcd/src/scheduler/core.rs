@@ -636,6 +636,11 @@ impl SchedulerCore {
             .collect()
     }
 
+    /// Queued and running jobs only, in no particular order: what the fleet event stream diffs.
+    pub fn active_jobs(&self, now: Instant) -> Vec<JobInfo> {
+        self.jobs.values().map(|job| job.info(now, None)).collect()
+    }
+
     pub fn job(&self, job_id: &str, now: Instant) -> Option<JobInfo> {
         match self.jobs.get(job_id) {
             Some(job) => Some(job.info(now, None)),
