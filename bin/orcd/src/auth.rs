@@ -1,7 +1,8 @@
-//! Bearer-token authentication. Two kinds of token, each read from its own file: client API
-//! tokens (`/v1`, `/v2`, `GET /workers`, `/metrics`) and worker tokens (registration,
-//! heartbeats, deregistration, and what orcd presents to workers on `/execute`). `/health` and
-//! the web console's static files (`GET /`, `GET /console/*`) stay open. Tokens are kept as SHA-256 digests and compared in constant time; logs and the audit
+//! Bearer-token authentication. Three kinds of token, each read from its own file: client API
+//! tokens (`/v1`, `/v2`, `GET /workers`, `/metrics`), operator tokens (everything a client may
+//! do, on every client's jobs) and worker tokens (registration, heartbeats, deregistration, and
+//! what orcd presents to workers on `/execute`). `/health` and the web console's static files (`GET /`, `GET /console/*`) stay open. A job belongs to the
+//! token that submitted it: other client tokens neither see nor cancel it ([`JobScope`]). Tokens are kept as SHA-256 digests and compared in constant time; logs and the audit
 //! log only ever show a short fingerprint.
 
 use std::net::SocketAddr;
@@ -52,14 +53,36 @@ fn is_forget(path: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Client,
+    /// An operator: a client that sees and cancels every job.
+    Operator,
     Worker,
     Unknown,
+}
+
+/// Which jobs a client request may see and cancel; handed to handlers as a request extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobScope {
+    /// An operator token, or authentication off (whoever reaches orcd may do anything).
+    All,
+    /// The jobs submitted with the token of this fingerprint.
+    Owner(String),
+}
+
+impl JobScope {
+    /// Whether a job submitted by `owner` (its token's fingerprint) is visible in this scope.
+    pub fn allows(&self, owner: Option<&str>) -> bool {
+        match self {
+            JobScope::All => true,
+            JobScope::Owner(fingerprint) => owner == Some(fingerprint.as_str()),
+        }
+    }
 }
 
 /// The tokens orcd accepts and the one it presents to workers. Empty: authentication is off.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
     client: TokenSet,
+    operator: TokenSet,
     worker: TokenSet,
     /// The first worker token: sent as bearer on `POST {worker}/execute`.
     outbound: Option<OutboundToken>,
@@ -109,6 +132,32 @@ impl AuthConfig {
         }
     }
 
+    /// Adds operator tokens, read from `--admin-token-file`; they need the other two kinds,
+    /// since without them every client would see every job anyway.
+    pub fn with_operator_file(self, admin_token_file: Option<&Path>) -> anyhow::Result<Self> {
+        match admin_token_file {
+            None => Ok(self),
+            Some(_) if !self.is_enabled() => bail!(
+                "`--admin-token-file` needs `--api-token-file` and `--worker-token-file`: without client tokens every client already sees every job\nhint: see deploy/README.md for the three token files"
+            ),
+            Some(path) => self.with_operator_tokens(read_token_file(path, "admin token")?),
+        }
+    }
+
+    /// Adds operator tokens given directly (tests, embedding).
+    pub fn with_operator_tokens(mut self, operator: Vec<String>) -> anyhow::Result<Self> {
+        for token in &operator {
+            if self.client.contains(token) || self.worker.contains(token) {
+                bail!(
+                    "token {} is both an admin token and a client or worker token; an admin token must be its own",
+                    fingerprint(token)
+                );
+            }
+        }
+        self.operator = TokenSet::new(&operator)?;
+        Ok(self)
+    }
+
     fn build(client: Vec<String>, worker: Vec<String>) -> anyhow::Result<Self> {
         if let Some(shared) = client.iter().find(|token| worker.contains(token)) {
             bail!(
@@ -118,6 +167,7 @@ impl AuthConfig {
         }
         Ok(AuthConfig {
             client: TokenSet::new(&client)?,
+            operator: TokenSet::default(),
             outbound: worker.first().cloned().map(OutboundToken),
             worker: TokenSet::new(&worker)?,
         })
@@ -137,15 +187,33 @@ impl AuthConfig {
         (self.client.fingerprints(), self.worker.fingerprints())
     }
 
-    /// Which kind of token `presented` is. Both sets are searched whatever the first says, so
+    /// Which kind of token `presented` is. Every set is searched whatever the first says, so
     /// timing says nothing about the kind either.
     pub fn identify(&self, presented: &str) -> Caller {
         let is_client = self.client.contains(presented);
+        let is_operator = self.operator.contains(presented);
         let is_worker = self.worker.contains(presented);
-        match (is_client, is_worker) {
-            (true, _) => Caller::Client,
-            (false, true) => Caller::Worker,
-            (false, false) => Caller::Unknown,
+        match (is_client, is_operator, is_worker) {
+            (true, _, _) => Caller::Client,
+            (false, true, _) => Caller::Operator,
+            (false, false, true) => Caller::Worker,
+            (false, false, false) => Caller::Unknown,
+        }
+    }
+
+    /// The jobs a request that passed [`AuthConfig::check`] for a client route may act on.
+    pub fn job_scope(&self, headers: &HeaderMap) -> JobScope {
+        if !self.is_enabled() {
+            return JobScope::All;
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(bearer_token)
+            .unwrap_or_default();
+        match self.identify(presented) {
+            Caller::Operator => JobScope::All,
+            _ => JobScope::Owner(fingerprint(presented)),
         }
     }
 
@@ -174,9 +242,8 @@ impl AuthConfig {
         };
         let presented_fingerprint = fingerprint(presented);
         match (self.identify(presented), access) {
-            (Caller::Client, Access::Client) | (Caller::Worker, Access::Worker) => {
-                Ok(Some(presented_fingerprint))
-            }
+            (Caller::Client | Caller::Operator, Access::Client)
+            | (Caller::Worker, Access::Worker) => Ok(Some(presented_fingerprint)),
             (Caller::Unknown, _) => Err((
                 OrcdError::Unauthorized(format!(
                     "the bearer token ({presented_fingerprint}) is not valid for this orcd"
@@ -190,7 +257,7 @@ impl AuthConfig {
                 ),
                 Some(presented_fingerprint),
             )),
-            (Caller::Client, _) => Err((
+            (Caller::Client | Caller::Operator, _) => Err((
                 OrcdError::Forbidden(
                     "this endpoint is for workers and needs the worker token; a client API token was presented"
                         .to_owned(),
@@ -234,7 +301,9 @@ pub async fn authenticate(
     let access = required_access(request.method(), request.uri().path());
     match state.auth().check(access, request.headers()) {
         Ok(token) => {
+            let scope = state.auth().job_scope(request.headers());
             request.extensions_mut().insert(Actor { token, peer });
+            request.extensions_mut().insert(scope);
             next.run(request).await
         }
         Err((error, token)) => {
@@ -371,6 +440,44 @@ mod tests {
             AuthConfig::disabled().check(Access::Worker, &headers(None)),
             Ok(None)
         );
+    }
+
+    const OPERATOR: &str = "operator-token-0123456789";
+
+    #[test]
+    fn operator_tokens_act_on_every_job_and_only_on_client_routes() {
+        let auth = config()
+            .with_operator_tokens(vec![OPERATOR.into()])
+            .unwrap();
+        assert_eq!(auth.identify(OPERATOR), Caller::Operator);
+        let bearer = |token: &str| headers(Some(&format!("Bearer {token}")));
+        assert_eq!(
+            auth.check(Access::Client, &bearer(OPERATOR)),
+            Ok(Some(fingerprint(OPERATOR)))
+        );
+        let (refused, _) = auth.check(Access::Worker, &bearer(OPERATOR)).unwrap_err();
+        assert_eq!(refused.status_and_kind().0.as_u16(), 403);
+        assert_eq!(auth.job_scope(&bearer(OPERATOR)), JobScope::All);
+        let own = auth.job_scope(&bearer(CLIENT));
+        assert_eq!(own, JobScope::Owner(fingerprint(CLIENT)));
+        assert!(own.allows(Some(&fingerprint(CLIENT))));
+        assert!(!own.allows(Some(&fingerprint("second-client-token-xyz"))));
+        assert!(!own.allows(None));
+        assert_eq!(
+            AuthConfig::disabled().job_scope(&headers(None)),
+            JobScope::All
+        );
+        let shared = config()
+            .with_operator_tokens(vec![CLIENT.into()])
+            .unwrap_err();
+        assert!(shared.to_string().contains("admin token"), "{shared}");
+        let dir = tempfile::tempdir().unwrap();
+        let admin = dir.path().join("admin");
+        std::fs::write(&admin, OPERATOR).unwrap();
+        let alone = AuthConfig::disabled()
+            .with_operator_file(Some(&admin))
+            .unwrap_err();
+        assert!(alone.to_string().contains("--api-token-file"), "{alone}");
     }
 
     #[test]

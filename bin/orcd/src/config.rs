@@ -113,6 +113,10 @@ pub struct Args {
     /// File of worker tokens, one per line (mode 600): workers register with one, orcd sends the first to workers
     #[arg(long, env = "LLORCH_WORKER_TOKEN_FILE", value_name = "FILE")]
     pub worker_token_file: Option<PathBuf>,
+    /// File of operator (admin) tokens, one per line (mode 600): like a client token, but it sees
+    /// and cancels every client's jobs (`cargo xtask jobs` with LLORCH_API_TOKEN_FILE pointing here)
+    #[arg(long, env = "LLORCH_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Allow listening on a non-loopback address without tokens (anyone who reaches it can use it)
     #[arg(long, env = "LLORCH_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -180,7 +184,8 @@ impl Args {
         let auth = AuthConfig::from_files(
             self.api_token_file.as_deref(),
             self.worker_token_file.as_deref(),
-        )?;
+        )?
+        .with_operator_file(self.admin_token_file.as_deref())?;
         Ok(Settings {
             auth,
             audit: self.audit_settings(),

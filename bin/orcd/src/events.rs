@@ -306,6 +306,7 @@ mod tests {
             job_id: id.into(),
             model: "m".into(),
             submitted_at_ms: 0,
+            owner: None,
         }
     }
 

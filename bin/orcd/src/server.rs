@@ -28,7 +28,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, Tr
 use tracing::{Instrument, Level};
 
 use crate::audit::AuditLog;
-use crate::auth::{self, AuthConfig};
+use crate::auth::{self, AuthConfig, JobScope};
 use crate::config::Settings;
 use crate::dispatch::{spawn_job, JobContext, JobItem};
 use crate::error::OrcdError;
@@ -414,6 +414,7 @@ async fn admit(
             job_id: job_id.clone(),
             model: task.model.clone(),
             submitted_at_ms: unix_millis(),
+            owner: actor.token.clone(),
         })
         .await;
     let notices = match admitted {
@@ -521,27 +522,58 @@ pub async fn collect_result(
     )))
 }
 
-async fn list_tasks(State(state): State<AppState>) -> Result<Json<Vec<JobInfo>>, OrcdError> {
-    Ok(Json(state.scheduler.jobs().await?))
+/// The caller's jobs; every job for an operator token (or without authentication).
+async fn list_tasks(
+    State(state): State<AppState>,
+    Extension(scope): Extension<JobScope>,
+) -> Result<Json<Vec<JobInfo>>, OrcdError> {
+    let mut jobs = state.scheduler.jobs().await?;
+    jobs.retain(|job| scope.allows(job.owner.as_deref()));
+    Ok(Json(jobs))
+}
+
+/// A job the caller may see; another client's job is a 404, as if it did not exist.
+async fn visible_job(
+    state: &AppState,
+    scope: &JobScope,
+    job_id: String,
+) -> Result<JobInfo, OrcdError> {
+    validate_job_id(&job_id)?;
+    let job = state.scheduler.job(job_id.clone()).await?;
+    if !scope.allows(job.owner.as_deref()) {
+        return Err(OrcdError::JobNotFound(job_id));
+    }
+    Ok(job)
 }
 
 async fn get_task(
     State(state): State<AppState>,
+    Extension(scope): Extension<JobScope>,
     PathParam(job_id): PathParam,
 ) -> Result<Json<JobInfo>, OrcdError> {
-    validate_job_id(&job_id)?;
-    Ok(Json(state.scheduler.job(job_id).await?))
+    Ok(Json(visible_job(&state, &scope, job_id).await?))
 }
 
 /// Cancels a queued job at once; a running one is stopped by its task, whose stream then ends
-/// with a `done` event with `finish_reason: cancelled`.
+/// with a `done` event with `finish_reason: cancelled`. The audit log names who asked.
 async fn cancel_task(
     State(state): State<AppState>,
+    Extension(scope): Extension<JobScope>,
+    Extension(actor): Extension<Actor>,
     PathParam(job_id): PathParam,
 ) -> Result<Json<CancelResult>, OrcdError> {
-    validate_job_id(&job_id)?;
+    let job_id = visible_job(&state, &scope, job_id).await?.job_id;
     let previous_state = state.scheduler.cancel(job_id.clone()).await?;
     tracing::info!(%job_id, ?previous_state, "job cancelled");
+    if let Some(audit) = &state.audit {
+        audit.record(
+            Some(actor),
+            AuditEvent::CancelRequested {
+                job_id: job_id.clone(),
+                previous_state,
+            },
+        );
+    }
     Ok(Json(CancelResult {
         job_id,
         previous_state,

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use llorch_api::audit::{sha256_hex, ChainVerifier};
+use llorch_api::JobInfo;
 use orcd::audit::AuditSettings;
 use orcd::auth::{fingerprint, AuthConfig};
 use orcd::Settings;
@@ -178,6 +179,108 @@ async fn a_burst_of_refused_requests_with_huge_paths_stays_small_in_the_audit_lo
         })
         .sum();
     assert_eq!(failures.len() as u64 + counted, 200, "{lines:#?}");
+}
+
+#[tokio::test]
+async fn jobs_belong_to_their_token_and_an_operator_sees_and_cancels_them_all() {
+    const OTHER_CLIENT_TOKEN: &str = "other-client-token-0123456789";
+    const OPERATOR_TOKEN: &str = "operator-token-0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let settings = Settings {
+        auth: AuthConfig::from_tokens(&[CLIENT_TOKEN, OTHER_CLIENT_TOKEN], &[WORKER_TOKEN])
+            .unwrap()
+            .with_operator_tokens(vec![OPERATOR_TOKEN.into()])
+            .unwrap(),
+        ..settings(&log)
+    };
+    let orcd = Orcd::start(settings).await;
+    // A job that keeps running until it is cancelled.
+    let worker = FakeWorker::start(Script::complete(100_000, Duration::from_millis(10))).await;
+    orcd.register_with_token(&worker.registration("w1", MODEL, 1), WORKER_TOKEN)
+        .await;
+    let response = orcd
+        .client
+        .post(format!("{}/v2/tasks", orcd.url))
+        .bearer_auth(CLIENT_TOKEN)
+        .json(&json!({"model": MODEL, "prompt": PROMPT, "max_tokens": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let job_id = response.headers()["x-llorch-job-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let stream = events(response);
+    let job_path = format!("/v2/tasks/{job_id}");
+    let send = |method: reqwest::Method, path: &str, token: &str| {
+        orcd.client
+            .request(method, format!("{}{path}", orcd.url))
+            .bearer_auth(token)
+            .send()
+    };
+    let listed = |token: &'static str| {
+        let request = send(reqwest::Method::GET, "/v2/tasks", token);
+        async move {
+            let jobs: Vec<JobInfo> = request.await.unwrap().json().await.unwrap();
+            jobs.into_iter().map(|job| job.job_id).collect::<Vec<_>>()
+        }
+    };
+
+    // Another client's token: the job does not exist for it.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let response = send(method.clone(), &job_path, OTHER_CLIENT_TOKEN)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{method}");
+    }
+    assert!(!listed(OTHER_CLIENT_TOKEN).await.contains(&job_id));
+    // Its owner sees it, with its owner's fingerprint.
+    let owned: JobInfo = send(reqwest::Method::GET, &job_path, CLIENT_TOKEN)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(owned.owner, Some(fingerprint(CLIENT_TOKEN)));
+    assert!(listed(CLIENT_TOKEN).await.contains(&job_id));
+    // The operator sees it and cancels it.
+    assert!(listed(OPERATOR_TOKEN).await.contains(&job_id));
+    let cancelled = send(reqwest::Method::DELETE, &job_path, OPERATOR_TOKEN)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let last = all_events(stream).await.pop();
+    assert!(
+        matches!(
+            last,
+            Some(llorch_api::StreamEvent::Done(ref stats))
+                if stats.finish_reason == llorch_api::FinishReason::Cancelled
+        ),
+        "{last:?}"
+    );
+
+    let lines = audit_lines(&orcd, &log).await;
+    let actor_of = |event: &str| {
+        lines
+            .iter()
+            .find(|line| line["event"] == event && line["job_id"] == job_id.as_str())
+            .unwrap_or_else(|| panic!("no {event} for the job in {lines:#?}"))["actor"]["token"]
+            .clone()
+    };
+    assert_eq!(
+        actor_of("task_submitted"),
+        fingerprint(CLIENT_TOKEN).as_str()
+    );
+    assert_eq!(
+        actor_of("cancel_requested"),
+        fingerprint(OPERATOR_TOKEN).as_str()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    for secret in [CLIENT_TOKEN, OTHER_CLIENT_TOKEN, OPERATOR_TOKEN] {
+        assert!(!text.contains(secret), "the audit log holds a token");
+    }
 }
 
 #[tokio::test]

@@ -74,6 +74,11 @@ pub enum AuditEvent {
         generated_tokens: u32,
         duration_ms: f64,
     },
+    /// A client asked to cancel a job (`DELETE /v2/tasks/{id}`); the actor says who.
+    CancelRequested {
+        job_id: String,
+        previous_state: crate::JobState,
+    },
     TaskCancelled {
         job_id: String,
         model: String,

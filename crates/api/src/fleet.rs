@@ -133,6 +133,7 @@ mod tests {
         };
         let job = JobInfo {
             job_id: "j".into(),
+            owner: None,
             model: "m".into(),
             worker_id: Some("w".into()),
             state: JobState::Running,

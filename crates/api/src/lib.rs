@@ -445,6 +445,10 @@ impl JobState {
 pub struct JobInfo {
     pub job_id: String,
     pub model: String,
+    /// Fingerprint of the token that submitted the job (absent without authentication): only
+    /// that token, and operator tokens, see and cancel the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub worker_id: Option<String>,
     pub state: JobState,
     pub prompt_tokens: u32,

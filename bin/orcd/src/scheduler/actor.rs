@@ -463,6 +463,7 @@ mod tests {
             job_id: id.into(),
             model: "m".into(),
             submitted_at_ms: 0,
+            owner: None,
         }
     }
 

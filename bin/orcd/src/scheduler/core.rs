@@ -116,6 +116,8 @@ pub struct NewJob {
     pub model: String,
     /// Wall-clock time of acceptance, for display only; durations use `now`.
     pub submitted_at_ms: u64,
+    /// Fingerprint of the token that submitted the job; `None` without authentication.
+    pub owner: Option<String>,
 }
 
 #[derive(Debug)]
@@ -167,6 +169,7 @@ impl Worker {
 struct Job {
     job_id: String,
     model: String,
+    owner: Option<String>,
     state: JobState,
     worker_id: Option<String>,
     /// Workers that failed this job; it is not sent to them again.
@@ -210,6 +213,7 @@ impl Job {
         JobInfo {
             job_id: self.job_id.clone(),
             model: self.model.clone(),
+            owner: self.owner.clone(),
             worker_id: self.worker_id.clone(),
             state,
             prompt_tokens,
@@ -438,6 +442,7 @@ impl SchedulerCore {
             Job {
                 job_id: job.job_id,
                 model: job.model,
+                owner: job.owner,
                 state: JobState::Queued,
                 worker_id: None,
                 excluded: BTreeSet::new(),

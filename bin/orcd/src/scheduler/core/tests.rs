@@ -42,6 +42,7 @@ fn job(id: &str, model: &str) -> NewJob {
         job_id: id.into(),
         model: model.into(),
         submitted_at_ms: 0,
+        owner: None,
     }
 }
 
