@@ -101,9 +101,37 @@ pub fn cargo(cx: &Context, args: &[OsString]) -> duct::Expression {
             .collect::<Vec<_>>()
             .join(" ")
     ));
-    duct::cmd("cargo", args)
+    let mut expression = duct::cmd("cargo", args)
         .dir(&cx.settings.repo_root)
-        .stdin_null()
+        .stdin_null();
+    for name in inherited_package_env() {
+        expression = expression.env_remove(name);
+    }
+    expression
+}
+
+/// The variables cargo sets for the program it runs (`cargo xtask` is `cargo run`): build
+/// scripts such as ring's rerun when they change, so a nested cargo that inherited them would
+/// rebuild what a plain `cargo build` had built, and the other way round. Removed, a build is
+/// fresh however xtask was started.
+fn inherited_package_env() -> Vec<OsString> {
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let name = name.to_string_lossy();
+            name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || name.starts_with("CARGO_BIN_EXE_")
+                || matches!(
+                    name.as_ref(),
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+        })
+        .collect()
 }
 
 /// Builds every binary of the workspace, orcd and the worker among them. Cargo unifies the

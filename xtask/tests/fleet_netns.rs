@@ -475,6 +475,11 @@ fn a_fleet_comes_up_from_one_file_and_keeps_to_it() {
     let _sshd_c_again = restart_sshd(&sshd_c, &namespaces.c);
 
     // 6. `down` leaves no worker, no record and no unit.
+    let running = [
+        pids(&run_b, "fl-b1"),
+        pids(&run_b, "fl-b2"),
+        pids(&run_c, "fl-c1"),
+    ];
     let down = fleet(&["down"]).success().json();
     assert!(
         actions(host(&down, "hb"))
@@ -496,8 +501,8 @@ fn a_fleet_comes_up_from_one_file_and_keeps_to_it() {
             .unwrap_or(0);
         assert_eq!(markers, 0, "fleet markers left in {}", run_dir.display());
     }
-    for pid in [b1, c1] {
-        assert!(!support::pid_alive(pid));
+    for pid in running {
+        assert!(!support::pid_alive(pid), "worker pid {pid} still runs");
     }
     let units: Vec<_> = [&sshd_b, &sshd_c]
         .iter()

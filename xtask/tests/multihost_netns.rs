@@ -2,7 +2,7 @@
 //! network namespace, two pool hosts in two others, each with its own sshd, joined by veth
 //! pairs. Run command by command as the README's "Many hosts" section says, then the failures
 //! the path must report: a loopback orchestrator URL, a loopback advertised address, and a link
-//! that dies mid-stream.
+//! that dies mid-stream (the client hears of it when orcd marks the worker dead).
 //!
 //! Needs root and `ip netns`; without them every test is reported as ignored (skipped), never
 //! passed. Needs the release `orcd` and `llorch-worker` (`cargo xtask build all`) and the default
@@ -44,8 +44,8 @@ fn main() {
             a_loopback_orchestrator_or_advertised_address_is_refused_with_the_flag_to_set,
         ),
         trial(
-            "a_dead_link_ends_the_clients_stream_and_cancels_the_job_at_the_worker",
-            a_dead_link_ends_the_clients_stream_and_cancels_the_job_at_the_worker,
+            "a_dead_link_ends_the_clients_stream_within_the_heartbeat_timeout",
+            a_dead_link_ends_the_clients_stream_within_the_heartbeat_timeout,
         ),
     ];
     libtest_mimic::run(&args, tests).exit();
@@ -242,7 +242,8 @@ impl Fleet {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let orcd_log = tokens.path().join("orcd.log");
+        // orcd's log goes to stderr; stdout has only its "listening" line.
+        let orcd_log = tokens.path().join("orcd.err");
         let orcd = KillOnDrop(
             Command::new("ip")
                 .args(["netns", "exec", &net.orcd])
@@ -254,8 +255,8 @@ impl Fleet {
                 .arg(tokens.path().join("worker.token"))
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&orcd_log).unwrap())
-                .stderr(std::fs::File::create(tokens.path().join("orcd.err")).unwrap())
+                .stdout(std::fs::File::create(tokens.path().join("orcd.out")).unwrap())
+                .stderr(std::fs::File::create(&orcd_log).unwrap())
                 .spawn()
                 .expect("starting orcd"),
         );
@@ -463,7 +464,10 @@ fn readme_multi_host_path_gives_two_hosts_serving_jobs() -> Result<(), Failed> {
     let mut sorted = served.clone();
     sorted.sort();
     check(sorted == [id_a.clone(), id_b.clone()], || {
-        format!("the two jobs ran on {served:?}, not one on each host")
+        format!(
+            "the two jobs ran on {served:?}, not one on each host; orcd:\n{}",
+            fleet.orcd_log()
+        )
     })?;
 
     // The README's client command.
@@ -578,7 +582,10 @@ fn a_loopback_orchestrator_or_advertised_address_is_refused_with_the_flag_to_set
     Ok(())
 }
 
-fn a_dead_link_ends_the_clients_stream_and_cancels_the_job_at_the_worker() -> Result<(), Failed> {
+/// The worker's side of a dead link (a stream nobody reads is cancelled after 10 s) is tested
+/// in llorch-worker's `server` tests: how much a dead TCP link absorbs before a write stalls
+/// depends on kernel buffers, too much to bound a test on.
+fn a_dead_link_ends_the_clients_stream_within_the_heartbeat_timeout() -> Result<(), Failed> {
     let fleet = Fleet::start("3");
     fleet.add_hosts();
     let token = fleet.worker_token_file();
@@ -651,19 +658,5 @@ fn a_dead_link_ends_the_clients_stream_and_cancels_the_job_at_the_worker() -> Re
         format!("the stream must end with an error naming the worker: {last_line}")
     })?;
 
-    // The worker keeps writing into the dead link until its buffers fill; then its stream
-    // stalls and the job is cancelled there instead of generating all 1800 tokens.
-    let log = fleet.a.remote.run_dir.join("cut-off.log");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("has not read the stream") {
-            break;
-        }
-        check(Instant::now() < deadline, || {
-            format!("the worker never cancelled the stalled job; its log:\n{text}")
-        })?;
-        std::thread::sleep(Duration::from_millis(500));
-    }
     Ok(())
 }

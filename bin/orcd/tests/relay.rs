@@ -485,3 +485,40 @@ async fn a_draining_orcd_refuses_new_tasks() {
     assert_eq!(body.error_type, ErrorKind::ShuttingDown);
     assert_eq!(worker.executions(), 0);
 }
+
+#[tokio::test]
+async fn a_worker_marked_dead_ends_its_running_streams_at_once() {
+    let orcd = Orcd::start(Settings {
+        scheduler: orcd::scheduler::SchedulerConfig {
+            heartbeat_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+        // Far beyond this test's patience: only the missed heartbeats can end the stream.
+        worker_silence: Duration::from_secs(60),
+        ..settings()
+    })
+    .await;
+    // Registered once and never heard from again, like a host whose link died mid-stream.
+    let worker = FakeWorker::start(Script {
+        behavior: Behavior::StallAfter(3),
+        ..Script::complete(16, FAST)
+    })
+    .await;
+    orcd.register(&worker.registration("w1", MODEL, 1)).await;
+
+    let started = std::time::Instant::now();
+    let all = all_events(events(orcd.submit(task(16)).await)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(token_count(&all), 3);
+    match all.last() {
+        Some(StreamEvent::Error {
+            message,
+            error_type: ErrorKind::Worker,
+        }) => assert!(message.contains("dead"), "{message}"),
+        other => panic!("expected an error event naming the dead worker, got {other:?}"),
+    }
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the client learned of the dead worker only after {elapsed:?}"
+    );
+}

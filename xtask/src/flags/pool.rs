@@ -127,7 +127,8 @@ Without --port, a free port is picked before the worker starts. The worker's out
         /// host (~/.config/llorch/worker.token, mode 0600) when missing there
         #[arg(long, env = "LLORCH_WORKER_TOKEN_FILE", value_name = "FILE")]
         worker_token_file: Option<PathBuf>,
-        /// Directory holding the llorch-worker binary (default: <repo>/target/release)
+        /// Directory holding the llorch-worker binary (default: <repo>/target/release); with
+        /// --host only the flag is passed on, not this machine's LLORCH_BIN_DIR
         #[arg(long, env = "LLORCH_BIN_DIR", value_name = "DIR")]
         bin_dir: Option<PathBuf>,
         /// Seconds to wait for the worker to load its model and report ready

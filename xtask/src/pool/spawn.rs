@@ -228,7 +228,14 @@ fn spawn_on_host(
     if let Some(port) = spec.port {
         args.extend(["--port".to_owned(), port.to_string()]);
     }
-    if let Some(dir) = &spec.bin_dir {
+    // LLORCH_BIN_DIR here names a directory of THIS machine; only an explicit --bin-dir is
+    // meant for the host.
+    let from_env = std::env::var_os("LLORCH_BIN_DIR").map(PathBuf::from);
+    if let Some(dir) = spec
+        .bin_dir
+        .as_ref()
+        .filter(|dir| from_env.as_ref() != Some(dir))
+    {
         args.extend(["--bin-dir".to_owned(), path_text(dir)?]);
     }
     if let Some(token_file) = &spec.worker_token_file {
