@@ -739,10 +739,6 @@ mod tests {
             (json!({"n": 5}), "`n` must be between 1 and 4"),
             (json!({"n": 0}), "`n`"),
             (json!({"seed": -1}), "`seed`"),
-            (
-                json!({"temperature": 2.5}),
-                "`temperature` must be at most 2",
-            ),
             (json!({"stop": 5}), "`stop` must be"),
             (json!({"stop": ["a", 1]}), "`stop[1]`"),
             (json!({"tools": [{"type": "function"}]}), "`tools`"),
