@@ -1,5 +1,6 @@
 //! Daemon lifecycles end to end with the real orcd and worker binaries: clients that hang up
-//! right after sending a task, the drain after SIGTERM, slow and idle connections.
+//! right after sending a task, the drain after SIGTERM, slow and idle connections; and token
+//! counts that stay true when a character takes several tokens.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -376,5 +377,155 @@ fn slow_and_idle_clients_are_disconnected_while_health_stays_fast() {
         let worker = start_worker(&orcd.url, 1, &limits).unwrap();
         slow_and_idle_clients_are_cut_off(&orcd).await;
         slow_and_idle_clients_are_cut_off(&worker).await;
+    });
+}
+
+/// Linear B syllables: the default model has no token for them, so each one is generated as
+/// four byte tokens and streamed as one `token` event (measured: 6 events for 24 tokens).
+const MULTIBYTE_PROMPT: &str =
+    "\u{10000}\u{10001}\u{10002}\u{10003}\u{10004}\u{10005}\u{10006}\u{10007}";
+
+fn tokens_in(events: &[StreamEvent]) -> (u32, u32) {
+    events
+        .iter()
+        .fold((0, 0), |(count, tokens), event| match event {
+            StreamEvent::Token { tokens: more, .. } => (count + 1, tokens + more),
+            _ => (count, tokens),
+        })
+}
+
+async fn tokens_metric(orcd_url: &str) -> u64 {
+    let text = reqwest::get(format!("{orcd_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!(
+        "llorch_tokens_generated_total{{model=\"{}\"}} ",
+        default_model_id()
+    );
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |count| count.trim().parse().unwrap())
+}
+
+/// `generated_tokens` of the audit record that ended `job_id`.
+fn audited_tokens(path: &Path, job_id: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<AuditRecord>(line).ok())
+        .find_map(|record| match record.event {
+            AuditEvent::TaskFinished {
+                job_id: id,
+                generated_tokens,
+                ..
+            }
+            | AuditEvent::TaskCancelled {
+                job_id: id,
+                generated_tokens,
+                ..
+            } if id == job_id => Some(generated_tokens),
+            _ => None,
+        })
+}
+
+#[test]
+fn generated_tokens_count_tokens_not_events_when_characters_span_several_tokens() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let audit_path = dir.path().join("audit.jsonl");
+        let orcd = start_orcd(
+            "127.0.0.1:0",
+            &["--audit-log", audit_path.to_str().unwrap()],
+        )
+        .unwrap();
+        let _worker = start_worker(&orcd.url, 2, &[]).unwrap();
+        wait_for_live_workers(&orcd.url, 1, Duration::from_secs(60))
+            .await
+            .unwrap();
+
+        // A finished job: orcd's every count equals the worker's `done` count.
+        let events = submit(&orcd.url, &greedy_task(MULTIBYTE_PROMPT, 24))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let Some(StreamEvent::Started { job_id, .. }) = events.first().cloned() else {
+            panic!("{events:?}")
+        };
+        let Some(StreamEvent::Done(stats)) = events.last().cloned() else {
+            panic!("{events:?}")
+        };
+        let (event_count, event_tokens) = tokens_in(&events);
+        assert!(
+            event_count < stats.generated_tokens,
+            "every character was one token ({event_count} events); the prompt no longer tests this"
+        );
+        assert_eq!(event_tokens, stats.generated_tokens, "{events:?}");
+        let info: JobInfo = reqwest::get(format!("{}/v2/tasks/{job_id}", orcd.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info.generated_tokens, stats.generated_tokens);
+        assert_eq!(
+            tokens_metric(&orcd.url).await,
+            u64::from(stats.generated_tokens)
+        );
+
+        // A cancelled job: orcd's made-up `done` counts the tokens of what it relayed.
+        let mut stream = submit(&orcd.url, &greedy_task(MULTIBYTE_PROMPT, 400))
+            .await
+            .unwrap();
+        let mut relayed = Vec::new();
+        let mut cancelled_id = None;
+        while relayed.len() < 3 {
+            match stream.next().await {
+                Some(Ok(StreamEvent::Started { job_id, .. })) => cancelled_id = Some(job_id),
+                Some(Ok(event @ StreamEvent::Token { .. })) => relayed.push(event),
+                other => panic!("{other:?}"),
+            }
+        }
+        let cancelled_id = cancelled_id.unwrap();
+        reqwest::Client::new()
+            .delete(format!("{}/v2/tasks/{cancelled_id}", orcd.url))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        let rest = stream.collect().await.unwrap();
+        relayed.extend(rest.iter().cloned());
+        let Some(StreamEvent::Done(cancelled)) = rest.last() else {
+            panic!("{rest:?}")
+        };
+        assert_eq!(cancelled.finish_reason, llorch_api::FinishReason::Cancelled);
+        let (cancelled_events, cancelled_tokens) = tokens_in(&relayed);
+        assert!(cancelled_events < cancelled_tokens, "{relayed:?}");
+        assert_eq!(cancelled.generated_tokens, cancelled_tokens);
+
+        wait_until(
+            "both jobs in the audit log",
+            Duration::from_secs(10),
+            || {
+                std::future::ready(
+                    audited_tokens(&audit_path, &job_id).is_some()
+                        && audited_tokens(&audit_path, &cancelled_id).is_some(),
+                )
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            audited_tokens(&audit_path, &job_id),
+            Some(stats.generated_tokens)
+        );
+        assert_eq!(
+            audited_tokens(&audit_path, &cancelled_id),
+            Some(cancelled_tokens)
+        );
     });
 }
