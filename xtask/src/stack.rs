@@ -251,7 +251,7 @@ fn print_next_steps(
         None => format!("orcd at {orcd_url}"),
     };
     cx.out.status(format!(
-        "\n{}\n  {orcd_line}\n  worker {} serving {model} at {}\n\n{}\n  cargo xtask jobs submit --model {model} --prompt 'Once upon a time'\n  curl -N {orcd_url}/v2/tasks -H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"prompt\":\"Hello\",\"max_tokens\":32}}'\n  cargo xtask jobs list\n  cargo xtask pool worker list\n{}\n  cargo xtask down",
+        "\n{}\n  {orcd_line}\n  worker {} serving {model} at {}\n  web console at {orcd_url}/\n\n{}\n  cargo xtask jobs submit --model {model} --prompt 'Once upon a time'\n  curl -N {orcd_url}/v2/tasks -H 'content-type: application/json' -d '{{\"model\":\"{model}\",\"prompt\":\"Hello\",\"max_tokens\":32}}'\n  cargo xtask jobs list\n  cargo xtask pool worker list\n{}\n  cargo xtask down",
         paint.green("the stack is running:"),
         worker.worker_id,
         worker.url,

@@ -137,6 +137,27 @@ pub fn diagnose(repo_root: &Path) -> Vec<Finding> {
             manager,
         ),
         sshd(manager),
+        // The web console's browser test drives headless Chromium through chromedriver.
+        program(
+            "chromium",
+            Need::Tests,
+            &["--version"],
+            Some(Packages {
+                apt: &["chromium"],
+                brew: &[],
+            }),
+            manager,
+        ),
+        program(
+            "chromedriver",
+            Need::Tests,
+            &["--version"],
+            Some(Packages {
+                apt: &["chromium-driver"],
+                brew: &[],
+            }),
+            manager,
+        ),
         program(
             "python3",
             Need::Required,
