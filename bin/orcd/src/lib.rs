@@ -11,8 +11,8 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
-pub mod cors;
 pub mod console;
+pub mod cors;
 pub mod dispatch;
 pub mod error;
 pub mod events;

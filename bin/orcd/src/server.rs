@@ -4,8 +4,8 @@
 //! tasks get 503 while admitted jobs run for up to the drain time; then the rest are ended
 //! and connections close.
 
-use std::net::SocketAddr;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,8 +38,8 @@ use crate::openai;
 use crate::scheduler::{NewJob, SchedulerHandle};
 use crate::sse::sse_response;
 use crate::validation::{
-    check_advertised_url, validate_job_id, validate_registration, validate_task, validate_worker_id, PromptInput,
-    RequestLimits, ValidTask,
+    check_advertised_url, validate_job_id, validate_registration, validate_task,
+    validate_worker_id, PromptInput, RequestLimits, ValidTask,
 };
 
 /// Names the job of a `POST /v2/tasks` answer, so a client can cancel it before any event.

@@ -51,9 +51,7 @@ impl WorkerError {
             WorkerError::Validation(ValidationError::PromptTooLong { .. }) => {
                 ErrorKind::ContextLength
             }
-            WorkerError::Validation(_) | WorkerError::UnsupportedMediaType => {
-                ErrorKind::Validation
-            }
+            WorkerError::Validation(_) | WorkerError::UnsupportedMediaType => ErrorKind::Validation,
             WorkerError::Unauthorized(_) => ErrorKind::Unauthorized,
             // orcd treats a loading worker like a full one: try another or wait.
             WorkerError::Loading | WorkerError::QueueFull { .. } => ErrorKind::QueueFull,

@@ -582,8 +582,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_nobody_reads_is_cancelled_at_the_worker_after_the_stall_limit() {
         let (engine_side, events) = mpsc::unbounded_channel();
-        let stream =
-            relay_with_stall_limit(events, 2, Duration::from_millis(200));
+        let stream = relay_with_stall_limit(events, 2, Duration::from_millis(200));
         for index in 0..10 {
             engine_side.send(token(index)).unwrap();
         }
