@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -20,6 +20,7 @@ use llorch_api::fleet::{
 use llorch_api::{JobInfo, WorkerInfo};
 use tokio::sync::broadcast;
 
+use crate::auth::JobScope;
 use crate::error::OrcdError;
 use crate::scheduler::{ModelSummary, SchedulerCore, SchedulerHandle};
 use crate::server::AppState;
@@ -237,19 +238,40 @@ fn unix_millis() -> u64 {
 
 /// `GET /v2/events`: the snapshot, then every change, as server-sent events named by
 /// [`FleetEvent::name`]. A subscriber that falls behind gets a fresh snapshot.
-pub async fn fleet_events(State(state): State<AppState>) -> Result<Response, OrcdError> {
+/// Jobs follow the ownership rule of `/v2/tasks`: a client token sees only the jobs it
+/// submitted, an operator token (or orcd without tokens) sees every job.
+pub async fn fleet_events(
+    State(state): State<AppState>,
+    Extension(scope): Extension<JobScope>,
+) -> Result<Response, OrcdError> {
     let scheduler = state.scheduler().clone();
     let subscription = scheduler.subscribe().await?;
     let events = futures::stream::unfold(
         Subscriber::Starting(scheduler, subscription),
         Subscriber::next,
     )
+    .filter_map(move |event| std::future::ready(visible_to(&scope, event)))
     .map(|event| Ok::<_, Infallible>(Event::default().event(event.name()).data(event.data_json())));
     Ok((
         [(X_ACCEL_BUFFERING, "no")],
         Sse::new(events).keep_alive(KeepAlive::default()),
     )
         .into_response())
+}
+
+/// The event as `scope` may see it: other owners' jobs are left out of snapshots and their
+/// job events are not sent.
+fn visible_to(scope: &JobScope, event: FleetEvent) -> Option<FleetEvent> {
+    match event {
+        FleetEvent::Job(job) if !scope.allows(job.owner.as_deref()) => None,
+        FleetEvent::Snapshot(mut snapshot) => {
+            snapshot
+                .jobs
+                .retain(|job| scope.allows(job.owner.as_deref()));
+            Some(FleetEvent::Snapshot(snapshot))
+        }
+        event => Some(event),
+    }
 }
 
 /// The state of one subscriber's stream.
