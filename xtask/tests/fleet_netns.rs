@@ -358,10 +358,12 @@ fn a_fleet_comes_up_from_one_file_and_keeps_to_it() {
         "{first:#}"
     );
     assert_eq!(actions(host(&first, "hc")), pairs(&[("fl-c1", "start")]));
-    // The hosts share this machine's checkout, build and models: found in place, not redone.
+    // The hosts share this machine's checkout and models: found in place, not redone. The
+    // build may still compile the first time (the test harness built with other cargo
+    // variables); the second `up` below must then find it done.
     for name in ["hb", "hc"] {
         for step in host(&first, name)["steps"].as_array().unwrap() {
-            if step["step"] != "token" {
+            if step["step"] != "token" && step["step"] != "build" {
                 assert_eq!(step["outcome"], "unchanged", "{name}: {step:#}");
             }
         }
