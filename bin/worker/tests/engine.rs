@@ -399,7 +399,7 @@ async fn router_streams_sse_and_refuses_chat_without_a_template() {
     let body = serde_json::to_string(&request("sse", PROMPT, 16)).unwrap();
     let response = router
         .clone()
-        .oneshot(Request::post("/execute").body(Body::from(body)).unwrap())
+        .oneshot(Request::post("/execute").header("content-type", "application/json").body(Body::from(body)).unwrap())
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -441,6 +441,7 @@ async fn router_streams_sse_and_refuses_chat_without_a_template() {
     let response = router
         .oneshot(
             Request::post("/execute")
+                .header("content-type", "application/json")
                 .body(Body::from(serde_json::to_string(&chat).unwrap()))
                 .unwrap(),
         )
