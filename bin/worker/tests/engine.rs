@@ -399,7 +399,12 @@ async fn router_streams_sse_and_refuses_chat_without_a_template() {
     let body = serde_json::to_string(&request("sse", PROMPT, 16)).unwrap();
     let response = router
         .clone()
-        .oneshot(Request::post("/execute").header("content-type", "application/json").body(Body::from(body)).unwrap())
+        .oneshot(
+            Request::post("/execute")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
