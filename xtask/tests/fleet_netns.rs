@@ -15,14 +15,14 @@
 mod support;
 
 use std::{
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use libtest_mimic::{Arguments, Trial};
 use serde_json::Value;
+use support::netns::{in_netns, ip, KillOnDrop};
 use support::{Outcome, Sshd, SshdOptions};
 
 fn main() {
@@ -124,48 +124,6 @@ impl Drop for Namespaces {
         for netns in [&self.operator, &self.b, &self.c] {
             let _ = ip(&["netns", "del", netns]);
         }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|error| format!("running `ip`: {error}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-/// Runs `f` on a thread inside network namespace `netns`.
-fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let handle = std::fs::File::open(Path::new("/run/netns").join(netns)).unwrap();
-                // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
-                let result = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(result, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap()
-    })
-}
-
-/// A restarted sshd, stopped on drop.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -12,13 +12,13 @@ mod support;
 
 use std::{
     io::{BufRead, BufReader},
-    os::fd::AsRawFd,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use support::netns::{in_netns, ip, KillOnDrop};
 use support::{Sshd, SshdOptions, Xtask, API_TOKEN, WORKER_TOKEN};
 
 fn main() {
@@ -64,22 +64,6 @@ fn netns_unavailable() -> Option<String> {
             None
         }
         Err(error) => Some(error),
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|error| format!("running `ip`: {error}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
     }
 }
 
@@ -160,32 +144,6 @@ impl Drop for Net {
         for netns in [&self.orcd, &self.a, &self.b] {
             let _ = ip(&["netns", "del", netns]);
         }
-    }
-}
-
-/// Runs `f` on a thread inside network namespace `netns`.
-fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let handle = std::fs::File::open(Path::new("/run/netns").join(netns)).unwrap();
-                // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
-                let result = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(result, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap()
-    })
-}
-
-/// A child process killed on drop.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

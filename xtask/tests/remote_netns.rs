@@ -10,12 +10,12 @@
 mod support;
 
 use std::{
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use support::netns::{in_netns, ip, KillOnDrop};
 use support::{Sshd, SshdOptions};
 
 /// Two network namespaces joined by a veth pair: `a` at `a_ip`, `b` at `b_ip`. Deleted on drop,
@@ -69,49 +69,6 @@ impl Drop for NetnsPair {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.a]);
         let _ = ip(&["netns", "del", &self.b]);
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|error| format!("running `ip`: {error}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-/// Runs `f` on a thread that has joined network namespace `netns` (threads it starts, such as
-/// an HTTP client's runtime, join it too).
-fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let handle = std::fs::File::open(Path::new("/run/netns").join(netns)).unwrap();
-                // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
-                let result = unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(result, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap()
-    })
-}
-
-/// A child process killed on drop.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

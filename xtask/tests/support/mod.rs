@@ -10,6 +10,8 @@
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::{
     io::{Read, Write},
     net::TcpListener,
