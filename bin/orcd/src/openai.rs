@@ -7,7 +7,8 @@
 //!
 //! A stream's HTTP status is decided before its first byte: orcd waits until every choice's
 //! job has been accepted by a worker, so a prompt that does not fit is a 400
-//! `context_length_exceeded`, not a 200 followed by an error chunk.
+//! `context_length_exceeded`, not a 200 followed by an error chunk. A request still queued
+//! when orcd shuts down therefore gets a 503 `shutting_down` instead of a stream.
 
 mod answer;
 mod request;

@@ -15,13 +15,13 @@ use axum::body::Body;
 use axum::http::Request;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use llorch_api::{ErrorBody, ErrorKind, StreamEvent};
+use llorch_api::{ErrorBody, ErrorKind, JobInfo, StreamEvent};
 use orcd::scheduler::SchedulerConfig;
 use orcd::{AppState, Settings};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
-use support::{within, FakeWorker, Orcd, Script};
+use support::{eventually, within, FakeWorker, Orcd, Script};
 use tower::ServiceExt;
 
 const MODEL: &str = "fake-model";
@@ -486,6 +486,11 @@ fn fuzzed_task_and_registration_bodies_only_get_client_errors() {
     assert!(tried >= (TASK_CASES + REGISTRATION_CASES + PATH_CASES) as usize);
 }
 
+/// 40 streams on an 8-slot worker: 8 generate, 32 wait in the queue. A `/v2` stream answers 200
+/// with `queued` at once; an OpenAI stream decides its status when a worker accepts it, so a
+/// queued one has no answer yet. On shutdown every one ends explicitly: a running stream with
+/// its error event (`/v2`) or error chunk and `[DONE]` (`/v1`), a queued OpenAI request with a
+/// 503 `shutting_down`.
 #[tokio::test]
 async fn shutdown_under_load_ends_every_stream_of_both_apis_explicitly() {
     const STREAMS: usize = 40;
@@ -501,7 +506,7 @@ async fn shutdown_under_load_ends_every_stream_of_both_apis_explicitly() {
     let worker = FakeWorker::start(Script::complete(400, Duration::from_millis(25))).await;
     orcd.register(&worker.registration("w1", MODEL, 8)).await;
 
-    let mut readers = Vec::new();
+    let mut clients = Vec::new();
     for index in 0..STREAMS {
         let client = orcd.client.clone();
         let url = orcd.url.clone();
@@ -517,14 +522,17 @@ async fn shutdown_under_load_ends_every_stream_of_both_apis_explicitly() {
                 json!({"model": MODEL, "prompt": "go", "max_tokens": 400}),
             )
         };
-        let response = client
-            .post(format!("{url}{path}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{path}");
-        readers.push(tokio::spawn(async move {
+        clients.push(tokio::spawn(async move {
+            let response = client
+                .post(format!("{url}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            if status != 200 {
+                return (openai, Ending::Refused(status, response.text().await.unwrap()));
+            }
             let mut events = response.bytes_stream().eventsource();
             let mut last = Vec::new();
             while let Some(event) = events.next().await {
@@ -534,32 +542,57 @@ async fn shutdown_under_load_ends_every_stream_of_both_apis_explicitly() {
                     last.remove(0);
                 }
             }
-            (openai, last)
+            (openai, Ending::Streamed(last))
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually("every request to be admitted", async || {
+        orcd.get_json::<Vec<JobInfo>>("/v2/tasks").await.len() == STREAMS
+    })
+    .await;
     within("orcd to shut down", orcd.shut_down()).await.unwrap();
 
-    for reader in readers {
-        let (openai, last) = within("a stream to end", reader).await.unwrap();
-        if openai {
-            // The error chunk, then `[DONE]`.
-            assert_eq!(last[1].1, "[DONE]", "{last:?}");
-            let chunk: Value = serde_json::from_str(&last[0].1).unwrap();
-            assert_eq!(chunk["error"]["code"], "shutting_down", "{chunk}");
-        } else {
-            let (name, data) = &last[1];
-            let event = StreamEvent::from_sse(name, data).unwrap();
-            assert!(
-                matches!(
-                    event,
-                    StreamEvent::Error {
-                        error_type: ErrorKind::ShuttingDown,
-                        ..
-                    }
-                ),
-                "{event:?}"
-            );
+    let mut refused = 0;
+    for client in clients {
+        match within("a stream to end", client).await.unwrap() {
+            (true, Ending::Streamed(last)) => {
+                // The error chunk, then `[DONE]`.
+                assert_eq!(last[1].1, "[DONE]", "{last:?}");
+                let chunk: Value = serde_json::from_str(&last[0].1).unwrap();
+                assert_eq!(chunk["error"]["code"], "shutting_down", "{chunk}");
+            }
+            (true, Ending::Refused(status, body)) => {
+                refused += 1;
+                assert_eq!(status, 503, "{body}");
+                let body: Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+            }
+            (false, Ending::Streamed(last)) => {
+                let (name, data) = &last[1];
+                let event = StreamEvent::from_sse(name, data).unwrap();
+                assert!(
+                    matches!(
+                        event,
+                        StreamEvent::Error {
+                            error_type: ErrorKind::ShuttingDown,
+                            ..
+                        }
+                    ),
+                    "{event:?}"
+                );
+            }
+            (false, Ending::Refused(status, body)) => {
+                panic!("a /v2 task was refused with {status}: {body}")
+            }
         }
     }
+    // 8 slots hold 4 OpenAI streams at most (alternating submissions); the rest were queued.
+    assert!(refused >= STREAMS / 2 - 8, "only {refused} queued OpenAI requests were refused");
+}
+
+/// How a client's request ended.
+enum Ending {
+    /// A stream, with its last two events (name, data).
+    Streamed(Vec<(String, String)>),
+    /// A status other than 200, with the body.
+    Refused(u16, String),
 }
