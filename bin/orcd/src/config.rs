@@ -9,7 +9,7 @@ use clap::Parser;
 
 use crate::audit::AuditSettings;
 use crate::auth::AuthConfig;
-use crate::scheduler::SchedulerConfig;
+use crate::scheduler::{Routing, SchedulerConfig};
 use crate::validation::TaskLimits;
 
 const AFTER_HELP: &str = "\
@@ -71,6 +71,12 @@ pub struct Args {
         value_name = "N"
     )]
     pub dispatch_attempts: u32,
+    /// How a job picks among workers with a free slot: `prefix` (the one it sent the longest
+    /// prefix of this prompt before, whose KV cache likely still holds it, unless that one is
+    /// loaded unevenly) or `least-loaded`
+    #[arg(long, env = "LLORCH_ROUTING", default_value = "prefix", value_name = "POLICY",
+          value_parser = ["prefix", "least-loaded"])]
+    pub routing: String,
     /// Largest `max_tokens` a task may ask for
     #[arg(
         long,
@@ -169,6 +175,10 @@ impl Args {
                 queue_limit: self.queue_limit,
                 recent_jobs: self.recent_jobs,
                 dispatch_attempts: self.dispatch_attempts,
+                routing: match self.routing.as_str() {
+                    "least-loaded" => Routing::LeastLoaded,
+                    _ => defaults.scheduler.routing,
+                },
                 ..defaults.scheduler
             },
             limits: TaskLimits {
@@ -237,6 +247,8 @@ mod tests {
             "5",
             "--max-tokens-limit",
             "64",
+            "--routing",
+            "least-loaded",
         ])
         .unwrap();
         let settings = args.settings().unwrap();
@@ -244,7 +256,9 @@ mod tests {
         assert_eq!(settings.scheduler.heartbeat_timeout, Duration::from_secs(3));
         assert_eq!(settings.scheduler.queue_limit, 5);
         assert_eq!(settings.limits.max_tokens, 64);
+        assert_eq!(settings.scheduler.routing, Routing::LeastLoaded);
         assert!(Args::try_parse_from(["orcd", "--heartbeat-timeout-secs", "0"]).is_err());
+        assert!(Args::try_parse_from(["orcd", "--routing", "random"]).is_err());
     }
 
     #[test]

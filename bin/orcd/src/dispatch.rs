@@ -39,6 +39,8 @@ const CLIENT_BUFFER: usize = 64;
 const FINAL_EVENT_WAIT: Duration = Duration::from_secs(1);
 /// How long reading a refusal's body may take.
 const REFUSAL_BODY_WAIT: Duration = Duration::from_secs(2);
+/// How stale a running job's token count in `GET /v2/tasks` may be.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Everything a job's task needs besides its channels.
 #[derive(Debug, Clone)]
@@ -119,6 +121,10 @@ impl Drop for FinishReport {
         if let Some(audit) = &self.audit {
             audit.record(None, self.audit_event(&outcome, millis(elapsed)));
         }
+        if !matches!(outcome, JobOutcome::Completed(_)) && self.generated_tokens > 0 {
+            // The count in a cancelled or failed job's record is orcd's, not the worker's.
+            self.scheduler.progress(&self.job_id, self.generated_tokens);
+        }
         self.scheduler.finish(&self.job_id, outcome);
     }
 }
@@ -161,6 +167,8 @@ impl FinishReport {
 #[derive(Debug, Default)]
 struct Relayed {
     tokens: u32,
+    /// When the scheduler last heard the token count.
+    progress_reported_at: Option<Instant>,
     /// The worker of the latest dispatch.
     worker_id: Option<String>,
     dispatched_at: Option<Instant>,
@@ -188,6 +196,7 @@ impl Relayed {
             time_to_first_token_ms,
             tokens_per_second,
             prompt_tokens_per_second: 0.0,
+            cached_prompt_tokens: 0,
         }
     }
 }
@@ -277,6 +286,21 @@ impl JobRun {
         }
     }
 
+    /// Tells the scheduler the token count: at the first token (its time to first token), then
+    /// at most every [`PROGRESS_INTERVAL`]. Counting happens here, so a relayed token costs
+    /// the scheduler no message.
+    fn report_progress(&mut self, job_id: &str) {
+        let now = Instant::now();
+        let due = self
+            .relayed
+            .progress_reported_at
+            .is_none_or(|at| now.duration_since(at) >= PROGRESS_INTERVAL);
+        if due {
+            self.relayed.progress_reported_at = Some(now);
+            self.context.scheduler.progress(job_id, self.relayed.tokens);
+        }
+    }
+
     /// One dispatch: send the request, then relay the worker's stream until it ends.
     async fn execute(&mut self, worker_id: &str, url: &str) -> Attempt {
         let job_id = self.context.job_id.clone();
@@ -348,7 +372,7 @@ impl JobRun {
                         let waited = self.context.accepted_at.elapsed().as_secs_f64();
                         self.context.job_metrics.first_token_after(waited);
                     }
-                    self.context.scheduler.token(&job_id);
+                    self.report_progress(&job_id);
                     if let Err(interrupt) = self.emit(Ok(event)).await {
                         return Attempt::Finished(self.interrupted(interrupt).await);
                     }

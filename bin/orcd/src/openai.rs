@@ -531,6 +531,7 @@ fn usage(stats: &llorch_api::GenerationStats) -> Value {
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.generated_tokens,
         "total_tokens": stats.prompt_tokens + stats.generated_tokens,
+        "prompt_tokens_details": {"cached_tokens": stats.cached_prompt_tokens},
     })
 }
 
@@ -784,6 +785,7 @@ mod tests {
             time_to_first_token_ms: 1.0,
             tokens_per_second: 1.0,
             prompt_tokens_per_second: 1.0,
+            cached_prompt_tokens: 2,
         }
     }
 
@@ -804,7 +806,8 @@ mod tests {
         assert_eq!(chat["choices"][0]["finish_reason"], "length");
         assert_eq!(
             chat["usage"],
-            json!({"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8})
+            json!({"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8,
+                   "prompt_tokens_details": {"cached_tokens": 2}})
         );
         let text = answer(Endpoint::Completions).whole("hi", &stats(FinishReason::Cancelled));
         assert_eq!(text["object"], "text_completion");

@@ -335,6 +335,7 @@ pub async fn start_job(
             job_id: job_id.clone(),
             model: task.model.clone(),
             submitted_at_ms: unix_millis(),
+            prefixes: crate::scheduler::affinity::task_prefixes(&task.input),
         })
         .await;
     let notices = match admitted {

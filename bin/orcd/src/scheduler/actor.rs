@@ -60,8 +60,9 @@ enum Command {
     WorkerLost {
         worker_id: String,
     },
-    Token {
+    Progress {
         job_id: String,
+        generated_tokens: u32,
     },
     Finish {
         job_id: String,
@@ -184,9 +185,11 @@ impl SchedulerHandle {
         });
     }
 
-    pub fn token(&self, job_id: &str) {
-        self.tell(Command::Token {
+    /// How many tokens a running job has relayed so far (sent now and then, not per token).
+    pub fn progress(&self, job_id: &str, generated_tokens: u32) {
+        self.tell(Command::Progress {
             job_id: job_id.to_owned(),
+            generated_tokens,
         });
     }
 
@@ -294,7 +297,10 @@ fn handle(
             failure,
         } => core.dispatch_failed(&job_id, &worker_id, failure, now),
         Command::WorkerLost { worker_id } => core.worker_lost(&worker_id, now),
-        Command::Token { job_id } => core.record_token(&job_id, now),
+        Command::Progress {
+            job_id,
+            generated_tokens,
+        } => core.record_progress(&job_id, generated_tokens, now),
         Command::Finish { job_id, outcome } => {
             // Every job task reports its end exactly once, so this is where its channel goes.
             notices.remove(&job_id);
@@ -356,6 +362,7 @@ mod tests {
             job_id: id.into(),
             model: "m".into(),
             submitted_at_ms: 0,
+            prefixes: Vec::new(),
         }
     }
 
