@@ -121,7 +121,7 @@ fn ensure_orcd(
         .strip_prefix("http://")
         .with_context(|| format!("starting orcd at {url}: only http:// URLs can be started locally\nhint: set orchestrator.url (or LLORCH_ORCHESTRATOR_URL) to http://127.0.0.1:8080"))?;
     let spinner = cx.out.spinner(format!("starting orcd on {listen}"));
-    let started = start_orcd(cx, run_dir, ORCD_DAEMON, program, listen);
+    let started = start_orcd(cx, run_dir, ORCD_DAEMON, program, listen, &[]);
     spinner.finish_and_clear();
     let info = started.map_err(|error| {
         error.context(format!(
@@ -144,13 +144,14 @@ pub fn start_orcd(
     name: &str,
     program: &std::path::Path,
     listen: &str,
+    extra_args: &[std::ffi::OsString],
 ) -> anyhow::Result<DaemonInfo> {
     let url = format!("http://{listen}");
     let spec = DaemonSpec {
         name: name.to_owned(),
         kind: ORCD_DAEMON.to_owned(),
         program: program.to_path_buf(),
-        args: vec!["--listen".into(), listen.into()],
+        args: [vec!["--listen".into(), listen.into()], extra_args.to_vec()].concat(),
         env: vec![("RUST_LOG".into(), cx.settings.log_level.clone().into())],
         port: listen.rsplit(':').next().and_then(|port| port.parse().ok()),
         url: Some(url),

@@ -11,7 +11,7 @@ use llorch_serve::{ConnectionArgs, ConnectionLimits};
 
 use crate::audit::AuditSettings;
 use crate::auth::AuthConfig;
-use crate::scheduler::SchedulerConfig;
+use crate::scheduler::{Routing, SchedulerConfig};
 use crate::validation::RequestLimits;
 
 const AFTER_HELP: &str = "\
@@ -74,6 +74,12 @@ pub struct Args {
         value_name = "N"
     )]
     pub dispatch_attempts: u32,
+    /// How a job picks among workers with a free slot: `prefix` (the one it sent the longest
+    /// prefix of this prompt before, whose KV cache likely still holds it, unless that one is
+    /// loaded unevenly) or `least-loaded`
+    #[arg(long, env = "LLORCH_ROUTING", default_value = "prefix", value_name = "POLICY",
+          value_parser = ["prefix", "least-loaded"])]
+    pub routing: String,
     /// Largest `max_tokens` a task may ask for
     #[arg(
         long,
@@ -194,6 +200,10 @@ impl Args {
                 queue_limit: self.queue_limit,
                 recent_jobs: self.recent_jobs,
                 dispatch_attempts: self.dispatch_attempts,
+                routing: match self.routing.as_str() {
+                    "least-loaded" => Routing::LeastLoaded,
+                    _ => defaults.scheduler.routing,
+                },
                 ..defaults.scheduler
             },
             limits: RequestLimits {
@@ -274,6 +284,8 @@ mod tests {
             "7",
             "--max-connections",
             "9",
+            "--routing",
+            "least-loaded",
         ])
         .unwrap();
         let settings = args.settings().unwrap();
@@ -289,7 +301,9 @@ mod tests {
                 max_connections: 9,
             }
         );
+        assert_eq!(settings.scheduler.routing, Routing::LeastLoaded);
         assert!(Args::try_parse_from(["orcd", "--heartbeat-timeout-secs", "0"]).is_err());
+        assert!(Args::try_parse_from(["orcd", "--routing", "random"]).is_err());
     }
 
     #[test]

@@ -46,6 +46,8 @@ const CLIENT_BUFFER: usize = 64;
 const FINAL_EVENT_WAIT: Duration = Duration::from_secs(1);
 /// How long reading a refusal's body may take.
 const REFUSAL_BODY_WAIT: Duration = Duration::from_secs(2);
+/// How stale a running job's token count in `GET /v2/tasks` may be.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Everything a job's task needs besides its channels.
 #[derive(Debug, Clone)]
@@ -130,6 +132,10 @@ impl Drop for FinishReport {
         if let Some(audit) = &self.audit {
             audit.record(None, self.audit_event(&outcome, millis(elapsed)));
         }
+        if !matches!(outcome, JobOutcome::Completed(_)) && self.generated_tokens > 0 {
+            // The count in a cancelled or failed job's record is orcd's, not the worker's.
+            self.scheduler.progress(&self.job_id, self.generated_tokens);
+        }
         self.scheduler.finish(&self.job_id, outcome);
     }
 }
@@ -173,6 +179,9 @@ impl FinishReport {
 struct Relayed {
     /// Tokens generated so far, as the worker counted them in its `token` events.
     tokens: u32,
+    /// When the scheduler last heard the token count, and what it heard.
+    progress_reported_at: Option<Instant>,
+    progress_reported: u32,
     /// The worker of the latest dispatch.
     worker_id: Option<String>,
     dispatched_at: Option<Instant>,
@@ -200,6 +209,7 @@ impl Relayed {
             time_to_first_token_ms,
             tokens_per_second,
             prompt_tokens_per_second: 0.0,
+            cached_prompt_tokens: 0,
         }
     }
 }
@@ -293,6 +303,29 @@ impl JobRun {
         }
     }
 
+    /// Tells the scheduler the token count: at the first token (its time to first token), then
+    /// at most every [`PROGRESS_INTERVAL`]. Counting happens here, so a relayed token costs
+    /// the scheduler no message.
+    fn report_progress(&mut self, job_id: &str) {
+        let now = Instant::now();
+        let due = self
+            .relayed
+            .progress_reported_at
+            .is_none_or(|at| now.duration_since(at) >= PROGRESS_INTERVAL);
+        if due {
+            self.relayed.progress_reported_at = Some(now);
+            self.relayed.progress_reported = self.relayed.tokens;
+            self.context.scheduler.progress(job_id, self.relayed.tokens);
+        }
+    }
+
+    /// When a count the scheduler has not heard yet is due: a worker that pauses after a burst
+    /// of tokens must not leave `GET /v2/tasks` stale until its next token.
+    fn progress_due_at(&self) -> Option<Instant> {
+        let at = self.relayed.progress_reported_at?;
+        (self.relayed.progress_reported < self.relayed.tokens).then(|| at + PROGRESS_INTERVAL)
+    }
+
     /// One dispatch: send the request, then relay the worker's stream until it ends.
     async fn execute(&mut self, worker_id: &str, url: &str) -> Attempt {
         let job_id = self.context.job_id.clone();
@@ -330,10 +363,15 @@ impl JobRun {
 
         let mut events = response.bytes_stream().eventsource();
         loop {
+            let progress_due_at = self.progress_due_at();
             let next = tokio::select! {
                 next = events.next() => next,
                 interrupt = next_interrupt(&mut self.notices, &self.items, &mut self.context.abort) => {
                     return self.stop(worker_id, interrupt).await;
+                }
+                () = sleep_until(progress_due_at) => {
+                    self.report_progress(&job_id);
+                    continue;
                 }
             };
             let event = match next {
@@ -364,7 +402,7 @@ impl JobRun {
                         let waited = self.context.accepted_at.elapsed().as_secs_f64();
                         self.context.job_metrics.first_token_after(waited);
                     }
-                    self.context.scheduler.tokens(&job_id, tokens);
+                    self.report_progress(&job_id);
                     if let Err(interrupt) = self.emit(Ok(event)).await {
                         return self.stop(worker_id, interrupt).await;
                     }
@@ -579,4 +617,12 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => pending().await,
+    }
 }

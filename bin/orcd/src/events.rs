@@ -329,6 +329,7 @@ mod tests {
             model: "m".into(),
             submitted_at_ms: 0,
             owner: None,
+            prefixes: Vec::new(),
         }
     }
 
@@ -384,14 +385,15 @@ mod tests {
         observer.observe(&core, start);
         assert!(drain(&mut events).is_empty());
 
-        for _ in 0..5 {
-            core.record_tokens("j1", 1, start);
+        for generated in 1..=5 {
+            core.record_progress("j1", generated, start);
         }
         core.finish(
             "j1",
             JobOutcome::Completed(GenerationStats {
                 finish_reason: FinishReason::Stop,
                 prompt_tokens: 3,
+                cached_prompt_tokens: 0,
                 generated_tokens: 5,
                 time_to_first_token_ms: 1.0,
                 tokens_per_second: 10.0,
@@ -426,8 +428,8 @@ mod tests {
         core.submit(job("j1"), start).unwrap();
         observer.observe(&core, start);
         let (_, mut events) = observer.subscribe(&core, start);
-        for _ in 0..20 {
-            core.record_tokens("j1", 1, start);
+        for generated in 1..=20 {
+            core.record_progress("j1", generated, start);
         }
         observer.sample(&core, start + Duration::from_secs(2));
         let changes = drain(&mut events);

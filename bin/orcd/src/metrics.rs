@@ -293,6 +293,7 @@ mod tests {
             time_to_first_token_ms: 20.0,
             tokens_per_second: 100.0,
             prompt_tokens_per_second: 0.0,
+            cached_prompt_tokens: 0,
         };
         metrics.job_finished(&job, &JobOutcome::Completed(stats), 0.5);
         metrics.job_finished(&job, &JobOutcome::Cancelled, 0.1);

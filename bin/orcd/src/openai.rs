@@ -486,6 +486,7 @@ mod tests {
             time_to_first_token_ms: 1.0,
             tokens_per_second: 1.0,
             prompt_tokens_per_second: 1.0,
+            cached_prompt_tokens: 2,
         }
     }
 

@@ -415,6 +415,7 @@ async fn admit(
             model: task.model.clone(),
             submitted_at_ms: unix_millis(),
             owner: actor.token.clone(),
+            prefixes: crate::scheduler::affinity::task_prefixes(&task.input),
         })
         .await;
     let notices = match admitted {

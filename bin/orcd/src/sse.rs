@@ -101,6 +101,7 @@ mod tests {
             time_to_first_token_ms: 3.0,
             tokens_per_second: 4.0,
             prompt_tokens_per_second: 5.0,
+            cached_prompt_tokens: 0,
         });
         let items = vec![
             Ok(StreamEvent::Queued {

@@ -531,7 +531,10 @@ async fn shutdown_under_load_ends_every_stream_of_both_apis_explicitly() {
                 .unwrap();
             let status = response.status().as_u16();
             if status != 200 {
-                return (openai, Ending::Refused(status, response.text().await.unwrap()));
+                return (
+                    openai,
+                    Ending::Refused(status, response.text().await.unwrap()),
+                );
             }
             let mut events = response.bytes_stream().eventsource();
             let mut last = Vec::new();
@@ -586,7 +589,10 @@ async fn shutdown_under_load_ends_every_stream_of_both_apis_explicitly() {
         }
     }
     // 8 slots hold 4 OpenAI streams at most (alternating submissions); the rest were queued.
-    assert!(refused >= STREAMS / 2 - 8, "only {refused} queued OpenAI requests were refused");
+    assert!(
+        refused >= STREAMS / 2 - 8,
+        "only {refused} queued OpenAI requests were refused"
+    );
 }
 
 /// How a client's request ended.

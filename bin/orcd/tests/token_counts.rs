@@ -50,6 +50,7 @@ async fn execute(Json(request): Json<ExecuteRequest>) -> Response {
         items.push(sse(&StreamEvent::Done(GenerationStats {
             finish_reason: FinishReason::Stop,
             prompt_tokens: 2,
+            cached_prompt_tokens: 0,
             generated_tokens: DONE_TOKENS,
             time_to_first_token_ms: 1.0,
             tokens_per_second: 10.0,

@@ -65,7 +65,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "LLORCH_ADVERTISE_URL", value_name = "URL")]
     pub advertise_url: Option<String>,
 
-    /// Threads for single-token decode steps [default: half the cores, 1 to 4]
+    /// Threads for single-token decode steps [default: all physical cores, fewer while other processes need the CPU]
     #[arg(long, env = "LLORCH_THREADS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: Option<u32>,
 
@@ -125,14 +125,16 @@ impl WorkerArgs {
     }
 
     pub fn threads(&self) -> u32 {
-        self.threads.unwrap_or_else(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-            default_threads(cores)
-        })
+        self.threads.unwrap_or_else(crate::engine::physical_cores)
     }
 
     pub fn threads_batch(&self) -> u32 {
         self.threads_batch.unwrap_or_else(|| self.threads())
+    }
+
+    /// The engine steps the thread counts with CPU contention only when neither was given.
+    pub fn adapt_threads(&self) -> bool {
+        self.threads.is_none() && self.threads_batch.is_none()
     }
 
     /// Checks that `--backend` was compiled in.
@@ -150,15 +152,6 @@ impl WorkerArgs {
             self.backend
         )
     }
-}
-
-/// Decode threads when `--threads` is not given: half the cores, at least 1, at most 4.
-/// ggml's threads spin-wait at every barrier, so taking all cores makes generation collapse
-/// (measured on 2 cores: about 80 down to under 6 tok/s) as soon as anything else wants the
-/// CPU — the HTTP side, a build, a test. Generation barely scales with threads anyway, and
-/// beyond 4 the barriers cost more than the extra cores give for the small models we serve.
-pub fn default_threads(cores: u32) -> u32 {
-    (cores / 2).clamp(1, 4)
 }
 
 /// The backends this binary was built with; the CPU backend always is.
@@ -222,11 +215,19 @@ mod tests {
     }
 
     #[test]
-    fn default_threads_leave_half_the_cores() {
-        assert_eq!(default_threads(1), 1);
-        assert_eq!(default_threads(2), 1);
-        assert_eq!(default_threads(6), 3);
-        assert_eq!(default_threads(64), 4);
+    fn thread_counts_adapt_only_when_not_fixed() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["llorch-worker", "--model", "m.gguf"];
+            argv.extend_from_slice(extra);
+            WorkerArgs::try_parse_from(argv).unwrap()
+        };
+        let defaults = parse(&[]);
+        assert!(defaults.adapt_threads());
+        assert_eq!(defaults.threads(), crate::engine::physical_cores());
+        let fixed = parse(&["--threads", "3"]);
+        assert!(!fixed.adapt_threads());
+        assert_eq!((fixed.threads(), fixed.threads_batch()), (3, 3));
+        assert!(!parse(&["--threads-batch", "2"]).adapt_threads());
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         gpu: args.gpu,
         threads: args.threads(),
         threads_batch: args.threads_batch(),
+        adapt_threads: args.adapt_threads(),
         ctx_size: args.ctx_size,
         slots: args.slots,
         batch_size: args.batch_size,

@@ -34,6 +34,8 @@ pub struct WorkerMetrics {
     waiting: Gauge,
     jobs: Family<OutcomeLabels, Counter>,
     tokens: Counter,
+    prompt_tokens: Counter,
+    prompt_tokens_cached: Counter,
     tokens_per_second: Histogram,
     time_to_first_token: Histogram,
     decode_step: Histogram,
@@ -70,6 +72,18 @@ impl WorkerMetrics {
             "Tokens generated and streamed",
             tokens.clone(),
         );
+        let prompt_tokens = Counter::default();
+        registry.register(
+            "prompt_tokens",
+            "Prompt tokens of finished jobs, cached ones included",
+            prompt_tokens.clone(),
+        );
+        let prompt_tokens_cached = Counter::default();
+        registry.register(
+            "prompt_tokens_cached",
+            "Prompt tokens of finished jobs found in a slot's KV cache and not processed again",
+            prompt_tokens_cached.clone(),
+        );
         // 1 to 2048 tokens per second: a big model on a small CPU up to a small one on a GPU.
         let tokens_per_second = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register(
@@ -98,6 +112,8 @@ impl WorkerMetrics {
             waiting,
             jobs,
             tokens,
+            prompt_tokens,
+            prompt_tokens_cached,
             tokens_per_second,
             time_to_first_token,
             decode_step,
@@ -120,6 +136,9 @@ impl WorkerMetrics {
             FinishReason::Cancelled => "abandoned",
         };
         self.jobs.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.prompt_tokens.inc_by(stats.prompt_tokens.into());
+        self.prompt_tokens_cached
+            .inc_by(stats.cached_prompt_tokens.into());
         if stats.generated_tokens > 0 {
             self.time_to_first_token
                 .observe(stats.time_to_first_token_ms / 1000.0);
@@ -181,6 +200,7 @@ mod tests {
             time_to_first_token_ms: 30.0,
             tokens_per_second: 50.0,
             prompt_tokens_per_second: 400.0,
+            cached_prompt_tokens: 3,
         });
         metrics.job_failed();
         let text = metrics.render(
@@ -197,6 +217,8 @@ mod tests {
             "llorch_worker_jobs_total{outcome=\"length\"} 1",
             "llorch_worker_jobs_total{outcome=\"failed\"} 1",
             "llorch_worker_tokens_generated_total 2",
+            "llorch_worker_prompt_tokens_total 4",
+            "llorch_worker_prompt_tokens_cached_total 3",
             "llorch_worker_generation_tokens_per_second_sum 50.0",
             "llorch_worker_time_to_first_token_seconds_sum 0.03",
             "llorch_worker_decode_step_seconds_count 1",

@@ -244,6 +244,7 @@ mod tests {
             gpu: 0,
             threads: 1,
             threads_batch: 1,
+            adapt_threads: false,
             ctx_size: 512,
             slots: 4,
             batch_size: 512,
@@ -514,6 +515,7 @@ mod tests {
             time_to_first_token_ms: 1.5,
             tokens_per_second: 10.0,
             prompt_tokens_per_second: 100.0,
+            cached_prompt_tokens: 0,
         });
         let token = StreamEvent::Token {
             text: "line one\nline two".into(),

@@ -68,6 +68,7 @@ fn settings(slots: u32, ctx_size: u32) -> EngineSettings {
         gpu: 0,
         threads: 1,
         threads_batch: 1,
+        adapt_threads: false,
         ctx_size,
         slots,
         batch_size: 512,
@@ -212,6 +213,83 @@ async fn greedy_streams_max_tokens_deterministically() {
     assert_eq!(one.stats().finish_reason, FinishReason::Length);
     assert!(first.text().starts_with(&one.text()));
     engine.shutdown().await;
+}
+
+/// A conversation resends its whole history every turn. The slot that ran turn 1 still holds
+/// it, so turn 2 reports those tokens as cached, and greedy decoding from the cache gives the
+/// text a cold engine gives. A request that shares nothing goes to the empty slot and leaves
+/// the conversation's cache alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_turn_of_a_conversation_starts_from_the_cache() {
+    let engine = start(settings(2, 512)).await;
+    let turn1 = generate(&engine, request("t1", PROMPT, 16)).await;
+    assert_eq!(turn1.stats().cached_prompt_tokens, 0);
+    let turn1_tokens = turn1.stats().prompt_tokens + turn1.stats().generated_tokens;
+
+    let history = format!("{PROMPT}{} The capital of Germany is", turn1.text());
+    let turn2 = generate(&engine, request("t2", &history, 16)).await;
+    let stats = turn2.stats().clone();
+    // Turn 1's prompt and answer, but for the last answer token (sampled, never decoded) and
+    // any token that tokenizes differently once the answer is text.
+    assert!(
+        stats.cached_prompt_tokens >= turn1.stats().prompt_tokens
+            && stats.cached_prompt_tokens < turn1_tokens
+            && stats.cached_prompt_tokens + 4 >= turn1_tokens - 1,
+        "turn 1 held {turn1_tokens} tokens, turn 2 reports {stats:?}"
+    );
+
+    let unrelated = generate(&engine, request("u", "Once upon a time", 8)).await;
+    assert_eq!(unrelated.stats().cached_prompt_tokens, 0);
+    let turn3 = generate(
+        &engine,
+        request("t3", &format!("{history}{} and", turn2.text()), 4),
+    )
+    .await;
+    assert!(
+        turn3.stats().cached_prompt_tokens > stats.cached_prompt_tokens,
+        "{:?}",
+        turn3.stats()
+    );
+    let metrics = engine.metrics_text();
+    let cached_total = stats.cached_prompt_tokens + turn3.stats().cached_prompt_tokens;
+    assert!(
+        metrics.contains(&format!(
+            "llorch_worker_prompt_tokens_cached_total {cached_total}"
+        )),
+        "{metrics}"
+    );
+    engine.shutdown().await;
+
+    let cold_engine = start(settings(1, 512)).await;
+    let cold = generate(&cold_engine, request("cold", &history, 16)).await;
+    assert_eq!(cold.stats().cached_prompt_tokens, 0);
+    assert_eq!(cold.stats().prompt_tokens, stats.prompt_tokens);
+    assert_eq!(turn2.text(), cold.text(), "the cache changes no token");
+    cold_engine.shutdown().await;
+}
+
+/// A new thread count means a new llama.cpp context: the slots' KV cells move into it, so a
+/// conversation continues from its cache with the text it would have had anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_thread_count_keeps_the_cache() {
+    let engine = start(settings(2, 512)).await;
+    let turn1 = generate(&engine, request("t1", PROMPT, 16)).await;
+    // The same count as before still builds a new context, and keeps the numbers comparable
+    // with a cold engine of one thread.
+    engine.set_threads(1);
+    let history = format!("{PROMPT}{} The capital of Italy is", turn1.text());
+    let turn2 = generate(&engine, request("t2", &history, 16)).await;
+    assert!(
+        turn2.stats().cached_prompt_tokens >= turn1.stats().prompt_tokens,
+        "{:?}",
+        turn2.stats()
+    );
+    engine.shutdown().await;
+
+    let cold_engine = start(settings(1, 512)).await;
+    let cold = generate(&cold_engine, request("cold", &history, 16)).await;
+    assert_eq!(turn2.text(), cold.text());
+    cold_engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

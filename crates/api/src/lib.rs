@@ -226,9 +226,13 @@ pub struct GenerationStats {
     pub time_to_first_token_ms: f64,
     /// Generated tokens per second after the first token.
     pub tokens_per_second: f64,
-    /// Prompt tokens per second during prompt processing.
+    /// Prompt tokens per second during prompt processing (cached ones excluded).
     #[serde(default)]
     pub prompt_tokens_per_second: f64,
+    /// Prompt tokens found in the worker's KV cache (an earlier request that started the same
+    /// way), not processed again; part of `prompt_tokens`.
+    #[serde(default)]
+    pub cached_prompt_tokens: u32,
 }
 
 /// Machine-readable error category, the same in JSON bodies and `error` events.
@@ -524,6 +528,7 @@ mod tests {
                 time_to_first_token_ms: 12.5,
                 tokens_per_second: 70.0,
                 prompt_tokens_per_second: 300.0,
+                cached_prompt_tokens: 0,
             }),
             StreamEvent::Error {
                 message: "boom".into(),

@@ -124,7 +124,8 @@ pub enum Command {
     Up(UpArgs),
     /// Stop the orcd and workers started by `up` or `pool worker spawn` on this machine
     Down(DownArgs),
-    /// Measure prompt and generation speed, time to first token and aggregate throughput
+    /// Measure the worker against llama.cpp's llama-server (alternating, with ratios) and orcd
+    /// against talking to the worker direct
     Bench(BenchArgs),
 }
 

@@ -49,25 +49,40 @@ pub struct DownArgs {}
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
-  cargo xtask bench                     # table on stdout, JSON in target/bench/latest.json
-  cargo xtask bench --runs 5 --max-tokens 256
+  cargo xtask bench                     # markdown table on stdout, JSON in target/bench/latest.json
+  cargo xtask bench --against-llama-server ~/llama.cpp/build/bin/llama-server
+  cargo xtask bench --against-llama-server http://127.0.0.1:8081 --runs 5
+  cargo xtask bench --against-llama-server ./llama-server --busy-cores 1
+  cargo xtask bench --against-llama-server ./llama-server --threads 2
+  cargo xtask bench --routing --runs 1  # cache-aware against least-loaded routing, 2 workers
   cargo xtask --json bench")]
 pub struct BenchArgs {
     /// Catalog id of the model to measure [default: the catalog's default model]
     #[arg(long, short)]
     pub model: Option<String>,
-    /// Single-stream repetitions per path (the median is reported)
+    /// Repetitions of the whole workload, alternating the sides (medians are reported)
     #[arg(long, default_value_t = 3)]
     pub runs: u32,
     /// Tokens generated per stream
     #[arg(long, default_value_t = 128)]
     pub max_tokens: u32,
-    /// Concurrent streams for the aggregate measurement (also the worker's slot count)
+    /// Concurrent streams for the aggregate measurement (also each server's slot count)
     #[arg(long, default_value_t = 4)]
     pub streams: u32,
-    /// Decode threads of the worker [default: the worker's own default]
+    /// Threads of the worker and of llama-server [default: each server's own default]
     #[arg(long)]
     pub threads: Option<u32>,
+    /// Compare with llama.cpp's llama-server: the path of its binary (started here with the
+    /// same model, slots and context) or the URL of a running one
+    #[arg(long, value_name = "PATH|URL")]
+    pub against_llama_server: Option<String>,
+    /// Busy-loop processes competing for the CPU during the whole measurement
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub busy_cores: u32,
+    /// Also compare orcd's cache-aware routing with least-loaded routing: 8 concurrent
+    /// conversations on two workers behind an orcd of each policy (starts 2 orcds, 4 workers)
+    #[arg(long)]
+    pub routing: bool,
 }
 
 fn parse_backend(value: &str) -> Result<Backend, String> {

@@ -40,20 +40,22 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
 }
 
 /// `usage` over every choice: the prompt once, the completions summed. `cached_tokens` counts
-/// prompt tokens the worker did not have to evaluate again; workers that do not report it
-/// reuse nothing, so it is 0.
+/// the prompt tokens the worker took from a slot's KV cache instead of evaluating them again
+/// (OpenAI's `prompt_tokens_details.cached_tokens`); like the prompt, counted once.
 pub fn usage<'a>(stats: impl IntoIterator<Item = &'a GenerationStats>) -> Value {
     let mut prompt_tokens = 0;
+    let mut cached_tokens = 0;
     let mut completion_tokens = 0;
     for stats in stats {
         prompt_tokens = stats.prompt_tokens;
+        cached_tokens = stats.cached_prompt_tokens;
         completion_tokens += stats.generated_tokens;
     }
     json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     })
 }
 
@@ -235,6 +237,7 @@ mod tests {
         GenerationStats {
             finish_reason: reason,
             prompt_tokens: 5,
+            cached_prompt_tokens: 2,
             generated_tokens,
             time_to_first_token_ms: 1.0,
             tokens_per_second: 1.0,
@@ -304,7 +307,7 @@ mod tests {
         assert_eq!(
             chat["usage"],
             json!({"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10,
-                   "prompt_tokens_details": {"cached_tokens": 0}})
+                   "prompt_tokens_details": {"cached_tokens": 2}})
         );
     }
 
@@ -343,6 +346,6 @@ mod tests {
         let usage = chat.usage_chunk(&[stats(FinishReason::Stop, 1), stats(FinishReason::Stop, 2)]);
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["completion_tokens"], 3);
-        assert_eq!(usage["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+        assert_eq!(usage["usage"]["prompt_tokens_details"]["cached_tokens"], 2);
     }
 }

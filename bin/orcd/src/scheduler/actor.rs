@@ -70,9 +70,9 @@ enum Command {
     WorkerLost {
         worker_id: String,
     },
-    Tokens {
+    Progress {
         job_id: String,
-        tokens: u32,
+        generated_tokens: u32,
     },
     Finish {
         job_id: String,
@@ -105,7 +105,7 @@ impl Command {
                 | Command::Models { .. }
                 | Command::Jobs { .. }
                 | Command::Job { .. }
-                | Command::Tokens { .. }
+                | Command::Progress { .. }
                 | Command::Subscribe { .. }
         )
     }
@@ -223,11 +223,11 @@ impl SchedulerHandle {
         });
     }
 
-    /// `tokens` more tokens were relayed for the job.
-    pub fn tokens(&self, job_id: &str, tokens: u32) {
-        self.tell(Command::Tokens {
+    /// How many tokens a running job has relayed so far (sent now and then, not per token).
+    pub fn progress(&self, job_id: &str, generated_tokens: u32) {
+        self.tell(Command::Progress {
             job_id: job_id.to_owned(),
-            tokens,
+            generated_tokens,
         });
     }
 
@@ -385,7 +385,10 @@ fn handle(
             core.dispatch_failed(&job_id, &worker_id, failure, now)
         }
         Command::WorkerLost { worker_id } => core.worker_lost(&worker_id, now),
-        Command::Tokens { job_id, tokens } => core.record_tokens(&job_id, tokens, now),
+        Command::Progress {
+            job_id,
+            generated_tokens,
+        } => core.record_progress(&job_id, generated_tokens, now),
         Command::Finish { job_id, outcome } => {
             // Every job task reports its end exactly once, so this is where its channel goes.
             let _entered = jobs
@@ -464,6 +467,7 @@ mod tests {
             model: "m".into(),
             submitted_at_ms: 0,
             owner: None,
+            prefixes: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@ use llorch_api::{
     WorkerState,
 };
 
+use super::affinity::PrefixMemory;
 use crate::error::OrcdError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +26,18 @@ pub struct SchedulerConfig {
     pub dispatch_attempts: u32,
     /// A dead worker with no running jobs is forgotten after this long.
     pub dead_worker_retention: Duration,
+    pub routing: Routing,
+}
+
+/// How a job chooses among the workers with a free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// The worker with the fewest busy slots (ties by id).
+    LeastLoaded,
+    /// The worker that was sent the longest prefix of the job's prompt (its KV cache most
+    /// likely still holds it), unless it has more than `slack` busy slots beyond the least
+    /// loaded one: then the least loaded.
+    PrefixAffinity { slack: u32 },
 }
 
 impl Default for SchedulerConfig {
@@ -35,6 +48,7 @@ impl Default for SchedulerConfig {
             recent_jobs: 256,
             dispatch_attempts: 3,
             dead_worker_retention: Duration::from_secs(300),
+            routing: Routing::PrefixAffinity { slack: 2 },
         }
     }
 }
@@ -118,6 +132,8 @@ pub struct NewJob {
     pub submitted_at_ms: u64,
     /// Fingerprint of the token that submitted the job; `None` without authentication.
     pub owner: Option<String>,
+    /// Hashes of the prompt's growing prefixes (`affinity.rs`), for cache-aware routing.
+    pub prefixes: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -129,6 +145,8 @@ struct Worker {
     running: BTreeSet<String>,
     /// The worker's own count from its last heartbeat, lowered as orcd's jobs finish.
     reported_busy: u32,
+    /// Prompt prefixes orcd sent here, which its KV cache may still hold.
+    prefixes: PrefixMemory,
 }
 
 impl Worker {
@@ -182,6 +200,7 @@ struct Job {
     generated_tokens: u32,
     cancel_requested: bool,
     reported_position: Option<u32>,
+    prefixes: Vec<u64>,
 }
 
 impl Job {
@@ -278,6 +297,7 @@ impl SchedulerCore {
                 worker.dead_since = None;
                 // A fresh registration means a fresh worker process with empty slots.
                 worker.reported_busy = 0;
+                worker.prefixes.clear();
                 Some(previous.model)
             }
             None => {
@@ -289,6 +309,7 @@ impl SchedulerCore {
                         dead_since: None,
                         running: BTreeSet::new(),
                         reported_busy: 0,
+                        prefixes: PrefixMemory::default(),
                     },
                 );
                 None
@@ -427,7 +448,7 @@ impl SchedulerCore {
             return Err(OrcdError::NoWorker { model: job.model });
         }
         let queue_len = self.queues.get(&job.model).map_or(0, VecDeque::len);
-        let free_worker = self.pick_worker(&job.model, &no_exclusions);
+        let free_worker = self.pick_worker(&job.model, &no_exclusions, &job.prefixes);
         if queue_len >= self.config.queue_limit && free_worker.is_none() {
             return Err(OrcdError::QueueFull {
                 retry_after_secs: self.retry_after_secs(&job.model),
@@ -454,6 +475,7 @@ impl SchedulerCore {
                 generated_tokens: 0,
                 cancel_requested: false,
                 reported_position: None,
+                prefixes: job.prefixes,
             },
         );
         // Through the queue even when a slot is free, so that jobs already waiting go first.
@@ -540,11 +562,14 @@ impl SchedulerCore {
         self.drain_queue(&model, now);
     }
 
-    /// `tokens` more tokens were generated for the job (one `token` event can carry several).
-    pub fn record_tokens(&mut self, job_id: &str, tokens: u32, now: Instant) {
+    /// A running job's progress: `generated_tokens` so far. Its task reports the first token
+    /// at once and the rest now and then, so a token costs the scheduler nothing.
+    pub fn record_progress(&mut self, job_id: &str, generated_tokens: u32, now: Instant) {
         if let Some(job) = self.jobs.get_mut(job_id) {
-            job.generated_tokens = job.generated_tokens.saturating_add(tokens);
-            job.first_token_at.get_or_insert(now);
+            job.generated_tokens = job.generated_tokens.max(generated_tokens);
+            if generated_tokens > 0 {
+                job.first_token_at.get_or_insert(now);
+            }
         }
     }
 
@@ -688,13 +713,35 @@ impl SchedulerCore {
             && !excluded.contains(&worker.registration.worker_id)
     }
 
-    /// A live worker serving `model` with a free slot: fewest busy slots first, ties by id.
-    fn pick_worker(&self, model: &str, excluded: &BTreeSet<String>) -> Option<String> {
-        self.workers
-            .values()
-            .filter(|worker| Self::serves(worker, model, excluded) && worker.free() > 0)
-            .min_by_key(|worker| worker.busy())
-            .map(|worker| worker.registration.worker_id.clone())
+    /// A live worker serving `model` with a free slot: fewest busy slots first, ties by id;
+    /// with prefix affinity the one that holds the longest prefix of the job's prompt, unless
+    /// that one is loaded unevenly.
+    fn pick_worker(
+        &self,
+        model: &str,
+        excluded: &BTreeSet<String>,
+        prefixes: &[u64],
+    ) -> Option<String> {
+        let candidates = || {
+            self.workers
+                .values()
+                .filter(|worker| Self::serves(worker, model, excluded) && worker.free() > 0)
+        };
+        let least_loaded = candidates().min_by_key(|worker| worker.busy())?;
+        let mut chosen = least_loaded;
+        if let Routing::PrefixAffinity { slack } = self.config.routing {
+            let holder = candidates()
+                .map(|worker| (worker.prefixes.matched(prefixes), worker))
+                .filter(|(matched, _)| *matched > 0)
+                // Longest prefix, then fewest busy slots, then lowest id.
+                .min_by_key(|(matched, worker)| (std::cmp::Reverse(*matched), worker.busy()));
+            if let Some((_, holder)) = holder {
+                if holder.busy() <= least_loaded.busy() + slack {
+                    chosen = holder;
+                }
+            }
+        }
+        Some(chosen.registration.worker_id.clone())
     }
 
     /// Places every queued job of `model` that can run now, in FIFO order; fails the ones no
@@ -721,7 +768,7 @@ impl SchedulerCore {
                 self.fail_waiting_job(&job_id, error, now);
                 continue;
             }
-            match self.pick_worker(model, &job.excluded) {
+            match self.pick_worker(model, &job.excluded, &job.prefixes) {
                 Some(worker_id) => self.assign(&job_id, &worker_id),
                 None => waiting.push_back(job_id),
             }
@@ -754,6 +801,7 @@ impl SchedulerCore {
         job.attempts += 1;
         job.reported_position = None;
         worker.running.insert(job_id.to_owned());
+        worker.prefixes.record(&job.prefixes);
         self.effects.push(Effect::Dispatch(Assignment {
             job_id: job_id.to_owned(),
             worker_id: worker_id.to_owned(),

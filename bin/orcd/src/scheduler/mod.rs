@@ -2,10 +2,11 @@
 //! a fake clock); `actor` owns the core in one task and talks to the rest of orcd over channels.
 
 mod actor;
+pub mod affinity;
 mod core;
 
 pub use actor::{JobNotice, SchedulerHandle};
 pub use core::{
-    Assignment, DispatchFailure, Effect, JobOutcome, ModelSummary, NewJob, SchedulerConfig,
-    SchedulerCore,
+    Assignment, DispatchFailure, Effect, JobOutcome, ModelSummary, NewJob, Routing,
+    SchedulerConfig, SchedulerCore,
 };

@@ -247,6 +247,7 @@ async fn execute(
                 time_to_first_token_ms: 1.0,
                 tokens_per_second: 100.0,
                 prompt_tokens_per_second: 500.0,
+                cached_prompt_tokens: 0,
             });
             return Some((Ok(sse(&done)), progress));
         }

@@ -1,7 +1,9 @@
 //! The continuous-batching loop on the engine thread. Each step puts one token of every
 //! generating sequence plus as many prompt tokens as fit into one batch, decodes it once, and
-//! samples each sequence from its own logits row. New jobs join between steps; finished,
-//! failed and abandoned ones leave and their KV cells are cleared.
+//! samples each sequence from its own logits row. New jobs join between steps, each in the
+//! free slot whose KV cache already holds the longest prefix of its prompt
+//! (`prefix_cache.rs`); finished and abandoned ones leave their KV cells for the next request
+//! that starts the same way, failed ones clear them.
 
 use std::{
     collections::VecDeque,
@@ -10,14 +12,19 @@ use std::{
 };
 
 use llama_cpp_2::{
-    context::LlamaContext, llama_batch::LlamaBatch, model::LlamaModel, token::LlamaToken,
+    context::{session::LlamaStateSeqFlags, LlamaContext},
+    llama_batch::LlamaBatch,
+    model::LlamaModel,
+    token::LlamaToken,
 };
 use llorch_api::FinishReason;
 
 use super::{
+    prefix_cache::{reusable_prefix, PrefixCache},
     sampling::logprobs_of,
     slot::{Job, Phase, Sequence},
-    Command, EngineLoad, Shared,
+    threads::{ThreadChange, ThreadController},
+    Command, EngineLoad, EngineSettings, Shared,
 };
 use crate::error::WorkerError;
 
@@ -28,6 +35,12 @@ pub(super) struct Batcher<'a> {
     shared: &'a Shared,
     /// Index = slot = sequence id in the KV cache.
     slots: Vec<Option<Sequence>>,
+    /// What each slot's KV cells hold, running or not.
+    cache: PrefixCache,
+    /// The model's sliding attention window in tokens, 0 if it has none or it is unknown.
+    sliding_window: u32,
+    /// Steps the thread count with CPU contention; `None` when the count was fixed by flags.
+    threads: Option<ThreadController>,
     waiting: VecDeque<Job>,
 }
 
@@ -45,6 +58,11 @@ impl<'a> Batcher<'a> {
             batch: LlamaBatch::new(settings.batch_size as usize, 1),
             shared,
             slots: (0..settings.slots).map(|_| None).collect(),
+            cache: PrefixCache::new(settings.slots as usize),
+            sliding_window: sliding_window(model),
+            threads: settings
+                .adapt_threads
+                .then(|| ThreadController::new(settings.threads)),
             waiting: VecDeque::new(),
         }
     }
@@ -91,6 +109,11 @@ impl<'a> Batcher<'a> {
                 self.waiting.push_back(job);
                 true
             }
+            Command::SetThreads(threads) => {
+                self.threads = None;
+                self.set_threads(threads);
+                true
+            }
             Command::CancelAll => {
                 self.cancel_all();
                 true
@@ -118,21 +141,58 @@ impl<'a> Batcher<'a> {
         });
     }
 
-    /// Takes a sequence out of its slot and frees its KV cells.
-    fn release(&mut self, slot: usize) -> Sequence {
+    /// Takes a sequence out of its slot. Its KV cells stay for a later prompt that starts
+    /// the same way, unless `keep_cache` is false (their contents are in doubt).
+    fn release(&mut self, slot: usize, keep_cache: bool) -> Sequence {
         let sequence = self.slots[slot].take().expect("released slot is occupied");
+        if !keep_cache {
+            self.forget(slot);
+        }
+        sequence
+    }
+
+    /// Frees a slot's KV cells.
+    fn forget(&mut self, slot: usize) {
         // Only fails for ids or positions beyond i32, which a slot index never is.
         let _ = self
             .context
             .clear_kv_cache_seq(Some(slot as u32), None, None);
-        sequence
+        self.cache.clear(slot);
+    }
+
+    /// Cuts `slot`'s KV cells back to the longest prefix of `prompt` they can serve and
+    /// returns its length: the prompt tokens that need no decoding.
+    fn reuse_cache(&mut self, slot: usize, prompt: &[LlamaToken]) -> usize {
+        let held = self.cache.tokens(slot).len();
+        let reuse = reusable_prefix(
+            self.cache.common_prefix(slot, prompt),
+            prompt.len(),
+            held,
+            self.context.kv_cache_seq_pos_min(slot as i32),
+            self.sliding_window,
+        );
+        if reuse == 0 {
+            self.forget(slot);
+            return 0;
+        }
+        if reuse < held {
+            let removed = self
+                .context
+                .kv_cache_seq_rm(slot as i32, Some(reuse as u32), None);
+            if removed.is_err() {
+                self.forget(slot);
+                return 0;
+            }
+            self.cache.truncate(slot, reuse);
+        }
+        reuse
     }
 
     fn cancel_all(&mut self) {
         let error = WorkerError::ShuttingDown;
         for slot in 0..self.slots.len() {
             if self.slots[slot].is_some() {
-                let sequence = self.release(slot);
+                let sequence = self.release(slot, true);
                 tracing::info!(job_id = %sequence.job.job_id, generated = sequence.generated, "job cancelled by shutdown");
                 sequence.fail(&error);
                 self.shared.metrics.job_failed();
@@ -151,7 +211,7 @@ impl<'a> Batcher<'a> {
                 .as_ref()
                 .is_some_and(Sequence::is_abandoned)
             {
-                let sequence = self.release(slot);
+                let sequence = self.release(slot, true);
                 self.shared.metrics.job_abandoned();
                 tracing::info!(job_id = %sequence.job.job_id, generated = sequence.generated, "client gone; slot freed");
             }
@@ -159,21 +219,19 @@ impl<'a> Batcher<'a> {
         self.waiting.retain(|job| !job.events.is_closed());
     }
 
+    /// Starts waiting jobs, first come first served, each in the free slot that holds the
+    /// longest prefix of its prompt.
     fn admit_waiting(&mut self) {
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].is_some() {
-                continue;
-            }
-            let Some(job) = self.waiting.pop_front() else {
+        while let Some(job) = self.waiting.front() {
+            let free = (0..self.slots.len()).filter(|&slot| self.slots[slot].is_none());
+            let Some(slot) = self.cache.choose_slot(free, &job.prompt) else {
                 return;
             };
-            // The cells are empty already; clearing again costs nothing and guards against a
-            // sequence that left without going through `release`.
-            let _ = self
-                .context
-                .clear_kv_cache_seq(Some(slot as u32), None, None);
-            tracing::debug!(job_id = %job.job_id, slot, "job started");
-            self.slots[slot] = Some(Sequence::new(job));
+            let job = self.waiting.pop_front().expect("the front job exists");
+            let cached = self.reuse_cache(slot, &job.prompt);
+            self.cache.touch(slot);
+            tracing::debug!(job_id = %job.job_id, slot, cached_tokens = cached, "job started");
+            self.slots[slot] = Some(Sequence::new(job, cached));
         }
     }
 
@@ -182,6 +240,7 @@ impl<'a> Batcher<'a> {
         let batch_size = self.shared.settings.batch_size as usize;
         self.batch.clear();
         let mut in_batch = Vec::with_capacity(self.slots.len());
+        let mut generating = 0;
         // Generating sequences first: one token each keeps every stream moving while prompts
         // are fed in chunks behind them.
         for (slot, sequence) in self.slots.iter_mut().enumerate() {
@@ -189,9 +248,11 @@ impl<'a> Batcher<'a> {
             sequence.logits_row = None;
             if let Phase::Generate { next } = sequence.phase {
                 if add(&mut self.batch, next, sequence.n_past, slot, true) {
+                    self.cache.extend(slot, &[next]);
                     sequence.logits_row = Some(self.batch.n_tokens() - 1);
                     sequence.n_past += 1;
                     in_batch.push(slot);
+                    generating += 1;
                 }
             }
         }
@@ -219,6 +280,7 @@ impl<'a> Batcher<'a> {
                     last,
                 );
             }
+            self.cache.extend(slot, &prompt[fed..end]);
             if end == prompt.len() {
                 sequence.logits_row = Some(self.batch.n_tokens() - 1);
             }
@@ -238,7 +300,7 @@ impl<'a> Batcher<'a> {
             let error = WorkerError::Generation(error.to_string());
             tracing::error!(%error, sequences = in_batch.len(), "decode failed");
             for slot in in_batch {
-                let sequence = self.release(slot);
+                let sequence = self.release(slot, false);
                 sequence.fail(&error);
                 self.shared.metrics.job_failed();
             }
@@ -246,9 +308,15 @@ impl<'a> Batcher<'a> {
         }
 
         let decoded_at = Instant::now();
-        self.shared
-            .metrics
-            .decode_step(decoded_at.duration_since(decode_started).as_secs_f64());
+        let step_time = decoded_at.duration_since(decode_started);
+        self.shared.metrics.decode_step(step_time.as_secs_f64());
+        // Only steps of generated tokens are compared: a prompt chunk's cost depends on its size.
+        let thread_change = match &mut self.threads {
+            Some(controller) if generating == in_batch.len() => {
+                controller.observe(generating as u32, step_time)
+            }
+            _ => ThreadChange::Keep,
+        };
         for slot in in_batch {
             let Some(sequence) = self.slots[slot].as_mut() else {
                 continue;
@@ -270,6 +338,72 @@ impl<'a> Batcher<'a> {
             }
             self.after_sample(slot, token);
         }
+        if let ThreadChange::Switch(threads) = thread_change {
+            self.set_threads(threads);
+        }
+    }
+
+    /// llama.cpp fixes a context's thread count when it is created (this llama-cpp-2 has no
+    /// setter), so a new count means a new context; every slot's KV cells move over to it.
+    fn set_threads(&mut self, threads: u32) {
+        let started = Instant::now();
+        let mut states = Vec::new();
+        for slot in 0..self.slots.len() {
+            if self.cache.tokens(slot).is_empty() {
+                continue;
+            }
+            match self
+                .context
+                .state_seq_get(slot as i32, LlamaStateSeqFlags::empty())
+            {
+                Ok(state) => states.push((slot, state)),
+                Err(error) => {
+                    tracing::warn!(slot, %error, "could not save a slot's KV cells");
+                    self.drop_slot_state(slot);
+                }
+            }
+        }
+        let settings = EngineSettings {
+            threads,
+            threads_batch: threads,
+            ..self.shared.settings.clone()
+        };
+        let context = match super::new_context(self.model, &settings) {
+            Ok(context) => context,
+            Err(error) => {
+                tracing::warn!(threads, %error, "keeping the thread count: a new context failed");
+                return;
+            }
+        };
+        self.context = context;
+        let mut moved_tokens = 0;
+        for (slot, state) in states {
+            match self.context.state_seq_set(&state, slot as i32) {
+                Ok(()) => moved_tokens += self.cache.tokens(slot).len(),
+                Err(error) => {
+                    tracing::warn!(slot, %error, "could not restore a slot's KV cells");
+                    self.drop_slot_state(slot);
+                }
+            }
+        }
+        tracing::info!(
+            threads,
+            moved_tokens,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "thread count changed"
+        );
+    }
+
+    /// A slot whose KV cells were lost: its cache is forgotten and a job running there fails.
+    fn drop_slot_state(&mut self, slot: usize) {
+        self.cache.clear(slot);
+        if self.slots[slot].is_some() {
+            let sequence = self.release(slot, false);
+            sequence.fail(&WorkerError::Generation(
+                "its KV cache was lost while changing the thread count".into(),
+            ));
+            self.shared.metrics.job_failed();
+        }
     }
 
     /// Streams a sampled token and decides whether its sequence goes on.
@@ -288,7 +422,7 @@ impl<'a> Batcher<'a> {
         let piece = vocab.token_to_piece(token, false, None);
         let released = sequence.text.push(&piece);
         if !sequence.send_text(released.text) {
-            let sequence = self.release(slot);
+            let sequence = self.release(slot, true);
             self.shared.metrics.job_abandoned();
             tracing::info!(job_id = %sequence.job.job_id, generated = sequence.generated, "client gone; slot freed");
             return;
@@ -308,13 +442,14 @@ impl<'a> Batcher<'a> {
     }
 
     fn finish(&mut self, slot: usize, reason: FinishReason) {
-        let sequence = self.release(slot);
+        let sequence = self.release(slot, true);
         let job_id = sequence.job.job_id.clone();
         let stats = sequence.finish(reason, &self.shared.metrics);
         tracing::info!(
             %job_id,
             finish_reason = ?stats.finish_reason,
             prompt_tokens = stats.prompt_tokens,
+            cached_prompt_tokens = stats.cached_prompt_tokens,
             generated_tokens = stats.generated_tokens,
             time_to_first_token_ms = stats.time_to_first_token_ms as u64,
             tokens_per_second = format_args!("{:.1}", stats.tokens_per_second),
@@ -341,4 +476,19 @@ fn add(
             false
         }
     }
+}
+
+/// The model's sliding attention window from its GGUF metadata (`<arch>.attention.sliding_window`),
+/// 0 if it declares none.
+fn sliding_window(model: &LlamaModel) -> u32 {
+    model
+        .meta_val_str("general.architecture")
+        .ok()
+        .and_then(|arch| {
+            model
+                .meta_val_str(&format!("{arch}.attention.sliding_window"))
+                .ok()
+        })
+        .and_then(|window| window.trim().parse().ok())
+        .unwrap_or(0)
 }

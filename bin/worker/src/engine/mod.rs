@@ -3,10 +3,14 @@
 //! [`EngineHandle`]: jobs go in over a channel, each with its own sender for stream events.
 
 mod batching;
+mod prefix_cache;
 pub mod prompt;
 mod sampling;
 mod slot;
 pub mod text;
+mod threads;
+
+pub use self::threads::physical_cores;
 
 use std::{
     num::NonZeroU32,
@@ -47,6 +51,9 @@ pub struct EngineSettings {
     pub threads: u32,
     /// Threads for steps of several tokens: prompt chunks, or several busy slots.
     pub threads_batch: u32,
+    /// Start from `threads` and step both counts down while other processes take the CPU,
+    /// back up once they stop (`threads.rs`).
+    pub adapt_threads: bool,
     /// Tokens one slot can hold (prompt plus generation).
     pub ctx_size: u32,
     /// Sequences decoded together.
@@ -100,6 +107,8 @@ pub struct EngineLoad {
 
 enum Command {
     Run(Job),
+    /// Use this many threads from the next step on, and stop adapting the count.
+    SetThreads(u32),
     /// Cancel every running and waiting job with a `shutting_down` error (drain timeout).
     CancelAll,
     /// Cancel everything and end the engine thread.
@@ -299,6 +308,15 @@ impl EngineHandle {
         }
     }
 
+    /// Fixes llama.cpp's thread count (decode and batch) from the next step on; the engine no
+    /// longer adapts it to CPU contention. Running and cached sequences keep their KV cells.
+    pub fn set_threads(&self, threads: u32) {
+        let _ = self
+            .shared
+            .commands
+            .send(Command::SetThreads(threads.max(1)));
+    }
+
     /// Ends every running and waiting job with a `shutting_down` error.
     pub fn cancel_all(&self) {
         let _ = self.shared.commands.send(Command::CancelAll);
@@ -424,6 +442,7 @@ fn run_engine(
         batch_size = settings.batch_size,
         threads = settings.threads,
         threads_batch = settings.threads_batch,
+        adapt_threads = settings.adapt_threads,
         "engine ready"
     );
     shared.status.send_if_modified(|status| {

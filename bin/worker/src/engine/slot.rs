@@ -46,6 +46,8 @@ pub(super) struct Sequence {
     /// The batch row whose logits are sampled after this step, if any.
     pub logits_row: Option<i32>,
     pub generated: u32,
+    /// Prompt tokens found in the slot's KV cache, not decoded again.
+    pub cached_prompt_tokens: usize,
     token_events: u32,
     /// Generated tokens already counted in a `token` event's `tokens`.
     tokens_reported: u32,
@@ -56,16 +58,18 @@ pub(super) struct Sequence {
 }
 
 impl Sequence {
-    pub fn new(mut job: Job) -> Sequence {
+    /// A sequence whose first `cached` prompt tokens are already in its slot's KV cells.
+    pub fn new(mut job: Job, cached: usize) -> Sequence {
         let stops = std::mem::take(&mut job.stop);
         Sequence {
             job,
             text: TextStream::new(stops),
             pending_logprobs: Vec::new(),
-            phase: Phase::Prefill { fed: 0 },
-            n_past: 0,
+            phase: Phase::Prefill { fed: cached },
+            n_past: cached as u32,
             logits_row: None,
             generated: 0,
+            cached_prompt_tokens: cached,
             token_events: 0,
             tokens_reported: 0,
             prefill_started: None,
@@ -132,15 +136,18 @@ impl Sequence {
             }
             _ => 0.0,
         };
+        // Over the tokens actually decoded: cached ones cost nothing.
+        let decoded = self.job.prompt.len() - self.cached_prompt_tokens;
         let prompt_tokens_per_second = match (self.prefill_started, self.prefill_done) {
             (Some(start), Some(done)) if done > start => {
-                self.job.prompt.len() as f64 / done.duration_since(start).as_secs_f64()
+                decoded as f64 / done.duration_since(start).as_secs_f64()
             }
             _ => 0.0,
         };
         GenerationStats {
             finish_reason,
             prompt_tokens: self.job.prompt.len() as u32,
+            cached_prompt_tokens: self.cached_prompt_tokens as u32,
             generated_tokens: self.generated,
             time_to_first_token_ms,
             tokens_per_second,

@@ -23,6 +23,7 @@ fn config() -> SchedulerConfig {
         recent_jobs: 3,
         dispatch_attempts: 3,
         dead_worker_retention: Duration::from_secs(60),
+        routing: Routing::PrefixAffinity { slack: 2 },
     }
 }
 
@@ -43,6 +44,14 @@ fn job(id: &str, model: &str) -> NewJob {
         model: model.into(),
         submitted_at_ms: 0,
         owner: None,
+        prefixes: Vec::new(),
+    }
+}
+
+fn job_with_prefixes(id: &str, prefixes: &[u64]) -> NewJob {
+    NewJob {
+        prefixes: prefixes.to_vec(),
+        ..job(id, "m")
     }
 }
 
@@ -69,6 +78,7 @@ fn stats(tokens: u32) -> GenerationStats {
         time_to_first_token_ms: 1.0,
         tokens_per_second: 10.0,
         prompt_tokens_per_second: 100.0,
+        cached_prompt_tokens: 0,
     }
 }
 
@@ -464,9 +474,10 @@ fn cancelling_a_running_job_frees_its_slot_when_its_task_finishes_it() {
     core.submit(job("j1", "m"), clock.at(1)).unwrap();
     core.submit(job("j2", "m"), clock.at(1)).unwrap();
     core.take_effects();
-    // One `token` event of a multibyte character can complete several tokens.
-    core.record_tokens("j1", 1, clock.at(50));
-    core.record_tokens("j1", 3, clock.at(55));
+    // One `token` event of a multibyte character can complete several tokens; the job task
+    // reports the running total.
+    core.record_progress("j1", 1, clock.at(50));
+    core.record_progress("j1", 4, clock.at(55));
     assert_eq!(core.cancel("j1", clock.at(60)), Ok(JobState::Running));
     assert_eq!(
         core.take_effects(),
@@ -587,7 +598,7 @@ fn finished_jobs_keep_their_stats_in_a_bounded_ring() {
     for index in 0..5 {
         let id = format!("j{index}");
         core.submit(job(&id, "m"), clock.at(index)).unwrap();
-        core.record_tokens(&id, 1, clock.at(index + 10));
+        core.record_progress(&id, 1, clock.at(index + 10));
         core.finish(&id, JobOutcome::Completed(stats(7)), clock.at(index + 20));
     }
     let jobs = core.jobs(clock.at(100));
@@ -701,4 +712,85 @@ fn only_dead_workers_can_be_forgotten() {
     let forgotten = core.forget("a", clock.at(10_002)).unwrap();
     assert_eq!(forgotten.state, WorkerState::Dead);
     assert!(core.workers(clock.at(10_002)).is_empty());
+}
+
+#[test]
+fn a_job_goes_to_the_worker_that_was_sent_its_prefix() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 4), clock.at(0));
+    core.register(worker("b", "m", 4), clock.at(0));
+    // Two conversations start: least loaded, ties by id.
+    core.submit(job_with_prefixes("x1", &[1, 2]), clock.at(1))
+        .unwrap();
+    core.submit(job_with_prefixes("y1", &[7, 8]), clock.at(1))
+        .unwrap();
+    assert_eq!(
+        core.take_effects(),
+        vec![dispatch("x1", "a"), dispatch("y1", "b")]
+    );
+    core.finish("x1", JobOutcome::Completed(stats(1)), clock.at(2));
+    core.finish("y1", JobOutcome::Completed(stats(1)), clock.at(2));
+    // Their next turns: both workers idle, so least-loaded routing would send both to `a`.
+    core.submit(job_with_prefixes("y2", &[7, 8, 9]), clock.at(3))
+        .unwrap();
+    core.submit(job_with_prefixes("x2", &[1, 2, 3]), clock.at(3))
+        .unwrap();
+    assert_eq!(
+        core.take_effects(),
+        vec![dispatch("y2", "b"), dispatch("x2", "a")]
+    );
+}
+
+#[test]
+fn uneven_load_sends_a_job_to_the_least_loaded_worker_instead() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 8), clock.at(0));
+    core.register(worker("b", "m", 8), clock.at(0));
+    core.submit(job_with_prefixes("x1", &[1]), clock.at(1))
+        .unwrap();
+    // Same prefix: `a` holds it and is within the slack of 2 busy slots beyond `b`.
+    for turn in 2..=3 {
+        core.submit(
+            job_with_prefixes(&format!("x{turn}"), &[1, turn]),
+            clock.at(1),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        core.take_effects(),
+        vec![
+            dispatch("x1", "a"),
+            dispatch("x2", "a"),
+            dispatch("x3", "a")
+        ]
+    );
+    // `a` has 3 busy slots, `b` none: beyond the slack, so the least loaded takes it.
+    core.submit(job_with_prefixes("x4", &[1, 4]), clock.at(2))
+        .unwrap();
+    assert_eq!(core.take_effects(), vec![dispatch("x4", "b")]);
+    // A restarted worker (registering again) holds nothing any more.
+    core.register(worker("a", "m", 8), clock.at(3));
+    core.submit(job_with_prefixes("x5", &[1, 2]), clock.at(4))
+        .unwrap();
+    assert_eq!(core.take_effects(), vec![dispatch("x5", "b")]);
+}
+
+#[test]
+fn least_loaded_routing_ignores_prefixes() {
+    let (mut core, clock) = setup(SchedulerConfig {
+        routing: Routing::LeastLoaded,
+        ..config()
+    });
+    core.register(worker("a", "m", 4), clock.at(0));
+    core.register(worker("b", "m", 4), clock.at(0));
+    core.submit(job_with_prefixes("y0", &[5]), clock.at(1))
+        .unwrap();
+    core.submit(job_with_prefixes("y1", &[7]), clock.at(1))
+        .unwrap();
+    core.finish("y0", JobOutcome::Completed(stats(1)), clock.at(2));
+    core.finish("y1", JobOutcome::Completed(stats(1)), clock.at(2));
+    core.take_effects();
+    core.submit(job_with_prefixes("y2", &[7, 8]), clock.at(3))
+        .unwrap();
+    assert_eq!(core.take_effects(), vec![dispatch("y2", "a")]);
 }

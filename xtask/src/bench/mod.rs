@@ -1,0 +1,605 @@
+//! `cargo xtask bench`: the release worker measured against llama.cpp's own `llama-server` on
+//! the same model and machine, and orcd's cost measured against talking to the worker direct.
+//! Requests alternate between the two sides (A B A B) within one run, so that a noisy machine
+//! slows both alike and the ratios stay meaningful. It starts its own orcd, worker and (given a
+//! path) llama-server on free ports in a private run directory and stops them at the end.
+
+mod client;
+mod routing;
+mod table;
+
+use std::{
+    ffi::OsString,
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use llorch_api::{WorkerInfo, WorkerState};
+use serde::Serialize;
+
+use self::client::{aggregate_decode_rate, complete, Sample, Target};
+use self::table::{markdown, percentile, Better, Figure};
+use crate::{
+    daemon::{DaemonInfo, DaemonSpec, RunDir},
+    flags::BenchArgs,
+    pool::worker::{self as pool_worker, WorkerLaunch},
+    Context,
+};
+
+/// About 100 tokens of plain English, so prompt processing is measured on more than a handful
+/// of tokens and every run sees the same input.
+const BENCH_PROMPT: &str = "The history of computing spans several centuries, from mechanical \
+calculators built by hand to the vast data centres that power the modern internet. Early pioneers \
+imagined machines that could follow instructions, store numbers and print tables without error. \
+Over time, vacuum tubes gave way to transistors, and transistors to integrated circuits holding \
+billions of switches. Today, language models run on hardware that fits on a desk, and a small \
+cluster of ordinary computers can serve many people at once. In this essay, we look at how";
+
+/// The conversation figure: its last turn is measured.
+const TURNS: usize = 8;
+/// Tokens of each answer in the conversation.
+const ANSWER_TOKENS: u32 = 64;
+/// Concurrent streams of orcd's many-streams figure, and tokens per stream there.
+const MANY_STREAMS: u32 = 64;
+const MANY_STREAMS_TOKENS: u32 = 16;
+/// Tokens each slot holds, the same on both servers.
+const CTX_PER_SLOT: u32 = 2048;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub runs: u32,
+    pub max_tokens: u32,
+    pub streams: u32,
+    pub threads: Option<u32>,
+    pub busy_cores: u32,
+    pub cpu_cores: usize,
+    pub unix_time: u64,
+    pub llama_server: Option<String>,
+    /// llama-server (column 0) against the worker (column 1).
+    pub comparison: Vec<Figure>,
+    /// The worker direct (column 0) against the same worker through orcd (column 1).
+    pub orcd: Vec<Figure>,
+    /// Least-loaded routing (column 0) against cache-aware routing (column 1); empty without
+    /// `--routing`.
+    pub routing: Vec<Figure>,
+    pub markdown: String,
+}
+
+/// Stops the bench's daemons and busy loops however `run` ends.
+struct Cleanup {
+    run_dir: RunDir,
+    names: Vec<String>,
+    busy: Vec<duct::Handle>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for busy in self.busy.drain(..) {
+            let _ = busy.kill();
+        }
+        for name in self.names.iter().rev() {
+            let _ = self.run_dir.stop(name, Duration::from_secs(10));
+        }
+    }
+}
+
+pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
+    if args.runs == 0 || args.streams == 0 || args.max_tokens < 2 {
+        bail!("--runs and --streams must be at least 1, --max-tokens at least 2");
+    }
+    let model = match &args.model {
+        Some(model) => model.clone(),
+        None => crate::jobs::default_model_id(cx)?,
+    };
+    let model_path = crate::models::ensure_downloaded(cx, &model)?;
+    let binaries = crate::build::build_binaries(cx, llorch_api::Backend::Cpu, true)?;
+    let scratch = tempfile::tempdir().context("creating the bench's private run directory")?;
+    let mut cleanup = Cleanup {
+        run_dir: RunDir::at(scratch.path()),
+        names: Vec::new(),
+        busy: Vec::new(),
+    };
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    let port = pool_worker::free_port(localhost)?;
+    let orcd = crate::stack::start_orcd(
+        cx,
+        &cleanup.run_dir,
+        "bench-orcd",
+        &binaries.orcd,
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--queue-limit".into(),
+            (2 * MANY_STREAMS).to_string().into(),
+        ],
+    )
+    .context("starting orcd for the bench")?;
+    cleanup.names.push(orcd.name.clone());
+    let orcd_url = orcd.url.clone().expect("orcd is started with a url");
+    let mut extra_args: Vec<OsString> = vec![
+        "--slots".into(),
+        args.streams.to_string().into(),
+        "--ctx-size".into(),
+        CTX_PER_SLOT.to_string().into(),
+        "--queue-size".into(),
+        MANY_STREAMS.to_string().into(),
+    ];
+    if let Some(threads) = args.threads {
+        extra_args.extend(["--threads".into(), threads.to_string().into()]);
+    }
+    let launch = WorkerLaunch {
+        model: model.clone(),
+        program: binaries.worker.clone(),
+        orchestrator_url: orcd_url.clone(),
+        id: Some("bench-worker".to_owned()),
+        extra_args,
+        ..WorkerLaunch::defaults(cx)
+    };
+    let worker =
+        pool_worker::start_worker(cx, &cleanup.run_dir, &launch, Duration::from_secs(120))?;
+    cleanup.names.push(worker.name.clone());
+    let worker_url = worker.url.clone().expect("workers are started with a url");
+
+    let llama_server = match &args.against_llama_server {
+        None => None,
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some((
+            Target::LlamaServer {
+                url: url.trim_end_matches('/').to_owned(),
+            },
+            None,
+        )),
+        Some(path) => {
+            let info = start_llama_server(&cleanup.run_dir, path, &model_path, &args)?;
+            cleanup.names.push(info.name.clone());
+            let url = info
+                .url
+                .clone()
+                .expect("llama-server is started with a url");
+            Some((Target::LlamaServer { url }, Some(info.pid)))
+        }
+    };
+
+    let routing_targets = if args.routing {
+        routing::start(
+            cx,
+            &mut cleanup,
+            &binaries,
+            &model,
+            args.streams,
+            args.threads,
+        )?
+    } else {
+        Vec::new()
+    };
+
+    for _ in 0..args.busy_cores {
+        let busy = duct::cmd!("sh", "-c", "while :; do :; done")
+            .stdin_null()
+            .stdout_null()
+            .start()
+            .context("starting a busy-loop process (`sh`) for --busy-cores")?;
+        cleanup.busy.push(busy);
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sides = Sides {
+        llama_server: llama_server.as_ref().map(|(target, _)| target.clone()),
+        worker: Target::Worker { url: worker_url },
+        orcd: Target::Orcd {
+            url: orcd_url.clone(),
+            model: model.clone(),
+        },
+    };
+    let (mut comparison, orcd_figures, routing_figures) = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        wait_for_registration(&http, &orcd_url, &model, 1).await?;
+        for target in &routing_targets {
+            if let Target::Orcd { url, .. } = target {
+                wait_for_registration(&http, url, &model, 2).await?;
+            }
+        }
+        measure(cx, &http, &sides, &routing_targets, &args).await
+    })?;
+    // Memory after the whole workload, with every slot used.
+    let rss = comparison
+        .iter_mut()
+        .find(|figure| figure.name == RSS_NAME)
+        .expect("the comparison has an RSS figure");
+    if let Some(pid) = llama_server.as_ref().and_then(|(_, pid)| *pid) {
+        rss.push(0, rss_megabytes(pid));
+    }
+    rss.push(1, rss_megabytes(worker.pid));
+    drop(cleanup);
+
+    let llama_server_name = args.against_llama_server.clone();
+    let mut report = BenchReport {
+        model,
+        runs: args.runs,
+        max_tokens: args.max_tokens,
+        streams: args.streams,
+        threads: args.threads,
+        busy_cores: args.busy_cores,
+        cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+        llama_server: llama_server_name,
+        comparison,
+        orcd: orcd_figures,
+        routing: routing_figures,
+        markdown: String::new(),
+    };
+    report.markdown = render(&report);
+    let path = write_report(cx, &report)?;
+    if cx.out.json() {
+        return cx.out.print_json(&report);
+    }
+    cx.out.println(&report.markdown);
+    cx.out.status(format!("written to {}", path.display()));
+    Ok(())
+}
+
+/// Starts the llama-server binary at `path` like the bench's worker: same model, slots and
+/// context per slot, its own defaults otherwise.
+fn start_llama_server(
+    run_dir: &RunDir,
+    path: &str,
+    model_path: &std::path::Path,
+    args: &BenchArgs,
+) -> anyhow::Result<DaemonInfo> {
+    let program = std::path::PathBuf::from(path);
+    if !program.is_file() {
+        bail!(
+            "--against-llama-server {path}: no such file, and not an http:// URL\n\
+             hint: build llama-server from the llama.cpp that our crate bundles (see the README's Benchmarks section), or pass the URL of a running one"
+        );
+    }
+    let port = pool_worker::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
+    let mut server_args: Vec<OsString> = vec![
+        "-m".into(),
+        model_path.into(),
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        port.to_string().into(),
+        "--parallel".into(),
+        args.streams.to_string().into(),
+        "-c".into(),
+        (CTX_PER_SLOT * args.streams).to_string().into(),
+    ];
+    if let Some(threads) = args.threads {
+        server_args.extend([
+            "--threads".into(),
+            threads.to_string().into(),
+            "--threads-batch".into(),
+            threads.to_string().into(),
+        ]);
+    }
+    let spec = DaemonSpec {
+        name: "bench-llama-server".into(),
+        kind: "llama-server".into(),
+        program,
+        args: server_args,
+        env: Vec::new(),
+        port: Some(port),
+        url: Some(format!("http://127.0.0.1:{port}")),
+        model: None,
+        backend: None,
+    };
+    let info = run_dir.spawn(&spec).context("starting llama-server")?;
+    if let Err(error) = crate::daemon::wait_healthy(&info, Duration::from_secs(120)) {
+        let _ = run_dir.stop(&info.name, Duration::from_secs(5));
+        return Err(error.context("waiting for llama-server"));
+    }
+    Ok(info)
+}
+
+struct Sides {
+    llama_server: Option<Target>,
+    worker: Target,
+    orcd: Target,
+}
+
+impl Sides {
+    /// The comparison's columns: llama-server (0, when given) and the worker (1).
+    fn compared(&self) -> Vec<(usize, &Target)> {
+        let mut sides = Vec::new();
+        if let Some(llama_server) = &self.llama_server {
+            sides.push((0, llama_server));
+        }
+        sides.push((1, &self.worker));
+        sides
+    }
+}
+
+const RSS_NAME: &str = "resident memory after the run";
+
+fn comparison_figures() -> Vec<Figure> {
+    vec![
+        Figure::new(
+            "single-stream decode",
+            "tok/s",
+            Better::Higher,
+            "one stream alone, a fresh ~100-token prompt: its tokens after the first divided by the time from its first to its last token",
+            2,
+        ),
+        Figure::new(
+            "time to first token",
+            "ms",
+            Better::Lower,
+            "the same stream: from sending the request to receiving the first token",
+            2,
+        ),
+        Figure::new(
+            "concurrent streams, aggregate decode",
+            "tok/s",
+            Better::Higher,
+            "`--streams` streams sent at once, fresh prompts: all their tokens after each stream's first, divided by the time from the earliest first token to the latest last token",
+            2,
+        ),
+        Figure::new(
+            "conversation turn 8, time to first token",
+            "ms",
+            Better::Lower,
+            "a conversation where each turn resends the whole history plus the last answer (64 tokens) and a new question; the time to first token of turn 8",
+            2,
+        ),
+        Figure::new(
+            "conversation turn 8 cold, time to first token",
+            "ms",
+            Better::Lower,
+            "turn 8's prompt with a different first word, so that no cache holds any of it",
+            2,
+        ),
+        Figure::new(
+            "conversation turn 8, cached prompt tokens",
+            "tokens",
+            Better::Higher,
+            "the prompt tokens of turn 8 that the server reports it took from its cache",
+            2,
+        ),
+        Figure::new(
+            RSS_NAME,
+            "MB",
+            Better::Lower,
+            "resident set size of the server process after the whole run (a running server given by URL is not measured)",
+            2,
+        ),
+    ]
+}
+
+fn orcd_figures() -> Vec<Figure> {
+    vec![
+        Figure::new(
+            "single-stream decode",
+            "tok/s",
+            Better::Higher,
+            "as in the comparison, straight to the worker or through orcd",
+            2,
+        ),
+        Figure::new(
+            "time to first token",
+            "ms",
+            Better::Lower,
+            "as in the comparison, straight to the worker or through orcd",
+            2,
+        ),
+        Figure::new(
+            "64 streams, aggregate decode",
+            "tok/s",
+            Better::Higher,
+            "64 streams of 16 tokens sent at once (the worker queues what its slots cannot take): defined as the aggregate decode of the comparison",
+            2,
+        ),
+        Figure::new(
+            "64 streams, time to first token p50",
+            "ms",
+            Better::Lower,
+            "the median over the 64 streams of their time to first token, queueing included",
+            2,
+        ),
+    ]
+}
+
+async fn measure(
+    cx: &Context,
+    http: &reqwest::Client,
+    sides: &Sides,
+    routing_targets: &[Target],
+    args: &BenchArgs,
+) -> anyhow::Result<(Vec<Figure>, Vec<Figure>, Vec<Figure>)> {
+    let mut comparison = comparison_figures();
+    let mut orcd = orcd_figures();
+    let mut routing_figures = if routing_targets.is_empty() {
+        Vec::new()
+    } else {
+        routing::figures()
+    };
+    let spinner = cx.out.spinner("warming up");
+    // One unmeasured stream on each side pages the model in and warms the caches.
+    for (_, target) in sides.compared() {
+        complete(http, target, "Warm-up. The capital of France is", 8).await?;
+    }
+    complete(http, &sides.orcd, "Warm-up. The capital of France is", 8).await?;
+
+    for run in 0..args.runs {
+        let progress = |what: &str| format!("run {}/{}: {what}", run + 1, args.runs);
+        spinner.set_message(progress("single stream"));
+        for (column, target) in sides.compared() {
+            let prompt = format!("Run {run}, side {column}. {BENCH_PROMPT}");
+            let sample = complete(http, target, &prompt, args.max_tokens).await?;
+            comparison[0].push(column, sample.decode_rate());
+            comparison[1].push(column, sample.time_to_first_token_ms());
+        }
+
+        spinner.set_message(progress("concurrent streams"));
+        for (column, target) in sides.compared() {
+            let samples = concurrent(http, target, args.streams, args.max_tokens, |stream| {
+                format!("Stream {stream} of run {run}, side {column}. {BENCH_PROMPT}")
+            })
+            .await?;
+            comparison[2].push(column, aggregate_decode_rate(&samples));
+        }
+
+        spinner.set_message(progress("conversation"));
+        let compared = sides.compared();
+        let mut histories: Vec<String> = compared
+            .iter()
+            .map(|(column, _)| format!("Conversation {run} on side {column}. {BENCH_PROMPT}"))
+            .collect();
+        for turn in 1..=TURNS {
+            for (index, (column, target)) in compared.iter().enumerate() {
+                let sample = complete(http, target, &histories[index], ANSWER_TOKENS).await?;
+                if turn == TURNS {
+                    comparison[3].push(*column, sample.time_to_first_token_ms());
+                    comparison[5].push(*column, f64::from(sample.cached_tokens));
+                    continue;
+                }
+                histories[index].push_str(&sample.text);
+                histories[index].push_str(&format!(
+                    "\n\nQuestion {turn}: and what happened after that?\n\nAnswer {turn}:"
+                ));
+            }
+        }
+        for (index, (column, target)) in compared.iter().enumerate() {
+            let cold = histories[index].replacen("Conversation", "Unrelated", 1);
+            let sample = complete(http, target, &cold, ANSWER_TOKENS).await?;
+            comparison[4].push(*column, sample.time_to_first_token_ms());
+        }
+
+        spinner.set_message(progress("orcd against direct"));
+        let paths = [(0, &sides.worker), (1, &sides.orcd)];
+        for (column, target) in paths {
+            let prompt = format!("Path run {run}, side {column}. {BENCH_PROMPT}");
+            let sample = complete(http, target, &prompt, args.max_tokens).await?;
+            orcd[0].push(column, sample.decode_rate());
+            orcd[1].push(column, sample.time_to_first_token_ms());
+        }
+        for (column, target) in paths {
+            let samples = concurrent(http, target, MANY_STREAMS, MANY_STREAMS_TOKENS, |stream| {
+                format!("Stream {stream} of run {run} on path {column}: the capital of France is")
+            })
+            .await?;
+            orcd[2].push(column, aggregate_decode_rate(&samples));
+            let first_tokens: Vec<f64> =
+                samples.iter().map(Sample::time_to_first_token_ms).collect();
+            if let Some(p50) = percentile(&first_tokens, 50.0) {
+                orcd[3].push(column, p50);
+            }
+        }
+
+        if !routing_targets.is_empty() {
+            spinner.set_message(progress("routing"));
+            routing::measure(http, routing_targets, run, &mut routing_figures).await?;
+        }
+    }
+    spinner.finish_and_clear();
+    Ok((comparison, orcd, routing_figures))
+}
+
+/// `streams` completions sent at once, each with its own prompt.
+async fn concurrent(
+    http: &reqwest::Client,
+    target: &Target,
+    streams: u32,
+    max_tokens: u32,
+    prompt: impl Fn(u32) -> String,
+) -> anyhow::Result<Vec<Sample>> {
+    let prompts: Vec<String> = (0..streams).map(prompt).collect();
+    futures::future::try_join_all(
+        prompts
+            .iter()
+            .map(|prompt| complete(http, target, prompt, max_tokens)),
+    )
+    .await
+}
+
+/// Waits until `count` live workers of `model` are registered with the orcd at `orcd_url`.
+async fn wait_for_registration(
+    http: &reqwest::Client,
+    orcd_url: &str,
+    model: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(response) = http.get(format!("{orcd_url}/workers")).send().await {
+            let workers: Vec<WorkerInfo> = response.json().await.unwrap_or_default();
+            let live = workers
+                .iter()
+                .filter(|worker| worker.model == model && worker.state == WorkerState::Live)
+                .count();
+            if live >= count {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the bench workers did not register with orcd at {orcd_url} within 30 s")
+}
+
+/// Resident set size of a process in MB, NaN if it cannot be read.
+fn rss_megabytes(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| {
+                    value
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+        })
+        .map_or(f64::NAN, |kilobytes| kilobytes / 1024.0)
+}
+
+fn render(report: &BenchReport) -> String {
+    let threads = report
+        .threads
+        .map_or("each server's default threads".to_owned(), |threads| {
+            format!("--threads {threads} on both")
+        });
+    format!(
+        "{model}, greedy, {tokens} tokens per stream, {streams} slots of {ctx} tokens, {threads}, \
+         {runs} runs alternating the sides, {cores} cores, {busy} busy-loop processes; \
+         each cell is the median [min–max] over the runs\n\n\
+         {comparison}\n\
+         orcd's cost (the same worker, straight or through orcd):\n\n\
+         {orcd}{routing}",
+        model = report.model,
+        tokens = report.max_tokens,
+        streams = report.streams,
+        ctx = CTX_PER_SLOT,
+        runs = report.runs,
+        cores = report.cpu_cores,
+        busy = report.busy_cores,
+        comparison = markdown(["llama-server", "worker"], &report.comparison),
+        orcd = markdown(["worker direct", "through orcd"], &report.orcd),
+        routing = if report.routing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\nRouting across two workers (each policy its own orcd and workers):\n\n{}",
+                markdown(["least-loaded", "prefix routing"], &report.routing)
+            )
+        },
+    )
+}
+
+fn write_report(cx: &Context, report: &BenchReport) -> anyhow::Result<std::path::PathBuf> {
+    let dir = cx.settings.repo_root.join("target/bench");
+    let text = serde_json::to_string_pretty(report)? + "\n";
+    crate::config::write_atomically(&dir.join(format!("bench-{}.json", report.unix_time)), &text)?;
+    let latest = dir.join("latest.json");
+    crate::config::write_atomically(&latest, &text)?;
+    Ok(latest)
+}

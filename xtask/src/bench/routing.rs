@@ -1,0 +1,149 @@
+//! `cargo xtask bench --routing`: orcd's cache-aware routing against least-loaded routing.
+//! Two orcds, one per policy, each with two workers of the model; the same workload of
+//! concurrent multi-turn conversations runs on each, alternating per run.
+
+use std::{
+    ffi::OsString,
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+use super::client::{complete, Sample, Target};
+use super::table::{percentile, Better, Figure};
+use super::{Cleanup, BENCH_PROMPT, CTX_PER_SLOT};
+use crate::{
+    pool::worker::{self as pool_worker, WorkerLaunch},
+    Context,
+};
+
+/// Conversations that run at once, turns each, and tokens per answer.
+pub const CONVERSATIONS: u32 = 8;
+const TURNS: usize = 4;
+const ANSWER_TOKENS: u32 = 32;
+const WORKERS_PER_POLICY: usize = 2;
+const POLICIES: [&str; 2] = ["least-loaded", "prefix"];
+
+/// Starts an orcd per routing policy, each with its workers; returns their targets in the
+/// order of [`POLICIES`].
+pub fn start(
+    cx: &Context,
+    cleanup: &mut Cleanup,
+    binaries: &crate::build::BuiltBinaries,
+    model: &str,
+    slots: u32,
+    threads: Option<u32>,
+) -> anyhow::Result<Vec<Target>> {
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut targets = Vec::new();
+    for policy in POLICIES {
+        let port = pool_worker::free_port(localhost)?;
+        let name = format!("bench-orcd-{policy}");
+        let orcd = crate::stack::start_orcd(
+            cx,
+            &cleanup.run_dir,
+            &name,
+            &binaries.orcd,
+            &format!("127.0.0.1:{port}"),
+            &["--routing".into(), policy.into()],
+        )
+        .with_context(|| format!("starting orcd with --routing {policy}"))?;
+        cleanup.names.push(orcd.name.clone());
+        let url = orcd.url.clone().expect("orcd is started with a url");
+        for index in 0..WORKERS_PER_POLICY {
+            let mut extra_args: Vec<OsString> = vec![
+                "--slots".into(),
+                slots.to_string().into(),
+                "--ctx-size".into(),
+                CTX_PER_SLOT.to_string().into(),
+            ];
+            if let Some(threads) = threads {
+                extra_args.extend(["--threads".into(), threads.to_string().into()]);
+            }
+            let launch = WorkerLaunch {
+                model: model.to_owned(),
+                program: binaries.worker.clone(),
+                orchestrator_url: url.clone(),
+                id: Some(format!("bench-{policy}-{index}")),
+                extra_args,
+                ..WorkerLaunch::defaults(cx)
+            };
+            let worker =
+                pool_worker::start_worker(cx, &cleanup.run_dir, &launch, Duration::from_secs(120))?;
+            cleanup.names.push(worker.name.clone());
+        }
+        targets.push(Target::Orcd {
+            url,
+            model: model.to_owned(),
+        });
+    }
+    Ok(targets)
+}
+
+pub fn figures() -> Vec<Figure> {
+    vec![
+        Figure::new(
+            "time to first token p50, all turns",
+            "ms",
+            Better::Lower,
+            "8 conversations at once, 4 turns each (every turn resends the history plus a 32-token answer), through one orcd with two workers of 4 slots: the median time to first token over all their turns",
+            2,
+        ),
+        Figure::new(
+            "throughput",
+            "tok/s",
+            Better::Higher,
+            "all tokens the 8 conversations generated over the wall time of the workload",
+            2,
+        ),
+    ]
+}
+
+/// One run of the workload on every policy, in turn.
+pub async fn measure(
+    http: &reqwest::Client,
+    targets: &[Target],
+    run: u32,
+    figures: &mut [Figure],
+) -> anyhow::Result<()> {
+    for (column, target) in targets.iter().enumerate() {
+        let started = Instant::now();
+        let conversations = futures::future::try_join_all(
+            (0..CONVERSATIONS).map(|index| conversation(http, target, run, column, index)),
+        )
+        .await?;
+        let wall = started.elapsed().as_secs_f64();
+        let samples: Vec<&Sample> = conversations.iter().flatten().collect();
+        let first_tokens: Vec<f64> = samples
+            .iter()
+            .map(|sample| sample.time_to_first_token_ms())
+            .collect();
+        if let Some(p50) = percentile(&first_tokens, 50.0) {
+            figures[0].push(column, p50);
+        }
+        let tokens: u32 = samples.iter().map(|sample| sample.generated_tokens).sum();
+        figures[1].push(column, f64::from(tokens) / wall);
+    }
+    Ok(())
+}
+
+async fn conversation(
+    http: &reqwest::Client,
+    target: &Target,
+    run: u32,
+    column: usize,
+    index: u32,
+) -> anyhow::Result<Vec<Sample>> {
+    let mut history = format!("Conversation {index} of run {run} on side {column}. {BENCH_PROMPT}");
+    let mut samples = Vec::with_capacity(TURNS);
+    for turn in 1..=TURNS {
+        let sample = complete(http, target, &history, ANSWER_TOKENS).await?;
+        history.push_str(&sample.text);
+        history.push_str(&format!(
+            "\n\nQuestion {turn}: and what happened after that?\n\nAnswer {turn}:"
+        ));
+        samples.push(sample);
+    }
+    Ok(samples)
+}
