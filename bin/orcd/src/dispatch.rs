@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::StreamExt;
-use llorch_api::audit::AuditEvent;
+use llorch_api::audit::{Actor, AuditEvent};
 use llorch_api::{ErrorBody, ErrorKind, FinishReason, GenerationStats, StreamEvent};
 use reqwest::StatusCode;
 use tokio::sync::mpsc::error::TrySendError;
@@ -62,6 +62,8 @@ pub struct JobContext {
     /// This job's model's counters and histograms.
     pub job_metrics: JobMetrics,
     pub audit: Option<AuditLog>,
+    /// Who submitted the job: its end is recorded in the audit log under their name.
+    pub submitted_by: Actor,
     /// When orcd admitted the job: time to first token and duration count from here.
     pub accepted_at: Instant,
     /// `job{job_id=...}`: everything the job's task logs is logged inside it.
@@ -85,6 +87,7 @@ pub fn spawn_job(
             metrics: context.metrics.clone(),
             job_metrics: context.job_metrics.clone(),
             audit: context.audit.clone(),
+            submitted_by: context.submitted_by.clone(),
             outcome: None,
             worker_id: None,
             generated_tokens: 0,
@@ -115,6 +118,7 @@ struct FinishReport {
     metrics: Arc<Metrics>,
     job_metrics: JobMetrics,
     audit: Option<AuditLog>,
+    submitted_by: Actor,
     outcome: Option<JobOutcome>,
     worker_id: Option<String>,
     generated_tokens: u32,
@@ -130,7 +134,10 @@ impl Drop for FinishReport {
         self.metrics
             .job_finished(&self.job_metrics, &outcome, elapsed.as_secs_f64());
         if let Some(audit) = &self.audit {
-            audit.record(None, self.audit_event(&outcome, millis(elapsed)));
+            // The job is the submitter's action; a `cancel_requested` record before a
+            // `task_cancelled` names whoever cancelled it, if someone else did.
+            let actor = Some(self.submitted_by.clone());
+            audit.record(actor, self.audit_event(&outcome, millis(elapsed)));
         }
         if !matches!(outcome, JobOutcome::Completed(_)) && self.generated_tokens > 0 {
             // The count in a cancelled or failed job's record is orcd's, not the worker's.

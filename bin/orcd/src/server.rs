@@ -427,7 +427,7 @@ async fn admit(
     };
     tracing::info!(model = %task.model, stream = task.stream, api = api.as_str(), "task accepted");
     if let Some(audit) = &state.audit {
-        audit.record(Some(actor), task_submitted(&job_id, &task, api));
+        audit.record(Some(actor.clone()), task_submitted(&job_id, &task, api));
     }
     let items = spawn_job(
         JobContext {
@@ -439,6 +439,7 @@ async fn admit(
             abort: state.abort.subscribe(),
             metrics: state.metrics.clone(),
             audit: state.audit.clone(),
+            submitted_by: actor.clone(),
             accepted_at,
             span,
         },

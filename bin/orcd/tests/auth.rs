@@ -14,7 +14,7 @@ use orcd::audit::AuditSettings;
 use orcd::auth::{fingerprint, AuthConfig};
 use orcd::Settings;
 use serde_json::{json, Value};
-use support::{all_events, events, FakeWorker, Orcd, Script};
+use support::{all_events, events, eventually, FakeWorker, Orcd, Script};
 
 const CLIENT_TOKEN: &str = "client-token-0123456789abcdef";
 const WORKER_TOKEN: &str = "worker-token-0123456789abcdef";
@@ -261,7 +261,15 @@ async fn jobs_belong_to_their_token_and_an_operator_sees_and_cancels_them_all() 
         "{last:?}"
     );
 
-    let lines = audit_lines(&orcd, &log).await;
+    // The job's end is recorded when its task finishes, just after the stream closed.
+    let mut lines = Vec::new();
+    eventually("the job's end in the audit log", async || {
+        lines = audit_lines(&orcd, &log).await;
+        lines
+            .iter()
+            .any(|line| line["event"] == "task_cancelled" && line["job_id"] == job_id.as_str())
+    })
+    .await;
     let actor_of = |event: &str| {
         lines
             .iter()
@@ -276,6 +284,11 @@ async fn jobs_belong_to_their_token_and_an_operator_sees_and_cancels_them_all() 
     assert_eq!(
         actor_of("cancel_requested"),
         fingerprint(OPERATOR_TOKEN).as_str()
+    );
+    // The end of the job is its owner's: they submitted it.
+    assert_eq!(
+        actor_of("task_cancelled"),
+        fingerprint(CLIENT_TOKEN).as_str()
     );
     let text = std::fs::read_to_string(&log).unwrap();
     for secret in [CLIENT_TOKEN, OTHER_CLIENT_TOKEN, OPERATOR_TOKEN] {
