@@ -69,6 +69,9 @@ async fn running_job(stream: &mut TaskStream) -> String {
     }
 }
 
+/// Rounds of hang-ups at most, for at least one to be admitted.
+const ROUNDS: usize = 5;
+
 #[test]
 fn thirty_clients_hanging_up_right_after_their_request_leave_no_job_behind() {
     runtime().block_on(async {
@@ -94,42 +97,56 @@ fn thirty_clients_hanging_up_right_after_their_request_leave_no_job_behind() {
         }
         let busy_ids: BTreeSet<String> = busy.iter().map(|(id, _)| id.clone()).collect();
 
-        // Thirty clients send a whole task and hang up at once, half with a reset.
+        // Rounds of thirty clients send a whole task and hang up at once, half with a reset.
+        // Whether orcd admits a job before it notices the hang-up is a race; on a loaded
+        // machine a round can lose all thirty, so rounds go on until one was admitted.
         let body = serde_json::to_string(&greedy_task("Hello", 8)).unwrap();
         let request = format!(
             "POST /v2/tasks HTTP/1.1\r\nhost: orcd\r\ncontent-type: application/json\r\n\
              content-length: {}\r\n\r\n{body}",
             body.len()
         );
-        let hang_ups = (0..30).map(|n| {
-            let address = address(&orcd);
-            let request = request.clone();
-            async move {
-                let mut stream = TcpStream::connect(&address).await.unwrap();
-                stream.write_all(request.as_bytes()).await.unwrap();
-                if n % 2 == 0 {
-                    stream.set_zero_linger().unwrap();
+        let mut listed = Vec::new();
+        for round in 1..=ROUNDS {
+            let hang_ups = (0..30).map(|n| {
+                let address = address(&orcd);
+                let request = request.clone();
+                async move {
+                    let mut stream = TcpStream::connect(&address).await.unwrap();
+                    stream.write_all(request.as_bytes()).await.unwrap();
+                    if n % 2 == 0 {
+                        stream.set_zero_linger().unwrap();
+                    }
                 }
-            }
-        });
-        futures::future::join_all(hang_ups).await;
+            });
+            futures::future::join_all(hang_ups).await;
 
-        wait_until(
-            "the jobs of the clients that hung up to end",
-            Duration::from_secs(20),
-            || async {
-                jobs(&orcd.url)
-                    .await
-                    .iter()
-                    .all(|job| job.state.is_finished() || busy_ids.contains(&job.job_id))
-            },
-        )
-        .await
-        .unwrap();
-        let listed = jobs(&orcd.url).await;
-        let orphans = listed.len() - busy_ids.len();
-        eprintln!("{orphans} of 30 hung-up requests were admitted before the client was gone");
-        assert!(orphans > 0, "no hung-up request was admitted; the test proves nothing");
+            wait_until(
+                "the jobs of the clients that hung up to end",
+                Duration::from_secs(20),
+                || async {
+                    jobs(&orcd.url)
+                        .await
+                        .iter()
+                        .all(|job| job.state.is_finished() || busy_ids.contains(&job.job_id))
+                },
+            )
+            .await
+            .unwrap();
+            listed = jobs(&orcd.url).await;
+            let orphans = listed.len() - busy_ids.len();
+            eprintln!(
+                "round {round}: {orphans} of {} hung-up requests were admitted before the client was gone",
+                30 * round
+            );
+            if orphans > 0 {
+                break;
+            }
+        }
+        assert!(
+            listed.len() > busy_ids.len(),
+            "no hung-up request was admitted in {ROUNDS} rounds; the test proves nothing"
+        );
         let queued = listed
             .iter()
             .filter(|job| job.state == JobState::Queued)
