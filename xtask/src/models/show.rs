@@ -118,7 +118,10 @@ fn print_catalog(cx: &Context, catalog: Option<&Catalog>, rows: &[CatalogRow]) {
         } else if row.origin.ends_with("(built in)") {
             "built-in".to_owned()
         } else {
-            "catalog".to_owned()
+            std::path::Path::new(row.origin)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| row.origin.to_owned())
         };
         table.push([
             if entry.default { "*" } else { "" }.to_owned(),
