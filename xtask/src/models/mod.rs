@@ -12,7 +12,7 @@ mod verify;
 
 use std::{ffi::OsString, path::PathBuf};
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use llorch_catalog::{model_path, Catalog, Diagnostic, ModelEntry};
 
 use crate::{config::Origin, flags::ModelsCmd, Context};
@@ -163,6 +163,56 @@ pub fn worker_model_args(cx: &Context, model: &str) -> anyhow::Result<Vec<OsStri
         "--model-id".into(),
         model.into(),
     ])
+}
+
+/// The entries among `ids` that come from the user's catalog.d, for `fleet up` to take to
+/// hosts whose catalog lacks them.
+pub fn user_entries_for<'a>(
+    cx: &Context,
+    ids: impl Iterator<Item = &'a str>,
+) -> anyhow::Result<Vec<ModelEntry>> {
+    let catalog = load_catalog(cx)?;
+    let mut entries: Vec<ModelEntry> = Vec::new();
+    for id in ids {
+        let from_user_file = catalog
+            .origin_of(id)
+            .is_some_and(|origin| catalog.is_user_origin(origin));
+        if let (true, Some(entry)) = (from_user_file, catalog.get(id)) {
+            if !entries.iter().any(|known| known.id == id) {
+                entries.push(entry.clone());
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Writes each of `entries` this machine's catalog lacks to catalog.d (`fleet up` on a host);
+/// returns the ids written. An id this catalog defines differently is an error, never replaced.
+pub fn adopt_user_entries(cx: &Context, entries: &[ModelEntry]) -> anyhow::Result<Vec<String>> {
+    let catalog = load_catalog(cx)?;
+    let mut written = Vec::new();
+    for entry in entries {
+        match catalog.get(&entry.id) {
+            Some(existing) if existing == entry => {}
+            Some(existing) => bail!(
+                "model `{}` is defined differently here ({}, from {}) than in the operator's catalog.d ({})\nhint: make the two entries agree, or give one of them another id",
+                entry.id,
+                existing.source_summary(),
+                catalog.origin_of(&entry.id).unwrap_or_default(),
+                entry.source_summary()
+            ),
+            None => {
+                llorch_catalog::write_user_entry(
+                    &cx.settings.catalog_dir,
+                    entry,
+                    "Copied by `cargo xtask fleet up` from the operator's catalog.d.",
+                )
+                .with_context(|| format!("recording model `{}` in {}", entry.id, cx.settings.catalog_dir.display()))?;
+                written.push(entry.id.clone());
+            }
+        }
+    }
+    Ok(written)
 }
 
 /// The entry for `id`, or an error that suggests the nearest id.
