@@ -597,6 +597,21 @@ url = "http://file:1"
 "#;
 
     #[test]
+    fn the_user_catalog_dir_sits_beside_the_config_file_unless_env_or_file_say() {
+        let settings = resolve(&GlobalFlags::default(), &env_of(&[]), None);
+        assert_eq!(settings.catalog_dir, PathBuf::from("/test/catalog.d"));
+        assert_eq!(settings.origins["catalog_dir"], Origin::Default);
+        let file = "version = 1\n[models]\ncatalog_dir = \"/file/catalog.d\"\n";
+        let settings = resolve(&GlobalFlags::default(), &env_of(&[]), Some(file));
+        assert_eq!(settings.catalog_dir, PathBuf::from("/file/catalog.d"));
+        assert_eq!(settings.origins["catalog_dir"], Origin::File);
+        let env = env_of(&[("LLORCH_CATALOG_DIR", "/env/catalog.d")]);
+        let settings = resolve(&GlobalFlags::default(), &env, Some(file));
+        assert_eq!(settings.catalog_dir, PathBuf::from("/env/catalog.d"));
+        assert_eq!(settings.origins["catalog_dir"], Origin::Env);
+    }
+
+    #[test]
     fn flag_beats_env_beats_file_beats_default() {
         let flags = GlobalFlags {
             model_base_dir: Some("/from/flag".into()),

@@ -270,6 +270,23 @@ fn models_add_copies_a_local_gguf_and_records_it_in_catalog_d_with_its_origin() 
         sandbox.catalog_dir_files(),
         vec!["linked.toml".to_owned(), "mine.toml".to_owned()]
     );
+
+    // `delete --forget` removes the files and the catalog.d entry; built-in ids are refused.
+    sandbox
+        .xtask(&["models", "delete", "linked", "--force", "--forget"])
+        .assert_success();
+    assert_eq!(sandbox.catalog_dir_files(), vec!["mine.toml".to_owned()]);
+    assert!(!sandbox.model_dir("linked").exists());
+    assert!(original.exists(), "the original of a hard link stays");
+    let builtin = sandbox.xtask(&["models", "delete", "tiny", "--force", "--forget"]);
+    builtin.assert_failure();
+    assert!(
+        builtin
+            .stderr
+            .contains("only catalog.d entries can be forgotten"),
+        "{}",
+        builtin.stderr
+    );
 }
 
 #[test]

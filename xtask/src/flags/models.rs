@@ -113,7 +113,7 @@ Exits with status 1 when any file is missing, empty or does not match.")]
     },
     /// Delete a downloaded model (asks first; needs --force when stdin is not a terminal)
     #[command(
-        after_help = "Examples:\n  cargo xtask models delete tinyllama\n  cargo xtask models delete tinyllama --force"
+        after_help = "Examples:\n  cargo xtask models delete tinyllama\n  cargo xtask models delete tinyllama --force\n  cargo xtask models delete my-model --force --forget   # and its catalog.d entry"
     )]
     Delete {
         /// Catalog id (or the name of a downloaded model's directory)
@@ -121,6 +121,9 @@ Exits with status 1 when any file is missing, empty or does not match.")]
         /// Delete without asking
         #[arg(long)]
         force: bool,
+        /// Also remove the model's catalog.d entry (written by `models add` or an hf: download)
+        #[arg(long)]
+        forget: bool,
     },
 }
 

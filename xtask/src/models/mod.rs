@@ -43,7 +43,7 @@ pub fn run(cmd: ModelsCmd, cx: &Context) -> anyhow::Result<()> {
         } => add::run(cx, &path, &id, hardlink, force),
         ModelsCmd::Info { id } => show::info(cx, &id),
         ModelsCmd::Verify { id } => verify::run(cx, id.as_deref()),
-        ModelsCmd::Delete { id, force } => delete::run(cx, &id, force),
+        ModelsCmd::Delete { id, force, forget } => delete::run(cx, &id, force, forget),
     }
 }
 
