@@ -358,6 +358,25 @@ fn an_hf_download_is_checked_against_the_published_sha256_and_recorded_in_catalo
     );
     assert_eq!(std::fs::read_to_string(&entry_file).unwrap(), before);
 
+    // When the hub publishes other bytes for the file, the copy here is replaced and re-pinned.
+    let updated = fake_gguf("Any Model", &pseudo_random_bytes(1_500_000, 6));
+    hub.add_file(ANY_REPO, ANY_FILE, updated.clone());
+    let refreshed = sandbox.xtask(&["--json", "models", "download", &spec]);
+    refreshed.assert_success();
+    assert_eq!(refreshed.json()["status"], "downloaded");
+    assert!(
+        refreshed.stderr.contains("downloading it again"),
+        "{}",
+        refreshed.stderr
+    );
+    assert_eq!(
+        std::fs::read(sandbox.model_dir(ANY_ID).join(ANY_FILE)).unwrap(),
+        updated
+    );
+    assert!(std::fs::read_to_string(&entry_file)
+        .unwrap()
+        .contains(&sha256_hex(&updated)));
+
     // An id that is taken is refused, naming where it comes from.
     let taken = sandbox.xtask(&["models", "download", &spec, "--id", "tiny"]);
     taken.assert_failure();

@@ -208,7 +208,21 @@ pub fn run(
         }
     }
 
-    let outcome = download(cx, &entry, force)?;
+    // A copy downloaded earlier from another revision whose file has changed since is not the
+    // file the hub publishes now: download it again rather than pin the new commit to old bytes.
+    let model_dir = llorch_catalog::model_dir(&cx.settings.model_base_dir, &id);
+    let stale = llorch_catalog::Manifest::read(&model_dir)
+        .ok()
+        .flatten()
+        .and_then(|manifest| manifest.main_file().cloned())
+        .is_some_and(|recorded| recorded.sha256 != first.sha256);
+    if stale {
+        cx.out.status(format!(
+            "`{id}` is here, but the hub now publishes other bytes for {}; downloading it again",
+            files[0]
+        ));
+    }
+    let outcome = download(cx, &entry, force || stale)?;
     let main = outcome
         .manifest
         .main_file()
