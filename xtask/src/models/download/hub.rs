@@ -174,6 +174,9 @@ pub fn fetch(
     files: &[String],
     partial: &Path,
 ) -> anyhow::Result<Vec<Fetched>> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
     let endpoint = endpoint();
     let api = api(&partial.join("hub"))?;
     let repo = api.repo(Repo::with_revision(
