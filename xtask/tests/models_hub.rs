@@ -426,6 +426,25 @@ fn a_tampered_hf_download_is_refused_and_leaves_nothing_behind() {
     assert_eq!(sandbox.catalog_dir_files(), Vec::<String>::new());
     let catalog = sandbox.xtask(&["--json", "models", "catalog"]).json();
     assert_eq!(catalog["models"].as_array().unwrap().len(), 1, "{catalog}");
+
+    // An unknown repository and a spec that names no file are explained.
+    let unknown = sandbox.xtask(&["models", "download", "hf:nobody/nothing/x.gguf"]);
+    unknown.assert_failure();
+    assert!(
+        unknown
+            .stderr
+            .contains("no repository `nobody/nothing` with revision `main`"),
+        "{}",
+        unknown.stderr
+    );
+    let no_file = sandbox.xtask(&["models", "download", &format!("hf:{ANY_REPO}")]);
+    no_file.assert_failure();
+    assert!(
+        no_file.stderr.contains("write hf:OWNER/REPO/FILE.gguf"),
+        "{}",
+        no_file.stderr
+    );
+    assert_eq!(sandbox.files(), Vec::<String>::new());
 }
 
 #[test]
