@@ -74,6 +74,8 @@ pub struct HostProfile {
 pub struct ModelsSection {
     /// Catalog file to use instead of the repository's `catalog.toml`.
     pub catalog: Option<PathBuf>,
+    /// The user catalog directory merged after it (default: catalog.d beside this file).
+    pub catalog_dir: Option<PathBuf>,
     /// Catalog id used when a command takes an optional model.
     pub default_model: Option<String>,
 }
@@ -137,6 +139,9 @@ pub struct Settings {
     /// Client token file for orcd, when it has tokens configured.
     pub api_token_file: Option<PathBuf>,
     pub catalog_path: PathBuf,
+    /// `catalog.d`: user catalog files (`models download hf:...`, `models add`) merged after
+    /// `catalog_path`.
+    pub catalog_dir: PathBuf,
     /// Origin of each value above, by field name.
     pub origins: BTreeMap<&'static str, Origin>,
     /// The parsed file (host profiles live here); defaults when there is no file.
@@ -359,6 +364,19 @@ impl Settings {
             file.models.catalog.clone(),
             || repo_root.join("catalog.toml"),
         );
+        let catalog_dir = pick(
+            &mut origins,
+            "catalog_dir",
+            None,
+            env("LLORCH_CATALOG_DIR").map(PathBuf::from),
+            file.models.catalog_dir.clone(),
+            || {
+                config_path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(llorch_catalog::USER_CATALOG_DIR)
+            },
+        );
         Ok(Settings {
             config_path,
             config_file_exists,
@@ -373,6 +391,7 @@ impl Settings {
             orchestrator_url,
             api_token_file,
             catalog_path,
+            catalog_dir,
             origins,
             file,
         })
@@ -404,6 +423,7 @@ version = {CONFIG_VERSION}
 
 [models]
 # catalog = "/path/to/catalog.toml"
+# catalog_dir = "~/.config/llorch/catalog.d"   # your own entries; LLORCH_CATALOG_DIR overrides
 # default_model = "gemma3-270m"
 
 [build]
@@ -575,6 +595,21 @@ log_level = "debug"
 [orchestrator]
 url = "http://file:1"
 "#;
+
+    #[test]
+    fn the_user_catalog_dir_sits_beside_the_config_file_unless_env_or_file_say() {
+        let settings = resolve(&GlobalFlags::default(), &env_of(&[]), None);
+        assert_eq!(settings.catalog_dir, PathBuf::from("/test/catalog.d"));
+        assert_eq!(settings.origins["catalog_dir"], Origin::Default);
+        let file = "version = 1\n[models]\ncatalog_dir = \"/file/catalog.d\"\n";
+        let settings = resolve(&GlobalFlags::default(), &env_of(&[]), Some(file));
+        assert_eq!(settings.catalog_dir, PathBuf::from("/file/catalog.d"));
+        assert_eq!(settings.origins["catalog_dir"], Origin::File);
+        let env = env_of(&[("LLORCH_CATALOG_DIR", "/env/catalog.d")]);
+        let settings = resolve(&GlobalFlags::default(), &env, Some(file));
+        assert_eq!(settings.catalog_dir, PathBuf::from("/env/catalog.d"));
+        assert_eq!(settings.origins["catalog_dir"], Origin::Env);
+    }
 
     #[test]
     fn flag_beats_env_beats_file_beats_default() {

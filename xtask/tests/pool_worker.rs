@@ -460,3 +460,55 @@ fn forget_removes_a_dead_worker_from_orcd_and_refuses_a_live_one() {
         pool.orcd.log()
     );
 }
+
+#[test]
+fn a_catalog_d_model_reaches_the_worker_as_its_file_and_registers_under_its_id() {
+    let pool = LocalPool::new();
+    let original = pool.dir.path().join("Mine-Q4.gguf");
+    std::fs::write(&original, b"GGUF\x03\0\0\0 a tiny stand-in for a model").unwrap();
+    let original = original.to_str().unwrap().to_owned();
+    pool.xtask()
+        .run(["models", "add", &original, "--id", "mine"])
+        .success();
+
+    let spawned = pool
+        .xtask()
+        .run([
+            "--json", "pool", "worker", "spawn", "cpu", "--model", "mine", "--id", "w-mine",
+        ])
+        .success()
+        .json();
+    assert_eq!(spawned["model"], "mine", "{spawned}");
+    let registered = pool.orcd.worker("w-mine").expect("orcd lists the worker");
+    assert_eq!(registered["model"], "mine", "{registered}");
+    // The worker does not read catalog.d: it was handed the file and the id.
+    let file = pool.dir.path().join("models/mine/Mine-Q4.gguf");
+    let logs = pool
+        .xtask()
+        .run(["pool", "worker", "logs", "w-mine"])
+        .success();
+    assert!(
+        logs.stdout
+            .contains(&format!("model {} on cpu", file.display())),
+        "{logs}"
+    );
+    pool.xtask()
+        .run(["pool", "worker", "stop", "w-mine"])
+        .success();
+
+    // Once deleted, spawning says how to get it back instead of starting a doomed worker.
+    pool.xtask()
+        .run(["models", "delete", "mine", "--force"])
+        .success();
+    let outcome = pool.xtask().run([
+        "pool", "worker", "spawn", "cpu", "--model", "mine", "--id", "w-mine",
+    ]);
+    assert_eq!(outcome.code(), 1, "{outcome}");
+    assert!(
+        outcome.stderr.contains("model `mine` (")
+            && outcome
+                .stderr
+                .contains("is in the catalog but not downloaded"),
+        "{outcome}"
+    );
+}

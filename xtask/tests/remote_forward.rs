@@ -15,14 +15,28 @@ fn a_models_command_runs_on_the_remote_side() {
         .run(["--remote", "box", "--json", "models", "catalog"])
         .success();
     // Same checkout, same catalog: the remote run prints what a local one does, except that
-    // it names the remote side's model directory, which proves where it ran.
+    // it names the remote side's model directory (and user catalog directory), which proves
+    // where it ran.
     let local = sshd.xtask().run(["--json", "models", "catalog"]).success();
     let remote_dir = sshd.remote.model_base_dir.display().to_string();
     let local_dir = sshd.local.model_base_dir.display().to_string();
     assert!(remote.stdout.contains(&remote_dir), "{remote}");
     assert!(!remote.stdout.contains(&local_dir), "{remote}");
-    let remote_as_local: serde_json::Value =
-        serde_json::from_str(&remote.stdout.replace(&remote_dir, &local_dir)).unwrap();
+    let catalog_dir_of = |outcome: &support::Outcome| {
+        outcome.json()["catalog_dir"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{outcome}"))
+            .to_owned()
+    };
+    let (remote_catalog_dir, local_catalog_dir) = (catalog_dir_of(&remote), catalog_dir_of(&local));
+    assert_ne!(remote_catalog_dir, local_catalog_dir);
+    let remote_as_local: serde_json::Value = serde_json::from_str(
+        &remote
+            .stdout
+            .replace(&remote_dir, &local_dir)
+            .replace(&remote_catalog_dir, &local_catalog_dir),
+    )
+    .unwrap();
     assert_eq!(remote_as_local, local.json());
 }
 

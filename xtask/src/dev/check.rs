@@ -74,9 +74,14 @@ fn config_check(cx: &Context) -> Check {
 fn catalog_checks(cx: &Context) -> Vec<Check> {
     let diagnostics = crate::models::check_catalog(cx);
     if diagnostics.is_empty() {
+        let user = if cx.settings.catalog_dir.is_dir() {
+            format!(" with {}", cx.settings.catalog_dir.display())
+        } else {
+            String::new()
+        };
         return vec![Check::ok(
             "catalog",
-            format!("{} is valid", cx.settings.catalog_path.display()),
+            format!("{}{user} is valid", cx.settings.catalog_path.display()),
         )];
     }
     diagnostics

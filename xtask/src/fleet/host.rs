@@ -46,6 +46,10 @@ pub struct ApplyRequest {
     /// The worker token to put in place, when orcd has worker tokens.
     #[serde(default)]
     pub worker_token: Option<String>,
+    /// The entries of the operator's catalog.d that this host's workers use (`models download
+    /// hf:...`, `models add`), so their ids resolve here as well.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub catalog_entries: Vec<llorch_catalog::ModelEntry>,
 }
 
 fn yes() -> bool {
@@ -301,6 +305,33 @@ pub fn apply(
     let mut programs: Vec<(Backend, PathBuf)> = Vec::new();
     let mut token_path = None;
     let mut desired = request.workers.clone();
+    // Before anything else: ids of the operator's catalog.d must resolve here for the model
+    // step and for the workers' units, and `down` must know them too.
+    if !request.catalog_entries.is_empty() {
+        let adopted =
+            crate::models::adopt_user_entries(cx, &request.catalog_entries).map(|written| {
+                match written.as_slice() {
+                    [] => (
+                        StepOutcome::Unchanged,
+                        "the operator's catalog.d entries are in place".to_owned(),
+                    ),
+                    ids => (
+                        StepOutcome::Changed,
+                        format!("catalog.d entries written for {}", ids.join(", ")),
+                    ),
+                }
+            });
+        let (outcome, detail) =
+            adopted.unwrap_or_else(|error| (StepOutcome::Failed, format!("{error:#}")));
+        report.steps.push(StepReport {
+            step: "catalog".to_owned(),
+            outcome,
+            detail,
+        });
+        if outcome == StepOutcome::Failed {
+            return Ok(report);
+        }
+    }
     if request.prepare && !desired.is_empty() {
         if !prepare(cx, request, &mut report, &mut programs, &mut token_path) {
             return Ok(report);

@@ -165,6 +165,7 @@ fn request_for(fleet: &Fleet, host: &FleetHost, prepare: bool) -> anyhow::Result
         prepare,
         supervisor: host.supervisor,
         worker_token,
+        catalog_entries: Vec::new(),
     })
 }
 
@@ -349,7 +350,13 @@ fn up_host(
         Ok(step) => steps.push(step),
         Err(error) => return HostResult::failed(&host.name, steps, error.context("checkout")),
     }
-    let request = match request_for(fleet, host, true) {
+    let request = match request_for(fleet, host, true).and_then(|mut request| {
+        request.catalog_entries = crate::models::user_entries_for(
+            cx,
+            request.workers.iter().map(|spec| spec.model.as_str()),
+        )?;
+        Ok(request)
+    }) {
         Ok(request) => request,
         Err(error) => return HostResult::failed(&host.name, steps, error),
     };

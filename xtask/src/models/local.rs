@@ -14,8 +14,9 @@ pub struct Installed {
 }
 
 /// The quick check behind `download`'s skip and [`super::ensure_downloaded`]: the manifest
-/// exists, names the catalog's file with the catalog's pinned hash and size, and the file on
-/// disk has the recorded size. No hashing: `models verify` re-reads the bytes.
+/// exists, names the catalog's file with the catalog's pinned hash and size, and every recorded
+/// file (each part of a split GGUF) is on disk with its recorded size. No hashing:
+/// `models verify` re-reads the bytes.
 pub fn installed(base: &Path, entry: &ModelEntry) -> Option<Installed> {
     let dir = model_dir(base, &entry.id);
     let manifest = Manifest::read(&dir).ok()??;
@@ -28,7 +29,14 @@ pub fn installed(base: &Path, entry: &ModelEntry) -> Option<Installed> {
             .sha256
             .as_ref()
             .is_none_or(|pinned| *pinned == recorded.sha256);
-    (matches_catalog && on_disk == recorded.size && on_disk > 0)
+    // The other parts of a split GGUF must be there too, or llama.cpp fails to load.
+    let parts_present = manifest.files.iter().all(|file| {
+        std::fs::metadata(dir.join(&file.name)).is_ok_and(|meta| meta.len() == file.size)
+    }) && entry
+        .local_files()
+        .iter()
+        .all(|name| manifest.files.iter().any(|file| file.name == *name));
+    (matches_catalog && parts_present && on_disk == recorded.size && on_disk > 0)
         .then_some(Installed { path, manifest })
 }
 

@@ -1,17 +1,19 @@
 //! `cargo xtask models`: the catalog, downloads (hub and pip), verification and clean-up of
 //! the models under the model base dir. Other domains call [`ensure_downloaded`].
 
+mod add;
 mod checksum;
 mod delete;
 mod download;
+mod gguf;
 mod local;
 mod show;
 mod verify;
 
-use std::path::PathBuf;
+use std::{ffi::OsString, path::PathBuf};
 
-use anyhow::bail;
-use llorch_catalog::{Catalog, Diagnostic, ModelEntry};
+use anyhow::{bail, Context as _};
+use llorch_catalog::{model_path, Catalog, Diagnostic, ModelEntry};
 
 use crate::{config::Origin, flags::ModelsCmd, Context};
 
@@ -19,10 +21,29 @@ pub fn run(cmd: ModelsCmd, cx: &Context) -> anyhow::Result<()> {
     match cmd {
         ModelsCmd::Catalog => show::catalog(cx),
         ModelsCmd::List { filter } => show::list(cx, filter.as_deref()),
-        ModelsCmd::Download { id, force } => download::run(cx, id.as_deref(), force),
+        ModelsCmd::Download {
+            id,
+            force,
+            as_id,
+            revision,
+        } => match id.as_deref().and_then(|id| id.strip_prefix("hf:")) {
+            Some(spec) => download::direct::run(cx, spec, as_id.as_deref(), &revision, force),
+            None => {
+                if as_id.is_some() {
+                    bail!("`--id` names the catalog entry of an `hf:OWNER/REPO/FILE.gguf` download; catalog models already have an id\nhint: cargo xtask models download hf:OWNER/REPO/FILE.gguf --id NAME");
+                }
+                download::run(cx, id.as_deref(), force)
+            }
+        },
+        ModelsCmd::Add {
+            path,
+            id,
+            hardlink,
+            force,
+        } => add::run(cx, &path, &id, hardlink, force),
         ModelsCmd::Info { id } => show::info(cx, &id),
         ModelsCmd::Verify { id } => verify::run(cx, id.as_deref()),
-        ModelsCmd::Delete { id, force } => delete::run(cx, &id, force),
+        ModelsCmd::Delete { id, force, forget } => delete::run(cx, &id, force, forget),
     }
 }
 
@@ -48,12 +69,23 @@ pub fn installed_file(cx: &Context, id: &str) -> anyhow::Result<Option<PathBuf>>
 
 pub use verify::is_verified;
 
-/// Every problem of the catalog in use, for `models catalog` and `dev check`.
+/// Every problem of the catalog in use, `catalog.d` included, for `models catalog` and
+/// `dev check`.
 pub fn check_catalog(cx: &Context) -> Vec<Diagnostic> {
-    match catalog_source(cx) {
-        CatalogSource::File(path) => Catalog::check_file(&path),
-        CatalogSource::Builtin => Catalog::builtin().validate(),
+    match read_merged_catalog(cx) {
+        Ok(catalog) => catalog.validate(),
+        Err(error) => error.diagnostics(),
     }
+}
+
+/// The catalog file (or the built-in one) with the user's `catalog.d` merged in, not yet
+/// validated. The one place that decides which catalog the commands see.
+fn read_merged_catalog(cx: &Context) -> Result<Catalog, llorch_catalog::CatalogError> {
+    let base = match catalog_source(cx) {
+        CatalogSource::File(path) => Catalog::load(&path)?,
+        CatalogSource::Builtin => Catalog::builtin(),
+    };
+    base.with_user_dir(&cx.settings.catalog_dir)
 }
 
 enum CatalogSource {
@@ -73,17 +105,15 @@ fn catalog_source(cx: &Context) -> CatalogSource {
     }
 }
 
-/// Loads the catalog and refuses one with errors (a duplicate id would make downloads
-/// ambiguous); warnings are left to `models catalog`.
+/// Loads the catalog with the user's `catalog.d` merged in, and refuses one with errors (a
+/// duplicate id would make downloads ambiguous); warnings are left to `models catalog`. Every
+/// command that turns a model id into an entry goes through here.
 pub fn load_catalog(cx: &Context) -> anyhow::Result<Catalog> {
-    let catalog = match catalog_source(cx) {
-        CatalogSource::File(path) => Catalog::load(&path).map_err(|error| {
-            anyhow::anyhow!(
-                "loading the model catalog: {error}\nhint: `cargo xtask models catalog` lists every problem; LLORCH_CATALOG or [models] catalog in the config choose another file"
-            )
-        })?,
-        CatalogSource::Builtin => Catalog::builtin(),
-    };
+    let catalog = read_merged_catalog(cx).map_err(|error| {
+        anyhow::anyhow!(
+            "loading the model catalog: {error}\nhint: `cargo xtask models catalog` lists every problem; LLORCH_CATALOG or [models] catalog in the config choose another file, LLORCH_CATALOG_DIR another catalog.d"
+        )
+    })?;
     let errors: Vec<String> = catalog
         .validate()
         .iter()
@@ -98,6 +128,91 @@ pub fn load_catalog(cx: &Context) -> anyhow::Result<Catalog> {
         );
     }
     Ok(catalog)
+}
+
+/// How a worker started by xtask is told its model: `--model ID` where the worker's own
+/// catalog (the built-in one, or `--catalog`) knows the id; for an entry of the user's
+/// `catalog.d`, which the worker does not read, `--model FILE --model-id ID`, so it loads the
+/// downloaded file and still registers under the id jobs name.
+pub fn worker_model_args(cx: &Context, model: &str) -> anyhow::Result<Vec<OsString>> {
+    let as_id = vec!["--model".into(), model.into()];
+    if std::path::Path::new(model).is_file() {
+        return Ok(as_id);
+    }
+    let catalog = load_catalog(cx)?;
+    let Some(entry) = catalog.get(model) else {
+        return Ok(as_id);
+    };
+    let from_user_file = catalog
+        .origin_of(model)
+        .is_some_and(|origin| catalog.is_user_origin(origin));
+    if !from_user_file {
+        return Ok(as_id);
+    }
+    let file = model_path(&cx.settings.model_base_dir, entry);
+    if !file.is_file() {
+        bail!(
+            "model `{model}` ({}) is in the catalog but not downloaded: {} is missing\nhint: run `cargo xtask models download {model}`",
+            catalog.origin_of(model).unwrap_or_default(),
+            file.display()
+        );
+    }
+    Ok(vec![
+        "--model".into(),
+        file.into(),
+        "--model-id".into(),
+        model.into(),
+    ])
+}
+
+/// The entries among `ids` that come from the user's catalog.d, for `fleet up` to take to
+/// hosts whose catalog lacks them.
+pub fn user_entries_for<'a>(
+    cx: &Context,
+    ids: impl Iterator<Item = &'a str>,
+) -> anyhow::Result<Vec<ModelEntry>> {
+    let catalog = load_catalog(cx)?;
+    let mut entries: Vec<ModelEntry> = Vec::new();
+    for id in ids {
+        let from_user_file = catalog
+            .origin_of(id)
+            .is_some_and(|origin| catalog.is_user_origin(origin));
+        if let (true, Some(entry)) = (from_user_file, catalog.get(id)) {
+            if !entries.iter().any(|known| known.id == id) {
+                entries.push(entry.clone());
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// Writes each of `entries` this machine's catalog lacks to catalog.d (`fleet up` on a host);
+/// returns the ids written. An id this catalog defines differently is an error, never replaced.
+pub fn adopt_user_entries(cx: &Context, entries: &[ModelEntry]) -> anyhow::Result<Vec<String>> {
+    let catalog = load_catalog(cx)?;
+    let mut written = Vec::new();
+    for entry in entries {
+        match catalog.get(&entry.id) {
+            Some(existing) if existing == entry => {}
+            Some(existing) => bail!(
+                "model `{}` is defined differently here ({}, from {}) than in the operator's catalog.d ({})\nhint: make the two entries agree, or give one of them another id",
+                entry.id,
+                existing.source_summary(),
+                catalog.origin_of(&entry.id).unwrap_or_default(),
+                entry.source_summary()
+            ),
+            None => {
+                llorch_catalog::write_user_entry(
+                    &cx.settings.catalog_dir,
+                    entry,
+                    "Copied by `cargo xtask fleet up` from the operator's catalog.d.",
+                )
+                .with_context(|| format!("recording model `{}` in {}", entry.id, cx.settings.catalog_dir.display()))?;
+                written.push(entry.id.clone());
+            }
+        }
+    }
+    Ok(written)
 }
 
 /// The entry for `id`, or an error that suggests the nearest id.

@@ -5,8 +5,7 @@ use llorch_catalog::{model_path, Catalog, Diagnostic, ModelEntry, Source};
 use serde::Serialize;
 
 use super::{
-    catalog_entry, catalog_source, check_catalog, check_local_id, load_catalog, local,
-    CatalogSource,
+    catalog_entry, check_catalog, check_local_id, load_catalog, local, read_merged_catalog,
 };
 use crate::{
     output::{human_bytes, ExitCode},
@@ -20,29 +19,38 @@ struct CatalogRow<'a> {
     repo_url: Option<String>,
     downloaded: bool,
     path: std::path::PathBuf,
+    /// The catalog file the entry comes from (`catalog.toml (built in)`, the configured file,
+    /// or a `catalog.d` file).
+    origin: &'a str,
+    /// Whether that is a `catalog.d` file.
+    user: bool,
 }
 
 pub fn catalog(cx: &Context) -> anyhow::Result<()> {
     let diagnostics = check_catalog(cx);
     let valid = !diagnostics.iter().any(Diagnostic::is_error);
-    let catalog = match catalog_source(cx) {
-        CatalogSource::File(path) => Catalog::load(&path).ok(),
-        CatalogSource::Builtin => Some(Catalog::builtin()),
-    };
+    let catalog = read_merged_catalog(cx).ok();
     let base = &cx.settings.model_base_dir;
     let rows: Vec<CatalogRow> = catalog
         .iter()
-        .flat_map(Catalog::models)
-        .map(|entry| CatalogRow {
-            entry,
-            repo_url: entry.repo_url(),
-            downloaded: local::installed(base, entry).is_some(),
-            path: model_path(base, entry),
+        .flat_map(|catalog| {
+            catalog
+                .entries_with_origins()
+                .map(move |(entry, origin)| CatalogRow {
+                    entry,
+                    repo_url: entry.repo_url(),
+                    downloaded: local::installed(base, entry).is_some(),
+                    path: model_path(base, entry),
+                    origin,
+                    user: catalog.is_user_origin(origin),
+                })
         })
         .collect();
     if cx.out.json() {
         cx.out.print_json(&serde_json::json!({
             "catalog": catalog.as_ref().map(Catalog::origin),
+            "catalog_dir": cx.settings.catalog_dir,
+            "user_files": catalog.as_ref().map(Catalog::user_files),
             "valid": valid,
             "diagnostics": diagnostics,
             "models": rows,
@@ -77,6 +85,7 @@ fn print_catalog(cx: &Context, catalog: Option<&Catalog>, rows: &[CatalogRow]) {
         "PARAMS".to_owned(),
         "SIZE".to_owned(),
         "HERE".to_owned(),
+        "FROM".to_owned(),
         "SOURCE".to_owned(),
     ]];
     for row in rows {
@@ -98,6 +107,21 @@ fn print_catalog(cx: &Context, catalog: Option<&Catalog>, rows: &[CatalogRow]) {
                 [first, rest @ ..] => format!("pip {first} +{} more", rest.len()),
                 [] => "pip".to_owned(),
             },
+            Source::Local(local) => format!("added from {}", local.path.display()),
+        };
+        // Built-in entries say so; user entries name their catalog.d file.
+        let from = if row.user {
+            std::path::Path::new(row.origin)
+                .file_name()
+                .map(|name| format!("catalog.d/{}", name.to_string_lossy()))
+                .unwrap_or_else(|| row.origin.to_owned())
+        } else if row.origin.ends_with("(built in)") {
+            "built-in".to_owned()
+        } else {
+            std::path::Path::new(row.origin)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| row.origin.to_owned())
         };
         table.push([
             if entry.default { "*" } else { "" }.to_owned(),
@@ -106,6 +130,7 @@ fn print_catalog(cx: &Context, catalog: Option<&Catalog>, rows: &[CatalogRow]) {
             entry.params.clone(),
             size,
             if row.downloaded { "downloaded" } else { "-" }.to_owned(),
+            from,
             source,
         ]);
     }
@@ -114,8 +139,18 @@ fn print_catalog(cx: &Context, catalog: Option<&Catalog>, rows: &[CatalogRow]) {
             .println(if index == 0 { paint.bold(&line) } else { line });
     }
     let downloaded = rows.iter().filter(|row| row.downloaded).count();
+    let user = match catalog.user_files().len() {
+        0 => format!(
+            " (no user entries in {})",
+            cx.settings.catalog_dir.display()
+        ),
+        files => format!(
+            " + {files} file(s) in {}",
+            cx.settings.catalog_dir.display()
+        ),
+    };
     cx.out.status(format!(
-        "{} models in {}, {downloaded} downloaded in {}; * default, ~ size after conversion (estimate)",
+        "{} models in {}{user}, {downloaded} downloaded in {}; * default, ~ size after conversion (estimate)",
         rows.len(),
         catalog.origin(),
         cx.settings.model_base_dir.display()
@@ -267,6 +302,7 @@ pub fn info(cx: &Context, id: &str) -> anyhow::Result<()> {
         return cx.out.print_json(&serde_json::json!({
             "id": id,
             "catalog": entry,
+            "origin": catalog.origin_of(id),
             "repo_url": entry.and_then(ModelEntry::repo_url),
             "local": local,
             "manifest": local.as_ref().and_then(|model| model.manifest.as_ref()),
@@ -275,7 +311,13 @@ pub fn info(cx: &Context, id: &str) -> anyhow::Result<()> {
     }
     let paint = cx.out.paint();
     match entry {
-        Some(entry) => print_entry(cx, entry, catalog.default_model().id == entry.id),
+        Some(entry) => {
+            print_entry(cx, entry, catalog.default_model().id == entry.id);
+            cx.out.println(format!(
+                "  catalog:     {}",
+                catalog.origin_of(id).unwrap_or_default()
+            ));
+        }
         None => cx.out.println(format!(
             "{} (not in the catalog {})",
             paint.bold(id),
@@ -384,6 +426,12 @@ fn print_entry(cx: &Context, entry: &ModelEntry, is_default: bool) {
             for package in &pip.packages {
                 cx.out.println(format!("                 {package}"));
             }
+        }
+        Source::Local(local) => {
+            cx.out.println(format!(
+                "  source:      added from {} (`models add`)",
+                local.path.display()
+            ));
         }
     }
     if entry.requires_conversion {

@@ -63,7 +63,19 @@ fn run_models(cmd: PoolModelsCmd, host: Option<&str>, cx: &crate::Context) -> an
     };
     let mut args = output_flags(cx);
     match cmd {
-        PoolModelsCmd::Download { id } => args.extend(["models".into(), "download".into(), id]),
+        PoolModelsCmd::Download {
+            id,
+            as_id,
+            revision,
+        } => {
+            args.extend(["models".into(), "download".into(), id]);
+            if let Some(as_id) = as_id {
+                args.extend(["--id".into(), as_id]);
+            }
+            if let Some(revision) = revision {
+                args.extend(["--revision".into(), revision]);
+            }
+        }
         PoolModelsCmd::List => args.extend(["models".into(), "list".into()]),
     }
     remote::run_xtask_on(cx, host, &args)

@@ -191,9 +191,8 @@ impl WorkerLaunch {
             "http://{}",
             SocketAddr::new(reachable_address(self.bind), port)
         );
-        let mut args: Vec<OsString> = vec![
-            "--model".into(),
-            self.model.clone().into(),
+        let mut args: Vec<OsString> = crate::models::worker_model_args(cx, &self.model)?;
+        args.extend::<[OsString; 12]>([
             "--backend".into(),
             self.backend.as_str().into(),
             "--host".into(),
@@ -206,7 +205,7 @@ impl WorkerLaunch {
             self.orchestrator_url.into(),
             "--model-base-dir".into(),
             cx.settings.model_base_dir.clone().into(),
-        ];
+        ]);
         if let Some(gpu) = self.gpu {
             args.extend(["--gpu".into(), gpu.to_string().into()]);
         }

@@ -16,7 +16,7 @@ use std::{
 
 use axum::{
     body::{Body, Bytes},
-    extract::{Path as UrlPath, State},
+    extract::{Path as UrlPath, Query, State},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -119,6 +119,23 @@ impl Sandbox {
         std::fs::write(self.dir.path().join("catalog.toml"), catalog).unwrap();
     }
 
+    /// The user catalog directory: `catalog.d` beside the (absent) config file.
+    pub fn catalog_dir(&self) -> PathBuf {
+        self.dir.path().join("catalog.d")
+    }
+
+    /// The files in the user catalog directory, sorted.
+    pub fn catalog_dir_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.catalog_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|item| item.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Runs `xtask ARGS` isolated from the user's config, caches, tokens and indexes, with
     /// stdin closed (so it is not a terminal), and fails the test if it runs too long.
     pub fn xtask(&self, args: &[&str]) -> Run {
@@ -142,6 +159,7 @@ impl Sandbox {
             .env_remove("PIP_NO_INDEX")
             .env_remove("LLAMA_CPP_DIR")
             .env_remove("LLORCH_REMOTE_HOST")
+            .env_remove("LLORCH_CATALOG_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -279,7 +297,10 @@ struct HubState {
 
 /// Serves `GET /{owner}/{name}/resolve/{revision}/{file}` like the hub: `x-repo-commit`,
 /// an `etag` (the file's SHA-256, as the hub does for LFS files), and `Range` requests answered
-/// with 206 and `content-range`.
+/// with 206 and `content-range`. And the API's
+/// `GET /api/models/{owner}/{name}/revision/{revision}?blobs=true`: the commit (`sha`) and
+/// every file as a sibling with `size` and, as for Git LFS files, `lfs.sha256`/`lfs.size`
+/// (only with `blobs=true`, like the hub). Announced hashes appear in both places.
 pub struct FakeHub {
     server: Server,
     state: Arc<HubState>,
@@ -292,6 +313,10 @@ impl FakeHub {
         let state = Arc::new(HubState::default());
         let app = Router::new()
             .route("/{owner}/{name}/resolve/{revision}/{*file}", get(hub_file))
+            .route(
+                "/api/models/{owner}/{name}/revision/{revision}",
+                get(hub_repo_info),
+            )
             .with_state(state.clone());
         FakeHub {
             server: Server::start(app),
@@ -331,6 +356,75 @@ impl FakeHub {
     pub fn clear_requests(&self) {
         self.state.requests.lock().unwrap().clear();
     }
+}
+
+/// The API request path recorded in [`FakeHub::requests`]: `api/OWNER/NAME@REV?blobs=..`.
+async fn hub_repo_info(
+    State(state): State<Arc<HubState>>,
+    UrlPath((owner, name, revision)): UrlPath<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let blobs = query.get("blobs").is_some_and(|value| value == "true");
+    state.requests.lock().unwrap().push(HubRequest {
+        path: format!("api/{owner}/{name}@{revision}?blobs={blobs}"),
+        range: None,
+    });
+    let prefix = format!("{owner}/{name}/");
+    let files = state.files.lock().unwrap();
+    let announced = state.announced.lock().unwrap();
+    let mut siblings: Vec<serde_json::Value> = files
+        .iter()
+        .filter_map(|(key, bytes)| {
+            let path = key.strip_prefix(&prefix)?;
+            let sha256 = announced
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| sha256_hex(bytes));
+            Some(if blobs {
+                serde_json::json!({
+                    "rfilename": path,
+                    "blobId": &sha256[..40],
+                    "size": bytes.len(),
+                    "lfs": { "sha256": sha256, "size": bytes.len(), "pointerSize": 135 },
+                })
+            } else {
+                serde_json::json!({ "rfilename": path })
+            })
+        })
+        .collect();
+    if siblings.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": "Repository not found" })),
+        )
+            .into_response();
+    }
+    siblings.sort_by(|a, b| a["rfilename"].as_str().cmp(&b["rfilename"].as_str()));
+    axum::Json(serde_json::json!({
+        "_id": "0123456789abcdef01234567",
+        "id": format!("{owner}/{name}"),
+        "sha": FAKE_COMMIT,
+        "siblings": siblings,
+    }))
+    .into_response()
+}
+
+/// A small GGUF v3 file: the magic, a header with `general.name` and `general.size_label`,
+/// then `payload` bytes standing in for tensors.
+pub fn fake_gguf(name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend(3u32.to_le_bytes());
+    bytes.extend(0u64.to_le_bytes());
+    bytes.extend(2u64.to_le_bytes());
+    for (key, value) in [("general.name", name), ("general.size_label", "1M")] {
+        bytes.extend((key.len() as u64).to_le_bytes());
+        bytes.extend(key.as_bytes());
+        bytes.extend(8u32.to_le_bytes());
+        bytes.extend((value.len() as u64).to_le_bytes());
+        bytes.extend(value.as_bytes());
+    }
+    bytes.extend(payload);
+    bytes
 }
 
 /// `bytes=a-b` or `bytes=a-` → (a, b) clamped to the file.

@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", required=True)
+parser.add_argument("--model-id")
 parser.add_argument("--backend", required=True)
 parser.add_argument("--host", default="127.0.0.1")
 parser.add_argument("--port", type=int, required=True)
@@ -33,6 +34,8 @@ parser.add_argument("--advertise-url")
 parser.add_argument("--worker-token-file")
 parser.add_argument("--load-seconds", type=float, default=0.5)
 args, extra = parser.parse_known_args()
+# Like the real worker: registers under --model-id when given, else under --model.
+model_id = args.model_id or args.model
 
 print(f"fake worker {args.worker_id}: model {args.model} on {args.backend}, "
       f"orchestrator {args.orchestrator_url}, models in {args.model_base_dir}, extra {extra}",
@@ -87,7 +90,7 @@ def register_loop():
         try:
             if not registered:
                 call("POST", "/workers/register", {
-                    "worker_id": args.worker_id, "url": advertised, "model": args.model,
+                    "worker_id": args.worker_id, "url": advertised, "model": model_id,
                     "backend": args.backend, "slots": 1, "ctx_size": 512,
                 })
                 registered = True
@@ -124,7 +127,7 @@ class Health(BaseHTTPRequestHandler):
         loading = args.model == "never-ready" or time.monotonic() < ready_at
         health = {
             "status": "loading" if loading else "ready",
-            "model": args.model,
+            "model": model_id,
             "slots_total": 1,
             "slots_busy": 0,
         }

@@ -2,8 +2,17 @@
 //! `.partial/` directory: hf-hub writes `<blob>.sync.part` with a committed-bytes trailer, so a
 //! re-run after an interrupted transfer resumes from the last complete chunk, and the finished
 //! blob is moved (not copied) into the model directory.
+//!
+//! What a file's bytes must hash to comes from the hub itself: its API
+//! (`/api/models/OWNER/REPO/revision/REV?blobs=true`) lists every file with the `lfs.sha256`
+//! and size Git LFS stores for it, and the same SHA-256 is the `X-Linked-Etag` of the file's
+//! `resolve` URL (hf-hub names the blob after it). The API's value is used where it answers,
+//! the etag otherwise.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{anyhow, Context as _};
 use hf_hub::{
@@ -12,6 +21,7 @@ use hf_hub::{
 };
 use indicatif::ProgressBar;
 use llorch_catalog::{HubSource, ModelEntry};
+use serde::Deserialize;
 
 use crate::{output::human_bytes, Context};
 
@@ -61,6 +71,101 @@ fn token() -> Option<String> {
         .or_else(|| hf_hub::Cache::from_env().token())
 }
 
+/// A repository at one revision as the hub's API describes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RepoFiles {
+    /// The commit the revision resolved to.
+    pub sha: String,
+    pub siblings: Vec<Sibling>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sibling {
+    pub rfilename: String,
+    /// Present for files stored with Git LFS (every GGUF on the hub).
+    #[serde(default)]
+    pub lfs: Option<LfsPointer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LfsPointer {
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl RepoFiles {
+    pub fn file(&self, name: &str) -> Option<&Sibling> {
+        self.siblings
+            .iter()
+            .find(|sibling| sibling.rfilename == name)
+    }
+
+    /// The published SHA-256 of every LFS file, by path.
+    fn published_sha256(&self) -> HashMap<&str, &str> {
+        self.siblings
+            .iter()
+            .filter_map(|sibling| {
+                let lfs = sibling.lfs.as_ref()?;
+                Some((sibling.rfilename.as_str(), lfs.sha256.as_str()))
+            })
+            .collect()
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime for the hub")
+}
+
+fn api(cache: &Path) -> anyhow::Result<hf_hub::api::tokio::Api> {
+    ApiBuilder::new()
+        .with_endpoint(endpoint())
+        .with_cache_dir(cache.to_path_buf())
+        .with_token(token())
+        .with_progress(false)
+        .build()
+        .context("setting up the hub client")
+}
+
+/// Asks the hub's API which files `repo` has at `revision`, with their sizes and SHA-256.
+pub fn list_files(cx: &Context, repo: &str, revision: &str) -> anyhow::Result<RepoFiles> {
+    let scratch = tempfile::tempdir().context("creating a scratch directory for the hub client")?;
+    let api = api(scratch.path())?;
+    let handle = api.repo(Repo::with_revision(
+        repo.to_owned(),
+        RepoType::Model,
+        revision.to_owned(),
+    ));
+    let request = handle.info_request().query(&[("blobs", "true")]);
+    let endpoint = endpoint();
+    let what = format!("asking {endpoint} which files `{repo}` has at revision `{revision}`");
+    cx.out.debug(format!(
+        "GET {endpoint}/api/models/{repo}/revision/{revision}?blobs=true"
+    ));
+    let answer = runtime()?.block_on(async {
+        let response = request.send().await?.error_for_status()?;
+        response.json::<RepoFiles>().await
+    });
+    answer.map_err(|error| match error.status().map(|status| status.as_u16()) {
+        Some(status @ (401 | 403)) => anyhow!(
+            "{what}: the hub refused access (HTTP {status}); `{repo}` is gated or private\nhint: accept the model's license on {}/{repo} and set HF_TOKEN to a read token",
+            llorch_catalog::HUB_WEB_URL
+        ),
+        Some(404) => anyhow!(
+            "{what}: not found (HTTP 404): no repository `{repo}` with revision `{revision}`\nhint: check the spelling as OWNER/REPO (the repository's page is {}/{repo}) and --revision",
+            llorch_catalog::HUB_WEB_URL
+        ),
+        Some(status) => anyhow!("{what}: the hub answered HTTP {status}\nhint: try again later"),
+        None if error.is_connect() || error.is_timeout() => anyhow!(
+            "{what}: cannot reach {endpoint}: {}\nhint: check the network, or point HF_ENDPOINT at a reachable mirror",
+            chain(&error)
+        ),
+        None => anyhow!("{what}: {}", chain(&error)),
+    })
+}
+
 /// Downloads `files` of the repository into `partial`'s hub cache and returns them in order.
 pub fn fetch(
     cx: &Context,
@@ -69,23 +174,31 @@ pub fn fetch(
     files: &[String],
     partial: &Path,
 ) -> anyhow::Result<Vec<Fetched>> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
     let endpoint = endpoint();
-    let api = ApiBuilder::new()
-        .with_endpoint(endpoint.clone())
-        .with_cache_dir(partial.join("hub"))
-        .with_token(token())
-        .with_progress(false)
-        .build()
-        .context("setting up the hub client")?;
+    let api = api(&partial.join("hub"))?;
     let repo = api.repo(Repo::with_revision(
         source.repo.clone(),
         RepoType::Model,
         source.revision.clone(),
     ));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime for the hub download")?;
+    // The published hashes; a mirror without the API still has the etags, so this is not fatal.
+    let listing = match list_files(cx, &source.repo, &source.revision) {
+        Ok(listing) => Some(listing),
+        Err(error) => {
+            cx.out.debug(format!(
+                "no file list from the hub's API, checking against the etags: {error:#}"
+            ));
+            None
+        }
+    };
+    let published = listing
+        .as_ref()
+        .map(RepoFiles::published_sha256)
+        .unwrap_or_default();
+    let runtime = runtime()?;
     let mut fetched = Vec::with_capacity(files.len());
     for name in files {
         let expected = if *name == entry.file && !entry.requires_conversion {
@@ -109,11 +222,15 @@ pub fn fetch(
         cx.out
             .status(format!("fetched {name} ({})", human_bytes(size)));
         // hf-hub names the blob after the etag.
-        let announced_sha256 = path
-            .file_name()
-            .map(|blob| blob.to_string_lossy().into_owned())
-            .filter(|etag| {
-                etag.len() == 64 && etag.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+        let announced_sha256 = published
+            .get(name.as_str())
+            .map(|sha256| (*sha256).to_owned())
+            .or_else(|| {
+                path.file_name()
+                    .map(|blob| blob.to_string_lossy().into_owned())
+            })
+            .filter(|sha256| {
+                sha256.len() == 64 && sha256.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
             });
         fetched.push(Fetched {
             name: name.clone(),

@@ -4,6 +4,7 @@
 //! a file that `list`, `verify` or the worker would take for a model.
 
 mod convert;
+pub mod direct;
 mod hub;
 mod pip;
 
@@ -116,6 +117,16 @@ pub fn download(cx: &Context, entry: &ModelEntry, force: bool) -> anyhow::Result
             });
         }
     }
+    if let Source::Local(local) = &entry.source {
+        bail!(
+            "model `{}` was added from the local file {} and is not (or no longer) in {}; there is nothing to download it from\nhint: run `cargo xtask models add {} --id {} --force` again",
+            entry.id,
+            local.path.display(),
+            model_dir(base, &entry.id).display(),
+            local.path.display(),
+            entry.id
+        );
+    }
     // Missing conversion tools are reported before a single byte is downloaded.
     let converter = if entry.requires_conversion {
         Some(convert::preflight(cx, entry)?)
@@ -138,31 +149,44 @@ pub fn download(cx: &Context, entry: &ModelEntry, force: bool) -> anyhow::Result
             converted_with: None,
         },
         (Source::Hf(hub_source), None) => {
-            let mut files = hub::fetch(cx, entry, hub_source, &entry.hub_files(), &partial)?;
-            let fetched = files.pop().context("the hub download returned no file")?;
-            let bar = cx
-                .out
-                .progress_bar(fetched.size, format!("checking {}", entry.file));
-            let (sha256, size) = checksum::sha256_file(&fetched.path, &bar)
-                .with_context(|| format!("hashing {}", fetched.path.display()))?;
-            bar.finish_and_clear();
-            Delivery {
-                model: Produced {
-                    name: entry.file.clone(),
+            // One file, or every part of a split GGUF: the first is the model file, the
+            // others lie beside it where llama.cpp looks for them.
+            let mut produced = Vec::new();
+            for fetched in hub::fetch(cx, entry, hub_source, &entry.hub_files(), &partial)? {
+                let name = llorch_catalog::local_name(&fetched.name).to_owned();
+                let bar = cx
+                    .out
+                    .progress_bar(fetched.size, format!("checking {name}"));
+                let (sha256, size) = checksum::sha256_file(&fetched.path, &bar)
+                    .with_context(|| format!("hashing {}", fetched.path.display()))?;
+                bar.finish_and_clear();
+                produced.push(Produced {
+                    name,
                     path: fetched.path,
                     size,
                     sha256,
                     announced_sha256: fetched.announced_sha256,
-                },
-                extras: Vec::new(),
+                });
+            }
+            if produced.is_empty() {
+                bail!("the hub download of `{}` returned no file", entry.id);
+            }
+            let model = produced.remove(0);
+            Delivery {
+                model,
+                extras: produced,
                 converted_with: None,
             }
         }
+        (Source::Local(_), _) => unreachable!("local sources were refused above"),
         (Source::Hf(hub_source), Some(converter)) => {
             convert::fetch_and_convert(cx, entry, hub_source, &converter, &partial)?
         }
     };
     check_delivery(entry, &delivery.model, &partial)?;
+    for extra in &delivery.extras {
+        check_announced(entry, extra, &partial)?;
+    }
     let outcome = install(base, entry, delivery)?;
     std::fs::remove_dir_all(&partial).with_context(|| {
         format!(
@@ -208,6 +232,22 @@ fn check_delivery(entry: &ModelEntry, produced: &Produced, partial: &Path) -> an
     }
 }
 
+/// A file beside the model (another part of a split GGUF): its hash against what the source
+/// announced for it.
+fn check_announced(entry: &ModelEntry, produced: &Produced, partial: &Path) -> anyhow::Result<()> {
+    match &produced.announced_sha256 {
+        Some(announced) if *announced != produced.sha256 => reject(
+            entry,
+            partial,
+            format!(
+                "checksum mismatch for `{}`: the hub announced sha256 {announced}, got {}",
+                produced.name, produced.sha256
+            ),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Throws the unfinished download away and fails with `problem`.
 fn reject(entry: &ModelEntry, partial: &Path, problem: String) -> anyhow::Result<()> {
     std::fs::remove_dir_all(partial)
@@ -225,7 +265,11 @@ fn reject(entry: &ModelEntry, partial: &Path, problem: String) -> anyhow::Result
 
 /// Moves the checked files next to each other in the model directory and writes the manifest
 /// last: the manifest's presence is what makes the directory a model.
-fn install(base: &Path, entry: &ModelEntry, delivery: Delivery) -> anyhow::Result<Outcome> {
+pub(in crate::models) fn install(
+    base: &Path,
+    entry: &ModelEntry,
+    delivery: Delivery,
+) -> anyhow::Result<Outcome> {
     let dir = model_dir(base, &entry.id);
     let mut files = Vec::new();
     for produced in std::iter::once(&delivery.model).chain(&delivery.extras) {
