@@ -29,6 +29,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "LLORCH_CATALOG", value_name = "FILE")]
     pub catalog: Option<PathBuf>,
 
+    /// Your own catalog entries (`*.toml`, as `cargo xtask models add` writes them), merged
+    /// with the catalog [default: ~/.config/llorch/catalog.d]
+    #[arg(long, env = "LLORCH_CATALOG_DIR", value_name = "DIR")]
+    pub catalog_dir: Option<PathBuf>,
+
     /// Model id to register under [default: the catalog id, else the file stem]
     #[arg(long, env = "LLORCH_MODEL_ID", value_name = "ID")]
     pub model_id: Option<String>,

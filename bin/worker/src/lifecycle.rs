@@ -36,8 +36,17 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .model_base_dir
         .clone()
         .unwrap_or_else(llorch_catalog::default_model_base_dir);
-    let model = resolve_model(&args.model, &base_dir, args.catalog.as_deref())
-        .with_context(|| format!("resolving `--model {}`", args.model))?;
+    let catalog_dir = args
+        .catalog_dir
+        .clone()
+        .unwrap_or_else(llorch_catalog::default_catalog_dir);
+    let model = resolve_model(
+        &args.model,
+        &base_dir,
+        args.catalog.as_deref(),
+        &catalog_dir,
+    )
+    .with_context(|| format!("resolving `--model {}`", args.model))?;
     let settings = EngineSettings {
         model_id: args.model_id.clone().unwrap_or(model.id),
         backend: args.backend,

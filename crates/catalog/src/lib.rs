@@ -43,6 +43,16 @@ pub fn default_model_base_dir() -> PathBuf {
     }
 }
 
+/// Where the user catalog is when nothing else is configured: `catalog.d` beside the default
+/// config file (`~/.config/llorch/catalog.d`), where `cargo xtask models add` writes.
+pub fn default_catalog_dir() -> PathBuf {
+    use etcetera::BaseStrategy;
+    match etcetera::choose_base_strategy() {
+        Ok(strategy) => strategy.config_dir().join("llorch").join(USER_CATALOG_DIR),
+        Err(_) => PathBuf::from(".llorch-catalog.d"),
+    }
+}
+
 /// A parsed catalog: the entries in file order, then those of any merged `catalog.d` files.
 #[derive(Debug, Clone)]
 pub struct Catalog {
