@@ -138,6 +138,11 @@ impl AppState {
         &self.limits
     }
 
+    /// The client orcd reaches workers with (it carries the worker token).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     pub fn auth(&self) -> &AuthConfig {
         &self.auth
     }
@@ -654,6 +659,7 @@ mod tests {
             backend: Backend::Cpu,
             slots: 4,
             ctx_size: 4096,
+            embeddings: false,
         })
         .unwrap()
     }
