@@ -11,9 +11,13 @@
 //! thread an embedding request runs beside generation; the two share the CPU, and the engine's
 //! thread controller steps its count down while they do.
 //!
-//! Each input must fit one decode (`min(--ctx-size, --batch-size)` tokens): llama.cpp pools a
-//! sequence within one micro-batch, so a longer one would be pooled over its last part only.
-//! Several inputs share a decode as sequences of their own while their tokens fit.
+//! Each input is one decode of its own, and must fit one (`min(--ctx-size, --batch-size)`
+//! tokens): llama.cpp pools a sequence within one micro-batch, so a longer one would be pooled
+//! over its last part only. One input per decode, not several packed as sequences of their own:
+//! llama.cpp's CPU kernels sum in a different order depending on where a token's row sits in the
+//! batch (tiles of rows, remainder rows), and a text packed behind another came out up to 0.006
+//! different per component (measured with Gemma 3, flash attention on or off). Alone in its
+//! decode, the same text always gets the bit-identical vector, whatever else the request holds.
 
 use std::{
     num::NonZeroU32,
@@ -47,8 +51,6 @@ use crate::{
     validation::ValidationError,
 };
 
-/// Most inputs decoded together: each is a sequence of its own in the embedding context.
-const SEQUENCES_PER_DECODE: u32 = 64;
 /// Embedding requests that may wait for the embedding thread; beyond that `/embed` is a 503.
 const QUEUE_SIZE: usize = 16;
 
@@ -266,14 +268,11 @@ fn embedding_context(
     let pooling = model_pooling(model)?;
     let tokens = NonZeroU32::new(settings.batch_tokens).ok_or("an empty embedding batch")?;
     let params = LlamaContextParams::default()
-        // The KV cells hold one decode's inputs and are cleared after it.
+        // The KV cells hold one input and are cleared after it.
         .with_n_ctx(Some(tokens))
         .with_n_batch(settings.batch_tokens)
         .with_n_ubatch(settings.batch_tokens)
-        .with_n_seq_max(SEQUENCES_PER_DECODE)
-        // One pool of cells for all sequences: a decode of one long input and one of many
-        // short ones both fit.
-        .with_kv_unified(true)
+        .with_n_seq_max(1)
         .with_embeddings(true)
         .with_pooling_type(pooling)
         .with_n_threads(settings.threads as i32)
@@ -298,11 +297,10 @@ fn run(
         if job.reply.is_closed() {
             continue; // the client went away while the request waited
         }
-        let result = embed_inputs(&mut context, &mut batch, &job.inputs, settings.batch_tokens)
-            .map_err(|error| {
-                tracing::error!(%error, "embedding failed");
-                WorkerError::Generation(format!("computing embeddings: {error}"))
-            });
+        let result = embed_inputs(&mut context, &mut batch, &job.inputs).map_err(|error| {
+            tracing::error!(%error, "embedding failed");
+            WorkerError::Generation(format!("computing embeddings: {error}"))
+        });
         if result.is_ok() {
             let tokens = job.inputs.iter().map(Vec::len).sum::<usize>();
             metrics.embedded(tokens as u32);
@@ -311,101 +309,39 @@ fn run(
     }
 }
 
-/// Decodes the inputs, as many per decode as fit, and returns one normalised vector each.
+/// Decodes each input on its own and returns its normalised vector, in order.
 fn embed_inputs(
     context: &mut LlamaContext<'static>,
     batch: &mut LlamaBatch<'static>,
     inputs: &[Vec<LlamaToken>],
-    batch_tokens: u32,
 ) -> Result<Vec<Vec<f32>>, String> {
-    let mut vectors = Vec::with_capacity(inputs.len());
-    for group in decode_groups(inputs, batch_tokens as usize, SEQUENCES_PER_DECODE as usize) {
-        batch.clear();
-        for (sequence, tokens) in group.iter().enumerate() {
+    inputs
+        .iter()
+        .map(|tokens| {
+            batch.clear();
+            // Every token is an output: pooling reads them all.
             batch
-                .add_sequence(tokens, sequence as i32, false)
+                .add_sequence(tokens, 0, true)
                 .map_err(|error| error.to_string())?;
-        }
-        context.clear_kv_cache();
-        let decoded = context.decode(batch).map_err(|error| error.to_string());
-        let pooled = decoded.and_then(|()| {
-            (0..group.len())
-                .map(|sequence| {
-                    let mut vector = context
-                        .embeddings_seq_ith(sequence as i32)
-                        .map_err(|error| error.to_string())?
-                        .to_vec();
-                    l2_normalise(&mut vector);
-                    Ok(vector)
-                })
-                .collect::<Result<Vec<_>, String>>()
-        });
-        context.clear_kv_cache();
-        vectors.extend(pooled?);
-    }
-    Ok(vectors)
-}
-
-/// Consecutive runs of inputs that fit one decode together: at most `batch_tokens` tokens and
-/// `max_sequences` inputs each. Every input fits a decode on its own (checked before).
-fn decode_groups(
-    inputs: &[Vec<LlamaToken>],
-    batch_tokens: usize,
-    max_sequences: usize,
-) -> Vec<&[Vec<LlamaToken>]> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    while start < inputs.len() {
-        let mut end = start;
-        let mut tokens = 0;
-        while end < inputs.len()
-            && end - start < max_sequences
-            && (end == start || tokens + inputs[end].len() <= batch_tokens)
-        {
-            tokens += inputs[end].len();
-            end += 1;
-        }
-        groups.push(&inputs[start..end]);
-        start = end;
-    }
-    groups
+            context.clear_kv_cache();
+            let decoded = context.decode(batch).map_err(|error| error.to_string());
+            let pooled = decoded.and_then(|()| {
+                context
+                    .embeddings_seq_ith(0)
+                    .map(<[f32]>::to_vec)
+                    .map_err(|error| error.to_string())
+            });
+            context.clear_kv_cache();
+            let mut vector = pooled?;
+            l2_normalise(&mut vector);
+            Ok(vector)
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn inputs(lengths: &[usize]) -> Vec<Vec<LlamaToken>> {
-        lengths
-            .iter()
-            .map(|&length| vec![LlamaToken::new(1); length])
-            .collect()
-    }
-
-    fn group_lengths(lengths: &[usize], batch: usize, sequences: usize) -> Vec<Vec<usize>> {
-        let inputs = inputs(lengths);
-        decode_groups(&inputs, batch, sequences)
-            .iter()
-            .map(|group| group.iter().map(Vec::len).collect())
-            .collect()
-    }
-
-    #[test]
-    fn inputs_share_a_decode_while_their_tokens_fit_in_order() {
-        assert_eq!(
-            group_lengths(&[3, 4, 2, 8, 1], 8, 64),
-            vec![vec![3, 4], vec![2], vec![8], vec![1]]
-        );
-        assert_eq!(group_lengths(&[1, 1, 1], 8, 64), vec![vec![1, 1, 1]]);
-    }
-
-    #[test]
-    fn a_decode_holds_at_most_the_sequence_limit() {
-        assert_eq!(
-            group_lengths(&[1, 1, 1, 1, 1], 100, 2),
-            vec![vec![1, 1], vec![1, 1], vec![1]]
-        );
-    }
 
     #[test]
     fn pooling_is_the_declared_one_and_mean_when_none_is_declared() {
