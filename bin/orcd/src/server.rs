@@ -126,7 +126,7 @@ impl AppState {
         self.abort.send_replace(true);
     }
 
-    fn is_draining(&self) -> bool {
+    pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 

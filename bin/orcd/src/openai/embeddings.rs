@@ -177,6 +177,10 @@ async fn embed(
 ) -> Result<EmbeddingList, OrcdError> {
     let JsonBody(request) = body?;
     let request = validate(request, state.limits())?;
+    // Like a new task: after SIGTERM orcd only finishes what it already admitted.
+    if state.is_draining() {
+        return Err(OrcdError::Draining);
+    }
     let workers = state.scheduler().workers().await?;
     let candidates = embedding_workers(workers, &request.model)?;
     let body = EmbedRequest {
