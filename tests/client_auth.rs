@@ -76,6 +76,7 @@ fn a_job_that_fails_before_it_starts_is_named_by_its_id() {
         backend: Backend::Cpu,
         slots: 1,
         ctx_size: 2048,
+        embeddings: false,
     };
     runtime().block_on(async {
         let response = reqwest::Client::new()

@@ -241,6 +241,7 @@ fn health_answers_draining_and_new_tasks_get_503_while_orcd_drains() {
             backend: Backend::Cpu,
             slots: 1,
             ctx_size: 2048,
+            embeddings: false,
         };
         let client = reqwest::Client::new();
         let registered = client

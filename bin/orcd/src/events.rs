@@ -320,6 +320,7 @@ mod tests {
             backend: Backend::Cpu,
             slots,
             ctx_size: 512,
+            embeddings: false,
         }
     }
 

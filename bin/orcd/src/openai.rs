@@ -1,5 +1,5 @@
 //! The OpenAI-compatible API: `GET /v1/models`, `POST /v1/chat/completions` and
-//! `POST /v1/completions`, streaming or not. A request is translated into the [`TaskRequest`]
+//! `POST /v1/completions`, streaming or not, and `POST /v1/embeddings` (`embeddings`). A request is translated into the [`TaskRequest`]
 //! `/v2/tasks` takes (`request`), checked by the same validation and run as one job per choice
 //! (`n`); only the wire format differs (`answer`). Errors have OpenAI's shape,
 //! `{"error": {message, type, param, code}}`, with `param` naming the offending field, so the
@@ -11,6 +11,7 @@
 //! when orcd shuts down therefore gets a 503 `shutting_down` instead of a stream.
 
 mod answer;
+mod embeddings;
 mod request;
 
 use std::convert::Infallible;
@@ -47,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/models/{*model}", get(get_model))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
 }
 
 /// An [`OrcdError`] answered in OpenAI's shape.

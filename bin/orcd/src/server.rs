@@ -126,7 +126,7 @@ impl AppState {
         self.abort.send_replace(true);
     }
 
-    fn is_draining(&self) -> bool {
+    pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 
@@ -136,6 +136,11 @@ impl AppState {
 
     pub fn limits(&self) -> &RequestLimits {
         &self.limits
+    }
+
+    /// The client orcd reaches workers with (it carries the worker token).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn auth(&self) -> &AuthConfig {
@@ -655,6 +660,7 @@ mod tests {
             backend: Backend::Cpu,
             slots: 4,
             ctx_size: 4096,
+            embeddings: false,
         })
         .unwrap()
     }

@@ -51,6 +51,10 @@ pub enum ValidationError {
     },
     #[error("`{field}` is not supported by orcd{detail}")]
     Unsupported { field: String, detail: &'static str },
+    #[error(transparent)]
+    EmbeddingInput(#[from] llorch_api::embeddings::EmbeddingInputError),
+    #[error("`model` `{model}` is served only by workers without embeddings\nhint: start one with `cargo xtask pool worker spawn cpu --model {model} -- --embeddings` (or `llorch-worker --embeddings`)")]
+    NoEmbeddings { model: String },
 }
 
 /// Checks a registration and returns it with the url's trailing slash removed, so that
@@ -145,6 +149,7 @@ mod tests {
             backend: Backend::Cpu,
             slots: 4,
             ctx_size: 4096,
+            embeddings: false,
         }
     }
 

@@ -94,6 +94,7 @@ async fn start() -> (Orcd, tempfile::TempDir) {
         backend: Backend::Cpu,
         slots: 2,
         ctx_size: 2048,
+        embeddings: false,
     })
     .await;
     (orcd, dir)

@@ -28,6 +28,8 @@ pub enum WorkerError {
     EngineStopped(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("this worker serves no embeddings\nhint: start it with `--embeddings`")]
+    NoEmbeddings,
 }
 
 impl WorkerError {
@@ -36,6 +38,7 @@ impl WorkerError {
             WorkerError::Validation(_) => StatusCode::BAD_REQUEST,
             WorkerError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WorkerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WorkerError::NoEmbeddings => StatusCode::NOT_FOUND,
             WorkerError::Loading | WorkerError::ShuttingDown | WorkerError::QueueFull { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -48,11 +51,12 @@ impl WorkerError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             // orcd answers OpenAI clients `context_length_exceeded` for this one.
-            WorkerError::Validation(ValidationError::PromptTooLong { .. }) => {
-                ErrorKind::ContextLength
-            }
+            WorkerError::Validation(
+                ValidationError::PromptTooLong { .. } | ValidationError::EmbeddingTooLong { .. },
+            ) => ErrorKind::ContextLength,
             WorkerError::Validation(_) | WorkerError::UnsupportedMediaType => ErrorKind::Validation,
             WorkerError::Unauthorized(_) => ErrorKind::Unauthorized,
+            WorkerError::NoEmbeddings => ErrorKind::NotFound,
             // orcd treats a loading worker like a full one: try another or wait.
             WorkerError::Loading | WorkerError::QueueFull { .. } => ErrorKind::QueueFull,
             WorkerError::ShuttingDown => ErrorKind::ShuttingDown,
@@ -96,7 +100,8 @@ impl IntoResponse for WorkerError {
             | WorkerError::UnsupportedMediaType
             | WorkerError::Loading
             | WorkerError::ShuttingDown
-            | WorkerError::QueueFull { .. } => tracing::debug!(%error, "request refused"),
+            | WorkerError::QueueFull { .. }
+            | WorkerError::NoEmbeddings => tracing::debug!(%error, "request refused"),
         }
         let mut response = (self.status(), Json(self.body())).into_response();
         if matches!(self, WorkerError::Unauthorized(_)) {

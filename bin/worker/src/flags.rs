@@ -14,6 +14,7 @@ use llorch_api::Backend;
     after_help = "Examples:\n  \
         llorch-worker --model gemma3-270m --port 0\n  \
         llorch-worker --model ./model.gguf --slots 8 --ctx-size 4096\n  \
+        llorch-worker --model gemma3-270m --embeddings\n  \
         llorch-worker --model gemma3-270m --orchestrator-url http://127.0.0.1:8080"
 )]
 pub struct WorkerArgs {
@@ -115,6 +116,10 @@ pub struct WorkerArgs {
         default_value_t = 10
     )]
     pub drain_timeout_secs: u64,
+
+    /// Also serve embeddings of the model (`POST /embed`; orcd's `/v1/embeddings`), from a llama.cpp context of their own
+    #[arg(long, env = "LLORCH_EMBEDDINGS")]
+    pub embeddings: bool,
 
     #[command(flatten)]
     pub connections: llorch_serve::ConnectionArgs,

@@ -3,6 +3,7 @@
 //! library; tests drive the same pieces (`server::app`, `engine::EngineHandle`) directly.
 
 pub mod auth;
+pub mod embeddings;
 pub mod engine;
 pub mod error;
 pub mod flags;

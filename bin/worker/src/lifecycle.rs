@@ -17,6 +17,7 @@ use tokio::{
 
 use crate::{
     auth::WorkerAuth,
+    embeddings::{EmbeddingSettings, Embeddings},
     engine::{EngineHandle, EngineSettings, ModelSource},
     flags::{default_worker_id, WorkerArgs},
     model_source::resolve_model,
@@ -81,6 +82,11 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     );
 
     let engine = EngineHandle::start(settings.clone(), ModelSource::File(model.path));
+    let embeddings = if args.embeddings {
+        Embeddings::enabled()
+    } else {
+        Embeddings::disabled()
+    };
     let registration_report = RegistrationReport::default();
     let (stop_tx, stop) = watch::channel(false);
     // The listener stays open through the drain, so `/health` keeps answering `draining`.
@@ -90,6 +96,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             engine: engine.clone(),
             auth: Arc::new(auth.clone()),
             registration: registration_report.clone(),
+            embeddings: embeddings.clone(),
         }),
         args.connections.limits(),
         wait_for(stop.clone()),
@@ -111,6 +118,15 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         }
     }
 
+    // Before registering: orcd routes `/v1/embeddings` here as soon as it knows.
+    if embeddings.is_enabled() {
+        let embedding_settings = EmbeddingSettings::for_engine(&settings);
+        if let Err(message) = embeddings.start(&engine, embedding_settings).await {
+            let _ = stop_tx.send(true);
+            anyhow::bail!("starting embeddings (`--embeddings`): {message}");
+        }
+    }
+
     let registration = args.orchestrator_url.as_ref().map(|url| {
         let worker_url = args
             .advertise_url
@@ -128,6 +144,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 backend: settings.backend,
                 slots: settings.slots,
                 ctx_size: settings.ctx_size,
+                embeddings: args.embeddings,
             },
             heartbeat_interval: args.heartbeat_interval(),
             token: auth.outbound().map(str::to_owned),

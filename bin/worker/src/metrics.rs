@@ -39,6 +39,8 @@ pub struct WorkerMetrics {
     tokens_per_second: Histogram,
     time_to_first_token: Histogram,
     decode_step: Histogram,
+    embedding_requests: Counter,
+    embedding_tokens: Counter,
     /// Scrapes set the slot gauges before encoding; two at once would interleave.
     scrape: Mutex<()>,
 }
@@ -106,6 +108,18 @@ impl WorkerMetrics {
             Unit::Seconds,
             decode_step.clone(),
         );
+        let embedding_requests = Counter::default();
+        registry.register(
+            "embedding_requests",
+            "Embedding requests answered (`--embeddings`)",
+            embedding_requests.clone(),
+        );
+        let embedding_tokens = Counter::default();
+        registry.register(
+            "embedding_tokens",
+            "Tokens of every input embedded",
+            embedding_tokens.clone(),
+        );
         WorkerMetrics {
             registry,
             slots,
@@ -117,6 +131,8 @@ impl WorkerMetrics {
             tokens_per_second,
             time_to_first_token,
             decode_step,
+            embedding_requests,
+            embedding_tokens,
             scrape: Mutex::new(()),
         }
     }
@@ -163,6 +179,12 @@ impl WorkerMetrics {
             .inc();
     }
 
+    /// One embedding request answered, its inputs `tokens` long in all.
+    pub fn embedded(&self, tokens: u32) {
+        self.embedding_requests.inc();
+        self.embedding_tokens.inc_by(tokens.into());
+    }
+
     /// The exposition, with the slot gauges set from the engine's current load.
     pub fn render(&self, load: EngineLoad, slots_total: u32) -> String {
         let _scrape = self
@@ -203,6 +225,7 @@ mod tests {
             cached_prompt_tokens: 3,
         });
         metrics.job_failed();
+        metrics.embedded(7);
         let text = metrics.render(
             EngineLoad {
                 busy: 3,
@@ -222,6 +245,8 @@ mod tests {
             "llorch_worker_generation_tokens_per_second_sum 50.0",
             "llorch_worker_time_to_first_token_seconds_sum 0.03",
             "llorch_worker_decode_step_seconds_count 1",
+            "llorch_worker_embedding_requests_total 1",
+            "llorch_worker_embedding_tokens_total 7",
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");

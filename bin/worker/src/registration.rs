@@ -432,6 +432,7 @@ mod tests {
                 backend: Backend::Cpu,
                 slots: 4,
                 ctx_size: 512,
+                embeddings: false,
             },
             heartbeat_interval: Duration::from_millis(20),
             token: Some(TOKEN.into()),

@@ -1,5 +1,5 @@
-//! The worker's HTTP API: `GET /health`, `GET /metrics` and `POST /execute`, which answers an
-//! SSE stream of `token` events ending in `done` or `error`. Dropping the stream cancels the
+//! The worker's HTTP API: `GET /health`, `GET /metrics`, `POST /embed` (with `--embeddings`,
+//! see [`crate::embeddings`]) and `POST /execute`, which answers an SSE stream of `token` events ending in `done` or `error`. Dropping the stream cancels the
 //! job, and so does a client that stops reading it for [`STREAM_STALL_LIMIT`] (a link that
 //! died without closing the connection). With a worker token configured, `/execute` needs it
 //! (see [`crate::auth`]).
@@ -38,6 +38,7 @@ use tracing::{Instrument, Level};
 
 use crate::{
     auth::{require_worker_token, WorkerAuth},
+    embeddings::Embeddings,
     engine::{EngineHandle, EngineStatus},
     error::WorkerError,
     registration::RegistrationReport,
@@ -58,17 +59,19 @@ pub struct AppState {
     pub auth: Arc<WorkerAuth>,
     /// How registering with orcd goes, for `/health`.
     pub registration: RegistrationReport,
+    /// `POST /embed`; disabled without `--embeddings`.
+    pub embeddings: Embeddings,
 }
 
 pub fn app(state: AppState) -> Router {
     // Only orcd may run jobs; health stays open for probes and `pool worker list`.
-    let protected =
-        Router::new()
-            .route("/execute", post(execute))
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                require_worker_token,
-            ));
+    let protected = Router::new()
+        .route("/execute", post(execute))
+        .route("/embed", post(crate::embeddings::embed))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_worker_token,
+        ));
     // Metrics stay open like health: they tell no more than health does, and a scraper holding
     // the worker token could run jobs.
     Router::new()
@@ -184,7 +187,7 @@ fn relay_with_stall_limit(
 async fn not_found() -> (StatusCode, Json<ErrorBody>) {
     let body = ErrorBody {
         error:
-            "no such endpoint; the worker serves `GET /health`, `GET /metrics` and `POST /execute`"
+            "no such endpoint; the worker serves `GET /health`, `GET /metrics`, `POST /execute` and `POST /embed`"
                 .into(),
         error_type: ErrorKind::NotFound,
     };
@@ -258,6 +261,7 @@ mod tests {
             engine: engine.clone(),
             auth: Arc::new(WorkerAuth::disabled()),
             registration: RegistrationReport::default(),
+            embeddings: Embeddings::disabled(),
         };
         (app(state), engine)
     }
@@ -434,6 +438,7 @@ mod tests {
             engine: EngineHandle::without_engine(settings()),
             auth: Arc::new(WorkerAuth::from_tokens(vec![TOKEN.into()]).unwrap()),
             registration: RegistrationReport::default(),
+            embeddings: Embeddings::disabled(),
         };
         let app = app(state);
         let execute = |token: Option<&str>| {
@@ -473,6 +478,7 @@ mod tests {
                 WorkerAuth::from_tokens(vec!["worker-token-0123456789".into()]).unwrap(),
             ),
             registration: RegistrationReport::default(),
+            embeddings: Embeddings::disabled(),
         };
         let response = app(state)
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())

@@ -2,6 +2,7 @@
 //! same checks and limits orcd applies) against the worker's context size, and turns it into a
 //! [`ValidExecuteRequest`]; nothing reaches the engine before this has passed.
 
+use llorch_api::embeddings::EmbeddingInputError;
 use llorch_api::validation::{validate_execute, RequestLimits, ValidExecute};
 pub use llorch_api::validation::{PromptInput, RequestError, ValidSampling};
 use llorch_api::ExecuteRequest;
@@ -58,6 +59,18 @@ pub enum ValidationError {
     NoChatTemplate,
     #[error("the model's chat template cannot be rendered by llama.cpp ({0}); send `prompt`")]
     ChatTemplate(String),
+    #[error("request body is not a valid embed request: {0}")]
+    InvalidEmbedBody(String),
+    #[error(transparent)]
+    EmbeddingInput(#[from] EmbeddingInputError),
+    #[error(
+        "`input[{index}]` is {tokens} tokens; this worker embeds at most {limit} tokens per input"
+    )]
+    EmbeddingTooLong {
+        index: usize,
+        tokens: usize,
+        limit: u32,
+    },
 }
 
 /// Checks every field that can be checked without the model.

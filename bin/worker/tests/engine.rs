@@ -10,6 +10,7 @@ use std::{
 
 use axum::{body::Body, http::Request};
 use llama_cpp_2::model::LlamaModel;
+use llorch_api::embeddings::EmbedResponse;
 use llorch_api::{
     Backend, ChatMessage, ErrorBody, ErrorKind, ExecuteRequest, FinishReason, GenerationStats,
     SamplingParams, StreamEvent,
@@ -17,6 +18,7 @@ use llorch_api::{
 use llorch_catalog::{default_model_base_dir, model_path, Catalog};
 use llorch_worker::{
     auth::WorkerAuth,
+    embeddings::{EmbeddingSettings, Embeddings},
     engine::{load_model, EngineHandle, EngineSettings, ModelSource},
     error::WorkerError,
     server::{app, AppState},
@@ -472,6 +474,7 @@ async fn router_streams_sse_and_refuses_chat_without_a_template() {
         engine: engine.clone(),
         auth: Arc::new(WorkerAuth::disabled()),
         registration: Default::default(),
+        embeddings: Default::default(),
     });
 
     let body = serde_json::to_string(&request("sse", PROMPT, 16)).unwrap();
@@ -570,6 +573,7 @@ async fn metrics_count_decode_steps_tokens_and_finished_jobs() {
         engine: engine.clone(),
         auth: Arc::new(WorkerAuth::disabled()),
         registration: Default::default(),
+        embeddings: Default::default(),
     });
     let response = router
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
@@ -595,5 +599,95 @@ async fn metrics_count_decode_steps_tokens_and_finished_jobs() {
         1.0
     );
     assert_eq!(value("llorch_worker_slots{state=\"free\"}"), 2.0);
+    engine.shutdown().await;
+}
+
+async fn post_embed(router: &axum::Router, input: serde_json::Value) -> (u16, String) {
+    let response = router
+        .clone()
+        .oneshot(
+            Request::post("/embed")
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "input": input }).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = tokio::time::timeout(TIMEOUT, axum::body::to_bytes(response.into_body(), 1 << 24))
+        .await
+        .expect("embeddings in time")
+        .unwrap();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_are_pooled_normalised_and_answered_beside_a_running_generation() {
+    let engine = start(settings(1, 64)).await;
+    let embeddings = Embeddings::enabled();
+    let embedding_settings = EmbeddingSettings::for_engine(engine.settings());
+    assert_eq!(embedding_settings.batch_tokens, 64);
+    embeddings
+        .start(&engine, embedding_settings)
+        .await
+        .expect("the embedding context starts");
+    let router = app(AppState {
+        engine: engine.clone(),
+        auth: Arc::new(WorkerAuth::disabled()),
+        registration: Default::default(),
+        embeddings,
+    });
+    // A generation holds the one slot while the embeddings are asked for.
+    let generation = submit(&engine, request("busy", PROMPT, 48)).await.unwrap();
+
+    let (status, body) =
+        post_embed(&router, serde_json::json!(["a cat", "a tax form", "a cat"])).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: EmbedResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer.embeddings.len(), 3);
+    for vector in &answer.embeddings {
+        assert_eq!(vector.len(), model().n_embd() as usize);
+        let norm: f64 = vector
+            .iter()
+            .map(|&x| f64::from(x).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+    }
+    assert_eq!(answer.embeddings[0], answer.embeddings[2]);
+    assert_ne!(answer.embeddings[0], answer.embeddings[1]);
+    assert!(answer.prompt_tokens >= 6, "{}", answer.prompt_tokens);
+
+    // Longer than one decode: refused as a context-length error naming the item.
+    let (status, body) = post_embed(&router, serde_json::json!(["x", "word ".repeat(100)])).await;
+    assert_eq!(status, 400, "{body}");
+    let error: ErrorBody = serde_json::from_str(&body).unwrap();
+    assert_eq!(error.error_type, ErrorKind::ContextLength);
+    assert!(error.error.contains("`input[1]`"), "{}", error.error);
+
+    // The generation was not disturbed: it ends normally (`stats` panics on a failed stream).
+    let outcome = collect(generation).await;
+    assert!(outcome.stats().generated_tokens >= 1);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_embeddings_says_how_to_get_them() {
+    let engine = EngineHandle::start(settings(1, 64), ModelSource::Loaded(model()));
+    let router = app(AppState {
+        engine: engine.clone(),
+        auth: Arc::new(WorkerAuth::disabled()),
+        registration: Default::default(),
+        embeddings: Embeddings::disabled(),
+    });
+    tokio::time::timeout(TIMEOUT, engine.wait_ready())
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, body) = post_embed(&router, serde_json::json!(["a"])).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("--embeddings"), "{body}");
     engine.shutdown().await;
 }

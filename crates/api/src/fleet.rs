@@ -130,6 +130,7 @@ mod tests {
             ctx_size: 512,
             last_seen_ms_ago: 3,
             state: WorkerState::Live,
+            embeddings: false,
         };
         let job = JobInfo {
             job_id: "j".into(),

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod audit;
+pub mod embeddings;
 pub mod fleet;
 pub mod generation;
 pub mod log_safe;
@@ -391,6 +392,9 @@ pub struct WorkerRegistration {
     pub backend: Backend,
     pub slots: u32,
     pub ctx_size: u32,
+    /// Serves `POST /embed` (started with `--embeddings`); absent from older workers.
+    #[serde(default)]
+    pub embeddings: bool,
 }
 
 /// `POST /workers/{id}/heartbeat` on orcd.
@@ -413,6 +417,9 @@ pub struct WorkerInfo {
     /// Milliseconds since the last registration or heartbeat.
     pub last_seen_ms_ago: u64,
     pub state: WorkerState,
+    /// Serves `/v1/embeddings` for its model (started with `--embeddings`).
+    #[serde(default)]
+    pub embeddings: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,6 +84,7 @@ Examples:
   cargo xtask pool worker spawn cpu --model gemma3-270m --host gpu-box
   cargo xtask pool worker spawn cpu --model gemma3-270m --host gpu-box --worker-token-file ~/.config/llorch/worker.token
   cargo xtask pool worker spawn cpu --model gemma3-270m -- --slots 4 --ctx-size 4096
+  cargo xtask pool worker spawn cpu --model gemma3-270m -- --embeddings
 
 The worker registers with the orchestrator configured HERE (--orchestrator-url, else
 LLORCH_ORCHESTRATOR_URL or `orchestrator.url` in the config file), also with --host. With

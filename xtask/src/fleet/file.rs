@@ -63,6 +63,8 @@ struct RawWorker {
     slots: Option<Spanned<u32>>,
     ctx_size: Option<Spanned<u32>>,
     port: Option<Spanned<u16>>,
+    #[serde(default)]
+    embeddings: bool,
 }
 
 /// How a host keeps its workers running.
@@ -118,6 +120,9 @@ pub struct WorkerSpec {
     pub bind: IpAddr,
     pub advertise_url: String,
     pub orchestrator_url: String,
+    /// Started with `--embeddings` (serves `/v1/embeddings`); absent from older records.
+    #[serde(default)]
+    pub embeddings: bool,
 }
 
 /// The fleet file in use: `--fleet`, `LLORCH_FLEET`, `[fleet] file`, or fleet.toml beside the
@@ -355,6 +360,7 @@ pub fn parse(
                 bind,
                 advertise_url: format!("http://{advertise_host}:{port}"),
                 orchestrator_url: url.clone(),
+                embeddings: worker.embeddings,
             });
         }
         hosts.push(FleetHost {
@@ -502,6 +508,7 @@ model = "gemma3-270m"
                 bind: "10.0.0.2".parse().unwrap(),
                 advertise_url: "http://10.0.0.2:9001".into(),
                 orchestrator_url: "http://10.0.0.1:8080".into(),
+                embeddings: false,
             }
         );
         assert_eq!(a.workers[1].name, "coder");
@@ -514,6 +521,16 @@ model = "gemma3-270m"
             "0.0.0.0".parse::<IpAddr>().unwrap(),
             "a host name binds everywhere"
         );
+    }
+
+    #[test]
+    fn embeddings_are_off_unless_a_worker_asks_for_them() {
+        let text = TWO_HOSTS.replace("slots = 2", "slots = 2\nembeddings = true");
+        let fleet = parse_text(&text).unwrap();
+        let a = &fleet.hosts[0];
+        assert!(a.workers[0].embeddings);
+        assert!(!a.workers[1].embeddings);
+        assert!(!fleet.hosts[1].workers[0].embeddings);
     }
 
     #[test]

@@ -593,6 +593,9 @@ fn worker_launch(
     if let Some(token) = token {
         extra_args.extend(["--worker-token-file".into(), token.into()]);
     }
+    if spec.embeddings {
+        extra_args.push("--embeddings".into());
+    }
     WorkerLaunch {
         backend: spec.backend,
         model: spec.model.clone(),

@@ -166,7 +166,7 @@ fn action_for(spec: &WorkerSpec, actual: Option<&ActualWorker>) -> Action {
 /// The fields whose values differ, named as in the fleet file.
 pub fn differences(actual: &WorkerSpec, desired: &WorkerSpec) -> Vec<Change> {
     let option = |value: Option<u32>| value.map_or("-".to_owned(), |value| value.to_string());
-    let fields: [(&str, String, String); 9] = [
+    let fields: [(&str, String, String); 10] = [
         ("model", actual.model.clone(), desired.model.clone()),
         (
             "backend",
@@ -191,6 +191,11 @@ pub fn differences(actual: &WorkerSpec, desired: &WorkerSpec) -> Vec<Change> {
             "orchestrator_url",
             actual.orchestrator_url.clone(),
             desired.orchestrator_url.clone(),
+        ),
+        (
+            "embeddings",
+            actual.embeddings.to_string(),
+            desired.embeddings.to_string(),
         ),
     ];
     fields
@@ -220,6 +225,7 @@ mod tests {
             bind: "10.0.0.2".parse().unwrap(),
             advertise_url: "http://10.0.0.2:9001".into(),
             orchestrator_url: "http://10.0.0.1:8080".into(),
+            embeddings: false,
         }
     }
 

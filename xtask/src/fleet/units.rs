@@ -231,6 +231,7 @@ mod tests {
             bind: "10.0.0.2".parse().unwrap(),
             advertise_url: "http://10.0.0.2:9001".into(),
             orchestrator_url: "http://10.0.0.1:8080".into(),
+            embeddings: false,
         }
     }
 

@@ -460,6 +460,7 @@ fn unconfirmed(worker_id: &str) -> WorkerInfo {
         ctx_size: 0,
         last_seen_ms_ago: 0,
         state: WorkerState::Live,
+        embeddings: false,
     }
 }
 

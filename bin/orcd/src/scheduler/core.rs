@@ -179,6 +179,7 @@ impl Worker {
             } else {
                 WorkerState::Dead
             },
+            embeddings: self.registration.embeddings,
         }
     }
 }

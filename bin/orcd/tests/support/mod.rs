@@ -129,6 +129,7 @@ impl FakeWorker {
             backend: Backend::Cpu,
             slots,
             ctx_size: 2048,
+            embeddings: false,
         }
     }
 

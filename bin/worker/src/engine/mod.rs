@@ -175,6 +175,16 @@ impl EngineHandle {
         &self.shared.settings
     }
 
+    /// The model, once loaded.
+    pub fn model(&self) -> Option<&'static LlamaModel> {
+        self.shared.model.get().copied()
+    }
+
+    /// Where the engine and its helpers (the embedding thread) record their metrics.
+    pub fn metrics(&self) -> &WorkerMetrics {
+        &self.shared.metrics
+    }
+
     pub fn status(&self) -> EngineStatus {
         self.shared.status.borrow().clone()
     }
@@ -456,13 +466,14 @@ fn run_engine(
     Ok(())
 }
 
+/// llama.cpp documents creating contexts from one model in parallel as unsound; tests start
+/// several engines on one shared model, and the embedding thread makes a context of its own.
+pub(crate) static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
+
 fn new_context(
     model: &'static LlamaModel,
     settings: &EngineSettings,
 ) -> Result<LlamaContext<'static>, String> {
-    // llama.cpp documents creating contexts from one model in parallel as unsound; tests start
-    // several engines on one shared model.
-    static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
     let total_ctx = settings
         .ctx_size
         .checked_mul(settings.slots)

@@ -35,6 +35,7 @@ fn worker(id: &str, model: &str, slots: u32) -> WorkerRegistration {
         backend: Backend::Cpu,
         slots,
         ctx_size: 2048,
+        embeddings: false,
     }
 }
 
