@@ -4,6 +4,7 @@
 //! slows both alike and the ratios stay meaningful. It starts its own orcd, worker and (given a
 //! path) llama-server on free ports in a private run directory and stops them at the end.
 
+mod ceilings;
 mod client;
 mod routing;
 mod table;
@@ -64,6 +65,9 @@ pub struct BenchReport {
     /// Least-loaded routing (column 0) against cache-aware routing (column 1); empty without
     /// `--routing`.
     pub routing: Vec<Figure>,
+    /// llama.cpp's benchmark tools (column 0) against the worker (column 1); empty unless
+    /// `--threads` and the tools sit beside the llama-server binary.
+    pub ceilings: Vec<Figure>,
     pub markdown: String,
 }
 
@@ -214,6 +218,8 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     }
     rss.push(1, rss_megabytes(worker.pid));
     drop(cleanup);
+    // After the servers are gone, so the tools have the machine to themselves as they had.
+    let ceilings = measure_ceilings(cx, &args, &model_path, &comparison)?;
 
     let llama_server_name = args.against_llama_server.clone();
     let mut report = BenchReport {
@@ -231,6 +237,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
         comparison,
         orcd: orcd_figures,
         routing: routing_figures,
+        ceilings,
         markdown: String::new(),
     };
     report.markdown = render(&report);
@@ -574,7 +581,7 @@ fn render(report: &BenchReport) -> String {
          each cell is the median [min–max] over the runs\n\n\
          {comparison}\n\
          orcd's cost (the same worker, straight or through orcd):\n\n\
-         {orcd}{routing}",
+         {orcd}{ceilings}{routing}",
         model = report.model,
         tokens = report.max_tokens,
         streams = report.streams,
@@ -584,6 +591,14 @@ fn render(report: &BenchReport) -> String {
         busy = report.busy_cores,
         comparison = markdown(["llama-server", "worker"], &report.comparison),
         orcd = markdown(["worker direct", "through orcd"], &report.orcd),
+        ceilings = if report.ceilings.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\nThe engine's ceilings (llama.cpp's own tools, no server, the same threads):\n\n{}",
+                markdown(["llama.cpp tool", "worker"], &report.ceilings)
+            )
+        },
         routing = if report.routing.is_empty() {
             String::new()
         } else {
@@ -593,6 +608,51 @@ fn render(report: &BenchReport) -> String {
             )
         },
     )
+}
+
+/// The ceilings of [`ceilings`], run `--runs` times, beside the worker's medians of the same
+/// quantities; nothing without `--threads` or without the tools beside llama-server.
+fn measure_ceilings(
+    cx: &Context,
+    args: &BenchArgs,
+    model_path: &std::path::Path,
+    comparison: &[Figure],
+) -> anyhow::Result<Vec<Figure>> {
+    let (Some(threads), Some(server)) = (args.threads, args.against_llama_server.as_deref()) else {
+        return Ok(Vec::new());
+    };
+    let Some(tools) = ceilings::Tools::beside(std::path::Path::new(server)) else {
+        cx.out.status(
+            "no llama-bench and llama-batched-bench beside llama-server: the ceilings are not measured",
+        );
+        return Ok(Vec::new());
+    };
+    let mut figures = ceilings::figures();
+    for _ in 0..args.runs {
+        let rates = ceilings::measure(&tools, model_path, threads, args.streams)?;
+        for (figure, rate) in figures.iter_mut().zip(rates) {
+            figure.push(0, rate);
+        }
+    }
+    // The worker's side: its single-stream and aggregate decode samples from the comparison.
+    let worker = |name: &str| {
+        comparison
+            .iter()
+            .find(|figure| figure.name == name)
+            .map(|figure| figure.columns[1].clone())
+            .unwrap_or_default()
+    };
+    let single = worker("single-stream decode");
+    let aggregate = worker("concurrent streams, aggregate decode");
+    for (figure, samples) in figures
+        .iter_mut()
+        .zip([single, aggregate.clone(), aggregate])
+    {
+        for sample in samples {
+            figure.push(1, sample);
+        }
+    }
+    Ok(figures)
 }
 
 fn write_report(cx: &Context, report: &BenchReport) -> anyhow::Result<std::path::PathBuf> {

@@ -69,7 +69,9 @@ pub struct BenchArgs {
     /// Concurrent streams for the aggregate measurement (also each server's slot count)
     #[arg(long, default_value_t = 4)]
     pub streams: u32,
-    /// Threads of the worker and of llama-server [default: each server's own default]
+    /// Threads of the worker and of llama-server; with llama-bench and llama-batched-bench beside
+    /// llama-server, the engine's ceilings at this count are measured too [default: each
+    /// server's own default]
     #[arg(long)]
     pub threads: Option<u32>,
     /// Compare with llama.cpp's llama-server: the path of its binary (started here with the
