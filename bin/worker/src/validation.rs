@@ -4,7 +4,7 @@
 
 use llorch_api::validation::{validate_execute, RequestLimits, ValidExecute};
 pub use llorch_api::validation::{PromptInput, RequestError, ValidSampling};
-use llorch_api::ExecuteRequest;
+use llorch_api::{ExecuteRequest, ToolParams};
 
 /// The worker's limits that requests are validated against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,7 @@ pub struct ValidExecuteRequest {
     pub max_tokens: u32,
     pub sampling: ValidSampling,
     pub stop: Vec<String>,
+    pub tools: ToolParams,
 }
 
 /// Why a request was refused with 400; every message names the field and the limit.
@@ -56,8 +57,17 @@ pub enum ValidationError {
     Grammar(String),
     #[error("model has no chat template; send `prompt`")]
     NoChatTemplate,
-    #[error("the model's chat template cannot be rendered by llama.cpp ({0}); send `prompt`")]
+    #[error("the model's chat template cannot be rendered ({0}); send `prompt`")]
     ChatTemplate(String),
+    #[error(
+        "`tools` cannot be offered: the model's chat template has no tool support; send no \
+         `tools` (or `tool_choice: \"none\"`)"
+    )]
+    ToolsUnsupported,
+    #[error("`{field}` spells one of the model's control tokens, which could forge a turn")]
+    ControlTokenText { field: String },
+    #[error("`tool_choice` cannot be turned into a grammar: {0}")]
+    ToolGrammar(String),
 }
 
 /// Checks every field that can be checked without the model.
@@ -70,6 +80,7 @@ pub fn validate(
         input,
         parse_special,
         sampling,
+        tools,
     } = validate_execute(request, &limits.request_limits())?;
     Ok(ValidExecuteRequest {
         job_id,
@@ -78,6 +89,7 @@ pub fn validate(
         max_tokens: sampling.max_tokens,
         stop: sampling.stop.clone(),
         sampling,
+        tools,
     })
 }
 
@@ -108,6 +120,7 @@ mod tests {
             messages: None,
             parse_special: false,
             sampling: SamplingParams::default(),
+            tools: Default::default(),
         }
     }
 
@@ -133,10 +146,7 @@ mod tests {
     fn chat_messages_pass_as_chat() {
         let mut chat = request();
         chat.prompt = None;
-        chat.messages = Some(vec![ChatMessage {
-            role: "user".into(),
-            content: "hi".into(),
-        }]);
+        chat.messages = Some(vec![ChatMessage::new("user", "hi")]);
         assert!(matches!(
             validate(chat, LIMITS).unwrap().input,
             PromptInput::Chat(_)
