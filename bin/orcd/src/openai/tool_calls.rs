@@ -1,13 +1,15 @@
 //! Tool calls in generated text: the syntaxes chat templates teach models, turned into OpenAI's
 //! `tool_calls`. Recognised: Qwen 2.5 / Hermes `<tool_call>{"name": ..., "arguments": ...}
 //! </tool_call>` (several in a row), Mistral `[TOOL_CALLS][{...}, ...]`, Llama 3.x
-//! `<|python_tag|>{...}` and a bare `{"name": ..., "parameters": ...}` answer. A call counts only
-//! when it names an offered tool and its arguments are a JSON object; anything else stays text.
+//! `<|python_tag|>{...}`, a bare `{"name": ..., "parameters": ...}` answer and a bare list of
+//! calls (`[TOOL_CALLS]` and `<|python_tag|>` are control tokens, which the worker does not write
+//! out as text). A call counts only when it names an offered tool and its arguments are a JSON
+//! object; anything else stays text.
 //!
 //! [`parse_answer`] reads a whole answer; [`ToolCallStream`] reads one piece by piece, streams
 //! the text before and between calls as content at once, and holds back only what may be the
-//! start of a call marker (and a whole answer that opens with `{`, until it is known whether it
-//! is a call).
+//! start of a call marker (and a whole answer that opens with `{` or `[`, until it is known
+//! whether it is a call).
 
 use serde_json::Value;
 
@@ -75,7 +77,7 @@ enum Mode {
     Hermes,
     /// After `[TOOL_CALLS]` or `<|python_tag|>`: calls to the end of the answer.
     ToEnd,
-    /// The answer opened with `{`: a bare JSON call, or text; known at the end.
+    /// The answer opened with `{` or `[`: bare JSON calls, or text; known at the end.
     BareJson,
 }
 
@@ -121,7 +123,7 @@ impl ToolCallStream {
                         if start.is_empty() {
                             return out;
                         }
-                        if start.starts_with('{') {
+                        if start.starts_with('{') || start.starts_with('[') {
                             self.mode = Mode::BareJson;
                             return out;
                         }
@@ -240,9 +242,17 @@ fn parse_to_end(text: &str, tools: &OfferedTools) -> Option<Vec<ParsedToolCall>>
         let Value::Array(items) = serde_json::from_str(rest.trim()).ok()? else {
             return None;
         };
-        return items.iter().map(|item| call_of(item, tools)).collect();
+        let calls: Option<Vec<_>> = items.iter().map(|item| call_of(item, tools)).collect();
+        return calls.filter(|calls| !calls.is_empty());
     }
     let body = text.strip_prefix(PYTHON_TAG).unwrap_or(text).trim();
+    if body.starts_with('[') {
+        let Value::Array(items) = serde_json::from_str(body).ok()? else {
+            return None;
+        };
+        let calls: Option<Vec<_>> = items.iter().map(|item| call_of(item, tools)).collect();
+        return calls.filter(|calls| !calls.is_empty());
+    }
     // Llama 3 separates several calls with `;`; a whole object is tried first, since
     // arguments may contain `;` themselves.
     if let Some(call) = parse_call(body, tools) {
@@ -386,6 +396,8 @@ mod tests {
             "{\"result\": 3}",
             "<tool_call>not json</tool_call> done",
             "[TOOL_CALLS] nothing",
+            "[1, 2, 3]",
+            "[]",
         ] {
             let parsed = parse_answer(text, &tools(true));
             assert_eq!(parsed.calls, [], "{text}");
@@ -402,11 +414,12 @@ mod tests {
             "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]",
             "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
             " {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+            "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]",
             "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": \"{\\\"city\\\": \\\"Paris\\\"}\"}}",
         ] {
             assert_eq!(
                 parse_answer(text, &tools(true)).calls,
-                [paris.clone()],
+                std::slice::from_ref(&paris),
                 "{text}"
             );
             assert_eq!(
