@@ -79,6 +79,7 @@ def valid_call(call, name=None):
 def streamed(**request):
     """A streamed answer, reassembled as OpenAI clients do: content, tool calls by index."""
     content, calls, finish = "", {}, None
+    streamed.fragments = 0
     for chunk in client.chat.completions.create(stream=True, **request):
         for choice in chunk.choices:
             delta = choice.delta
@@ -94,6 +95,7 @@ def streamed(**request):
                     entry["name"] = call.function.name
                 if call.function and call.function.arguments:
                     entry["arguments"] += call.function.arguments
+                    streamed.fragments += 1
             finish = choice.finish_reason or finish
     return content, [calls[index] for index in sorted(calls)], finish
 
@@ -132,6 +134,7 @@ check(content.strip() == "", f"no content beside the call: {content!r}")
 check(len(calls) == 1 and calls[0]["name"] == "get_weather", f"streamed calls: {calls}")
 streamed_arguments = json.loads(calls[0]["arguments"])
 check(streamed_arguments == arguments, f"streamed arguments {streamed_arguments} == {arguments}")
+check(streamed.fragments > 1, f"arguments stream as generated: {streamed.fragments} fragments")
 
 history = QUESTION + [
     {
@@ -182,6 +185,7 @@ for stream in (False, True):
         content, calls, finish = streamed(**request)
         check(finish == "tool_calls" and len(calls) == 1, f"streamed named: {finish} {calls}")
         check(calls[0]["name"] == "get_time", f"streamed named call: {calls}")
+        check(streamed.fragments > 1, f"forced arguments stream: {streamed.fragments} fragments")
         jsonschema.validate(json.loads(calls[0]["arguments"]), SCHEMAS["get_time"])
     else:
         choice = client.chat.completions.create(**request).choices[0]

@@ -391,6 +391,8 @@ struct StreamProgress {
     tool_streams: Vec<ToolCallStream>,
     /// Per choice, log-probabilities of text the tool reader still holds back.
     held_logprobs: Vec<Vec<llorch_api::TokenLogprob>>,
+    /// Per choice, tool calls opened so far (the next one's `index`).
+    opened_calls: Vec<usize>,
 }
 
 impl StreamProgress {
@@ -398,7 +400,7 @@ impl StreamProgress {
         let choices = answer.shape.choices as usize;
         let tool_streams = match &answer.shape.tools {
             Some(tools) => (0..choices)
-                .map(|_| ToolCallStream::new(tools.clone()))
+                .map(|_| ToolCallStream::streaming(tools.clone()))
                 .collect(),
             None => Vec::new(),
         };
@@ -408,6 +410,7 @@ impl StreamProgress {
             finished: vec![None; choices],
             tool_streams,
             held_logprobs: vec![Vec::new(); choices],
+            opened_calls: vec![0; choices],
         }
     }
 
@@ -422,10 +425,32 @@ impl StreamProgress {
                     chunks.push(self.answer.text_chunk(index, &text, &logprobs, 0));
                 }
                 StreamPiece::Call(call) => {
-                    let call_index = self.tool_streams[choice].calls() - 1;
-                    chunks.extend(
+                    let call_index = self.opened_calls[choice];
+                    self.opened_calls[choice] += 1;
+                    chunks.push(
                         self.answer
-                            .tool_call_chunks(index, call_index, &call, &logprobs),
+                            .tool_call_opening_chunk(index, call_index, &call.name, &logprobs),
+                    );
+                    chunks.push(self.answer.tool_call_arguments_chunk(
+                        index,
+                        call_index,
+                        &call.arguments,
+                        &[],
+                    ));
+                }
+                StreamPiece::CallStart { name } => {
+                    let call_index = self.opened_calls[choice];
+                    self.opened_calls[choice] += 1;
+                    chunks.push(
+                        self.answer
+                            .tool_call_opening_chunk(index, call_index, &name, &logprobs),
+                    );
+                }
+                StreamPiece::Arguments(fragment) => {
+                    let call_index = self.opened_calls[choice].saturating_sub(1);
+                    chunks.push(
+                        self.answer
+                            .tool_call_arguments_chunk(index, call_index, &fragment, &logprobs),
                     );
                 }
             }

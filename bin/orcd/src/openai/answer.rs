@@ -7,7 +7,7 @@ use llorch_api::{FinishReason, GenerationStats, TokenLogprob};
 use serde_json::{json, Value};
 
 use super::request::Shape;
-use super::tool_calls::{parse_answer, ParsedToolCall};
+use super::tool_calls::parse_answer;
 
 /// Which OpenAI object a job's answer becomes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -199,36 +199,43 @@ impl Answer {
         })
     }
 
-    /// A tool call in a chat stream, as OpenAI streams one: the first chunk opens it (`index`
-    /// among the choice's calls, `id`, `type`, the function's name, empty arguments), the
-    /// next carries the arguments.
-    pub fn tool_call_chunks(
+    /// The chunk that opens a tool call in a chat stream, as OpenAI streams one: `index` among
+    /// the choice's calls, `id`, `type`, the function's name and empty arguments.
+    pub fn tool_call_opening_chunk(
         &self,
         index: u32,
         call_index: usize,
-        call: &ParsedToolCall,
+        name: &str,
         logprobs: &[TokenLogprob],
-    ) -> [Value; 2] {
-        let opening = json!({"tool_calls": [{
+    ) -> Value {
+        let delta = json!({"tool_calls": [{
             "index": call_index,
             "id": tool_call_id(),
             "type": "function",
-            "function": {"name": call.name, "arguments": ""},
+            "function": {"name": name, "arguments": ""},
         }]});
-        let arguments = json!({"tool_calls": [{
+        self.chunk(json!({
+            "index": index, "delta": delta, "logprobs": self.logprobs(logprobs, 0),
+            "finish_reason": null,
+        }))
+    }
+
+    /// A fragment of the arguments of the tool call `call_index`.
+    pub fn tool_call_arguments_chunk(
+        &self,
+        index: u32,
+        call_index: usize,
+        fragment: &str,
+        logprobs: &[TokenLogprob],
+    ) -> Value {
+        let delta = json!({"tool_calls": [{
             "index": call_index,
-            "function": {"arguments": call.arguments},
+            "function": {"arguments": fragment},
         }]});
-        [
-            self.chunk(json!({
-                "index": index, "delta": opening, "logprobs": self.logprobs(logprobs, 0),
-                "finish_reason": null,
-            })),
-            self.chunk(json!({
-                "index": index, "delta": arguments, "logprobs": self.logprobs(&[], 0),
-                "finish_reason": null,
-            })),
-        ]
+        self.chunk(json!({
+            "index": index, "delta": delta, "logprobs": self.logprobs(logprobs, 0),
+            "finish_reason": null,
+        }))
     }
 
     fn chunk(&self, choice: Value) -> Value {

@@ -6,8 +6,10 @@
 //! out as text). A call counts only when it names an offered tool and its arguments are a JSON
 //! object; anything else stays text.
 //!
-//! [`parse_answer`] reads a whole answer; [`ToolCallStream`] reads one piece by piece, streams
-//! the text before and between calls as content at once, and holds back only what may be the
+//! [`parse_answer`] reads a whole answer; [`ToolCallStream::streaming`] reads one piece by
+//! piece, streams the text before and between calls as content at once, opens a Hermes or bare
+//! JSON call as soon as its name is read and streams its arguments as they are generated (other
+//! calls are sent whole once complete), and holds back only what may be the
 //! start of a call marker (and a whole answer that opens with `{` or `[`, until it is known
 //! whether it is a call).
 
@@ -52,6 +54,8 @@ pub fn parse_answer(text: &str, tools: &OfferedTools) -> ParsedAnswer {
         match piece {
             StreamPiece::Content(text) => content.push_str(&text),
             StreamPiece::Call(call) => calls.push(call),
+            // Only a streaming reader opens calls before they are complete.
+            StreamPiece::CallStart { .. } | StreamPiece::Arguments(_) => {}
         }
     }
     let content = if calls.is_empty() {
@@ -66,7 +70,14 @@ pub fn parse_answer(text: &str, tools: &OfferedTools) -> ParsedAnswer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamPiece {
     Content(String),
+    /// A whole call.
     Call(ParsedToolCall),
+    /// A call whose arguments follow as [`StreamPiece::Arguments`] fragments.
+    CallStart {
+        name: String,
+    },
+    /// The next fragment of the arguments of the call opened last.
+    Arguments(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,9 +103,132 @@ pub struct ToolCallStream {
     held_whitespace: String,
     sent_content: bool,
     calls: usize,
+    /// Open calls as soon as their name is read and stream their arguments.
+    incremental: bool,
+    /// The Hermes block being read does not start `{"name": ..., "arguments": {`: it is
+    /// parsed whole at its end.
+    whole_block: bool,
+    /// The call being streamed, while its block is open.
+    open_call: Option<ArgumentsScan>,
+}
+
+/// Where the streamed arguments object of an open call stands.
+#[derive(Debug, Default)]
+struct ArgumentsScan {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    done: bool,
+}
+
+impl ArgumentsScan {
+    /// How much of `text` belongs to the arguments (all of it unless they end inside).
+    fn scan(&mut self, text: &str) -> usize {
+        for (at, c) in text.char_indices() {
+            if self.in_string {
+                match c {
+                    _ if self.escaped => self.escaped = false,
+                    '\\' => self.escaped = true,
+                    '"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match c {
+                '"' => self.in_string = true,
+                '{' | '[' => self.depth += 1,
+                '}' | ']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        self.done = true;
+                        return at + 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        text.len()
+    }
+}
+
+/// The start of a Hermes call, `{"name": "...", "arguments": ` up to the arguments' `{`.
+#[derive(Debug, PartialEq, Eq)]
+enum CallHeader {
+    Incomplete,
+    NotAHeader,
+    Found { name: String, length: usize },
+}
+
+fn call_header(text: &str) -> CallHeader {
+    let mut rest = text;
+    // Each step: literal alternatives expected after optional whitespace.
+    let expect = |rest: &mut &str, literals: &[&str]| -> Option<bool> {
+        *rest = rest.trim_start();
+        for literal in literals {
+            if let Some(after) = rest.strip_prefix(literal) {
+                *rest = after;
+                return Some(true);
+            }
+            if literal.starts_with(*rest) {
+                return None;
+            }
+        }
+        Some(false)
+    };
+    for literals in [&["{"][..], &["\"name\""], &[":"]] {
+        match expect(&mut rest, literals) {
+            None => return CallHeader::Incomplete,
+            Some(false) => return CallHeader::NotAHeader,
+            Some(true) => {}
+        }
+    }
+    rest = rest.trim_start();
+    if rest.is_empty() {
+        return CallHeader::Incomplete;
+    }
+    if !rest.starts_with('"') {
+        return CallHeader::NotAHeader;
+    }
+    let mut escaped = false;
+    let mut close = None;
+    for (at, c) in rest.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => {
+                close = Some(at);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(close) = close else {
+        return CallHeader::Incomplete;
+    };
+    let Ok(name) = serde_json::from_str::<String>(&rest[..=close]) else {
+        return CallHeader::NotAHeader;
+    };
+    rest = &rest[close + 1..];
+    for literals in [&[","][..], &["\"arguments\"", "\"parameters\""], &[":"]] {
+        match expect(&mut rest, literals) {
+            None => return CallHeader::Incomplete,
+            Some(false) => return CallHeader::NotAHeader,
+            Some(true) => {}
+        }
+    }
+    rest = rest.trim_start();
+    match rest.chars().next() {
+        None => CallHeader::Incomplete,
+        Some('{') => CallHeader::Found {
+            name,
+            length: text.len() - rest.len(),
+        },
+        Some(_) => CallHeader::NotAHeader,
+    }
 }
 
 impl ToolCallStream {
+    /// A reader that emits calls whole, once complete.
     pub fn new(tools: OfferedTools) -> ToolCallStream {
         ToolCallStream {
             tools,
@@ -103,6 +237,18 @@ impl ToolCallStream {
             held_whitespace: String::new(),
             sent_content: false,
             calls: 0,
+            incremental: false,
+            whole_block: false,
+            open_call: None,
+        }
+    }
+
+    /// A reader that opens Hermes calls as soon as their name is read and streams their
+    /// arguments as they come.
+    pub fn streaming(tools: OfferedTools) -> ToolCallStream {
+        ToolCallStream {
+            incremental: true,
+            ..ToolCallStream::new(tools)
         }
     }
 
@@ -124,8 +270,10 @@ impl ToolCallStream {
                             return out;
                         }
                         if start.starts_with('{') || start.starts_with('[') {
+                            self.whole_block = !self.incremental;
+                            self.open_call = None;
                             self.mode = Mode::BareJson;
-                            return out;
+                            continue;
                         }
                     }
                     let found = MARKERS
@@ -136,6 +284,8 @@ impl ToolCallStream {
                         Some((at, marker)) => {
                             let before: String = self.buffer.drain(..at + marker.len()).collect();
                             self.content(&before[..at], &mut out);
+                            self.whole_block = !self.incremental;
+                            self.open_call = None;
                             self.mode = if marker == HERMES_OPEN {
                                 Mode::Hermes
                             } else {
@@ -151,6 +301,15 @@ impl ToolCallStream {
                             return out;
                         }
                     }
+                }
+                Mode::Hermes if !self.whole_block => {
+                    if !self.read_open_call(Some(HERMES_CLOSE), &mut out) {
+                        return out;
+                    }
+                }
+                Mode::BareJson if !self.whole_block => {
+                    self.read_open_call(None, &mut out);
+                    return out;
                 }
                 Mode::Hermes => {
                     let Some(at) = self.buffer.find(HERMES_CLOSE) else {
@@ -175,6 +334,9 @@ impl ToolCallStream {
         let rest = std::mem::take(&mut self.buffer);
         match self.mode {
             Mode::Text => self.content(&rest, &mut out),
+            // A streamed call cut short keeps the arguments sent so far, as OpenAI's do; what
+            // follows a bare call's arguments (its closing brace) is not text.
+            Mode::Hermes | Mode::BareJson if self.open_call.is_some() => self.open_call = None,
             // An answer cut short (or a model that never closes the block): a call if it parses.
             Mode::Hermes => match parse_call(&rest, &self.tools) {
                 Some(call) => self.call(call, &mut out),
@@ -196,6 +358,56 @@ impl ToolCallStream {
         }
         self.mode = Mode::Text;
         out
+    }
+
+    /// Streams the call being read (a Hermes block, or a bare JSON answer when `close` is
+    /// `None`): opens it once its name is known, sends its arguments as they come, and ends a
+    /// block at `close`. Returns whether the block ended or turned out not to be streamable
+    /// (to be parsed whole), so reading goes on.
+    fn read_open_call(&mut self, close: Option<&str>, out: &mut Vec<StreamPiece>) -> bool {
+        if self.open_call.is_none() {
+            let closed = close.is_some_and(|close| self.buffer.contains(close));
+            match call_header(&self.buffer) {
+                CallHeader::Incomplete if !closed => return false,
+                CallHeader::Found { name, length }
+                    if self.tools.names.contains(&name)
+                        && (self.calls == 0 || self.tools.parallel) =>
+                {
+                    self.buffer.drain(..length);
+                    self.held_whitespace.clear();
+                    self.calls += 1;
+                    out.push(StreamPiece::CallStart { name });
+                    self.open_call = Some(ArgumentsScan::default());
+                }
+                _ => {
+                    self.whole_block = true;
+                    return true;
+                }
+            }
+        }
+        let scan = self.open_call.as_mut().expect("opened above");
+        if !scan.done {
+            let end = scan.scan(&self.buffer);
+            let fragment: String = self.buffer.drain(..end).collect();
+            if !fragment.is_empty() {
+                out.push(StreamPiece::Arguments(fragment));
+            }
+            if !scan.done {
+                return false;
+            }
+        }
+        let Some(close) = close else {
+            // The rest of a bare call is its closing brace.
+            self.buffer.clear();
+            return false;
+        };
+        let Some(at) = self.buffer.find(close) else {
+            return false;
+        };
+        self.buffer.drain(..at + close.len());
+        self.open_call = None;
+        self.mode = Mode::Text;
+        true
     }
 
     fn content(&mut self, text: &str, out: &mut Vec<StreamPiece>) {
@@ -384,6 +596,90 @@ mod tests {
         assert_eq!(
             parse_answer(text, &tools(true)).content.as_deref(),
             Some("Let me check.")
+        );
+    }
+
+    #[test]
+    fn a_streaming_reader_sends_arguments_as_they_are_generated() {
+        let mut stream = ToolCallStream::streaming(tools(true));
+        assert_eq!(stream.push("<tool_call>\n{\"name\": \"get_wea"), []);
+        assert_eq!(
+            stream.push("ther\", \"arguments\": {\"city\": \"Pa"),
+            [
+                StreamPiece::CallStart {
+                    name: "get_weather".into()
+                },
+                StreamPiece::Arguments("{\"city\": \"Pa".into()),
+            ]
+        );
+        assert_eq!(
+            stream.push(
+                "ris }\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}"
+            ),
+            [
+                StreamPiece::Arguments("ris }\"}".into()),
+                StreamPiece::CallStart {
+                    name: "get_time".into()
+                },
+                StreamPiece::Arguments("{}".into()),
+            ]
+        );
+        assert_eq!(stream.push("\n</tool_call>"), []);
+        assert_eq!(stream.finish(), []);
+        assert_eq!(stream.calls(), 2);
+        // A block that does not start with the name is sent whole at its end.
+        let mut stream = ToolCallStream::streaming(tools(true));
+        assert_eq!(
+            stream.push("<tool_call>{\"arguments\": {}, \"name\": \"get_time\"}"),
+            []
+        );
+        assert_eq!(
+            stream.push("</tool_call>"),
+            [StreamPiece::Call(call("get_time", "{}"))]
+        );
+        // A bare call streams too.
+        let mut stream = ToolCallStream::streaming(tools(true));
+        let mut out = stream.push(" {\"name\": \"get_time\", \"arguments\": {\"z");
+        out.extend(stream.push("one\": \"UTC\"}}"));
+        out.extend(stream.finish());
+        assert_eq!(
+            out,
+            [
+                StreamPiece::CallStart {
+                    name: "get_time".into()
+                },
+                StreamPiece::Arguments("{\"z".into()),
+                StreamPiece::Arguments("one\": \"UTC\"}".into()),
+            ]
+        );
+        // Unknown tools stay text.
+        let mut stream = ToolCallStream::streaming(tools(true));
+        let text = "<tool_call>{\"name\": \"rm_rf\", \"arguments\": {}}</tool_call>";
+        let mut out = stream.push(text);
+        out.extend(stream.finish());
+        assert_eq!(out, [StreamPiece::Content(text.into())]);
+    }
+
+    #[test]
+    fn call_headers_are_read_as_far_as_they_go() {
+        assert_eq!(call_header(" {"), CallHeader::Incomplete);
+        assert_eq!(call_header("{\"na"), CallHeader::Incomplete);
+        assert_eq!(call_header("{\"name\": \"a\\\"b"), CallHeader::Incomplete);
+        assert_eq!(
+            call_header("{\"name\": \"f\", \"argu"),
+            CallHeader::Incomplete
+        );
+        assert_eq!(call_header("{\"city\": 1}"), CallHeader::NotAHeader);
+        assert_eq!(
+            call_header("{\"name\": \"f\", \"arguments\": \"{}\"}"),
+            CallHeader::NotAHeader
+        );
+        assert_eq!(
+            call_header("{ \"name\" : \"f\" , \"parameters\": {\"x\": 1}"),
+            CallHeader::Found {
+                name: "f".into(),
+                length: 31
+            }
         );
     }
 
