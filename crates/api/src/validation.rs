@@ -614,6 +614,43 @@ mod tests {
     }
 
     #[test]
+    fn a_tool_conversation_passes_and_its_tools_reach_the_worker() {
+        let weather = serde_json::json!([{"type": "function", "function": {
+            "name": "get_weather", "parameters": {"type": "object"},
+        }}]);
+        let valid = task(serde_json::json!({"model": "m", "tools": weather, "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "22 C"},
+        ]}))
+        .unwrap();
+        let PromptInput::Chat(messages) = &valid.input else {
+            panic!("a chat: {:?}", valid.input)
+        };
+        assert_eq!(messages[1].content, "");
+        assert_eq!(messages[1].tool_calls[0].function.name, "get_weather");
+        assert_eq!(messages[2].tool_call_id.as_deref(), Some("call_1"));
+        let execute = valid.execute_request("j");
+        assert_eq!(execute.tools.tools.len(), 1);
+        // On the wire to the worker and back, unchanged.
+        let wire: ExecuteRequest =
+            serde_json::from_value(serde_json::to_value(&execute).unwrap()).unwrap();
+        assert_eq!(wire, execute);
+        // Tools belong to a chat; a tool result names its call.
+        assert_eq!(
+            task_with(serde_json::json!({ "tools": weather })),
+            Err(RequestError::ToolsWithPrompt)
+        );
+        assert_eq!(
+            task(serde_json::json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]})),
+            Err(RequestError::Tool(ToolError::MissingToolCallId {
+                index: 0
+            }))
+        );
+    }
+
+    #[test]
     fn prompt_size_is_limited() {
         let limits = RequestLimits {
             max_tokens: 16,

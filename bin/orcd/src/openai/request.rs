@@ -815,6 +815,49 @@ mod tests {
     }
 
     #[test]
+    fn tools_and_tool_messages_are_carried_into_the_task() {
+        let weather = json!([{"type": "function", "function": {"name": "get_weather"}}]);
+        let messages = json!([
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "22 C"}]},
+        ]);
+        let (task, shape) = chat(json!({
+            "model": "m", "messages": messages, "tools": weather,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": false,
+        }))
+        .unwrap();
+        let sent = task.messages.unwrap();
+        assert_eq!(sent[1].tool_calls[0].id, "call_1");
+        assert_eq!(sent[2].tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(sent[2].content, "22 C");
+        assert_eq!(task.tools.tool_use(), ToolUse::Function("get_weather"));
+        assert_eq!(
+            shape.tools,
+            Some(OfferedTools {
+                names: vec!["get_weather".into()],
+                parallel: false
+            })
+        );
+        // `none`: the tools are kept on the task (the worker leaves them out of the prompt)
+        // but no calls are read from the answer.
+        let (task, shape) = chat(
+            json!({"model": "m", "messages": user(), "tools": weather, "tool_choice": "none"}),
+        )
+        .unwrap();
+        assert_eq!(task.tools.tool_use(), ToolUse::Off);
+        assert_eq!(shape.tools, None);
+        // What clients send by default without tools is accepted and means nothing.
+        let (task, _) = chat(json!({
+            "model": "m", "messages": user(), "tool_choice": "auto", "parallel_tool_calls": true,
+        }))
+        .unwrap();
+        assert_eq!(task.tools, ToolParams::default());
+    }
+
+    #[test]
     fn a_completion_request_becomes_a_prompt_task() {
         let (task, shape) = completion(
             json!({"model": "m", "prompt": ["Once"], "temperature": 0, "logprobs": 2, "best_of": 1}),
