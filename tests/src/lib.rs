@@ -311,6 +311,7 @@ pub fn greedy_task(prompt: &str, max_tokens: u32) -> TaskRequest {
             temperature: 0.0,
             ..Default::default()
         },
+        tools: Default::default(),
         stream: true,
     }
 }

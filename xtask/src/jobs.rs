@@ -71,15 +71,9 @@ fn task_request(cx: &Context, submit: SubmitArgs) -> anyhow::Result<TaskRequest>
     let messages = submit.chat.map(|content| {
         let mut messages = Vec::new();
         if let Some(system) = submit.system {
-            messages.push(ChatMessage {
-                role: "system".into(),
-                content: system,
-            });
+            messages.push(ChatMessage::new("system", system));
         }
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content,
-        });
+        messages.push(ChatMessage::new("user", content));
         messages
     });
     Ok(TaskRequest {
@@ -96,6 +90,7 @@ fn task_request(cx: &Context, submit: SubmitArgs) -> anyhow::Result<TaskRequest>
             stop: submit.stop,
             ..SamplingParams::default()
         },
+        tools: Default::default(),
         stream: true,
     })
 }

@@ -84,13 +84,7 @@ fn prebuilt_binaries(dir: &std::path::Path) -> anyhow::Result<crate::build::Buil
 
 fn first_request(args: &UpArgs, model: String) -> TaskRequest {
     let (prompt, messages) = match &args.chat {
-        Some(chat) => (
-            None,
-            Some(vec![ChatMessage {
-                role: "user".into(),
-                content: chat.clone(),
-            }]),
-        ),
+        Some(chat) => (None, Some(vec![ChatMessage::new("user", chat.clone())])),
         None => (Some(args.prompt.clone()), None),
     };
     TaskRequest {
@@ -102,6 +96,7 @@ fn first_request(args: &UpArgs, model: String) -> TaskRequest {
             max_tokens: args.max_tokens,
             ..SamplingParams::default()
         },
+        tools: Default::default(),
         stream: true,
     }
 }

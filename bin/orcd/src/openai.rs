@@ -13,6 +13,7 @@
 mod answer;
 mod embeddings;
 mod request;
+mod tool_calls;
 
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,6 +35,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use self::answer::{Answer, ChoiceResult, Endpoint};
 use self::request::{chat_task, completion_task, Shape};
 pub use self::request::{ChatCompletionRequest, CompletionRequest};
+use self::tool_calls::{StreamPiece, ToolCallStream};
 use crate::dispatch::JobItem;
 use crate::error::OrcdError;
 use crate::extract::{JsonBody, PathParam};
@@ -387,16 +389,75 @@ struct StreamProgress {
     offsets: Vec<usize>,
     /// Final statistics per choice, once done.
     finished: Vec<Option<GenerationStats>>,
+    /// Per choice, when tools were offered: the text read for calls.
+    tool_streams: Vec<ToolCallStream>,
+    /// Per choice, log-probabilities of text the tool reader still holds back.
+    held_logprobs: Vec<Vec<llorch_api::TokenLogprob>>,
+    /// Per choice, tool calls opened so far (the next one's `index`).
+    opened_calls: Vec<usize>,
 }
 
 impl StreamProgress {
     fn new(answer: Answer) -> StreamProgress {
         let choices = answer.shape.choices as usize;
+        let tool_streams = match &answer.shape.tools {
+            Some(tools) => (0..choices)
+                .map(|_| ToolCallStream::streaming(tools.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
         StreamProgress {
             answer,
             offsets: vec![0; choices],
             finished: vec![None; choices],
+            tool_streams,
+            held_logprobs: vec![Vec::new(); choices],
+            opened_calls: vec![0; choices],
         }
+    }
+
+    /// The chunks of what a choice's tool reader let through.
+    fn tool_piece_chunks(&mut self, index: u32, pieces: Vec<StreamPiece>) -> Vec<Value> {
+        let choice = index as usize;
+        let mut chunks = Vec::new();
+        for piece in pieces {
+            let logprobs = std::mem::take(&mut self.held_logprobs[choice]);
+            match piece {
+                StreamPiece::Content(text) => {
+                    chunks.push(self.answer.text_chunk(index, &text, &logprobs, 0));
+                }
+                StreamPiece::Call(call) => {
+                    let call_index = self.opened_calls[choice];
+                    self.opened_calls[choice] += 1;
+                    chunks.push(
+                        self.answer
+                            .tool_call_opening_chunk(index, call_index, &call.name, &logprobs),
+                    );
+                    chunks.push(self.answer.tool_call_arguments_chunk(
+                        index,
+                        call_index,
+                        &call.arguments,
+                        &[],
+                    ));
+                }
+                StreamPiece::CallStart { name } => {
+                    let call_index = self.opened_calls[choice];
+                    self.opened_calls[choice] += 1;
+                    chunks.push(
+                        self.answer
+                            .tool_call_opening_chunk(index, call_index, &name, &logprobs),
+                    );
+                }
+                StreamPiece::Arguments(fragment) => {
+                    let call_index = self.opened_calls[choice].saturating_sub(1);
+                    chunks.push(
+                        self.answer
+                            .tool_call_arguments_chunk(index, call_index, &fragment, &logprobs),
+                    );
+                }
+            }
+        }
+        chunks
     }
 
     /// The chunks one item becomes, and whether the stream ends after them.
@@ -404,6 +465,11 @@ impl StreamProgress {
         let choice = index as usize;
         match item {
             Ok(StreamEvent::Queued { .. } | StreamEvent::Started { .. }) => (Vec::new(), false),
+            Ok(StreamEvent::Token { text, logprobs, .. }) if !self.tool_streams.is_empty() => {
+                self.held_logprobs[choice].extend(logprobs);
+                let pieces = self.tool_streams[choice].push(&text);
+                (self.tool_piece_chunks(index, pieces), false)
+            }
             Ok(StreamEvent::Token { text, logprobs, .. }) => {
                 let chunk = self
                     .answer
@@ -412,7 +478,18 @@ impl StreamProgress {
                 (vec![chunk], false)
             }
             Ok(StreamEvent::Done(stats)) => {
-                let mut chunks = vec![self.answer.finish_chunk(index, stats.finish_reason)];
+                let (mut chunks, called_tools) = match self.tool_streams.get_mut(choice) {
+                    Some(stream) => {
+                        let pieces = stream.finish();
+                        let called = stream.calls() > 0;
+                        (self.tool_piece_chunks(index, pieces), called)
+                    }
+                    None => (Vec::new(), false),
+                };
+                chunks.push(
+                    self.answer
+                        .finish_chunk(index, stats.finish_reason, called_tools),
+                );
                 self.finished[choice] = Some(stats);
                 let all_done = self.finished.iter().all(Option::is_some);
                 if all_done && self.answer.shape.include_usage {
@@ -512,6 +589,7 @@ mod tests {
                 include_usage: true,
                 choices: 2,
                 logprobs: false,
+                tools: None,
             },
         });
         let (chunks, end) = progress.chunks_for(1, token("b"));
@@ -529,6 +607,50 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_tool_call_becomes_openai_tool_call_chunks() {
+        let mut progress = StreamProgress::new(Answer {
+            endpoint: Endpoint::Chat,
+            id: "chatcmpl-j".into(),
+            model: "m".into(),
+            created: 1,
+            shape: Shape {
+                include_usage: false,
+                choices: 1,
+                logprobs: false,
+                tools: Some(tool_calls::OfferedTools {
+                    names: vec!["get_weather".into()],
+                    parallel: true,
+                }),
+            },
+        });
+        let mut chunks = Vec::new();
+        for piece in [
+            "<tool",
+            "_call>\n{\"name\": \"get_weather\", ",
+            "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+        ] {
+            let (more, end) = progress.chunks_for(0, token(piece));
+            assert!(!end);
+            chunks.extend(more);
+        }
+        assert_eq!(chunks.len(), 2, "{chunks:?}");
+        let opening = &chunks[0]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(opening["index"], 0);
+        assert!(opening["id"].as_str().unwrap().starts_with("call_"));
+        assert_eq!(opening["type"], "function");
+        assert_eq!(opening["function"]["name"], "get_weather");
+        assert_eq!(opening["function"]["arguments"], "");
+        let arguments = chunks[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap();
+        let arguments: Value = serde_json::from_str(arguments).unwrap();
+        assert_eq!(arguments, json!({"city": "Paris"}));
+        let (end, done) = progress.chunks_for(0, Ok(StreamEvent::Done(stats(9))));
+        assert!(done);
+        assert_eq!(end[0]["choices"][0]["finish_reason"], "tool_calls");
+    }
+
+    #[test]
     fn a_failure_ends_the_stream_with_an_openai_error() {
         let mut progress = StreamProgress::new(Answer {
             endpoint: Endpoint::Completions,
@@ -539,6 +661,7 @@ mod tests {
                 include_usage: false,
                 choices: 1,
                 logprobs: false,
+                tools: None,
             },
         });
         let (chunks, end) = progress.chunks_for(0, Err(OrcdError::ShuttingDown));

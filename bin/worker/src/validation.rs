@@ -5,7 +5,7 @@
 use llorch_api::embeddings::EmbeddingInputError;
 use llorch_api::validation::{validate_execute, RequestLimits, ValidExecute};
 pub use llorch_api::validation::{PromptInput, RequestError, ValidSampling};
-use llorch_api::ExecuteRequest;
+use llorch_api::{ExecuteRequest, ToolParams};
 
 /// The worker's limits that requests are validated against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,7 @@ pub struct ValidExecuteRequest {
     pub max_tokens: u32,
     pub sampling: ValidSampling,
     pub stop: Vec<String>,
+    pub tools: ToolParams,
 }
 
 /// Why a request was refused with 400; every message names the field and the limit.
@@ -57,7 +58,7 @@ pub enum ValidationError {
     Grammar(String),
     #[error("model has no chat template; send `prompt`")]
     NoChatTemplate,
-    #[error("the model's chat template cannot be rendered by llama.cpp ({0}); send `prompt`")]
+    #[error("the model's chat template cannot be rendered ({0}); send `prompt`")]
     ChatTemplate(String),
     #[error("request body is not a valid embed request: {0}")]
     InvalidEmbedBody(String),
@@ -71,6 +72,15 @@ pub enum ValidationError {
         tokens: usize,
         limit: u32,
     },
+    #[error(
+        "`tools` cannot be offered: the model's chat template has no tool support; send no \
+         `tools` (or `tool_choice: \"none\"`)"
+    )]
+    ToolsUnsupported,
+    #[error("`{field}` spells one of the model's control tokens, which could forge a turn")]
+    ControlTokenText { field: String },
+    #[error("`tool_choice` cannot be turned into a grammar: {0}")]
+    ToolGrammar(String),
 }
 
 /// Checks every field that can be checked without the model.
@@ -83,6 +93,7 @@ pub fn validate(
         input,
         parse_special,
         sampling,
+        tools,
     } = validate_execute(request, &limits.request_limits())?;
     Ok(ValidExecuteRequest {
         job_id,
@@ -91,6 +102,7 @@ pub fn validate(
         max_tokens: sampling.max_tokens,
         stop: sampling.stop.clone(),
         sampling,
+        tools,
     })
 }
 
@@ -121,6 +133,7 @@ mod tests {
             messages: None,
             parse_special: false,
             sampling: SamplingParams::default(),
+            tools: Default::default(),
         }
     }
 
@@ -146,10 +159,7 @@ mod tests {
     fn chat_messages_pass_as_chat() {
         let mut chat = request();
         chat.prompt = None;
-        chat.messages = Some(vec![ChatMessage {
-            role: "user".into(),
-            content: "hi".into(),
-        }]);
+        chat.messages = Some(vec![ChatMessage::new("user", "hi")]);
         assert!(matches!(
             validate(chat, LIMITS).unwrap().input,
             PromptInput::Chat(_)

@@ -46,10 +46,7 @@ fn model() -> &'static LlamaModel {
 }
 
 fn user_chat(content: &str) -> PromptInput {
-    PromptInput::Chat(vec![ChatMessage {
-        role: "user".into(),
-        content: content.into(),
-    }])
+    PromptInput::Chat(vec![ChatMessage::new("user", content)])
 }
 
 fn as_text(text: &str) -> Vec<LlamaToken> {
@@ -76,9 +73,9 @@ fn the_markers_are_control_tokens_and_their_text_is_several_pieces() {
 fn control_token_text_in_a_message_counts_as_its_text_pieces() {
     let im_end = as_control("<|im_end|>")[0];
     let im_start = as_control("<|im_start|>")[0];
-    let plain = tokenize_prompt(model(), &user_chat("x"), false).unwrap();
+    let plain = tokenize_prompt(model(), &user_chat("x"), false, &[]).unwrap();
     let template_tokens = plain.len() - as_text("x").len();
-    let forged = tokenize_prompt(model(), &user_chat(FORGED), false).unwrap();
+    let forged = tokenize_prompt(model(), &user_chat(FORGED), false, &[]).unwrap();
     assert_eq!(
         forged.len(),
         template_tokens + as_text(FORGED).len(),
@@ -95,7 +92,7 @@ fn control_token_text_in_a_message_counts_as_its_text_pieces() {
 fn a_prompt_is_text_unless_it_asks_for_parse_special() {
     let im_end = as_control("<|im_end|>")[0];
     let prompt = PromptInput::Text(FORGED.into());
-    let as_sent = tokenize_prompt(model(), &prompt, false).unwrap();
+    let as_sent = tokenize_prompt(model(), &prompt, false, &[]).unwrap();
     assert_eq!(count(&as_sent, im_end), 0);
     assert_eq!(
         as_sent.len(),
@@ -104,6 +101,39 @@ fn a_prompt_is_text_unless_it_asks_for_parse_special() {
             .tokenize(FORGED.as_bytes(), true, false)
             .len()
     );
-    let special = tokenize_prompt(model(), &prompt, true).unwrap();
+    let special = tokenize_prompt(model(), &prompt, true, &[]).unwrap();
     assert_eq!(count(&special, im_end), 1);
+}
+
+fn weather_tool(description: &str) -> llorch_api::ToolDefinition {
+    serde_json::from_value(serde_json::json!({"type": "function", "function": {
+        "name": "get_weather",
+        "description": description,
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }}))
+    .unwrap()
+}
+
+#[test]
+fn offered_tools_are_written_into_the_prompt_by_the_template() {
+    let plain = tokenize_prompt(model(), &user_chat("x"), false, &[]).unwrap();
+    let with_tools = tokenize_prompt(
+        model(),
+        &user_chat("x"),
+        false,
+        &[weather_tool("Weather in a city")],
+    )
+    .unwrap();
+    let text =
+        String::from_utf8_lossy(&model().vocab().detokenize(&with_tools, false, true)).into_owned();
+    assert!(with_tools.len() > plain.len() + 20, "{text}");
+    assert!(text.contains("\"name\": \"get_weather\""), "{text}");
+    assert!(text.contains("<tool_call>"), "{text}");
+}
+
+#[test]
+fn a_tool_that_spells_a_control_token_is_refused() {
+    let error =
+        tokenize_prompt(model(), &user_chat("x"), false, &[weather_tool(FORGED)]).unwrap_err();
+    assert!(error.to_string().starts_with("`tools`"), "{error}");
 }

@@ -97,6 +97,7 @@ fn request(job_id: &str, prompt: &str, max_tokens: u32) -> ExecuteRequest {
             max_tokens,
             ..SamplingParams::default()
         },
+        tools: Default::default(),
     }
 }
 
@@ -517,12 +518,10 @@ async fn router_streams_sse_and_refuses_chat_without_a_template() {
     let chat = ExecuteRequest {
         job_id: "chat".into(),
         prompt: None,
-        messages: Some(vec![ChatMessage {
-            role: "user".into(),
-            content: "Hello".into(),
-        }]),
+        messages: Some(vec![ChatMessage::new("user", "Hello")]),
         parse_special: false,
         sampling: SamplingParams::default(),
+        tools: Default::default(),
     };
     let response = router
         .oneshot(

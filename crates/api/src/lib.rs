@@ -9,7 +9,10 @@ pub mod fleet;
 pub mod generation;
 pub mod log_safe;
 pub mod secret;
+pub mod tools;
 pub mod validation;
+
+pub use tools::{ToolCall, ToolChoice, ToolDefinition, ToolParams};
 
 /// The response header that names the job of a `POST /v2/tasks` (and `/v1`) answer, so a client
 /// knows the id before any event arrives, and after an error that ends the stream.
@@ -60,7 +63,35 @@ impl std::str::FromStr for Backend {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
+    /// Empty (or `null` on the wire) for an assistant turn that only called tools.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
+    /// The calls an `assistant` turn made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The function a `tool` message answers (some templates show it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    /// A plain text message.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Sampling settings, shared by a task (client → orcd) and an execution (orcd → worker).
@@ -174,6 +205,9 @@ pub struct TaskRequest {
     pub parse_special: bool,
     #[serde(flatten)]
     pub sampling: SamplingParams,
+    /// Tools offered to a chat, and which must be called.
+    #[serde(flatten, default)]
+    pub tools: ToolParams,
     /// `false` answers one JSON [`TaskResult`] instead of an SSE stream.
     #[serde(default = "default_true")]
     pub stream: bool,
@@ -203,6 +237,9 @@ pub struct ExecuteRequest {
     pub parse_special: bool,
     #[serde(flatten)]
     pub sampling: SamplingParams,
+    /// Tools the template offers the model, and which must be called.
+    #[serde(flatten, default)]
+    pub tools: ToolParams,
 }
 
 /// Why a generation ended.

@@ -11,7 +11,8 @@
 use std::ops::Deref;
 
 use crate::generation::{check_generation_options, GenerationOptionError};
-use crate::{ChatMessage, ExecuteRequest, SamplingParams, TaskRequest};
+use crate::tools::{check_message_tools, check_tool_params, ToolError};
+use crate::{ChatMessage, ExecuteRequest, SamplingParams, TaskRequest, ToolParams};
 
 /// Ids are path segments and log fields: short and plain.
 pub const MAX_ID_LEN: usize = 128;
@@ -27,8 +28,8 @@ pub const MAX_MESSAGES: usize = 1024;
 /// extra fields clients send and we ignore. Checked before parsing, so a hostile body cannot
 /// make serde recurse.
 pub const MAX_JSON_DEPTH: usize = 32;
-/// The roles a chat template knows.
-pub const CHAT_ROLES: [&str; 3] = ["system", "user", "assistant"];
+/// The roles a chat template knows (`tool`: a tool's result, answering an assistant's call).
+pub const CHAT_ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 const PATH_ID_CHARS: &str = "ASCII letters, digits, `.`, `_` and `-`";
 const MODEL_ID_CHARS: &str = "ASCII letters, digits, `.`, `_`, `-`, `/` and `:`";
@@ -90,7 +91,9 @@ pub enum RequestError {
     EmptyMessages,
     #[error("`parse_special` applies to `prompt` only: chat `messages` are always text")]
     ParseSpecialWithMessages,
-    #[error("`messages[{index}].role` is `{role}`; expected `system`, `user` or `assistant`")]
+    #[error(
+        "`messages[{index}].role` is `{role}`; expected `system`, `user`, `assistant` or `tool`"
+    )]
     MessageRole { index: usize, role: String },
     #[error("`messages[{index}]` contains a NUL character")]
     NulInMessage { index: usize },
@@ -123,6 +126,11 @@ pub enum RequestError {
     /// Penalties, logit bias, log-probabilities and output constraints ([`crate::generation`]).
     #[error(transparent)]
     Generation(#[from] GenerationOptionError),
+    /// Tools, the tool choice, and the tool fields of messages ([`crate::tools`]).
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("`tools` apply to chat `messages` only, not to a raw `prompt`")]
+    ToolsWithPrompt,
 }
 
 /// What the model is asked: raw text, or a chat the worker renders with the model's template.
@@ -167,6 +175,8 @@ pub struct ValidTask {
     /// Only ever true with [`PromptInput::Text`].
     pub parse_special: bool,
     pub sampling: ValidSampling,
+    /// Empty unless [`PromptInput::Chat`].
+    pub tools: ToolParams,
     pub stream: bool,
 }
 
@@ -180,6 +190,7 @@ impl ValidTask {
             messages,
             parse_special: self.parse_special,
             sampling: (*self.sampling).clone(),
+            tools: self.tools.clone(),
         }
     }
 }
@@ -192,6 +203,8 @@ pub struct ValidExecute {
     /// Only ever true with [`PromptInput::Text`].
     pub parse_special: bool,
     pub sampling: ValidSampling,
+    /// Empty unless [`PromptInput::Chat`].
+    pub tools: ToolParams,
 }
 
 pub fn validate_task(
@@ -202,11 +215,13 @@ pub fn validate_task(
     let input = validate_input(request.prompt, request.messages, limits)?;
     check_parse_special(request.parse_special, &input)?;
     let sampling = validate_sampling(request.sampling, limits)?;
+    check_tools(&request.tools, &input, &sampling)?;
     Ok(ValidTask {
         model: request.model,
         input,
         parse_special: request.parse_special,
         sampling,
+        tools: request.tools,
         stream: request.stream,
     })
 }
@@ -219,12 +234,27 @@ pub fn validate_execute(
     let input = validate_input(request.prompt, request.messages, limits)?;
     check_parse_special(request.parse_special, &input)?;
     let sampling = validate_sampling(request.sampling, limits)?;
+    check_tools(&request.tools, &input, &sampling)?;
     Ok(ValidExecute {
         job_id: request.job_id,
         input,
         parse_special: request.parse_special,
         sampling,
+        tools: request.tools,
     })
+}
+
+/// Tools belong to a chat; their choice may not fight another output constraint.
+fn check_tools(
+    tools: &ToolParams,
+    input: &PromptInput,
+    sampling: &SamplingParams,
+) -> Result<(), RequestError> {
+    if matches!(input, PromptInput::Text(_)) && *tools != ToolParams::default() {
+        return Err(RequestError::ToolsWithPrompt);
+    }
+    check_tool_params(tools, sampling.constraint.is_some())?;
+    Ok(())
 }
 
 /// Special-token parsing is something a raw prompt can ask for; a chat never can.
@@ -272,8 +302,17 @@ pub fn validate_input(
                 if message.content.contains('\0') {
                     return Err(RequestError::NulInMessage { index });
                 }
+                check_message_tools(index, message)?;
             }
-            let bytes = messages.iter().map(|message| message.content.len()).sum();
+            let bytes = messages
+                .iter()
+                .map(|message| {
+                    let calls: usize = (message.tool_calls.iter())
+                        .map(|call| call.function.name.len() + call.function.arguments.len())
+                        .sum();
+                    message.content.len() + calls
+                })
+                .sum();
             check_prompt_size("messages", bytes, limits)?;
             Ok(PromptInput::Chat(messages))
         }
@@ -571,6 +610,43 @@ mod tests {
                 {"role": "user", "content": "fine"}, {"role": "user", "content": "a\u{0}b"}
             ]})),
             Err(RequestError::NulInMessage { index: 1 })
+        );
+    }
+
+    #[test]
+    fn a_tool_conversation_passes_and_its_tools_reach_the_worker() {
+        let weather = serde_json::json!([{"type": "function", "function": {
+            "name": "get_weather", "parameters": {"type": "object"},
+        }}]);
+        let valid = task(serde_json::json!({"model": "m", "tools": weather, "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "22 C"},
+        ]}))
+        .unwrap();
+        let PromptInput::Chat(messages) = &valid.input else {
+            panic!("a chat: {:?}", valid.input)
+        };
+        assert_eq!(messages[1].content, "");
+        assert_eq!(messages[1].tool_calls[0].function.name, "get_weather");
+        assert_eq!(messages[2].tool_call_id.as_deref(), Some("call_1"));
+        let execute = valid.execute_request("j");
+        assert_eq!(execute.tools.tools.len(), 1);
+        // On the wire to the worker and back, unchanged.
+        let wire: ExecuteRequest =
+            serde_json::from_value(serde_json::to_value(&execute).unwrap()).unwrap();
+        assert_eq!(wire, execute);
+        // Tools belong to a chat; a tool result names its call.
+        assert_eq!(
+            task_with(serde_json::json!({ "tools": weather })),
+            Err(RequestError::ToolsWithPrompt)
+        );
+        assert_eq!(
+            task(serde_json::json!({"model": "m", "messages": [{"role": "tool", "content": "x"}]})),
+            Err(RequestError::Tool(ToolError::MissingToolCallId {
+                index: 0
+            }))
         );
     }
 

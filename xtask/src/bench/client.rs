@@ -98,6 +98,7 @@ pub async fn complete(
             messages: None,
             parse_special: false,
             sampling: greedy(max_tokens),
+            tools: Default::default(),
         }),
         Target::Orcd { url, model } => http.post(format!("{url}/v2/tasks")).json(&TaskRequest {
             model: model.clone(),
@@ -105,6 +106,7 @@ pub async fn complete(
             messages: None,
             parse_special: false,
             sampling: greedy(max_tokens),
+            tools: Default::default(),
             stream: true,
         }),
         // llama-server's defaults otherwise (its prompt cache stays on, as a user has it).

@@ -236,7 +236,7 @@ fn run_logged(
 /// Python packages the test suite drives orcd with: (import name, pip requirement).
 const PYTHON_TEST_PACKAGES: &[(&str, &str)] = &[
     ("openai", "openai"),
-    // Validates structured-output answers in `tests/python/openai_features.py`.
+    // Validates structured-output answers and tool-call arguments (`tests/python/openai_*.py`).
     ("jsonschema", "jsonschema"),
 ];
 

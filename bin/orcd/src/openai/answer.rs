@@ -1,11 +1,13 @@
 //! The OpenAI objects one request's jobs become: a whole `chat.completion` /
 //! `text_completion`, or the chunks of a stream, with one choice per job, log-probabilities in
-//! the shape each endpoint uses, `usage` and `system_fingerprint`.
+//! the shape each endpoint uses, `usage` and `system_fingerprint`. When tools were offered, the
+//! calls in a chat answer become `tool_calls` (`tool_calls.rs` finds them).
 
 use llorch_api::{FinishReason, GenerationStats, TokenLogprob};
 use serde_json::{json, Value};
 
 use super::request::Shape;
+use super::tool_calls::parse_answer;
 
 /// Which OpenAI object a job's answer becomes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +39,19 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
         FinishReason::Length => "length",
         FinishReason::Cancelled => "stop",
     }
+}
+
+/// The finish reason of a chat choice: `tool_calls` when the model ended its turn with calls.
+pub fn chat_finish_reason(reason: FinishReason, called_tools: bool) -> &'static str {
+    match reason {
+        FinishReason::Stop if called_tools => "tool_calls",
+        reason => finish_reason(reason),
+    }
+}
+
+/// A new tool call id, in OpenAI's `call_...` form.
+fn tool_call_id() -> String {
+    format!("call_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// `usage` over every choice: the prompt once, the completions summed. `cached_tokens` counts
@@ -140,18 +155,12 @@ impl Answer {
             .iter()
             .enumerate()
             .map(|(index, choice)| {
-                let reason = finish_reason(choice.stats.finish_reason);
                 let logprobs = self.logprobs(&choice.logprobs, 0);
                 match self.endpoint {
-                    Endpoint::Chat => json!({
-                        "index": index,
-                        "message": {"role": "assistant", "content": choice.text, "refusal": null},
-                        "logprobs": logprobs,
-                        "finish_reason": reason,
-                    }),
+                    Endpoint::Chat => self.whole_chat_choice(index, choice, logprobs),
                     Endpoint::Completions => json!({
                         "index": index, "text": choice.text, "logprobs": logprobs,
-                        "finish_reason": reason,
+                        "finish_reason": finish_reason(choice.stats.finish_reason),
                     }),
                 }
             })
@@ -159,6 +168,74 @@ impl Answer {
         let mut answer = self.envelope(false, rendered);
         answer["usage"] = usage(choices.iter().map(|choice| &choice.stats));
         answer
+    }
+
+    fn whole_chat_choice(&self, index: usize, choice: &ChoiceResult, logprobs: Value) -> Value {
+        let (content, calls) = match &self.shape.tools {
+            Some(tools) => {
+                let parsed = parse_answer(&choice.text, tools);
+                (json!(parsed.content), parsed.calls)
+            }
+            None => (json!(choice.text), Vec::new()),
+        };
+        let mut message = json!({"role": "assistant", "content": content, "refusal": null});
+        if !calls.is_empty() {
+            message["tool_calls"] = calls
+                .iter()
+                .map(|call| {
+                    json!({
+                        "id": tool_call_id(),
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    })
+                })
+                .collect();
+        }
+        json!({
+            "index": index,
+            "message": message,
+            "logprobs": logprobs,
+            "finish_reason": chat_finish_reason(choice.stats.finish_reason, !calls.is_empty()),
+        })
+    }
+
+    /// The chunk that opens a tool call in a chat stream, as OpenAI streams one: `index` among
+    /// the choice's calls, `id`, `type`, the function's name and empty arguments.
+    pub fn tool_call_opening_chunk(
+        &self,
+        index: u32,
+        call_index: usize,
+        name: &str,
+        logprobs: &[TokenLogprob],
+    ) -> Value {
+        let delta = json!({"tool_calls": [{
+            "index": call_index,
+            "id": tool_call_id(),
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }]});
+        self.chunk(json!({
+            "index": index, "delta": delta, "logprobs": self.logprobs(logprobs, 0),
+            "finish_reason": null,
+        }))
+    }
+
+    /// A fragment of the arguments of the tool call `call_index`.
+    pub fn tool_call_arguments_chunk(
+        &self,
+        index: u32,
+        call_index: usize,
+        fragment: &str,
+        logprobs: &[TokenLogprob],
+    ) -> Value {
+        let delta = json!({"tool_calls": [{
+            "index": call_index,
+            "function": {"arguments": fragment},
+        }]});
+        self.chunk(json!({
+            "index": index, "delta": delta, "logprobs": self.logprobs(logprobs, 0),
+            "finish_reason": null,
+        }))
     }
 
     fn chunk(&self, choice: Value) -> Value {
@@ -207,15 +284,16 @@ impl Answer {
         })
     }
 
-    /// The end of one choice.
-    pub fn finish_chunk(&self, index: u32, reason: FinishReason) -> Value {
-        let reason = finish_reason(reason);
+    /// The end of one choice; `called_tools` when a chat choice's stream held tool calls.
+    pub fn finish_chunk(&self, index: u32, reason: FinishReason, called_tools: bool) -> Value {
         self.chunk(match self.endpoint {
             Endpoint::Chat => json!({
-                "index": index, "delta": {}, "logprobs": null, "finish_reason": reason,
+                "index": index, "delta": {}, "logprobs": null,
+                "finish_reason": chat_finish_reason(reason, called_tools),
             }),
             Endpoint::Completions => json!({
-                "index": index, "text": "", "logprobs": null, "finish_reason": reason,
+                "index": index, "text": "", "logprobs": null,
+                "finish_reason": finish_reason(reason),
             }),
         })
     }
@@ -255,6 +333,7 @@ mod tests {
                 include_usage: true,
                 choices: 2,
                 logprobs,
+                tools: None,
             },
         }
     }
@@ -341,7 +420,7 @@ mod tests {
         assert_eq!(opening[1]["choices"][0]["index"], 1);
         assert_eq!(opening[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(opening[0]["usage"], Value::Null);
-        let end = chat.finish_chunk(1, FinishReason::Stop);
+        let end = chat.finish_chunk(1, FinishReason::Stop, false);
         assert_eq!(end["choices"][0]["finish_reason"], "stop");
         let usage = chat.usage_chunk(&[stats(FinishReason::Stop, 1), stats(FinishReason::Stop, 2)]);
         assert_eq!(usage["choices"], json!([]));

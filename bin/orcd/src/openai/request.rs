@@ -4,10 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use llorch_api::{ChatMessage, OutputConstraint, SamplingParams, TaskRequest, TokenBias};
+use llorch_api::tools::ToolUse;
+use llorch_api::{
+    ChatMessage, OutputConstraint, SamplingParams, TaskRequest, TokenBias, ToolCall, ToolChoice,
+    ToolDefinition, ToolParams,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::tool_calls::OfferedTools;
 use crate::validation::ValidationError;
 
 /// OpenAI's documented default for `/v1/completions`.
@@ -20,7 +25,7 @@ const MAX_COMPLETION_LOGPROBS: u64 = 5;
 
 /// OpenAI parameters orcd cannot honour, with the reason the 400 gives. Anything not listed
 /// and not a field below is not an OpenAI parameter and is ignored.
-const REFUSED_CHAT: [(&str, &str); 8] = [
+const REFUSED_CHAT: [(&str, &str); 7] = [
     ("audio", ": the worker generates text only"),
     (
         "prediction",
@@ -37,7 +42,6 @@ const REFUSED_CHAT: [(&str, &str); 8] = [
         "function_call",
         ": the deprecated functions API; send `tool_choice`",
     ),
-    ("tools", ": tool calling is not implemented yet"),
 ];
 
 /// Fields both endpoints share, as OpenAI spells them.
@@ -73,6 +77,7 @@ pub struct ChatCompletionRequest {
     logprobs: Option<bool>,
     top_logprobs: Option<u64>,
     response_format: Option<Value>,
+    tools: Option<Value>,
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
     store: Option<bool>,
@@ -91,6 +96,12 @@ struct OpenAiMessage {
     /// A string, a list of content parts, or null (an assistant turn that only called tools).
     #[serde(default)]
     content: Value,
+    /// The calls an assistant turn made.
+    #[serde(default)]
+    tool_calls: Value,
+    /// The call a `tool` message answers.
+    tool_call_id: Option<String>,
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,13 +118,16 @@ pub struct CompletionRequest {
 }
 
 /// What the translation keeps beside the task: how to shape the answer.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
     pub include_usage: bool,
     /// Choices to generate; each runs as its own job.
     pub choices: u32,
     /// Whether the answer carries log-probabilities.
     pub logprobs: bool,
+    /// The tools offered to the model, whose calls are parsed out of the text; `None` when
+    /// none are (no tools, or `tool_choice: "none"`).
+    pub tools: Option<OfferedTools>,
 }
 
 /// `POST /v1/chat/completions` as a task. `default_max_tokens` applies when the request names
@@ -134,18 +148,11 @@ pub fn chat_task(
             });
         }
     }
-    // Without tools there is nothing to call: `none` and `auto` both mean plain text.
-    match request.tool_choice.as_ref() {
-        None | Some(Value::Null) => {}
-        Some(Value::String(choice)) if choice == "none" || choice == "auto" => {}
-        Some(_) => {
-            return Err(ValidationError::Unsupported {
-                field: "tool_choice".into(),
-                detail: ": without `tools` only `none` and `auto` are valid",
-            })
-        }
-    }
-    let _ = request.parallel_tool_calls;
+    let tools = tool_params(
+        request.tools,
+        request.tool_choice,
+        request.parallel_tool_calls,
+    )?;
     if request.store == Some(true) {
         return Err(ValidationError::Unsupported {
             field: "store".into(),
@@ -177,13 +184,28 @@ pub fn chat_task(
         .into_iter()
         .enumerate()
         .map(|(index, message)| {
+            let tool_calls = match message.tool_calls {
+                Value::Null => Vec::new(),
+                calls => serde_json::from_value::<Vec<ToolCall>>(calls).map_err(|_| {
+                    ValidationError::WrongType {
+                        field: format!("messages[{index}].tool_calls"),
+                        expected: "a list of `{\"id\": ..., \"type\": \"function\", \"function\": \
+                                   {\"name\": ..., \"arguments\": \"<JSON text>\"}}`",
+                    }
+                })?,
+            };
             Ok(ChatMessage {
-                // OpenAI's newer name for the system role.
-                role: match message.role.as_str() {
-                    "developer" => "system".to_owned(),
-                    _ => message.role,
-                },
-                content: message_text(index, message.content)?,
+                tool_calls,
+                tool_call_id: message.tool_call_id,
+                name: message.name,
+                ..ChatMessage::new(
+                    // OpenAI's newer name for the system role.
+                    match message.role.as_str() {
+                        "developer" => "system".to_owned(),
+                        _ => message.role,
+                    },
+                    message_text(index, message.content)?,
+                )
             })
         })
         .collect::<Result<Vec<_>, ValidationError>>()?;
@@ -209,6 +231,15 @@ pub fn chat_task(
     sampling.logprobs = top_logprobs.map(|top| top.min(u64::from(u32::MAX)) as u32);
     sampling.constraint = constraint;
     shape.logprobs = top_logprobs.is_some();
+    shape.tools = match tools.tool_use() {
+        ToolUse::Off => None,
+        ToolUse::Auto | ToolUse::Required | ToolUse::Function(_) => Some(OfferedTools {
+            names: (tools.tools.iter())
+                .map(|tool| tool.function.name.clone())
+                .collect(),
+            parallel: tools.parallel(),
+        }),
+    };
     Ok((
         TaskRequest {
             model: request.model,
@@ -216,6 +247,7 @@ pub fn chat_task(
             messages: Some(messages),
             parse_special: false,
             sampling,
+            tools,
             stream,
         },
         shape,
@@ -288,6 +320,7 @@ pub fn completion_task(
             messages: None,
             parse_special: false,
             sampling,
+            tools: Default::default(),
             stream,
         },
         shape,
@@ -353,6 +386,7 @@ fn common_params(
             .is_some_and(|options| options.include_usage),
         choices: choices as u32,
         logprobs: false,
+        tools: None,
     };
     Ok((sampling, common.stream.unwrap_or(false), shape))
 }
@@ -406,6 +440,66 @@ fn response_format(format: Value) -> Result<Option<OutputConstraint>, Validation
             expected: "`text`, `json_object` or `json_schema`",
         }),
     }
+}
+
+/// `tools`, `tool_choice` and `parallel_tool_calls` as the shared types; their contents (names,
+/// schemas, the chosen tool) are checked by the shared validator.
+fn tool_params(
+    tools: Option<Value>,
+    choice: Option<Value>,
+    parallel: Option<bool>,
+) -> Result<ToolParams, ValidationError> {
+    let tools = match tools {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| {
+                serde_json::from_value::<ToolDefinition>(item).map_err(|_| {
+                    ValidationError::WrongType {
+                        field: format!("tools[{index}]"),
+                        expected: "a function tool: `{\"type\": \"function\", \"function\": \
+                                   {\"name\": ..., \"parameters\": {...}}}`",
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ValidationError::WrongType {
+                field: "tools".into(),
+                expected: "a list of function tools",
+            })
+        }
+    };
+    let tool_choice = match choice {
+        None | Some(Value::Null) => None,
+        Some(choice) => Some(serde_json::from_value::<ToolChoice>(choice).map_err(|_| {
+            ValidationError::WrongType {
+                field: "tool_choice".into(),
+                expected: "`none`, `auto`, `required` or \
+                           `{\"type\": \"function\", \"function\": {\"name\": ...}}`",
+            }
+        })?),
+    };
+    if tools.is_empty() {
+        // Without tools there is nothing to call: `none` and `auto` mean plain text, and
+        // `parallel_tool_calls` has nothing to apply to (clients send both by default).
+        return match tool_choice {
+            None
+            | Some(ToolChoice::Mode(llorch_api::tools::ToolChoiceMode::None))
+            | Some(ToolChoice::Mode(llorch_api::tools::ToolChoiceMode::Auto)) => {
+                Ok(ToolParams::default())
+            }
+            Some(_) => Err(ValidationError::Request(
+                llorch_api::tools::ToolError::ChoiceWithoutTools.into(),
+            )),
+        };
+    }
+    Ok(ToolParams {
+        tools,
+        tool_choice,
+        parallel_tool_calls: parallel,
+    })
 }
 
 /// The schema keywords llama.cpp's JSON-schema-to-grammar converter honours, plus annotations
@@ -595,7 +689,8 @@ mod tests {
             Shape {
                 include_usage: true,
                 choices: 1,
-                logprobs: false
+                logprobs: false,
+                tools: None,
             }
         );
     }
@@ -720,6 +815,49 @@ mod tests {
     }
 
     #[test]
+    fn tools_and_tool_messages_are_carried_into_the_task() {
+        let weather = json!([{"type": "function", "function": {"name": "get_weather"}}]);
+        let messages = json!([
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "22 C"}]},
+        ]);
+        let (task, shape) = chat(json!({
+            "model": "m", "messages": messages, "tools": weather,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": false,
+        }))
+        .unwrap();
+        let sent = task.messages.unwrap();
+        assert_eq!(sent[1].tool_calls[0].id, "call_1");
+        assert_eq!(sent[2].tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(sent[2].content, "22 C");
+        assert_eq!(task.tools.tool_use(), ToolUse::Function("get_weather"));
+        assert_eq!(
+            shape.tools,
+            Some(OfferedTools {
+                names: vec!["get_weather".into()],
+                parallel: false
+            })
+        );
+        // `none`: the tools are kept on the task (the worker leaves them out of the prompt)
+        // but no calls are read from the answer.
+        let (task, shape) = chat(
+            json!({"model": "m", "messages": user(), "tools": weather, "tool_choice": "none"}),
+        )
+        .unwrap();
+        assert_eq!(task.tools.tool_use(), ToolUse::Off);
+        assert_eq!(shape.tools, None);
+        // What clients send by default without tools is accepted and means nothing.
+        let (task, _) = chat(json!({
+            "model": "m", "messages": user(), "tool_choice": "auto", "parallel_tool_calls": true,
+        }))
+        .unwrap();
+        assert_eq!(task.tools, ToolParams::default());
+    }
+
+    #[test]
     fn a_completion_request_becomes_a_prompt_task() {
         let (task, shape) = completion(
             json!({"model": "m", "prompt": ["Once"], "temperature": 0, "logprobs": 2, "best_of": 1}),
@@ -741,8 +879,14 @@ mod tests {
             (json!({"seed": -1}), "`seed`"),
             (json!({"stop": 5}), "`stop` must be"),
             (json!({"stop": ["a", 1]}), "`stop[1]`"),
-            (json!({"tools": [{"type": "function"}]}), "`tools`"),
+            (json!({"tools": [{"type": "function"}]}), "`tools[0]`"),
+            (json!({"tools": {"a": 1}}), "`tools`"),
             (json!({"tool_choice": "required"}), "`tool_choice`"),
+            (json!({"tool_choice": "sometimes"}), "`tool_choice`"),
+            (
+                json!({"messages": [{"role": "assistant", "tool_calls": [{"id": 1}]}]}),
+                "`messages[0].tool_calls`",
+            ),
             (json!({"audio": {"voice": "x"}}), "`audio`"),
             (json!({"prediction": {"type": "content"}}), "`prediction`"),
             (json!({"store": true}), "`store`"),

@@ -7,6 +7,7 @@ mod prefix_cache;
 pub mod prompt;
 mod sampling;
 mod slot;
+pub mod template;
 pub mod text;
 mod threads;
 
@@ -258,12 +259,21 @@ impl EngineHandle {
             max_tokens,
             sampling,
             stop,
+            tools,
         } = request;
         let logprobs = sampling.logprobs;
         let (prompt, sampler) = tokio::task::spawn_blocking(move || {
-            let prompt = prompt::tokenize_prompt(model, &input, parse_special)?;
+            let prompt = prompt::tokenize_prompt(model, &input, parse_special, tools.offered())?;
+            let tool_grammar = match tools.offered() {
+                [] => None,
+                _ => {
+                    let source = prompt::chat_template_source(model)?;
+                    sampling::tool_grammar(template::tool_syntax(&source), &tools)?
+                }
+            };
             // Built here, off the engine thread: a grammar can take a while to compile.
-            let sampler = sampling::build_sampler(model, &sampling, max_tokens)?;
+            let sampler =
+                sampling::build_sampler(model, &sampling, max_tokens, tool_grammar.as_deref())?;
             Ok::<_, crate::validation::ValidationError>((prompt, sampler))
         })
         .await

@@ -8,12 +8,19 @@
 //! the result is tokenized in segments: the template's own text with special tokens parsed,
 //! each content as plain text. A raw `prompt` is plain text too unless the request sets
 //! `parse_special` (for clients that format a model's turns themselves).
+//!
+//! The model's template is run by minijinja (`template.rs`), tools included; llama.cpp's
+//! built-in engine is the fallback for a template minijinja cannot run, when no tools are
+//! involved. Tool definitions and the calls of earlier assistant turns are written by the
+//! template as JSON, inside its own text; they are refused if they spell one of the model's
+//! control tokens, so they cannot forge a turn either.
 
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::ChatTemplateError;
-use llorch_api::ChatMessage;
+use llorch_api::{ChatMessage, ToolDefinition};
 
+use super::template::{self, SpecialTexts};
 use crate::validation::{PromptInput, RequestError, ValidationError};
 
 /// Opens and closes a content placeholder: private-use characters no template writes and no
@@ -51,13 +58,14 @@ pub fn tokenize_prompt(
     model: &LlamaModel,
     input: &PromptInput,
     parse_special: bool,
+    tools: &[ToolDefinition],
 ) -> Result<Vec<LlamaToken>, ValidationError> {
     let segments = match input {
         PromptInput::Text(text) => vec![PromptSegment {
             text: text.clone(),
             parse_special,
         }],
-        PromptInput::Chat(messages) => render_chat(model, messages)?,
+        PromptInput::Chat(messages) => render_chat(model, messages, tools)?,
     };
     Ok(tokenize_segments(model, &segments))
 }
@@ -79,36 +87,129 @@ pub fn tokenize_segments(model: &LlamaModel, segments: &[PromptSegment]) -> Vec<
     tokens
 }
 
-/// Renders the chat with the model's template, a placeholder standing in for each content, and
-/// splits the result into template and client segments.
-fn render_chat(
-    model: &LlamaModel,
-    messages: &[ChatMessage],
-) -> Result<Vec<PromptSegment>, ValidationError> {
+/// The model's chat template, the Jinja text of its GGUF metadata.
+pub fn chat_template_source(model: &LlamaModel) -> Result<String, ValidationError> {
     // A base model has no template; guessing one would make it continue a format it never
     // learned, so the client is told to send a raw prompt instead.
     let template = model.chat_template(None).map_err(|error| match error {
         ChatTemplateError::MissingTemplate => ValidationError::NoChatTemplate,
         other => ValidationError::ChatTemplate(other.to_string()),
     })?;
-    let placeholders = messages
-        .iter()
-        .enumerate()
-        .map(|(index, message)| {
+    template
+        .to_string()
+        .map_err(|error| ValidationError::ChatTemplate(error.to_string()))
+}
+
+/// Renders the chat with the model's template, a placeholder standing in for each content, and
+/// splits the result into template and client segments.
+fn render_chat(
+    model: &LlamaModel,
+    messages: &[ChatMessage],
+    tools: &[ToolDefinition],
+) -> Result<Vec<PromptSegment>, ValidationError> {
+    let source = chat_template_source(model)?;
+    if !tools.is_empty() && !template::supports_tools(&source) {
+        return Err(ValidationError::ToolsUnsupported);
+    }
+    check_tool_text(model, messages, tools)?;
+    let with_placeholders: Vec<ChatMessage> = (messages.iter().enumerate())
+        .map(|(index, message)| ChatMessage {
             // Empty content stays empty: templates may treat it differently, and it holds no text.
-            let content = if message.content.is_empty() {
+            content: if message.content.is_empty() {
                 String::new()
             } else {
                 placeholder(index)
-            };
-            LlamaChatMessage::new(message.role.clone(), content)
+            },
+            ..message.clone()
+        })
+        .collect();
+    let uses_tools = !tools.is_empty()
+        || messages
+            .iter()
+            .any(|message| !message.tool_calls.is_empty() || message.role == "tool");
+    let rendered = match template::render(&source, &with_placeholders, tools, &special_texts(model))
+    {
+        Ok(rendered) => rendered,
+        Err(error) if !uses_tools => {
+            tracing::debug!(%error, "minijinja cannot run the model's template; using llama.cpp's");
+            render_with_llama_cpp(model, &with_placeholders)?
+        }
+        Err(error) => return Err(ValidationError::ChatTemplate(format!("{error:#}"))),
+    };
+    split_rendered(&rendered, messages)
+}
+
+/// llama.cpp's built-in template engine: it recognises the common formats by their markers.
+fn render_with_llama_cpp(
+    model: &LlamaModel,
+    messages: &[ChatMessage],
+) -> Result<String, ValidationError> {
+    let template = model
+        .chat_template(None)
+        .map_err(|error| ValidationError::ChatTemplate(error.to_string()))?;
+    let messages = (messages.iter().enumerate())
+        .map(|(index, message)| {
+            LlamaChatMessage::new(message.role.clone(), message.content.clone())
                 .map_err(|_| RequestError::NulInMessage { index })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let rendered = model
-        .apply_chat_template(&template, &placeholders, true)
-        .map_err(|error| ValidationError::ChatTemplate(error.to_string()))?;
-    split_rendered(&rendered, messages)
+    model
+        .apply_chat_template(&template, &messages, true)
+        .map_err(|error| ValidationError::ChatTemplate(error.to_string()))
+}
+
+/// The BOS and EOS texts a template may write (`{{ bos_token }}`).
+fn special_texts(model: &LlamaModel) -> SpecialTexts {
+    let vocab = model.vocab();
+    let text = |token| {
+        vocab
+            .text(token)
+            .map(|text| text.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    SpecialTexts {
+        bos: text(vocab.bos()),
+        eos: text(vocab.eos()),
+    }
+}
+
+/// Tool definitions and earlier calls reach the prompt inside the template's text, which is
+/// tokenized with control tokens parsed; text that would become one is refused.
+fn check_tool_text(
+    model: &LlamaModel,
+    messages: &[ChatMessage],
+    tools: &[ToolDefinition],
+) -> Result<(), ValidationError> {
+    let vocab = model.vocab();
+    let spells_control = |text: &str| {
+        !text.is_empty()
+            && vocab.tokenize(text.as_bytes(), false, true)
+                != vocab.tokenize(text.as_bytes(), false, false)
+    };
+    if !tools.is_empty() {
+        let json = serde_json::to_string(tools).unwrap_or_default();
+        if spells_control(&json) {
+            return Err(ValidationError::ControlTokenText {
+                field: "tools".into(),
+            });
+        }
+    }
+    for (index, message) in messages.iter().enumerate() {
+        let mut texts = vec![message.tool_call_id.as_deref(), message.name.as_deref()];
+        for call in &message.tool_calls {
+            texts.extend([
+                Some(call.id.as_str()),
+                Some(call.function.name.as_str()),
+                Some(call.function.arguments.as_str()),
+            ]);
+        }
+        if texts.into_iter().flatten().any(spells_control) {
+            return Err(ValidationError::ControlTokenText {
+                field: format!("messages[{index}]"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn placeholder(index: usize) -> String {
@@ -150,10 +251,7 @@ mod tests {
     use super::*;
 
     fn message(role: &str, content: &str) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage::new(role, content)
     }
 
     #[test]

@@ -9,12 +9,16 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
-use llorch_api::{OutputConstraint, TokenLogprob, TopLogprob};
+use llorch_api::tools::ToolUse;
+use llorch_api::{OutputConstraint, TokenLogprob, ToolDefinition, ToolParams, TopLogprob};
 
+use super::template::ToolSyntax;
 use crate::validation::{ValidSampling, ValidationError};
 
 /// The grammar's start symbol, as llama.cpp's JSON-schema converter names it.
 const GRAMMAR_ROOT: &str = "root";
+/// The start symbol of a forced tool call: the call syntax around the converter's `root`.
+const TOOL_GRAMMAR_ROOT: &str = "llorch-tool-calls";
 
 /// A sampler for one sequence. Each sequence needs its own: `dist` carries the RNG state,
 /// penalties the tokens generated so far, the grammar its parse state.
@@ -22,6 +26,7 @@ pub(super) fn build_sampler(
     model: &LlamaModel,
     sampling: &ValidSampling,
     max_tokens: u32,
+    tool_grammar: Option<&str>,
 ) -> Result<LlamaSampler, ValidationError> {
     let n_vocab = model.n_vocab();
     let mut chain = Vec::with_capacity(8);
@@ -64,6 +69,11 @@ pub(super) fn build_sampler(
             .map_err(|error| ValidationError::Grammar(error.to_string()))?;
         chain.push(sampler);
     }
+    if let Some(grammar) = tool_grammar {
+        let sampler = LlamaSampler::grammar(model, grammar, TOOL_GRAMMAR_ROOT)
+            .map_err(|error| ValidationError::ToolGrammar(error.to_string()))?;
+        chain.push(sampler);
+    }
     if sampling.temperature == 0.0 {
         chain.push(LlamaSampler::greedy());
     } else {
@@ -93,6 +103,57 @@ pub(super) fn grammar_for(constraint: &OutputConstraint) -> Result<String, Valid
     };
     llama_cpp_2::json_schema_to_grammar(&schema.to_string())
         .map_err(|error| ValidationError::Grammar(error.to_string()))
+}
+
+/// The GBNF grammar a `tool_choice` of `required` or a named function decodes under: the
+/// model's own call syntax around JSON whose `name` is an offered tool (the named one) and whose
+/// arguments follow that tool's `parameters` schema, so the answer always parses as a call.
+/// `None` when the model chooses freely.
+pub(super) fn tool_grammar(
+    syntax: ToolSyntax,
+    tools: &ToolParams,
+) -> Result<Option<String>, ValidationError> {
+    let chosen: Vec<&ToolDefinition> = match tools.tool_use() {
+        ToolUse::Off | ToolUse::Auto => return Ok(None),
+        ToolUse::Required => tools.tools.iter().collect(),
+        ToolUse::Function(name) => (tools.tools.iter())
+            .filter(|tool| tool.function.name == name)
+            .collect(),
+    };
+    let arguments_key = match syntax {
+        ToolSyntax::Llama3 => "parameters",
+        ToolSyntax::Hermes | ToolSyntax::Mistral => "arguments",
+    };
+    let calls: Vec<String> = chosen
+        .iter()
+        .map(|tool| {
+            let parameters = (tool.function.parameters.clone())
+                .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+            // Written by hand so that `name` comes first, as the template shows calls.
+            format!(
+                r#"{{"type": "object", "properties": {{"name": {{"const": {name}}}, "{arguments_key}": {parameters}}}, "required": ["name", "{arguments_key}"], "additionalProperties": false}}"#,
+                name = serde_json::Value::from(tool.function.name.as_str()),
+            )
+        })
+        .collect();
+    let schema = match calls.as_slice() {
+        [one] => one.clone(),
+        many => format!(r#"{{"anyOf": [{}]}}"#, many.join(", ")),
+    };
+    let json = llama_cpp_2::json_schema_to_grammar(&schema)
+        .map_err(|error| ValidationError::ToolGrammar(error.to_string()))?;
+    let more = if tools.parallel() { "*" } else { "" };
+    let calls = match syntax {
+        ToolSyntax::Hermes => {
+            format!(
+                r#""<tool_call>\n" root "\n</tool_call>" ("\n<tool_call>\n" root "\n</tool_call>"){more}"#
+            )
+        }
+        ToolSyntax::Mistral => format!(r#""[TOOL_CALLS][" root (", " root){more} "]""#),
+        // Llama 3 writes one call per answer.
+        ToolSyntax::Llama3 => "root".to_owned(),
+    };
+    Ok(Some(format!("{json}\n{TOOL_GRAMMAR_ROOT} ::= {calls}\n")))
 }
 
 /// A seed for requests that did not ask for one. Drawn here rather than by passing llama.cpp's
@@ -149,5 +210,62 @@ pub(super) fn logprobs_of(
                 }
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn tools(choice: serde_json::Value, parallel: bool) -> ToolParams {
+        serde_json::from_value(json!({
+            "tools": [
+                {"type": "function", "function": {"name": "get_weather", "parameters": {
+                    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+                {"type": "function", "function": {"name": "get_time"}},
+            ],
+            "tool_choice": choice,
+            "parallel_tool_calls": parallel,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn free_choices_decode_without_a_grammar() {
+        for choice in [json!("auto"), json!("none")] {
+            assert_eq!(
+                tool_grammar(ToolSyntax::Hermes, &tools(choice, true)),
+                Ok(None)
+            );
+        }
+    }
+
+    #[test]
+    fn a_forced_call_is_the_models_syntax_around_the_tools_schema() {
+        let named = json!({"type": "function", "function": {"name": "get_weather"}});
+        let grammar = tool_grammar(ToolSyntax::Hermes, &tools(named, false))
+            .unwrap()
+            .unwrap();
+        assert!(
+            grammar.contains(r#"llorch-tool-calls ::= "<tool_call>\n" root "\n</tool_call>" ("\n<tool_call>\n" root "\n</tool_call>")"#),
+            "{grammar}"
+        );
+        assert!(
+            !grammar.contains("</tool_call>\")*"),
+            "one call only: {grammar}"
+        );
+        assert!(grammar.contains("get_weather"), "{grammar}");
+        assert!(!grammar.contains("get_time"), "{grammar}");
+        let required = tool_grammar(ToolSyntax::Hermes, &tools(json!("required"), true))
+            .unwrap()
+            .unwrap();
+        assert!(required.contains("get_weather") && required.contains("get_time"));
+        assert!(required.contains("</tool_call>\")*"), "{required}");
+        let llama = tool_grammar(ToolSyntax::Llama3, &tools(json!("required"), true))
+            .unwrap()
+            .unwrap();
+        assert!(llama.contains("parameters") && llama.contains("llorch-tool-calls ::= root"));
     }
 }
