@@ -5,7 +5,7 @@
 //! `embedding_length`, identical vectors for identical input, a list answered in order, usage
 //! and the refusals; the worker's own `/embed` is checked here for its token and metrics.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
 
 use llorch_api::{WorkerInfo, WorkerState};
 use llorch_tests::*;
@@ -16,13 +16,6 @@ const WORKER_TOKEN: &str = "worker-token-for-the-embeddings-test";
 const PLAIN_MODEL_ID: &str = "plain-generation-only";
 /// Small, so that an input longer than one decode is quick to write.
 const CTX_SIZE: u32 = 128;
-
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|output| output.status.success())
-}
 
 async fn live_workers(orcd_url: &str) -> Vec<WorkerInfo> {
     let response = reqwest::Client::new()
@@ -44,10 +37,7 @@ async fn live_workers(orcd_url: &str) -> Vec<WorkerInfo> {
 
 #[test]
 fn the_openai_client_gets_normalised_embeddings_of_the_model() {
-    assert!(
-        python_has("openai"),
-        "the `openai` Python package is missing: run `cargo xtask dev setup`"
-    );
+    require_python_modules(&["openai"]);
     let model = default_model_id();
     let catalog = llorch_catalog::Catalog::builtin();
     let gguf = llorch_catalog::model_path(&model_base_dir(), catalog.get(&model).unwrap());
@@ -118,23 +108,17 @@ fn the_openai_client_gets_normalised_embeddings_of_the_model() {
     });
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/openai_embeddings.py");
-    let output = Command::new("python3")
-        .arg(&script)
-        .arg(&orcd.url)
-        .arg(&model)
-        .arg(PLAIN_MODEL_ID)
-        .arg(CLIENT_TOKEN)
-        .arg(&gguf)
-        .arg(&ctx_size)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "openai client checks failed:\n{stdout}\n{stderr}"
+    run_python_checks(
+        &script,
+        &[
+            orcd.url.as_ref(),
+            model.as_ref(),
+            PLAIN_MODEL_ID.as_ref(),
+            CLIENT_TOKEN.as_ref(),
+            gguf.as_os_str(),
+            ctx_size.as_ref(),
+        ],
     );
-    assert!(stdout.contains("ok:"), "{stdout}");
 
     // Requests and tokens are counted on the worker that answered them.
     let metrics = runtime.block_on(async {

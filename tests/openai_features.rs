@@ -3,7 +3,7 @@
 //! log-probabilities, several choices, penalties, logit bias, the context-length error and
 //! refused parameters (`python/openai_features.py`); CORS preflights are checked here.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::path::Path;
 
 use llorch_tests::*;
 
@@ -13,21 +13,9 @@ const ALLOWED_ORIGIN: &str = "http://allowed.example:3000";
 /// Small, so that the context-length check needs only a short prompt.
 const CTX_SIZE: u32 = 512;
 
-fn python_has(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|output| output.status.success())
-}
-
 #[test]
 fn the_openai_client_gets_structured_output_logprobs_choices_and_cors() {
-    for module in ["openai", "jsonschema"] {
-        assert!(
-            python_has(module),
-            "the `{module}` Python package is missing: run `cargo xtask dev setup`"
-        );
-    }
+    require_python_modules(&["openai", "jsonschema"]);
     let dir = tempfile::tempdir().unwrap();
     let client_tokens = token_file(dir.path(), "client", CLIENT_TOKEN);
     let worker_tokens = token_file(dir.path(), "worker", "worker-token-for-the-features-test");
@@ -58,42 +46,21 @@ fn the_openai_client_gets_structured_output_logprobs_choices_and_cors() {
     .unwrap();
     let runtime = runtime();
     runtime
-        .block_on(wait_until(
-            "the chat model to be served",
-            Duration::from_secs(120),
-            || async {
-                let models = reqwest::Client::new()
-                    .get(format!("{}/v1/models", orcd.url))
-                    .bearer_auth(CLIENT_TOKEN)
-                    .send()
-                    .await;
-                match models {
-                    Ok(response) => response
-                        .text()
-                        .await
-                        .unwrap_or_default()
-                        .contains(CHAT_MODEL),
-                    Err(_) => false,
-                }
-            },
-        ))
+        .block_on(wait_for_model(&orcd.url, CLIENT_TOKEN, CHAT_MODEL))
         .unwrap();
 
     runtime.block_on(check_cors(&orcd.url));
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/openai_features.py");
-    let output = Command::new("python3")
-        .arg(&script)
-        .args([&orcd.url, CHAT_MODEL, CLIENT_TOKEN, &ctx_size])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "openai client checks failed:\n{stdout}\n{stderr}"
+    run_python_checks(
+        &script,
+        &[
+            orcd.url.as_ref(),
+            CHAT_MODEL.as_ref(),
+            CLIENT_TOKEN.as_ref(),
+            ctx_size.as_ref(),
+        ],
     );
-    assert!(stdout.contains("ok:"), "{stdout}");
 }
 
 /// A browser's preflight carries no token: an allowed origin gets the CORS headers, any other

@@ -384,3 +384,55 @@ pub fn token_count(events: &[StreamEvent]) -> usize {
         .filter(|event| matches!(event, StreamEvent::Token { .. }))
         .count()
 }
+
+/// Fails the test, naming the setup command, when a Python module the OpenAI tests drive the
+/// stack with (`openai`, `jsonschema`) is missing.
+pub fn require_python_modules(modules: &[&str]) {
+    for module in modules {
+        let found = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|output| output.status.success());
+        assert!(
+            found,
+            "the `{module}` Python package is missing: run `cargo xtask dev setup`"
+        );
+    }
+}
+
+/// Waits until orcd's `GET /v1/models` (asked with a client token) lists `model`.
+pub async fn wait_for_model(orcd_url: &str, token: &str, model: &str) -> anyhow::Result<()> {
+    wait_until(
+        &format!("{model} to be served"),
+        Duration::from_secs(120),
+        || async {
+            let models = reqwest::Client::new()
+                .get(format!("{orcd_url}/v1/models"))
+                .bearer_auth(token)
+                .send()
+                .await;
+            match models {
+                Ok(response) => response.text().await.unwrap_or_default().contains(model),
+                Err(_) => false,
+            }
+        },
+    )
+    .await
+}
+
+/// Runs a Python client script of the e2e tests with `args`; it must exit 0 and print `ok:`.
+pub fn run_python_checks(script: &Path, args: &[&std::ffi::OsStr]) {
+    let output = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("running python3 {}: {error}", script.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{} failed:\n{stdout}\n{stderr}",
+        script.display()
+    );
+    assert!(stdout.contains("ok:"), "{stdout}");
+}
