@@ -134,22 +134,6 @@ fn inherited_package_env() -> Vec<OsString> {
         .collect()
 }
 
-/// Builds every binary of the workspace, orcd and the worker among them. Cargo unifies the
-/// dependencies' features over the packages it builds, so `-p orcd -p llorch-worker` and the
-/// test run's `--workspace` would compile reqwest and its TLS stack twice and relink the
-/// daemons at every switch; building as the tests do shares one set of artifacts.
-pub fn build_binaries_for_tests(cx: &Context, backend: Backend) -> anyhow::Result<BuiltBinaries> {
-    let mut build = CargoBuild::new(backend, true)
-        .package(ORCD_PACKAGE)
-        .package(WORKER_PACKAGE);
-    build.whole_workspace = true;
-    let outcome = build.run(cx)?;
-    Ok(BuiltBinaries {
-        orcd: outcome.executable(ORCD_BINARY)?,
-        worker: outcome.executable(WORKER_BINARY)?,
-    })
-}
-
 fn print_built(
     cx: &Context,
     build: &CargoBuild,
@@ -180,8 +164,6 @@ pub struct CargoBuild {
     backend: Backend,
     release: bool,
     packages: Vec<&'static str>,
-    /// `--workspace --bins` instead of `-p`: see [`build_binaries_for_tests`].
-    whole_workspace: bool,
 }
 
 /// What cargo reported: the executables it produced and how many crates it compiled.
@@ -211,7 +193,6 @@ impl CargoBuild {
             backend,
             release,
             packages: Vec::new(),
-            whole_workspace: false,
         }
     }
 
@@ -229,7 +210,19 @@ impl CargoBuild {
     }
 
     fn builds_worker(&self) -> bool {
-        self.whole_workspace || self.packages.contains(&WORKER_PACKAGE)
+        self.packages.contains(&WORKER_PACKAGE)
+    }
+
+    /// Any build with the worker builds every binary of the workspace. Cargo unifies the
+    /// dependencies' features over the packages it builds, so `-p llorch-worker`, `-p orcd -p
+    /// llorch-worker` and the test run's `--workspace` would each compile their own variant
+    /// of reqwest, tokio and even llama.cpp's build dependencies, and relink the daemons at
+    /// every switch: `fleet up` on a host after `test all` then spent minutes compiling what
+    /// was built. One invocation for all of them (`up`, `test`, `bench`, `fleet`, `build
+    /// worker|all`) shares one set of artifacts. The worker needs llama.cpp's tools anyway, so
+    /// the other binaries add little; orcd alone (`build orcd`) still builds without them.
+    fn whole_workspace(&self) -> bool {
+        self.builds_worker()
     }
 
     pub fn run(&self, cx: &Context) -> anyhow::Result<BuildOutcome> {
@@ -261,7 +254,7 @@ impl CargoBuild {
         if self.release {
             args.push("--release".into());
         }
-        if self.whole_workspace {
+        if self.whole_workspace() {
             args.extend(["--workspace".into(), "--bins".into()]);
         } else {
             for package in &self.packages {

@@ -141,7 +141,7 @@ fn run_suites(
 ) -> anyhow::Result<Vec<SuiteResult>> {
     let metadata = build::workspace_metadata(cx)?;
     let binaries = if suites.iter().any(|suite| suite.needs_binaries()) {
-        Some(build::build_binaries_for_tests(cx, backend).map_err(|error| format!("{error:#}")))
+        Some(build::build_binaries(cx, backend, true).map_err(|error| format!("{error:#}")))
     } else {
         None
     };
