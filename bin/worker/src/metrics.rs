@@ -41,6 +41,8 @@ pub struct WorkerMetrics {
     decode_step: Histogram,
     embedding_requests: Counter,
     embedding_tokens: Counter,
+    threads: Gauge,
+    thread_changes: Counter,
     /// Scrapes set the slot gauges before encoding; two at once would interleave.
     scrape: Mutex<()>,
 }
@@ -120,8 +122,22 @@ impl WorkerMetrics {
             "Tokens of every input embedded",
             embedding_tokens.clone(),
         );
+        let threads = Gauge::default();
+        registry.register(
+            "threads",
+            "Threads llama.cpp decodes with now (the engine adapts it to CPU contention unless --threads is given)",
+            threads.clone(),
+        );
+        let thread_changes = Counter::default();
+        registry.register(
+            "thread_changes",
+            "Times the engine changed its thread count (each one a new llama.cpp context)",
+            thread_changes.clone(),
+        );
         WorkerMetrics {
             registry,
+            threads,
+            thread_changes,
             slots,
             waiting,
             jobs,
@@ -139,6 +155,17 @@ impl WorkerMetrics {
 
     pub fn decode_step(&self, seconds: f64) {
         self.decode_step.observe(seconds);
+    }
+
+    /// The thread count the engine starts with.
+    pub fn threads_set(&self, threads: u32) {
+        self.threads.set(threads.into());
+    }
+
+    /// The engine now decodes with `threads` threads.
+    pub fn threads_changed(&self, threads: u32) {
+        self.threads.set(threads.into());
+        self.thread_changes.inc();
     }
 
     pub fn token(&self) {
@@ -226,6 +253,8 @@ mod tests {
         });
         metrics.job_failed();
         metrics.embedded(7);
+        metrics.threads_set(2);
+        metrics.threads_changed(1);
         let text = metrics.render(
             EngineLoad {
                 busy: 3,
@@ -247,6 +276,8 @@ mod tests {
             "llorch_worker_decode_step_seconds_count 1",
             "llorch_worker_embedding_requests_total 1",
             "llorch_worker_embedding_tokens_total 7",
+            "llorch_worker_threads 1",
+            "llorch_worker_thread_changes_total 1",
             "# EOF",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");

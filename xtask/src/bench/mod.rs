@@ -68,7 +68,16 @@ pub struct BenchReport {
     /// llama.cpp's benchmark tools (column 0) against the worker (column 1); empty unless
     /// `--threads` and the tools sit beside the llama-server binary.
     pub ceilings: Vec<Figure>,
+    /// The compared worker's thread count at the end and how often it changed during the run
+    /// (its `/metrics`): what the default, adaptive count did with this machine's load.
+    pub worker_threads: Option<WorkerThreads>,
     pub markdown: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct WorkerThreads {
+    pub at_end: u64,
+    pub changes: u64,
 }
 
 /// Stops the bench's daemons and busy loops however `run` ends.
@@ -192,7 +201,9 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
         .build()?;
     let sides = Sides {
         llama_server: llama_server.as_ref().map(|(target, _)| target.clone()),
-        worker: Target::Worker { url: worker_url },
+        worker: Target::Worker {
+            url: worker_url.clone(),
+        },
         orcd: Target::Orcd {
             url: orcd_url.clone(),
             model: model.clone(),
@@ -208,6 +219,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
         }
         measure(cx, &http, &sides, &routing_targets, &args).await
     })?;
+    let worker_threads = runtime.block_on(worker_threads(&worker_url));
     // Memory after the whole workload, with every slot used.
     let rss = comparison
         .iter_mut()
@@ -238,6 +250,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
         orcd: orcd_figures,
         routing: routing_figures,
         ceilings,
+        worker_threads,
         markdown: String::new(),
     };
     report.markdown = render(&report);
@@ -248,6 +261,29 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     cx.out.println(&report.markdown);
     cx.out.status(format!("written to {}", path.display()));
     Ok(())
+}
+
+/// The worker's thread gauge and change counter from its `/metrics`; `None` if it does not
+/// report them.
+async fn worker_threads(worker_url: &str) -> Option<WorkerThreads> {
+    let text = reqwest::get(format!("{worker_url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(WorkerThreads {
+        at_end: metric_value(&text, "llorch_worker_threads")?,
+        changes: metric_value(&text, "llorch_worker_thread_changes_total")?,
+    })
+}
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+fn metric_value(exposition: &str, name: &str) -> Option<u64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse::<f64>().ok().map(|value| value as u64)
+    })
 }
 
 /// Starts the llama-server binary at `path` like the bench's worker: same model, slots and
@@ -581,7 +617,7 @@ fn render(report: &BenchReport) -> String {
          each cell is the median [min–max] over the runs\n\n\
          {comparison}\n\
          orcd's cost (the same worker, straight or through orcd):\n\n\
-         {orcd}{ceilings}{routing}",
+         {orcd}{ceilings}{routing}{worker_threads}",
         model = report.model,
         tokens = report.max_tokens,
         streams = report.streams,
@@ -598,6 +634,13 @@ fn render(report: &BenchReport) -> String {
                 "\nThe engine's ceilings (llama.cpp's own tools, no server, the same threads):\n\n{}",
                 markdown(["llama.cpp tool", "worker"], &report.ceilings)
             )
+        },
+        worker_threads = match (report.threads, report.worker_threads) {
+            (None, Some(threads)) => format!(
+                "\nThe worker's adaptive thread count: {} at the end, changed {} times during the run.\n",
+                threads.at_end, threads.changes
+            ),
+            _ => String::new(),
         },
         routing = if report.routing.is_empty() {
             String::new()
@@ -662,4 +705,24 @@ fn write_report(cx: &Context, report: &BenchReport) -> anyhow::Result<std::path:
     let latest = dir.join("latest.json");
     crate::config::write_atomically(&latest, &text)?;
     Ok(latest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_values_are_read_by_exact_name() {
+        let exposition = "# HELP llorch_worker_threads Threads\n\
+                          llorch_worker_threads 2\n\
+                          llorch_worker_thread_changes_total 5\n\
+                          llorch_worker_slots{state=\"busy\"} 1\n";
+        assert_eq!(metric_value(exposition, "llorch_worker_threads"), Some(2));
+        assert_eq!(
+            metric_value(exposition, "llorch_worker_thread_changes_total"),
+            Some(5)
+        );
+        assert_eq!(metric_value(exposition, "llorch_worker_slots"), None);
+        assert_eq!(metric_value(exposition, "llorch_worker_thread"), None);
+    }
 }

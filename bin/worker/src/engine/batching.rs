@@ -20,6 +20,7 @@ use llama_cpp_2::{
 use llorch_api::FinishReason;
 
 use super::{
+    cpu_load::CpuSampler,
     prefix_cache::{reusable_prefix, PrefixCache},
     sampling::logprobs_of,
     slot::{Job, Phase, Sequence},
@@ -41,6 +42,9 @@ pub(super) struct Batcher<'a> {
     sliding_window: u32,
     /// Steps the thread count with CPU contention; `None` when the count was fixed by flags.
     threads: Option<ThreadController>,
+    /// Other processes' CPU time during decode steps, for the controller; `None` where it
+    /// cannot be measured or the count is fixed.
+    cpu: Option<CpuSampler>,
     waiting: VecDeque<Job>,
 }
 
@@ -51,6 +55,12 @@ impl<'a> Batcher<'a> {
         shared: &'a Shared,
     ) -> Batcher<'a> {
         let settings = &shared.settings;
+        let cpu = settings.adapt_threads.then(CpuSampler::new).flatten();
+        let threads = settings.adapt_threads.then(|| match &cpu {
+            Some(sampler) => ThreadController::with_load(settings.threads, sampler.cpus()),
+            None => ThreadController::new(settings.threads),
+        });
+        shared.metrics.threads_set(settings.threads);
         Batcher {
             model,
             context,
@@ -60,9 +70,8 @@ impl<'a> Batcher<'a> {
             slots: (0..settings.slots).map(|_| None).collect(),
             cache: PrefixCache::new(settings.slots as usize),
             sliding_window: sliding_window(model),
-            threads: settings
-                .adapt_threads
-                .then(|| ThreadController::new(settings.threads)),
+            threads,
+            cpu,
             waiting: VecDeque::new(),
         }
     }
@@ -111,6 +120,7 @@ impl<'a> Batcher<'a> {
             }
             Command::SetThreads(threads) => {
                 self.threads = None;
+                self.cpu = None;
                 self.set_threads(threads);
                 true
             }
@@ -313,7 +323,11 @@ impl<'a> Batcher<'a> {
         // Only steps of generated tokens are compared: a prompt chunk's cost depends on its size.
         let thread_change = match &mut self.threads {
             Some(controller) if generating == in_batch.len() => {
-                controller.observe(generating as u32, step_time)
+                let foreign = self
+                    .cpu
+                    .as_mut()
+                    .and_then(|sampler| sampler.after_step(step_time));
+                controller.observe(generating as u32, step_time, foreign)
             }
             _ => ThreadChange::Keep,
         };
@@ -386,6 +400,7 @@ impl<'a> Batcher<'a> {
                 }
             }
         }
+        self.shared.metrics.threads_changed(threads);
         tracing::info!(
             threads,
             moved_tokens,

@@ -3,6 +3,7 @@
 //! [`EngineHandle`]: jobs go in over a channel, each with its own sender for stream events.
 
 mod batching;
+mod cpu_load;
 mod prefix_cache;
 pub mod prompt;
 mod sampling;
