@@ -12,6 +12,7 @@ mod table;
 use std::{
     ffi::OsString,
     net::{IpAddr, Ipv4Addr},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -80,21 +81,77 @@ pub struct WorkerThreads {
     pub changes: u64,
 }
 
-/// Stops the bench's daemons and busy loops however `run` ends.
+/// Stops the bench's daemons and busy loops however `run` ends: by returning, by an error, or
+/// by Ctrl-C, SIGTERM or SIGHUP (the daemons run in their own sessions, so the terminal's
+/// signal does not reach them; killed without this, the bench left llama-server, the worker
+/// and orcd running).
 struct Cleanup {
     run_dir: RunDir,
-    names: Vec<String>,
+    started: Arc<Mutex<Started>>,
+}
+
+#[derive(Default)]
+struct Started {
+    daemons: Vec<String>,
     busy: Vec<duct::Handle>,
+}
+
+impl Cleanup {
+    fn new(run_dir: RunDir) -> Cleanup {
+        Cleanup {
+            run_dir,
+            started: Arc::new(Mutex::new(Started::default())),
+        }
+    }
+
+    /// Stops what was started on Ctrl-C, SIGTERM or SIGHUP, then exits 130.
+    fn stop_on_signal(&self, cx: &Context) {
+        let (run_dir, started) = (self.run_dir.clone(), self.started.clone());
+        let installed = ctrlc::set_handler(move || {
+            eprintln!("bench interrupted: stopping its servers");
+            stop_all(&run_dir, &started);
+            std::process::exit(130);
+        });
+        if let Err(error) = installed {
+            cx.out.debug(format!(
+                "bench: no signal handler ({error}); an interrupted bench leaves its servers running"
+            ));
+        }
+    }
+
+    fn daemon(&self, name: String) {
+        lock(&self.started).daemons.push(name);
+    }
+
+    fn busy(&self, handle: duct::Handle) {
+        lock(&self.started).busy.push(handle);
+    }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for busy in self.busy.drain(..) {
-            let _ = busy.kill();
-        }
-        for name in self.names.iter().rev() {
-            let _ = self.run_dir.stop(name, Duration::from_secs(10));
-        }
+        stop_all(&self.run_dir, &self.started);
+    }
+}
+
+/// A panic elsewhere must not keep the servers from being stopped.
+fn lock(started: &Mutex<Started>) -> std::sync::MutexGuard<'_, Started> {
+    started
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Stops what was started, last first; what is stopped is forgotten, so a signal during
+/// `drop` (or the other way round) stops nothing twice.
+fn stop_all(run_dir: &RunDir, started: &Mutex<Started>) {
+    let mut started = lock(started);
+    for busy in started.busy.drain(..) {
+        // Reaped too: a killed loop is otherwise a zombie until the bench exits.
+        let _ = busy.kill();
+        let _ = busy.wait();
+    }
+    while let Some(name) = started.daemons.pop() {
+        let _ = run_dir.stop(&name, Duration::from_secs(10));
     }
 }
 
@@ -109,11 +166,8 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     let model_path = crate::models::ensure_downloaded(cx, &model)?;
     let binaries = crate::build::build_binaries(cx, llorch_api::Backend::Cpu, true)?;
     let scratch = tempfile::tempdir().context("creating the bench's private run directory")?;
-    let mut cleanup = Cleanup {
-        run_dir: RunDir::at(scratch.path()),
-        names: Vec::new(),
-        busy: Vec::new(),
-    };
+    let cleanup = Cleanup::new(RunDir::at(scratch.path()));
+    cleanup.stop_on_signal(cx);
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     let port = pool_worker::free_port(localhost)?;
@@ -129,7 +183,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
         ],
     )
     .context("starting orcd for the bench")?;
-    cleanup.names.push(orcd.name.clone());
+    cleanup.daemon(orcd.name.clone());
     let orcd_url = orcd.url.clone().expect("orcd is started with a url");
     let mut extra_args: Vec<OsString> = vec![
         "--slots".into(),
@@ -152,7 +206,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     };
     let worker =
         pool_worker::start_worker(cx, &cleanup.run_dir, &launch, Duration::from_secs(120))?;
-    cleanup.names.push(worker.name.clone());
+    cleanup.daemon(worker.name.clone());
     let worker_url = worker.url.clone().expect("workers are started with a url");
 
     let llama_server = match &args.against_llama_server {
@@ -165,7 +219,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
         )),
         Some(path) => {
             let info = start_llama_server(&cleanup.run_dir, path, &model_path, &args)?;
-            cleanup.names.push(info.name.clone());
+            cleanup.daemon(info.name.clone());
             let url = info
                 .url
                 .clone()
@@ -175,14 +229,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     };
 
     let routing_targets = if args.routing {
-        routing::start(
-            cx,
-            &mut cleanup,
-            &binaries,
-            &model,
-            args.streams,
-            args.threads,
-        )?
+        routing::start(cx, &cleanup, &binaries, &model, args.streams, args.threads)?
     } else {
         Vec::new()
     };
@@ -193,7 +240,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
             .stdout_null()
             .start()
             .context("starting a busy-loop process (`sh`) for --busy-cores")?;
-        cleanup.busy.push(busy);
+        cleanup.busy(busy);
     }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -710,6 +757,37 @@ fn write_report(cx: &Context, report: &BenchReport) -> anyhow::Result<std::path:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cleanup_stops_every_server_once_and_the_busy_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = RunDir::at(dir.path());
+        let sleeper = |name: &str| DaemonSpec {
+            name: name.into(),
+            kind: "test".into(),
+            program: "sh".into(),
+            args: vec!["-c".into(), "exec sleep 60".into()],
+            ..Default::default()
+        };
+        let cleanup = Cleanup::new(run_dir.clone());
+        let first = run_dir.spawn(&sleeper("first")).unwrap();
+        let second = run_dir.spawn(&sleeper("second")).unwrap();
+        cleanup.daemon(first.name.clone());
+        cleanup.daemon(second.name.clone());
+        let busy = duct::cmd!("sh", "-c", "while :; do :; done")
+            .start()
+            .unwrap();
+        let busy_pid = busy.pids()[0];
+        cleanup.busy(busy);
+
+        // What a signal does, then what the end of `run` does: nothing is stopped twice.
+        stop_all(&cleanup.run_dir, &cleanup.started);
+        assert!(!first.is_running() && !second.is_running());
+        // Killed and reaped by duct: gone from /proc.
+        assert!(!std::path::Path::new(&format!("/proc/{busy_pid}")).exists());
+        drop(cleanup);
+        assert!(run_dir.list().unwrap().is_empty());
+    }
 
     #[test]
     fn metric_values_are_read_by_exact_name() {

@@ -29,7 +29,7 @@ const POLICIES: [&str; 2] = ["least-loaded", "prefix"];
 /// order of [`POLICIES`].
 pub fn start(
     cx: &Context,
-    cleanup: &mut Cleanup,
+    cleanup: &Cleanup,
     binaries: &crate::build::BuiltBinaries,
     model: &str,
     slots: u32,
@@ -49,7 +49,7 @@ pub fn start(
             &["--routing".into(), policy.into()],
         )
         .with_context(|| format!("starting orcd with --routing {policy}"))?;
-        cleanup.names.push(orcd.name.clone());
+        cleanup.daemon(orcd.name.clone());
         let url = orcd.url.clone().expect("orcd is started with a url");
         for index in 0..WORKERS_PER_POLICY {
             let mut extra_args: Vec<OsString> = vec![
@@ -71,7 +71,7 @@ pub fn start(
             };
             let worker =
                 pool_worker::start_worker(cx, &cleanup.run_dir, &launch, Duration::from_secs(120))?;
-            cleanup.names.push(worker.name.clone());
+            cleanup.daemon(worker.name.clone());
         }
         targets.push(Target::Orcd {
             url,
