@@ -187,14 +187,14 @@ impl ThreadController {
         }
         // A slow window while the load shows our cores free is not contention (a longer
         // context, a hiccup); where the load is not measured, the timing alone decides.
-        let load_says_free = self.cpus.zip(foreign_cores).is_some_and(|(cpus, foreign)| {
-            cpus - foreign >= f64::from(threads) - CONTENTION_MARGIN
-        });
+        let load_says_free = self
+            .free_cores(foreign_cores)
+            .is_some_and(|free| free >= f64::from(threads) - CONTENTION_MARGIN);
         if threads > 1 && median > best * SLOWDOWN && !load_says_free {
             return self.switch(threads - 1);
         }
         let direction = match self.cpus {
-            Some(cpus) => self.direction_from_load(cpus, foreign_cores),
+            Some(_) => self.direction_from_load(foreign_cores),
             None => self.direction_by_turns(),
         };
         match direction {
@@ -205,9 +205,8 @@ impl ThreadController {
 
     /// With load figures: a probe when the load gives a cause and the backoff allows it. A
     /// new cause is tried at once.
-    fn direction_from_load(&mut self, cpus: f64, foreign_cores: Option<f64>) -> Option<Direction> {
-        let wanted = foreign_cores.and_then(|foreign| {
-            let free = cpus - foreign;
+    fn direction_from_load(&mut self, foreign_cores: Option<f64>) -> Option<Direction> {
+        let wanted = self.free_cores(foreign_cores).and_then(|free| {
             let threads = f64::from(self.current);
             if self.current > 1 && free < threads - CONTENTION_MARGIN {
                 Some(Direction::Down)
@@ -228,6 +227,15 @@ impl ThreadController {
             return None;
         }
         wanted
+    }
+
+    /// Physical cores left by others, from the CPUs (hyper-threads counted) they kept busy:
+    /// a busy hyper-thread takes about half of its core, so others' time counts in the
+    /// proportion of physical cores (`max`) to CPUs.
+    fn free_cores(&self, foreign_cores: Option<f64>) -> Option<f64> {
+        let cpus = self.cpus?;
+        let physical = f64::from(self.max);
+        Some(physical - foreign_cores? * (physical / cpus).min(1.0))
     }
 
     /// Without load figures: every so many windows, one thread fewer or more in turn.
@@ -497,6 +505,18 @@ mod tests {
         assert_eq!(controller.threads(), 2);
         let probes = switches.iter().filter(|&&threads| threads == 1).count();
         assert!((2..=8).contains(&probes), "{probes} probes: {switches:?}");
+    }
+
+    #[test]
+    fn with_hyper_threads_others_count_in_physical_cores() {
+        // 8 cores, 16 CPUs: others keeping 8 CPUs busy take about 4 cores.
+        let mut controller = ThreadController::with_load(8, 16);
+        assert_eq!(controller.free_cores(Some(8.0)), Some(4.0));
+        assert_eq!(controller.free_cores(None), None);
+        assert_eq!(run_with_load(&mut controller, 1, |_| 10.0, 8.0), vec![7]);
+        // Under one busy CPU is under half a core: no cause to try fewer threads.
+        let mut controller = ThreadController::with_load(8, 16);
+        assert!(run_with_load(&mut controller, 20, |_| 10.0, 0.8).is_empty());
     }
 
     #[test]
