@@ -183,17 +183,8 @@ async fn busy_slots(orcd: &str) -> anyhow::Result<u64> {
 
 async fn console_in_a_browser(chromium: &Path, chromedriver: &Path) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let client_tokens = token_file(dir.path(), "client", CLIENT_TOKEN);
-    let worker_tokens = token_file(dir.path(), "worker", WORKER_TOKEN);
-    let orcd = start_orcd(
-        "127.0.0.1:0",
-        &[
-            "--api-token-file",
-            &client_tokens,
-            "--worker-token-file",
-            &worker_tokens,
-        ],
-    )?;
+    let (orcd, tokens) = start_orcd_with_tokens(dir.path(), CLIENT_TOKEN, WORKER_TOKEN, &[])?;
+    let (client_tokens, worker_tokens) = (tokens.client, tokens.worker);
     // One slot: a running chat makes it 0 free, and its end makes it 1 again.
     let _worker = start_worker_for(
         CHAT_MODEL,

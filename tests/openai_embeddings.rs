@@ -42,18 +42,9 @@ fn the_openai_client_gets_normalised_embeddings_of_the_model() {
     let catalog = llorch_catalog::Catalog::builtin();
     let gguf = llorch_catalog::model_path(&model_base_dir(), catalog.get(&model).unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let client_tokens = token_file(dir.path(), "client", CLIENT_TOKEN);
-    let worker_tokens = token_file(dir.path(), "worker", WORKER_TOKEN);
-    let orcd = start_orcd(
-        "127.0.0.1:0",
-        &[
-            "--api-token-file",
-            &client_tokens,
-            "--worker-token-file",
-            &worker_tokens,
-        ],
-    )
-    .unwrap();
+    let (orcd, tokens) =
+        start_orcd_with_tokens(dir.path(), CLIENT_TOKEN, WORKER_TOKEN, &[]).unwrap();
+    let worker_tokens = tokens.worker;
     let ctx_size = CTX_SIZE.to_string();
     let common = [
         "--worker-token-file",

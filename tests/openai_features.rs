@@ -17,20 +17,14 @@ const CTX_SIZE: u32 = 512;
 fn the_openai_client_gets_structured_output_logprobs_choices_and_cors() {
     require_python_modules(&["openai", "jsonschema"]);
     let dir = tempfile::tempdir().unwrap();
-    let client_tokens = token_file(dir.path(), "client", CLIENT_TOKEN);
-    let worker_tokens = token_file(dir.path(), "worker", "worker-token-for-the-features-test");
-    let orcd = start_orcd(
-        "127.0.0.1:0",
-        &[
-            "--api-token-file",
-            &client_tokens,
-            "--worker-token-file",
-            &worker_tokens,
-            "--cors-origin",
-            ALLOWED_ORIGIN,
-        ],
+    let (orcd, tokens) = start_orcd_with_tokens(
+        dir.path(),
+        CLIENT_TOKEN,
+        "worker-token-for-the-features-test",
+        &["--cors-origin", ALLOWED_ORIGIN],
     )
     .unwrap();
+    let worker_tokens = tokens.worker;
     let ctx_size = CTX_SIZE.to_string();
     let _worker = start_worker_for(
         CHAT_MODEL,

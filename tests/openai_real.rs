@@ -13,18 +13,14 @@ const CLIENT_TOKEN: &str = "client-token-for-the-openai-test";
 fn the_openai_client_chats_with_a_real_worker() {
     require_python_modules(&["openai"]);
     let dir = tempfile::tempdir().unwrap();
-    let client_tokens = token_file(dir.path(), "client", CLIENT_TOKEN);
-    let worker_tokens = token_file(dir.path(), "worker", "worker-token-for-the-openai-test");
-    let orcd = start_orcd(
-        "127.0.0.1:0",
-        &[
-            "--api-token-file",
-            &client_tokens,
-            "--worker-token-file",
-            &worker_tokens,
-        ],
+    let (orcd, tokens) = start_orcd_with_tokens(
+        dir.path(),
+        CLIENT_TOKEN,
+        "worker-token-for-the-openai-test",
+        &[],
     )
     .unwrap();
+    let worker_tokens = tokens.worker;
     let _worker = start_worker_for(
         CHAT_MODEL,
         &orcd.url,

@@ -245,6 +245,35 @@ pub fn token_file(dir: &Path, name: &str, token: &str) -> String {
     path.display().to_string()
 }
 
+/// The token files of an orcd started by [`start_orcd_with_tokens`].
+pub struct TokenFiles {
+    pub client: String,
+    pub worker: String,
+}
+
+/// orcd on a free loopback port that demands `client_token` from clients and `worker_token`
+/// from workers (each written to a private file in `dir`), with `extra` flags.
+pub fn start_orcd_with_tokens(
+    dir: &Path,
+    client_token: &str,
+    worker_token: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Daemon, TokenFiles)> {
+    let tokens = TokenFiles {
+        client: token_file(dir, "client", client_token),
+        worker: token_file(dir, "worker", worker_token),
+    };
+    let mut args = vec![
+        "--api-token-file",
+        tokens.client.as_str(),
+        "--worker-token-file",
+        tokens.worker.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let orcd = start_orcd("127.0.0.1:0", &args)?;
+    Ok((orcd, tokens))
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
