@@ -498,10 +498,11 @@ fn proc_stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sleeper(name: &str) -> DaemonSpec {
+    /// A daemon that sleeps a minute, for tests that start and stop daemons.
+    pub(crate) fn sleeper(name: &str) -> DaemonSpec {
         DaemonSpec {
             name: name.into(),
             kind: "test".into(),

@@ -320,16 +320,8 @@ async fn worker_threads(worker_url: &str) -> Option<WorkerThreads> {
         .await
         .ok()?;
     Some(WorkerThreads {
-        at_end: metric_value(&text, "llorch_worker_threads")?,
-        changes: metric_value(&text, "llorch_worker_thread_changes_total")?,
-    })
-}
-
-/// The value of an unlabelled metric in a Prometheus text exposition.
-fn metric_value(exposition: &str, name: &str) -> Option<u64> {
-    exposition.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse::<f64>().ok().map(|value| value as u64)
+        at_end: pool_worker::metric_sample(&text, "llorch_worker_threads")? as u64,
+        changes: pool_worker::metric_sample(&text, "llorch_worker_thread_changes_total")? as u64,
     })
 }
 
@@ -757,18 +749,12 @@ fn write_report(cx: &Context, report: &BenchReport) -> anyhow::Result<std::path:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::tests::sleeper;
 
     #[test]
     fn cleanup_stops_every_server_once_and_the_busy_loops() {
         let dir = tempfile::tempdir().unwrap();
         let run_dir = RunDir::at(dir.path());
-        let sleeper = |name: &str| DaemonSpec {
-            name: name.into(),
-            kind: "test".into(),
-            program: "sh".into(),
-            args: vec!["-c".into(), "exec sleep 60".into()],
-            ..Default::default()
-        };
         let cleanup = Cleanup::new(run_dir.clone());
         let first = run_dir.spawn(&sleeper("first")).unwrap();
         let second = run_dir.spawn(&sleeper("second")).unwrap();
@@ -787,20 +773,5 @@ mod tests {
         assert!(!std::path::Path::new(&format!("/proc/{busy_pid}")).exists());
         drop(cleanup);
         assert!(run_dir.list().unwrap().is_empty());
-    }
-
-    #[test]
-    fn metric_values_are_read_by_exact_name() {
-        let exposition = "# HELP llorch_worker_threads Threads\n\
-                          llorch_worker_threads 2\n\
-                          llorch_worker_thread_changes_total 5\n\
-                          llorch_worker_slots{state=\"busy\"} 1\n";
-        assert_eq!(metric_value(exposition, "llorch_worker_threads"), Some(2));
-        assert_eq!(
-            metric_value(exposition, "llorch_worker_thread_changes_total"),
-            Some(5)
-        );
-        assert_eq!(metric_value(exposition, "llorch_worker_slots"), None);
-        assert_eq!(metric_value(exposition, "llorch_worker_thread"), None);
     }
 }

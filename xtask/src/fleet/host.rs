@@ -277,15 +277,10 @@ fn local_url(spec: &WorkerSpec) -> String {
 /// The mean of the worker's `generation_tokens_per_second` histogram (sum / count).
 fn mean_tokens_per_second(metrics: &str) -> Option<f64> {
     let value = |suffix: &str| {
-        metrics.lines().find_map(|line| {
-            let rest = line.strip_prefix("llorch_worker_generation_tokens_per_second")?;
-            let rest = rest.strip_prefix(suffix)?;
-            let rest = rest.strip_prefix(' ').or_else(|| {
-                // A labelled sample: `_sum{...} value`.
-                rest.split_once("} ").map(|(_, value)| value)
-            })?;
-            rest.split_whitespace().next()?.parse::<f64>().ok()
-        })
+        crate::pool::worker::metric_sample(
+            metrics,
+            &format!("llorch_worker_generation_tokens_per_second{suffix}"),
+        )
     };
     let count = value("_count")?;
     (count > 0.0).then(|| value("_sum").map(|sum| sum / count))?
