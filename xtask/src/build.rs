@@ -213,18 +213,6 @@ impl CargoBuild {
         self.packages.contains(&WORKER_PACKAGE)
     }
 
-    /// Any build with the worker builds every binary of the workspace. Cargo unifies the
-    /// dependencies' features over the packages it builds, so `-p llorch-worker`, `-p orcd -p
-    /// llorch-worker` and the test run's `--workspace` would each compile their own variant
-    /// of reqwest, tokio and even llama.cpp's build dependencies, and relink the daemons at
-    /// every switch: `fleet up` on a host after `test all` then spent minutes compiling what
-    /// was built. One invocation for all of them (`up`, `test`, `bench`, `fleet`, `build
-    /// worker|all`) shares one set of artifacts. The worker needs llama.cpp's tools anyway, so
-    /// the other binaries add little; orcd alone (`build orcd`) still builds without them.
-    fn whole_workspace(&self) -> bool {
-        self.builds_worker()
-    }
-
     pub fn run(&self, cx: &Context) -> anyhow::Result<BuildOutcome> {
         let label = if self.builds_worker() {
             format!(
@@ -254,7 +242,15 @@ impl CargoBuild {
         if self.release {
             args.push("--release".into());
         }
-        if self.whole_workspace() {
+        // Any build with the worker builds every binary of the workspace. Cargo unifies the
+        // dependencies' features over the packages it builds, so `-p llorch-worker`, `-p orcd -p
+        // llorch-worker` and the test run's `--workspace` would each compile their own variant
+        // of reqwest, tokio and even llama.cpp's build dependencies, and relink the daemons at
+        // every switch: `fleet up` on a host after `test all` then spent minutes compiling what
+        // was built. One invocation for all of them (`up`, `test`, `bench`, `fleet`, `build
+        // worker|all`) shares one set of artifacts. The worker needs llama.cpp's tools anyway, so
+        // the other binaries add little; orcd alone (`build orcd`) still builds without them.
+        if self.builds_worker() {
             args.extend(["--workspace".into(), "--bins".into()]);
         } else {
             for package in &self.packages {
