@@ -24,12 +24,7 @@ use std::{
     sync::{mpsc, Arc, OnceLock},
 };
 
-use axum::{
-    body::Bytes,
-    extract::State,
-    http::{header, HeaderMap},
-    Json,
-};
+use axum::{body::Bytes, extract::State, http::HeaderMap, Json};
 use llama_cpp_2::{
     context::{
         params::{LlamaContextParams, LlamaPoolingType},
@@ -40,7 +35,6 @@ use llama_cpp_2::{
     token::LlamaToken,
 };
 use llorch_api::embeddings::{l2_normalise, validate_embedding_input, EmbedRequest, EmbedResponse};
-use llorch_api::validation::{check_json_depth, is_json_content_type, MAX_JSON_DEPTH};
 use tokio::sync::oneshot;
 
 use crate::{
@@ -215,13 +209,7 @@ pub async fn embed(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<EmbedResponse>, WorkerError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    if !is_json_content_type(content_type) {
-        return Err(WorkerError::UnsupportedMediaType);
-    }
-    check_json_depth(&body, MAX_JSON_DEPTH).map_err(ValidationError::from)?;
+    crate::server::check_json_body(&headers, &body)?;
     let request: EmbedRequest = serde_json::from_slice(&body)
         .map_err(|error| ValidationError::InvalidEmbedBody(error.to_string()))?;
     // orcd enforces the deployment's byte limit; here the body limit bounds the input.

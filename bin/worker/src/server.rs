@@ -50,6 +50,19 @@ use crate::{
 const STREAM_BUFFER: usize = 16;
 /// How long an event may wait for a client that stopped reading before the job is cancelled
 /// and its slot freed. A dead link keeps the connection open (nothing closes it), and the
+/// The checks every JSON body gets before it is parsed, the same as orcd's: a JSON content
+/// type, and nesting no deeper than [`MAX_JSON_DEPTH`].
+pub(crate) fn check_json_body(headers: &HeaderMap, body: &[u8]) -> Result<(), WorkerError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    if !is_json_content_type(content_type) {
+        return Err(WorkerError::UnsupportedMediaType);
+    }
+    check_json_depth(body, MAX_JSON_DEPTH).map_err(ValidationError::from)?;
+    Ok(())
+}
+
 /// kernel's socket buffers would otherwise let the engine generate the whole answer into it.
 pub const STREAM_STALL_LIMIT: Duration = Duration::from_secs(10);
 
@@ -133,14 +146,7 @@ async fn execute(
     body: Bytes,
 ) -> Result<Response, WorkerError> {
     let received_at = Instant::now();
-    // The same rule as orcd's: a JSON body needs a JSON content type.
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    if !is_json_content_type(content_type) {
-        return Err(WorkerError::UnsupportedMediaType);
-    }
-    check_json_depth(&body, MAX_JSON_DEPTH).map_err(ValidationError::from)?;
+    check_json_body(&headers, &body)?;
     // Parsed by hand rather than with axum's `Json` so a bad body answers in the same
     // `ErrorBody` vocabulary as every other refusal.
     let request: ExecuteRequest = serde_json::from_slice(&body)
