@@ -290,54 +290,75 @@ fn selections(
             }
             Ok(vec![selection])
         }
-        Suite::Integration => Ok(integration_targets(metadata)
-            .into_iter()
-            .map(|(package, targets)| {
-                let mut selection = os(&["-p", &package]);
-                for target in targets {
-                    selection.extend(os(&["--test", &target]));
-                }
-                selection
-            })
-            .collect()),
-        Suite::Smoke => {
-            let has_smoke = metadata.packages.iter().any(|package| {
-                package.name == E2E_PACKAGE
-                    && package
-                        .targets
-                        .iter()
-                        .any(|target| is_test_target(target) && target.name == SMOKE_TARGET)
-            });
-            if !has_smoke {
-                return Err(format!(
-                    "package `{E2E_PACKAGE}` has no `{SMOKE_TARGET}` test target (tests/{SMOKE_TARGET}.rs)"
-                ));
-            }
-            Ok(vec![os(&["-p", E2E_PACKAGE, "--test", SMOKE_TARGET])])
-        }
+        Suite::Integration => Ok(vec![integration_selection(metadata)?]),
+        Suite::Smoke => Ok(vec![smoke_selection(metadata)?]),
     }
+}
+
+fn integration_selection(metadata: &build::WorkspaceMetadata) -> Result<Vec<OsString>, String> {
+    let mut selection = vec![OsString::from("--workspace")];
+    for target in integration_targets(metadata)? {
+        selection.extend([OsString::from("--test"), OsString::from(target)]);
+    }
+    Ok(selection)
+}
+
+fn smoke_selection(metadata: &build::WorkspaceMetadata) -> Result<Vec<OsString>, String> {
+    let has_smoke = metadata.packages.iter().any(|package| {
+        package.name == E2E_PACKAGE
+            && package
+                .targets
+                .iter()
+                .any(|target| is_test_target(target) && target.name == SMOKE_TARGET)
+    });
+    if !has_smoke {
+        return Err(format!(
+            "package `{E2E_PACKAGE}` has no `{SMOKE_TARGET}` test target (tests/{SMOKE_TARGET}.rs)"
+        ));
+    }
+    // `--workspace` like the other suites, so that it builds nothing they did not.
+    Ok(["--workspace", "--test", SMOKE_TARGET]
+        .map(OsString::from)
+        .to_vec())
 }
 
 fn is_test_target(target: &build::MetadataTarget) -> bool {
     target.kind.iter().any(|kind| kind == "test")
 }
 
-/// Every workspace package's `tests/*` targets except the e2e smoke test, by package.
-fn integration_targets(metadata: &build::WorkspaceMetadata) -> Vec<(String, Vec<String>)> {
-    metadata
-        .packages
-        .iter()
-        .filter_map(|package| {
-            let targets: Vec<String> = package
-                .targets
-                .iter()
-                .filter(|target| is_test_target(target))
-                .filter(|target| !(package.name == E2E_PACKAGE && target.name == SMOKE_TARGET))
-                .map(|target| target.name.clone())
-                .collect();
-            (!targets.is_empty()).then(|| (package.name.clone(), targets))
-        })
-        .collect()
+/// Every workspace package's `tests/*` targets except the e2e smoke test, for one
+/// `cargo test --workspace --test A --test B …` selection. One selection, not one per package:
+/// cargo unifies dependency features over the packages it builds, so `-p orcd`, then
+/// `-p llorch-worker`, … each compiled another variant of the shared dependencies (llama.cpp's
+/// build script among them: 16 of CI's minutes). `--test NAME` picks that name in every
+/// package, so a name must be unique across the workspace.
+fn integration_targets(metadata: &build::WorkspaceMetadata) -> Result<Vec<String>, String> {
+    let mut owners: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for package in &metadata.packages {
+        for target in package
+            .targets
+            .iter()
+            .filter(|target| is_test_target(target))
+        {
+            owners
+                .entry(target.name.as_str())
+                .or_default()
+                .push(package.name.as_str());
+        }
+    }
+    let mut targets = Vec::new();
+    for (name, packages) in owners {
+        if packages.len() > 1 {
+            return Err(format!(
+                "test target `{name}` is in packages {}: `--test {name}` cannot tell them apart; rename one of tests/{name}.rs",
+                packages.join(" and ")
+            ));
+        }
+        if !(packages[0] == E2E_PACKAGE && name == SMOKE_TARGET) {
+            targets.push(name.to_owned());
+        }
+    }
+    Ok(targets)
 }
 
 fn failed_without_tests(suite: Suite, note: String) -> SuiteResult {
@@ -443,39 +464,57 @@ mod tests {
         );
     }
 
+    fn metadata(packages: &[(&str, &[(&str, &str)])]) -> build::WorkspaceMetadata {
+        build::WorkspaceMetadata {
+            target_directory: "/t".into(),
+            packages: packages
+                .iter()
+                .map(|(name, targets)| build::MetadataPackage {
+                    name: (*name).into(),
+                    targets: targets
+                        .iter()
+                        .map(|(name, kind)| build::MetadataTarget {
+                            name: (*name).into(),
+                            kind: vec![(*kind).into()],
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
     #[test]
     fn integration_takes_every_test_target_but_the_e2e_smoke_test() {
-        let target = |name: &str, kind: &str| build::MetadataTarget {
-            name: name.into(),
-            kind: vec![kind.into()],
-        };
-        let metadata = build::WorkspaceMetadata {
-            target_directory: "/t".into(),
-            packages: vec![
-                build::MetadataPackage {
-                    name: E2E_PACKAGE.into(),
-                    targets: vec![
-                        target("llorch_tests", "lib"),
-                        target("smoke", "test"),
-                        target("jobs", "test"),
-                    ],
-                },
-                build::MetadataPackage {
-                    name: "xtask".into(),
-                    targets: vec![target("xtask", "bin"), target("smoke", "test")],
-                },
-                build::MetadataPackage {
-                    name: "orcd".into(),
-                    targets: vec![target("orcd", "bin")],
-                },
-            ],
-        };
+        let metadata = metadata(&[
+            (
+                E2E_PACKAGE,
+                &[("llorch_tests", "lib"), ("smoke", "test"), ("jobs", "test")],
+            ),
+            ("xtask", &[("xtask", "bin"), ("fleet", "test")]),
+            ("orcd", &[("orcd", "bin")]),
+        ]);
         assert_eq!(
-            integration_targets(&metadata),
-            [
-                (E2E_PACKAGE.to_owned(), vec!["jobs".to_owned()]),
-                ("xtask".to_owned(), vec!["smoke".to_owned()]),
-            ]
+            integration_targets(&metadata).unwrap(),
+            ["fleet".to_owned(), "jobs".to_owned()]
         );
+        assert_eq!(
+            integration_selection(&metadata).unwrap(),
+            ["--workspace", "--test", "fleet", "--test", "jobs"]
+        );
+        assert_eq!(
+            smoke_selection(&metadata).unwrap(),
+            ["--workspace", "--test", "smoke"]
+        );
+    }
+
+    #[test]
+    fn a_test_name_in_two_packages_is_refused_naming_both() {
+        let metadata = metadata(&[
+            (E2E_PACKAGE, &[("smoke", "test"), ("jobs", "test")]),
+            ("xtask", &[("jobs", "test")]),
+        ]);
+        let error = integration_targets(&metadata).unwrap_err();
+        assert!(error.contains("`jobs`"), "{error}");
+        assert!(error.contains("llorch-tests and xtask"), "{error}");
     }
 }
