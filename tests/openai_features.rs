@@ -26,7 +26,7 @@ fn the_openai_client_gets_structured_output_logprobs_choices_and_cors() {
     .unwrap();
     let worker_tokens = tokens.worker;
     let ctx_size = CTX_SIZE.to_string();
-    let _worker = start_worker_for(
+    let worker = start_worker_for(
         CHAT_MODEL,
         &orcd.url,
         3,
@@ -53,6 +53,7 @@ fn the_openai_client_gets_structured_output_logprobs_choices_and_cors() {
             CHAT_MODEL.as_ref(),
             CLIENT_TOKEN.as_ref(),
             ctx_size.as_ref(),
+            worker.url.as_ref(),
         ],
     );
 }

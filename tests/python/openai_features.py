@@ -6,17 +6,18 @@ fingerprint and usage details, and OpenAI parameters refused by name.
 Run by `tests/openai_features.rs`. Exits non-zero on the first failed check; prints
 `ok: N checks` on success.
 
-Usage: openai_features.py BASE_URL MODEL API_KEY CTX_SIZE
+Usage: openai_features.py BASE_URL MODEL API_KEY CTX_SIZE WORKER_URL
 """
 
 import json
 import math
 import sys
+import urllib.request
 
 import jsonschema
 import openai
 
-base_url, model, api_key, ctx_size = sys.argv[1:5]
+base_url, model, api_key, ctx_size, worker_url = sys.argv[1:6]
 ctx_size = int(ctx_size)
 checks = 0
 
@@ -209,6 +210,15 @@ check(all(len(top) == 2 for top in logprobs.top_logprobs), f"two alternatives: {
 check(logprobs.text_offset[0] == 0, f"offsets: {logprobs.text_offset}")
 
 # --- Several choices --------------------------------------------------------------------------
+def cached_prompt_tokens_on_the_worker():
+    with urllib.request.urlopen(f"{worker_url}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("llorch_worker_prompt_tokens_cached_total "):
+                return int(float(line.split()[1]))
+    sys.exit("FAILED: the worker's /metrics has no llorch_worker_prompt_tokens_cached_total")
+
+
+cached_before = cached_prompt_tokens_on_the_worker()
 reply = client.chat.completions.create(
     model=model, messages=ask("Write a short poem about the sea."), max_tokens=12,
     temperature=1.0, n=3, seed=11,
@@ -219,6 +229,12 @@ check(len(set(texts)) >= 2, f"choices have their own seeds: {texts}")
 check(
     len(reply.choices) <= reply.usage.completion_tokens <= 3 * 12,
     f"usage sums the choices: {reply.usage}",
+)
+# The worker decodes the prompt for one choice; the other two start from a copy of its KV cells.
+copied = cached_prompt_tokens_on_the_worker() - cached_before
+check(
+    copied >= 2 * (reply.usage.prompt_tokens - 1),
+    f"the choices share the prompt's KV cells: {copied} tokens copied, usage {reply.usage}",
 )
 pieces = {}
 finished = set()

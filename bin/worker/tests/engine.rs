@@ -129,8 +129,15 @@ impl Outcome {
     }
 }
 
-async fn collect(mut events: UnboundedReceiver<StreamEvent>) -> Outcome {
-    let mut tokens = Vec::new();
+async fn collect(events: UnboundedReceiver<StreamEvent>) -> Outcome {
+    collect_after(events, Vec::new()).await
+}
+
+/// The rest of a stream whose first `tokens` were already read.
+async fn collect_after(
+    mut events: UnboundedReceiver<StreamEvent>,
+    mut tokens: Vec<String>,
+) -> Outcome {
     let mut first_token_at = None;
     let read = async {
         while let Some(event) = events.recv().await {
@@ -269,6 +276,109 @@ async fn the_next_turn_of_a_conversation_starts_from_the_cache() {
     assert_eq!(cold.stats().prompt_tokens, stats.prompt_tokens);
     assert_eq!(turn2.text(), cold.text(), "the cache changes no token");
     cold_engine.shutdown().await;
+}
+
+/// A prompt long enough that copying its KV cells beats decoding it again.
+fn long_prompt() -> String {
+    format!(
+        "{} {PROMPT}",
+        "The quick brown fox jumps over the lazy dog. ".repeat(4)
+    )
+}
+
+/// The `n` choices of one request reach the worker as jobs with one prompt. One slot decodes
+/// it; the others wait for that prefill and start from a copy of its KV cells, so they report
+/// all but the prompt's last token as cached, and greedy decoding from a copy gives the text
+/// a cold engine gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_with_one_prompt_decode_it_once() {
+    let prompt = long_prompt();
+    let engine = start(settings(4, 512)).await;
+    let mut streams = Vec::new();
+    for choice in 0..3 {
+        streams.push(
+            submit(&engine, request(&format!("c{choice}"), &prompt, 12))
+                .await
+                .unwrap(),
+        );
+    }
+    let outcomes = futures::future::join_all(streams.into_iter().map(collect)).await;
+    let prompt_tokens = outcomes[0].stats().prompt_tokens;
+    assert!(prompt_tokens > 40, "{prompt_tokens} prompt tokens");
+    let mut cached: Vec<u32> = outcomes
+        .iter()
+        .map(|outcome| outcome.stats().cached_prompt_tokens)
+        .collect();
+    cached.sort_unstable();
+    assert_eq!(cached, [0, prompt_tokens - 1, prompt_tokens - 1]);
+    let metrics = engine.metrics_text();
+    assert!(
+        metrics.contains(&format!(
+            "llorch_worker_prompt_tokens_cached_total {}",
+            2 * (prompt_tokens - 1)
+        )),
+        "{metrics}"
+    );
+    engine.shutdown().await;
+
+    let cold_engine = start(settings(1, 512)).await;
+    let cold = generate(&cold_engine, request("cold", &prompt, 12)).await;
+    for outcome in &outcomes {
+        assert_eq!(
+            outcome.text(),
+            cold.text(),
+            "a copied cache changes no token"
+        );
+    }
+    cold_engine.shutdown().await;
+}
+
+/// A request that starts like one still generating copies that slot's cells, generated
+/// tokens and all, and cuts the copy back to the shared prefix: the generating job goes on
+/// undisturbed and the new one answers as a cold engine does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_starting_like_a_running_job_copies_its_cells() {
+    let first_prompt = long_prompt();
+    let second_prompt = format!("{first_prompt} Paris. The capital of Spain is");
+    let engine = start(settings(2, 512)).await;
+    let mut first = submit(&engine, request("running", &first_prompt, 48))
+        .await
+        .unwrap();
+    let mut first_tokens = Vec::new();
+    while first_tokens.len() < 4 {
+        match first.recv().await.expect("the first job streams") {
+            StreamEvent::Token { text, .. } => first_tokens.push(text),
+            other => panic!("expected tokens, got {other:?}"),
+        }
+    }
+    let second = generate(&engine, request("copied", &second_prompt, 12)).await;
+    let first = collect_after(first, first_tokens).await;
+    let first_prompt_tokens = first.stats().prompt_tokens;
+    assert_eq!(first.stats().generated_tokens, 48);
+    // At least the first prompt (less a token that may tokenize differently at the seam), and
+    // more where the running job had already generated what the second prompt goes on with.
+    assert!(
+        second.stats().cached_prompt_tokens + 2 >= first_prompt_tokens
+            && second.stats().cached_prompt_tokens < second.stats().prompt_tokens,
+        "the first prompt had {first_prompt_tokens} tokens; the second reports {:?}",
+        second.stats()
+    );
+    engine.shutdown().await;
+
+    let cold_engine = start(settings(1, 512)).await;
+    let cold_second = generate(&cold_engine, request("cold2", &second_prompt, 12)).await;
+    let cold_first = generate(&cold_engine, request("cold1", &first_prompt, 48)).await;
+    cold_engine.shutdown().await;
+    assert_eq!(
+        second.text(),
+        cold_second.text(),
+        "a copied cache changes no token"
+    );
+    assert_eq!(
+        first.text(),
+        cold_first.text(),
+        "copying from a running job leaves it alone"
+    );
 }
 
 /// A new thread count means a new llama.cpp context: the slots' KV cells move into it, so a

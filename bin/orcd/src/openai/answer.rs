@@ -55,22 +55,26 @@ fn tool_call_id() -> String {
 }
 
 /// `usage` over every choice: the prompt once, the completions summed. `cached_tokens` counts
-/// the prompt tokens the worker took from a slot's KV cache instead of evaluating them again
-/// (OpenAI's `prompt_tokens_details.cached_tokens`); like the prompt, counted once.
+/// the prompt tokens that no choice had to process (OpenAI's
+/// `prompt_tokens_details.cached_tokens`): the fewest any choice found cached. The worker
+/// decodes a shared prompt for one choice and copies it for the others; the prompt was still
+/// processed once.
 pub fn usage<'a>(stats: impl IntoIterator<Item = &'a GenerationStats>) -> Value {
     let mut prompt_tokens = 0;
-    let mut cached_tokens = 0;
+    let mut cached_tokens = None::<u32>;
     let mut completion_tokens = 0;
     for stats in stats {
         prompt_tokens = stats.prompt_tokens;
-        cached_tokens = stats.cached_prompt_tokens;
+        cached_tokens = Some(cached_tokens.map_or(stats.cached_prompt_tokens, |fewest| {
+            fewest.min(stats.cached_prompt_tokens)
+        }));
         completion_tokens += stats.generated_tokens;
     }
     json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "prompt_tokens_details": {"cached_tokens": cached_tokens.unwrap_or(0)},
     })
 }
 
@@ -387,6 +391,26 @@ mod tests {
             chat["usage"],
             json!({"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10,
                    "prompt_tokens_details": {"cached_tokens": 2}})
+        );
+    }
+
+    #[test]
+    fn usage_counts_the_prompt_once_and_cached_only_what_no_choice_processed() {
+        let with_cached = |cached_prompt_tokens| GenerationStats {
+            cached_prompt_tokens,
+            ..stats(FinishReason::Stop, 2)
+        };
+        // One choice decoded the prompt, the other two started from a copy of its cells.
+        let shared = [with_cached(4), with_cached(0), with_cached(4)];
+        assert_eq!(
+            usage(&shared),
+            json!({"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11,
+                   "prompt_tokens_details": {"cached_tokens": 0}})
+        );
+        let all_cached = [with_cached(4), with_cached(4)];
+        assert_eq!(
+            usage(&all_cached)["prompt_tokens_details"]["cached_tokens"],
+            4
         );
     }
 

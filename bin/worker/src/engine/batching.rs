@@ -21,7 +21,7 @@ use llorch_api::FinishReason;
 
 use super::{
     cpu_load::CpuSampler,
-    prefix_cache::{reusable_prefix, PrefixCache},
+    prefix_cache::{common_prefix, reusable_prefix, worth_waiting_for, PrefixCache},
     sampling::logprobs_of,
     slot::{Job, Phase, Sequence},
     threads::{ThreadChange, ThreadController},
@@ -230,18 +230,67 @@ impl<'a> Batcher<'a> {
     }
 
     /// Starts waiting jobs, first come first served, each in the free slot that holds the
-    /// longest prefix of its prompt.
+    /// longest prefix of its prompt, or with a copy of a busy slot's cells that hold a much
+    /// longer one. A job whose prefix another slot is still decoding waits for that prefill
+    /// instead of decoding the same tokens beside it; the jobs behind it go first meanwhile.
     fn admit_waiting(&mut self) {
-        while let Some(job) = self.waiting.front() {
-            let free = (0..self.slots.len()).filter(|&slot| self.slots[slot].is_none());
-            let Some(slot) = self.cache.choose_slot(free, &job.prompt) else {
+        let mut index = 0;
+        while index < self.waiting.len() {
+            let free: Vec<usize> = (0..self.slots.len())
+                .filter(|&slot| self.slots[slot].is_none())
+                .collect();
+            let prompt = &self.waiting[index].prompt;
+            let Some(slot) = self.cache.choose_slot(free, prompt) else {
                 return;
             };
-            let job = self.waiting.pop_front().expect("the front job exists");
+            if self.waits_for_a_prefill(prompt) {
+                index += 1;
+                continue;
+            }
+            let job = self.waiting.remove(index).expect("the job exists");
+            self.copy_from_donor(slot, &job.prompt);
             let cached = self.reuse_cache(slot, &job.prompt);
             self.cache.touch(slot);
             tracing::debug!(job_id = %job.job_id, slot, cached_tokens = cached, "job started");
             self.slots[slot] = Some(Sequence::new(job, cached));
+        }
+    }
+
+    /// Whether a slot is still decoding a prefix of `prompt` worth copying once it is done.
+    fn waits_for_a_prefill(&self, prompt: &[LlamaToken]) -> bool {
+        let pending = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|sequence| matches!(sequence.phase, Phase::Prefill { .. }))
+            .map(|sequence| common_prefix(&sequence.job.prompt, prompt))
+            .max()
+            .unwrap_or(0);
+        worth_waiting_for(pending, self.cache.longest_held_prefix(prompt))
+    }
+
+    /// Replaces `slot`'s KV cells with a copy of the slot's that holds a much longer prefix
+    /// of `prompt`, if one does; `reuse_cache` then cuts the copy back to that prefix.
+    fn copy_from_donor(&mut self, slot: usize, prompt: &[LlamaToken]) {
+        let Some(donor) = self.cache.donor_for(slot, 0..self.slots.len(), prompt) else {
+            return;
+        };
+        // llama.cpp copies another slot's buffers whole (`None`, `None`) before the next
+        // decode; the copy's cell bookkeeping is in place at once.
+        match self
+            .context
+            .copy_kv_cache_seq(donor as i32, slot as i32, None, None)
+        {
+            Ok(()) => {
+                self.cache.copy(donor, slot);
+                tracing::debug!(
+                    slot,
+                    donor,
+                    tokens = self.cache.tokens(slot).len(),
+                    "KV cells copied"
+                );
+            }
+            Err(error) => tracing::warn!(slot, donor, %error, "could not copy KV cells"),
         }
     }
 
