@@ -186,6 +186,18 @@ impl Printer {
         spinner
     }
 
+    /// Moves a spinner from [`Output::spinner`] on to its next step. Without a visible spinner
+    /// (no TTY, `--quiet` aside) each step is a status line: a long command that only updated
+    /// a hidden spinner looked stuck at its first step in logs.
+    pub fn spinner_step(&self, spinner: &ProgressBar, message: impl Into<String>) {
+        let message = message.into();
+        if spinner.is_hidden() {
+            self.status(format!("{message} ..."));
+        } else {
+            spinner.set_message(message);
+        }
+    }
+
     /// Asks a yes/no question on a TTY. Without one, refuses unless `force` was given, and says
     /// so: a destructive step never runs unattended by accident.
     pub fn confirm(&self, question: &str, force: bool) -> anyhow::Result<bool> {

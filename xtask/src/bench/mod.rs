@@ -510,7 +510,7 @@ async fn measure(
 
     for run in 0..args.runs {
         let progress = |what: &str| format!("run {}/{}: {what}", run + 1, args.runs);
-        spinner.set_message(progress("single stream"));
+        cx.out.spinner_step(&spinner, progress("single stream"));
         for (column, target) in sides.compared() {
             let prompt = format!("Run {run}, side {column}. {BENCH_PROMPT}");
             let sample = complete(http, target, &prompt, args.max_tokens).await?;
@@ -518,7 +518,8 @@ async fn measure(
             comparison[1].push(column, sample.time_to_first_token_ms());
         }
 
-        spinner.set_message(progress("concurrent streams"));
+        cx.out
+            .spinner_step(&spinner, progress("concurrent streams"));
         for (column, target) in sides.compared() {
             let samples = concurrent(http, target, args.streams, args.max_tokens, |stream| {
                 format!("Stream {stream} of run {run}, side {column}. {BENCH_PROMPT}")
@@ -527,7 +528,7 @@ async fn measure(
             comparison[2].push(column, aggregate_decode_rate(&samples));
         }
 
-        spinner.set_message(progress("conversation"));
+        cx.out.spinner_step(&spinner, progress("conversation"));
         let compared = sides.compared();
         let mut histories: Vec<String> = compared
             .iter()
@@ -553,7 +554,8 @@ async fn measure(
             comparison[4].push(*column, sample.time_to_first_token_ms());
         }
 
-        spinner.set_message(progress("orcd against direct"));
+        cx.out
+            .spinner_step(&spinner, progress("orcd against direct"));
         let paths = [(0, &sides.worker), (1, &sides.orcd)];
         for (column, target) in paths {
             let prompt = format!("Path run {run}, side {column}. {BENCH_PROMPT}");
@@ -575,7 +577,7 @@ async fn measure(
         }
 
         if !routing_targets.is_empty() {
-            spinner.set_message(progress("routing"));
+            cx.out.spinner_step(&spinner, progress("routing"));
             routing::measure(http, routing_targets, run, &mut routing_figures).await?;
         }
     }
@@ -676,8 +678,12 @@ fn render(report: &BenchReport) -> String {
         },
         worker_threads = match (report.threads, report.worker_threads) {
             (None, Some(threads)) => format!(
-                "\nThe worker's adaptive thread count: {} at the end, changed {} times during the run.\n",
-                threads.at_end, threads.changes
+                "\nThe worker's adaptive thread count: {} at the end, changed {} during the run.\n",
+                threads.at_end,
+                match threads.changes {
+                    1 => "once".to_owned(),
+                    changes => format!("{changes} times"),
+                }
             ),
             _ => String::new(),
         },

@@ -25,6 +25,16 @@ const ANSWER_TOKENS: u32 = 32;
 const WORKERS_PER_POLICY: usize = 2;
 const POLICIES: [&str; 2] = ["least-loaded", "prefix"];
 
+/// How long a conversation's user reads an answer before sending the next turn: 200–740 ms,
+/// differing between conversations and turns (fixed, so both policies get the same workload).
+/// Without it the workload is a closed loop in which a turn's own slot has just been freed
+/// when the next turn arrives, so least-loaded routing picks the same worker again by chance
+/// of timing and the comparison says nothing about routing.
+fn think_time(conversation: u32, turn: usize) -> Duration {
+    let step = (conversation as usize * 7 + turn * 13) % 10;
+    Duration::from_millis(200 + 60 * step as u64)
+}
+
 /// Starts an orcd per routing policy, each with its workers; returns their targets in the
 /// order of [`POLICIES`].
 pub fn start(
@@ -58,9 +68,8 @@ pub fn start(
                 "--ctx-size".into(),
                 CTX_PER_SLOT.to_string().into(),
             ];
-            if let Some(threads) = threads {
-                extra_args.extend(["--threads".into(), threads.to_string().into()]);
-            }
+            let threads = threads.unwrap_or_else(share_of_the_cores);
+            extra_args.extend(["--threads".into(), threads.to_string().into()]);
             let launch = WorkerLaunch {
                 model: model.to_owned(),
                 program: binaries.worker.clone(),
@@ -81,20 +90,29 @@ pub fn start(
     Ok(targets)
 }
 
+/// Threads of each routed worker without `--threads`: the workers of a policy stand in for
+/// hosts of their own, so each gets its share of this machine's CPUs instead of all of them;
+/// two workers with every CPU each would fight over them, which hosts of their own never do,
+/// and that contention, not routing, would decide the figures.
+fn share_of_the_cores() -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get());
+    (cpus / WORKERS_PER_POLICY).max(1) as u32
+}
+
 pub fn figures() -> Vec<Figure> {
     vec![
         Figure::new(
             "time to first token p50, all turns",
             "ms",
             Better::Lower,
-            "8 conversations at once, 4 turns each (every turn resends the history plus a 32-token answer), through one orcd with two workers of 4 slots: the median time to first token over all their turns",
+            "8 conversations at once, 4 turns each (every turn resends the history plus a 32-token answer, 200–740 ms after that answer), through one orcd with two workers of 4 slots (each with half the CPUs unless `--threads` is given): the median time to first token over all their turns",
             2,
         ),
         Figure::new(
             "throughput",
             "tok/s",
             Better::Higher,
-            "all tokens the 8 conversations generated over the wall time of the workload",
+            "all tokens the 8 conversations generated over the wall time of the workload (the pauses between turns included)",
             2,
         ),
     ]
@@ -138,6 +156,9 @@ async fn conversation(
     let mut history = format!("Conversation {index} of run {run} on side {column}. {BENCH_PROMPT}");
     let mut samples = Vec::with_capacity(TURNS);
     for turn in 1..=TURNS {
+        if turn > 1 {
+            tokio::time::sleep(think_time(index, turn)).await;
+        }
         let sample = complete(http, target, &history, ANSWER_TOKENS).await?;
         history.push_str(&sample.text);
         history.push_str(&format!(
@@ -146,4 +167,23 @@ async fn conversation(
         samples.push(sample);
     }
     Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn think_times_stay_in_their_range_and_differ_between_conversations() {
+        let times: Vec<Duration> = (0..CONVERSATIONS)
+            .flat_map(|conversation| (2..=TURNS).map(move |turn| think_time(conversation, turn)))
+            .collect();
+        assert!(times
+            .iter()
+            .all(|time| (200..=740).contains(&time.as_millis())));
+        let first_pauses: std::collections::BTreeSet<Duration> = (0..CONVERSATIONS)
+            .map(|conversation| think_time(conversation, 2))
+            .collect();
+        assert!(first_pauses.len() >= 6, "{first_pauses:?}");
+    }
 }

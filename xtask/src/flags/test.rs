@@ -18,7 +18,7 @@ N skipped` and exits non-zero when anything failed. A test that cannot run on th
 network namespaces, no systemd) is counted skipped, with its reason. A backend whose hardware is
 missing fails the run.")]
 pub enum TestCmd {
-    /// Each crate's own tests (`--lib --bins`), the worker's engine tests included
+    /// Each crate's own tests (`--lib --bins`)
     #[command(after_help = "Examples:\n  cargo xtask test unit\n  cargo xtask test unit catalog")]
     Unit(TestArgs),
     /// Every package's tests/ targets (end-to-end and xtask tests) except the smoke test

@@ -172,6 +172,14 @@ impl ThreadController {
         let foreign_cores = window.foreign_cores();
         *window = Window::default();
         let threads = self.current;
+        tracing::debug!(
+            threads,
+            sequences,
+            median_ms = median * 1e3,
+            foreign_cores = foreign_cores.unwrap_or(f64::NAN),
+            probing = self.probe.is_some(),
+            "decode window"
+        );
         let figures = self.figures.entry((threads, sequences)).or_default();
         figures.last = Some(median);
         let best = *figures
