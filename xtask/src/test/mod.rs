@@ -190,33 +190,28 @@ fn run_suite(
         let path = path.strip_suffix(" (deleted)").unwrap_or(&path);
         env.push(("LLORCH_XTASK_BIN", PathBuf::from(path)));
     }
-    let selections = match selections(cx, suite, backend, metadata) {
-        Ok(selections) => selections,
+    let selection = match selection(cx, suite, backend, metadata) {
+        Ok(selection) => selection,
         Err(note) => return Ok(failed_without_tests(suite, note)),
     };
     cx.out
         .status(cx.out.paint().bold(&format!("{} tests", suite.name())));
-    let mut counts = Counts::default();
+    let invocation = Invocation {
+        selection,
+        env,
+        filter: args.filter.clone(),
+    };
+    let outcome = runner::run(cx, runner, &invocation)?;
+    let mut counts = outcome.counts;
     let mut note = None;
-    let mut skipped_tests = Vec::new();
-    for selection in selections {
-        let invocation = Invocation {
-            selection,
-            env: env.clone(),
-            filter: args.filter.clone(),
-        };
-        let outcome = runner::run(cx, runner, &invocation)?;
-        counts.add(outcome.counts);
-        skipped_tests.extend(outcome.skipped);
-        if !outcome.exit_ok && outcome.counts.failed == 0 {
-            // Nothing failed yet the run did: a compile error or a crashed harness. It must
-            // not read as a pass.
-            counts.failed += 1;
-            note = Some(format!(
-                "cargo {} without a failing test (build error?)",
-                outcome.exit_description
-            ));
-        }
+    if !outcome.exit_ok && outcome.counts.failed == 0 {
+        // Nothing failed yet the run did: a compile error or a crashed harness. It must not
+        // read as a pass.
+        counts.failed += 1;
+        note = Some(format!(
+            "cargo {} without a failing test (build error?)",
+            outcome.exit_description
+        ));
     }
     let status = if counts.failed > 0 {
         SuiteStatus::Failed
@@ -229,7 +224,7 @@ fn run_suite(
         counts,
         duration_secs: 0.0,
         note,
-        skipped_tests,
+        skipped_tests: outcome.skipped,
     })
 }
 
@@ -263,14 +258,15 @@ fn lint_suite(cx: &Context) -> SuiteResult {
     }
 }
 
-/// The cargo selections of a suite: one for `unit` and `smoke`, one per package with
-/// integration tests. An `Err` is a note for a suite that cannot run at all.
-fn selections(
+/// The cargo selection of a suite; every suite selects over the whole workspace, so that all
+/// of them share one build (see [`integration_targets`]). An `Err` is a note for a suite that
+/// cannot run at all.
+fn selection(
     cx: &Context,
     suite: Suite,
     backend: Backend,
     metadata: &build::WorkspaceMetadata,
-) -> Result<Vec<Vec<OsString>>, String> {
+) -> Result<Vec<OsString>, String> {
     let os = |items: &[&str]| items.iter().map(OsString::from).collect::<Vec<_>>();
     match suite {
         Suite::Lint => Err("the lint suite runs no cargo tests".to_owned()),
@@ -288,10 +284,10 @@ fn selections(
                 ]));
                 selection.push(target_dir.into_os_string());
             }
-            Ok(vec![selection])
+            Ok(selection)
         }
-        Suite::Integration => Ok(vec![integration_selection(metadata)?]),
-        Suite::Smoke => Ok(vec![smoke_selection(metadata)?]),
+        Suite::Integration => integration_selection(metadata),
+        Suite::Smoke => smoke_selection(metadata),
     }
 }
 

@@ -242,12 +242,14 @@ mod tests {
     fn a_much_longer_prefix_in_another_slot_is_copied_a_slightly_longer_one_is_not() {
         let long: Vec<i32> = (0..100).collect();
         let prompt = tokens(&long);
-        let cache = cache_with(&[&long[..10], &long[..90], &long[..30], &[]]);
+        let just_short = 30 - MIN_COPIED_TOKENS + 1;
+        let cache = cache_with(&[&long[..just_short], &long[..90], &long[..30], &[]]);
         // Slot 3 is empty: slot 1's 90 tokens beat slot 2's 30.
         assert_eq!(cache.donor_for(3, [0, 1, 2], &prompt), Some(1));
         assert_eq!(cache.longest_held_prefix(&prompt), 90);
-        // Slot 0 holds 10: slot 2's 30 are not enough more to pay for a copy.
+        // Slot 2 holds fewer than MIN_COPIED_TOKENS more than slot 0: not worth a copy.
         assert_eq!(cache.donor_for(0, [2], &prompt), None);
+        assert_eq!(cache.donor_for(0, [1, 2], &prompt), Some(1));
         assert_eq!(cache.donor_for(1, [0, 1, 2, 3], &prompt), None);
         let mut cache = cache;
         cache.copy(1, 3);
