@@ -18,8 +18,8 @@ use axum::routing::{delete, get, post};
 use axum::{middleware, Extension, Json, Router};
 use llorch_api::audit::{sha256_hex, Actor, AuditEvent};
 use llorch_api::{
-    CancelResult, Heartbeat, JobInfo, StreamEvent, TaskRequest, TaskResult, WorkerInfo,
-    WorkerRegistration,
+    CancelResult, Heartbeat, JobInfo, RegistrationAccepted, StreamEvent, TaskRequest, TaskResult,
+    WorkerInfo, WorkerRegistration,
 };
 use llorch_serve::ConnectionLimits;
 use tokio::net::TcpListener;
@@ -66,6 +66,9 @@ pub struct AppState {
     cors_origins: Arc<Vec<HeaderValue>>,
     /// The listener's timeouts and connection limit, used by [`serve`].
     connections: ConnectionLimits,
+    /// Told to each worker at registration: heartbeats this far apart stay well inside
+    /// `--heartbeat-timeout-secs`.
+    heartbeat_interval: Duration,
 }
 
 impl AppState {
@@ -112,6 +115,9 @@ impl AppState {
             draining: Arc::new(AtomicBool::new(false)),
             cors_origins: Arc::new(settings.cors_origins.clone()),
             connections: settings.connections,
+            heartbeat_interval: RegistrationAccepted::heartbeat_interval_for(
+                settings.scheduler.heartbeat_timeout,
+            ),
         })
     }
 
@@ -272,7 +278,7 @@ async fn register_worker(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     JsonBody(registration): JsonBody<WorkerRegistration>,
-) -> Result<Json<WorkerInfo>, OrcdError> {
+) -> Result<Json<RegistrationAccepted>, OrcdError> {
     let registration = validate_registration(registration)?;
     let peer = actor
         .peer
@@ -296,7 +302,10 @@ async fn register_worker(
             },
         );
     }
-    Ok(Json(info))
+    Ok(Json(RegistrationAccepted {
+        worker: info,
+        heartbeat_interval_ms: Some(state.heartbeat_interval.as_millis() as u64),
+    }))
 }
 
 async fn heartbeat(
@@ -682,8 +691,10 @@ mod tests {
         let (app, _state) = test_app();
         let (status, body) = call(&app, "POST", "/workers/register", Some(registration())).await;
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-        let info: WorkerInfo = serde_json::from_slice(&body).unwrap();
-        assert_eq!(info.url, "http://127.0.0.1:9001");
+        let accepted: RegistrationAccepted = serde_json::from_slice(&body).unwrap();
+        assert_eq!(accepted.worker.url, "http://127.0.0.1:9001");
+        // A third of the default heartbeat timeout (10 s).
+        assert_eq!(accepted.heartbeat_interval_ms, Some(3333));
 
         let heartbeat = serde_json::json!({"slots_busy": 1, "slots_total": 4});
         let (status, _) = call(&app, "POST", "/workers/w1/heartbeat", Some(heartbeat)).await;

@@ -103,7 +103,7 @@ pub struct WorkerArgs {
     )]
     pub queue_size: u32,
 
-    /// Milliseconds between heartbeats to orcd
+    /// Milliseconds between heartbeats to orcd; orcd may ask for less at registration (a third of its --heartbeat-timeout-secs)
     #[arg(long, env = "LLORCH_HEARTBEAT_INTERVAL_MS", value_name = "MS", default_value_t = 3000,
           value_parser = clap::value_parser!(u64).range(10..))]
     pub heartbeat_interval_ms: u64,

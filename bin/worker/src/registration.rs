@@ -5,7 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use llorch_api::{ErrorBody, Heartbeat, RegistrationState, RegistrationStatus, WorkerRegistration};
+use llorch_api::{
+    ErrorBody, Heartbeat, RegistrationAccepted, RegistrationState, RegistrationStatus,
+    WorkerRegistration,
+};
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
@@ -17,6 +20,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(10);
+/// The closest heartbeats orcd can ask for, so a misconfigured orcd cannot make a worker flood it.
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct RegistrationSettings {
@@ -76,6 +81,7 @@ pub async fn run(
     let orcd = Orcd::new(&settings);
     let slots_total = settings.registration.slots;
     let mut registered = false;
+    let mut heartbeat_interval = settings.heartbeat_interval;
     let mut retry = FIRST_RETRY;
     // Log the first failure of a streak as a warning, the repeats only at debug level.
     let mut failing = false;
@@ -83,17 +89,19 @@ pub async fn run(
     loop {
         let wait = if !registered {
             match orcd.register(&settings.registration).await {
-                Ok(()) => {
+                Ok(asked_interval) => {
+                    heartbeat_interval = heartbeat_interval_within(&settings, asked_interval);
                     tracing::info!(
                         orchestrator = %settings.orchestrator_url,
                         worker_id = %settings.registration.worker_id,
+                        heartbeat_interval_ms = heartbeat_interval.as_millis() as u64,
                         "registered with orcd"
                     );
                     report.update(&settings, RegistrationState::Registered, None);
                     registered = true;
                     failing = false;
                     retry = FIRST_RETRY;
-                    settings.heartbeat_interval
+                    heartbeat_interval
                 }
                 Err(error) => {
                     let wait = retry;
@@ -121,7 +129,7 @@ pub async fn run(
             match orcd.heartbeat(&heartbeat).await {
                 Ok(HeartbeatReply::Accepted) => {
                     failing = false;
-                    settings.heartbeat_interval
+                    heartbeat_interval
                 }
                 Ok(HeartbeatReply::UnknownWorker) => {
                     tracing::info!(
@@ -134,7 +142,7 @@ pub async fn run(
                 // orcd is down or failing: keep heartbeating; once it is back it either
                 // accepts or answers 404, which leads to registering again.
                 Err(error) => {
-                    let wait = settings.heartbeat_interval;
+                    let wait = heartbeat_interval;
                     log_failure(&mut failing, "heartbeat to orcd", &error, wait);
                     wait
                 }
@@ -150,6 +158,20 @@ pub async fn run(
             Ok(()) => tracing::info!("deregistered from orcd"),
             Err(error) => tracing::warn!(%error, "deregistering from orcd failed"),
         }
+    }
+}
+
+/// `--heartbeat-interval-ms`, or less when orcd asks for heartbeats closer together: orcd marks
+/// the worker dead after its own timeout, which a longer interval would overrun.
+fn heartbeat_interval_within(
+    settings: &RegistrationSettings,
+    asked_by_orcd: Option<Duration>,
+) -> Duration {
+    match asked_by_orcd {
+        Some(asked) => settings
+            .heartbeat_interval
+            .min(asked.max(MIN_HEARTBEAT_INTERVAL)),
+        None => settings.heartbeat_interval,
     }
 }
 
@@ -198,7 +220,11 @@ impl Orcd {
         }
     }
 
-    async fn register(&self, registration: &WorkerRegistration) -> Result<(), RegisterError> {
+    /// Registers; on success returns the heartbeat interval orcd asked for, if it named one.
+    async fn register(
+        &self,
+        registration: &WorkerRegistration,
+    ) -> Result<Option<Duration>, RegisterError> {
         let url = format!("{}/workers/register", self.base);
         let response = self
             .request(reqwest::Method::POST, &url)
@@ -208,7 +234,12 @@ impl Orcd {
             .map_err(|error| RegisterError::Unreachable(error_chain(&error)))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            // An answer without the field (or an unreadable one) keeps the worker's own interval:
+            // orcd has accepted the registration either way.
+            let accepted = response.json::<RegistrationAccepted>().await.ok();
+            return Ok(accepted
+                .and_then(|accepted| accepted.heartbeat_interval_ms)
+                .map(Duration::from_millis));
         }
         Err(RegisterError::Answered {
             status,
@@ -452,6 +483,24 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[test]
+    fn heartbeats_come_as_often_as_orcd_asks_but_not_less_often_than_configured() {
+        let mut settings = settings(1);
+        settings.heartbeat_interval = Duration::from_secs(3);
+        let within = |asked: Option<u64>| {
+            heartbeat_interval_within(&settings, asked.map(Duration::from_millis))
+        };
+        // orcd started with `--heartbeat-timeout-secs 3` asks for 1 s: a 3 s interval would
+        // get the worker marked dead whenever one heartbeat is a little late.
+        assert_eq!(within(Some(1000)), Duration::from_secs(1));
+        // orcd's default (10 s timeout) asks for 3.3 s: the worker's 3 s stands.
+        assert_eq!(within(Some(3333)), Duration::from_secs(3));
+        // An orcd that does not say keeps the worker's own interval.
+        assert_eq!(within(None), Duration::from_secs(3));
+        // A misconfigured orcd cannot make the worker flood it.
+        assert_eq!(within(Some(1)), MIN_HEARTBEAT_INTERVAL);
     }
 
     #[tokio::test]

@@ -459,6 +459,26 @@ pub struct WorkerInfo {
     pub embeddings: bool,
 }
 
+/// orcd's answer to `POST /workers/register`: the worker as orcd now sees it, and how often orcd
+/// wants its heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationAccepted {
+    #[serde(flatten)]
+    pub worker: WorkerInfo,
+    /// A third of orcd's heartbeat timeout, so one late heartbeat does not get a worker marked
+    /// dead. The worker heartbeats at most this far apart. Optional, so a worker still registers
+    /// with an orcd that does not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_ms: Option<u64>,
+}
+
+impl RegistrationAccepted {
+    /// The interval that keeps heartbeats well inside `heartbeat_timeout`.
+    pub fn heartbeat_interval_for(heartbeat_timeout: std::time::Duration) -> std::time::Duration {
+        heartbeat_timeout / 3
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerState {
