@@ -103,6 +103,11 @@ pub struct WorkerArgs {
     )]
     pub queue_size: u32,
 
+    /// Woken from idle, wait at most this long (and at most 1% of the prefill about to start) for requests sent together, so they share their first step; 0 turns it off
+    #[arg(long, env = "LLORCH_MAX_BURST_WAIT_MS", value_name = "MS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub max_burst_wait_ms: u64,
+
     /// Milliseconds between heartbeats to orcd; orcd may ask for less at registration (a third of its --heartbeat-timeout-secs)
     #[arg(long, env = "LLORCH_HEARTBEAT_INTERVAL_MS", value_name = "MS", default_value_t = 3000,
           value_parser = clap::value_parser!(u64).range(10..))]

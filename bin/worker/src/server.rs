@@ -258,6 +258,7 @@ mod tests {
             slots: 4,
             batch_size: 512,
             queue_size: 4,
+            max_burst_wait: Duration::from_millis(5),
         }
     }
 

@@ -75,6 +75,7 @@ fn settings(slots: u32, ctx_size: u32) -> EngineSettings {
         slots,
         batch_size: 512,
         queue_size: 8,
+        max_burst_wait: Duration::from_millis(5),
     }
 }
 
@@ -331,6 +332,63 @@ async fn jobs_with_one_prompt_decode_it_once() {
         );
     }
     cold_engine.shutdown().await;
+}
+
+/// Decode steps the engine has run so far, from its metrics.
+fn decode_steps(engine: &EngineHandle) -> u64 {
+    let text = engine.metrics_text();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("llorch_worker_decode_step_seconds_count ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no decode step count in:\n{text}"))
+}
+
+/// Two requests sent 2 ms apart to an idle engine, each answered with 6 tokens: the steps it
+/// takes for both, after a warm-up that teaches it what a prompt token costs.
+async fn steps_for_two_requests_sent_together(max_burst_wait: Duration) -> u64 {
+    let engine = start(EngineSettings {
+        max_burst_wait,
+        ..settings(2, 512)
+    })
+    .await;
+    let prompt = long_prompt().repeat(3);
+    generate(&engine, request("warm-up", &prompt, 2)).await;
+    wait_idle(&engine, TIMEOUT).await;
+    let before = decode_steps(&engine);
+    // Different first words: neither can reuse the other's (or the warm-up's) cache.
+    let first = submit(&engine, request("first", &format!("One. {prompt}"), 6))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let second = submit(&engine, request("second", &format!("Two. {prompt}"), 6))
+        .await
+        .unwrap();
+    let outcomes = futures::future::join_all([collect(first), collect(second)]).await;
+    for outcome in &outcomes {
+        assert_eq!(outcome.stats().generated_tokens, 6);
+    }
+    let steps = decode_steps(&engine) - before;
+    engine.shutdown().await;
+    steps
+}
+
+/// Woken from idle, the engine waits a share of the prefill it is about to run (1%: several
+/// ms for these ~200-token prompts on one thread) for more requests, so two sent together
+/// share their prefill step: one step for both prompts, then one per further token. Without
+/// the wait, the second request misses the first's prefill step and needs one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_together_share_their_first_step() {
+    assert_eq!(
+        steps_for_two_requests_sent_together(Duration::from_secs(1)).await,
+        6
+    );
+    assert_eq!(
+        steps_for_two_requests_sent_together(Duration::ZERO).await,
+        7
+    );
 }
 
 /// A request that starts like one still generating copies that slot's cells, generated

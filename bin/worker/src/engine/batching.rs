@@ -3,11 +3,12 @@
 //! samples each sequence from its own logits row. New jobs join between steps, each in the
 //! free slot whose KV cache already holds the longest prefix of its prompt
 //! (`prefix_cache.rs`); finished and abandoned ones leave their KV cells for the next request
-//! that starts the same way, failed ones clear them.
+//! that starts the same way, failed ones clear them. Woken from idle, the loop waits a moment
+//! for requests sent together so that they share their first step (`burst.rs`).
 
 use std::{
     collections::VecDeque,
-    sync::mpsc::{Receiver, TryRecvError},
+    sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError},
     time::Instant,
 };
 
@@ -20,6 +21,7 @@ use llama_cpp_2::{
 use llorch_api::FinishReason;
 
 use super::{
+    burst::PrefillCost,
     cpu_load::CpuSampler,
     prefix_cache::{common_prefix, reusable_prefix, worth_waiting_for, PrefixCache},
     sampling::logprobs_of,
@@ -45,6 +47,8 @@ pub(super) struct Batcher<'a> {
     /// Other processes' CPU time during decode steps, for the controller; `None` where it
     /// cannot be measured or the count is fixed.
     cpu: Option<CpuSampler>,
+    /// For how long to wait for more requests when the engine wakes from idle (`burst.rs`).
+    prefill_cost: PrefillCost,
     waiting: VecDeque<Job>,
 }
 
@@ -72,6 +76,7 @@ impl<'a> Batcher<'a> {
             sliding_window: sliding_window(model),
             threads,
             cpu,
+            prefill_cost: PrefillCost::default(),
             waiting: VecDeque::new(),
         }
     }
@@ -85,7 +90,7 @@ impl<'a> Batcher<'a> {
                 let Ok(command) = commands.recv() else {
                     return;
                 };
-                if !self.handle(command) {
+                if !self.handle(command) || !self.gather_burst(&commands) {
                     return;
                 }
             }
@@ -107,6 +112,34 @@ impl<'a> Batcher<'a> {
             self.admit_waiting();
             self.publish_load();
             self.step();
+        }
+    }
+
+    /// Woken from idle: takes the requests that arrive within a small share of the prefill
+    /// about to start, so requests sent together share their first step (`burst.rs`).
+    /// `false` ends the loop.
+    fn gather_burst(&mut self, commands: &Receiver<Command>) -> bool {
+        let uncached: usize = (self.waiting.iter())
+            .map(|job| {
+                (job.prompt.len()).saturating_sub(self.cache.longest_held_prefix(&job.prompt))
+            })
+            .sum();
+        let max = self.shared.settings.max_burst_wait;
+        let Some(wait) = self.prefill_cost.burst_wait(uncached, max) else {
+            return true;
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match commands.recv_timeout(left) {
+                Ok(command) => {
+                    if !self.handle(command) {
+                        return false;
+                    }
+                }
+                // A closed channel is noticed (and handled) by the caller's next receive.
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return true,
+            }
         }
     }
 
@@ -369,6 +402,10 @@ impl<'a> Batcher<'a> {
         let decoded_at = Instant::now();
         let step_time = decoded_at.duration_since(decode_started);
         self.shared.metrics.decode_step(step_time.as_secs_f64());
+        if generating == 0 {
+            self.prefill_cost
+                .record(self.batch.n_tokens() as usize, step_time);
+        }
         // Only steps of generated tokens are compared: a prompt chunk's cost depends on its size.
         let thread_change = match &mut self.threads {
             Some(controller) if generating == in_batch.len() => {

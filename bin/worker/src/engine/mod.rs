@@ -3,6 +3,7 @@
 //! [`EngineHandle`]: jobs go in over a channel, each with its own sender for stream events.
 
 mod batching;
+mod burst;
 mod cpu_load;
 mod prefix_cache;
 pub mod prompt;
@@ -64,6 +65,8 @@ pub struct EngineSettings {
     pub batch_size: u32,
     /// Requests that may wait for a slot beyond the running ones.
     pub queue_size: u32,
+    /// The longest the engine, woken from idle, waits for requests sent together (`burst.rs`).
+    pub max_burst_wait: Duration,
 }
 
 impl EngineSettings {
