@@ -119,10 +119,10 @@ impl<'a> Batcher<'a> {
     /// about to start, so requests sent together share their first step (`burst.rs`).
     /// `false` ends the loop.
     fn gather_burst(&mut self, commands: &Receiver<Command>) -> bool {
-        let uncached: usize = (self.waiting.iter())
-            .map(|job| {
-                (job.prompt.len()).saturating_sub(self.cache.longest_held_prefix(&job.prompt))
-            })
+        let uncached: usize = self
+            .waiting
+            .iter()
+            .map(|job| job.prompt.len() - self.cache.longest_held_prefix(&job.prompt))
             .sum();
         let max = self.shared.settings.max_burst_wait;
         let Some(wait) = self.prefill_cost.burst_wait(uncached, max) else {
