@@ -90,7 +90,8 @@ pub async fn run(
         let wait = if !registered {
             match orcd.register(&settings.registration).await {
                 Ok(asked_interval) => {
-                    heartbeat_interval = heartbeat_interval_within(&settings, asked_interval);
+                    heartbeat_interval =
+                        heartbeat_interval_within(settings.heartbeat_interval, asked_interval);
                     tracing::info!(
                         orchestrator = %settings.orchestrator_url,
                         worker_id = %settings.registration.worker_id,
@@ -163,15 +164,10 @@ pub async fn run(
 
 /// `--heartbeat-interval-ms`, or less when orcd asks for heartbeats closer together: orcd marks
 /// the worker dead after its own timeout, which a longer interval would overrun.
-fn heartbeat_interval_within(
-    settings: &RegistrationSettings,
-    asked_by_orcd: Option<Duration>,
-) -> Duration {
+fn heartbeat_interval_within(configured: Duration, asked_by_orcd: Option<Duration>) -> Duration {
     match asked_by_orcd {
-        Some(asked) => settings
-            .heartbeat_interval
-            .min(asked.max(MIN_HEARTBEAT_INTERVAL)),
-        None => settings.heartbeat_interval,
+        Some(asked) => configured.min(asked.max(MIN_HEARTBEAT_INTERVAL)),
+        None => configured,
     }
 }
 
@@ -487,10 +483,8 @@ mod tests {
 
     #[test]
     fn heartbeats_come_as_often_as_orcd_asks_but_not_less_often_than_configured() {
-        let mut settings = settings(1);
-        settings.heartbeat_interval = Duration::from_secs(3);
         let within = |asked: Option<u64>| {
-            heartbeat_interval_within(&settings, asked.map(Duration::from_millis))
+            heartbeat_interval_within(Duration::from_secs(3), asked.map(Duration::from_millis))
         };
         // orcd started with `--heartbeat-timeout-secs 3` asks for 1 s: a 3 s interval would
         // get the worker marked dead whenever one heartbeat is a little late.
