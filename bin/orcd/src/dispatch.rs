@@ -97,12 +97,17 @@ pub fn spawn_job(
             notices,
             items,
             relayed: Relayed::default(),
+            final_item: None,
         };
         let outcome = job.run().await;
         tracing::info!(tokens = job.relayed.tokens, ?outcome, "job ended");
         report.outcome = Some(outcome);
         report.worker_id = job.relayed.worker_id.take();
         report.generated_tokens = job.relayed.tokens;
+        // The job's end is recorded before the client reads it: a client that asks for the
+        // job as soon as its stream ends must find it finished, not still running.
+        drop(report);
+        job.send_final().await;
     };
     tokio::spawn(task.instrument(span));
     receiver
@@ -247,6 +252,8 @@ struct JobRun {
     notices: mpsc::UnboundedReceiver<JobNotice>,
     items: mpsc::Sender<JobItem>,
     relayed: Relayed,
+    /// The item that ends the client's stream, sent once the scheduler knows the outcome.
+    final_item: Option<JobItem>,
 }
 
 impl JobRun {
@@ -302,7 +309,7 @@ impl JobRun {
                 Some(JobNotice::WorkerDead { .. }) => {}
                 Some(JobNotice::Fail(error)) => {
                     let outcome = JobOutcome::Failed(error.to_string());
-                    self.emit_final(Err(error)).await;
+                    self.emit_final(Err(error));
                     return Err(outcome);
                 }
                 None => return Err(self.interrupted(Interrupt::SchedulerGone).await),
@@ -420,7 +427,7 @@ impl JobRun {
                     let unseen = stats.generated_tokens.saturating_sub(self.relayed.tokens);
                     self.context.job_metrics.tokens(unseen);
                     self.relayed.tokens += unseen;
-                    self.emit_final(Ok(StreamEvent::Done(stats.clone()))).await;
+                    self.emit_final(Ok(StreamEvent::Done(stats.clone())));
                     return Attempt::Finished(JobOutcome::Completed(stats));
                 }
                 StreamEvent::Error {
@@ -430,7 +437,7 @@ impl JobRun {
                     // The worker's own verdict: relayed, not retried.
                     let error = worker_error(worker_id, message, error_type);
                     let outcome = JobOutcome::Failed(error.to_string());
-                    self.emit_final(Err(error)).await;
+                    self.emit_final(Err(error));
                     return Attempt::Finished(outcome);
                 }
                 StreamEvent::Queued { .. } | StreamEvent::Started { .. } => {
@@ -481,7 +488,7 @@ impl JobRun {
                     },
                 };
                 let outcome = JobOutcome::Failed(error.to_string());
-                self.emit_final(Err(error)).await;
+                self.emit_final(Err(error));
                 Attempt::Finished(outcome)
             }
             _ => Attempt::Retry(DispatchFailure::Failed(message)),
@@ -503,7 +510,7 @@ impl JobRun {
             ),
         };
         let outcome = JobOutcome::Failed(error.to_string());
-        self.emit_final(Err(error)).await;
+        self.emit_final(Err(error));
         Attempt::Finished(outcome)
     }
 
@@ -517,9 +524,16 @@ impl JobRun {
         }
     }
 
+    /// Keeps the last item of the stream until the job's end has been reported.
+    fn emit_final(&mut self, item: JobItem) {
+        self.final_item = Some(item);
+    }
+
     /// Sends the last item of the stream; a client that does not read it in time loses it.
-    async fn emit_final(&mut self, item: JobItem) {
-        let _ = tokio::time::timeout(FINAL_EVENT_WAIT, self.items.send(item)).await;
+    async fn send_final(&mut self) {
+        if let Some(item) = self.final_item.take() {
+            let _ = tokio::time::timeout(FINAL_EVENT_WAIT, self.items.send(item)).await;
+        }
     }
 
     /// Ends the stream the way the interruption calls for and returns the job's outcome.
@@ -527,14 +541,14 @@ impl JobRun {
         match interrupt {
             Interrupt::Cancelled => {
                 let done = StreamEvent::Done(self.relayed.cancelled_stats());
-                self.emit_final(Ok(done)).await;
+                self.emit_final(Ok(done));
                 JobOutcome::Cancelled
             }
             Interrupt::ClientGone => JobOutcome::Cancelled,
             Interrupt::ShuttingDown => {
                 let error = OrcdError::ShuttingDown;
                 let outcome = JobOutcome::Failed(error.to_string());
-                self.emit_final(Err(error)).await;
+                self.emit_final(Err(error));
                 outcome
             }
             Interrupt::WorkerDead(reason) => {
@@ -544,14 +558,14 @@ impl JobRun {
                     message: reason,
                 };
                 let outcome = JobOutcome::Failed(error.to_string());
-                self.emit_final(Err(error)).await;
+                self.emit_final(Err(error));
                 outcome
             }
             Interrupt::SchedulerGone => {
                 let error =
                     OrcdError::Internal("the scheduler stopped while a job was active".into());
                 let outcome = JobOutcome::Failed(error.to_string());
-                self.emit_final(Err(error)).await;
+                self.emit_final(Err(error));
                 outcome
             }
         }
