@@ -342,6 +342,7 @@ pub fn greedy_task(prompt: &str, max_tokens: u32) -> TaskRequest {
         },
         tools: Default::default(),
         stream: true,
+        unknown: Default::default(),
     }
 }
 

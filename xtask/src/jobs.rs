@@ -92,6 +92,7 @@ fn task_request(cx: &Context, submit: SubmitArgs) -> anyhow::Result<TaskRequest>
         },
         tools: Default::default(),
         stream: true,
+        unknown: Default::default(),
     })
 }
 

@@ -98,6 +98,7 @@ fn first_request(args: &UpArgs, model: String) -> TaskRequest {
         },
         tools: Default::default(),
         stream: true,
+        unknown: Default::default(),
     }
 }
 

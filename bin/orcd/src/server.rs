@@ -826,6 +826,18 @@ mod tests {
         assert_eq!(error.error_type, ErrorKind::Validation);
         assert!(error.error.contains("`max_tokens`"), "{}", error.error);
 
+        let nested =
+            serde_json::json!({"model": "m", "prompt": "hi", "sampling": {"max_tokens": 4}});
+        let (status, body) = call(&app, "POST", "/v2/tasks", Some(nested)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let error = error_of(&body);
+        assert_eq!(error.error_type, ErrorKind::Validation);
+        assert!(
+            error.error.starts_with("`sampling` is not a field"),
+            "{}",
+            error.error
+        );
+
         let (status, body) = call(
             &app,
             "POST",

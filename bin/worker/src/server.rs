@@ -340,6 +340,10 @@ mod tests {
                 "`stop[0]`",
             ),
             (json!({"prompt": "a"}), "job_id"),
+            (
+                json!({"job_id": "j", "prompt": "a", "max_token": 4}),
+                "`max_token` is not a field",
+            ),
         ];
         for (body, needle) in cases {
             let (app, _engine) = loading_app();

@@ -134,6 +134,7 @@ mod tests {
             parse_special: false,
             sampling: SamplingParams::default(),
             tools: Default::default(),
+            unknown: Default::default(),
         }
     }
 

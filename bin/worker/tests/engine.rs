@@ -99,6 +99,7 @@ fn request(job_id: &str, prompt: &str, max_tokens: u32) -> ExecuteRequest {
             ..SamplingParams::default()
         },
         tools: Default::default(),
+        unknown: Default::default(),
     }
 }
 
@@ -690,6 +691,7 @@ async fn router_streams_sse_and_refuses_chat_without_a_template() {
         parse_special: false,
         sampling: SamplingParams::default(),
         tools: Default::default(),
+        unknown: Default::default(),
     };
     let response = router
         .oneshot(

@@ -190,6 +190,44 @@ impl Default for SamplingParams {
     }
 }
 
+/// The top-level fields of a request body that none of its parts knows. The request types
+/// flatten their sampling and tool fields, which rules out `deny_unknown_fields`, so they
+/// collect the rest here (last of their flattened fields: earlier ones take their own keys
+/// first) and validation refuses any: a misspelt or misplaced field (`max_tokens` nested under
+/// `sampling`) must not silently fall back to a default. Never serialized.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnknownFields(Vec<String>);
+
+impl UnknownFields {
+    /// The first unknown field's name, in the order the body gave them.
+    pub fn first(&self) -> Option<&str> {
+        self.0.first().map(String::as_str)
+    }
+}
+
+impl<'de> Deserialize<'de> for UnknownFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = UnknownFields;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a map of fields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UnknownFields, A::Error> {
+                let mut names = Vec::new();
+                while let Some((name, serde::de::IgnoredAny)) = map.next_entry::<String, _>()? {
+                    names.push(name);
+                }
+                Ok(UnknownFields(names))
+            }
+        }
+        deserializer.deserialize_map(Names)
+    }
+}
+
 /// `POST /v2/tasks` on orcd.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRequest {
@@ -211,6 +249,9 @@ pub struct TaskRequest {
     /// `false` answers one JSON [`TaskResult`] instead of an SSE stream.
     #[serde(default = "default_true")]
     pub stream: bool,
+    /// Fields of the body no part of the request knows; validation refuses them.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
 }
 
 fn default_true() -> bool {
@@ -240,6 +281,9 @@ pub struct ExecuteRequest {
     /// Tools the template offers the model, and which must be called.
     #[serde(flatten, default)]
     pub tools: ToolParams,
+    /// Fields of the body no part of the request knows; validation refuses them.
+    #[serde(flatten, skip_serializing)]
+    pub unknown: UnknownFields,
 }
 
 /// Why a generation ended.

@@ -12,7 +12,7 @@ use std::ops::Deref;
 
 use crate::generation::{check_generation_options, GenerationOptionError};
 use crate::tools::{check_message_tools, check_tool_params, ToolError};
-use crate::{ChatMessage, ExecuteRequest, SamplingParams, TaskRequest, ToolParams};
+use crate::{ChatMessage, ExecuteRequest, SamplingParams, TaskRequest, ToolParams, UnknownFields};
 
 /// Ids are path segments and log fields: short and plain.
 pub const MAX_ID_LEN: usize = 128;
@@ -131,6 +131,11 @@ pub enum RequestError {
     Tool(#[from] ToolError),
     #[error("`tools` apply to chat `messages` only, not to a raw `prompt`")]
     ToolsWithPrompt,
+    #[error(
+        "`{name}` is not a field of this request; sampling fields such as `max_tokens` and \
+         `temperature` go at the top level of the body, not nested"
+    )]
+    UnknownField { name: String },
 }
 
 /// What the model is asked: raw text, or a chat the worker renders with the model's template.
@@ -191,6 +196,7 @@ impl ValidTask {
             parse_special: self.parse_special,
             sampling: (*self.sampling).clone(),
             tools: self.tools.clone(),
+            unknown: UnknownFields::default(),
         }
     }
 }
@@ -212,6 +218,7 @@ pub fn validate_task(
     limits: &RequestLimits,
 ) -> Result<ValidTask, RequestError> {
     validate_model_id("model", &request.model)?;
+    refuse_unknown_fields(&request.unknown)?;
     let input = validate_input(request.prompt, request.messages, limits)?;
     check_parse_special(request.parse_special, &input)?;
     let sampling = validate_sampling(request.sampling, limits)?;
@@ -231,6 +238,7 @@ pub fn validate_execute(
     limits: &RequestLimits,
 ) -> Result<ValidExecute, RequestError> {
     validate_job_id(&request.job_id)?;
+    refuse_unknown_fields(&request.unknown)?;
     let input = validate_input(request.prompt, request.messages, limits)?;
     check_parse_special(request.parse_special, &input)?;
     let sampling = validate_sampling(request.sampling, limits)?;
@@ -242,6 +250,23 @@ pub fn validate_execute(
         sampling,
         tools: request.tools,
     })
+}
+
+/// Longest field name repeated back to a client: the name is the client's text.
+const MAX_FIELD_NAME_CHARS: usize = 64;
+
+fn refuse_unknown_fields(unknown: &UnknownFields) -> Result<(), RequestError> {
+    match unknown.first() {
+        None => Ok(()),
+        // Backticks would confuse OpenAI's `param`, read from the first quoted name.
+        Some(name) => Err(RequestError::UnknownField {
+            name: name
+                .chars()
+                .take(MAX_FIELD_NAME_CHARS)
+                .map(|c| if c == '`' { '\'' } else { c })
+                .collect(),
+        }),
+    }
 }
 
 /// Tools belong to a chat; their choice may not fight another output constraint.
@@ -513,6 +538,66 @@ mod tests {
         assert_eq!(execute.prompt.as_deref(), Some("hi"));
         assert_eq!(execute.messages, None);
         assert_eq!(execute.sampling, SamplingParams::default());
+    }
+
+    #[test]
+    fn a_field_no_part_of_the_request_knows_is_refused_by_name() {
+        // The mistake that prompted this: sampling nested under a key of its own fell back
+        // to the default length without a word.
+        let nested = task_with(serde_json::json!({"sampling": {"max_tokens": 4}}));
+        assert_eq!(
+            nested,
+            Err(RequestError::UnknownField {
+                name: "sampling".into()
+            })
+        );
+        assert!(nested
+            .unwrap_err()
+            .to_string()
+            .starts_with("`sampling` is not a field"));
+        let typo = execute(serde_json::json!({"job_id": "j", "prompt": "x", "max_token": 4}));
+        assert_eq!(
+            typo,
+            Err(RequestError::UnknownField {
+                name: "max_token".into()
+            })
+        );
+        let hostile = "`".repeat(1000);
+        let Err(RequestError::UnknownField { name }) = task_with(serde_json::json!({&hostile: 1}))
+        else {
+            panic!("a long unknown field is refused");
+        };
+        assert_eq!(name, "'".repeat(MAX_FIELD_NAME_CHARS));
+    }
+
+    #[test]
+    fn every_field_a_request_serializes_is_one_it_knows() {
+        let tool = serde_json::json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
+        let every_field = serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4, "temperature": 0.5, "top_k": 10, "top_p": 0.5, "seed": 1,
+            "stop": ["x"], "presence_penalty": 0.5, "frequency_penalty": 0.5,
+            "logit_bias": [{"token": 1, "bias": 2.0}], "logprobs": 2,
+            "tools": [tool], "tool_choice": "auto", "parallel_tool_calls": false,
+            "stream": false,
+        });
+        let request: TaskRequest = serde_json::from_value(every_field).unwrap();
+        assert_eq!(request.unknown, UnknownFields::default());
+        let valid = validate_task(request.clone(), &RequestLimits::default()).unwrap();
+        // What orcd sends a worker parses back whole on the worker.
+        let sent = serde_json::to_value(valid.execute_request("job-1")).unwrap();
+        let received: ExecuteRequest = serde_json::from_value(sent).unwrap();
+        assert_eq!(received.unknown, UnknownFields::default());
+        assert_eq!(received.sampling, request.sampling);
+        assert_eq!(received.tools, request.tools);
+        let prompt_task = serde_json::json!({"model": "m", "prompt": "x", "parse_special": true,
+            "response_format": null, "constraint": {"type": "json_object"}});
+        let request: Result<TaskRequest, _> = serde_json::from_value(prompt_task);
+        assert_eq!(
+            request.unwrap().unknown.first(),
+            Some("response_format"),
+            "OpenAI's name is not a field of the native API"
+        );
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub async fn complete(
             parse_special: false,
             sampling: greedy(max_tokens),
             tools: Default::default(),
+            unknown: Default::default(),
         }),
         Target::Orcd { url, model } => http.post(format!("{url}/v2/tasks")).json(&TaskRequest {
             model: model.clone(),
@@ -108,6 +109,7 @@ pub async fn complete(
             sampling: greedy(max_tokens),
             tools: Default::default(),
             stream: true,
+            unknown: Default::default(),
         }),
         // llama-server's defaults otherwise (its prompt cache stays on, as a user has it).
         Target::LlamaServer { url } => {

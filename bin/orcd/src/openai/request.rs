@@ -249,6 +249,7 @@ pub fn chat_task(
             sampling,
             tools,
             stream,
+            unknown: Default::default(),
         },
         shape,
     ))
@@ -322,6 +323,7 @@ pub fn completion_task(
             sampling,
             tools: Default::default(),
             stream,
+            unknown: Default::default(),
         },
         shape,
     ))
