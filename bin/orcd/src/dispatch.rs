@@ -309,7 +309,7 @@ impl JobRun {
                 Some(JobNotice::WorkerDead { .. }) => {}
                 Some(JobNotice::Fail(error)) => {
                     let outcome = JobOutcome::Failed(error.to_string());
-                    self.emit_final(Err(error));
+                    self.end_with(Err(error));
                     return Err(outcome);
                 }
                 None => return Err(self.interrupted(Interrupt::SchedulerGone).await),
@@ -427,7 +427,7 @@ impl JobRun {
                     let unseen = stats.generated_tokens.saturating_sub(self.relayed.tokens);
                     self.context.job_metrics.tokens(unseen);
                     self.relayed.tokens += unseen;
-                    self.emit_final(Ok(StreamEvent::Done(stats.clone())));
+                    self.end_with(Ok(StreamEvent::Done(stats.clone())));
                     return Attempt::Finished(JobOutcome::Completed(stats));
                 }
                 StreamEvent::Error {
@@ -437,7 +437,7 @@ impl JobRun {
                     // The worker's own verdict: relayed, not retried.
                     let error = worker_error(worker_id, message, error_type);
                     let outcome = JobOutcome::Failed(error.to_string());
-                    self.emit_final(Err(error));
+                    self.end_with(Err(error));
                     return Attempt::Finished(outcome);
                 }
                 StreamEvent::Queued { .. } | StreamEvent::Started { .. } => {
@@ -488,7 +488,7 @@ impl JobRun {
                     },
                 };
                 let outcome = JobOutcome::Failed(error.to_string());
-                self.emit_final(Err(error));
+                self.end_with(Err(error));
                 Attempt::Finished(outcome)
             }
             _ => Attempt::Retry(DispatchFailure::Failed(message)),
@@ -510,7 +510,7 @@ impl JobRun {
             ),
         };
         let outcome = JobOutcome::Failed(error.to_string());
-        self.emit_final(Err(error));
+        self.end_with(Err(error));
         Attempt::Finished(outcome)
     }
 
@@ -525,7 +525,7 @@ impl JobRun {
     }
 
     /// Keeps the last item of the stream until the job's end has been reported.
-    fn emit_final(&mut self, item: JobItem) {
+    fn end_with(&mut self, item: JobItem) {
         self.final_item = Some(item);
     }
 
@@ -541,14 +541,14 @@ impl JobRun {
         match interrupt {
             Interrupt::Cancelled => {
                 let done = StreamEvent::Done(self.relayed.cancelled_stats());
-                self.emit_final(Ok(done));
+                self.end_with(Ok(done));
                 JobOutcome::Cancelled
             }
             Interrupt::ClientGone => JobOutcome::Cancelled,
             Interrupt::ShuttingDown => {
                 let error = OrcdError::ShuttingDown;
                 let outcome = JobOutcome::Failed(error.to_string());
-                self.emit_final(Err(error));
+                self.end_with(Err(error));
                 outcome
             }
             Interrupt::WorkerDead(reason) => {
@@ -558,14 +558,14 @@ impl JobRun {
                     message: reason,
                 };
                 let outcome = JobOutcome::Failed(error.to_string());
-                self.emit_final(Err(error));
+                self.end_with(Err(error));
                 outcome
             }
             Interrupt::SchedulerGone => {
                 let error =
                     OrcdError::Internal("the scheduler stopped while a job was active".into());
                 let outcome = JobOutcome::Failed(error.to_string());
-                self.emit_final(Err(error));
+                self.end_with(Err(error));
                 outcome
             }
         }

@@ -196,19 +196,21 @@ impl Default for SamplingParams {
 /// first) and validation refuses any: a misspelt or misplaced field (`max_tokens` nested under
 /// `sampling`) must not silently fall back to a default. Never serialized.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnknownFields(Vec<String>);
+pub struct UnknownFields {
+    /// The first one in the body's order: the one a refusal names.
+    first: Option<String>,
+}
 
 impl UnknownFields {
-    /// The first unknown field's name, in the order the body gave them.
     pub fn first(&self) -> Option<&str> {
-        self.0.first().map(String::as_str)
+        self.first.as_deref()
     }
 }
 
 impl<'de> Deserialize<'de> for UnknownFields {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Names;
-        impl<'de> serde::de::Visitor<'de> for Names {
+        struct FirstName;
+        impl<'de> serde::de::Visitor<'de> for FirstName {
             type Value = UnknownFields;
             fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
                 formatter.write_str("a map of fields")
@@ -217,14 +219,14 @@ impl<'de> Deserialize<'de> for UnknownFields {
                 self,
                 mut map: A,
             ) -> Result<UnknownFields, A::Error> {
-                let mut names = Vec::new();
+                let mut first = None;
                 while let Some((name, serde::de::IgnoredAny)) = map.next_entry::<String, _>()? {
-                    names.push(name);
+                    first.get_or_insert(name);
                 }
-                Ok(UnknownFields(names))
+                Ok(UnknownFields { first })
             }
         }
-        deserializer.deserialize_map(Names)
+        deserializer.deserialize_map(FirstName)
     }
 }
 
