@@ -1,6 +1,6 @@
 //! Keeps the worker known to orcd: register once the model is loaded, heartbeat every few
-//! seconds, register again when a restarted orcd answers 404, retry with backoff while orcd is
-//! down, and deregister on shutdown.
+//! seconds and at once when a slot frees that orcd still counts as busy, register again when a
+//! restarted orcd answers 404, retry with backoff while orcd is down, and deregister on shutdown.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,7 +74,7 @@ impl RegistrationReport {
 /// Runs until `stop` turns true (or its sender is dropped), then deregisters.
 pub async fn run(
     settings: RegistrationSettings,
-    load: watch::Receiver<EngineLoad>,
+    mut load: watch::Receiver<EngineLoad>,
     mut stop: watch::Receiver<bool>,
     report: RegistrationReport,
 ) {
@@ -83,6 +83,8 @@ pub async fn run(
     let mut registered = false;
     let mut heartbeat_interval = settings.heartbeat_interval;
     let mut retry = FIRST_RETRY;
+    // The busy slots orcd last heard of; None until a heartbeat is accepted.
+    let mut busy_reported: Option<u32> = None;
     // Log the first failure of a streak as a warning, the repeats only at debug level.
     let mut failing = false;
     report.update(&settings, RegistrationState::Pending, None);
@@ -102,7 +104,9 @@ pub async fn run(
                     registered = true;
                     failing = false;
                     retry = FIRST_RETRY;
-                    heartbeat_interval
+                    // orcd takes a new registration as idle; a worker that registers again
+                    // while busy (after orcd restarted) says so at once.
+                    Duration::ZERO
                 }
                 Err(error) => {
                     let wait = retry;
@@ -127,9 +131,11 @@ pub async fn run(
                 slots_busy: load.borrow().busy,
                 slots_total,
             };
+            busy_reported = None;
             match orcd.heartbeat(&heartbeat).await {
                 Ok(HeartbeatReply::Accepted) => {
                     failing = false;
+                    busy_reported = Some(heartbeat.slots_busy);
                     heartbeat_interval
                 }
                 Ok(HeartbeatReply::UnknownWorker) => {
@@ -152,6 +158,7 @@ pub async fn run(
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
             _ = tokio::time::sleep(wait) => {}
+            _ = slot_freed(&mut load, busy_reported) => {}
         }
     }
     if registered {
@@ -159,6 +166,20 @@ pub async fn run(
             Ok(()) => tracing::info!("deregistered from orcd"),
             Err(error) => tracing::warn!(%error, "deregistering from orcd failed"),
         }
+    }
+}
+
+/// Resolves once the engine runs fewer jobs than orcd last heard of (never while orcd has heard
+/// nothing). orcd counts a worker's slots as busy by its last heartbeat until a job orcd sent
+/// there ends, so a slot freed by a job orcd did not send (a client of the worker's own
+/// `/execute`) would stay unused by orcd for up to a whole heartbeat interval.
+async fn slot_freed(load: &mut watch::Receiver<EngineLoad>, busy_reported: Option<u32>) {
+    let Some(reported) = busy_reported else {
+        return std::future::pending().await;
+    };
+    if load.wait_for(|load| load.busy < reported).await.is_err() {
+        // The engine is gone; the stop signal follows.
+        std::future::pending::<()>().await;
     }
 }
 
@@ -538,6 +559,57 @@ mod tests {
             .expect("registration loop stops")
             .unwrap();
         assert_eq!(calls.snapshot().last().unwrap(), "deregister w1");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_slot_freed_is_reported_at_once_and_a_slot_taken_is_not() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = Calls::default();
+        let server = tokio::spawn(fake_orcd(listener, calls.clone()));
+        let (load_tx, load) = watch::channel(EngineLoad {
+            busy: 3,
+            waiting: 0,
+        });
+        let (stop_tx, stop) = watch::channel(false);
+        // No periodic heartbeat comes within the test: every one after registering is early.
+        let slow = RegistrationSettings {
+            heartbeat_interval: Duration::from_secs(600),
+            ..settings(port)
+        };
+        let worker = tokio::spawn(run(slow, load, stop, RegistrationReport::default()));
+        let heartbeats = |seen: &[String]| {
+            seen.iter()
+                .filter(|call| call.starts_with("heartbeat"))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        // The fake orcd forgets the worker at its first heartbeat; the second is accepted.
+        wait_for_calls(&calls, |seen| heartbeats(seen).len() >= 2).await;
+
+        load_tx.send_modify(|load| load.busy = 1);
+        wait_for_calls(&calls, |seen| heartbeats(seen).len() >= 3).await;
+        // Busier than orcd heard: orcd learns that from its own dispatches or a refusal.
+        load_tx.send_modify(|load| load.busy = 2);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        load_tx.send_modify(|load| load.busy = 0);
+        let seen = wait_for_calls(&calls, |seen| heartbeats(seen).len() >= 4).await;
+        assert_eq!(
+            heartbeats(&seen),
+            [
+                "heartbeat w1 3/4",
+                "heartbeat w1 3/4",
+                "heartbeat w1 1/4",
+                "heartbeat w1 0/4"
+            ]
+        );
+
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .expect("registration loop stops")
+            .unwrap();
         server.abort();
     }
 
