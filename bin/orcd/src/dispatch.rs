@@ -34,7 +34,9 @@ use tracing::{Instrument, Span};
 use crate::audit::AuditLog;
 use crate::error::OrcdError;
 use crate::metrics::{JobMetrics, Metrics};
-use crate::scheduler::{DispatchFailure, JobNotice, JobOutcome, SchedulerHandle};
+use crate::scheduler::{
+    DispatchFailure, JobNotice, JobOutcome, SchedulerHandle, FINISHING_LEAD_TOKENS,
+};
 use crate::validation::ValidTask;
 
 /// One item of a job's stream: an event to relay, or the error that ends it.
@@ -317,15 +319,25 @@ impl JobRun {
         }
     }
 
-    /// Tells the scheduler the token count: at the first token (its time to first token), then
-    /// at most every [`PROGRESS_INTERVAL`]. Counting happens here, so a relayed token costs
-    /// the scheduler no message.
+    /// Tells the scheduler the token count: at the first token (its time to first token), as
+    /// the job comes within [`FINISHING_LEAD_TOKENS`] of its `max_tokens` (its slot is about to
+    /// free), and otherwise at most every [`PROGRESS_INTERVAL`]. Counting happens here, so a
+    /// relayed token costs the scheduler no message.
     fn report_progress(&mut self, job_id: &str) {
         let now = Instant::now();
-        let due = self
-            .relayed
-            .progress_reported_at
-            .is_none_or(|at| now.duration_since(at) >= PROGRESS_INTERVAL);
+        let finishing_at = self
+            .context
+            .task
+            .sampling
+            .max_tokens
+            .saturating_sub(FINISHING_LEAD_TOKENS);
+        let finishing_unheard =
+            self.relayed.tokens >= finishing_at && self.relayed.progress_reported < finishing_at;
+        let due = finishing_unheard
+            || self
+                .relayed
+                .progress_reported_at
+                .is_none_or(|at| now.duration_since(at) >= PROGRESS_INTERVAL);
         if due {
             self.relayed.progress_reported_at = Some(now);
             self.relayed.progress_reported = self.relayed.tokens;

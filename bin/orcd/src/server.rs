@@ -430,6 +430,7 @@ async fn admit(
             submitted_at_ms: unix_millis(),
             owner: actor.token.clone(),
             prefixes: crate::scheduler::affinity::task_prefixes(&task.input),
+            max_tokens: task.sampling.max_tokens,
         })
         .await;
     let notices = match admitted {

@@ -522,3 +522,42 @@ async fn a_worker_marked_dead_ends_its_running_streams_at_once() {
         "the client learned of the dead worker only after {elapsed:?}"
     );
 }
+
+/// A job two tokens short of its `max_tokens` is about to free its slot: the next job is sent
+/// to wait for it in the worker's own queue, so that the worker starts it at the step the slot
+/// frees instead of after orcd has heard of that and sent it.
+#[tokio::test]
+async fn the_next_job_is_sent_before_a_finishing_job_frees_its_slot() {
+    const TOKENS: u32 = 7;
+    let orcd = Orcd::start(settings()).await;
+    // Token 5 comes at 500 ms, the last at 700 ms: ample time for orcd to send the next job.
+    // orcd's periodic progress reports (250 ms apart, from the first token at 100 ms) would
+    // bring the news only with the last token.
+    let worker = FakeWorker::start(Script::complete(TOKENS, Duration::from_millis(100))).await;
+    orcd.register(&worker.registration("w1", MODEL, 1)).await;
+
+    let mut first = events(orcd.submit(task(TOKENS)).await);
+    let (first_id, _) = started_on(&mut first).await;
+    let mut second = events(orcd.submit(task(TOKENS)).await);
+    assert!(matches!(
+        next_event(&mut second).await,
+        StreamEvent::Queued { position: 1, .. }
+    ));
+    assert_eq!(started_on(&mut second).await.1, "w1");
+    let info: JobInfo = orcd.get_json(&format!("/v2/tasks/{first_id}")).await;
+    assert_eq!(
+        info.state,
+        JobState::Running,
+        "the second job started only after the first ended"
+    );
+    assert_eq!(worker.executions(), 2);
+    let workers: Vec<WorkerInfo> = orcd.get_json("/workers").await;
+    assert_eq!(workers[0].slots_busy, 1, "busy never exceeds the slots");
+
+    assert!(matches!(
+        all_events(first).await.last(),
+        Some(StreamEvent::Done(_))
+    ));
+    let rest = all_events(second).await;
+    assert_eq!(token_count(&rest), TOKENS as usize);
+}

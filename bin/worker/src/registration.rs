@@ -127,9 +127,11 @@ pub async fn run(
                 }
             }
         } else {
+            let load_now = *load.borrow();
             let heartbeat = Heartbeat {
-                slots_busy: load.borrow().busy,
+                slots_busy: load_now.busy,
                 slots_total,
+                jobs_waiting: load_now.waiting,
             };
             busy_reported = None;
             match orcd.heartbeat(&heartbeat).await {

@@ -485,6 +485,9 @@ pub struct WorkerRegistration {
 pub struct Heartbeat {
     pub slots_busy: u32,
     pub slots_total: u32,
+    /// Jobs waiting in the worker's own queue for a slot; absent from older workers.
+    #[serde(default)]
+    pub jobs_waiting: u32,
 }
 
 /// A worker as orcd sees it (`GET /workers`).

@@ -469,6 +469,7 @@ mod tests {
             submitted_at_ms: 0,
             owner: None,
             prefixes: Vec::new(),
+            max_tokens: 16,
         }
     }
 

@@ -29,6 +29,10 @@ pub struct SchedulerConfig {
     pub routing: Routing,
 }
 
+/// A running job this many tokens short of its `max_tokens` is about to free its slot: a
+/// job is sent to wait for that slot in the worker's own queue (`Worker::finishing`).
+pub const FINISHING_LEAD_TOKENS: u32 = 2;
+
 /// How a job chooses among the workers with a free slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Routing {
@@ -134,6 +138,8 @@ pub struct NewJob {
     pub owner: Option<String>,
     /// Hashes of the prompt's growing prefixes (`affinity.rs`), for cache-aware routing.
     pub prefixes: Vec<u64>,
+    /// The most tokens it generates: near it the job's slot is about to free.
+    pub max_tokens: u32,
 }
 
 #[derive(Debug)]
@@ -143,21 +149,47 @@ struct Worker {
     dead_since: Option<Instant>,
     /// Jobs orcd itself has dispatched here and not yet seen finish.
     running: BTreeSet<String>,
-    /// The worker's own count from its last heartbeat, lowered as orcd's jobs finish.
+    /// The worker's own counts from its last heartbeat, lowered as orcd's jobs finish.
     reported_busy: u32,
+    reported_waiting: u32,
     /// Prompt prefixes orcd sent here, which its KV cache may still hold.
     prefixes: PrefixMemory,
+    /// Running jobs within [`FINISHING_LEAD_TOKENS`] of their `max_tokens`. Each lets one
+    /// more job be sent here than its slots take, to wait in the worker's own queue: the worker
+    /// starts it at the step the slot frees. Sent only once the slot is free, it would start
+    /// after orcd heard of that and sent it, a round trip in which the slot idles and after
+    /// which the job has usually missed the step its neighbours start in.
+    finishing: BTreeSet<String>,
 }
 
 impl Worker {
-    /// orcd's own count, with the worker's report as a floor: the worker may run jobs orcd did
-    /// not send (a previous orcd, a direct client).
+    /// Jobs running or waiting there: orcd's own count, with the worker's report as a floor,
+    /// since the worker may run jobs orcd did not send (a previous orcd, a direct client).
+    fn load(&self) -> u32 {
+        (self.running.len() as u32).max(self.reported_busy + self.reported_waiting)
+    }
+
     fn busy(&self) -> u32 {
-        (self.running.len() as u32).max(self.reported_busy)
+        self.load().min(self.registration.slots)
     }
 
     fn free(&self) -> u32 {
-        self.registration.slots.saturating_sub(self.busy())
+        self.registration.slots.saturating_sub(self.load())
+    }
+
+    /// Whether one more job may be sent to wait for a slot about to free (`finishing`).
+    fn has_room_for_a_refill(&self) -> bool {
+        self.load() < self.registration.slots + self.finishing.len() as u32
+    }
+
+    /// One of orcd's jobs there ended: the last heartbeat most likely counted it, so its
+    /// counts must not keep the slot taken. A job waiting there takes the slot first.
+    fn job_ended(&mut self) {
+        if self.reported_waiting > 0 {
+            self.reported_waiting -= 1;
+        } else {
+            self.reported_busy = self.reported_busy.saturating_sub(1);
+        }
     }
 
     fn is_live(&self) -> bool {
@@ -202,6 +234,7 @@ struct Job {
     cancel_requested: bool,
     reported_position: Option<u32>,
     prefixes: Vec<u64>,
+    max_tokens: u32,
 }
 
 impl Job {
@@ -298,6 +331,7 @@ impl SchedulerCore {
                 worker.dead_since = None;
                 // A fresh registration means a fresh worker process with empty slots.
                 worker.reported_busy = 0;
+                worker.reported_waiting = 0;
                 worker.prefixes.clear();
                 Some(previous.model)
             }
@@ -310,7 +344,9 @@ impl SchedulerCore {
                         dead_since: None,
                         running: BTreeSet::new(),
                         reported_busy: 0,
+                        reported_waiting: 0,
                         prefixes: PrefixMemory::default(),
+                        finishing: BTreeSet::new(),
                     },
                 );
                 None
@@ -340,6 +376,7 @@ impl SchedulerCore {
         worker.last_seen = now;
         worker.dead_since = None;
         worker.reported_busy = heartbeat.slots_busy;
+        worker.reported_waiting = heartbeat.jobs_waiting;
         worker.registration.slots = heartbeat.slots_total;
         let model = worker.registration.model.clone();
         self.drain_queue(&model, now);
@@ -413,7 +450,7 @@ impl SchedulerCore {
             if worker.is_live() {
                 summary.live_workers += 1;
                 summary.slots_total += worker.registration.slots;
-                summary.slots_busy += worker.busy().min(worker.registration.slots);
+                summary.slots_busy += worker.busy();
                 summary.min_ctx_size = match summary.min_ctx_size {
                     0 => worker.registration.ctx_size,
                     smallest => smallest.min(worker.registration.ctx_size),
@@ -477,6 +514,7 @@ impl SchedulerCore {
                 cancel_requested: false,
                 reported_position: None,
                 prefixes: job.prefixes,
+                max_tokens: job.max_tokens,
             },
         );
         // Through the queue even when a slot is free, so that jobs already waiting go first.
@@ -525,8 +563,10 @@ impl SchedulerCore {
             if mark_dead {
                 worker.dead_since.get_or_insert(now);
             } else if !exclude {
-                // It says it is full; believe it until a slot frees or it heartbeats.
+                // It says it is full, its queue included; believe it until a slot frees or
+                // it heartbeats.
                 worker.reported_busy = worker.registration.slots;
+                worker.reported_waiting = worker.registration.slots;
             }
         }
         if cancel_requested {
@@ -564,12 +604,24 @@ impl SchedulerCore {
     }
 
     /// A running job's progress: `generated_tokens` so far. Its task reports the first token
-    /// at once and the rest now and then, so a token costs the scheduler nothing.
+    /// at once, the count [`FINISHING_LEAD_TOKENS`] short of `max_tokens` at once, and the rest
+    /// now and then, so a token costs the scheduler nothing.
     pub fn record_progress(&mut self, job_id: &str, generated_tokens: u32, now: Instant) {
-        if let Some(job) = self.jobs.get_mut(job_id) {
-            job.generated_tokens = job.generated_tokens.max(generated_tokens);
-            if generated_tokens > 0 {
-                job.first_token_at.get_or_insert(now);
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        job.generated_tokens = job.generated_tokens.max(generated_tokens);
+        if generated_tokens > 0 {
+            job.first_token_at.get_or_insert(now);
+        }
+        let finishing = job.generated_tokens + FINISHING_LEAD_TOKENS >= job.max_tokens;
+        let Some(worker_id) = job.worker_id.as_deref().filter(|_| finishing) else {
+            return;
+        };
+        let model = job.model.clone();
+        if let Some(worker) = self.workers.get_mut(worker_id) {
+            if worker.running.contains(job_id) && worker.finishing.insert(job_id.to_owned()) {
+                self.drain_queue(&model, now);
             }
         }
     }
@@ -695,9 +747,9 @@ impl SchedulerCore {
 
     fn release_slot(&mut self, worker_id: &str, job_id: &str) {
         if let Some(worker) = self.workers.get_mut(worker_id) {
+            worker.finishing.remove(job_id);
             if worker.running.remove(job_id) {
-                // The last heartbeat most likely counted this job; don't let it hold the slot.
-                worker.reported_busy = worker.reported_busy.saturating_sub(1);
+                worker.job_ended();
             }
         }
     }
@@ -714,30 +766,43 @@ impl SchedulerCore {
             && !excluded.contains(&worker.registration.worker_id)
     }
 
-    /// A live worker serving `model` with a free slot: fewest busy slots first, ties by id;
-    /// with prefix affinity the one that holds the longest prefix of the job's prompt, unless
-    /// that one is loaded unevenly.
+    /// A live worker serving `model` with a free slot, or else one with a slot about to free
+    /// (`Worker::finishing`).
     fn pick_worker(
         &self,
         model: &str,
         excluded: &BTreeSet<String>,
         prefixes: &[u64],
     ) -> Option<String> {
+        self.pick_among(model, excluded, prefixes, |worker| worker.free() > 0)
+            .or_else(|| self.pick_among(model, excluded, prefixes, Worker::has_room_for_a_refill))
+    }
+
+    /// Among the live workers serving `model` that `has_room`: the least loaded, ties by id;
+    /// with prefix affinity the one that holds the longest prefix of the job's prompt, unless
+    /// that one is loaded unevenly.
+    fn pick_among(
+        &self,
+        model: &str,
+        excluded: &BTreeSet<String>,
+        prefixes: &[u64],
+        has_room: impl Fn(&Worker) -> bool,
+    ) -> Option<String> {
         let candidates = || {
             self.workers
                 .values()
-                .filter(|worker| Self::serves(worker, model, excluded) && worker.free() > 0)
+                .filter(|worker| Self::serves(worker, model, excluded) && has_room(worker))
         };
-        let least_loaded = candidates().min_by_key(|worker| worker.busy())?;
+        let least_loaded = candidates().min_by_key(|worker| worker.load())?;
         let mut chosen = least_loaded;
         if let Routing::PrefixAffinity { slack } = self.config.routing {
             let holder = candidates()
                 .map(|worker| (worker.prefixes.matched(prefixes), worker))
                 .filter(|(matched, _)| *matched > 0)
                 // Longest prefix, then fewest busy slots, then lowest id.
-                .min_by_key(|(matched, worker)| (std::cmp::Reverse(*matched), worker.busy()));
+                .min_by_key(|(matched, worker)| (std::cmp::Reverse(*matched), worker.load()));
             if let Some((_, holder)) = holder {
-                if holder.busy() <= least_loaded.busy() + slack {
+                if holder.load() <= least_loaded.load() + slack {
                     chosen = holder;
                 }
             }

@@ -39,6 +39,9 @@ fn worker(id: &str, model: &str, slots: u32) -> WorkerRegistration {
     }
 }
 
+/// Every test job's `max_tokens`.
+const MAX_TOKENS: u32 = 16;
+
 fn job(id: &str, model: &str) -> NewJob {
     NewJob {
         job_id: id.into(),
@@ -46,6 +49,7 @@ fn job(id: &str, model: &str) -> NewJob {
         submitted_at_ms: 0,
         owner: None,
         prefixes: Vec::new(),
+        max_tokens: MAX_TOKENS,
     }
 }
 
@@ -138,6 +142,7 @@ fn missed_heartbeats_mark_a_worker_dead_until_it_beats_again() {
         Heartbeat {
             slots_busy: 0,
             slots_total: 1,
+            jobs_waiting: 0,
         },
         clock.at(9_000),
     )
@@ -168,6 +173,7 @@ fn missed_heartbeats_mark_a_worker_dead_until_it_beats_again() {
         Heartbeat {
             slots_busy: 0,
             slots_total: 1,
+            jobs_waiting: 0,
         },
         clock.at(11_000),
     )
@@ -184,7 +190,8 @@ fn heartbeat_for_an_unknown_worker_is_not_found() {
             "ghost",
             Heartbeat {
                 slots_busy: 0,
-                slots_total: 1
+                slots_total: 1,
+                jobs_waiting: 0,
             },
             clock.at(0)
         ),
@@ -255,6 +262,7 @@ fn heartbeat_busy_count_is_a_floor_for_slot_accounting() {
         Heartbeat {
             slots_busy: 2,
             slots_total: 2,
+            jobs_waiting: 0,
         },
         clock.at(1),
     )
@@ -271,6 +279,7 @@ fn heartbeat_busy_count_is_a_floor_for_slot_accounting() {
         Heartbeat {
             slots_busy: 1,
             slots_total: 2,
+            jobs_waiting: 0,
         },
         clock.at(3),
     )
@@ -283,6 +292,7 @@ fn heartbeat_busy_count_is_a_floor_for_slot_accounting() {
         Heartbeat {
             slots_busy: 0,
             slots_total: 2,
+            jobs_waiting: 0,
         },
         clock.at(4),
     )
@@ -380,6 +390,7 @@ fn busy_refusal_requeues_at_the_head_and_goes_to_a_free_worker() {
         Heartbeat {
             slots_busy: 0,
             slots_total: 1,
+            jobs_waiting: 0,
         },
         clock.at(4),
     )
@@ -406,6 +417,7 @@ fn dispatch_attempts_are_bounded() {
         Heartbeat {
             slots_busy: 0,
             slots_total: 1,
+            jobs_waiting: 0,
         },
         clock.at(3),
     )
@@ -644,6 +656,7 @@ fn model_summaries_count_workers_slots_and_jobs() {
             let heartbeat = Heartbeat {
                 slots_busy: 0,
                 slots_total: if id == "a" { 1 } else { 2 },
+                jobs_waiting: 0,
             };
             core.heartbeat(id, heartbeat, clock.at(beat)).unwrap();
         }
@@ -794,4 +807,127 @@ fn least_loaded_routing_ignores_prefixes() {
     core.submit(job_with_prefixes("y2", &[7, 8]), clock.at(3))
         .unwrap();
     assert_eq!(core.take_effects(), vec![dispatch("y2", "a")]);
+}
+
+#[test]
+fn a_job_near_its_max_tokens_lets_the_next_wait_for_its_slot_in_the_worker() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 2), clock.at(0));
+    for id in ["j1", "j2", "j3", "j4"] {
+        core.submit(job(id, "m"), clock.at(1)).unwrap();
+    }
+    assert_eq!(
+        core.take_effects(),
+        vec![
+            dispatch("j1", "a"),
+            dispatch("j2", "a"),
+            position("j3", 1),
+            position("j4", 2)
+        ]
+    );
+    // Progress short of the lead changes nothing.
+    core.record_progress("j1", MAX_TOKENS - FINISHING_LEAD_TOKENS - 1, clock.at(2));
+    assert_eq!(core.take_effects(), vec![]);
+    // Within it: the next job goes to wait for j1's slot in the worker's own queue.
+    core.record_progress("j1", MAX_TOKENS - FINISHING_LEAD_TOKENS, clock.at(3));
+    assert_eq!(
+        core.take_effects(),
+        vec![dispatch("j3", "a"), position("j4", 1)]
+    );
+    assert_eq!(
+        busy(&core, "a", clock.at(3)),
+        2,
+        "busy never exceeds the slots"
+    );
+    // Heard again, it does not count twice.
+    core.record_progress("j1", MAX_TOKENS - 1, clock.at(4));
+    assert_eq!(core.take_effects(), vec![]);
+    // j1 ends: j3 takes its slot, so nothing more is sent.
+    core.finish("j1", JobOutcome::Completed(stats(MAX_TOKENS)), clock.at(5));
+    assert_eq!(core.take_effects(), vec![]);
+    core.finish("j2", JobOutcome::Completed(stats(MAX_TOKENS)), clock.at(6));
+    assert_eq!(core.take_effects(), vec![dispatch("j4", "a")]);
+}
+
+#[test]
+fn a_free_slot_anywhere_comes_before_a_slot_about_to_free() {
+    let (mut core, clock) = setup(SchedulerConfig {
+        routing: Routing::LeastLoaded,
+        ..config()
+    });
+    core.register(worker("a", "m", 1), clock.at(0));
+    core.submit(job("j1", "m"), clock.at(1)).unwrap();
+    core.record_progress("j1", MAX_TOKENS - 1, clock.at(2));
+    core.register(worker("b", "m", 1), clock.at(3));
+    core.submit(job("j2", "m"), clock.at(4)).unwrap();
+    core.submit(job("j3", "m"), clock.at(4)).unwrap();
+    core.submit(job("j4", "m"), clock.at(4)).unwrap();
+    assert_eq!(
+        core.take_effects(),
+        vec![
+            dispatch("j1", "a"),
+            dispatch("j2", "b"),
+            dispatch("j3", "a"),
+            position("j4", 1)
+        ]
+    );
+}
+
+#[test]
+fn nothing_is_sent_to_wait_in_a_worker_whose_own_queue_holds_jobs() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 1), clock.at(0));
+    core.submit(job("j1", "m"), clock.at(1)).unwrap();
+    // Another client's job waits there too (a direct client of the worker).
+    let beat = |waiting: u32| Heartbeat {
+        slots_busy: 1,
+        slots_total: 1,
+        jobs_waiting: waiting,
+    };
+    core.heartbeat("a", beat(1), clock.at(2)).unwrap();
+    core.submit(job("j2", "m"), clock.at(3)).unwrap();
+    core.record_progress("j1", MAX_TOKENS - 1, clock.at(4));
+    assert_eq!(
+        core.take_effects(),
+        vec![dispatch("j1", "a"), position("j2", 1)]
+    );
+    core.heartbeat("a", beat(0), clock.at(5)).unwrap();
+    assert_eq!(core.take_effects(), vec![dispatch("j2", "a")]);
+}
+
+#[test]
+fn a_worker_that_refuses_a_job_sent_to_wait_gets_none_until_it_has_room() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 1), clock.at(0));
+    core.submit(job("j1", "m"), clock.at(1)).unwrap();
+    core.submit(job("j2", "m"), clock.at(1)).unwrap();
+    core.record_progress("j1", MAX_TOKENS - 1, clock.at(2));
+    assert_eq!(
+        core.take_effects(),
+        vec![dispatch("j1", "a"), position("j2", 1), dispatch("j2", "a")]
+    );
+    // Its queue is full of other clients' jobs: 503.
+    core.dispatch_failed(
+        "j2",
+        "a",
+        DispatchFailure::Busy("HTTP 503".into()),
+        clock.at(3),
+    );
+    assert_eq!(core.take_effects(), vec![position("j2", 1)]);
+    let full = Heartbeat {
+        slots_busy: 1,
+        slots_total: 1,
+        jobs_waiting: 16,
+    };
+    core.heartbeat("a", full.clone(), clock.at(4)).unwrap();
+    // j1 ends: its slot goes to a job from the worker's own queue, which stays nearly full.
+    core.finish("j1", JobOutcome::Completed(stats(MAX_TOKENS)), clock.at(5));
+    assert_eq!(core.take_effects(), vec![]);
+    let room = Heartbeat {
+        slots_busy: 0,
+        jobs_waiting: 0,
+        ..full
+    };
+    core.heartbeat("a", room, clock.at(6)).unwrap();
+    assert_eq!(core.take_effects(), vec![dispatch("j2", "a")]);
 }
