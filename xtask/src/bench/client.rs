@@ -24,6 +24,8 @@ pub struct Sample {
     pub first_token: Instant,
     pub last_token: Instant,
     pub generated_tokens: u32,
+    /// The prompt's tokens, as the server counts them.
+    pub prompt_tokens: u32,
     /// Prompt tokens the server took from its cache, as it reports them.
     pub cached_tokens: u32,
     pub text: String,
@@ -60,6 +62,28 @@ pub fn aggregate_decode_rate(samples: &[Sample]) -> f64 {
     let tokens: u32 = samples
         .iter()
         .map(|sample| sample.generated_tokens.saturating_sub(1))
+        .sum();
+    let span = (end - start).as_secs_f64();
+    if span > 0.0 {
+        f64::from(tokens) / span
+    } else {
+        0.0
+    }
+}
+
+/// The rate of several streams sent at once as llama-batched-bench reports its own (`speed`):
+/// all their tokens, prompts included, over the time from sending the first to the latest last
+/// token.
+pub fn end_to_end_rate(samples: &[Sample]) -> f64 {
+    let (Some(start), Some(end)) = (
+        samples.iter().map(|sample| sample.sent).min(),
+        samples.iter().map(|sample| sample.last_token).max(),
+    ) else {
+        return 0.0;
+    };
+    let tokens: u32 = samples
+        .iter()
+        .map(|sample| sample.prompt_tokens + sample.generated_tokens)
         .sum();
     let span = (end - start).as_secs_f64();
     if span > 0.0 {
@@ -144,7 +168,7 @@ pub async fn complete(
             Target::LlamaServer { .. } => llama_server_event(&event.data, &mut timing)?,
             _ => llorch_event(&event.event, &event.data, &mut timing)?,
         };
-        if let Some((generated_tokens, cached_tokens)) = end {
+        if let Some(counts) = end {
             let first_token = timing
                 .first
                 .context("a bench stream finished without a token")?;
@@ -152,8 +176,9 @@ pub async fn complete(
                 sent,
                 first_token,
                 last_token: timing.last.unwrap_or(first_token),
-                generated_tokens,
-                cached_tokens,
+                generated_tokens: counts.generated,
+                prompt_tokens: counts.prompt,
+                cached_tokens: counts.cached,
                 text: timing.text,
             });
         }
@@ -178,12 +203,24 @@ impl Timing {
     }
 }
 
+/// A finished stream's token counts, as its server reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    generated: u32,
+    prompt: u32,
+    cached: u32,
+}
+
 /// A worker or orcd event; the token counts once the stream is done.
-fn llorch_event(name: &str, data: &str, timing: &mut Timing) -> anyhow::Result<Option<(u32, u32)>> {
+fn llorch_event(name: &str, data: &str, timing: &mut Timing) -> anyhow::Result<Option<Counts>> {
     match StreamEvent::from_sse(name, data)? {
         StreamEvent::Token { text, .. } => timing.token(&text),
         StreamEvent::Done(stats) => {
-            return Ok(Some((stats.generated_tokens, stats.cached_prompt_tokens)))
+            return Ok(Some(Counts {
+                generated: stats.generated_tokens,
+                prompt: stats.prompt_tokens,
+                cached: stats.cached_prompt_tokens,
+            }))
         }
         StreamEvent::Error { message, .. } => bail!("a bench stream failed: {message}"),
         StreamEvent::Queued { .. } | StreamEvent::Started { .. } => {}
@@ -201,6 +238,9 @@ struct LlamaServerChunk {
     tokens_predicted: Option<u32>,
     #[serde(default)]
     tokens_cached: Option<u32>,
+    /// The prompt's tokens, cached ones included.
+    #[serde(default)]
+    tokens_evaluated: Option<u32>,
     #[serde(default)]
     timings: Option<LlamaServerTimings>,
 }
@@ -214,7 +254,7 @@ struct LlamaServerTimings {
 }
 
 /// A `llama-server` `/completion` event: one per token, the last one has `stop: true`.
-fn llama_server_event(data: &str, timing: &mut Timing) -> anyhow::Result<Option<(u32, u32)>> {
+fn llama_server_event(data: &str, timing: &mut Timing) -> anyhow::Result<Option<Counts>> {
     if data.trim() == "[DONE]" {
         bail!("llama-server ended its stream without a final chunk");
     }
@@ -236,7 +276,11 @@ fn llama_server_event(data: &str, timing: &mut Timing) -> anyhow::Result<Option<
         .and_then(|timings| timings.cache_n)
         .or(chunk.tokens_cached)
         .unwrap_or(0);
-    Ok(Some((generated, cached)))
+    Ok(Some(Counts {
+        generated,
+        prompt: chunk.tokens_evaluated.unwrap_or(0),
+        cached,
+    }))
 }
 
 #[cfg(test)]
@@ -250,6 +294,7 @@ mod tests {
             first_token: sent + Duration::from_millis(first_ms),
             last_token: sent + Duration::from_millis(last_ms),
             generated_tokens: tokens,
+            prompt_tokens: 10,
             cached_tokens: 0,
             text: String::new(),
         }
@@ -271,6 +316,15 @@ mod tests {
     }
 
     #[test]
+    fn the_end_to_end_rate_counts_prompts_and_the_whole_time() {
+        let sent = Instant::now();
+        // 10 prompt and 90 generated tokens each, sent together, the last token at 1 s.
+        let two = [sample(sent, 100, 1000, 90), sample(sent, 300, 1000, 90)];
+        assert!((end_to_end_rate(&two) - 200.0).abs() < 1e-9);
+        assert_eq!(end_to_end_rate(&[]), 0.0);
+    }
+
+    #[test]
     fn llama_server_chunks_give_tokens_then_the_counts() {
         let mut timing = Timing {
             sent: Instant::now(),
@@ -283,11 +337,18 @@ mod tests {
             None
         );
         let end = llama_server_event(
-            r#"{"content":"","stop":true,"tokens_predicted":7,"timings":{"predicted_n":7,"cache_n":3}}"#,
+            r#"{"content":"","stop":true,"tokens_predicted":7,"tokens_evaluated":12,"timings":{"predicted_n":7,"cache_n":3}}"#,
             &mut timing,
         )
         .unwrap();
-        assert_eq!(end, Some((7, 3)));
+        assert_eq!(
+            end,
+            Some(Counts {
+                generated: 7,
+                prompt: 12,
+                cached: 3
+            })
+        );
         assert_eq!(timing.text, " Paris");
         assert!(llama_server_event("not json", &mut timing).is_err());
     }

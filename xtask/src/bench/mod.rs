@@ -20,7 +20,7 @@ use anyhow::{bail, Context as _};
 use llorch_api::{WorkerInfo, WorkerState};
 use serde::Serialize;
 
-use self::client::{aggregate_decode_rate, complete, Sample, Target};
+use self::client::{aggregate_decode_rate, complete, end_to_end_rate, Sample, Target};
 use self::table::{markdown, percentile, Better, Figure};
 use crate::{
     daemon::{DaemonInfo, DaemonSpec, RunDir},
@@ -255,17 +255,19 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
             url: orcd_url.clone(),
             model: model.clone(),
         },
+        worker_url: worker_url.clone(),
     };
-    let (mut comparison, orcd_figures, routing_figures) = runtime.block_on(async {
-        let http = reqwest::Client::new();
-        wait_for_registration(&http, &orcd_url, &model, 1).await?;
-        for target in &routing_targets {
-            if let Target::Orcd { url, .. } = target {
-                wait_for_registration(&http, url, &model, 2).await?;
+    let (mut comparison, orcd_figures, routing_figures, worker_end_to_end) =
+        runtime.block_on(async {
+            let http = reqwest::Client::new();
+            wait_for_registration(&http, &orcd_url, &model, 1).await?;
+            for target in &routing_targets {
+                if let Target::Orcd { url, .. } = target {
+                    wait_for_registration(&http, url, &model, 2).await?;
+                }
             }
-        }
-        measure(cx, &http, &sides, &routing_targets, &args).await
-    })?;
+            measure(cx, &http, &sides, &routing_targets, &args).await
+        })?;
     let worker_threads = runtime.block_on(worker_threads(&worker_url));
     // Memory after the whole workload, with every slot used.
     let rss = comparison
@@ -278,7 +280,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     rss.push(1, rss_megabytes(worker.pid));
     drop(cleanup);
     // After the servers are gone, so the tools have the machine to themselves as they had.
-    let ceilings = measure_ceilings(cx, &args, &model_path, &comparison)?;
+    let ceilings = measure_ceilings(cx, &args, &model_path, &comparison, &worker_end_to_end)?;
 
     let llama_server_name = args.against_llama_server.clone();
     let mut report = BenchReport {
@@ -312,6 +314,20 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
 
 /// The worker's thread gauge and change counter from its `/metrics`; `None` if it does not
 /// report them.
+/// The engine steps the worker has run so far (`llorch_worker_decode_step_seconds_count`).
+async fn decode_steps(http: &reqwest::Client, worker_url: &str) -> anyhow::Result<f64> {
+    let text = http
+        .get(format!("{worker_url}/metrics"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .context("reading the bench worker's /metrics")?
+        .text()
+        .await?;
+    pool_worker::metric_sample(&text, "llorch_worker_decode_step_seconds_count")
+        .context("the bench worker's /metrics has no llorch_worker_decode_step_seconds_count")
+}
+
 async fn worker_threads(worker_url: &str) -> Option<WorkerThreads> {
     let text = reqwest::get(format!("{worker_url}/metrics"))
         .await
@@ -384,6 +400,8 @@ struct Sides {
     llama_server: Option<Target>,
     worker: Target,
     orcd: Target,
+    /// The worker's base URL, for its /metrics.
+    worker_url: String,
 }
 
 impl Sides {
@@ -484,7 +502,32 @@ fn orcd_figures() -> Vec<Figure> {
             "the median over the 64 streams of their time to first token, queueing included",
             2,
         ),
+        Figure::new(
+            "64 streams, engine steps",
+            "steps",
+            Better::Lower,
+            "the decode steps the worker ran for the 64 streams (`llorch_worker_decode_step_seconds_count`), 16 per wave of `--streams` streams when each wave starts in one step",
+            2,
+        ),
     ]
+}
+
+/// The worker's concurrent streams measured as llama-batched-bench measures its own run, for
+/// the ceilings: one end-to-end rate per run, and the prompt tokens of each stream.
+#[derive(Debug, Default)]
+struct WorkerEndToEnd {
+    rates: Vec<f64>,
+    prompt_tokens: Vec<u32>,
+}
+
+impl WorkerEndToEnd {
+    /// The median prompt length, which llama-batched-bench is given so that both measure the
+    /// same mix of prompt and generated tokens.
+    fn prompt_tokens(&self) -> Option<u32> {
+        let mut tokens = self.prompt_tokens.clone();
+        tokens.sort_unstable();
+        tokens.get(tokens.len() / 2).copied()
+    }
 }
 
 async fn measure(
@@ -493,7 +536,8 @@ async fn measure(
     sides: &Sides,
     routing_targets: &[Target],
     args: &BenchArgs,
-) -> anyhow::Result<(Vec<Figure>, Vec<Figure>, Vec<Figure>)> {
+) -> anyhow::Result<(Vec<Figure>, Vec<Figure>, Vec<Figure>, WorkerEndToEnd)> {
+    let mut worker_end_to_end = WorkerEndToEnd::default();
     let mut comparison = comparison_figures();
     let mut orcd = orcd_figures();
     let mut routing_figures = if routing_targets.is_empty() {
@@ -526,6 +570,12 @@ async fn measure(
             })
             .await?;
             comparison[2].push(column, aggregate_decode_rate(&samples));
+            if column == 1 {
+                worker_end_to_end.rates.push(end_to_end_rate(&samples));
+                worker_end_to_end
+                    .prompt_tokens
+                    .extend(samples.iter().map(|sample| sample.prompt_tokens));
+            }
         }
 
         cx.out.spinner_step(&spinner, progress("conversation"));
@@ -564,10 +614,15 @@ async fn measure(
             orcd[1].push(column, sample.time_to_first_token_ms());
         }
         for (column, target) in paths {
+            let steps_before = decode_steps(http, &sides.worker_url).await?;
             let samples = concurrent(http, target, MANY_STREAMS, MANY_STREAMS_TOKENS, |stream| {
                 format!("Stream {stream} of run {run} on path {column}: the capital of France is")
             })
             .await?;
+            orcd[4].push(
+                column,
+                decode_steps(http, &sides.worker_url).await? - steps_before,
+            );
             orcd[2].push(column, aggregate_decode_rate(&samples));
             let first_tokens: Vec<f64> =
                 samples.iter().map(Sample::time_to_first_token_ms).collect();
@@ -582,7 +637,7 @@ async fn measure(
         }
     }
     spinner.finish_and_clear();
-    Ok((comparison, orcd, routing_figures))
+    Ok((comparison, orcd, routing_figures, worker_end_to_end))
 }
 
 /// `streams` completions sent at once, each with its own prompt.
@@ -705,6 +760,7 @@ fn measure_ceilings(
     args: &BenchArgs,
     model_path: &std::path::Path,
     comparison: &[Figure],
+    worker_end_to_end: &WorkerEndToEnd,
 ) -> anyhow::Result<Vec<Figure>> {
     let (Some(threads), Some(server)) = (args.threads, args.against_llama_server.as_deref()) else {
         return Ok(Vec::new());
@@ -715,14 +771,24 @@ fn measure_ceilings(
         );
         return Ok(Vec::new());
     };
+    let prompt_tokens = worker_end_to_end
+        .prompt_tokens()
+        .context("the bench measured no concurrent streams")?;
     let mut figures = ceilings::figures();
+    let workload = ceilings::Workload {
+        threads,
+        streams: args.streams,
+        prompt_tokens,
+        generated_tokens: args.max_tokens,
+    };
     for _ in 0..args.runs {
-        let rates = ceilings::measure(&tools, model_path, threads, args.streams)?;
+        let rates = ceilings::measure(&tools, model_path, &workload)?;
         for (figure, rate) in figures.iter_mut().zip(rates) {
             figure.push(0, rate);
         }
     }
-    // The worker's side: its single-stream and aggregate decode samples from the comparison.
+    // The worker's side: its single-stream and aggregate decode samples from the comparison,
+    // and its end-to-end rates.
     let worker = |name: &str| {
         comparison
             .iter()
@@ -732,9 +798,10 @@ fn measure_ceilings(
     };
     let single = worker("single-stream decode");
     let aggregate = worker("concurrent streams, aggregate decode");
-    for (figure, samples) in figures
-        .iter_mut()
-        .zip([single, aggregate.clone(), aggregate])
+    for (figure, samples) in
+        figures
+            .iter_mut()
+            .zip([single, aggregate, worker_end_to_end.rates.clone()])
     {
         for sample in samples {
             figure.push(1, sample);
