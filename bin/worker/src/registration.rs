@@ -504,6 +504,15 @@ mod tests {
         }
     }
 
+    /// Stops the registration loop and waits for it to end (it deregisters first).
+    async fn stop_and_wait(stop: &watch::Sender<bool>, worker: tokio::task::JoinHandle<()>) {
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .expect("registration loop stops")
+            .unwrap();
+    }
+
     #[test]
     fn heartbeats_come_as_often_as_orcd_asks_but_not_less_often_than_configured() {
         let within = |asked: Option<u64>| {
@@ -555,11 +564,7 @@ mod tests {
             ]
         );
 
-        stop_tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), worker)
-            .await
-            .expect("registration loop stops")
-            .unwrap();
+        stop_and_wait(&stop_tx, worker).await;
         assert_eq!(calls.snapshot().last().unwrap(), "deregister w1");
         server.abort();
     }
@@ -607,11 +612,7 @@ mod tests {
             ]
         );
 
-        stop_tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), worker)
-            .await
-            .expect("registration loop stops")
-            .unwrap();
+        stop_and_wait(&stop_tx, worker).await;
         server.abort();
     }
 
@@ -643,11 +644,7 @@ mod tests {
         })
         .await;
 
-        stop_tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), worker)
-            .await
-            .expect("registration loop stops")
-            .unwrap();
+        stop_and_wait(&stop_tx, worker).await;
         server.abort();
     }
 
@@ -680,11 +677,7 @@ mod tests {
         assert!(error.contains("\nhint: "), "{error}");
         assert!(error.contains("--worker-token-file"), "{error}");
         assert!(status.failures >= 1);
-        stop_tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), worker)
-            .await
-            .unwrap()
-            .unwrap();
+        stop_and_wait(&stop_tx, worker).await;
         server.abort();
     }
 
@@ -713,10 +706,6 @@ mod tests {
         let error = status.last_error.unwrap();
         assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
         assert!(error.contains("--orchestrator-url"), "{error}");
-        stop_tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), worker)
-            .await
-            .unwrap()
-            .unwrap();
+        stop_and_wait(&stop_tx, worker).await;
     }
 }

@@ -63,12 +63,7 @@ pub fn aggregate_decode_rate(samples: &[Sample]) -> f64 {
         .iter()
         .map(|sample| sample.generated_tokens.saturating_sub(1))
         .sum();
-    let span = (end - start).as_secs_f64();
-    if span > 0.0 {
-        f64::from(tokens) / span
-    } else {
-        0.0
-    }
+    rate(tokens, start, end)
 }
 
 /// The rate of several streams sent at once as llama-batched-bench reports its own (`speed`):
@@ -85,6 +80,11 @@ pub fn end_to_end_rate(samples: &[Sample]) -> f64 {
         .iter()
         .map(|sample| sample.prompt_tokens + sample.generated_tokens)
         .sum();
+    rate(tokens, start, end)
+}
+
+/// `tokens` over the time from `start` to `end`; 0 over no time.
+fn rate(tokens: u32, start: Instant, end: Instant) -> f64 {
     let span = (end - start).as_secs_f64();
     if span > 0.0 {
         f64::from(tokens) / span
