@@ -426,6 +426,8 @@ pub struct MetadataPackage {
 pub struct MetadataTarget {
     pub name: String,
     pub kind: Vec<String>,
+    /// The target's root file (`src/main.rs`, `tests/spine.rs`).
+    pub src_path: PathBuf,
 }
 
 pub fn workspace_metadata(cx: &Context) -> anyhow::Result<WorkspaceMetadata> {

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod build;
 mod config;
+mod context;
 mod daemon;
 mod dev;
 mod flags;
@@ -25,13 +26,8 @@ use clap::Parser;
 
 use crate::{flags::Command, output::Printer};
 
-/// What every domain gets: a shell rooted at the repository, the resolved settings and the
-/// printer that owns stdout, stderr and progress.
-pub struct Context {
-    pub sh: xshell::Shell,
-    pub settings: config::Settings,
-    pub out: Printer,
-}
+// Every domain takes `crate::Context`; it lives in a module of its own, below all of them.
+pub use context::Context;
 
 fn main() -> ExitCode {
     let cli = flags::Cli::parse();

@@ -9,16 +9,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::bail;
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, Method};
-use axum::middleware::Next;
-use axum::response::Response;
-use llorch_api::audit::{Actor, AuditEvent};
 pub use llorch_api::secret::fingerprint;
 use llorch_api::secret::{bearer_token, read_token_file, TokenSet};
 
 use crate::error::OrcdError;
-use crate::server::AppState;
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +26,7 @@ pub enum Access {
 /// Which routes need which token. Everything not named here is a client route, so a route
 /// added later is protected by default.
 pub fn required_access(method: &Method, path: &str) -> Access {
-    if path == "/health" || (method == Method::GET && crate::console::is_console_path(path)) {
+    if path == "/health" || (method == Method::GET && is_console_path(path)) {
         Access::Open
     } else if path == "/workers/register"
         || (path.starts_with("/workers/") && method != Method::GET && !is_forget(path))
@@ -40,6 +35,11 @@ pub fn required_access(method: &Method, path: &str) -> Access {
     } else {
         Access::Client
     }
+}
+
+/// The paths of the web console's static files, which need no token: they hold no data.
+pub fn is_console_path(path: &str) -> bool {
+    path == "/" || path.starts_with("/console/")
 }
 
 /// `POST /workers/{id}/forget` is the operator's (a client token), not a worker's.
@@ -285,43 +285,6 @@ pub fn check_exposure(
     bail!(
         "refusing to listen on {listen} without authentication: anyone who can reach it could run jobs and register workers\nhint: give `--api-token-file` and `--worker-token-file` (see deploy/README.md), listen on 127.0.0.1, or add `--insecure-no-auth` on a network you trust"
     )
-}
-
-/// Middleware on every route: checks the token the route needs, records failures in the audit
-/// log, and hands the caller's [`Actor`] to the handler as a request extension.
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| address.to_string());
-    let access = required_access(request.method(), request.uri().path());
-    match state.auth().check(access, request.headers()) {
-        Ok(token) => {
-            let scope = state.auth().job_scope(request.headers());
-            request.extensions_mut().insert(Actor { token, peer });
-            request.extensions_mut().insert(scope);
-            next.run(request).await
-        }
-        Err((error, token)) => {
-            state.metrics().auth_failure();
-            if let Some(audit) = state.audit() {
-                audit.record(
-                    Some(Actor { token, peer }),
-                    AuditEvent::AuthFailure {
-                        method: request.method().to_string(),
-                        path: request.uri().path().to_owned(),
-                        status: error.status_and_kind().0.as_u16(),
-                        reason: error.to_string(),
-                    },
-                );
-            }
-            crate::openai::error_response_for_path(request.uri().path(), error)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 
 use crate::error::OrcdError;
 use crate::extract::PathParam;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
      style-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
@@ -49,11 +49,6 @@ const ASSETS: &[(&str, &str, &str)] = &[
 
 const INDEX_HTML: &str = include_str!("../console/index.html");
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
-
-/// The paths of the console's static files, which need no token: they hold no data.
-pub fn is_console_path(path: &str) -> bool {
-    path == "/" || path.starts_with("/console/")
-}
 
 /// `/` and `/console/*`; open routes (see `auth::required_access`).
 pub fn routes() -> Router<AppState> {

@@ -5,7 +5,7 @@
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::server::JOB_ID_HEADER;
+use crate::sse::JOB_ID_HEADER;
 
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);

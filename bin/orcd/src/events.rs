@@ -7,24 +7,15 @@
 //! Every client token sees the whole fleet and every job: this is the operator's view.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::convert::Infallible;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Extension, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use llorch_api::fleet::{
     FleetEvent, FleetSnapshot, ModelLoad, ModelThroughput, ThroughputSample, WorkerThroughput,
 };
 use llorch_api::{JobInfo, WorkerInfo};
 use tokio::sync::broadcast;
 
-use crate::auth::JobScope;
-use crate::error::OrcdError;
-use crate::scheduler::{ModelSummary, SchedulerCore, SchedulerHandle};
-use crate::server::AppState;
-use crate::sse::X_ACCEL_BUFFERING;
+use crate::scheduler::{ModelSummary, SchedulerCore};
 
 /// How often a throughput sample is taken and running jobs' progress is published.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -234,76 +225,6 @@ fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
-/// `GET /v2/events`: the snapshot, then every change, as server-sent events named by
-/// [`FleetEvent::name`]. A subscriber that falls behind gets a fresh snapshot.
-/// Jobs follow the ownership rule of `/v2/tasks`: a client token sees only the jobs it
-/// submitted, an operator token (or orcd without tokens) sees every job.
-pub async fn fleet_events(
-    State(state): State<AppState>,
-    Extension(scope): Extension<JobScope>,
-) -> Result<Response, OrcdError> {
-    let scheduler = state.scheduler().clone();
-    let subscription = scheduler.subscribe().await?;
-    let events = futures::stream::unfold(
-        Subscriber::Starting(scheduler, subscription),
-        Subscriber::next,
-    )
-    .filter_map(move |event| std::future::ready(visible_to(&scope, event)))
-    .map(|event| Ok::<_, Infallible>(Event::default().event(event.name()).data(event.data_json())));
-    Ok((
-        [(X_ACCEL_BUFFERING, "no")],
-        Sse::new(events).keep_alive(KeepAlive::default()),
-    )
-        .into_response())
-}
-
-/// The event as `scope` may see it: other owners' jobs are left out of snapshots and their
-/// job events are not sent.
-fn visible_to(scope: &JobScope, event: FleetEvent) -> Option<FleetEvent> {
-    match event {
-        FleetEvent::Job(job) if !scope.allows(job.owner.as_deref()) => None,
-        FleetEvent::Snapshot(mut snapshot) => {
-            snapshot
-                .jobs
-                .retain(|job| scope.allows(job.owner.as_deref()));
-            Some(FleetEvent::Snapshot(snapshot))
-        }
-        event => Some(event),
-    }
-}
-
-/// The state of one subscriber's stream.
-enum Subscriber {
-    Starting(SchedulerHandle, Subscription),
-    Following(SchedulerHandle, broadcast::Receiver<FleetEvent>),
-}
-
-impl Subscriber {
-    async fn next(self) -> Option<(FleetEvent, Subscriber)> {
-        match self {
-            Subscriber::Starting(scheduler, (snapshot, receiver)) => Some((
-                FleetEvent::Snapshot(snapshot),
-                Subscriber::Following(scheduler, receiver),
-            )),
-            Subscriber::Following(scheduler, mut receiver) => match receiver.recv().await {
-                Ok(event) => Some((event, Subscriber::Following(scheduler, receiver))),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::debug!(
-                        missed,
-                        "fleet event subscriber fell behind; resending a snapshot"
-                    );
-                    let (snapshot, receiver) = scheduler.subscribe().await.ok()?;
-                    Some((
-                        FleetEvent::Snapshot(snapshot),
-                        Subscriber::Following(scheduler, receiver),
-                    ))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
-            },
-        }
-    }
 }
 
 #[cfg(test)]

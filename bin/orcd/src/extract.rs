@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::OrcdError;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::validation::{check_json_depth, MAX_JSON_DEPTH};
 
 /// Longest parser message passed back to a client: serde quotes the offending value, which a

@@ -10,18 +10,23 @@
 
 pub mod audit;
 pub mod auth;
+pub mod authenticate;
 pub mod config;
 pub mod console;
 pub mod cors;
 pub mod dispatch;
 pub mod error;
+pub mod event_stream;
 pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod openai;
+pub mod openai_error;
 pub mod scheduler;
 pub mod server;
 pub mod sse;
+pub mod state;
+pub mod tasks;
 pub mod validation;
 
 use std::io::Write;
@@ -30,7 +35,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 pub use config::{Args, Settings};
-pub use server::{app, serve, AppState};
+pub use server::{app, serve};
+pub use state::AppState;
 
 /// Binds, prints `orcd listening on http://ADDR` on stdout (scripts and tests read it) and
 /// serves until ctrl-c or SIGTERM.

@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,7 +27,7 @@ use axum::{Extension, Json, Router};
 use futures::stream::{self, SelectAll};
 use futures::StreamExt;
 use llorch_api::audit::Actor;
-use llorch_api::{ErrorKind, GenerationStats, StreamEvent, TaskRequest};
+use llorch_api::{GenerationStats, StreamEvent, TaskRequest};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,9 +39,12 @@ use self::tool_calls::{StreamPiece, ToolCallStream};
 use crate::dispatch::JobItem;
 use crate::error::OrcdError;
 use crate::extract::{JsonBody, PathParam};
-use crate::server::{start_job, AppState, StartedJob, TaskApi, JOB_ID_HEADER};
+use crate::openai_error::{error_body, OpenAiError};
+use crate::sse::JOB_ID_HEADER;
 use crate::sse::X_ACCEL_BUFFERING;
-use crate::validation::{validate_task, RequestError, ValidationError};
+use crate::state::AppState;
+use crate::tasks::{start_job, StartedJob, TaskApi};
+use crate::validation::validate_task;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -51,108 +54,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
-}
-
-/// An [`OrcdError`] answered in OpenAI's shape.
-#[derive(Debug)]
-pub struct OpenAiError(pub OrcdError);
-
-impl From<OrcdError> for OpenAiError {
-    fn from(error: OrcdError) -> Self {
-        OpenAiError(error)
-    }
-}
-
-impl From<ValidationError> for OpenAiError {
-    fn from(error: ValidationError) -> Self {
-        OpenAiError(OrcdError::Validation(error))
-    }
-}
-
-impl From<RequestError> for OpenAiError {
-    fn from(error: RequestError) -> Self {
-        OpenAiError(error.into())
-    }
-}
-
-impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
-        error_response(self.0)
-    }
-}
-
-/// The HTTP status, and OpenAI's `type` and `code`, of an error. A model nobody serves is
-/// OpenAI's 404 `model_not_found`: `/v1/models` lists only served models, so to an OpenAI
-/// client it does not exist. A request a worker refused as invalid is a 400, as OpenAI
-/// answers every invalid request.
-fn openai_status_type_code(error: &OrcdError) -> (StatusCode, &'static str, Option<&'static str>) {
-    let (status, kind) = error.status_and_kind();
-    match kind {
-        ErrorKind::Validation if matches!(error, OrcdError::WorkerRejected { .. }) => {
-            (StatusCode::BAD_REQUEST, "invalid_request_error", None)
-        }
-        ErrorKind::Validation => (status, "invalid_request_error", None),
-        ErrorKind::ContextLength => (
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            Some("context_length_exceeded"),
-        ),
-        ErrorKind::NoWorker => (
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            Some("model_not_found"),
-        ),
-        ErrorKind::QueueFull => (status, "rate_limit_error", Some("rate_limit_exceeded")),
-        ErrorKind::NotFound => (status, "invalid_request_error", Some("not_found")),
-        ErrorKind::Unauthorized if status == StatusCode::FORBIDDEN => {
-            (status, "permission_error", Some("permission_denied"))
-        }
-        ErrorKind::Unauthorized => (status, "authentication_error", Some("invalid_api_key")),
-        ErrorKind::Worker => (status, "server_error", Some("worker_failed")),
-        ErrorKind::ShuttingDown => (status, "server_error", Some("shutting_down")),
-        ErrorKind::Internal => (status, "server_error", None),
-    }
-}
-
-/// OpenAI's `param`: the request field an error is about. Every validation message names its
-/// field first, in backticks (`` `top_p` must be ... ``), so that is where it is read from.
-fn param(error: &OrcdError) -> Option<String> {
-    match error {
-        OrcdError::Validation(validation) => {
-            let message = validation.to_string();
-            let field = message.split('`').nth(1)?;
-            Some(field.to_owned())
-        }
-        OrcdError::ContextLength { .. } => Some("messages".to_owned()),
-        _ => None,
-    }
-}
-
-fn error_body(error: &OrcdError) -> Value {
-    let (_, error_type, code) = openai_status_type_code(error);
-    json!({"error": {
-        "message": error.public_message(),
-        "type": error_type,
-        "param": param(error),
-        "code": code,
-    }})
-}
-
-pub fn error_response(error: OrcdError) -> Response {
-    error.log();
-    let (status, _, _) = openai_status_type_code(&error);
-    let mut response = (status, Json(error_body(&error))).into_response();
-    error.add_headers(&mut response);
-    response
-}
-
-/// Errors under `/v1` in OpenAI's shape, everywhere else in orcd's.
-pub fn error_response_for_path(path: &str, error: OrcdError) -> Response {
-    if path == "/v1" || path.starts_with("/v1/") {
-        error_response(error)
-    } else {
-        error.into_response()
-    }
 }
 
 fn unix_secs() -> u64 {
@@ -555,6 +456,9 @@ fn stream_answer(answer: Answer, jobs: Vec<ChoiceJob>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openai_error::openai_status_type_code;
+    use crate::validation::ValidationError;
+    use axum::http::StatusCode;
     use llorch_api::FinishReason;
 
     fn stats(generated_tokens: u32) -> GenerationStats {

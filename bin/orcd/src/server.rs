@@ -6,171 +6,33 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{middleware, Extension, Json, Router};
-use llorch_api::audit::{sha256_hex, Actor, AuditEvent};
-use llorch_api::{
-    CancelResult, Heartbeat, JobInfo, RegistrationAccepted, StreamEvent, TaskRequest, TaskResult,
-    WorkerInfo, WorkerRegistration,
-};
-use llorch_serve::ConnectionLimits;
+use llorch_api::audit::{Actor, AuditEvent};
+use llorch_api::{Heartbeat, RegistrationAccepted, WorkerInfo, WorkerRegistration};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::{Instrument, Level};
+use tracing::Level;
 
-use crate::audit::AuditLog;
-use crate::auth::{self, AuthConfig, JobScope};
-use crate::config::Settings;
-use crate::dispatch::{spawn_job, JobContext, JobItem};
 use crate::error::OrcdError;
 use crate::extract::{JsonBody, PathParam};
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self};
 use crate::openai;
-use crate::scheduler::{NewJob, SchedulerHandle};
-use crate::sse::sse_response;
-use crate::validation::{
-    check_advertised_url, validate_job_id, validate_registration, validate_task,
-    validate_worker_id, PromptInput, RequestLimits, ValidTask,
-};
-
-/// Names the job of a `POST /v2/tasks` answer, so a client can cancel it before any event.
-pub const JOB_ID_HEADER: HeaderName = HeaderName::from_static(llorch_api::JOB_ID_HEADER);
+use crate::state::AppState;
+use crate::validation::{check_advertised_url, validate_registration, validate_worker_id};
 
 /// How long open connections may linger after in-flight jobs were ended at shutdown.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// Shared by every handler; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    scheduler: SchedulerHandle,
-    http: reqwest::Client,
-    limits: RequestLimits,
-    auth: Arc<AuthConfig>,
-    /// `None` when the audit log is off: then nothing about it costs anything.
-    audit: Option<AuditLog>,
-    metrics: Arc<Metrics>,
-    started_at_secs: u64,
-    /// Set to `true` to end every in-flight job with a `shutting_down` error.
-    abort: watch::Sender<bool>,
-    draining: Arc<AtomicBool>,
-    /// Origins browsers may call from (`--cors-origin`).
-    cors_origins: Arc<Vec<HeaderValue>>,
-    /// The listener's timeouts and connection limit, used by [`serve`].
-    connections: ConnectionLimits,
-    /// Told to each worker at registration: heartbeats this far apart stay well inside
-    /// `--heartbeat-timeout-secs`.
-    heartbeat_interval: Duration,
-}
-
-impl AppState {
-    /// Starts the scheduler actor (and the audit writer when configured); call from inside a
-    /// tokio runtime.
-    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(settings.worker_connect_timeout)
-            // A worker that accepted a job and then stalls (hung process, frozen host) would
-            // otherwise hold the job and its slot forever; its keep-alives reset this timer.
-            .read_timeout(settings.worker_silence)
-            // Workers are reached directly; an HTTP_PROXY meant for the internet must not
-            // capture loopback and LAN traffic.
-            .no_proxy()
-            // Below the workers' default idle timeout (60 s), so orcd drops a pooled
-            // connection before a worker closes it under a new request.
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true);
-        if let Some(token) = settings.auth.outbound_token() {
-            // Workers that have the worker token configured refuse `/execute` without it.
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .context("the worker token is not a valid HTTP header value")?;
-            value.set_sensitive(true);
-            let headers = [(header::AUTHORIZATION, value)].into_iter().collect();
-            http = http.default_headers(headers);
-        }
-        let http = http
-            .build()
-            .context("building the HTTP client that talks to workers")?;
-        let metrics = Arc::new(Metrics::new());
-        let audit = match &settings.audit {
-            Some(audit) => Some(AuditLog::open(audit, metrics.audit_write_failures())?),
-            None => None,
-        };
-        Ok(AppState {
-            scheduler: SchedulerHandle::spawn(settings.scheduler.clone()),
-            http,
-            limits: settings.limits,
-            auth: Arc::new(settings.auth.clone()),
-            audit,
-            metrics,
-            started_at_secs: unix_millis() / 1000,
-            abort: watch::Sender::new(false),
-            draining: Arc::new(AtomicBool::new(false)),
-            cors_origins: Arc::new(settings.cors_origins.clone()),
-            connections: settings.connections,
-            heartbeat_interval: RegistrationAccepted::heartbeat_interval_for(
-                settings.scheduler.heartbeat_timeout,
-            ),
-        })
-    }
-
-    /// Refuses new jobs from now on; jobs already admitted carry on.
-    pub fn begin_shutdown(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-        self.scheduler.stop_accepting();
-    }
-
-    /// Ends every in-flight job's stream with a `shutting_down` error.
-    pub fn abort_jobs(&self) {
-        self.abort.send_replace(true);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    pub fn scheduler(&self) -> &SchedulerHandle {
-        &self.scheduler
-    }
-
-    pub fn limits(&self) -> &RequestLimits {
-        &self.limits
-    }
-
-    /// The client orcd reaches workers with (it carries the worker token).
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    pub fn auth(&self) -> &AuthConfig {
-        &self.auth
-    }
-
-    pub fn audit(&self) -> Option<&AuditLog> {
-        self.audit.as_ref()
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
-    /// Unix time orcd started, the `created` of the models it lists.
-    pub fn started_at_secs(&self) -> u64 {
-        self.started_at_secs
-    }
-}
-
 pub fn app(state: AppState) -> Router {
     let router = routes(state.clone());
     // Outermost: a browser's preflight carries no token and must be answered before auth.
-    match crate::cors::layer(&state.cors_origins) {
+    match crate::cors::layer(state.cors_origins()) {
         Some(cors) => router.layer(cors),
         None => router,
     }
@@ -185,9 +47,8 @@ fn routes(state: AppState) -> Router {
         .route("/workers/{worker_id}", delete(deregister_worker))
         .route("/workers/{worker_id}/heartbeat", post(heartbeat))
         .route("/workers/{worker_id}/forget", post(forget_worker))
-        .route("/v2/tasks", post(create_task).get(list_tasks))
-        .route("/v2/tasks/{job_id}", get(get_task).delete(cancel_task))
-        .route("/v2/events", get(crate::events::fleet_events))
+        .merge(crate::tasks::routes())
+        .route("/v2/events", get(crate::event_stream::fleet_events))
         .merge(crate::console::routes())
         .merge(openai::routes())
         .fallback(unknown_route)
@@ -195,9 +56,9 @@ fn routes(state: AppState) -> Router {
         // handler runs for a request that fails authentication.
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::authenticate,
+            crate::authenticate::authenticate,
         ))
-        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes()))
+        .layer(DefaultBodyLimit::max(state.limits().max_body_bytes()))
         // One `request{method uri version}` span per request, around authentication too;
         // responses are logged at debug (errors are logged where they are understood).
         .layer(
@@ -234,7 +95,7 @@ pub async fn serve(
     llorch_serve::serve(
         listener,
         app(state.clone()),
-        state.connections,
+        state.connections(),
         stop,
         CLOSE_WAIT,
     )
@@ -249,7 +110,7 @@ pub async fn serve(
 async fn wait_for_jobs_to_end(state: &AppState, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        match state.scheduler.models().await {
+        match state.scheduler().models().await {
             Ok(models) if models.iter().all(|m| m.queued == 0 && m.running == 0) => return true,
             Ok(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await
@@ -269,8 +130,8 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 async fn prometheus_metrics(State(state): State<AppState>) -> Result<Response, OrcdError> {
-    let models = state.scheduler.models().await?;
-    let text = state.metrics.render(&models);
+    let models = state.scheduler().models().await?;
+    let text = state.metrics().render(&models);
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
@@ -289,8 +150,8 @@ async fn register_worker(
         tracing::warn!(worker_id = %registration.worker_id, "registration refused: {error}");
         return Err(error.into());
     }
-    let info = state.scheduler.register(registration).await?;
-    if let Some(audit) = &state.audit {
+    let info = state.scheduler().register(registration).await?;
+    if let Some(audit) = state.audit() {
         audit.record(
             Some(actor),
             AuditEvent::WorkerRegistered {
@@ -304,7 +165,7 @@ async fn register_worker(
     }
     Ok(Json(RegistrationAccepted {
         worker: info,
-        heartbeat_interval_ms: Some(state.heartbeat_interval.as_millis() as u64),
+        heartbeat_interval_ms: Some(state.heartbeat_interval().as_millis() as u64),
     }))
 }
 
@@ -314,7 +175,7 @@ async fn heartbeat(
     JsonBody(heartbeat): JsonBody<Heartbeat>,
 ) -> Result<StatusCode, OrcdError> {
     validate_worker_id(&worker_id)?;
-    state.scheduler.heartbeat(worker_id, heartbeat).await?;
+    state.scheduler().heartbeat(worker_id, heartbeat).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -324,8 +185,8 @@ async fn deregister_worker(
     PathParam(worker_id): PathParam,
 ) -> Result<StatusCode, OrcdError> {
     validate_worker_id(&worker_id)?;
-    state.scheduler.deregister(worker_id.clone()).await?;
-    if let Some(audit) = &state.audit {
+    state.scheduler().deregister(worker_id.clone()).await?;
+    if let Some(audit) = state.audit() {
         audit.record(
             Some(actor),
             AuditEvent::WorkerRemoved {
@@ -344,8 +205,8 @@ async fn forget_worker(
     PathParam(worker_id): PathParam,
 ) -> Result<Json<WorkerInfo>, OrcdError> {
     validate_worker_id(&worker_id)?;
-    let info = state.scheduler.forget(worker_id.clone()).await?;
-    if let Some(audit) = &state.audit {
+    let info = state.scheduler().forget(worker_id.clone()).await?;
+    if let Some(audit) = state.audit() {
         audit.record(
             Some(actor),
             AuditEvent::WorkerRemoved {
@@ -358,261 +219,21 @@ async fn forget_worker(
 }
 
 async fn list_workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerInfo>>, OrcdError> {
-    Ok(Json(state.scheduler.workers().await?))
-}
-
-/// Which API a task came in through; recorded in the audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskApi {
-    V2,
-    Chat,
-    Completions,
-}
-
-impl TaskApi {
-    fn as_str(self) -> &'static str {
-        match self {
-            TaskApi::V2 => "v2",
-            TaskApi::Chat => "chat",
-            TaskApi::Completions => "completions",
-        }
-    }
-}
-
-/// An admitted job: its id and the client's side of its stream.
-#[derive(Debug)]
-pub struct StartedJob {
-    pub job_id: String,
-    pub items: mpsc::Receiver<JobItem>,
-}
-
-/// Admits a validated task (503 without a worker, 429 when the queue is full) and starts the
-/// task that runs it. Every API (`/v2/tasks`, `/v1/...`) goes through here.
-///
-/// Admission runs in a task of its own: a client that hangs up while its job is admitted
-/// drops this future, not the admission, so the job still gets the task that ends it (which
-/// then finds nobody listening and ends it as cancelled, audited like any other).
-pub async fn start_job(
-    state: &AppState,
-    task: ValidTask,
-    actor: &Actor,
-    api: TaskApi,
-) -> Result<StartedJob, OrcdError> {
-    let job_id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!("job", %job_id);
-    let admission = admit(
-        state.clone(),
-        job_id,
-        task,
-        actor.clone(),
-        api,
-        span.clone(),
-    );
-    tokio::spawn(admission.instrument(span))
-        .await
-        .map_err(|error| OrcdError::Internal(format!("admitting a job: {error}")))?
-}
-
-async fn admit(
-    state: AppState,
-    job_id: String,
-    task: ValidTask,
-    actor: Actor,
-    api: TaskApi,
-    span: tracing::Span,
-) -> Result<StartedJob, OrcdError> {
-    let accepted_at = Instant::now();
-    let admitted = state
-        .scheduler
-        .submit(NewJob {
-            job_id: job_id.clone(),
-            model: task.model.clone(),
-            submitted_at_ms: unix_millis(),
-            owner: actor.token.clone(),
-            prefixes: crate::scheduler::affinity::task_prefixes(&task.input),
-            max_tokens: task.sampling.max_tokens,
-        })
-        .await;
-    let notices = match admitted {
-        Ok(notices) => notices,
-        Err(error) => {
-            state.metrics.job_rejected();
-            return Err(error);
-        }
-    };
-    tracing::info!(model = %task.model, stream = task.stream, api = api.as_str(), "task accepted");
-    if let Some(audit) = &state.audit {
-        audit.record(Some(actor.clone()), task_submitted(&job_id, &task, api));
-    }
-    let items = spawn_job(
-        JobContext {
-            job_id: job_id.clone(),
-            job_metrics: state.metrics.for_job(&task.model),
-            task,
-            scheduler: state.scheduler.clone(),
-            http: state.http.clone(),
-            abort: state.abort.subscribe(),
-            metrics: state.metrics.clone(),
-            audit: state.audit.clone(),
-            submitted_by: actor.clone(),
-            accepted_at,
-            span,
-        },
-        notices,
-    );
-    Ok(StartedJob { job_id, items })
-}
-
-/// The audit record of an accepted task: the prompt's size and hash, never its text.
-fn task_submitted(job_id: &str, task: &ValidTask, api: TaskApi) -> AuditEvent {
-    let (prompt_bytes, prompt_sha256) = match &task.input {
-        PromptInput::Text(prompt) => (prompt.len(), sha256_hex(prompt.as_bytes())),
-        PromptInput::Chat(messages) => {
-            let json = serde_json::to_string(messages).expect("messages always serialize");
-            (json.len(), sha256_hex(json.as_bytes()))
-        }
-    };
-    AuditEvent::TaskSubmitted {
-        job_id: job_id.to_owned(),
-        model: task.model.clone(),
-        api: api.as_str().to_owned(),
-        prompt_bytes: prompt_bytes as u64,
-        prompt_sha256,
-        max_tokens: task.sampling.max_tokens,
-        stream: task.stream,
-    }
-}
-
-/// Validates, admits and answers an SSE stream, or one JSON result for `"stream": false`.
-async fn create_task(
-    State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    JsonBody(request): JsonBody<TaskRequest>,
-) -> Result<Response, OrcdError> {
-    let task = validate_task(request, &state.limits)?;
-    let stream = task.stream;
-    let model = task.model.clone();
-    let StartedJob { job_id, items } = start_job(&state, task, &actor, TaskApi::V2).await?;
-    let mut response = if stream {
-        sse_response(items)
-    } else {
-        Json(collect_result(&job_id, model, items).await?).into_response()
-    };
-    let header = HeaderValue::from_str(&job_id).expect("a uuid is a valid header value");
-    response.headers_mut().insert(JOB_ID_HEADER, header);
-    Ok(response)
-}
-
-/// Gathers a job's stream into one [`TaskResult`]. A job cancelled before it started has an
-/// empty `worker_id`.
-pub async fn collect_result(
-    job_id: &str,
-    model: String,
-    mut items: mpsc::Receiver<JobItem>,
-) -> Result<TaskResult, OrcdError> {
-    let mut text = String::new();
-    let mut worker_id = String::new();
-    while let Some(item) = items.recv().await {
-        match item? {
-            StreamEvent::Queued { .. } => {}
-            StreamEvent::Started { worker_id: id, .. } => worker_id = id,
-            StreamEvent::Token { text: piece, .. } => text.push_str(&piece),
-            StreamEvent::Done(stats) => {
-                return Ok(TaskResult {
-                    job_id: job_id.to_owned(),
-                    model,
-                    worker_id,
-                    text,
-                    stats,
-                })
-            }
-            // Errors travel as `Err` items; a relayed `error` event here would be a bug.
-            StreamEvent::Error { message, .. } => {
-                return Err(OrcdError::Internal(format!(
-                    "unexpected error event: {message}"
-                )))
-            }
-        }
-    }
-    Err(OrcdError::Internal(format!(
-        "job `{job_id}` ended without a result"
-    )))
-}
-
-/// The caller's jobs; every job for an operator token (or without authentication).
-async fn list_tasks(
-    State(state): State<AppState>,
-    Extension(scope): Extension<JobScope>,
-) -> Result<Json<Vec<JobInfo>>, OrcdError> {
-    let mut jobs = state.scheduler.jobs().await?;
-    jobs.retain(|job| scope.allows(job.owner.as_deref()));
-    Ok(Json(jobs))
-}
-
-/// A job the caller may see; another client's job is a 404, as if it did not exist.
-async fn visible_job(
-    state: &AppState,
-    scope: &JobScope,
-    job_id: String,
-) -> Result<JobInfo, OrcdError> {
-    validate_job_id(&job_id)?;
-    let job = state.scheduler.job(job_id.clone()).await?;
-    if !scope.allows(job.owner.as_deref()) {
-        return Err(OrcdError::JobNotFound(job_id));
-    }
-    Ok(job)
-}
-
-async fn get_task(
-    State(state): State<AppState>,
-    Extension(scope): Extension<JobScope>,
-    PathParam(job_id): PathParam,
-) -> Result<Json<JobInfo>, OrcdError> {
-    Ok(Json(visible_job(&state, &scope, job_id).await?))
-}
-
-/// Cancels a queued job at once; a running one is stopped by its task, whose stream then ends
-/// with a `done` event with `finish_reason: cancelled`. The audit log names who asked.
-async fn cancel_task(
-    State(state): State<AppState>,
-    Extension(scope): Extension<JobScope>,
-    Extension(actor): Extension<Actor>,
-    PathParam(job_id): PathParam,
-) -> Result<Json<CancelResult>, OrcdError> {
-    let job_id = visible_job(&state, &scope, job_id).await?.job_id;
-    let previous_state = state.scheduler.cancel(job_id.clone()).await?;
-    tracing::info!(%job_id, ?previous_state, "job cancelled");
-    if let Some(audit) = &state.audit {
-        audit.record(
-            Some(actor),
-            AuditEvent::CancelRequested {
-                job_id: job_id.clone(),
-                previous_state,
-            },
-        );
-    }
-    Ok(Json(CancelResult {
-        job_id,
-        previous_state,
-    }))
+    Ok(Json(state.scheduler().workers().await?))
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> Response {
     let error = OrcdError::RouteNotFound(format!("{method} {}", uri.path()));
-    openai::error_response_for_path(uri.path(), error)
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+    crate::openai_error::error_response_for_path(uri.path(), error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
     use axum::body::Body;
     use axum::http::Request;
+    use llorch_api::JobInfo;
     use llorch_api::{Backend, ErrorBody, ErrorKind, WorkerState};
     use tower::ServiceExt;
 
@@ -771,7 +392,7 @@ mod tests {
         assert!(error.contains("10.1.2.3"), "{error}");
         assert!(error.contains("--advertise-url"), "{error}");
         assert!(error.contains("\nhint: "), "{error}");
-        assert!(state.scheduler.workers().await.unwrap().is_empty());
+        assert!(state.scheduler().workers().await.unwrap().is_empty());
         // The same URL from the worker's own machine, and a routable URL from afar, are fine.
         let (status, _) = register_from(&app, "127.0.0.1:40000", "http://127.0.0.1:9001").await;
         assert_eq!(status, StatusCode::OK);

@@ -13,6 +13,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::dispatch::JobItem;
 
+/// Names the job of a `POST /v2/tasks` answer, so a client can cancel it before any event.
+pub const JOB_ID_HEADER: HeaderName = HeaderName::from_static(llorch_api::JOB_ID_HEADER);
+
 /// Tells reverse proxies (nginx) not to buffer the stream, or tokens arrive in bursts.
 pub const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 

@@ -4,6 +4,7 @@
 //! Without a token file both directions are unauthenticated.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use axum::{
     extract::{Request, State},
@@ -13,7 +14,7 @@ use axum::{
 };
 use llorch_api::secret::{bearer_token, fingerprint, read_token_file, TokenSet};
 
-use crate::{error::WorkerError, server::AppState};
+use crate::error::WorkerError;
 
 #[derive(Clone, Default)]
 pub struct WorkerAuth {
@@ -82,7 +83,7 @@ impl WorkerAuth {
 
 /// Route layer for the routes that need orcd's token.
 pub async fn require_worker_token(
-    State(state): State<AppState>,
+    State(auth): State<Arc<WorkerAuth>>,
     request: Request,
     next: Next,
 ) -> Result<Response, WorkerError> {
@@ -90,7 +91,7 @@ pub async fn require_worker_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    state.auth.check(authorization)?;
+    auth.check(authorization)?;
     Ok(next.run(request).await)
 }
 

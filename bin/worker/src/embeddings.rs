@@ -41,7 +41,6 @@ use crate::{
     engine::{llama_backend, EngineHandle, EngineStatus, CONTEXT_CREATION},
     error::WorkerError,
     metrics::WorkerMetrics,
-    server::AppState,
     validation::ValidationError,
 };
 
@@ -205,22 +204,23 @@ impl Embeddings {
 
 /// `POST /embed`: `{"input": ["text", ...]}` → `{"embeddings": [[...], ...], "prompt_tokens"}`.
 pub async fn embed(
-    State(state): State<AppState>,
+    State(engine): State<EngineHandle>,
+    State(embeddings): State<Embeddings>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<EmbedResponse>, WorkerError> {
-    crate::server::check_json_body(&headers, &body)?;
+    crate::body::check_json_body(&headers, &body)?;
     let request: EmbedRequest = serde_json::from_slice(&body)
         .map_err(|error| ValidationError::InvalidEmbedBody(error.to_string()))?;
     // orcd enforces the deployment's byte limit; here the body limit bounds the input.
     validate_embedding_input(&request.input, usize::MAX).map_err(ValidationError::from)?;
-    match state.engine.status() {
+    match engine.status() {
         EngineStatus::Ready => {}
         EngineStatus::Loading => return Err(WorkerError::Loading),
         EngineStatus::Draining | EngineStatus::Stopped => return Err(WorkerError::ShuttingDown),
         EngineStatus::Failed(message) => return Err(WorkerError::EngineStopped(message)),
     }
-    state.embeddings.embed(request.input).await.map(Json)
+    embeddings.embed(request.input).await.map(Json)
 }
 
 /// The pooling the model's GGUF declares (`<arch>.pooling_type`), mean when it declares none.

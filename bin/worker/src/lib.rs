@@ -3,6 +3,7 @@
 //! library; tests drive the same pieces (`server::app`, `engine::EngineHandle`) directly.
 
 pub mod auth;
+pub mod body;
 pub mod embeddings;
 pub mod engine;
 pub mod error;
@@ -12,4 +13,5 @@ pub mod metrics;
 pub mod model_source;
 pub mod registration;
 pub mod server;
+pub mod state;
 pub mod validation;

@@ -22,7 +22,8 @@ use crate::{
     flags::{default_worker_id, WorkerArgs},
     model_source::resolve_model,
     registration::{self, RegistrationReport, RegistrationSettings},
-    server::{app, AppState},
+    server::app,
+    state::AppState,
 };
 
 /// After the drain, how long closing connections and deregistering may take.

@@ -13,8 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::engine::EngineLoad;
-
 /// The content type of [`WorkerMetrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -212,20 +210,22 @@ impl WorkerMetrics {
         self.embedding_tokens.inc_by(tokens.into());
     }
 
-    /// The exposition, with the slot gauges set from the engine's current load.
-    pub fn render(&self, load: EngineLoad, slots_total: u32) -> String {
+    /// The exposition, with the slot gauges set from the engine's current load: `slots_busy`
+    /// running a job, `jobs_waiting` inside the engine for a slot. Plain counts rather than the
+    /// engine's own type: the engine records into these metrics, so they know nothing of it.
+    pub fn render(&self, slots_busy: u32, jobs_waiting: u32, slots_total: u32) -> String {
         let _scrape = self
             .scrape
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let busy = load.busy.min(slots_total);
+        let busy = slots_busy.min(slots_total);
         self.slots
             .get_or_create(&StateLabels { state: "busy" })
             .set(busy.into());
         self.slots
             .get_or_create(&StateLabels { state: "free" })
             .set((slots_total - busy).into());
-        self.waiting.set(load.waiting.into());
+        self.waiting.set(jobs_waiting.into());
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
@@ -255,13 +255,7 @@ mod tests {
         metrics.embedded(7);
         metrics.threads_set(2);
         metrics.threads_changed(1);
-        let text = metrics.render(
-            EngineLoad {
-                busy: 3,
-                waiting: 2,
-            },
-            4,
-        );
+        let text = metrics.render(3, 2, 4);
         for expected in [
             "llorch_worker_slots{state=\"busy\"} 3",
             "llorch_worker_slots{state=\"free\"} 1",

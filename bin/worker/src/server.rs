@@ -16,10 +16,7 @@ use std::{
 use axum::{
     body::Bytes,
     extract::State,
-    http::{
-        header::{self, HeaderName},
-        HeaderMap, HeaderValue, StatusCode,
-    },
+    http::{header::HeaderName, HeaderMap, HeaderValue, StatusCode},
     middleware,
     response::{
         sse::{Event, KeepAlive, Sse},
@@ -29,7 +26,6 @@ use axum::{
     Json, Router,
 };
 use futures::{Stream, StreamExt};
-use llorch_api::validation::{check_json_depth, is_json_content_type, MAX_JSON_DEPTH};
 use llorch_api::{ErrorBody, ErrorKind, ExecuteRequest, StreamEvent, WorkerHealth, WorkerStatus};
 use tokio::sync::mpsc::{self, error::SendTimeoutError, UnboundedReceiver};
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,11 +33,11 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, Tr
 use tracing::{Instrument, Level};
 
 use crate::{
-    auth::{require_worker_token, WorkerAuth},
-    embeddings::Embeddings,
-    engine::{EngineHandle, EngineStatus},
+    auth::require_worker_token,
+    body::check_json_body,
+    engine::EngineStatus,
     error::WorkerError,
-    registration::RegistrationReport,
+    state::AppState,
     validation::{validate, ValidationError},
 };
 
@@ -50,31 +46,8 @@ use crate::{
 const STREAM_BUFFER: usize = 16;
 /// How long an event may wait for a client that stopped reading before the job is cancelled
 /// and its slot freed. A dead link keeps the connection open (nothing closes it), and the
-/// The checks every JSON body gets before it is parsed, the same as orcd's: a JSON content
-/// type, and nesting no deeper than [`MAX_JSON_DEPTH`].
-pub(crate) fn check_json_body(headers: &HeaderMap, body: &[u8]) -> Result<(), WorkerError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    if !is_json_content_type(content_type) {
-        return Err(WorkerError::UnsupportedMediaType);
-    }
-    check_json_depth(body, MAX_JSON_DEPTH).map_err(ValidationError::from)?;
-    Ok(())
-}
-
 /// kernel's socket buffers would otherwise let the engine generate the whole answer into it.
 pub const STREAM_STALL_LIMIT: Duration = Duration::from_secs(10);
-
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: EngineHandle,
-    pub auth: Arc<WorkerAuth>,
-    /// How registering with orcd goes, for `/health`.
-    pub registration: RegistrationReport,
-    /// `POST /embed`; disabled without `--embeddings`.
-    pub embeddings: Embeddings,
-}
 
 pub fn app(state: AppState) -> Router {
     // Only orcd may run jobs; health stays open for probes and `pool worker list`.
@@ -82,7 +55,7 @@ pub fn app(state: AppState) -> Router {
         .route("/execute", post(execute))
         .route("/embed", post(crate::embeddings::embed))
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.auth.clone(),
             require_worker_token,
         ));
     // Metrics stay open like health: they tell no more than health does, and a scraper holding
@@ -244,7 +217,10 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::engine::EngineSettings;
+    use crate::auth::WorkerAuth;
+    use crate::embeddings::Embeddings;
+    use crate::engine::{EngineHandle, EngineSettings};
+    use crate::registration::RegistrationReport;
 
     fn settings() -> EngineSettings {
         EngineSettings {

@@ -21,7 +21,8 @@ use llorch_worker::{
     embeddings::{EmbeddingSettings, Embeddings},
     engine::{load_model, EngineHandle, EngineSettings, ModelSource},
     error::WorkerError,
-    server::{app, AppState},
+    server::app,
+    state::AppState,
     validation::{validate, ValidationError},
 };
 use tokio::sync::mpsc::UnboundedReceiver;

@@ -472,6 +472,7 @@ mod tests {
                         .map(|(name, kind)| build::MetadataTarget {
                             name: (*name).into(),
                             kind: vec![(*kind).into()],
+                            src_path: format!("tests/{name}.rs").into(),
                         })
                         .collect(),
                 })

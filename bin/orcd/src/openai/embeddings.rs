@@ -17,10 +17,10 @@ use llorch_api::{ErrorBody, ErrorKind, WorkerInfo, WorkerState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{error_body, openai_status_type_code};
 use crate::error::OrcdError;
 use crate::extract::JsonBody;
-use crate::server::AppState;
+use crate::openai_error::{error_body, openai_status_type_code};
+use crate::state::AppState;
 use crate::validation::{RequestLimits, ValidationError};
 
 /// OpenAI's embeddings request, as its clients send it.

@@ -200,9 +200,10 @@ impl EngineHandle {
 
     /// The Prometheus exposition of this engine's metrics.
     pub fn metrics_text(&self) -> String {
+        let load = self.load();
         self.shared
             .metrics
-            .render(self.load(), self.shared.settings.slots)
+            .render(load.busy, load.waiting, self.shared.settings.slots)
     }
 
     pub fn subscribe_load(&self) -> watch::Receiver<EngineLoad> {

@@ -1,6 +1,9 @@
 //! `cargo xtask lint`: the checks CI runs before the tests — rustfmt over the workspace, and
 //! clippy over every package and target with warnings (the workspace's `[workspace.lints]`
-//! among them) denied. `test all` runs them as its first suite.
+//! among them) denied — and that no crate's modules import each other in a circle
+//! ([`import_circles`]). `test all` runs them as its first suite.
+
+mod import_circles;
 
 use std::ffi::OsString;
 
@@ -46,6 +49,67 @@ fn checks() -> [(&'static str, Vec<&'static str>, &'static str); 2] {
 /// Runs every check, its output streamed to stderr, and says how each ended. A check that
 /// cannot start at all (rustfmt or clippy not installed) fails with the fix.
 pub fn run_checks(cx: &Context) -> Vec<LintCheck> {
+    let mut checks = vec![import_circles_check(cx)];
+    checks.extend(cargo_checks(cx));
+    checks
+}
+
+/// The modules of every library and binary of the workspace form layers, no circle.
+fn import_circles_check(cx: &Context) -> LintCheck {
+    const NAME: &str = "import-circles";
+    cx.out.status(cx.out.paint().bold(&format!("lint: {NAME}")));
+    let circles = build::workspace_metadata(cx).and_then(|metadata| {
+        let roots: Vec<_> = metadata
+            .packages
+            .iter()
+            .flat_map(|package| {
+                package
+                    .targets
+                    .iter()
+                    .filter(|target| {
+                        target
+                            .kind
+                            .iter()
+                            .any(|kind| kind == "lib" || kind == "bin")
+                    })
+                    .map(|target| {
+                        (
+                            format!("{} ({})", package.name, target.name),
+                            target.src_path.clone(),
+                        )
+                    })
+            })
+            .collect();
+        import_circles::find_circles(&roots)
+    });
+    match circles {
+        Ok(circles) if circles.is_empty() => LintCheck {
+            name: NAME,
+            passed: true,
+            fix: None,
+        },
+        Ok(circles) => {
+            for circle in &circles {
+                eprintln!("import circle in {circle}");
+            }
+            LintCheck {
+                name: NAME,
+                passed: false,
+                fix: Some(format!(
+                    "{} import circle(s) above: move what both sides need into a module below them (the README's architecture section names the layers)",
+                    circles.len()
+                )),
+            }
+        }
+        Err(error) => LintCheck {
+            name: NAME,
+            passed: false,
+            fix: Some(format!("{error:#}")),
+        },
+    }
+}
+
+fn cargo_checks(cx: &Context) -> Vec<LintCheck> {
     checks()
         .into_iter()
         .map(|(name, args, fix)| {
