@@ -307,7 +307,15 @@ async fn run_actor(
             }
         };
         for effect in core.take_effects() {
-            if let (Some(audit), Effect::WorkerExpired { worker_id, dead_for, .. }) = (&audit, &effect) {
+            if let (
+                Some(audit),
+                Effect::WorkerExpired {
+                    worker_id,
+                    dead_for,
+                    ..
+                },
+            ) = (&audit, &effect)
+            {
                 audit.record(
                     None,
                     AuditEvent::WorkerRemoved {
