@@ -78,7 +78,11 @@ fn a_build_without_a_terminal_reports_progress_and_why_it_rebuilds() {
         "{}",
         orcd.stderr
     );
-    assert!(orcd.stderr.contains("; compiling orcd ("), "{}", orcd.stderr);
+    assert!(
+        orcd.stderr.contains("; compiling orcd ("),
+        "{}",
+        orcd.stderr
+    );
     assert!(
         !orcd.stderr.contains("Compiling orcd"),
         "cargo's own lines are counted, not echoed: {}",

@@ -394,7 +394,7 @@ pub fn apply(
             (Action::Stop { .. }, _) => stop(&run_dir, &planned.name, current),
             (action, Some(spec)) => stop(&run_dir, &planned.name, current)
                 .and_then(|()| launch(spec))
-                .or_else(|error| match restorable(action, current) {
+                .map_err(|error| match restorable(action, current) {
                     // The worker keeps its name (its id in orcd, its unit or record), so the
                     // old one cannot run beside the new one; a replacement that never became
                     // live gives the place back to the worker that answered before.
@@ -403,15 +403,15 @@ pub fn apply(
                             "{}: the new settings failed; starting it again as it ran before",
                             planned.name
                         ));
-                        Err(match launch(previous) {
+                        match launch(previous) {
                             Ok(()) => error
                                 .context("the worker was started again with its previous settings"),
                             Err(again) => error.context(format!(
                                 "starting it again with its previous settings failed too: {again:#}"
                             )),
-                        })
+                        }
                     }
-                    None => Err(error),
+                    None => error,
                 }),
             (_, None) => Ok(()),
         };
