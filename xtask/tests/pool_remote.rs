@@ -6,6 +6,13 @@ mod support;
 
 use support::{http_status, pid_alive, Orcd, Sshd};
 
+/// `pool worker spawn` of the fake worker with model `tiny` on the profile `box`, as `id`.
+fn spawn_on_box(id: &str) -> Vec<&str> {
+    vec![
+        "pool", "worker", "spawn", "cpu", "--model", "tiny", "--host", "box", "--id", id,
+    ]
+}
+
 #[test]
 fn a_worker_is_spawned_listed_and_stopped_on_the_remote_host() {
     let sshd = Sshd::start();
@@ -15,19 +22,7 @@ fn a_worker_is_spawned_listed_and_stopped_on_the_remote_host() {
         .xtask()
         // Only this side knows the orchestrator; the host's config does not name one.
         .env("LLORCH_ORCHESTRATOR_URL", &orcd.url)
-        .run([
-            "--json",
-            "pool",
-            "worker",
-            "spawn",
-            "cpu",
-            "--model",
-            "tiny",
-            "--host",
-            "box",
-            "--id",
-            "far-worker",
-        ])
+        .run([&["--json"][..], &spawn_on_box("far-worker")].concat())
         .success()
         .json();
     assert_eq!(spawned["worker_id"], "far-worker", "{spawned}");
@@ -115,22 +110,14 @@ fn a_rotated_worker_token_replaces_the_hosts_and_the_operator_reads_what_orcd_se
             "LLORCH_API_TOKEN_FILE",
             orcd.api_token_file.as_ref().unwrap(),
         )
-        .run([
-            "pool",
-            "worker",
-            "spawn",
-            "cpu",
-            "--model",
-            "tiny",
-            "--host",
-            "box",
-            "--id",
-            "rotated",
-            "--advertise-host",
-            "localhost",
-            "--worker-token-file",
-            orcd.worker_token_file.as_ref().unwrap().to_str().unwrap(),
-        ])
+        .run(
+            [
+                &spawn_on_box("rotated")[..],
+                &["--advertise-host", "localhost", "--worker-token-file"],
+                &[orcd.worker_token_file.as_ref().unwrap().to_str().unwrap()],
+            ]
+            .concat(),
+        )
         .success();
     assert!(
         spawned.stderr.contains("replaced the worker token in"),
