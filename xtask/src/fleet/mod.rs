@@ -487,7 +487,6 @@ struct OrcdOutcome {
     url: String,
     started: bool,
     /// `down` stopped the orcd that `up` had started here.
-    #[serde(default)]
     stopped: bool,
     pid: Option<u32>,
 }
