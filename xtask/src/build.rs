@@ -6,8 +6,11 @@ use std::{
     ffi::OsString,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    time::Instant,
+    sync::{mpsc, Mutex},
+    time::{Duration, Instant},
 };
+
+mod progress;
 
 use anyhow::{bail, Context as _};
 use llorch_api::Backend;
@@ -257,6 +260,10 @@ impl CargoBuild {
                 args.extend(["-p".into(), OsString::from(package)]);
             }
         }
+        let target_dir = match self.backend {
+            Backend::Cpu => default_target_dir(&cx.settings.repo_root),
+            backend => backend_target_dir(cx, backend)?,
+        };
         if self.backend != Backend::Cpu {
             if self.builds_worker() {
                 args.extend([
@@ -264,10 +271,19 @@ impl CargoBuild {
                     format!("{WORKER_PACKAGE}/{}", self.backend).into(),
                 ]);
             }
-            args.extend([
-                "--target-dir".into(),
-                backend_target_dir(cx, self.backend)?.into_os_string(),
-            ]);
+            args.extend(["--target-dir".into(), target_dir.clone().into_os_string()]);
+        }
+        // What decides which variant of the shared crates cargo builds (not the output
+        // format or --quiet): a different one from the last build is why crates recompile.
+        let selection = args[2..]
+            .iter()
+            .map(|arg| arg.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let stamp = progress::stamp_path(&target_dir, self.profile_name());
+        let last = std::fs::read_to_string(&stamp).ok();
+        if let Some(reason) = progress::rebuild_reason(last.as_deref(), &selection) {
+            cx.out.status(format!("{label}: {reason}"));
         }
         if cx.out.quiet() {
             args.push("--quiet".into());
@@ -279,39 +295,69 @@ impl CargoBuild {
 
         let started = Instant::now();
         let spinner = cx.out.spinner(label.clone());
-        let mut outcome = BuildOutcome::default();
-        // Cargo's stderr (status lines, rendered diagnostics) is merged into the same pipe; the
-        // JSON messages are recognised by their `reason` field, everything else is shown as is.
-        let status = stream_lines(expression, |line| {
-            match line
-                .starts_with("{\"reason\":")
-                .then(|| serde_json::from_str::<CargoMessage>(line).ok())
-                .flatten()
-            {
-                Some(CargoMessage::CompilerArtifact {
-                    target,
-                    executable,
-                    fresh,
-                }) => {
-                    if fresh {
-                        outcome.fresh += 1;
-                    } else {
-                        outcome.compiled += 1;
-                        spinner.set_message(format!(
-                            "{label}: {} compiled ({})",
-                            outcome.compiled, target.name
-                        ));
-                    }
-                    if let Some(executable) = executable {
-                        outcome.executables.push((target.name, executable));
+        let plain = spinner.is_hidden();
+        let progress = Mutex::new(progress::BuildProgress::new(label.clone(), started));
+        let out = &cx.out;
+        let report = |progress: &mut progress::BuildProgress| {
+            let now = Instant::now();
+            match plain {
+                true => {
+                    if let Some(line) = progress.due(now, progress::PLAIN_REPORT_INTERVAL) {
+                        out.status(line);
                     }
                 }
-                Some(CargoMessage::Other) => {}
-                None => spinner.suspend(|| eprintln!("{line}")),
+                false => spinner.set_message(progress.describe(now)),
             }
+        };
+        let mut outcome = BuildOutcome::default();
+        let (stop_reporting, stopped) = mpsc::channel::<()>();
+        let status = std::thread::scope(|scope| {
+            // Cargo can be silent for minutes (llama.cpp's CMake build): the report still
+            // comes on time.
+            let (progress, report) = (&progress, &report);
+            scope.spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Duration::from_secs(1))
+                {
+                    report(&mut progress.lock().expect("progress lock"));
+                }
+            });
+            // Cargo's stderr (status lines, rendered diagnostics) is merged into the same
+            // pipe; the JSON messages are recognised by their `reason` field, `Compiling`
+            // lines are counted, everything else is shown as is.
+            let status = stream_lines(expression, |line| {
+                let mut progress = progress.lock().expect("progress lock");
+                match line
+                    .starts_with("{\"reason\":")
+                    .then(|| serde_json::from_str::<CargoMessage>(line).ok())
+                    .flatten()
+                {
+                    Some(CargoMessage::CompilerArtifact {
+                        target,
+                        executable,
+                        fresh,
+                    }) => {
+                        progress.artifact(&target.name, fresh);
+                        if let Some(executable) = executable {
+                            outcome.executables.push((target.name, executable));
+                        }
+                    }
+                    Some(CargoMessage::Other) => {}
+                    None if progress.status_line(line, Instant::now()) => {}
+                    None => spinner.suspend(|| eprintln!("{line}")),
+                }
+                report(&mut progress);
+            });
+            drop(stop_reporting);
+            status
         })
         .with_context(|| format!("{label}: running cargo"))?;
         spinner.finish_and_clear();
+        {
+            let progress = progress.lock().expect("progress lock");
+            outcome.compiled = progress.compiled();
+            outcome.fresh = progress.fresh();
+        }
         if !status.success() {
             bail!("{label}: cargo failed ({status}); its errors are printed above\nhint: `cargo xtask dev doctor` checks the tools llama.cpp's build needs");
         }
@@ -321,6 +367,8 @@ impl CargoBuild {
             outcome.fresh,
             started.elapsed().as_secs_f64()
         ));
+        // Best effort: without it the next build only cannot say why it recompiles.
+        let _ = crate::config::write_atomically(&stamp, &format!("{selection}\n"));
         Ok(outcome)
     }
 }
@@ -399,6 +447,14 @@ fn nvcc_candidates(path: Option<OsString>, cuda_path: Option<OsString>) -> Vec<P
     }
     candidates.push(PathBuf::from("/usr/local/cuda/bin/nvcc"));
     candidates
+}
+
+/// Cargo's target directory for a cpu build: CARGO_TARGET_DIR (relative to the checkout), else
+/// `<checkout>/target`. Read without `cargo metadata`, which would cost a cargo run.
+pub fn default_target_dir(repo_root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| repo_root.join(dir))
+        .unwrap_or_else(|| repo_root.join("target"))
 }
 
 /// `target/<backend>` (under cargo's target directory), so that an accelerated build never

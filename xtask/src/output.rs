@@ -304,9 +304,27 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// Human-readable duration (`42s`, `2m05s`, `2h01m`, `1d01h`): uptimes and build times.
+pub fn human_duration(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{seconds}s"),
+        60..=3599 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        3600..=86399 => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+        _ => format!("{}d{:02}h", seconds / 86400, seconds % 86400 / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(human_duration(42), "42s");
+        assert_eq!(human_duration(125), "2m05s");
+        assert_eq!(human_duration(7260), "2h01m");
+        assert_eq!(human_duration(90000), "1d01h");
+    }
 
     #[test]
     fn human_bytes_uses_decimal_units() {

@@ -67,6 +67,41 @@ fn build_prints_the_executables_cargo_built() {
 }
 
 #[test]
+fn a_build_without_a_terminal_reports_progress_and_why_it_rebuilds() {
+    let workspace = Workspace::new();
+    let orcd = workspace.xtask(&["build", "orcd"]);
+    orcd.assert_success();
+    // No terminal here: plain lines, the first when the first crate starts.
+    assert!(
+        orcd.stderr
+            .contains("building orcd (release): 0 crates compiled, 0 up to date"),
+        "{}",
+        orcd.stderr
+    );
+    assert!(
+        orcd.stderr.contains("; compiling orcd ("),
+        "{}",
+        orcd.stderr
+    );
+    assert!(
+        !orcd.stderr.contains("Compiling orcd"),
+        "cargo's own lines are counted, not echoed: {}",
+        orcd.stderr
+    );
+    assert!(!orcd.stderr.contains("the last build"), "{}", orcd.stderr);
+
+    let all = workspace.xtask(&["build", "all"]);
+    all.assert_success();
+    assert!(
+        all.stderr.contains(
+            "the last build in this target directory was `cargo build --release -p orcd`, this one is `cargo build --release --workspace --bins`"
+        ),
+        "{}",
+        all.stderr
+    );
+}
+
+#[test]
 fn compile_errors_are_shown_and_fail_the_build() {
     let workspace = Workspace::new();
     std::fs::write(

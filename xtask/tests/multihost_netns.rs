@@ -375,8 +375,8 @@ fn readme_multi_host_path_gives_two_hosts_serving_jobs() -> Result<(), Failed> {
         )?;
     }
 
-    let id_a = format!("host-a-{}-cpu", fleet.model);
-    let id_b = format!("host-b-{}-cpu", fleet.model);
+    let id_a = format!("host-a-{}", fleet.model);
+    let id_b = format!("host-b-{}", fleet.model);
     let workers = fleet.workers();
     for (id, address) in [(&id_a, &fleet.net.a_ip), (&id_b, &fleet.net.b_ip)] {
         let worker = workers.iter().find(|worker| &worker.worker_id == id);

@@ -6,6 +6,13 @@ mod support;
 
 use support::{http_status, pid_alive, Orcd, Sshd};
 
+/// `pool worker spawn` of the fake worker with model `tiny` on the profile `box`, as `id`.
+fn spawn_on_box(id: &str) -> Vec<&str> {
+    vec![
+        "pool", "worker", "spawn", "cpu", "--model", "tiny", "--host", "box", "--id", id,
+    ]
+}
+
 #[test]
 fn a_worker_is_spawned_listed_and_stopped_on_the_remote_host() {
     let sshd = Sshd::start();
@@ -15,19 +22,7 @@ fn a_worker_is_spawned_listed_and_stopped_on_the_remote_host() {
         .xtask()
         // Only this side knows the orchestrator; the host's config does not name one.
         .env("LLORCH_ORCHESTRATOR_URL", &orcd.url)
-        .run([
-            "--json",
-            "pool",
-            "worker",
-            "spawn",
-            "cpu",
-            "--model",
-            "tiny",
-            "--host",
-            "box",
-            "--id",
-            "far-worker",
-        ])
+        .run([&["--json"][..], &spawn_on_box("far-worker")].concat())
         .success()
         .json();
     assert_eq!(spawned["worker_id"], "far-worker", "{spawned}");
@@ -97,4 +92,50 @@ fn pool_models_list_runs_models_list_on_the_host() {
         .run(["--json", "--remote", "box", "models", "list"])
         .success();
     assert_eq!(via_pool.json(), via_remote.json(), "{via_pool}");
+}
+
+#[test]
+fn a_rotated_worker_token_replaces_the_hosts_and_the_operator_reads_what_orcd_sees() {
+    let sshd = Sshd::start();
+    sshd.write_local_config("box", 10);
+    let orcd = Orcd::start_with_tokens(&[]);
+    // The host still holds the token of an earlier orcd.
+    let host_token = sshd.remote.config_home.join("llorch/worker.token");
+    std::fs::create_dir_all(host_token.parent().unwrap()).unwrap();
+    std::fs::write(&host_token, "an-older-worker-token-0123456789\n").unwrap();
+    let spawned = sshd
+        .xtask()
+        .env("LLORCH_ORCHESTRATOR_URL", &orcd.url)
+        .env(
+            "LLORCH_API_TOKEN_FILE",
+            orcd.api_token_file.as_ref().unwrap(),
+        )
+        .run(
+            [
+                &spawn_on_box("rotated")[..],
+                &["--advertise-host", "localhost", "--worker-token-file"],
+                &[orcd.worker_token_file.as_ref().unwrap().to_str().unwrap()],
+            ]
+            .concat(),
+        )
+        .success();
+    assert!(
+        spawned.stderr.contains("replaced the worker token in"),
+        "{spawned}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&host_token).unwrap(),
+        format!("{}\n", support::WORKER_TOKEN)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&host_token).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(orcd.worker("rotated").unwrap()["state"], "live");
+    // The host has no client token, this side does: no 401 warning from either.
+    assert!(!spawned.stderr.contains("401"), "{spawned}");
+    assert!(!spawned.stderr.contains("warning"), "{spawned}");
+    // The address orcd reaches the worker at, not the host's loopback health address.
+    assert!(spawned.stdout.contains("http://localhost:"), "{spawned}");
 }

@@ -49,6 +49,16 @@ pub struct Args {
         value_name = "SECS"
     )]
     pub heartbeat_timeout_secs: u64,
+    /// Seconds a dead worker's record stays in `GET /workers` (for a look or a restart) before
+    /// orcd drops it, with an audit record
+    #[arg(
+        long,
+        env = "LLORCH_DEAD_WORKER_RETENTION_SECS",
+        default_value_t = crate::scheduler::DEFAULT_DEAD_WORKER_RETENTION.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..),
+        value_name = "SECS"
+    )]
+    pub dead_worker_retention_secs: u64,
     /// Jobs that may wait per model; beyond this new tasks get 429 with Retry-After
     #[arg(
         long,
@@ -185,6 +195,8 @@ impl Default for Settings {
 
 impl Args {
     /// Resolves the flags, reading the token files.
+    // Every scheduler field has a flag today; `..defaults` keeps a new field's default.
+    #[allow(clippy::needless_update)]
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let defaults = Settings::default();
         let auth = AuthConfig::from_files(
@@ -197,6 +209,7 @@ impl Args {
             audit: self.audit_settings(),
             scheduler: SchedulerConfig {
                 heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout_secs),
+                dead_worker_retention: Duration::from_secs(self.dead_worker_retention_secs),
                 queue_limit: self.queue_limit,
                 recent_jobs: self.recent_jobs,
                 dispatch_attempts: self.dispatch_attempts,
@@ -286,6 +299,8 @@ mod tests {
             "9",
             "--routing",
             "least-loaded",
+            "--dead-worker-retention-secs",
+            "90",
         ])
         .unwrap();
         let settings = args.settings().unwrap();
@@ -302,6 +317,10 @@ mod tests {
             }
         );
         assert_eq!(settings.scheduler.routing, Routing::LeastLoaded);
+        assert_eq!(
+            settings.scheduler.dead_worker_retention,
+            Duration::from_secs(90)
+        );
         assert!(Args::try_parse_from(["orcd", "--heartbeat-timeout-secs", "0"]).is_err());
         assert!(Args::try_parse_from(["orcd", "--routing", "random"]).is_err());
     }

@@ -74,7 +74,7 @@ impl AppState {
             None => None,
         };
         Ok(AppState {
-            scheduler: SchedulerHandle::spawn(settings.scheduler.clone()),
+            scheduler: SchedulerHandle::spawn_audited(settings.scheduler.clone(), audit.clone()),
             http,
             limits: settings.limits,
             auth: Arc::new(settings.auth.clone()),

@@ -130,8 +130,8 @@ Without --port, a free port is picked before the worker starts. The worker's out
         /// this machine)
         #[arg(long, value_name = "URL")]
         orchestrator_url: Option<String>,
-        /// orcd's worker token file, for an orcd with tokens; with --host it is copied to the
-        /// host (~/.config/llorch/worker.token, mode 0600) when missing there
+        /// orcd's worker token file, for an orcd with tokens; with --host its first token is
+        /// put on the host (~/.config/llorch/worker.token, mode 0600), replacing a different one
         #[arg(long, env = "LLORCH_WORKER_TOKEN_FILE", value_name = "FILE")]
         worker_token_file: Option<PathBuf>,
         /// Directory holding the llorch-worker binary (default: <repo>/target/release); with
@@ -148,8 +148,8 @@ Without --port, a free port is picked before the worker starts. The worker's out
     /// Stop a worker and start it again with the flags it was spawned with (also after a reboot)
     #[command(after_help = "\
 Examples:
-  cargo xtask pool worker restart gpu-box-gemma3-270m-cpu --host gpu-box
-  cargo xtask pool worker restart mybox-gemma3-270m-cpu
+  cargo xtask pool worker restart gpu-box-gemma3-270m --host gpu-box
+  cargo xtask pool worker restart mybox-gemma3-270m
 
 The spawn flags are kept in ~/.local/state/llorch/workers/<id>.json; the restarted worker keeps
 its id, so orcd replaces its old record.")]
@@ -163,7 +163,7 @@ its id, so orcd replaces its old record.")]
     /// Remove a dead worker from orcd's list (orcd refuses a live one; stop it first)
     #[command(after_help = "\
 Example:
-  cargo xtask pool worker forget gpu-box-gemma3-270m-cpu
+  cargo xtask pool worker forget gpu-box-gemma3-270m
 
 Talks to the configured orchestrator with the client API token, from this machine (also
 with --host). orcd logs the removal.")]

@@ -29,7 +29,7 @@ const DEFAULT_CTX_SIZE: u32 = 2048;
 struct RawFleet {
     orchestrator: RawOrchestrator,
     #[serde(default)]
-    hosts: BTreeMap<Spanned<String>, RawHost>,
+    hosts: BTreeMap<String, Spanned<RawHost>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,13 +157,15 @@ pub fn parse(
     path: &Path,
     profile_host: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Fleet> {
-    let raw: RawFleet = toml::from_str(text).map_err(|error| {
+    let deserializer = toml::Deserializer::parse(text).map_err(|error| {
         anyhow::anyhow!(
             "reading the fleet file {}: {}\nhint: deploy/fleet.example.toml shows every key",
             path.display(),
             error.to_string().trim_end()
         )
     })?;
+    let raw: RawFleet = serde_path_to_error::deserialize(deserializer)
+        .map_err(|error| refused_value(text, path, &error))?;
     let mut problems = Problems {
         text,
         path,
@@ -202,25 +204,40 @@ pub fn parse(
 
     let mut hosts = Vec::new();
     let mut names = BTreeSet::new();
-    for (host_name, host) in &raw.hosts {
-        let name = host_name.get_ref().as_str();
+    for (name, spanned_host) in &raw.hosts {
+        let host = spanned_host.get_ref();
+        let host_span = spanned_host.span();
         let key = format!("hosts.{name}");
         let profile = profile_host(name);
         if name != LOCAL_HOST && profile.is_none() {
             problems.at(
-                host_name.span(),
+                host_span,
                 &key,
-                &format!("`{name}` is not a host profile\nhint: add it with `cargo xtask remote hosts add {name} USER@HOST[:PORT] --repo-path PATH`, or use `local` for this machine"),
+                &format!(
+                    "`{name}` is not a host profile\nhint: add it with `cargo xtask remote hosts add {} USER@HOST[:PORT] --repo-path PATH`, or use `local` for this machine",
+                    crate::remote::ssh::shell_word(name)
+                ),
             );
             continue;
         }
         let advertise = match (&host.advertise, &profile) {
+            (Some(advertise), _) if !is_address(advertise.get_ref()) => {
+                problems.at(
+                    advertise.span(),
+                    &format!("{key}.advertise"),
+                    &format!(
+                        "`{}` is not an address: give an IP address or a host name such as gpu-box.lan",
+                        advertise.get_ref().escape_debug()
+                    ),
+                );
+                continue;
+            }
             (Some(advertise), _) => advertise.get_ref().clone(),
             (None, Some(profile_host)) => profile_host.clone(),
             (None, None) if orchestrator_is_loopback => "127.0.0.1".to_owned(),
             (None, None) => {
                 problems.at(
-                    host_name.span(),
+                    host_span.clone(),
                     &key,
                     "needs `advertise`: the address orcd reaches this machine's workers at (orchestrator.url is not loopback)",
                 );
@@ -272,7 +289,10 @@ pub fn parse(
                 }
             };
             if !ports.insert(port) {
-                let span = worker.port.as_ref().map_or(host_name.span(), Spanned::span);
+                let span = worker
+                    .port
+                    .as_ref()
+                    .map_or(host_span.clone(), Spanned::span);
                 problems.at(
                     span,
                     &field("port"),
@@ -280,25 +300,43 @@ pub fn parse(
                 );
             }
             if port == 0 {
-                let span = worker.port.as_ref().map_or(host_name.span(), Spanned::span);
+                let span = worker
+                    .port
+                    .as_ref()
+                    .map_or(host_span.clone(), Spanned::span);
                 problems.at(span, &field("port"), "must be a port from 1 to 65535");
             }
             let model = worker.model.get_ref().clone();
-            if model.is_empty() {
-                problems.at(worker.model.span(), &field("model"), "must not be empty");
+            if !llorch_catalog::valid_id(&model) {
+                // The id names a directory and a worker argument on the host: checked here,
+                // before any host is touched.
+                problems.at(
+                    worker.model.span(),
+                    &field("model"),
+                    &format!(
+                        "`{}` is not a catalog id: lowercase letters, digits, `-`, `.` and `_`, starting with a letter or digit\nhint: `cargo xtask models list` shows the ids",
+                        model.escape_debug()
+                    ),
+                );
             }
+            let backend = worker.backend.unwrap_or(Backend::Cpu);
+            let shares_model = host
+                .workers
+                .iter()
+                .filter(|w| w.model.get_ref() == &model)
+                .count()
+                > 1;
+            // The ids `pool worker spawn` gives: a worker started either way is found by both.
             let worker_name = match &worker.name {
                 Some(given) => given.get_ref().clone(),
-                None if host
-                    .workers
-                    .iter()
-                    .filter(|w| w.model.get_ref() == &model)
-                    .count()
-                    > 1 =>
-                {
-                    format!("{name}-{model}-{port}")
-                }
-                None => format!("{name}-{model}"),
+                None => crate::pool::spawn::stable_worker_id(
+                    name,
+                    &model,
+                    backend,
+                    worker.gpu,
+                    shares_model.then_some(port),
+                    None,
+                ),
             };
             let name_span = worker
                 .name
@@ -348,7 +386,6 @@ pub fn parse(
                     "must be at least 64 tokens",
                 );
             }
-            let backend = worker.backend.unwrap_or(Backend::Cpu);
             workers.push(WorkerSpec {
                 name: worker_name,
                 model,
@@ -364,7 +401,7 @@ pub fn parse(
             });
         }
         hosts.push(FleetHost {
-            name: name.to_owned(),
+            name: name.clone(),
             supervisor: host.supervisor,
             workers,
         });
@@ -423,6 +460,73 @@ impl Fleet {
     }
 }
 
+/// What the types of the fleet file refused (an unknown key, a port over 65535, a string for a
+/// number), with its line, column and dotted field path.
+fn refused_value(
+    text: &str,
+    path: &Path,
+    error: &serde_path_to_error::Error<toml::de::Error>,
+) -> anyhow::Error {
+    let inner = error.inner();
+    let message = inner.message().trim_end();
+    let field = field_path(error.path());
+    let (line, column) = line_column(text, inner.span().map_or(0, |span| span.start));
+    anyhow::anyhow!(
+        "the fleet file {} is not valid:\n{}:{line}:{column}: `{field}` {message}\nhint: deploy/fleet.example.toml shows every key",
+        path.display(),
+        path.display()
+    )
+}
+
+/// `hosts.box-a.workers[0].port`: the path as the fleet file spells it, without the segments
+/// `toml::Spanned` adds.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut text = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => text.push_str(&format!("[{index}]")),
+            Segment::Map { key } if key.starts_with("$__serde_spanned") => {}
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !text.is_empty() {
+                    text.push('.');
+                }
+                text.push_str(key);
+            }
+            Segment::Unknown => text.push_str(".?"),
+        }
+    }
+    text
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+    (line, column)
+}
+
+/// An IP address (IPv6 with or without brackets) or a DNS host name: what may stand between
+/// `http://` and `:PORT` in the URL orcd reaches a worker at.
+fn is_address(text: &str) -> bool {
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(text);
+    if bare.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
 fn is_loopback_name(host: &str) -> bool {
     host == "localhost"
         || host
@@ -441,9 +545,7 @@ struct Problems<'a> {
 
 impl Problems<'_> {
     fn at(&mut self, span: std::ops::Range<usize>, field: &str, message: &str) {
-        let before = &self.text[..span.start.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+        let (line, column) = line_column(self.text, span.start);
         self.list.push(format!(
             "{}:{line}:{column}: `{field}` {message}",
             self.path.display()
@@ -538,7 +640,7 @@ model = "gemma3-270m"
         let text = TWO_HOSTS.replace("slots = 2", "slot = 2");
         let error = format!("{:#}", parse_text(&text).unwrap_err());
         assert!(error.contains("fleet.toml"), "{error}");
-        assert!(error.contains("line 8"), "{error}");
+        assert!(error.contains("fleet.toml:8:1:"), "{error}");
         assert!(error.contains("unknown field `slot`"), "{error}");
     }
 
@@ -554,11 +656,76 @@ model = "gemma3-270m"
             "{error}"
         );
         assert!(
-            error.contains("fleet.toml:18:8: `hosts.nowhere` `nowhere` is not a host profile"),
+            error.contains("fleet.toml:18:1: `hosts.nowhere` `nowhere` is not a host profile"),
             "{error}"
         );
         assert!(
             error.contains("cargo xtask remote hosts add nowhere"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_named_worker_still_gets_its_model_checked() {
+        for model in ["gemma3-270m; touch /tmp/pwned", "../../../../tmp/pwned"] {
+            let text = TWO_HOSTS.replace("qwen2.5-coder-0.5b", model);
+            let error = format!("{:#}", parse_text(&text).unwrap_err());
+            assert!(
+                error.contains("fleet.toml:12:9: `hosts.box-a.workers[1].model`"),
+                "{error}"
+            );
+            assert!(error.contains("is not a catalog id"), "{error}");
+        }
+    }
+
+    #[test]
+    fn advertise_must_be_an_address() {
+        let text = TWO_HOSTS.replace(
+            "[hosts.box-b]\n",
+            "[hosts.box-b]\nadvertise = \"127.0.0.1; touch /tmp/pwned\"\n",
+        );
+        let error = format!("{:#}", parse_text(&text).unwrap_err());
+        assert!(
+            error.contains("fleet.toml:19:13: `hosts.box-b.advertise`"),
+            "{error}"
+        );
+        assert!(error.contains("is not an address"), "{error}");
+        for good in ["10.0.0.9", "[fd00::1]", "fd00::1", "gpu-box.lan"] {
+            let text = TWO_HOSTS.replace(
+                "[hosts.box-b]\n",
+                &format!("[hosts.box-b]\nadvertise = \"{good}\"\n"),
+            );
+            parse_text(&text).unwrap_or_else(|error| panic!("{good}: {error:#}"));
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_field_path() {
+        let text = TWO_HOSTS.replace("port = 9500", "port = 70000");
+        let error = format!("{:#}", parse_text(&text).unwrap_err());
+        assert!(
+            error.contains("fleet.toml:16:8: `hosts.box-a.workers[1].port`"),
+            "{error}"
+        );
+        let text = TWO_HOSTS.replace("slots = 2", "slot = 2");
+        let error = format!("{:#}", parse_text(&text).unwrap_err());
+        assert!(
+            error.contains("fleet.toml:8:1: `hosts.box-a.workers[0].slot` unknown field `slot`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn hints_quote_a_hostile_host_name() {
+        let text = TWO_HOSTS
+            .replace("[hosts.box-b]", "[hosts.\"x; touch /tmp/pwned\"]")
+            .replace(
+                "[[hosts.box-b.workers]]",
+                "[[hosts.\"x; touch /tmp/pwned\".workers]]",
+            );
+        let error = format!("{:#}", parse_text(&text).unwrap_err());
+        assert!(
+            error.contains("remote hosts add 'x; touch /tmp/pwned' USER@HOST"),
             "{error}"
         );
     }

@@ -25,12 +25,13 @@ use super::{
 use crate::{
     daemon::RunDir,
     flags::FleetHostCmd,
-    pool::worker::{self as pool_worker, WorkerLaunch},
+    pool::{
+        spawn as pool_spawn,
+        worker::{self as pool_worker, WorkerLaunch},
+    },
     Context,
 };
 
-/// The file on each host that holds the worker token (mode 0600), beside its config file.
-const TOKEN_FILE_NAME: &str = "fleet-worker-token";
 /// How long a stopped worker gets to finish its tokens and deregister.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
@@ -180,11 +181,12 @@ fn marker_dir(run_dir: &RunDir) -> PathBuf {
 pub fn observe(cx: &Context, verify_models: bool) -> anyhow::Result<HostState> {
     let run_dir = RunDir::from_env()?;
     let systemd = units::available();
-    let mut found: Vec<(String, Option<WorkerSpec>, Running, bool)> = Vec::new();
+    // (name, spec, supervisor, running, started by `pool worker spawn`)
+    let mut found: Vec<(String, Option<WorkerSpec>, Running, bool, bool)> = Vec::new();
     if systemd {
         for (name, spec) in units::list()? {
             let running = units::is_active(&name);
-            found.push((name, spec, Running::Systemd, running));
+            found.push((name, spec, Running::Systemd, running, false));
         }
     }
     let markers = marker_dir(&run_dir);
@@ -206,7 +208,14 @@ pub fn observe(cx: &Context, verify_models: bool) -> anyhow::Result<HostState> {
                 .ok()
                 .flatten()
                 .is_some_and(|info| info.is_running());
-            found.push((name.to_owned(), spec, Running::Detached, running));
+            found.push((name.to_owned(), spec, Running::Detached, running, false));
+        }
+    }
+    // Workers `pool worker spawn` started here: the same ids, so the fleet sees them.
+    for info in run_dir.list()? {
+        if info.kind == pool_worker::WORKER_KIND && !found.iter().any(|seen| seen.0 == info.name) {
+            let running = info.is_running();
+            found.push((info.name, None, Running::Detached, running, true));
         }
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -217,7 +226,7 @@ pub fn observe(cx: &Context, verify_models: bool) -> anyhow::Result<HostState> {
     let mut verified = std::collections::BTreeMap::new();
     let workers = found
         .into_iter()
-        .map(|(name, spec, supervisor, running)| {
+        .map(|(name, spec, supervisor, running, started_by_pool)| {
             let base = spec.as_ref().map(local_url);
             let health = match (&base, running) {
                 (Some(base), true) => client
@@ -258,6 +267,7 @@ pub fn observe(cx: &Context, verify_models: bool) -> anyhow::Result<HostState> {
                 slots_busy: health.as_ref().map(|health| health.slots_busy),
                 tokens_per_second,
                 model_verified,
+                started_by_pool,
             }
         })
         .collect();
@@ -339,7 +349,7 @@ pub fn apply(
             .collect();
         desired.retain(|spec| !missing.contains(spec.model.as_str()));
     } else if request.worker_token.is_some() {
-        token_path = Some(token_file(cx));
+        token_path = Some(pool_spawn::host_token_path()?);
     }
     let waiting: BTreeSet<String> = request
         .workers
@@ -361,27 +371,48 @@ pub fn apply(
         Supervisor::Systemd => bail!("the fleet file asks for systemd units on this host, but no systemd user manager runs here\nhint: set `supervisor = \"detached\"` (or \"auto\") for this host"),
     };
     let run_dir = RunDir::from_env()?;
-    for planned in plan::plan_host(&desired, &actual) {
+    for planned in plan::plan_host(&desired, &actual, stop_reason(request)) {
         let current = actual.iter().find(|worker| worker.name == planned.name);
         if !planned.action.is_nothing() {
             cx.out
                 .status(format!("{}: {}", planned.name, planned.action.describe()));
         }
+        let launch = |spec: &WorkerSpec| -> anyhow::Result<()> {
+            let program = program_for(cx, &programs, spec.backend)?;
+            start(
+                cx,
+                &run_dir,
+                spec,
+                &program,
+                token_path.as_deref(),
+                use_systemd,
+                timeout,
+            )
+        };
         let result = match (&planned.action, &planned.desired) {
             (Action::Nothing, _) => Ok(()),
             (Action::Stop { .. }, _) => stop(&run_dir, &planned.name, current),
-            (_, Some(spec)) => stop(&run_dir, &planned.name, current).and_then(|()| {
-                let program = program_for(cx, &programs, spec.backend)?;
-                start(
-                    cx,
-                    &run_dir,
-                    spec,
-                    &program,
-                    token_path.as_deref(),
-                    use_systemd,
-                    timeout,
-                )
-            }),
+            (action, Some(spec)) => stop(&run_dir, &planned.name, current)
+                .and_then(|()| launch(spec))
+                .map_err(|error| match restorable(action, current) {
+                    // The worker keeps its name (its id in orcd, its unit or record), so the
+                    // old one cannot run beside the new one; a replacement that never became
+                    // live gives the place back to the worker that answered before.
+                    Some(previous) => {
+                        cx.out.status(format!(
+                            "{}: the new settings failed; starting it again as it ran before",
+                            planned.name
+                        ));
+                        match launch(previous) {
+                            Ok(()) => error
+                                .context("the worker was started again with its previous settings"),
+                            Err(again) => error.context(format!(
+                                "starting it again with its previous settings failed too: {again:#}"
+                            )),
+                        }
+                    }
+                    None => error,
+                }),
             (_, None) => Ok(()),
         };
         report.workers.push(WorkerOutcome {
@@ -392,6 +423,27 @@ pub fn apply(
         });
     }
     Ok(report)
+}
+
+/// The settings a worker ran with before a restart, when it ran and answered: what to start
+/// again if the restart fails.
+fn restorable<'a>(action: &Action, current: Option<&'a ActualWorker>) -> Option<&'a WorkerSpec> {
+    let current = current?;
+    match action {
+        Action::Restart { .. } if current.running && current.health.is_some() => {
+            current.spec.as_ref()
+        }
+        _ => None,
+    }
+}
+
+/// What the stops of this request are for: `down` (which prepares nothing) stops every fleet
+/// worker, `up` only those the fleet file no longer has.
+fn stop_reason(request: &ApplyRequest) -> &'static str {
+    match request.prepare {
+        true => plan::STOP_STRAY,
+        false => plan::STOP_DOWN,
+    }
 }
 
 /// Setup, build, models and token; false when the host cannot go on.
@@ -486,9 +538,11 @@ fn prepare(
         }
     }
     if let Some(token) = &request.worker_token {
-        let path = token_file(cx);
-        let result = place_token(&path, token);
-        *token_path = Some(path);
+        let result = pool_spawn::host_token_path().and_then(|path| {
+            let placed = place_token(&path, token);
+            *token_path = Some(path);
+            placed
+        });
         if !step(report, "token", result) {
             return false;
         }
@@ -516,18 +570,12 @@ fn setup(cx: &Context) -> anyhow::Result<(StepOutcome, String)> {
     ))
 }
 
-fn token_file(cx: &Context) -> PathBuf {
-    cx.settings
-        .config_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(TOKEN_FILE_NAME)
-}
-
-/// Writes the token (mode 0600) unless the file already holds it.
+/// Writes the token (mode 0600) unless the file already holds it; a different token there
+/// (rotated on the operator's side) is replaced, and the step says so.
 fn place_token(path: &Path, token: &str) -> anyhow::Result<(StepOutcome, String)> {
     let wanted = format!("{}\n", token.trim());
-    if std::fs::read_to_string(path).is_ok_and(|text| text == wanted) {
+    let existing = std::fs::read_to_string(path).ok();
+    if existing.as_deref() == Some(wanted.as_str()) {
         return Ok((
             StepOutcome::Unchanged,
             format!("worker token in {}", path.display()),
@@ -542,10 +590,14 @@ fn place_token(path: &Path, token: &str) -> anyhow::Result<(StepOutcome, String)
         .with_context(|| format!("writing {}", path.display()))?;
     temp.persist(path)
         .with_context(|| format!("replacing {}", path.display()))?;
-    Ok((
-        StepOutcome::Changed,
-        format!("worker token written to {} (0600)", path.display()),
-    ))
+    let detail = match existing {
+        Some(_) => format!(
+            "worker token replaced in {} (0600): it held a different one",
+            path.display()
+        ),
+        None => format!("worker token written to {} (0600)", path.display()),
+    };
+    Ok((StepOutcome::Changed, detail))
 }
 
 fn program_for(
@@ -645,7 +697,9 @@ fn start(
     crate::config::write_atomically(&marker, &format!("{json}\n"))
 }
 
-/// Polls a unit's worker until its /health says ready.
+/// Polls a unit's worker until its /health says ready and that orcd accepted its registration
+/// (a worker older than the registration report: ready is enough). A refusal fails at once,
+/// with the worker's reason.
 fn wait_ready(spec: &WorkerSpec, timeout: Duration) -> anyhow::Result<()> {
     let url = format!("{}/health", local_url(spec));
     let deadline = Instant::now() + timeout;
@@ -654,16 +708,31 @@ fn wait_ready(spec: &WorkerSpec, timeout: Duration) -> anyhow::Result<()> {
         .build()
         .context("building an HTTP client")?;
     loop {
-        if client
+        let health = client
             .get(&url)
             .send()
-            .is_ok_and(|response| response.status().is_success())
-        {
-            return Ok(());
+            .ok()
+            .filter(|response| response.status().is_success())
+            .and_then(|response| response.json::<llorch_api::WorkerHealth>().ok());
+        if let Some(health) = health {
+            match health.registration {
+                None => return Ok(()),
+                Some(status) => match status.state {
+                    llorch_api::RegistrationState::Registered => return Ok(()),
+                    llorch_api::RegistrationState::Refused => bail!(
+                        "worker `{}` is ready but orcd at {} refused its registration (advertising {}): {}",
+                        spec.name,
+                        status.orchestrator_url,
+                        status.advertised_url,
+                        status.last_error.as_deref().unwrap_or("no reason given")
+                    ),
+                    llorch_api::RegistrationState::Pending => {}
+                },
+            }
         }
         if Instant::now() >= deadline {
             bail!(
-                "worker `{}` was not ready at {url} after {} s",
+                "worker `{}` was not ready and registered with orcd at {url} after {} s",
                 spec.name,
                 timeout.as_secs()
             );
@@ -721,12 +790,39 @@ mod tests {
             place_token(&path, "secret").unwrap().0,
             StepOutcome::Unchanged
         );
+        let (outcome, detail) = place_token(&path, "rotated").unwrap();
+        assert_eq!(outcome, StepOutcome::Changed);
+        assert!(detail.contains("replaced"), "{detail}");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "secret\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "rotated\n");
+    }
+
+    #[test]
+    fn down_says_why_it_stops_a_worker() {
+        let mut request: ApplyRequest = serde_json::from_str("{\"workers\":[]}").unwrap();
+        let stray = ActualWorker {
+            name: "a".into(),
+            spec: None,
+            supervisor: Running::Detached,
+            running: true,
+            health: Some("ready".into()),
+            slots_busy: None,
+            tokens_per_second: None,
+            model_verified: None,
+            started_by_pool: false,
+        };
+        let describe = |request: &ApplyRequest| {
+            plan::plan_host(&[], std::slice::from_ref(&stray), stop_reason(request))[0]
+                .action
+                .describe()
+        };
+        assert_eq!(describe(&request), "stop (not in the fleet file)");
+        request.prepare = false;
+        assert_eq!(describe(&request), "stop (fleet down)");
     }
 
     #[test]

@@ -17,6 +17,9 @@ use crate::{
     Context,
 };
 
+/// The SSH connect timeout of `fleet status` and `fleet plan`, whatever `ssh_timeout` says.
+pub const LOOK_CONNECT_TIMEOUT_SECS: u64 = 4;
+
 /// A host of the fleet, as this machine reaches it.
 pub enum HostLink {
     Local,
@@ -42,7 +45,8 @@ impl HostLink {
         let target = SshTarget::resolve(name, &cx.settings)?;
         let Some(repo_path) = &target.repo_path else {
             bail!(
-                "host `{name}` has no repo_path: the fleet runs `cargo xtask` in the host's checkout\nhint: `cargo xtask remote hosts add {name} USER@HOST[:PORT] --repo-path ~/llama-orch --force`"
+                "host `{name}` has no repo_path: the fleet runs `cargo xtask` in the host's checkout\nhint: `cargo xtask remote hosts add {} USER@HOST[:PORT] --repo-path ~/llama-orch --force`",
+                ssh::shell_word(name)
             );
         };
         let repo_path = repo_path
@@ -54,6 +58,18 @@ impl HostLink {
             target,
             repo_path,
         })
+    }
+
+    /// Like [`HostLink::new`], with the SSH connect timeout capped at
+    /// [`LOOK_CONNECT_TIMEOUT_SECS`]: `status` and `plan` only look, and a host that is down
+    /// should not hold the whole report up for the full `ssh_timeout`.
+    pub fn for_status(cx: &Context, name: &str) -> anyhow::Result<HostLink> {
+        let mut link = HostLink::new(cx, name)?;
+        if let HostLink::Remote { options, .. } = &mut link {
+            options.connect_timeout_secs =
+                options.connect_timeout_secs.min(LOOK_CONNECT_TIMEOUT_SECS);
+        }
+        Ok(link)
     }
 
     /// Connects (SSH) and runs `true`; an error names the cause and the fix.

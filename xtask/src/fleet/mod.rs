@@ -58,8 +58,8 @@ pub fn run(cmd: FleetCmd, cx: &Context) -> anyhow::Result<()> {
     }
 }
 
-/// One line of the per-host progress display; without a terminal, step changes become plain
-/// status lines and the host's own output stays out of the way.
+/// One line of the per-host progress display; without a terminal, step changes and the host's
+/// own status lines become plain status lines, each prefixed with the host.
 struct HostProgress {
     out: crate::output::Printer,
     host: String,
@@ -89,21 +89,14 @@ impl HostProgress {
         }
     }
 
-    /// A step of this side: shown on the bar, or printed as a status line.
+    /// A step of this side, or a line the host printed (its build's progress, its steps):
+    /// shown on the bar, or printed as a status line, so that a long step on a host (a first
+    /// build) is followed from here also without a terminal.
     fn step(&self, message: &str) {
         if self.out.shows_progress() {
             self.bar.set_message(message.to_owned());
         } else {
             self.out.status(format!("{}: {message}", self.host));
-        }
-    }
-
-    /// A line the host printed: shown on the bar only (or with --verbose).
-    fn detail(&self, line: &str) {
-        if self.out.shows_progress() {
-            self.bar.set_message(line.to_owned());
-        } else {
-            self.out.debug(format!("{}: {line}", self.host));
         }
     }
 
@@ -180,7 +173,7 @@ fn host_state(
     if verify_models {
         args.push("--verify-models");
     }
-    link.xtask(cx, &args, None, &mut |line| progress.detail(line))?
+    link.xtask(cx, &args, None, &mut |line| progress.step(line))?
         .json("`cargo xtask fleet host state` on the host")
 }
 
@@ -195,10 +188,51 @@ struct HostPlan {
     workers: Vec<WorkerPlan>,
 }
 
-fn plan_fleet(cx: &Context, _fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()> {
+/// What `up` will do about orcd, as `plan` says it.
+#[derive(Debug, Serialize)]
+struct OrcdPlan {
+    url: String,
+    /// `nothing` (it answers), `start` (on `listen`, here) or `missing` (`up` fails).
+    action: &'static str,
+    listen: Option<String>,
+}
+
+impl OrcdPlan {
+    fn of(fleet: &Fleet) -> OrcdPlan {
+        let url = fleet.orchestrator.url.clone();
+        let listen = fleet.orchestrator.listen.clone();
+        let action = match (orcd_health(&url), &listen) {
+            (true, _) => "nothing",
+            (false, Some(_)) => "start",
+            (false, None) => "missing",
+        };
+        OrcdPlan {
+            url,
+            action,
+            listen,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (self.action, &self.listen) {
+            ("nothing", _) => format!("orcd: answers at {}; nothing to do", self.url),
+            ("start", Some(listen)) => format!(
+                "orcd: nothing answers at {}; `fleet up` starts orcd here on {listen}",
+                self.url
+            ),
+            _ => format!(
+                "orcd: nothing answers at {} and the fleet file has no `listen` under [orchestrator]: `fleet up` fails until orcd runs there",
+                self.url
+            ),
+        }
+    }
+}
+
+fn plan_fleet(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()> {
+    let orcd = OrcdPlan::of(fleet);
     let plans = per_host(cx, hosts, |cx, host, progress| {
         progress.step("reading what runs there");
-        let result = HostLink::new(cx, &host.name).and_then(|link| {
+        let result = HostLink::for_status(cx, &host.name).and_then(|link| {
             link.check_reachable(cx)?;
             host_state(cx, &link, false, progress)
         });
@@ -208,7 +242,7 @@ fn plan_fleet(cx: &Context, _fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Resu
                 host: host.name.clone(),
                 ok: true,
                 error: None,
-                workers: plan::plan_host(&host.workers, &state.workers),
+                workers: plan::plan_host(&host.workers, &state.workers, plan::STOP_STRAY),
             },
             Err(error) => HostPlan {
                 host: host.name.clone(),
@@ -222,16 +256,23 @@ fn plan_fleet(cx: &Context, _fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Resu
         .iter()
         .flat_map(|plan| &plan.workers)
         .filter(|worker| !worker.action.is_nothing())
-        .count();
+        .count()
+        + usize::from(orcd.action == "start");
     let failed = plans.iter().filter(|plan| !plan.ok).count();
     if cx.out.json() {
         cx.out.print_json(&serde_json::json!({
+            "orchestrator": orcd,
             "hosts": plans,
             "changes": changes,
             "ok": failed == 0,
         }))?;
     } else {
         let paint = cx.out.paint();
+        cx.out.println(match orcd.action {
+            "nothing" => paint.dim(&orcd.describe()),
+            "start" => paint.yellow(&orcd.describe()),
+            _ => paint.red(&orcd.describe()),
+        });
         for plan in &plans {
             cx.out.println(paint.bold(&plan.host));
             if let Some(error) = &plan.error {
@@ -367,7 +408,7 @@ fn up_host(
             cx,
             &["fleet", "host", "apply", "--timeout", &timeout],
             Some(&input),
-            &mut |line| progress.detail(line),
+            &mut |line| progress.step(line),
         )?
         .json("`cargo xtask fleet host apply` on the host")
     };
@@ -440,11 +481,13 @@ fn up_host(
     }
 }
 
-/// What `up` did about orcd.
+/// What `up` or `down` did about orcd.
 #[derive(Debug, Serialize)]
 struct OrcdOutcome {
     url: String,
     started: bool,
+    /// `down` stopped the orcd that `up` had started here.
+    stopped: bool,
     pid: Option<u32>,
 }
 
@@ -455,6 +498,7 @@ fn ensure_orcd(cx: &Context, fleet: &Fleet) -> anyhow::Result<OrcdOutcome> {
         return Ok(OrcdOutcome {
             url: url.clone(),
             started: false,
+            stopped: false,
             pid: None,
         });
     }
@@ -465,10 +509,7 @@ fn ensure_orcd(cx: &Context, fleet: &Fleet) -> anyhow::Result<OrcdOutcome> {
         );
     };
     cx.out.status(format!("starting orcd on {listen}"));
-    let outcome = crate::build::CargoBuild::new(llorch_api::Backend::Cpu, true)
-        .package(crate::build::ORCD_PACKAGE)
-        .run(cx)?;
-    let program = outcome.executable(crate::build::ORCD_BINARY)?;
+    let program = orcd_program(cx)?;
     let mut args: Vec<std::ffi::OsString> = vec!["--listen".into(), listen.into()];
     if let Some(path) = &fleet.orchestrator.api_token_file {
         args.extend(["--api-token-file".into(), link::expand_home(path).into()]);
@@ -501,8 +542,51 @@ fn ensure_orcd(cx: &Context, fleet: &Fleet) -> anyhow::Result<OrcdOutcome> {
     Ok(OrcdOutcome {
         url: url.clone(),
         started: true,
+        stopped: false,
         pid: Some(info.pid),
     })
+}
+
+/// The orcd `up` starts: LLORCH_BIN_DIR's when it holds one (as `pool worker spawn` finds its
+/// worker), else the release build, built now.
+fn orcd_program(cx: &Context) -> anyhow::Result<std::path::PathBuf> {
+    if let Some(dir) = crate::config::process_env("LLORCH_BIN_DIR") {
+        let program = std::path::Path::new(&dir).join(crate::build::ORCD_BINARY);
+        if program.is_file() {
+            cx.out
+                .status(format!("using {} (LLORCH_BIN_DIR)", program.display()));
+            return Ok(program);
+        }
+    }
+    crate::build::CargoBuild::new(llorch_api::Backend::Cpu, true)
+        .package(crate::build::ORCD_PACKAGE)
+        .run(cx)?
+        .executable(crate::build::ORCD_BINARY)
+}
+
+/// After `down` of the whole fleet: stops the orcd that `up` started here (the run
+/// directory's orcd at the fleet's URL, when the fleet file lets `up` start one).
+fn stop_started_orcd(fleet: &Fleet) -> anyhow::Result<Option<OrcdOutcome>> {
+    if fleet.orchestrator.listen.is_none() {
+        return Ok(None);
+    }
+    let run_dir = RunDir::from_env()?;
+    let url = &fleet.orchestrator.url;
+    let Some(info) = run_dir
+        .get(crate::stack::ORCD_DAEMON)?
+        .filter(|info| info.url.as_deref().map(|own| own.trim_end_matches('/')) == Some(url))
+    else {
+        return Ok(None);
+    };
+    run_dir
+        .stop(&info.name, Duration::from_secs(10))
+        .with_context(|| format!("stopping orcd (pid {}) at {url}", info.pid))?;
+    Ok(Some(OrcdOutcome {
+        url: url.clone(),
+        started: false,
+        stopped: true,
+        pid: Some(info.pid),
+    }))
 }
 
 fn orcd_health(url: &str) -> bool {
@@ -592,7 +676,7 @@ fn wait_live(
             spec.name,
             timeout.as_secs(),
             spec.name,
-            result.host,
+            crate::remote::ssh::shell_word(&result.host),
             spec.orchestrator_url,
             spec.advertise_url
         ));
@@ -608,7 +692,8 @@ fn report_hosts(
     results: &[HostResult],
 ) -> anyhow::Result<()> {
     let failed: Vec<&HostResult> = results.iter().filter(|result| !result.ok).collect();
-    let changed = results.iter().any(HostResult::changed) || orcd.is_some_and(|orcd| orcd.started);
+    let changed = results.iter().any(HostResult::changed)
+        || orcd.is_some_and(|orcd| orcd.started || orcd.stopped);
     if cx.out.json() {
         cx.out.print_json(&serde_json::json!({
             "ok": failed.is_empty(),
@@ -619,9 +704,14 @@ fn report_hosts(
     } else {
         let paint = cx.out.paint();
         if let Some(orcd) = orcd {
-            cx.out.println(match orcd.started {
-                true => format!("orcd: started at {}", orcd.url),
-                false => format!("orcd: answers at {}", orcd.url),
+            cx.out.println(match (orcd.started, orcd.stopped) {
+                (true, _) => format!("orcd: started at {}", orcd.url),
+                (_, true) => format!(
+                    "orcd: stopped at {} (pid {}; `fleet up` had started it)",
+                    orcd.url,
+                    orcd.pid.unwrap_or_default()
+                ),
+                _ => format!("orcd: answers at {}", orcd.url),
             });
         }
         for result in results {
@@ -649,6 +739,7 @@ fn report_hosts(
             let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
             for worker in &result.workers {
                 let kind = match worker.action {
+                    _ if !worker.ok => "failed",
                     plan::Action::Start { .. } => "started",
                     plan::Action::Restart { .. } => "restarted",
                     plan::Action::Stop { .. } => "stopped",
@@ -717,7 +808,7 @@ fn down(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()> 
             let request = request_for(fleet, host, false)?;
             let input = serde_json::to_vec(&request).expect("a request always serializes");
             link.xtask(cx, &["fleet", "host", "apply"], Some(&input), &mut |line| {
-                progress.detail(line)
+                progress.step(line)
             })?
             .json("`cargo xtask fleet host apply` on the host")
         })();
@@ -746,7 +837,12 @@ fn down(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()> 
             Err(error) => HostResult::failed(&host.name, Vec::new(), error),
         }
     })?;
-    report_hosts(cx, "down", None, &results)
+    // Only when the whole fleet went down: a host taken out alone leaves orcd to the others.
+    let orcd = match hosts.len() == fleet.hosts.len() {
+        true => stop_started_orcd(fleet)?,
+        false => None,
+    };
+    report_hosts(cx, "down", orcd.as_ref(), &results)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,7 +855,8 @@ struct WorkerStatus {
     worker: String,
     desired: bool,
     host_reachable: bool,
-    running: bool,
+    /// `None` when the host could not be asked.
+    running: Option<bool>,
     registered: bool,
     slots_busy: Option<u32>,
     slots_total: Option<u32>,
@@ -774,7 +871,7 @@ struct WorkerStatus {
 fn status(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()> {
     let states = per_host(cx, hosts, |cx, host, progress| {
         progress.step("reading what runs there");
-        let result = HostLink::new(cx, &host.name).and_then(|link| {
+        let result = HostLink::for_status(cx, &host.name).and_then(|link| {
             link.check_reachable(cx)?;
             host_state(cx, &link, true, progress)
         });
@@ -832,7 +929,7 @@ fn status(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()
                 worker: spec.name.clone(),
                 desired: true,
                 host_reachable: state.is_ok(),
-                running,
+                running: state.is_ok().then_some(running),
                 registered: registered.is_some(),
                 slots_busy: registered.map(|worker| worker.slots_busy),
                 slots_total: registered.map(|worker| worker.slots_total),
@@ -843,16 +940,15 @@ fn status(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()
                 problem,
             });
         }
-        for stray in actual
-            .iter()
-            .filter(|worker| !host.workers.iter().any(|spec| spec.name == worker.name))
-        {
+        for stray in actual.iter().filter(|worker| {
+            !worker.started_by_pool && !host.workers.iter().any(|spec| spec.name == worker.name)
+        }) {
             rows.push(WorkerStatus {
                 host: host.name.clone(),
                 worker: stray.name.clone(),
                 desired: false,
                 host_reachable: true,
-                running: stray.running,
+                running: Some(stray.running),
                 registered: orcd_workers
                     .iter()
                     .any(|worker| worker.worker_id == stray.name),
@@ -883,6 +979,7 @@ fn status(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()
             "HOST", "WORKER", "RUNNING", "REGISTERED", "SLOTS", "TOK/S", "MODEL", "PROBLEM"
         )));
         let yes_no = |value: bool| if value { "yes" } else { "no" };
+        let known = |value: Option<bool>| value.map_or("unknown", yes_no);
         for row in &rows {
             let slots = match (row.slots_busy, row.slots_total) {
                 (Some(busy), Some(total)) => format!("{busy}/{total}"),
@@ -901,7 +998,7 @@ fn status(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()
                 "{:<14} {:<28} {:<8} {:<10} {:>7} {:>7} {:<8} {problem}",
                 row.host,
                 row.worker,
-                yes_no(row.running),
+                known(row.running),
                 yes_no(row.registered),
                 slots,
                 row.tokens_per_second

@@ -23,6 +23,10 @@ pub struct ActualWorker {
     pub tokens_per_second: Option<f64>,
     /// `Some(true)` when its model was re-hashed and matched (`fleet host state --verify-models`).
     pub model_verified: Option<bool>,
+    /// Started by `pool worker spawn` (same run directory, same ids): the fleet takes it over
+    /// when the fleet file has a worker of that id, and otherwise leaves it alone.
+    #[serde(default)]
+    pub started_by_pool: bool,
 }
 
 /// What keeps a worker running on its host.
@@ -99,8 +103,18 @@ pub struct WorkerPlan {
     pub desired: Option<WorkerSpec>,
 }
 
-/// One action per worker: the desired ones in file order, then those to stop.
-pub fn plan_host(desired: &[WorkerSpec], actual: &[ActualWorker]) -> Vec<WorkerPlan> {
+/// Why `up` stops a worker that runs on a host: the fleet file no longer has it.
+pub const STOP_STRAY: &str = "not in the fleet file";
+/// Why `down` stops every fleet worker.
+pub const STOP_DOWN: &str = "fleet down";
+
+/// One action per worker: the desired ones in file order, then those to stop, each stop
+/// giving `stop_reason` ([`STOP_STRAY`] or [`STOP_DOWN`]).
+pub fn plan_host(
+    desired: &[WorkerSpec],
+    actual: &[ActualWorker],
+    stop_reason: &str,
+) -> Vec<WorkerPlan> {
     let mut plans: Vec<WorkerPlan> = desired
         .iter()
         .map(|spec| {
@@ -112,12 +126,12 @@ pub fn plan_host(desired: &[WorkerSpec], actual: &[ActualWorker]) -> Vec<WorkerP
             }
         })
         .collect();
-    for worker in actual {
+    for worker in actual.iter().filter(|worker| !worker.started_by_pool) {
         if !desired.iter().any(|spec| spec.name == worker.name) {
             plans.push(WorkerPlan {
                 name: worker.name.clone(),
                 action: Action::Stop {
-                    reason: "not in the fleet file".to_owned(),
+                    reason: stop_reason.to_owned(),
                 },
                 desired: None,
             });
@@ -140,6 +154,12 @@ fn action_for(spec: &WorkerSpec, actual: Option<&ActualWorker>) -> Action {
         // Its old settings do not matter: it is started with the new ones either way.
         return Action::Start {
             reason: "not running".to_owned(),
+        };
+    }
+    if actual.started_by_pool {
+        return Action::Restart {
+            reason: "started by `pool worker spawn`; the fleet takes it over".to_owned(),
+            changes,
         };
     }
     if actual.spec.is_none() {
@@ -239,7 +259,23 @@ mod tests {
             slots_busy: Some(0),
             tokens_per_second: None,
             model_verified: None,
+            started_by_pool: false,
         }
+    }
+
+    #[test]
+    fn a_pool_worker_of_a_fleet_id_is_taken_over_and_others_are_left_alone() {
+        let by_pool = |name: &str| ActualWorker {
+            spec: None,
+            started_by_pool: true,
+            ..running(spec(name, 1))
+        };
+        let plans = plan_host(&[spec("a", 1)], &[by_pool("a"), by_pool("b")], STOP_STRAY);
+        assert_eq!(plans.len(), 1, "{plans:?}");
+        assert_eq!(
+            plans[0].action.describe(),
+            "restart (started by `pool worker spawn`; the fleet takes it over)"
+        );
     }
 
     fn actions(plans: &[WorkerPlan]) -> Vec<(&str, &Action)> {
@@ -253,7 +289,7 @@ mod tests {
     fn a_host_that_matches_has_nothing_to_do() {
         let desired = [spec("a", 1), spec("b", 2)];
         let actual = [running(spec("b", 2)), running(spec("a", 1))];
-        let plans = plan_host(&desired, &actual);
+        let plans = plan_host(&desired, &actual, STOP_STRAY);
         assert_eq!(
             actions(&plans),
             vec![("a", &Action::Nothing), ("b", &Action::Nothing)]
@@ -264,7 +300,7 @@ mod tests {
     fn a_changed_slot_count_restarts_that_worker_only_and_says_what_differs() {
         let desired = [spec("a", 2), spec("b", 1)];
         let actual = [running(spec("a", 1)), running(spec("b", 1))];
-        let plans = plan_host(&desired, &actual);
+        let plans = plan_host(&desired, &actual, STOP_STRAY);
         assert_eq!(
             plans[0].action,
             Action::Restart {
@@ -287,7 +323,7 @@ mod tests {
         dead.running = false;
         dead.health = None;
         let actual = [dead, running(spec("stray", 1))];
-        let plans = plan_host(&desired, &actual);
+        let plans = plan_host(&desired, &actual, STOP_STRAY);
         assert_eq!(
             actions(&plans),
             vec![
@@ -323,7 +359,7 @@ mod tests {
     fn a_hung_worker_is_restarted() {
         let mut hung = running(spec("a", 1));
         hung.health = None;
-        let plans = plan_host(&[spec("a", 1)], &[hung]);
+        let plans = plan_host(&[spec("a", 1)], &[hung], STOP_STRAY);
         assert!(
             matches!(&plans[0].action, Action::Restart { reason, .. } if reason.contains("/health")),
             "{plans:?}"
@@ -332,7 +368,11 @@ mod tests {
 
     #[test]
     fn an_empty_fleet_stops_everything() {
-        let plans = plan_host(&[], &[running(spec("a", 1)), running(spec("b", 1))]);
+        let plans = plan_host(
+            &[],
+            &[running(spec("a", 1)), running(spec("b", 1))],
+            STOP_STRAY,
+        );
         assert!(plans
             .iter()
             .all(|plan| matches!(plan.action, Action::Stop { .. })));
@@ -354,7 +394,7 @@ mod tests {
 
     #[test]
     fn plans_serialize_with_a_tagged_action() {
-        let plans = plan_host(&[spec("a", 2)], &[running(spec("a", 1))]);
+        let plans = plan_host(&[spec("a", 2)], &[running(spec("a", 1))], STOP_STRAY);
         let json = serde_json::to_value(&plans[0]).unwrap();
         assert_eq!(json["action"], "restart");
         assert_eq!(json["changes"][0]["field"], "slots");

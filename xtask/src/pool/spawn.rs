@@ -22,9 +22,19 @@ use crate::remote::{
     ssh::{self, SshOptions, SshTarget},
 };
 
-/// Where a worker token copied to a pool host lives, under the remote config directory
-/// (`$XDG_CONFIG_HOME`, else `~/.config`).
+/// Where a host keeps the worker token its workers register with, under its config directory
+/// (`$XDG_CONFIG_HOME`, else `~/.config`): one file for `pool worker spawn --host` and `fleet
+/// up`, so a token either of them puts there is the one both use.
 pub const REMOTE_TOKEN_PATH: &str = "llorch/worker.token";
+
+/// [`REMOTE_TOKEN_PATH`] on this machine, as the host side of `fleet` finds it.
+pub fn host_token_path() -> anyhow::Result<PathBuf> {
+    use etcetera::BaseStrategy;
+    let strategy = etcetera::choose_base_strategy().context(
+        "finding the config directory for the worker token: no home directory\nhint: set HOME or XDG_CONFIG_HOME",
+    )?;
+    Ok(strategy.config_dir().join(REMOTE_TOKEN_PATH))
+}
 /// How long orcd may take to list a worker as live once the worker says it registered.
 const ORCD_CONFIRM_WAIT: Duration = Duration::from_secs(15);
 
@@ -48,7 +58,8 @@ pub struct SpawnSpec {
     pub id: Option<String>,
     /// `None`: the orchestrator configured on this machine.
     pub orchestrator_url: Option<String>,
-    /// orcd's worker token file on THIS machine; copied to a pool host when missing there.
+    /// orcd's worker token file on THIS machine; its first token replaces the pool host's when
+    /// they differ.
     pub worker_token_file: Option<PathBuf>,
     /// Where llorch-worker is (on the worker's machine).
     pub bin_dir: Option<PathBuf>,
@@ -96,8 +107,11 @@ pub struct SpawnedWorker {
     pub orcd: WorkerInfo,
 }
 
-/// The stable worker id `HOST-MODEL-NAME`: the same spawn gives the same id, so a restarted
-/// worker replaces its own record in orcd instead of leaving a dead one behind.
+/// The stable worker id, one scheme for `pool worker spawn` and `fleet`: `HOST-MODEL` for a
+/// cpu worker, `HOST-MODEL-NAME` where NAME tells it apart (`--name`, else its port when one
+/// is given, else `cuda1`-style backend and GPU). The same spawn gives the same id, so a
+/// restarted worker replaces its own record in orcd instead of leaving a dead one behind, and
+/// a worker one command started is the one the other finds.
 pub fn stable_worker_id(
     host_label: &str,
     model: &str,
@@ -112,22 +126,26 @@ pub fn stable_worker_id(
         .filter(|_| model.ends_with(".gguf"))
         .unwrap_or(model);
     let name = match (name, port) {
-        (Some(name), _) => name.to_owned(),
-        (None, Some(port)) if port != 0 => port.to_string(),
-        (None, _) => match gpu {
-            Some(gpu) => format!("{}{gpu}", backend.as_str()),
-            None => backend.as_str().to_owned(),
+        (Some(name), _) => Some(name.to_owned()),
+        (None, Some(port)) if port != 0 => Some(port.to_string()),
+        (None, _) => match (backend, gpu) {
+            (Backend::Cpu, None) => None,
+            (backend, Some(gpu)) => Some(format!("{}{gpu}", backend.as_str())),
+            (backend, None) => Some(backend.as_str().to_owned()),
         },
     };
-    let id: String = format!("{host_label}-{model_label}-{name}")
-        .chars()
-        .map(
-            |c| match c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                true => c,
-                false => '-',
-            },
-        )
-        .collect();
+    let id: String = match name {
+        Some(name) => format!("{host_label}-{model_label}-{name}"),
+        None => format!("{host_label}-{model_label}"),
+    }
+    .chars()
+    .map(
+        |c| match c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+            true => c,
+            false => '-',
+        },
+    )
+    .collect();
     id.trim_start_matches(['-', '.']).to_owned()
 }
 
@@ -328,8 +346,10 @@ fn is_loopback_url(url: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Copies the worker token to `~/.config/llorch/worker.token` on the host (mode 0600; under
-/// `$XDG_CONFIG_HOME` when set) unless a file is already there, and returns its absolute path.
+/// Puts the first token of `token_file` into `~/.config/llorch/worker.token` on the host (mode
+/// 0600; under `$XDG_CONFIG_HOME` when set) unless it already holds exactly that, and returns
+/// the file's absolute path. A different token there (an earlier orcd's, an earlier spawn's) is
+/// replaced: written beside it, then renamed over it, so no worker ever reads half a token.
 fn install_token(
     cx: &crate::Context,
     target: &SshTarget,
@@ -339,11 +359,16 @@ fn install_token(
     // Read and checked here first: a bad file fails before anything happens on the host.
     let tokens = llorch_api::secret::read_token_file(token_file, "worker token")
         .map_err(|error| anyhow::anyhow!("reading --worker-token-file: {error}"))?;
-    let text = format!("{}\n", tokens.join("\n"));
+    let first = tokens
+        .first()
+        .with_context(|| format!("{} holds no worker token", token_file.display()))?;
+    let text = format!("{first}\n");
     let script = format!(
         "set -e; umask 077; file=\"${{XDG_CONFIG_HOME:-$HOME/.config}}\"/{path}; mkdir -p \"$(dirname \"$file\")\"; \
-         if [ -e \"$file\" ]; then cat >/dev/null; echo \"present $file\"; \
-         else cat > \"$file.tmp\"; chmod 600 \"$file.tmp\"; mv \"$file.tmp\" \"$file\"; echo \"copied $file\"; fi",
+         cat > \"$file.tmp\"; chmod 600 \"$file.tmp\"; \
+         if [ ! -e \"$file\" ]; then mv \"$file.tmp\" \"$file\"; echo \"copied $file\"; \
+         elif [ \"$(cat \"$file\")\" = \"$(cat \"$file.tmp\")\" ]; then rm -f \"$file.tmp\"; chmod 600 \"$file\"; echo \"present $file\"; \
+         else mv \"$file.tmp\" \"$file\"; echo \"replaced $file\"; fi",
         path = ssh::quote_command(&[REMOTE_TOKEN_PATH])?
     );
     let mut child = Command::new("ssh")
@@ -383,8 +408,13 @@ fn install_token(
             "copied the worker token to {path} on {} (mode 0600)",
             target.describe()
         )),
+        "replaced" => cx.out.status(format!(
+            "replaced the worker token in {path} on {}: it held a different one (now the first token of {}, mode 0600)",
+            target.describe(),
+            token_file.display()
+        )),
         _ => cx.out.debug(format!(
-            "{} already has {path}; left as it is",
+            "{} already has this worker token in {path}",
             target.describe()
         )),
     }
@@ -406,6 +436,7 @@ pub fn confirm_live(
     worker_id: &str,
 ) -> anyhow::Result<Option<WorkerInfo>> {
     let client = orcd_client(cx)?;
+    let has_client_token = crate::jobs::api_token(cx)?.is_some();
     let url = format!("{}/workers", orchestrator_url.trim_end_matches('/'));
     let deadline = Instant::now() + ORCD_CONFIRM_WAIT;
     loop {
@@ -423,14 +454,20 @@ pub fn confirm_live(
                 }
             }
             Ok(response) => {
-                cx.out.warn(format!(
-                    "could not confirm `{worker_id}` in orcd: GET {url} answered {}{}",
-                    response.status(),
-                    match response.status().as_u16() {
-                        401 | 403 => " (set LLORCH_API_TOKEN_FILE or `orchestrator.api_token_file` to the client token)",
-                        _ => "",
-                    }
-                ));
+                let status = response.status();
+                let message =
+                    format!("could not confirm `{worker_id}` in orcd: GET {url} answered {status}");
+                match (status.as_u16(), has_client_token) {
+                    // No client token here (a pool host: the operator's side confirms with its
+                    // own): nothing is wrong, and the worker reported its registration.
+                    (401 | 403, false) => cx.out.debug(format!(
+                        "{message}; no client token on this machine, the worker reported its registration"
+                    )),
+                    (401 | 403, true) => cx.out.warn(format!(
+                        "{message}: orcd refused the client token of LLORCH_API_TOKEN_FILE / `orchestrator.api_token_file`"
+                    )),
+                    _ => cx.out.warn(message),
+                }
                 return Ok(Some(unconfirmed(worker_id)));
             }
             Err(error) => {
@@ -571,6 +608,11 @@ mod tests {
             "gpu-box-org-name-tag-cuda"
         );
         crate::daemon::validate_name(&id("org/name:tag", None, None, None)).unwrap();
+        // A cpu worker is HOST-MODEL, as the fleet names it.
+        assert_eq!(
+            stable_worker_id("box-a", "gemma3-270m", Backend::Cpu, None, None, None),
+            "box-a-gemma3-270m"
+        );
     }
 
     #[test]

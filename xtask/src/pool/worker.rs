@@ -506,24 +506,31 @@ fn print_started(cx: &crate::Context, info: &DaemonInfo) -> anyhow::Result<()> {
         .as_deref()
         .and_then(|url| reqwest::blocking::get(format!("{url}/health")).ok())
         .and_then(|response| response.json::<llorch_api::WorkerHealth>().ok());
+    let advertised = health
+        .as_ref()
+        .and_then(|health| health.registration.as_ref())
+        .map(|registration| registration.advertised_url.clone());
     if cx.out.json() {
         return cx.out.print_json(&serde_json::json!({
             "worker_id": info.name,
             "port": info.port,
             "pid": info.pid,
             "url": info.url,
+            "advertised_url": advertised,
             "model": info.model,
             "backend": info.backend,
             "log_path": info.log_path,
             "health": health,
         }));
     }
+    // The URL orcd reaches it at (what the operator of a pool host needs), not the loopback
+    // address this machine checks its health on.
     cx.out.println(format!(
         "{}  port {}  pid {}  {}",
         cx.out.paint().bold(&info.name),
         info.port.map(|port| port.to_string()).unwrap_or_default(),
         info.pid,
-        info.url.as_deref().unwrap_or("")
+        advertised.as_deref().or(info.url.as_deref()).unwrap_or("")
     ));
     cx.out.status(format!(
         "ready and registered with orcd; log: {}",
@@ -617,7 +624,7 @@ pub fn print_worker_table(cx: &crate::Context, rows: &[WorkerRow]) {
             _ => paint.yellow(&padded),
         };
         let uptime = if row.running {
-            human_duration(now.saturating_sub(row.info.started_at))
+            crate::output::human_duration(now.saturating_sub(row.info.started_at))
         } else {
             "-".to_owned()
         };
@@ -742,12 +749,8 @@ fn locate_worker(
     settings: &crate::config::Settings,
     backend: llorch_api::Backend,
 ) -> anyhow::Result<PathBuf> {
-    let dir = bin_dir.unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(|dir| settings.repo_root.join(dir))
-            .unwrap_or_else(|| settings.repo_root.join("target"));
-        target.join("release")
-    });
+    let dir = bin_dir
+        .unwrap_or_else(|| crate::build::default_target_dir(&settings.repo_root).join("release"));
     let program = dir.join("llorch-worker");
     if !program.is_file() {
         bail!(
@@ -810,15 +813,6 @@ pub fn hostname_label() -> String {
     }
 }
 
-fn human_duration(seconds: u64) -> String {
-    match seconds {
-        0..=59 => format!("{seconds}s"),
-        60..=3599 => format!("{}m{:02}s", seconds / 60, seconds % 60),
-        3600..=86399 => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
-        _ => format!("{}d{:02}h", seconds / 86400, seconds % 86400 / 3600),
-    }
-}
-
 /// The value of the sample `name` (exactly that name, no labels) in a Prometheus text
 /// exposition such as a worker's `/metrics`.
 pub fn metric_sample(exposition: &str, name: &str) -> Option<f64> {
@@ -869,13 +863,5 @@ mod tests {
         let label = hostname_label();
         daemon::validate_name(&format!("worker-{label}-9001")).unwrap();
         assert!(!label.contains('.'));
-    }
-
-    #[test]
-    fn durations_read_at_a_glance() {
-        assert_eq!(human_duration(42), "42s");
-        assert_eq!(human_duration(125), "2m05s");
-        assert_eq!(human_duration(7260), "2h01m");
-        assert_eq!(human_duration(90000), "1d01h");
     }
 }

@@ -158,6 +158,12 @@ pub fn quote_command<S: AsRef<str>>(words: &[S]) -> anyhow::Result<String> {
         .map_err(|error| anyhow!("quoting the remote command: {error}"))
 }
 
+/// One word as a POSIX shell reads it back, for commands shown in hints: a name taken from a
+/// file (`hosts."a; rm -rf ~"`) is shown quoted, never as a second command to copy.
+pub fn shell_word(word: &str) -> String {
+    shlex::try_quote(word).map_or_else(|_| format!("{word:?}"), |quoted| quoted.into_owned())
+}
+
 /// A path for the remote shell: `~/x` keeps its tilde expansion (as `"$HOME"/'x'`), anything
 /// else is quoted literally.
 pub fn quote_remote_path(path: &str) -> anyhow::Result<String> {

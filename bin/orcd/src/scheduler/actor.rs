@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use llorch_api::audit::AuditEvent;
 use llorch_api::{Heartbeat, JobInfo, JobState, WorkerInfo, WorkerRegistration};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Span;
@@ -13,6 +14,7 @@ use tracing::Span;
 use super::core::{
     DispatchFailure, Effect, JobOutcome, ModelSummary, NewJob, SchedulerConfig, SchedulerCore,
 };
+use crate::audit::AuditLog;
 use crate::error::OrcdError;
 use crate::events::{FleetObserver, Subscription, SAMPLE_INTERVAL};
 
@@ -123,11 +125,17 @@ pub struct SchedulerHandle {
 impl SchedulerHandle {
     /// Starts the actor on the current tokio runtime.
     pub fn spawn(config: SchedulerConfig) -> Self {
+        Self::spawn_audited(config, None)
+    }
+
+    /// Like [`SchedulerHandle::spawn`], writing what the scheduler decides on its own (a dead
+    /// worker's record expiring) to the audit log.
+    pub fn spawn_audited(config: SchedulerConfig, audit: Option<AuditLog>) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
         // Expiry is checked a few times per timeout so a dead worker is noticed promptly.
         let tick =
             (config.heartbeat_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        tokio::spawn(run_actor(SchedulerCore::new(config), receiver, tick));
+        tokio::spawn(run_actor(SchedulerCore::new(config), receiver, tick, audit));
         SchedulerHandle { commands }
     }
 
@@ -271,6 +279,7 @@ async fn run_actor(
     mut core: SchedulerCore,
     mut commands: mpsc::UnboundedReceiver<Command>,
     tick: Duration,
+    audit: Option<AuditLog>,
 ) {
     let mut jobs: HashMap<String, JobChannel> = HashMap::new();
     let mut observer = FleetObserver::new(Instant::now());
@@ -298,6 +307,26 @@ async fn run_actor(
             }
         };
         for effect in core.take_effects() {
+            if let (
+                Some(audit),
+                Effect::WorkerExpired {
+                    worker_id,
+                    dead_for,
+                    ..
+                },
+            ) = (&audit, &effect)
+            {
+                audit.record(
+                    None,
+                    AuditEvent::WorkerRemoved {
+                        worker_id: worker_id.clone(),
+                        reason: format!(
+                            "expired: dead for {} s (--dead-worker-retention-secs)",
+                            dead_for.as_secs()
+                        ),
+                    },
+                );
+            }
             route(&jobs, effect);
         }
         if changed {
@@ -435,6 +464,8 @@ fn route(jobs: &HashMap<String, JobChannel>, effect: Effect) {
             worker_id,
             reason,
         } => (job_id, JobNotice::WorkerDead { worker_id, reason }),
+        // Not about a job; audited by the actor.
+        Effect::WorkerExpired { .. } => return,
     };
     match jobs.get(&job_id) {
         // A closed channel means the job's task already ended; its finish report is on the way.

@@ -24,10 +24,15 @@ pub struct SchedulerConfig {
     pub recent_jobs: usize,
     /// Dispatches tried per job before it fails (the first one included).
     pub dispatch_attempts: u32,
-    /// A dead worker with no running jobs is forgotten after this long.
+    /// A dead worker with no running jobs is forgotten after this long (`orcd
+    /// --dead-worker-retention-secs`); each one forgotten so is an [`Effect::WorkerExpired`].
     pub dead_worker_retention: Duration,
     pub routing: Routing,
 }
+
+/// How long orcd keeps a dead worker's record by default: long enough to see it in `GET
+/// /workers` and restart it, short enough that a fleet's list does not fill with the dead.
+pub const DEFAULT_DEAD_WORKER_RETENTION: Duration = Duration::from_secs(600);
 
 /// A running job this many tokens short of its `max_tokens` is about to free its slot: a
 /// job is sent to wait for that slot in the worker's own queue (`Worker::finishing`).
@@ -51,7 +56,7 @@ impl Default for SchedulerConfig {
             queue_limit: 32,
             recent_jobs: 256,
             dispatch_attempts: 3,
-            dead_worker_retention: Duration::from_secs(300),
+            dead_worker_retention: DEFAULT_DEAD_WORKER_RETENTION,
             routing: Routing::PrefixAffinity { slack: 2 },
         }
     }
@@ -90,6 +95,13 @@ pub enum Effect {
         job_id: String,
         worker_id: String,
         reason: String,
+    },
+    /// A worker stayed dead past the retention and its record was dropped; not about a job:
+    /// the actor writes it to the audit log.
+    WorkerExpired {
+        worker_id: String,
+        url: String,
+        dead_for: Duration,
     },
 }
 
@@ -688,12 +700,25 @@ impl SchedulerCore {
             }
         }
         let retention = self.config.dead_worker_retention;
-        self.workers.retain(|_, worker| {
-            !worker.running.is_empty()
-                || worker
-                    .dead_since
-                    .is_none_or(|since| now.saturating_duration_since(since) <= retention)
-        });
+        let expired: Vec<(String, Duration)> = self
+            .workers
+            .iter()
+            .filter(|(_, worker)| worker.running.is_empty())
+            .filter_map(|(worker_id, worker)| {
+                let dead_for = now.saturating_duration_since(worker.dead_since?);
+                (dead_for > retention).then(|| (worker_id.clone(), dead_for))
+            })
+            .collect();
+        for (worker_id, dead_for) in expired {
+            if let Some(worker) = self.workers.remove(&worker_id) {
+                tracing::info!(%worker_id, dead_secs = dead_for.as_secs(), "dead worker's record expired");
+                self.effects.push(Effect::WorkerExpired {
+                    worker_id,
+                    url: worker.registration.url,
+                    dead_for,
+                });
+            }
+        }
         for model in affected {
             self.drain_queue(&model, now);
         }

@@ -8,5 +8,5 @@ mod core;
 pub use actor::{JobNotice, SchedulerHandle};
 pub use core::{
     Assignment, DispatchFailure, Effect, JobOutcome, ModelSummary, NewJob, Routing,
-    SchedulerConfig, SchedulerCore, FINISHING_LEAD_TOKENS,
+    SchedulerConfig, SchedulerCore, DEFAULT_DEAD_WORKER_RETENTION, FINISHING_LEAD_TOKENS,
 };

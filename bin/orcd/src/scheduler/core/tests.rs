@@ -605,6 +605,36 @@ fn long_dead_idle_workers_are_forgotten() {
 }
 
 #[test]
+fn an_expired_dead_worker_is_reported_for_the_audit_log() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 1), clock.at(0));
+    core.tick(clock.at(10_001));
+    core.take_effects();
+    // Dead since 10.001 s; the retention is 60 s.
+    core.tick(clock.at(70_001));
+    assert!(core.take_effects().is_empty());
+    assert_eq!(core.workers(clock.at(70_001)).len(), 1);
+    core.tick(clock.at(70_002));
+    assert_eq!(
+        core.take_effects(),
+        vec![Effect::WorkerExpired {
+            worker_id: "a".into(),
+            url: "http://a:9000".into(),
+            dead_for: Duration::from_millis(60_001),
+        }]
+    );
+    assert!(core.workers(clock.at(70_002)).is_empty());
+}
+
+#[test]
+fn dead_records_are_kept_ten_minutes_by_default() {
+    assert_eq!(
+        SchedulerConfig::default().dead_worker_retention,
+        Duration::from_secs(600)
+    );
+}
+
+#[test]
 fn finished_jobs_keep_their_stats_in_a_bounded_ring() {
     let (mut core, clock) = setup(config());
     core.register(worker("a", "m", 4), clock.at(0));

@@ -1,0 +1,183 @@
+//! `cargo xtask fleet` on this machine only (no sshd, no network namespace): what it says about
+//! orcd and does to it, how a restart that orcd refuses ends, and how `status` reports a host
+//! that does not answer.
+
+mod support;
+
+use std::{net::TcpListener, path::Path};
+
+use support::{http_status, Orcd, Xtask};
+
+/// A private config, run directory and state directory for the xtask under test.
+struct LocalFleet {
+    dir: tempfile::TempDir,
+}
+
+impl LocalFleet {
+    fn new() -> LocalFleet {
+        let dir = tempfile::Builder::new()
+            .prefix("llorch-fleet-")
+            .tempdir()
+            .unwrap();
+        LocalFleet { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write_fleet(&self, text: &str) {
+        std::fs::write(self.path("fleet.toml"), text).unwrap();
+    }
+
+    fn xtask(&self, bin_dir: &Path) -> Xtask {
+        let mut xtask = Xtask::new();
+        xtask
+            .env("LLORCH_CONFIG_PATH", self.path("config.toml"))
+            .env("LLORCH_FLEET", self.path("fleet.toml"))
+            .env("LLORCH_RUN_DIR", self.path("run"))
+            .env("LLORCH_STATE_DIR", self.path("state"))
+            .env("LLORCH_MODEL_BASE_DIR", self.path("models"))
+            .env("LLORCH_BIN_DIR", bin_dir)
+            .env("XDG_CONFIG_HOME", self.path("xdg-config"));
+        xtask
+    }
+}
+
+impl Drop for LocalFleet {
+    fn drop(&mut self) {
+        support::kill_recorded_daemons(&self.path("run"));
+    }
+}
+
+#[test]
+fn plan_says_it_starts_orcd_up_starts_it_and_down_stops_it() {
+    let orcd_dir = support::orcd_binary().parent().unwrap().to_path_buf();
+    let fleet = LocalFleet::new();
+    let port = support::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    fleet.write_fleet(&format!(
+        "[orchestrator]\nurl = \"{url}\"\nlisten = \"127.0.0.1:{port}\"\n\n[hosts.local]\n"
+    ));
+
+    let plan = fleet.xtask(&orcd_dir).run(["fleet", "plan"]).success();
+    assert!(
+        plan.stdout.contains(&format!(
+            "orcd: nothing answers at {url}; `fleet up` starts orcd here on 127.0.0.1:{port}"
+        )),
+        "{plan}"
+    );
+    assert!(plan.stderr.contains("1 change(s)"), "{plan}");
+
+    let up = fleet.xtask(&orcd_dir).run(["fleet", "up"]).success();
+    assert!(
+        up.stdout.contains(&format!("orcd: started at {url}")),
+        "{up}"
+    );
+    assert_eq!(http_status(&format!("{url}/health")), Some(200), "{up}");
+
+    let plan = fleet.xtask(&orcd_dir).run(["fleet", "plan"]).success();
+    assert!(
+        plan.stdout
+            .contains(&format!("orcd: answers at {url}; nothing to do")),
+        "{plan}"
+    );
+
+    let down = fleet.xtask(&orcd_dir).run(["fleet", "down"]).success();
+    assert!(
+        down.stdout.contains(&format!("orcd: stopped at {url}")),
+        "{down}"
+    );
+    assert_eq!(http_status(&format!("{url}/health")), None, "{down}");
+}
+
+/// A worker spec as `fleet up` sends it to `fleet host apply`.
+fn worker_spec(orcd: &Orcd, port: u16, advertise_url: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": "restarted",
+        "model": "tiny",
+        "backend": "cpu",
+        "gpu": null,
+        "slots": 1,
+        "ctx_size": 512,
+        "port": port,
+        "bind": "127.0.0.1",
+        "advertise_url": advertise_url,
+        "orchestrator_url": orcd.url,
+        "embeddings": false,
+    })
+}
+
+#[test]
+fn a_restart_orcd_refuses_gives_the_place_back_to_the_worker_that_ran() {
+    let orcd = Orcd::start(&[]);
+    let fleet = LocalFleet::new();
+    let bin_dir = fleet.path("bin");
+    support::install_fake_worker(&bin_dir);
+    let port = support::free_port();
+    let good_url = format!("http://127.0.0.1:{port}");
+    let apply = |spec: serde_json::Value| {
+        let request = serde_json::json!({
+            "workers": [spec],
+            "prepare": false,
+            "supervisor": "detached",
+        });
+        fleet
+            .xtask(&bin_dir)
+            .stdin(request.to_string().as_bytes())
+            .run(["--json", "fleet", "host", "apply", "--timeout", "60"])
+    };
+
+    let first = apply(worker_spec(&orcd, port, &good_url)).success().json();
+    assert_eq!(first["workers"][0]["action"], "start", "{first}");
+    assert_eq!(orcd.worker("restarted").unwrap()["state"], "live");
+
+    // orcd refuses a worker URL with a path: the new settings never become live.
+    let refused = apply(worker_spec(&orcd, port, &format!("{good_url}/refused")));
+    assert_eq!(refused.code(), 1, "{refused}");
+    let report = refused.json();
+    let outcome = &report["workers"][0];
+    assert_eq!(outcome["action"], "restart", "{report}");
+    assert_eq!(outcome["ok"], false, "{report}");
+    let error = outcome["error"].as_str().unwrap();
+    assert!(error.contains("refused"), "{error}");
+    assert!(
+        error.contains("started again with its previous settings"),
+        "{error}"
+    );
+    let worker = orcd.worker("restarted").expect("orcd still lists it");
+    assert_eq!(worker["state"], "live", "{worker}");
+    assert_eq!(worker["url"], good_url, "{worker}");
+    assert_eq!(http_status(&format!("{good_url}/health")), Some(200));
+}
+
+#[test]
+fn status_gives_up_on_a_silent_host_quickly_and_says_unknown() {
+    support::require_tool("ssh", &["/usr/bin/ssh"]);
+    // Accepts connections (the kernel does) and never says a word: ssh waits for a banner.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ssh_port = silent.local_addr().unwrap().port();
+    let fleet = LocalFleet::new();
+    std::fs::write(
+        fleet.path("config.toml"),
+        format!(
+            "version = 1\n\n[remote]\nssh_timeout = 30\n\n[remote.hosts.far]\nhost = \"127.0.0.1\"\nport = {ssh_port}\nrepo_path = \"/nonexistent\"\n"
+        ),
+    )
+    .unwrap();
+    fleet.write_fleet(&format!(
+        "[orchestrator]\nurl = \"http://127.0.0.1:{}\"\n\n[hosts.far]\n[[hosts.far.workers]]\nmodel = \"gemma3-270m\"\n",
+        support::free_port()
+    ));
+    let status = fleet
+        .xtask(Path::new("/nonexistent"))
+        .run(["fleet", "status"]);
+    assert_eq!(status.code(), 1, "{status}");
+    let row = status
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("far "))
+        .unwrap_or_else(|| panic!("no row for the host: {status}"));
+    assert!(row.contains(" unknown "), "{row}\n{status}");
+    assert!(row.contains("timed out after 4 s"), "{row}\n{status}");
+}
