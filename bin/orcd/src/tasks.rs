@@ -158,7 +158,7 @@ async fn create_task(
     Extension(actor): Extension<Actor>,
     JsonBody(request): JsonBody<TaskRequest>,
 ) -> Result<Response, OrcdError> {
-    let task = validate_task(request, &state.limits())?;
+    let task = validate_task(request, state.limits())?;
     let stream = task.stream;
     let model = task.model.clone();
     let StartedJob { job_id, items } = start_job(&state, task, &actor, TaskApi::V2).await?;

@@ -329,7 +329,7 @@ pub fn parse(
             // The ids `pool worker spawn` gives: a worker started either way is found by both.
             let worker_name = match &worker.name {
                 Some(given) => given.get_ref().clone(),
-                None => crate::pool::spawn::stable_worker_id(
+                None => crate::pool::launch::stable_worker_id(
                     name,
                     &model,
                     backend,

@@ -1,6 +1,8 @@
 //! `cargo xtask pool`: the machines that run workers. Without `--host` a command acts on this
 //! machine; with it, the same command runs in the host's checkout over SSH.
 
+pub mod launch;
+pub mod registry;
 pub mod spawn;
 mod status;
 pub mod worker;
@@ -39,7 +41,7 @@ pub fn run(cmd: PoolCmd, cx: &crate::Context) -> anyhow::Result<()> {
         }
         // orcd's records are reached from here, whichever host the worker ran on.
         (PoolSubcommand::Worker(PoolWorkerCmd::Forget { id }), _) => {
-            return spawn::forget(cx, id);
+            return registry::forget(cx, id);
         }
         _ => {}
     }
@@ -50,13 +52,34 @@ pub fn run(cmd: PoolCmd, cx: &crate::Context) -> anyhow::Result<()> {
         return remote::run_xtask_on(cx, host, &remote::to_strings(args)?);
     }
     match cmd.command {
-        PoolSubcommand::Worker(worker) => worker::run(worker, cx),
+        PoolSubcommand::Worker(worker) => run_worker(worker, cx),
         PoolSubcommand::Status => status::run(cx),
         PoolSubcommand::Models(_) => unreachable!("handled above"),
     }
 }
 
 /// `pool models ... --host HOST` is `cargo xtask models ...` on that host.
+/// `pool worker ...` on this machine.
+fn run_worker(cmd: PoolWorkerCmd, cx: &crate::Context) -> anyhow::Result<()> {
+    let run_dir = crate::daemon::RunDir::from_env()?;
+    match cmd {
+        cmd @ PoolWorkerCmd::Spawn { .. } => {
+            let spec = worker::spec_of_spawn(cmd).expect("a spawn command");
+            let spawned = spawn::spawn_worker(cx, None, &spec)?;
+            let info = worker::worker(&run_dir, &spawned.worker_id)?;
+            worker::print_started(cx, &info)
+        }
+        PoolWorkerCmd::Restart { id, timeout } => {
+            let info = worker::restart(cx, &run_dir, &id, std::time::Duration::from_secs(timeout))?;
+            worker::print_started(cx, &info)
+        }
+        PoolWorkerCmd::Forget { id } => registry::forget(cx, &id),
+        PoolWorkerCmd::List => worker::list(cx, &run_dir),
+        PoolWorkerCmd::Stop { id } => worker::stop(cx, &run_dir, &id),
+        PoolWorkerCmd::Logs { id, lines, follow } => worker::logs(cx, &run_dir, &id, lines, follow),
+    }
+}
+
 fn run_models(cmd: PoolModelsCmd, host: Option<&str>, cx: &crate::Context) -> anyhow::Result<()> {
     let Some(host) = host else {
         bail!("`pool models` acts on a pool host: pass --host HOST\nhint: for this machine's models use `cargo xtask models list` or `cargo xtask models download ID`");

@@ -4,23 +4,23 @@
 //! succeeds only once orcd lists the worker as live.
 //!
 //! `fleet` builds on [`spawn_worker`] with a [`SpawnSpec`] per worker.
-
 use std::{
-    ffi::OsString,
     io::Write as _,
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _};
-use llorch_api::{Backend, WorkerInfo, WorkerState};
 
 use crate::remote::{
     self,
     ssh::{self, SshOptions, SshTarget},
 };
+
+use super::launch::{stable_worker_id, SpawnSpec, SpawnedWorker};
+use super::registry::confirm_live;
 
 /// Where a host keeps the worker token its workers register with, under its config directory
 /// (`$XDG_CONFIG_HOME`, else `~/.config`): one file for `pool worker spawn --host` and `fleet
@@ -35,120 +35,6 @@ pub fn host_token_path() -> anyhow::Result<PathBuf> {
     )?;
     Ok(strategy.config_dir().join(REMOTE_TOKEN_PATH))
 }
-/// How long orcd may take to list a worker as live once the worker says it registered.
-const ORCD_CONFIRM_WAIT: Duration = Duration::from_secs(15);
-
-/// One worker to start: what `pool worker spawn` takes, in a form other commands can fill.
-#[derive(Debug, Clone)]
-pub struct SpawnSpec {
-    pub backend: Backend,
-    /// Catalog id (or GGUF path) of the model.
-    pub model: String,
-    pub gpu: Option<u32>,
-    /// `None`: a free port chosen on the worker's machine.
-    pub port: Option<u16>,
-    /// `None`: 127.0.0.1 here; 0.0.0.0 on a pool host or with an advertised host.
-    pub bind: Option<IpAddr>,
-    /// Address orcd reaches the worker at; `None` on a pool host: the profile's address.
-    pub advertise_host: Option<String>,
-    pub advertise_url: Option<String>,
-    /// Tells workers of one model on one host apart; part of the id.
-    pub name: Option<String>,
-    /// Replaces the `HOST-MODEL-NAME` id.
-    pub id: Option<String>,
-    /// `None`: the orchestrator configured on this machine.
-    pub orchestrator_url: Option<String>,
-    /// orcd's worker token file on THIS machine; its first token replaces the pool host's when
-    /// they differ.
-    pub worker_token_file: Option<PathBuf>,
-    /// Where llorch-worker is (on the worker's machine).
-    pub bin_dir: Option<PathBuf>,
-    pub timeout: Duration,
-    /// Further llorch-worker arguments.
-    pub worker_args: Vec<String>,
-}
-
-impl SpawnSpec {
-    /// A spec with every optional setting left to its default.
-    pub fn new(backend: Backend, model: impl Into<String>) -> SpawnSpec {
-        SpawnSpec {
-            backend,
-            model: model.into(),
-            gpu: None,
-            port: None,
-            bind: None,
-            advertise_host: None,
-            advertise_url: None,
-            name: None,
-            id: None,
-            orchestrator_url: None,
-            worker_token_file: None,
-            bin_dir: None,
-            timeout: Duration::from_secs(300),
-            worker_args: Vec::new(),
-        }
-    }
-
-    /// The orchestrator the worker registers with: the spec's, else this machine's setting.
-    pub fn orchestrator_url(&self, cx: &crate::Context) -> String {
-        self.orchestrator_url
-            .clone()
-            .unwrap_or_else(|| cx.settings.orchestrator_url.clone())
-    }
-}
-
-/// A worker that orcd lists as live.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SpawnedWorker {
-    pub worker_id: String,
-    /// The pool host, `None` for this machine.
-    pub host: Option<String>,
-    /// What orcd reports about it.
-    pub orcd: WorkerInfo,
-}
-
-/// The stable worker id, one scheme for `pool worker spawn` and `fleet`: `HOST-MODEL` for a
-/// cpu worker, `HOST-MODEL-NAME` where NAME tells it apart (`--name`, else its port when one
-/// is given, else `cuda1`-style backend and GPU). The same spawn gives the same id, so a
-/// restarted worker replaces its own record in orcd instead of leaving a dead one behind, and
-/// a worker one command started is the one the other finds.
-pub fn stable_worker_id(
-    host_label: &str,
-    model: &str,
-    backend: Backend,
-    gpu: Option<u32>,
-    port: Option<u16>,
-    name: Option<&str>,
-) -> String {
-    let model_label = Path::new(model)
-        .file_stem()
-        .and_then(|stem| stem.to_str())
-        .filter(|_| model.ends_with(".gguf"))
-        .unwrap_or(model);
-    let name = match (name, port) {
-        (Some(name), _) => Some(name.to_owned()),
-        (None, Some(port)) if port != 0 => Some(port.to_string()),
-        (None, _) => match (backend, gpu) {
-            (Backend::Cpu, None) => None,
-            (backend, Some(gpu)) => Some(format!("{}{gpu}", backend.as_str())),
-            (backend, None) => Some(backend.as_str().to_owned()),
-        },
-    };
-    let id: String = match name {
-        Some(name) => format!("{host_label}-{model_label}-{name}"),
-        None => format!("{host_label}-{model_label}"),
-    }
-    .chars()
-    .map(
-        |c| match c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-            true => c,
-            false => '-',
-        },
-    )
-    .collect();
-    id.trim_start_matches(['-', '.']).to_owned()
-}
-
 /// Starts the worker of `spec` on `host` (`None`: this machine) and returns once orcd lists
 /// it as live. On a pool host the command runs there as `cargo xtask pool worker spawn`, with
 /// the orchestrator URL, advertised address, id and token path decided here.
@@ -427,193 +313,9 @@ fn path_text(path: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("{} is not valid UTF-8", path.display()))
 }
 
-/// Polls orcd's `GET /workers` until `worker_id` is live. `Ok(None)`: orcd answers but does
-/// not list it live in time. An orcd this machine cannot reach is only a warning: the worker
-/// itself reported its registration, and orcd may sit behind a network this machine is not on.
-pub fn confirm_live(
-    cx: &crate::Context,
-    orchestrator_url: &str,
-    worker_id: &str,
-) -> anyhow::Result<Option<WorkerInfo>> {
-    let client = orcd_client(cx)?;
-    let has_client_token = crate::jobs::api_token(cx)?.is_some();
-    let url = format!("{}/workers", orchestrator_url.trim_end_matches('/'));
-    let deadline = Instant::now() + ORCD_CONFIRM_WAIT;
-    loop {
-        match client.get(&url).send() {
-            Ok(response) if response.status().is_success() => {
-                let workers: Vec<WorkerInfo> = response
-                    .json()
-                    .with_context(|| format!("reading orcd's answer to GET {url}"))?;
-                if let Some(worker) = workers
-                    .into_iter()
-                    .find(|worker| worker.worker_id == worker_id)
-                    .filter(|worker| worker.state == WorkerState::Live)
-                {
-                    return Ok(Some(worker));
-                }
-            }
-            Ok(response) => {
-                let status = response.status();
-                let message =
-                    format!("could not confirm `{worker_id}` in orcd: GET {url} answered {status}");
-                match (status.as_u16(), has_client_token) {
-                    // No client token here (a pool host: the operator's side confirms with its
-                    // own): nothing is wrong, and the worker reported its registration.
-                    (401 | 403, false) => cx.out.debug(format!(
-                        "{message}; no client token on this machine, the worker reported its registration"
-                    )),
-                    (401 | 403, true) => cx.out.warn(format!(
-                        "{message}: orcd refused the client token of LLORCH_API_TOKEN_FILE / `orchestrator.api_token_file`"
-                    )),
-                    _ => cx.out.warn(message),
-                }
-                return Ok(Some(unconfirmed(worker_id)));
-            }
-            Err(error) => {
-                cx.out.warn(format!(
-                    "could not confirm `{worker_id}` in orcd from this machine ({}); the worker reported its registration",
-                    error.without_url()
-                ));
-                return Ok(Some(unconfirmed(worker_id)));
-            }
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Stands in for orcd's record when orcd could not be asked from here.
-fn unconfirmed(worker_id: &str) -> WorkerInfo {
-    WorkerInfo {
-        worker_id: worker_id.to_owned(),
-        url: String::new(),
-        model: String::new(),
-        backend: Backend::Cpu,
-        slots_total: 0,
-        slots_busy: 0,
-        ctx_size: 0,
-        last_seen_ms_ago: 0,
-        state: WorkerState::Live,
-        embeddings: false,
-    }
-}
-
-/// A blocking client for orcd with the client API token and short timeouts.
-fn orcd_client(cx: &crate::Context) -> anyhow::Result<reqwest::blocking::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(token) = crate::jobs::api_token(cx)? {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-            .context("the API token is not a valid HTTP header value")?;
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    reqwest::blocking::Client::builder()
-        .default_headers(headers)
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(5))
-        .no_proxy()
-        .build()
-        .context("building an HTTP client")
-}
-
-/// `pool worker forget ID`: orcd removes a dead worker's record.
-pub fn forget(cx: &crate::Context, worker_id: &str) -> anyhow::Result<()> {
-    crate::daemon::validate_name(worker_id)?;
-    let orchestrator_url = &cx.settings.orchestrator_url;
-    let url = format!(
-        "{}/workers/{worker_id}/forget",
-        orchestrator_url.trim_end_matches('/')
-    );
-    let response = orcd_client(cx)?
-        .post(&url)
-        .send()
-        .with_context(|| format!("could not reach orcd at {orchestrator_url}\nhint: set the orchestrator with LLORCH_ORCHESTRATOR_URL or `orchestrator.url` in the config file"))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().unwrap_or_default();
-        let message = serde_json::from_str::<llorch_api::ErrorBody>(&body)
-            .map(|error| error.error)
-            .unwrap_or(body);
-        let hint = match status.as_u16() {
-            401 | 403 if !message.contains("hint:") => "\nhint: forgetting needs the client API token: set LLORCH_API_TOKEN_FILE or `orchestrator.api_token_file`",
-            404 if !message.contains("hint:") => "\nhint: `GET /workers` on orcd lists the workers it knows",
-            _ => "",
-        };
-        bail!("forgetting `{worker_id}`: orcd answered {status}: {message}{hint}");
-    }
-    let info: WorkerInfo = response
-        .json()
-        .with_context(|| format!("reading orcd's answer to POST {url}"))?;
-    if cx.out.json() {
-        return cx.out.print_json(&info);
-    }
-    cx.out.println(format!(
-        "orcd forgot `{worker_id}` (was {} at {})",
-        match info.state {
-            WorkerState::Live => "live",
-            WorkerState::Dead => "dead",
-        },
-        info.url
-    ));
-    Ok(())
-}
-
-/// The arguments for the local llorch-worker that the spec asks for beyond the launch's own.
-/// The token path is made absolute: the worker, and a later `restart`, run elsewhere.
-pub fn worker_extra_args(spec: &SpawnSpec) -> anyhow::Result<Vec<OsString>> {
-    let mut args: Vec<OsString> = Vec::new();
-    if let Some(file) = &spec.worker_token_file {
-        let file = std::path::absolute(file)
-            .with_context(|| format!("resolving --worker-token-file {}", file.display()))?;
-        args.extend(["--worker-token-file".into(), file.into()]);
-    }
-    args.extend(spec.worker_args.iter().map(OsString::from));
-    Ok(args)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn worker_ids_are_host_model_and_name() {
-        let id = |model, gpu, port, name| {
-            stable_worker_id("gpu-box", model, Backend::Cuda, gpu, port, name)
-        };
-        assert_eq!(
-            id("gemma3-270m", None, None, None),
-            "gpu-box-gemma3-270m-cuda"
-        );
-        assert_eq!(
-            id("gemma3-270m", Some(1), None, None),
-            "gpu-box-gemma3-270m-cuda1"
-        );
-        assert_eq!(
-            id("gemma3-270m", Some(1), Some(9002), None),
-            "gpu-box-gemma3-270m-9002"
-        );
-        assert_eq!(
-            id("gemma3-270m", Some(1), Some(9002), Some("big")),
-            "gpu-box-gemma3-270m-big"
-        );
-        assert_eq!(
-            id("/models/My Model.gguf", None, None, None),
-            "gpu-box-My-Model-cuda"
-        );
-        assert_eq!(
-            id("org/name:tag", None, None, None),
-            "gpu-box-org-name-tag-cuda"
-        );
-        crate::daemon::validate_name(&id("org/name:tag", None, None, None)).unwrap();
-        // A cpu worker is HOST-MODEL, as the fleet names it.
-        assert_eq!(
-            stable_worker_id("box-a", "gemma3-270m", Backend::Cpu, None, None, None),
-            "box-a-gemma3-270m"
-        );
-    }
 
     #[test]
     fn loopback_orchestrators_are_caught_for_remote_hosts_only() {

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     daemon::{self, DaemonInfo, DaemonSpec, RunDir},
     flags::PoolWorkerCmd,
-    pool::spawn::{self, SpawnSpec},
+    pool::launch::{self, SpawnSpec},
+    pool::registry,
 };
 
 /// The `kind` of worker daemons in the run directory.
@@ -30,26 +31,6 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const REGISTRATION_WAIT: Duration = Duration::from_secs(20);
 /// Overrides where spawn records are kept (tests use a temporary directory).
 pub const STATE_DIR_ENV: &str = "LLORCH_STATE_DIR";
-
-pub fn run(cmd: PoolWorkerCmd, cx: &crate::Context) -> anyhow::Result<()> {
-    let run_dir = RunDir::from_env()?;
-    match cmd {
-        cmd @ PoolWorkerCmd::Spawn { .. } => {
-            let spec = spec_of_spawn(cmd).expect("a spawn command");
-            let spawned = spawn::spawn_worker(cx, None, &spec)?;
-            let info = worker(&run_dir, &spawned.worker_id)?;
-            print_started(cx, &info)
-        }
-        PoolWorkerCmd::Restart { id, timeout } => {
-            let info = restart(cx, &run_dir, &id, Duration::from_secs(timeout))?;
-            print_started(cx, &info)
-        }
-        PoolWorkerCmd::Forget { id } => spawn::forget(cx, &id),
-        PoolWorkerCmd::List => list(cx, &run_dir),
-        PoolWorkerCmd::Stop { id } => stop(cx, &run_dir, &id),
-        PoolWorkerCmd::Logs { id, lines, follow } => logs(cx, &run_dir, &id, lines, follow),
-    }
-}
 
 /// The spec of a `spawn` command line; `None` for the other commands.
 pub fn spec_of_spawn(cmd: PoolWorkerCmd) -> Option<SpawnSpec> {
@@ -110,7 +91,7 @@ pub fn spawn_here(cx: &crate::Context, spec: &SpawnSpec) -> anyhow::Result<Daemo
         (None, None) => None,
     };
     let id = spec.id.clone().unwrap_or_else(|| {
-        spawn::stable_worker_id(
+        launch::stable_worker_id(
             &hostname_label(),
             &spec.model,
             spec.backend,
@@ -129,7 +110,7 @@ pub fn spawn_here(cx: &crate::Context, spec: &SpawnSpec) -> anyhow::Result<Daemo
         advertise_url,
         id: Some(id),
         orchestrator_url: spec.orchestrator_url(cx),
-        extra_args: spawn::worker_extra_args(spec)?,
+        extra_args: launch::worker_extra_args(spec)?,
     };
     start_worker(cx, &run_dir, &launch, spec.timeout)
 }
@@ -147,7 +128,7 @@ pub struct WorkerLaunch {
     pub port: Option<u16>,
     pub bind: IpAddr,
     pub advertise_url: Option<String>,
-    /// Default: `<hostname>-<model>-<backend>` (see [`spawn::stable_worker_id`]).
+    /// Default: `<hostname>-<model>-<backend>` (see [`launch::stable_worker_id`]).
     pub id: Option<String>,
     pub orchestrator_url: String,
     /// Further llorch-worker arguments.
@@ -177,7 +158,7 @@ impl WorkerLaunch {
             _ => free_port(self.bind)?,
         };
         let id = self.id.unwrap_or_else(|| {
-            spawn::stable_worker_id(
+            launch::stable_worker_id(
                 &hostname_label(),
                 &self.model,
                 self.backend,
@@ -473,7 +454,7 @@ impl SavedSpawn {
 
 /// `pool worker restart ID`: stops the worker if it runs and starts it again as it was
 /// spawned; same id, so orcd replaces the old record.
-fn restart(
+pub fn restart(
     cx: &crate::Context,
     run_dir: &RunDir,
     id: &str,
@@ -490,7 +471,7 @@ fn restart(
     }
     let info = start_spec(cx, run_dir, &saved.to_spec(), timeout)?;
     if let Some(orchestrator_url) = saved.orchestrator_url() {
-        if spawn::confirm_live(cx, orchestrator_url, id)?.is_none() {
+        if registry::confirm_live(cx, orchestrator_url, id)?.is_none() {
             let _ = run_dir.stop(id, STOP_GRACE);
             bail!(
                 "orcd at {orchestrator_url} does not list `{id}` as live although the worker registered; it was stopped\nhint: is another orcd answering at that URL? check `GET /workers` there"
@@ -500,7 +481,7 @@ fn restart(
     Ok(info)
 }
 
-fn print_started(cx: &crate::Context, info: &DaemonInfo) -> anyhow::Result<()> {
+pub fn print_started(cx: &crate::Context, info: &DaemonInfo) -> anyhow::Result<()> {
     let health = info
         .url
         .as_deref()
@@ -589,7 +570,7 @@ pub fn worker_rows(run_dir: &RunDir) -> anyhow::Result<Vec<WorkerRow>> {
     Ok(rows)
 }
 
-fn list(cx: &crate::Context, run_dir: &RunDir) -> anyhow::Result<()> {
+pub fn list(cx: &crate::Context, run_dir: &RunDir) -> anyhow::Result<()> {
     let rows = worker_rows(run_dir)?;
     if cx.out.json() {
         return cx.out.print_json(&rows);
@@ -643,7 +624,7 @@ pub fn print_worker_table(cx: &crate::Context, rows: &[WorkerRow]) {
     }
 }
 
-fn stop(cx: &crate::Context, run_dir: &RunDir, id: &str) -> anyhow::Result<()> {
+pub fn stop(cx: &crate::Context, run_dir: &RunDir, id: &str) -> anyhow::Result<()> {
     let info = worker(run_dir, id)?;
     let outcome = run_dir.stop(id, STOP_GRACE)?;
     if cx.out.json() {
@@ -662,7 +643,7 @@ fn stop(cx: &crate::Context, run_dir: &RunDir, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn worker(run_dir: &RunDir, id: &str) -> anyhow::Result<DaemonInfo> {
+pub fn worker(run_dir: &RunDir, id: &str) -> anyhow::Result<DaemonInfo> {
     match run_dir.get(id)? {
         Some(info) if info.kind == WORKER_KIND => Ok(info),
         Some(info) => bail!(
@@ -676,7 +657,7 @@ fn worker(run_dir: &RunDir, id: &str) -> anyhow::Result<DaemonInfo> {
     }
 }
 
-fn logs(
+pub fn logs(
     cx: &crate::Context,
     run_dir: &RunDir,
     id: &str,
