@@ -475,6 +475,8 @@ pub struct WorkspaceMetadata {
 #[derive(Debug, Deserialize)]
 pub struct MetadataPackage {
     pub name: String,
+    /// The package's `Cargo.toml`.
+    pub manifest_path: PathBuf,
     pub targets: Vec<MetadataTarget>,
 }
 

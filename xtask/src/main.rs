@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod config;
 mod context;
+mod coverage;
 mod daemon;
 mod dev;
 mod flags;
@@ -65,6 +66,7 @@ fn run(cli: flags::Cli, out: Printer) -> anyhow::Result<ExitCode> {
         Command::Git(cmd) => git::run(cmd, &cx)?,
         Command::Jobs(args) => jobs::run(args, &cx)?,
         Command::Lint(args) => lint::run(args, &cx)?,
+        Command::Coverage(args) => coverage::run(args, &cx)?,
         Command::Models(cmd) => models::run(cmd, &cx)?,
         Command::Pool(cmd) => pool::run(cmd, &cx)?,
         Command::Remote(cmd) => remote::run(cmd, &cx)?,

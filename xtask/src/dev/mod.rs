@@ -6,7 +6,7 @@ mod doctor;
 mod setup;
 
 pub use doctor::{diagnose, Need};
-pub use setup::{run_setup, SetupScope};
+pub use setup::{ensure_coverage_tools, run_setup, CoverageTools, SetupScope};
 
 use crate::{flags::DevCmd, Context};
 

@@ -2,6 +2,8 @@
 //! default model and writes a default config. Every step checks first, so a second run on a
 //! ready machine only looks and returns.
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Context as _};
 
 use super::doctor::{self, Finding, Need, PackageManager, Status};
@@ -93,6 +95,59 @@ pub fn run_setup(cx: &Context, assume_yes: bool, scope: SetupScope) -> anyhow::R
     }
     cx.out.status(cx.out.paint().green("setup complete"));
     Ok(())
+}
+
+/// The tools `cargo xtask coverage` runs with: cargo-llvm-cov, and the `llvm-cov` and
+/// `llvm-profdata` of the LLVM release rustc is built on (Debian's `llvm-22` for rustc's LLVM
+/// 22: profiles written by one LLVM version are not read by another).
+pub struct CoverageTools {
+    pub llvm_cov: PathBuf,
+    pub llvm_profdata: PathBuf,
+}
+
+/// The LLVM package whose tools match this toolchain's profile format.
+pub const COVERAGE_LLVM_PACKAGE: &str = "llvm-22";
+
+/// Finds the coverage tools, installing what is missing: the LLVM package through the system's
+/// package manager (asking first, as `dev setup` does) and cargo-llvm-cov with `cargo install`.
+pub fn ensure_coverage_tools(cx: &Context, assume_yes: bool) -> anyhow::Result<CoverageTools> {
+    let llvm_bin = PathBuf::from(format!("/usr/lib/{COVERAGE_LLVM_PACKAGE}/bin"));
+    let from_env = |name: &str| std::env::var_os(name).map(PathBuf::from);
+    let tools = || CoverageTools {
+        llvm_cov: from_env("LLVM_COV").unwrap_or_else(|| llvm_bin.join("llvm-cov")),
+        llvm_profdata: from_env("LLVM_PROFDATA").unwrap_or_else(|| llvm_bin.join("llvm-profdata")),
+    };
+    if !tools().llvm_cov.is_file() || !tools().llvm_profdata.is_file() {
+        install_packages(
+            cx,
+            PackageManager::detect(),
+            &[COVERAGE_LLVM_PACKAGE],
+            assume_yes,
+        )?;
+    }
+    let found = tools();
+    for tool in [&found.llvm_cov, &found.llvm_profdata] {
+        if !tool.is_file() {
+            bail!(
+                "{} is missing after installing {COVERAGE_LLVM_PACKAGE}\nhint: point LLVM_COV and LLVM_PROFDATA at the llvm-cov and llvm-profdata of LLVM {} (`rustc -vV` names it)",
+                tool.display(),
+                COVERAGE_LLVM_PACKAGE.trim_start_matches("llvm-")
+            );
+        }
+    }
+    if which::which("cargo-llvm-cov").is_err() {
+        if !may_install(cx, &["cargo-llvm-cov (cargo install)"], assume_yes)? {
+            bail!("installation declined\nhint: cargo install cargo-llvm-cov --locked");
+        }
+        run_logged(
+            cx,
+            "cargo install cargo-llvm-cov",
+            &[],
+            &["cargo", "install", "cargo-llvm-cov", "--locked"],
+            &[],
+        )?;
+    }
+    Ok(found)
 }
 
 /// System packages for every missing tool the project or its tests need, without repeats.

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 mod audit;
 mod build;
 mod config;
+mod coverage;
 mod dev;
 mod fleet;
 mod git;
@@ -22,6 +23,7 @@ mod test;
 pub use audit::AuditCmd;
 pub use build::BuildCmd;
 pub use config::ConfigCmd;
+pub use coverage::CoverageArgs;
 pub use dev::DevCmd;
 pub use fleet::{FleetCmd, FleetHostCmd, FleetSubcommand};
 pub use git::{GitCmd, SubmodulesCmd};
@@ -114,8 +116,10 @@ pub enum Command {
     /// Host profiles and commands on other machines over SSH
     #[command(subcommand)]
     Remote(RemoteCmd),
-    /// Check formatting (rustfmt) and lints (clippy, warnings denied) over the workspace
+    /// Check formatting (rustfmt), lints (clippy, warnings denied) and import circles
     Lint(LintArgs),
+    /// Line coverage of the unit suite per crate and in total (cargo-llvm-cov)
+    Coverage(CoverageArgs),
     /// Run the unit, integration and smoke suites and report `N passed, N failed, N skipped`
     #[command(subcommand)]
     Test(TestCmd),

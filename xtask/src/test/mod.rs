@@ -467,6 +467,7 @@ mod tests {
                 .iter()
                 .map(|(name, targets)| build::MetadataPackage {
                     name: (*name).into(),
+                    manifest_path: format!("/w/{name}/Cargo.toml").into(),
                     targets: targets
                         .iter()
                         .map(|(name, kind)| build::MetadataTarget {
