@@ -140,6 +140,7 @@ fn run_suites(
     args: &TestArgs,
 ) -> anyhow::Result<Vec<SuiteResult>> {
     let metadata = build::workspace_metadata(cx)?;
+    compile_tests_once(cx, backend, suites, &metadata);
     let binaries = if suites.iter().any(|suite| suite.needs_binaries()) {
         Some(build::build_binaries(cx, backend, true).map_err(|error| format!("{error:#}")))
     } else {
@@ -167,6 +168,56 @@ fn run_suites(
         results.push(result);
     }
     Ok(results)
+}
+
+/// Compiles the test binaries of every cargo suite in `suites` in one cargo invocation, so that
+/// the suites that follow find them built: one selection keeps both cores busy to the end,
+/// where one build per suite waited on each suite's last links in turn. A failure here is left
+/// to the suites, which report it with their own notes.
+fn compile_tests_once(
+    cx: &Context,
+    backend: Backend,
+    suites: &[Suite],
+    metadata: &build::WorkspaceMetadata,
+) {
+    let cargo_suites: Vec<Suite> = suites
+        .iter()
+        .copied()
+        .filter(|suite| *suite != Suite::Lint)
+        .collect();
+    if cargo_suites.len() < 2 || backend != Backend::Cpu {
+        return;
+    }
+    let mut args: Vec<OsString> = ["test", "--no-run", "--release"]
+        .map(OsString::from)
+        .to_vec();
+    let mut selected_workspace = false;
+    for suite in cargo_suites {
+        let Ok(selection) = selection(cx, suite, backend, metadata) else {
+            return;
+        };
+        for arg in selection {
+            // Each suite's selection starts with `--workspace`; one is enough.
+            if arg == "--workspace" {
+                if selected_workspace {
+                    continue;
+                }
+                selected_workspace = true;
+            }
+            args.push(arg);
+        }
+    }
+    cx.out.status(
+        cx.out
+            .paint()
+            .bold("compiling the tests of every suite at once"),
+    );
+    if let Err(error) = build::stream_lines(build::cargo(cx, &args).stderr_to_stdout(), |line| {
+        eprintln!("{line}")
+    }) {
+        cx.out
+            .warn(format!("compiling the tests at once failed: {error:#}"));
+    }
 }
 
 fn run_suite(
