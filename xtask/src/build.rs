@@ -368,7 +368,7 @@ impl CargoBuild {
             started.elapsed().as_secs_f64()
         ));
         // Best effort: without it the next build only cannot say why it recompiles.
-        let _ = crate::config::write_atomically(&stamp, &format!("{selection}\n"));
+        let _ = crate::files::write_atomically(&stamp, &format!("{selection}\n"));
         Ok(outcome)
     }
 }

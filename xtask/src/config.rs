@@ -1,6 +1,7 @@
 //! Configuration: the TOML file, `LLORCH_*` environment overrides and flags, resolved once into
 //! [`Settings`] with the precedence flags > environment > file > defaults.
 
+use crate::files::write_atomically;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -439,23 +440,6 @@ version = {CONFIG_VERSION}
 "#,
         models = llorch_catalog::default_model_base_dir().display()
     )
-}
-
-/// Writes `text` to `path` atomically: a temporary file beside it, then a rename, so a crash
-/// never leaves half a config behind.
-pub fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut temp, text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    temp.persist(path)
-        .with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
 }
 
 /// Writes the default config unless a file exists; returns whether it wrote one.

@@ -239,8 +239,8 @@ impl RunDir {
     /// Writes the state file and the pid file of `info`.
     pub fn record(&self, info: &DaemonInfo) -> anyhow::Result<()> {
         let json = serde_json::to_string_pretty(info).expect("daemon state always serializes");
-        crate::config::write_atomically(&self.file(&info.name, "json"), &format!("{json}\n"))?;
-        crate::config::write_atomically(&self.file(&info.name, "pid"), &format!("{}\n", info.pid))
+        crate::files::write_atomically(&self.file(&info.name, "json"), &format!("{json}\n"))?;
+        crate::files::write_atomically(&self.file(&info.name, "pid"), &format!("{}\n", info.pid))
     }
 
     /// The recorded daemon called `name`, running or not.

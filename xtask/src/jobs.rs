@@ -17,14 +17,6 @@ use crate::{
     Context,
 };
 
-/// The catalog's default model, unless the config names another.
-pub fn default_model_id(cx: &Context) -> anyhow::Result<String> {
-    if let Some(id) = &cx.settings.file.models.default_model {
-        return Ok(id.clone());
-    }
-    Ok(crate::models::load_catalog(cx)?.default_model().id.clone())
-}
-
 pub fn run(args: JobsArgs, cx: &Context) -> anyhow::Result<()> {
     let client = OrcdClient::for_settings(
         cx,
@@ -66,7 +58,7 @@ pub fn run(args: JobsArgs, cx: &Context) -> anyhow::Result<()> {
 fn task_request(cx: &Context, submit: SubmitArgs) -> anyhow::Result<TaskRequest> {
     let model = match submit.model {
         Some(model) => model,
-        None => default_model_id(cx)?,
+        None => crate::models::default_model_id(cx)?,
     };
     let messages = submit.chat.map(|content| {
         let mut messages = Vec::new();

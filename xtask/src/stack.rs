@@ -23,7 +23,7 @@ pub fn up(args: UpArgs, cx: &Context) -> anyhow::Result<()> {
     crate::dev::run_setup(cx, args.yes, crate::dev::SetupScope::Run)?;
     let model = match &args.model {
         Some(model) => model.clone(),
-        None => jobs::default_model_id(cx)?,
+        None => crate::models::default_model_id(cx)?,
     };
     crate::models::ensure_downloaded(cx, &model)?;
     let backend = args.backend.unwrap_or(cx.settings.default_backend);

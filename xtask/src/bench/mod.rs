@@ -161,7 +161,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     }
     let model = match &args.model {
         Some(model) => model.clone(),
-        None => crate::jobs::default_model_id(cx)?,
+        None => crate::models::default_model_id(cx)?,
     };
     let model_path = crate::models::ensure_downloaded(cx, &model)?;
     let binaries = crate::build::build_binaries(cx, llorch_api::Backend::Cpu, true)?;
@@ -170,7 +170,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     cleanup.stop_on_signal(cx);
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-    let port = pool_worker::free_port(localhost)?;
+    let port = crate::ports::free_port(localhost)?;
     let orcd = crate::stack::start_orcd(
         cx,
         &cleanup.run_dir,
@@ -324,7 +324,7 @@ async fn decode_steps(http: &reqwest::Client, worker_url: &str) -> anyhow::Resul
         .context("reading the bench worker's /metrics")?
         .text()
         .await?;
-    pool_worker::metric_sample(&text, "llorch_worker_decode_step_seconds_count")
+    crate::metrics::metric_sample(&text, "llorch_worker_decode_step_seconds_count")
         .context("the bench worker's /metrics has no llorch_worker_decode_step_seconds_count")
 }
 
@@ -336,8 +336,8 @@ async fn worker_threads(worker_url: &str) -> Option<WorkerThreads> {
         .await
         .ok()?;
     Some(WorkerThreads {
-        at_end: pool_worker::metric_sample(&text, "llorch_worker_threads")? as u64,
-        changes: pool_worker::metric_sample(&text, "llorch_worker_thread_changes_total")? as u64,
+        at_end: crate::metrics::metric_sample(&text, "llorch_worker_threads")? as u64,
+        changes: crate::metrics::metric_sample(&text, "llorch_worker_thread_changes_total")? as u64,
     })
 }
 
@@ -356,7 +356,7 @@ fn start_llama_server(
              hint: build llama-server from the llama.cpp that our crate bundles (see the README's Benchmarks section), or pass the URL of a running one"
         );
     }
-    let port = pool_worker::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
+    let port = crate::ports::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
     let mut server_args: Vec<OsString> = vec![
         "-m".into(),
         model_path.into(),
@@ -813,9 +813,9 @@ fn measure_ceilings(
 fn write_report(cx: &Context, report: &BenchReport) -> anyhow::Result<std::path::PathBuf> {
     let dir = cx.settings.repo_root.join("target/bench");
     let text = serde_json::to_string_pretty(report)? + "\n";
-    crate::config::write_atomically(&dir.join(format!("bench-{}.json", report.unix_time)), &text)?;
+    crate::files::write_atomically(&dir.join(format!("bench-{}.json", report.unix_time)), &text)?;
     let latest = dir.join("latest.json");
-    crate::config::write_atomically(&latest, &text)?;
+    crate::files::write_atomically(&latest, &text)?;
     Ok(latest)
 }
 

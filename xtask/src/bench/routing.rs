@@ -48,7 +48,7 @@ pub fn start(
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut targets = Vec::new();
     for policy in POLICIES {
-        let port = pool_worker::free_port(localhost)?;
+        let port = crate::ports::free_port(localhost)?;
         let name = format!("bench-orcd-{policy}");
         let orcd = crate::stack::start_orcd(
             cx,

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use toml_edit::{DocumentMut, Item, Table};
 
-use super::{default_config_text, write_atomically, ConfigFile, CONFIG_VERSION};
+use super::{default_config_text, ConfigFile, CONFIG_VERSION};
+use crate::files::write_atomically;
 
 /// What `config set` wrote.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

@@ -78,7 +78,7 @@ pub fn run_setup(cx: &Context, assume_yes: bool, scope: SetupScope) -> anyhow::R
         );
     }
     init_submodules(cx)?;
-    let default_model = crate::jobs::default_model_id(cx)?;
+    let default_model = crate::models::default_model_id(cx)?;
     crate::models::ensure_downloaded(cx, &default_model)
         .with_context(|| format!("fetching the default model `{default_model}`"))?;
     if scope == SetupScope::Tests {

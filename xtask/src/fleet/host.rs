@@ -287,7 +287,7 @@ fn local_url(spec: &WorkerSpec) -> String {
 /// The mean of the worker's `generation_tokens_per_second` histogram (sum / count).
 fn mean_tokens_per_second(metrics: &str) -> Option<f64> {
     let value = |suffix: &str| {
-        crate::pool::worker::metric_sample(
+        crate::metrics::metric_sample(
             metrics,
             &format!("llorch_worker_generation_tokens_per_second{suffix}"),
         )
@@ -694,7 +694,7 @@ fn start(
     pool_worker::start_worker(cx, run_dir, &launch, timeout)?;
     let marker = marker_dir(run_dir).join(format!("{}.json", spec.name));
     let json = serde_json::to_string_pretty(spec).expect("a worker spec always serializes");
-    crate::config::write_atomically(&marker, &format!("{json}\n"))
+    crate::files::write_atomically(&marker, &format!("{json}\n"))
 }
 
 /// Polls a unit's worker until its /health says ready and that orcd accepted its registration

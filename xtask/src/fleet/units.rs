@@ -144,7 +144,7 @@ pub fn is_active(worker: &str) -> bool {
 /// Writes the unit, makes sure lingering is on, and (re)starts it.
 pub fn install_and_start(worker: &str, unit_text: &str) -> anyhow::Result<()> {
     let path = unit_dir()?.join(unit_name(worker));
-    crate::config::write_atomically(&path, unit_text)?;
+    crate::files::write_atomically(&path, unit_text)?;
     enable_linger()?;
     systemctl(&["daemon-reload"])?;
     systemctl(&["enable", &unit_name(worker)])?;

@@ -231,13 +231,11 @@ pub fn catalog_entry<'a>(catalog: &'a Catalog, id: &str) -> anyhow::Result<&'a M
 
 /// The id a command uses when none is given: the config's `[models] default_model`, else the
 /// catalog's default.
-fn default_model_id(cx: &Context, catalog: &Catalog) -> String {
-    cx.settings
-        .file
-        .models
-        .default_model
-        .clone()
-        .unwrap_or_else(|| catalog.default_model().id.clone())
+pub fn default_model_id(cx: &Context) -> anyhow::Result<String> {
+    if let Some(id) = &cx.settings.file.models.default_model {
+        return Ok(id.clone());
+    }
+    Ok(load_catalog(cx)?.default_model().id.clone())
 }
 
 /// Rejects ids that would not name a directory directly under the model base dir (`..`,

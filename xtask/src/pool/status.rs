@@ -60,7 +60,7 @@ pub fn run(cx: &crate::Context) -> anyhow::Result<()> {
         Err(note) => (Vec::new(), Some(note)),
     };
     let status = PoolStatus {
-        hostname: worker::hostname_label(),
+        hostname: crate::host_name::hostname_label(),
         os: std::env::consts::OS,
         model_base_dir: cx.settings.model_base_dir.clone(),
         models: model_files(&cx.settings.model_base_dir)?,

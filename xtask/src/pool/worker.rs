@@ -6,7 +6,7 @@
 use std::{
     ffi::OsString,
     io::{Read, Seek, SeekFrom, Write},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -80,7 +80,7 @@ pub fn spawn_here(cx: &crate::Context, spec: &SpawnSpec) -> anyhow::Result<Daemo
     });
     let port = match spec.port {
         Some(port) if port != 0 => port,
-        _ => free_port(bind)?,
+        _ => crate::ports::free_port(bind)?,
     };
     let advertise_url = match (&spec.advertise_url, &spec.advertise_host) {
         (Some(url), _) => Some(url.clone()),
@@ -92,7 +92,7 @@ pub fn spawn_here(cx: &crate::Context, spec: &SpawnSpec) -> anyhow::Result<Daemo
     };
     let id = spec.id.clone().unwrap_or_else(|| {
         launch::stable_worker_id(
-            &hostname_label(),
+            &crate::host_name::hostname_label(),
             &spec.model,
             spec.backend,
             spec.gpu,
@@ -155,11 +155,11 @@ impl WorkerLaunch {
     fn into_spec(self, cx: &crate::Context) -> anyhow::Result<DaemonSpec> {
         let port = match self.port {
             Some(port) if port != 0 => port,
-            _ => free_port(self.bind)?,
+            _ => crate::ports::free_port(self.bind)?,
         };
         let id = self.id.unwrap_or_else(|| {
             launch::stable_worker_id(
-                &hostname_label(),
+                &crate::host_name::hostname_label(),
                 &self.model,
                 self.backend,
                 self.gpu,
@@ -423,7 +423,7 @@ impl SavedSpawn {
     fn save(&self) -> anyhow::Result<()> {
         let path = Self::dir()?.join(format!("{}.json", self.name));
         let json = serde_json::to_string_pretty(self).expect("a saved spawn always serializes");
-        crate::config::write_atomically(&path, &format!("{json}\n"))
+        crate::files::write_atomically(&path, &format!("{json}\n"))
     }
 
     pub fn load(id: &str) -> anyhow::Result<Option<SavedSpawn>> {
@@ -742,14 +742,6 @@ fn locate_worker(
     Ok(program)
 }
 
-/// A port nobody listens on right now. The worker binds it a moment later; choosing it here
-/// means the worker id, URL and state file are known before the worker starts.
-pub fn free_port(bind: IpAddr) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind(SocketAddr::new(bind, 0))
-        .with_context(|| format!("finding a free port on {bind}\nhint: is {bind} an address of this machine? pass --bind"))?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// Where to reach a worker listening on `bind`: a wildcard address is reached on loopback.
 fn reachable_address(bind: IpAddr) -> IpAddr {
     match bind {
@@ -759,71 +751,9 @@ fn reachable_address(bind: IpAddr) -> IpAddr {
     }
 }
 
-/// This machine's host name up to the first dot, reduced to characters valid in a worker id.
-pub fn hostname_label() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its whole length; gethostname writes at most that much.
-    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    let name = if result == 0 {
-        let end = buffer
-            .iter()
-            .position(|&byte| byte == 0)
-            .unwrap_or(buffer.len());
-        String::from_utf8_lossy(&buffer[..end]).into_owned()
-    } else {
-        String::new()
-    };
-    let label: String = name
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let label = label.trim_matches('-');
-    if label.is_empty() {
-        "localhost".to_owned()
-    } else {
-        label.to_owned()
-    }
-}
-
-/// The value of the sample `name` (exactly that name, no labels) in a Prometheus text
-/// exposition such as a worker's `/metrics`.
-pub fn metric_sample(exposition: &str, name: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_values_are_read_by_exact_name() {
-        let exposition = "# HELP llorch_worker_threads Threads\n\
-                          llorch_worker_threads 2\n\
-                          llorch_worker_thread_changes_total 5\n\
-                          llorch_worker_slots{state=\"busy\"} 1\n";
-        assert_eq!(
-            metric_sample(exposition, "llorch_worker_threads"),
-            Some(2.0)
-        );
-        assert_eq!(
-            metric_sample(exposition, "llorch_worker_thread_changes_total"),
-            Some(5.0)
-        );
-        assert_eq!(metric_sample(exposition, "llorch_worker_slots"), None);
-        assert_eq!(metric_sample(exposition, "llorch_worker_thread"), None);
-    }
 
     #[test]
     fn wildcard_binds_are_reached_on_loopback() {
@@ -837,12 +767,5 @@ mod tests {
         );
         let lan: IpAddr = "10.1.2.3".parse().unwrap();
         assert_eq!(reachable_address(lan), lan);
-    }
-
-    #[test]
-    fn hostname_label_is_a_valid_daemon_name_part() {
-        let label = hostname_label();
-        daemon::validate_name(&format!("worker-{label}-9001")).unwrap();
-        assert!(!label.contains('.'));
     }
 }

@@ -149,7 +149,7 @@ fn config_text(cx: &crate::Context) -> anyhow::Result<String> {
 fn write_config(cx: &crate::Context, text: &str) -> anyhow::Result<()> {
     let path = &cx.settings.config_path;
     crate::config::parse_config(text, path)?;
-    crate::config::write_atomically(path, text)
+    crate::files::write_atomically(path, text)
 }
 
 fn add_host(

@@ -62,7 +62,10 @@ struct Report<'a> {
 
 pub fn run(cx: &Context, id: Option<&str>, force: bool) -> anyhow::Result<()> {
     let catalog = load_catalog(cx)?;
-    let id = id.map_or_else(|| default_model_id(cx, &catalog), str::to_owned);
+    let id = match id {
+        Some(id) => id.to_owned(),
+        None => default_model_id(cx)?,
+    };
     let entry = catalog_entry(&catalog, &id)?;
     let outcome = download(cx, entry, force)?;
     let main = outcome
