@@ -5,6 +5,7 @@
 //! hashing of large files, so any binary can depend on it cheaply.
 
 mod entry;
+mod gguf;
 mod layout;
 mod manifest;
 mod user;
@@ -20,6 +21,9 @@ use serde::Deserialize;
 pub use entry::{
     local_name, HubSource, LocalSource, ModelEntry, PipPackage, PipSource, Source, SplitPart,
     HUB_WEB_URL,
+};
+pub use gguf::{
+    estimate_memory, read_model_shape, ContextPlan, GgufError, MemoryEstimate, ModelShape,
 };
 pub use layout::{
     lock_path, model_dir, model_path, partial_dir, resolve_model_path, ResolveError, LOCKS_DIR,
