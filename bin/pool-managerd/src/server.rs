@@ -126,6 +126,8 @@ pub enum PoolError {
     Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
     #[error("`{model}` needs about {needed_mib} MiB by its estimate; this host has {free_mib} MiB free for workers", needed_mib = .0.needed_bytes >> 20, free_mib = .0.free_bytes >> 20, model = .0.model)]
     NoRoom(NoRoom),
     #[error("the pool manager is shutting down")]
@@ -140,6 +142,7 @@ impl PoolError {
             PoolError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorKind::Validation),
             PoolError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, ErrorKind::Unauthorized),
             PoolError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            PoolError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::Validation),
             PoolError::NoRoom(_) => (StatusCode::CONFLICT, ErrorKind::NoWorker),
             PoolError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::ShuttingDown),
             PoolError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal),
@@ -165,6 +168,9 @@ impl IntoResponse for PoolError {
 
 impl From<JsonRejection> for PoolError {
     fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return PoolError::TooLarge;
+        }
         PoolError::BadRequest(format!(
             "{} (send `content-type: application/json` and a body as `GET /health` documents)",
             rejection.body_text()
