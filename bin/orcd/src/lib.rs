@@ -19,6 +19,7 @@ pub mod events;
 pub mod extract;
 pub mod metrics;
 pub mod openai;
+pub mod pools;
 pub mod scheduler;
 pub mod server;
 pub mod sse;

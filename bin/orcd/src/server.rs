@@ -69,6 +69,8 @@ pub struct AppState {
     /// Told to each worker at registration: heartbeats this far apart stay well inside
     /// `--heartbeat-timeout-secs`.
     heartbeat_interval: Duration,
+    /// The pool managers and the models loaded on them.
+    pools: crate::pools::Pools,
 }
 
 impl AppState {
@@ -118,6 +120,7 @@ impl AppState {
             heartbeat_interval: RegistrationAccepted::heartbeat_interval_for(
                 settings.scheduler.heartbeat_timeout,
             ),
+            pools: crate::pools::Pools::new(settings.pools.clone()),
         })
     }
 
@@ -161,6 +164,15 @@ impl AppState {
         &self.metrics
     }
 
+    pub fn pools(&self) -> &crate::pools::Pools {
+        &self.pools
+    }
+
+    /// How often registered workers and pool managers are asked to heartbeat.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
     /// Unix time orcd started, the `created` of the models it lists.
     pub fn started_at_secs(&self) -> u64 {
         self.started_at_secs
@@ -188,6 +200,7 @@ fn routes(state: AppState) -> Router {
         .route("/v2/tasks", post(create_task).get(list_tasks))
         .route("/v2/tasks/{job_id}", get(get_task).delete(cancel_task))
         .route("/v2/events", get(crate::events::fleet_events))
+        .merge(crate::pools::routes())
         .merge(crate::console::routes())
         .merge(openai::routes())
         .fallback(unknown_route)
@@ -231,6 +244,7 @@ pub async fn serve(
             wait_for_jobs_to_end(&draining_state, CLOSE_WAIT).await;
         }
     };
+    let housekeeping = tokio::spawn(crate::pools::housekeeping(state.clone()));
     llorch_serve::serve(
         listener,
         app(state.clone()),
@@ -239,6 +253,7 @@ pub async fn serve(
         CLOSE_WAIT,
     )
     .await;
+    housekeeping.abort();
     if let Some(audit) = state.audit() {
         audit.flush().await;
     }
@@ -422,17 +437,24 @@ async fn admit(
     span: tracing::Span,
 ) -> Result<StartedJob, OrcdError> {
     let accepted_at = Instant::now();
-    let admitted = state
-        .scheduler
-        .submit(NewJob {
-            job_id: job_id.clone(),
-            model: task.model.clone(),
-            submitted_at_ms: unix_millis(),
-            owner: actor.token.clone(),
-            prefixes: crate::scheduler::affinity::task_prefixes(&task.input),
-            max_tokens: task.sampling.max_tokens,
-        })
-        .await;
+    let new_job = NewJob {
+        job_id: job_id.clone(),
+        model: task.model.clone(),
+        submitted_at_ms: unix_millis(),
+        owner: actor.token.clone(),
+        prefixes: crate::scheduler::affinity::task_prefixes(&task.input),
+        max_tokens: task.sampling.max_tokens,
+    };
+    let admitted = match state.scheduler.submit(new_job.clone()).await {
+        // No live worker: a pool manager may start one; the request waits for it.
+        Err(OrcdError::NoWorker { model }) if state.pools.may_load(&model) => {
+            match crate::pools::ensure_loaded(&state, &model).await {
+                Ok(()) => state.scheduler.submit(new_job).await,
+                Err(error) => Err(error),
+            }
+        }
+        other => other,
+    };
     let notices = match admitted {
         Ok(notices) => notices,
         Err(error) => {

@@ -166,9 +166,14 @@ fn free_disk_bytes(dir: &Path) -> u64 {
     (stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64)
 }
 
-/// The catalog models whose file is in `base_dir`, with their size and whether the download's
-/// manifest recorded the catalog's pinned checksum (no file is hashed here).
-pub fn models_on_disk(catalog: &Catalog, base_dir: &Path) -> Vec<DiskModel> {
+/// The catalog models whose file is in `base_dir`, with their size, whether the download's
+/// manifest recorded the catalog's pinned checksum (no file is hashed here), and the memory
+/// `estimate` gives a worker of each.
+pub fn models_on_disk(
+    catalog: &Catalog,
+    base_dir: &Path,
+    estimate: &dyn Fn(&Path, u64) -> u64,
+) -> Vec<DiskModel> {
     catalog
         .models()
         .iter()
@@ -191,6 +196,7 @@ pub fn models_on_disk(catalog: &Catalog, base_dir: &Path) -> Vec<DiskModel> {
                 file: entry.file.clone(),
                 bytes,
                 verified,
+                estimated_bytes: estimate(&path, bytes),
             })
         })
         .collect()

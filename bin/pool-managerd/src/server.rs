@@ -46,6 +46,9 @@ struct Inner {
     draining: AtomicBool,
     /// Held from the room check to the spawn, so two starts never both take the same room.
     starting: tokio::sync::Mutex<()>,
+    /// Default-launch estimates by model file and size: reading a GGUF header walks its whole
+    /// vocabulary, too much for every heartbeat.
+    estimates: std::sync::Mutex<std::collections::HashMap<(PathBuf, u64), u64>>,
 }
 
 pub struct StateParts {
@@ -71,6 +74,7 @@ impl AppState {
                 backends: parts.backends,
                 draining: AtomicBool::new(false),
                 starting: tokio::sync::Mutex::new(()),
+                estimates: Default::default(),
             }),
         }
     }
@@ -101,11 +105,28 @@ impl AppState {
             load_average: machine.load_average,
             gpus: machine.gpus,
             disk_free_bytes: machine.disk_free_bytes,
-            models: models_on_disk(&inner.catalog, &inner.model_base_dir),
+            models: models_on_disk(&inner.catalog, &inner.model_base_dir, &|path, bytes| {
+                self.default_estimate(path, bytes)
+            }),
             workers: inner.supervisor.workers(),
             memory_budget_bytes: inner.memory_budget,
             backends: inner.backends.clone(),
         }
+    }
+
+    /// The estimate of a worker with the default launch of the model in `path`, remembered.
+    fn default_estimate(&self, path: &std::path::Path, bytes: u64) -> u64 {
+        let key = (path.to_path_buf(), bytes);
+        let cached = self.inner.estimates.lock().ok().and_then(|cache| cache.get(&key).copied());
+        if let Some(estimate) = cached {
+            return estimate;
+        }
+        let launch = WorkerLaunch::of_model("");
+        let estimate = estimate_file(path, bytes, &launch).unwrap_or(0);
+        if let Ok(mut cache) = self.inner.estimates.lock() {
+            cache.insert(key, estimate);
+        }
+        estimate
     }
 
     /// [`AppState::facts`] off the async threads.
@@ -316,7 +337,16 @@ fn estimate_for(state: &AppState, launch: &WorkerLaunch) -> Result<u64, PoolErro
             )))
         }
     };
-    let shape = read_model_shape(&path).map_err(|error| PoolError::Internal(error.to_string()))?;
+    estimate_file(&path, bytes, launch).map_err(|error| PoolError::Internal(error.to_string()))
+}
+
+/// The estimate for `launch` of the model file at `path` (`bytes` long).
+fn estimate_file(
+    path: &std::path::Path,
+    bytes: u64,
+    launch: &WorkerLaunch,
+) -> Result<u64, llorch_catalog::GgufError> {
+    let shape = read_model_shape(path)?;
     let plan = ContextPlan {
         slots: launch.slots,
         ctx_size: launch.ctx_size,

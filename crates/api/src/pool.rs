@@ -175,6 +175,10 @@ pub struct DiskModel {
     pub bytes: u64,
     /// The download's manifest records a checksum match.
     pub verified: bool,
+    /// Memory a worker of it needs with the default slots and context, by the pool manager's
+    /// estimate (file, KV cache, compute margin); 0 where the file's metadata cannot be read.
+    #[serde(default)]
+    pub estimated_bytes: u64,
 }
 
 /// Everything a pool manager reports about its host at registration and in each heartbeat.

@@ -33,6 +33,10 @@ pub enum JobNotice {
 
 #[derive(Debug)]
 enum Command {
+    /// An event from outside the scheduler (model placement) for the fleet stream.
+    Announce {
+        event: llorch_api::fleet::FleetEvent,
+    },
     Register {
         registration: WorkerRegistration,
         reply: oneshot::Sender<WorkerInfo>,
@@ -107,6 +111,7 @@ impl Command {
                 | Command::Job { .. }
                 | Command::Progress { .. }
                 | Command::Subscribe { .. }
+                | Command::Announce { .. }
         )
     }
 }
@@ -255,6 +260,12 @@ impl SchedulerHandle {
 
     pub fn stop_accepting(&self) {
         self.tell(Command::StopAccepting);
+    }
+
+    /// Publishes `event` on the fleet stream (`GET /v2/events`) in order with the
+    /// scheduler's own events.
+    pub fn announce(&self, event: llorch_api::fleet::FleetEvent) {
+        self.tell(Command::Announce { event });
     }
 
     /// The fleet as it is now and a receiver of every change after it (`GET /v2/events`).
@@ -415,6 +426,7 @@ fn handle(
         Command::Subscribe { reply } => {
             let _ = reply.send(observer.subscribe(core, now));
         }
+        Command::Announce { event } => observer.announce(event),
     }
 }
 

@@ -1,0 +1,82 @@
+//! The HTTP routes of the pool managers (`/pools/...`, worker token) and of the operators who
+//! look at them (`GET /v2/hosts`, client token).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use llorch_api::audit::Actor;
+use llorch_api::pool::{HostFacts, HostInfo, PoolAccepted, PoolRegistration};
+
+use crate::error::OrcdError;
+use crate::extract::{JsonBody, PathParam};
+use crate::server::AppState;
+use crate::validation::{check_advertised_url, validate_worker_id};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/pools/register", post(register_pool))
+        .route("/pools/{host_id}", delete(deregister_pool))
+        .route("/pools/{host_id}/heartbeat", post(pool_heartbeat))
+        .route("/v2/hosts", get(list_hosts))
+}
+
+/// Host ids appear in paths, as worker ids do, and follow their rule.
+fn validate_host_id(host_id: &str) -> Result<(), OrcdError> {
+    validate_worker_id(host_id).map_err(|error| {
+        OrcdError::MalformedBody(error.to_string().replace("worker_id", "host_id"))
+    })
+}
+
+async fn register_pool(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    JsonBody(registration): JsonBody<PoolRegistration>,
+) -> Result<Json<PoolAccepted>, OrcdError> {
+    validate_host_id(&registration.host_id)?;
+    let peer = actor
+        .peer
+        .as_deref()
+        .and_then(|peer| peer.parse::<SocketAddr>().ok());
+    check_advertised_url(&registration.url, peer.map(|peer| peer.ip()))?;
+    let host_id = registration.host_id.clone();
+    tracing::info!(%host_id, url = %registration.url, "pool manager registered");
+    state.pools().hosts().register(registration, Instant::now());
+    Ok(Json(PoolAccepted {
+        host_id,
+        heartbeat_interval_ms: state.heartbeat_interval().as_millis() as u64,
+    }))
+}
+
+async fn pool_heartbeat(
+    State(state): State<AppState>,
+    PathParam(host_id): PathParam,
+    JsonBody(facts): JsonBody<HostFacts>,
+) -> Result<StatusCode, OrcdError> {
+    validate_host_id(&host_id)?;
+    match state.pools().hosts().heartbeat(&host_id, facts, Instant::now()) {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(OrcdError::HostNotFound(host_id)),
+    }
+}
+
+async fn deregister_pool(
+    State(state): State<AppState>,
+    PathParam(host_id): PathParam,
+) -> Result<StatusCode, OrcdError> {
+    validate_host_id(&host_id)?;
+    match state.pools().hosts().remove(&host_id) {
+        true => {
+            tracing::info!(%host_id, "pool manager deregistered");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        false => Err(OrcdError::HostNotFound(host_id)),
+    }
+}
+
+async fn list_hosts(State(state): State<AppState>) -> Json<Vec<HostInfo>> {
+    Json(state.pools().hosts().infos(Instant::now()))
+}
