@@ -10,7 +10,7 @@ pub mod placement;
 pub mod policy;
 pub mod routes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -106,6 +106,36 @@ impl Pools {
     /// policy allows loading on demand. Without pool managers orcd answers as it always did.
     pub fn may_load(&self, model: &str) -> bool {
         !self.inner.hosts.is_empty() && self.policy(model).on_demand
+    }
+
+    /// The models orcd could serve but has no live worker of, with their `/v1/models` status:
+    /// `loading` while a load runs, else `unloaded` (on a live host's disk, or named in the
+    /// policies, and loadable on demand).
+    pub fn models_not_loaded(&self, loaded: &BTreeSet<String>) -> Vec<(String, &'static str)> {
+        let now = std::time::Instant::now();
+        let mut models: BTreeMap<String, &'static str> = BTreeMap::new();
+        for record in self.inner.hosts.records() {
+            if !record.is_live(now, self.inner.hosts.timeout()) {
+                continue;
+            }
+            for model in &record.facts.models {
+                models.insert(model.model.clone(), "unloaded");
+            }
+        }
+        if !self.inner.hosts.is_empty() {
+            for model in self.inner.settings.policies.named_models() {
+                models.insert(model.to_owned(), "unloaded");
+            }
+        }
+        for model in lock(&self.inner.loads).keys() {
+            models.insert(model.clone(), "loading");
+        }
+        models
+            .into_iter()
+            .filter(|(model, status)| {
+                !loaded.contains(model) && (*status == "loading" || self.policy(model).on_demand)
+            })
+            .collect()
     }
 
     /// The status of `model`'s load in progress, if any.
