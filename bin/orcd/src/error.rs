@@ -44,7 +44,9 @@ pub enum OrcdError {
     JobNotFound(String),
     #[error("no worker `{0}` is registered; a worker registers with `POST /workers/register`")]
     WorkerNotFound(String),
-    #[error("no pool manager `{0}` is registered; a pool manager registers with `POST /pools/register`")]
+    #[error(
+        "no pool manager `{0}` is registered; a pool manager registers with `POST /pools/register`"
+    )]
     HostNotFound(String),
     /// orcd tried to start a worker for the model on a host and could not (no room, a failed
     /// start, the load timeout): the reason names the figures or the host's error.

@@ -22,7 +22,7 @@ use llorch_api::pool::{
     PoolWorkerState, StopMode, WorkerLaunch, WorkerStarted,
 };
 use llorch_api::{Backend, ErrorBody, ErrorKind};
-use orcd::pools::{PoolSettings, Policies};
+use orcd::pools::{Policies, PoolSettings};
 use orcd::Settings;
 use support::{eventually, within, FakeWorker, Orcd, Script};
 use tokio::net::TcpListener;
@@ -58,7 +58,13 @@ struct FakePool {
 impl FakePool {
     /// Serves the pool manager's API, registers with orcd and heartbeats `ram_free_mib` of
     /// RAM with `MODEL` (estimated at `model_mib`) on disk.
-    async fn start(orcd: &Orcd, host_id: &str, ram_free_mib: u64, model_mib: u64, on_start: OnStart) -> FakePool {
+    async fn start(
+        orcd: &Orcd,
+        host_id: &str,
+        ram_free_mib: u64,
+        model_mib: u64,
+        on_start: OnStart,
+    ) -> FakePool {
         let pool = FakePool {
             host_id: host_id.into(),
             orcd_url: orcd.url.clone(),
@@ -90,7 +96,10 @@ impl FakePool {
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let facts = heartbeats.facts(ram_free_mib, model_mib);
-                let url = format!("{}/pools/{}/heartbeat", heartbeats.orcd_url, heartbeats.host_id);
+                let url = format!(
+                    "{}/pools/{}/heartbeat",
+                    heartbeats.orcd_url, heartbeats.host_id
+                );
                 let _ = client.post(url).json(&facts).send().await;
             }
         });
@@ -130,7 +139,10 @@ impl FakePool {
     }
 }
 
-async fn start_worker(State(pool): State<FakePool>, Json(launch): Json<WorkerLaunch>) -> axum::response::Response {
+async fn start_worker(
+    State(pool): State<FakePool>,
+    Json(launch): Json<WorkerLaunch>,
+) -> axum::response::Response {
     pool.log.lock().unwrap().starts.push(launch.clone());
     if let OnStart::Fail(message) = pool.on_start {
         let body = PoolErrorBody {
@@ -255,13 +267,17 @@ async fn a_request_for_an_unloaded_model_loads_it_and_completes() {
     assert_eq!(models["data"][0]["status"], "unloaded");
     let hosts: Vec<HostInfo> = orcd.get_json("/v2/hosts").await;
     assert_eq!(hosts.len(), 1);
-    assert_eq!((hosts[0].host_id.as_str(), hosts[0].state), ("host-a", HostState::Live));
+    assert_eq!(
+        (hosts[0].host_id.as_str(), hosts[0].state),
+        ("host-a", HostState::Live)
+    );
     assert_eq!(hosts[0].facts.models[0].model, MODEL);
 
     let orcd_url = orcd.url.clone();
     let events = tokio::spawn(async move {
         placement_events(&orcd_url, |seen| {
-            seen.iter().any(|e| matches!(e, FleetEvent::ModelLoaded { .. }))
+            seen.iter()
+                .any(|e| matches!(e, FleetEvent::ModelLoaded { .. }))
         })
         .await
     });
@@ -273,10 +289,19 @@ async fn a_request_for_an_unloaded_model_loads_it_and_completes() {
     assert_eq!(result.worker_id, format!("host-a-{MODEL}-1"));
     let starts = pool.starts();
     assert_eq!(starts.len(), 1, "one worker started");
-    assert_eq!((starts[0].slots, starts[0].ctx_size), (2, 1024), "the model's policy");
+    assert_eq!(
+        (starts[0].slots, starts[0].ctx_size),
+        (2, 1024),
+        "the model's policy"
+    );
     let events = within("the events task", events).await.unwrap();
-    assert!(matches!(&events[0], FleetEvent::ModelLoading { model, host_id } if model == MODEL && host_id == "host-a"), "{events:?}");
-    assert!(matches!(events.last().unwrap(), FleetEvent::ModelLoaded { worker_id, .. } if worker_id == &result.worker_id));
+    assert!(
+        matches!(&events[0], FleetEvent::ModelLoading { model, host_id } if model == MODEL && host_id == "host-a"),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last().unwrap(), FleetEvent::ModelLoaded { worker_id, .. } if worker_id == &result.worker_id)
+    );
 
     // Loaded now: a second request uses the worker without another start.
     let response = orcd.submit(task()).await;
@@ -294,19 +319,27 @@ async fn a_request_for_an_unloaded_model_loads_it_and_completes() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(&format!("llorch_model_loads_total{{model=\"{MODEL}\",host=\"host-a\",outcome=\"loaded\"}} 1")),
+        metrics.contains(&format!(
+            "llorch_model_loads_total{{model=\"{MODEL}\",host=\"host-a\",outcome=\"loaded\"}} 1"
+        )),
         "{metrics}"
     );
 }
 
 #[tokio::test]
 async fn an_idle_worker_is_unloaded_after_keep_alive() {
-    let orcd = Orcd::start(settings(&format!("[models.\"{MODEL}\"]\nkeep_alive = \"1s\"\n"))).await;
+    let orcd = Orcd::start(settings(&format!(
+        "[models.\"{MODEL}\"]\nkeep_alive = \"1s\"\n"
+    )))
+    .await;
     let pool = FakePool::start(&orcd, "host-a", 4096, 400, OnStart::Register).await;
     let response = orcd.submit(task()).await;
     assert_eq!(response.status(), 200);
     let worker_id = format!("host-a-{MODEL}-1");
-    eventually("the idle worker to be stopped", async || !pool.stops().is_empty()).await;
+    eventually("the idle worker to be stopped", async || {
+        !pool.stops().is_empty()
+    })
+    .await;
     assert_eq!(pool.stops(), vec![(worker_id.clone(), StopMode::Drain)]);
     eventually("orcd to forget the worker", async || {
         let workers: Vec<llorch_api::WorkerInfo> = orcd.get_json("/workers").await;
@@ -339,12 +372,23 @@ async fn no_room_anywhere_is_503_naming_the_model_and_the_figures() {
 async fn a_failed_start_answers_with_the_hosts_reason_then_another_host_is_used() {
     let orcd = Orcd::start(settings("")).await;
     // The roomier host is tried first, and fails.
-    let broken = FakePool::start(&orcd, "host-broken", 8192, 400, OnStart::Fail("llorch-worker is missing")).await;
+    let broken = FakePool::start(
+        &orcd,
+        "host-broken",
+        8192,
+        400,
+        OnStart::Fail("llorch-worker is missing"),
+    )
+    .await;
     let good = FakePool::start(&orcd, "host-good", 2048, 400, OnStart::Register).await;
     let response = orcd.submit(task()).await;
     assert_eq!(response.status(), 503);
     let body: ErrorBody = response.json().await.unwrap();
-    assert!(body.error.contains("llorch-worker is missing"), "{}", body.error);
+    assert!(
+        body.error.contains("llorch-worker is missing"),
+        "{}",
+        body.error
+    );
     assert_eq!(broken.starts().len(), 1);
     assert!(good.starts().is_empty());
 
@@ -360,7 +404,11 @@ async fn without_pool_managers_a_model_without_a_worker_is_still_a_plain_503() {
     let response = orcd.submit(task()).await;
     assert_eq!(response.status(), 503);
     let body: ErrorBody = response.json().await.unwrap();
-    assert!(body.error.contains("no live worker serves model"), "{}", body.error);
+    assert!(
+        body.error.contains("no live worker serves model"),
+        "{}",
+        body.error
+    );
 }
 
 #[tokio::test]
@@ -389,16 +437,34 @@ async fn pool_routes_need_the_worker_token_and_refuse_bad_host_ids() {
         }
         request.send()
     };
-    assert_eq!(post(None, registration.clone()).await.unwrap().status(), 401);
-    assert_eq!(post(Some(CLIENT), registration.clone()).await.unwrap().status(), 403);
-    assert_eq!(post(Some(WORKER), registration.clone()).await.unwrap().status(), 200);
+    assert_eq!(
+        post(None, registration.clone()).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        post(Some(CLIENT), registration.clone())
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        post(Some(WORKER), registration.clone())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let mut bad = registration.clone();
     bad["host_id"] = "a/b".into();
     let response = post(Some(WORKER), bad).await.unwrap();
     assert_eq!(response.status(), 400);
     let mut unknown_field = registration;
     unknown_field["facts"]["ram_total_bytes"] = "lots".into();
-    assert_eq!(post(Some(WORKER), unknown_field).await.unwrap().status(), 400);
+    assert_eq!(
+        post(Some(WORKER), unknown_field).await.unwrap().status(),
+        400
+    );
     let hosts = orcd
         .client
         .get(format!("{}/v2/hosts", orcd.url))

@@ -73,7 +73,12 @@ pub struct PoolArgs {
     pub heartbeat_interval_ms: u64,
 
     /// Seconds a stopping worker may take to drain its jobs before it is killed
-    #[arg(long, env = "LLORCH_DRAIN_TIMEOUT_SECS", value_name = "SECS", default_value_t = 15)]
+    #[arg(
+        long,
+        env = "LLORCH_DRAIN_TIMEOUT_SECS",
+        value_name = "SECS",
+        default_value_t = 15
+    )]
     pub drain_timeout_secs: u64,
 
     /// Crashes in a row, each within a minute of its start, after which a worker is marked
@@ -84,7 +89,13 @@ pub struct PoolArgs {
 
     /// Backends this host's llorch-worker was built with, offered to orcd (`cpu`, and `cuda`
     /// or `metal` for a binary built with that feature)
-    #[arg(long, env = "LLORCH_BACKENDS", value_name = "LIST", value_delimiter = ',', default_value = "cpu")]
+    #[arg(
+        long,
+        env = "LLORCH_BACKENDS",
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "cpu"
+    )]
     pub backends: Vec<llorch_api::Backend>,
 
     #[command(flatten)]
@@ -180,7 +191,9 @@ mod tests {
         assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
         assert_eq!(parse_bytes("1.5G"), Ok(1_500_000_000));
         assert!(parse_bytes("lots").unwrap_err().contains("not a size"));
-        assert!(parse_bytes("3 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(parse_bytes("3 parsecs")
+            .unwrap_err()
+            .contains("unknown size unit"));
     }
 
     #[test]

@@ -28,7 +28,10 @@ pub fn read_machine_facts(model_dir: &Path) -> MachineFacts {
     let meminfo = read("/proc/meminfo");
     MachineFacts {
         host_name: host_name(),
-        os: os_name(&read("/etc/os-release"), read("/proc/sys/kernel/osrelease").trim()),
+        os: os_name(
+            &read("/etc/os-release"),
+            read("/proc/sys/kernel/osrelease").trim(),
+        ),
         cpu_model: cpu_model(&cpuinfo),
         physical_cores: physical_cores(&cpuinfo),
         ram_total_bytes: meminfo_bytes(&meminfo, "MemTotal"),
@@ -163,6 +166,8 @@ fn free_disk_bytes(dir: &Path) -> u64 {
     }
     // SAFETY: statvfs returned 0, so it initialised `stats`.
     let stats = unsafe { stats.assume_init() };
+    // fsblkcnt_t and c_ulong are 32 bits wide on some targets.
+    #[allow(clippy::unnecessary_cast)]
     (stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64)
 }
 
@@ -256,7 +261,10 @@ mod tests {
         assert!(facts.ram_total_bytes > 0);
         assert!(facts.ram_available_bytes <= facts.ram_total_bytes);
         assert!(facts.physical_cores >= 1);
-        assert!(facts.disk_free_bytes > 0, "free space of /tmp's file system");
+        assert!(
+            facts.disk_free_bytes > 0,
+            "free space of /tmp's file system"
+        );
         assert!(resident_bytes(std::process::id()).unwrap() > 0);
     }
 }

@@ -22,7 +22,9 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let tokens = match &args.worker_token_file {
-        Some(path) => read_token_file(path, "worker token").context("reading `--worker-token-file`")?,
+        Some(path) => {
+            read_token_file(path, "worker token").context("reading `--worker-token-file`")?
+        }
         None => Vec::new(),
     };
     let catalog = load_catalog(&args)?;
@@ -121,10 +123,12 @@ fn load_catalog(args: &PoolArgs) -> anyhow::Result<Catalog> {
 /// Host names may carry characters worker ids do not allow.
 fn sanitize_host_id(name: &str) -> String {
     name.chars()
-        .map(|c| match c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-            true => c,
-            false => '-',
-        })
+        .map(
+            |c| match c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                true => c,
+                false => '-',
+            },
+        )
         .collect()
 }
 
@@ -157,9 +161,18 @@ mod tests {
 
     #[test]
     fn advertised_host_is_the_urls_host() {
-        assert_eq!(advertise_host("http://gpu-box:9100").as_deref(), Some("gpu-box"));
-        assert_eq!(advertise_host("http://10.0.0.2:9100/").as_deref(), Some("10.0.0.2"));
-        assert_eq!(advertise_host("http://[::1]:9100").as_deref(), Some("[::1]"));
+        assert_eq!(
+            advertise_host("http://gpu-box:9100").as_deref(),
+            Some("gpu-box")
+        );
+        assert_eq!(
+            advertise_host("http://10.0.0.2:9100/").as_deref(),
+            Some("10.0.0.2")
+        );
+        assert_eq!(
+            advertise_host("http://[::1]:9100").as_deref(),
+            Some("[::1]")
+        );
         assert_eq!(advertise_host("http://host").as_deref(), Some("host"));
     }
 

@@ -43,7 +43,9 @@ pub async fn run(settings: OrcdSettings, state: AppState, mut stop: watch::Recei
             match send(&settings, http.post(url).json(&facts)).await {
                 Ok(StatusCode::NO_CONTENT | StatusCode::OK) => interval,
                 Ok(StatusCode::NOT_FOUND) => {
-                    tracing::info!("orcd does not know this pool manager (restarted?); registering again");
+                    tracing::info!(
+                        "orcd does not know this pool manager (restarted?); registering again"
+                    );
                     registered = false;
                     continue;
                 }
@@ -68,7 +70,10 @@ pub async fn run(settings: OrcdSettings, state: AppState, mut stop: watch::Recei
                     interval
                 }
                 Err(error) => {
-                    tracing::warn!(retry_ms = retry.as_millis() as u64, "registering with orcd failed: {error:#}");
+                    tracing::warn!(
+                        retry_ms = retry.as_millis() as u64,
+                        "registering with orcd failed: {error:#}"
+                    );
                     let wait = retry;
                     retry = (retry * 2).min(MAX_RETRY);
                     wait

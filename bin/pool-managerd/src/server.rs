@@ -117,7 +117,12 @@ impl AppState {
     /// The estimate of a worker with the default launch of the model in `path`, remembered.
     fn default_estimate(&self, path: &std::path::Path, bytes: u64) -> u64 {
         let key = (path.to_path_buf(), bytes);
-        let cached = self.inner.estimates.lock().ok().and_then(|cache| cache.get(&key).copied());
+        let cached = self
+            .inner
+            .estimates
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&key).copied());
         if let Some(estimate) = cached {
             return estimate;
         }
@@ -364,7 +369,9 @@ fn free_for(facts: &HostFacts, launch: &WorkerLaunch) -> u64 {
             .gpus
             .iter()
             .find(|gpu| gpu.index == launch.gpu)
-            .map_or(0, |gpu| gpu.memory_total_bytes.saturating_sub(gpu.memory_used_bytes)),
+            .map_or(0, |gpu| {
+                gpu.memory_total_bytes.saturating_sub(gpu.memory_used_bytes)
+            }),
     }
 }
 
@@ -381,11 +388,19 @@ async fn stop_worker(
     query: Result<Query<StopQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<(StatusCode, Json<PoolWorker>), PoolError> {
     let Query(query) = query.map_err(|rejection| {
-        PoolError::BadRequest(format!("{}: use `?mode=drain` or `?mode=now`", rejection.body_text()))
+        PoolError::BadRequest(format!(
+            "{}: use `?mode=drain` or `?mode=now`",
+            rejection.body_text()
+        ))
     })?;
     llorch_api::validation::validate_worker_id(&worker_id)
         .map_err(|error| PoolError::BadRequest(error.to_string()))?;
-    match state.inner.supervisor.stop(&worker_id, query.mode, false).await {
+    match state
+        .inner
+        .supervisor
+        .stop(&worker_id, query.mode, false)
+        .await
+    {
         Some(worker) => Ok((StatusCode::ACCEPTED, Json(worker))),
         None => Err(unknown_worker(&worker_id)),
     }
@@ -415,7 +430,9 @@ async fn worker_log(
     }
     match state.inner.supervisor.log_tail(&worker_id, lines) {
         Some(Ok(lines)) => Ok(Json(LogTail { worker_id, lines })),
-        Some(Err(error)) => Err(PoolError::Internal(format!("reading the worker's log: {error}"))),
+        Some(Err(error)) => Err(PoolError::Internal(format!(
+            "reading the worker's log: {error}"
+        ))),
         None => Err(unknown_worker(&worker_id)),
     }
 }

@@ -457,10 +457,12 @@ fn free_port(bind: &str) -> Result<u16, StartError> {
 fn worker_id_for(host_id: &str, model: &str, number: u64) -> String {
     let safe = |text: &str| -> String {
         text.chars()
-            .map(|c| match c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                true => c,
-                false => '-',
-            })
+            .map(
+                |c| match c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    true => c,
+                    false => '-',
+                },
+            )
             .collect()
     };
     format!("{}-{}-{number}", safe(host_id), safe(model))
@@ -485,7 +487,10 @@ pub fn tail_lines(path: &Path, count: usize) -> std::io::Result<Vec<String>> {
         lines.remove(0);
     }
     let skip = lines.len().saturating_sub(count);
-    Ok(lines[skip..].iter().map(|line| (*line).to_owned()).collect())
+    Ok(lines[skip..]
+        .iter()
+        .map(|line| (*line).to_owned())
+        .collect())
 }
 
 #[cfg(test)]
@@ -498,7 +503,9 @@ mod tests {
             worker_id_for("gpu box", "qwen2.5-coder-0.5b", 3),
             "gpu-box-qwen2.5-coder-0.5b-3"
         );
-        assert!(llorch_api::validation::validate_worker_id(&worker_id_for("a/b", "m:x", 1)).is_ok());
+        assert!(
+            llorch_api::validation::validate_worker_id(&worker_id_for("a/b", "m:x", 1)).is_ok()
+        );
     }
 
     #[test]

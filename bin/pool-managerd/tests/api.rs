@@ -34,8 +34,16 @@ fn gguf_header() -> Vec<u8> {
     let pairs: Vec<(&str, u32, Vec<u8>)> = vec![
         ("general.architecture", 8, text("qwen2")),
         ("qwen2.block_count", 4, 24u32.to_le_bytes().to_vec()),
-        ("qwen2.attention.head_count", 4, 14u32.to_le_bytes().to_vec()),
-        ("qwen2.attention.head_count_kv", 4, 2u32.to_le_bytes().to_vec()),
+        (
+            "qwen2.attention.head_count",
+            4,
+            14u32.to_le_bytes().to_vec(),
+        ),
+        (
+            "qwen2.attention.head_count_kv",
+            4,
+            2u32.to_le_bytes().to_vec(),
+        ),
         ("qwen2.embedding_length", 4, 896u32.to_le_bytes().to_vec()),
     ];
     let mut bytes = b"GGUF".to_vec();
@@ -123,9 +131,22 @@ impl Host {
     }
 
     async fn start(&self) -> PoolWorker {
-        let (status, body) = self.call("POST", "/workers", Some(r#"{"model":"tiny","slots":1,"ctx_size":256}"#)).await;
-        assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
-        serde_json::from_slice::<WorkerStarted>(&body).unwrap().worker
+        let (status, body) = self
+            .call(
+                "POST",
+                "/workers",
+                Some(r#"{"model":"tiny","slots":1,"ctx_size":256}"#),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        serde_json::from_slice::<WorkerStarted>(&body)
+            .unwrap()
+            .worker
     }
 
     /// Polls the worker list until `done` holds, for at most 30 s.
@@ -136,7 +157,10 @@ impl Host {
             if done(&workers) {
                 return workers;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {workers:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {workers:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -178,13 +202,20 @@ async fn every_route_but_health_needs_the_worker_token() {
         let (status, body) = send(&host.router, request(uri, Some("wrong-token-0123456789"))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
         let error = error_of(&body).error;
-        assert!(!error.contains("wrong-token"), "the token is never echoed: {error}");
+        assert!(
+            !error.contains("wrong-token"),
+            "the token is never echoed: {error}"
+        );
     }
     let (status, body) = host.call("GET", "/facts", None).await;
     assert_eq!(status, StatusCode::OK);
     let facts: llorch_api::pool::HostFacts = serde_json::from_slice(&body).unwrap();
     assert!(facts.ram_total_bytes > 0);
-    assert_eq!(facts.models.len(), 1, "the tiny model is on disk: {facts:?}");
+    assert_eq!(
+        facts.models.len(),
+        1,
+        "the tiny model is on disk: {facts:?}"
+    );
     assert_eq!(facts.models[0].model, "tiny");
 }
 
@@ -192,12 +223,32 @@ async fn every_route_but_health_needs_the_worker_token() {
 async fn bad_requests_are_4xx_naming_the_problem() {
     let host = host("exec sleep 60", None, 3);
     let cases = [
-        (r#"{"model":"tiny","slot":2}"#, StatusCode::BAD_REQUEST, "slot"),
-        (r#"{"model":"tiny","slots":0}"#, StatusCode::BAD_REQUEST, "`slots`"),
-        (r#"{"model":"../../etc"}"#, StatusCode::BAD_REQUEST, "`model`"),
-        (r#"{"model":"tiny","backend":"cuda"}"#, StatusCode::BAD_REQUEST, "backend `cuda`"),
+        (
+            r#"{"model":"tiny","slot":2}"#,
+            StatusCode::BAD_REQUEST,
+            "slot",
+        ),
+        (
+            r#"{"model":"tiny","slots":0}"#,
+            StatusCode::BAD_REQUEST,
+            "`slots`",
+        ),
+        (
+            r#"{"model":"../../etc"}"#,
+            StatusCode::BAD_REQUEST,
+            "`model`",
+        ),
+        (
+            r#"{"model":"tiny","backend":"cuda"}"#,
+            StatusCode::BAD_REQUEST,
+            "backend `cuda`",
+        ),
         (r#"not json"#, StatusCode::BAD_REQUEST, "JSON"),
-        (r#"{"model":"nonexistent"}"#, StatusCode::NOT_FOUND, "not in this host's model catalog"),
+        (
+            r#"{"model":"nonexistent"}"#,
+            StatusCode::NOT_FOUND,
+            "not in this host's model catalog",
+        ),
     ];
     for (body, expected, mention) in cases {
         let (status, answer) = host.call("POST", "/workers", Some(body)).await;
@@ -209,10 +260,17 @@ async fn bad_requests_are_4xx_naming_the_problem() {
     let (status, _) = host.call("POST", "/workers", Some(&huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (status, answer) = host.call("GET", "/workers/a%2Fb/log", None).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     let (status, _) = host.call("GET", "/workers/nobody/log?lines=0", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = host.call("DELETE", "/workers/nobody?mode=later", None).await;
+    let (status, _) = host
+        .call("DELETE", "/workers/nobody?mode=later", None)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = host.call("DELETE", "/workers/nobody", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -237,21 +295,33 @@ async fn a_worker_beyond_the_memory_budget_is_refused_with_the_figures() {
 
 #[tokio::test]
 async fn a_crashing_worker_is_restarted_then_marked_failed_with_its_log() {
-    let host = host("echo \"loading $2\"; echo 'fatal: model exploded' >&2; exit 3", None, 3);
+    let host = host(
+        "echo \"loading $2\"; echo 'fatal: model exploded' >&2; exit 3",
+        None,
+        3,
+    );
     let started = host.start().await;
     assert_eq!(started.state, PoolWorkerState::Starting);
     assert_eq!(started.launch.model, "tiny");
     assert!(started.estimated_bytes > 0);
     let workers = host
         .wait_for("the crash loop", |workers| {
-            workers.iter().any(|worker| worker.state == PoolWorkerState::Failed)
+            workers
+                .iter()
+                .any(|worker| worker.state == PoolWorkerState::Failed)
         })
         .await;
     let failed = &workers[0];
-    assert_eq!(failed.restarts, 2, "two restarts, then the third crash is the limit");
+    assert_eq!(
+        failed.restarts, 2,
+        "two restarts, then the third crash is the limit"
+    );
     assert!(failed.pid.is_none());
     assert!(
-        failed.last_log.iter().any(|line| line.contains("fatal: model exploded")),
+        failed
+            .last_log
+            .iter()
+            .any(|line| line.contains("fatal: model exploded")),
         "{:?}",
         failed.last_log
     );
@@ -268,29 +338,47 @@ async fn a_killed_worker_comes_back_and_a_stopped_one_is_gone() {
     let host = host(&format!("echo {marker}; exec sleep 60"), None, 3);
     let started = host.start().await;
     let first = host
-        .wait_for("a pid", |workers| workers.iter().any(|worker| worker.pid.is_some()))
+        .wait_for("a pid", |workers| {
+            workers.iter().any(|worker| worker.pid.is_some())
+        })
         .await;
     let pid = first[0].pid.unwrap();
     assert!(first[0].rss_bytes.is_some(), "RSS is read from /proc");
     kill(pid, libc::SIGKILL);
     let again = host
         .wait_for("the restart", |workers| {
-            workers.iter().any(|worker| worker.restarts == 1 && worker.pid.is_some_and(|new| new != pid))
+            workers
+                .iter()
+                .any(|worker| worker.restarts == 1 && worker.pid.is_some_and(|new| new != pid))
         })
         .await;
     let second_pid = again[0].pid.unwrap();
-    assert_eq!(again[0].worker_id, started.worker_id, "restarted under the same id");
+    assert_eq!(
+        again[0].worker_id, started.worker_id,
+        "restarted under the same id"
+    );
     assert_eq!(again[0].port, started.port, "and on the same port");
-    let log = std::fs::read_to_string(host.path(&format!("logs/{}.log", started.worker_id))).unwrap();
+    let log =
+        std::fs::read_to_string(host.path(&format!("logs/{}.log", started.worker_id))).unwrap();
     assert_eq!(log.matches(marker).count(), 2, "{log}");
 
     let (status, body) = host
-        .call("DELETE", &format!("/workers/{}?mode=drain", started.worker_id), None)
+        .call(
+            "DELETE",
+            &format!("/workers/{}?mode=drain", started.worker_id),
+            None,
+        )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let stopping: PoolWorker = serde_json::from_slice(&body).unwrap();
     assert_eq!(stopping.state, PoolWorkerState::Stopping);
-    host.wait_for("the stop", |workers| workers.is_empty()).await;
+    host.wait_for("the stop", |workers| workers.is_empty())
+        .await;
     assert!(!alive(second_pid), "the worker process is gone");
 }
 

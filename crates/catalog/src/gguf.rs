@@ -74,7 +74,10 @@ enum Value {
     Text(String),
     /// An array: its element count, and its first element when it is a number (per-layer
     /// head counts).
-    Array { len: u64, first: Option<u64> },
+    Array {
+        len: u64,
+        first: Option<u64>,
+    },
     Other,
 }
 
@@ -103,9 +106,8 @@ fn shape_of(metadata: &[(String, Value)]) -> Result<ModelShape, String> {
         _ => return Err("no `general.architecture` key".to_owned()),
     };
     let number = |suffix: &str| get(&format!("{architecture}.{suffix}")).and_then(Value::as_u64);
-    let required = |suffix: &str| {
-        number(suffix).ok_or_else(|| format!("no `{architecture}.{suffix}` key"))
-    };
+    let required =
+        |suffix: &str| number(suffix).ok_or_else(|| format!("no `{architecture}.{suffix}` key"));
     let n_layer = required("block_count")?;
     let n_head = required("attention.head_count")?.max(1);
     let n_head_kv = number("attention.head_count_kv").unwrap_or(n_head);
@@ -277,7 +279,10 @@ pub fn estimate_memory(shape: &ModelShape, file_bytes: u64, plan: ContextPlan) -
     let slots = u64::from(plan.slots.max(1));
     let cells_full = slots * u64::from(plan.ctx_size);
     let batch = u64::from(plan.batch_size.max(1));
-    let windowed_layers = match (global_layer_period(&shape.architecture), shape.sliding_window) {
+    let windowed_layers = match (
+        global_layer_period(&shape.architecture),
+        shape.sliding_window,
+    ) {
         (Some(period), Some(_)) => shape.n_layer - shape.n_layer.div_ceil(period),
         _ => 0,
     };
@@ -344,8 +349,16 @@ mod tests {
         header(&[
             ("general.architecture", 8, text("qwen2")),
             ("qwen2.block_count", 4, 24u32.to_le_bytes().to_vec()),
-            ("qwen2.attention.head_count", 4, 14u32.to_le_bytes().to_vec()),
-            ("qwen2.attention.head_count_kv", 4, 2u32.to_le_bytes().to_vec()),
+            (
+                "qwen2.attention.head_count",
+                4,
+                14u32.to_le_bytes().to_vec(),
+            ),
+            (
+                "qwen2.attention.head_count_kv",
+                4,
+                2u32.to_le_bytes().to_vec(),
+            ),
             ("qwen2.embedding_length", 4, 896u32.to_le_bytes().to_vec()),
             ("general.alignment", 6, 1.5f32.to_le_bytes().to_vec()),
             ("tokenizer.ggml.tokens", 9, tokens),
@@ -390,7 +403,10 @@ mod tests {
         // 2 × n_layer × slots × ctx × n_head_kv × head_dim × 2 bytes.
         assert_eq!(estimate.kv_cache, 2 * 24 * 4 * 2048 * 2 * 64 * 2);
         assert_eq!(estimate.weights, 1000);
-        assert_eq!(estimate.total(), 1000 + estimate.kv_cache + estimate.compute);
+        assert_eq!(
+            estimate.total(),
+            1000 + estimate.kv_cache + estimate.compute
+        );
         let doubled = estimate_memory(&shape, 1000, ContextPlan { slots: 8, ..plan });
         assert_eq!(doubled.kv_cache, 2 * estimate.kv_cache);
     }

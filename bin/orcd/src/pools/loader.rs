@@ -44,7 +44,11 @@ pub async fn ensure_loaded(state: &AppState, model: &str) -> Result<(), OrcdErro
         }
     };
     let timeout = pools.settings().load_timeout;
-    let finished = tokio::time::timeout(timeout, status.wait_for(|status| !matches!(status, LoadStatus::Loading { .. }))).await;
+    let finished = tokio::time::timeout(
+        timeout,
+        status.wait_for(|status| !matches!(status, LoadStatus::Loading { .. })),
+    )
+    .await;
     let failed = |reason: String| OrcdError::ModelLoadFailed {
         model: model.to_owned(),
         reason,
@@ -73,7 +77,10 @@ async fn run_load(state: AppState, model: String, status: watch::Sender<LoadStat
         Ok((host_id, worker_id)) => {
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(%model, %host_id, %worker_id, seconds, "model loaded");
-            state.metrics().placement().load(&model, host_id, "loaded", Some(seconds));
+            state
+                .metrics()
+                .placement()
+                .load(&model, host_id, "loaded", Some(seconds));
             announce(
                 &state,
                 FleetEvent::ModelLoaded {
@@ -93,7 +100,10 @@ async fn run_load(state: AppState, model: String, status: watch::Sender<LoadStat
         Err(failure) => {
             tracing::warn!(%model, host_id = ?failure.host_id, "loading the model failed: {}", failure.reason);
             let host = failure.host_id.clone().unwrap_or_default();
-            state.metrics().placement().load(&model, &host, failure.outcome, None);
+            state
+                .metrics()
+                .placement()
+                .load(&model, &host, failure.outcome, None);
             if let (Some(host_id), true) = (&failure.host_id, failure.avoid) {
                 lock(&pools.inner.avoided).push(Avoided {
                     host_id: host_id.clone(),
@@ -149,7 +159,14 @@ async fn load(
     let views = host_views(state).await;
     let avoided = lock(&pools.inner.avoided).clone();
     let policy_of = |model: &str| pools.policy(model);
-    let placement = place(model, Purpose::FirstWorker, &policy_of, &views, &avoided, Instant::now());
+    let placement = place(
+        model,
+        Purpose::FirstWorker,
+        &policy_of,
+        &views,
+        &avoided,
+        Instant::now(),
+    );
     let (host_id, backend, gpu, evict) = match placement {
         Placement::Start {
             host_id,
@@ -195,7 +212,10 @@ async fn load(
         None,
     );
     let Some(host) = pools.hosts().get(&host_id) else {
-        return Err(LoadFailure::on(&host_id, "the host deregistered".to_owned()));
+        return Err(LoadFailure::on(
+            &host_id,
+            "the host deregistered".to_owned(),
+        ));
     };
     for unload in &evict {
         stop_worker(state, &host.url, unload).await;
@@ -281,7 +301,10 @@ async fn wait_until_live(
             .get(host_id)
             .is_some_and(|host| host.is_live(Instant::now(), state.pools().hosts().timeout()));
         if !live {
-            return Err(LoadFailure::on(host_id, format!("host `{host_id}` was lost while loading")));
+            return Err(LoadFailure::on(
+                host_id,
+                format!("host `{host_id}` was lost while loading"),
+            ));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -296,7 +319,9 @@ async fn pool_worker(state: &AppState, url: &str, worker_id: &str) -> Option<Poo
         .await
         .ok()?;
     let workers: Vec<PoolWorker> = response.json().await.ok()?;
-    workers.into_iter().find(|worker| worker.worker_id == worker_id)
+    workers
+        .into_iter()
+        .find(|worker| worker.worker_id == worker_id)
 }
 
 /// Asks a pool manager to drain and stop a worker, and says so everywhere.
@@ -411,7 +436,10 @@ fn view_of(
         .filter(|worker| worker.state != PoolWorkerState::Failed)
         .filter(|worker| !stopping.contains_key(&worker.worker_id))
         .map(|worker| {
-            let is_busy = busy.contains(&worker.worker_id);
+            // A worker still starting (or restarting after a crash) is on its way to serve:
+            // neither idle nor a candidate for eviction.
+            let is_busy =
+                busy.contains(&worker.worker_id) || worker.state != PoolWorkerState::Running;
             let used = last_used.entry(worker.worker_id.clone()).or_insert(now);
             if is_busy {
                 *used = now;
@@ -440,7 +468,11 @@ fn view_of(
                 free: gpu.memory_total_bytes.saturating_sub(gpu.memory_used_bytes),
             })
             .collect(),
-        gpu_backend: facts.backends.iter().copied().find(|backend| *backend != Backend::Cpu),
+        gpu_backend: facts
+            .backends
+            .iter()
+            .copied()
+            .find(|backend| *backend != Backend::Cpu),
         models: facts
             .models
             .iter()
@@ -452,13 +484,24 @@ fn view_of(
 }
 
 /// Publishes a placement event on `/v2/events` and writes it to the audit log.
-fn announce(state: &AppState, event: FleetEvent, worker_id: Option<String>, reason: Option<String>) {
+fn announce(
+    state: &AppState,
+    event: FleetEvent,
+    worker_id: Option<String>,
+    reason: Option<String>,
+) {
     if let Some(audit) = state.audit() {
         let (action, model, host_id) = match &event {
             FleetEvent::ModelLoading { model, host_id } => ("model_loading", model, Some(host_id)),
-            FleetEvent::ModelLoaded { model, host_id, .. } => ("model_loaded", model, Some(host_id)),
-            FleetEvent::ModelUnloaded { model, host_id, .. } => ("model_unloaded", model, Some(host_id)),
-            FleetEvent::LoadFailed { model, host_id, .. } => ("load_failed", model, host_id.as_ref()),
+            FleetEvent::ModelLoaded { model, host_id, .. } => {
+                ("model_loaded", model, Some(host_id))
+            }
+            FleetEvent::ModelUnloaded { model, host_id, .. } => {
+                ("model_unloaded", model, Some(host_id))
+            }
+            FleetEvent::LoadFailed { model, host_id, .. } => {
+                ("load_failed", model, host_id.as_ref())
+            }
             _ => return,
         };
         audit.record(
@@ -508,7 +551,13 @@ fn forget_finished_stops(pools: &Pools) {
         .hosts()
         .records()
         .iter()
-        .flat_map(|record| record.facts.workers.iter().map(|worker| worker.worker_id.clone()))
+        .flat_map(|record| {
+            record
+                .facts
+                .workers
+                .iter()
+                .map(|worker| worker.worker_id.clone())
+        })
         .collect();
     lock(&pools.inner.stopping).retain(|worker_id, _| listed.contains(worker_id));
     lock(&pools.inner.last_used).retain(|worker_id, _| listed.contains(worker_id));

@@ -226,13 +226,20 @@ pub fn place(
         let needed = host.models[model];
         for room in rooms(host, &policy) {
             if room.free >= needed {
-                fits.push((gpu_rank(room.backend), host.workers.len(), &host.host_id, room, needed));
+                fits.push((
+                    gpu_rank(room.backend),
+                    host.workers.len(),
+                    &host.host_id,
+                    room,
+                    needed,
+                ));
             }
         }
     }
-    if let Some((_, _, host_id, room, needed)) = fits.into_iter().min_by(|a, b| {
-        (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2))
-    }) {
+    if let Some((_, _, host_id, room, needed)) = fits
+        .into_iter()
+        .min_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)))
+    {
         return Placement::Start {
             host_id: host_id.clone(),
             backend: room.backend,
@@ -257,7 +264,10 @@ pub fn place(
                 .min()
                 .unwrap_or(now);
             let rank = (evict.len(), oldest);
-            if best.as_ref().is_none_or(|(count, at, _)| rank < (*count, *at)) {
+            if best
+                .as_ref()
+                .is_none_or(|(count, at, _)| rank < (*count, *at))
+            {
                 best = Some((
                     rank.0,
                     rank.1,
@@ -275,7 +285,11 @@ pub fn place(
     if let Some((_, _, placement)) = best {
         return placement;
     }
-    let needed_bytes = candidates.iter().map(|h| h.models[model]).min().unwrap_or(0);
+    let needed_bytes = candidates
+        .iter()
+        .map(|h| h.models[model])
+        .min()
+        .unwrap_or(0);
     let most_free_bytes = candidates
         .iter()
         .flat_map(|host| rooms(host, &policy))
@@ -389,7 +403,10 @@ pub fn idle_unloads(
     let mut by_model: BTreeMap<&str, Vec<(&HostView, &WorkerView)>> = BTreeMap::new();
     for host in hosts.iter().filter(|host| host.live) {
         for worker in &host.workers {
-            by_model.entry(&worker.model).or_default().push((host, worker));
+            by_model
+                .entry(&worker.model)
+                .or_default()
+                .push((host, worker));
         }
     }
     let mut unloads = Vec::new();
@@ -402,7 +419,8 @@ pub fn idle_unloads(
             continue;
         }
         // Oldest use first: those go before the recently used ones.
-        workers.sort_by(|a, b| (a.1.last_used, &a.1.worker_id).cmp(&(b.1.last_used, &b.1.worker_id)));
+        workers
+            .sort_by(|a, b| (a.1.last_used, &a.1.worker_id).cmp(&(b.1.last_used, &b.1.worker_id)));
         let mut left = workers.len() as u32;
         for (host, worker) in workers {
             if left <= policy.min_replicas {
@@ -417,7 +435,11 @@ pub fn idle_unloads(
                 host_id: host.host_id.clone(),
                 worker_id: worker.worker_id.clone(),
                 model: model.to_owned(),
-                reason: if left > 0 { UnloadReason::ScaledIn } else { UnloadReason::Idle },
+                reason: if left > 0 {
+                    UnloadReason::ScaledIn
+                } else {
+                    UnloadReason::Idle
+                },
             });
         }
     }

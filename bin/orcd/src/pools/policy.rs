@@ -65,8 +65,7 @@ impl Policies {
     pub fn load(path: &Path) -> anyhow::Result<Policies> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the model policies {}", path.display()))?;
-        Policies::parse(&text)
-            .with_context(|| format!("in the model policies {}", path.display()))
+        Policies::parse(&text).with_context(|| format!("in the model policies {}", path.display()))
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Policies> {
@@ -186,7 +185,10 @@ mod tests {
             policies.named_models().collect::<Vec<_>>(),
             vec!["gemma3-270m", "qwen2.5-coder-0.5b"]
         );
-        assert_eq!(Policies::default().of("x").keep_alive, Some(Duration::from_secs(300)));
+        assert_eq!(
+            Policies::default().of("x").keep_alive,
+            Some(Duration::from_secs(300))
+        );
     }
 
     #[test]

@@ -57,7 +57,11 @@ async fn pool_heartbeat(
     JsonBody(facts): JsonBody<HostFacts>,
 ) -> Result<StatusCode, OrcdError> {
     validate_host_id(&host_id)?;
-    match state.pools().hosts().heartbeat(&host_id, facts, Instant::now()) {
+    match state
+        .pools()
+        .hosts()
+        .heartbeat(&host_id, facts, Instant::now())
+    {
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(OrcdError::HostNotFound(host_id)),
     }

@@ -73,7 +73,14 @@ fn a_model_goes_where_it_fits_and_its_file_is() {
         host("big", 1000, &[("qwen", 400)]),
         host("nofile", 8000, &[]),
     ];
-    let placement = place("qwen", Purpose::FirstWorker, &defaults, &hosts, &[], clock.at(0));
+    let placement = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &defaults,
+        &hosts,
+        &[],
+        clock.at(0),
+    );
     assert_eq!(start_host(&placement), ("big", Backend::Cpu, vec![]));
     if let Placement::Start { needed_bytes, .. } = placement {
         assert_eq!(needed_bytes, 400 * MIB);
@@ -90,7 +97,14 @@ fn a_model_that_fits_nowhere_is_no_room_with_the_figures() {
         host("c", 9000, &[]),
     ];
     assert_eq!(
-        place("qwen", Purpose::FirstWorker, &defaults, &hosts, &[], clock.at(0)),
+        place(
+            "qwen",
+            Purpose::FirstWorker,
+            &defaults,
+            &hosts,
+            &[],
+            clock.at(0)
+        ),
         Placement::NoRoom {
             needed_bytes: 400 * MIB,
             most_free_bytes: 350 * MIB
@@ -103,11 +117,21 @@ fn no_file_anywhere_and_lost_hosts_are_refused_naming_the_fix() {
     let clock = Clock::new();
     let mut lost = host("lost", 9000, &[("qwen", 400)]);
     lost.live = false;
-    let placement = place("qwen", Purpose::FirstWorker, &defaults, &[lost], &[], clock.at(0));
+    let placement = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &defaults,
+        &[lost],
+        &[],
+        clock.at(0),
+    );
     let Placement::Refused { reason } = placement else {
         panic!("{placement:?}")
     };
-    assert!(reason.contains("cargo xtask models download qwen"), "{reason}");
+    assert!(
+        reason.contains("cargo xtask models download qwen"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -128,15 +152,34 @@ fn gpu_comes_before_cpu_then_fewest_workers() {
             free: 8000 * MIB,
         },
     ];
-    gpu.workers = vec![worker("w2", "gemma", 200, clock.at(0)), worker("w3", "gemma", 200, clock.at(0))];
+    gpu.workers = vec![
+        worker("w2", "gemma", 200, clock.at(0)),
+        worker("w3", "gemma", 200, clock.at(0)),
+    ];
     let hosts = [busy_cpu.clone(), idle_cpu.clone(), gpu.clone()];
-    let placement = place("qwen", Purpose::FirstWorker, &defaults, &hosts, &[], clock.at(0));
+    let placement = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &defaults,
+        &hosts,
+        &[],
+        clock.at(0),
+    );
     assert_eq!(start_host(&placement), ("gpu", Backend::Cuda, vec![]));
-    let Placement::Start { gpu: index, .. } = placement else { unreachable!() };
+    let Placement::Start { gpu: index, .. } = placement else {
+        unreachable!()
+    };
     assert_eq!(index, 1, "the GPU with room");
 
     // Without the GPU: the CPU host with fewer workers.
-    let placement = place("qwen", Purpose::FirstWorker, &defaults, &[busy_cpu, idle_cpu], &[], clock.at(0));
+    let placement = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &defaults,
+        &[busy_cpu, idle_cpu],
+        &[],
+        clock.at(0),
+    );
     assert_eq!(start_host(&placement).0, "cpu-b");
 
     // A policy that asks for the CPU keeps it off the GPU.
@@ -144,7 +187,14 @@ fn gpu_comes_before_cpu_then_fewest_workers() {
         backend: Some(Backend::Cpu),
         ..ModelPolicy::default()
     };
-    let placement = place("qwen", Purpose::FirstWorker, &cpu_only, &[gpu], &[], clock.at(0));
+    let placement = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &cpu_only,
+        &[gpu],
+        &[],
+        clock.at(0),
+    );
     assert_eq!(start_host(&placement).1, Backend::Cpu);
 }
 
@@ -157,11 +207,25 @@ fn without_room_the_least_recently_used_idle_worker_is_evicted() {
         worker("old", "tiny", 400, clock.at(10)),
         worker("older-but-small", "mini", 100, clock.at(5)),
     ];
-    let placement = place("qwen", Purpose::FirstWorker, &defaults, &[full], &[], clock.at(60));
+    let placement = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &defaults,
+        &[full],
+        &[],
+        clock.at(60),
+    );
     // LRU order: older-but-small (100 + 100 free = 200, not enough), then old (600): enough.
-    assert_eq!(start_host(&placement), ("h", Backend::Cpu, vec!["older-but-small", "old"]));
-    let Placement::Start { evict, .. } = placement else { unreachable!() };
-    assert!(evict.iter().all(|unload| unload.reason == UnloadReason::Evicted));
+    assert_eq!(
+        start_host(&placement),
+        ("h", Backend::Cpu, vec!["older-but-small", "old"])
+    );
+    let Placement::Start { evict, .. } = placement else {
+        unreachable!()
+    };
+    assert!(evict
+        .iter()
+        .all(|unload| unload.reason == UnloadReason::Evicted));
 }
 
 #[test]
@@ -187,7 +251,14 @@ fn busy_pinned_and_min_replica_workers_are_never_evicted() {
         _ => ModelPolicy::default(),
     };
     assert_eq!(
-        place("qwen", Purpose::FirstWorker, &policies, &[full.clone()], &[], clock.at(60)),
+        place(
+            "qwen",
+            Purpose::FirstWorker,
+            &policies,
+            &[full.clone()],
+            &[],
+            clock.at(60)
+        ),
         Placement::NoRoom {
             needed_bytes: 400 * MIB,
             most_free_bytes: 0
@@ -196,31 +267,77 @@ fn busy_pinned_and_min_replica_workers_are_never_evicted() {
     // A second replica of `c` elsewhere lets this one go.
     let mut other = host("other", 0, &[]);
     other.workers = vec![worker("kept-2", "c", 1000, clock.at(0))];
-    let placement = place("qwen", Purpose::FirstWorker, &policies, &[full, other], &[], clock.at(60));
+    let placement = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &policies,
+        &[full, other],
+        &[],
+        clock.at(60),
+    );
     assert_eq!(start_host(&placement), ("h", Backend::Cpu, vec!["kept"]));
 }
 
 #[test]
 fn a_host_that_failed_to_start_the_model_is_avoided_for_a_while() {
     let clock = Clock::new();
-    let hosts = [host("a", 9000, &[("qwen", 400)]), host("b", 1000, &[("qwen", 400)])];
+    let hosts = [
+        host("a", 9000, &[("qwen", 400)]),
+        host("b", 1000, &[("qwen", 400)]),
+    ];
     let avoided = [Avoided {
         host_id: "a".into(),
         model: "qwen".into(),
         until: clock.at(30),
     }];
-    let first_choice = place("qwen", Purpose::FirstWorker, &defaults, &hosts, &[], clock.at(0));
+    let first_choice = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &defaults,
+        &hosts,
+        &[],
+        clock.at(0),
+    );
     assert_eq!(start_host(&first_choice).0, "a");
-    let while_avoided = place("qwen", Purpose::FirstWorker, &defaults, &hosts, &avoided, clock.at(10));
+    let while_avoided = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &defaults,
+        &hosts,
+        &avoided,
+        clock.at(10),
+    );
     assert_eq!(start_host(&while_avoided).0, "b");
-    let after = place("qwen", Purpose::FirstWorker, &defaults, &hosts, &avoided, clock.at(31));
+    let after = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &defaults,
+        &hosts,
+        &avoided,
+        clock.at(31),
+    );
     assert_eq!(start_host(&after).0, "a");
-    let only_a = place("qwen", Purpose::FirstWorker, &defaults, &hosts[..1], &avoided, clock.at(10));
+    let only_a = place(
+        "qwen",
+        Purpose::FirstWorker,
+        &defaults,
+        &hosts[..1],
+        &avoided,
+        clock.at(10),
+    );
     assert!(matches!(only_a, Placement::Refused { reason } if reason.contains("failed to start")));
     // Avoiding a host for one model leaves it open to others.
     let other = [host("a", 9000, &[("gemma", 100)])];
     assert_eq!(
-        start_host(&place("gemma", Purpose::FirstWorker, &defaults, &other, &avoided, clock.at(10))).0,
+        start_host(&place(
+            "gemma",
+            Purpose::FirstWorker,
+            &defaults,
+            &other,
+            &avoided,
+            clock.at(10)
+        ))
+        .0,
         "a"
     );
 }
@@ -228,18 +345,34 @@ fn a_host_that_failed_to_start_the_model_is_avoided_for_a_while() {
 #[test]
 fn policies_limit_hosts_and_turn_loading_off() {
     let clock = Clock::new();
-    let hosts = [host("a", 9000, &[("qwen", 400)]), host("b", 1000, &[("qwen", 400)])];
+    let hosts = [
+        host("a", 9000, &[("qwen", 400)]),
+        host("b", 1000, &[("qwen", 400)]),
+    ];
     let only_b = |_: &str| ModelPolicy {
         hosts: Some(vec!["b".into()]),
         ..ModelPolicy::default()
     };
-    assert_eq!(start_host(&place("qwen", Purpose::FirstWorker, &only_b, &hosts, &[], clock.at(0))).0, "b");
+    assert_eq!(
+        start_host(&place(
+            "qwen",
+            Purpose::FirstWorker,
+            &only_b,
+            &hosts,
+            &[],
+            clock.at(0)
+        ))
+        .0,
+        "b"
+    );
     let off = |_: &str| ModelPolicy {
         on_demand: false,
         ..ModelPolicy::default()
     };
     let placement = place("qwen", Purpose::FirstWorker, &off, &hosts, &[], clock.at(0));
-    assert!(matches!(placement, Placement::Refused { reason } if reason.contains("on_demand = false")));
+    assert!(
+        matches!(placement, Placement::Refused { reason } if reason.contains("on_demand = false"))
+    );
 }
 
 #[test]
@@ -252,11 +385,29 @@ fn scale_out_goes_to_another_host_up_to_max_replicas() {
         max_replicas: 2,
         ..ModelPolicy::default()
     };
-    let placement = place("qwen", Purpose::ScaleOut, &two, &[serving.clone(), spare.clone()], &[], clock.at(0));
-    assert_eq!(start_host(&placement).0, "b", "not the host that already runs it");
+    let placement = place(
+        "qwen",
+        Purpose::ScaleOut,
+        &two,
+        &[serving.clone(), spare.clone()],
+        &[],
+        clock.at(0),
+    );
+    assert_eq!(
+        start_host(&placement).0,
+        "b",
+        "not the host that already runs it"
+    );
     let mut second = spare;
     second.workers = vec![worker("q2", "qwen", 400, clock.at(0))];
-    let at_max = place("qwen", Purpose::ScaleOut, &two, &[serving, second], &[], clock.at(0));
+    let at_max = place(
+        "qwen",
+        Purpose::ScaleOut,
+        &two,
+        &[serving, second],
+        &[],
+        clock.at(0),
+    );
     assert!(matches!(at_max, Placement::Refused { reason } if reason.contains("max_replicas = 2")));
 
     let policy = two("qwen");
@@ -295,14 +446,20 @@ fn idle_workers_are_unloaded_after_keep_alive_down_to_min_replicas() {
     // more recently) is the one `min_replicas` keeps; the pinned one stays.
     assert_eq!(
         summary,
-        vec![("g1", UnloadReason::ScaledIn), ("q1", UnloadReason::ScaledIn)]
+        vec![
+            ("g1", UnloadReason::ScaledIn),
+            ("q1", UnloadReason::ScaledIn)
+        ]
     );
     let later = idle_unloads(&[a.clone()], &policies, clock.at(1000));
     let summary: Vec<(&str, UnloadReason)> = later
         .iter()
         .map(|unload| (unload.worker_id.as_str(), unload.reason))
         .collect();
-    assert_eq!(summary, vec![("g1", UnloadReason::Idle), ("q1", UnloadReason::ScaledIn)]);
+    assert_eq!(
+        summary,
+        vec![("g1", UnloadReason::Idle), ("q1", UnloadReason::ScaledIn)]
+    );
 
     let forever = |_: &str| ModelPolicy {
         keep_alive: None,
