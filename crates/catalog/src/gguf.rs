@@ -65,6 +65,26 @@ pub fn read_model_shape(path: &Path) -> Result<ModelShape, GgufError> {
     })
 }
 
+/// Every metadata key of a GGUF file with its value when that is text, in file order, as far
+/// as the header could be read (a damaged or cut header gives its first keys; not GGUF gives
+/// none).
+pub fn read_text_metadata(path: &Path) -> Vec<(String, Option<String>)> {
+    let mut metadata = Vec::new();
+    if let Ok(file) = File::open(path) {
+        let mut reader = MetadataReader {
+            input: BufReader::new(file),
+        };
+        let _ = reader.read_metadata_into(&mut metadata);
+    }
+    metadata
+        .into_iter()
+        .map(|(key, value)| match value {
+            Value::Text(text) => (key, Some(text)),
+            _ => (key, None),
+        })
+        .collect()
+}
+
 /// A metadata value as far as the estimate cares: numbers, strings, and array lengths.
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
@@ -151,6 +171,14 @@ struct MetadataReader<R> {
 
 impl<R: Read> MetadataReader<R> {
     fn read_metadata(&mut self) -> Result<Vec<(String, Value)>, ReadError> {
+        let mut metadata = Vec::new();
+        self.read_metadata_into(&mut metadata)?;
+        Ok(metadata)
+    }
+
+    /// Reads key-value pairs into `metadata` until the end or the first error, so a caller
+    /// that can use a damaged header's first keys keeps them.
+    fn read_metadata_into(&mut self, metadata: &mut Vec<(String, Value)>) -> Result<(), ReadError> {
         let mut magic = [0u8; 4];
         self.input.read_exact(&mut magic)?;
         if &magic != MAGIC {
@@ -162,14 +190,13 @@ impl<R: Read> MetadataReader<R> {
         }
         let _tensor_count = self.u64()?;
         let kv_count = self.u64()?;
-        let mut metadata = Vec::new();
         for _ in 0..kv_count {
             let key = self.string()?;
             let value_type = self.u32()?;
             let value = self.value(value_type)?;
             metadata.push((key, value));
         }
-        Ok(metadata)
+        Ok(())
     }
 
     fn value(&mut self, value_type: u32) -> Result<Value, ReadError> {
