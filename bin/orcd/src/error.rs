@@ -52,6 +52,8 @@ pub enum OrcdError {
     /// start, the load timeout): the reason names the figures or the host's error.
     #[error("model `{model}` could not be loaded: {reason}")]
     ModelLoadFailed { model: String, reason: String },
+    #[error("no pool manager runs a worker of model `{0}`; `GET /v2/hosts` lists their workers")]
+    NothingToUnload(String),
     #[error("worker `{0}` is live: orcd forgets only dead workers\nhint: stop it first (`cargo xtask pool worker stop {0}`); a live worker would register again with its next heartbeat")]
     WorkerLive(String),
     #[error("no route for `{0}`; orcd serves /health, /metrics, /workers, /v2/tasks and /v1")]
@@ -107,6 +109,7 @@ impl OrcdError {
             OrcdError::JobNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::WorkerNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::HostNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::NothingToUnload(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::ModelLoadFailed { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoWorker)
             }

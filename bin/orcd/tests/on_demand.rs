@@ -485,3 +485,51 @@ async fn pool_routes_need_the_worker_token_and_refuse_bad_host_ids() {
         .unwrap();
     assert_eq!(heartbeat.status(), 404, "an unknown host registers again");
 }
+
+#[tokio::test]
+async fn operators_load_and_unload_models_by_hand() {
+    let orcd = Orcd::start(settings("")).await;
+    let pool = FakePool::start(&orcd, "host-a", 4096, 400, OnStart::Register).await;
+    let post = |path: String| orcd.client.post(format!("{}{path}", orcd.url)).send();
+    let response = post(format!("/v2/models/{MODEL}/load?host=host-a"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(pool.starts().len(), 1);
+    let response = post(format!("/v2/models/{MODEL}/load?host=a%2Fb"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let response = post(format!("/v2/models/{MODEL}/unload")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        pool.stops(),
+        vec![(format!("host-a-{MODEL}-1"), StopMode::Drain)]
+    );
+    eventually("the host to stop listing the worker", async || {
+        let hosts: Vec<HostInfo> = orcd.get_json("/v2/hosts").await;
+        hosts[0].facts.workers.is_empty()
+    })
+    .await;
+    let response = post(format!("/v2/models/{MODEL}/unload")).await.unwrap();
+    assert_eq!(response.status(), 404);
+
+    const CLIENT: &str = "client-token-0123456789";
+    let guarded = Orcd::start(Settings {
+        auth: orcd::auth::AuthConfig::from_tokens(&[CLIENT], &["worker-token-0123456789"]).unwrap(),
+        ..settings("")
+    })
+    .await;
+    let response = guarded
+        .client
+        .post(format!("{}/v2/models/{MODEL}/load", guarded.url))
+        .bearer_auth(CLIENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        403,
+        "a client token is not an operator's"
+    );
+}

@@ -30,6 +30,15 @@ const POOL_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// placement finds room. Fails with the reason (no room with the figures, the host's error,
 /// the load timeout) after at most `--load-timeout-secs`.
 pub async fn ensure_loaded(state: &AppState, model: &str) -> Result<(), OrcdError> {
+    ensure_loaded_on(state, model, None).await
+}
+
+/// [`ensure_loaded`], on `host` only when one is named (an operator's `load --host`).
+pub async fn ensure_loaded_on(
+    state: &AppState,
+    model: &str,
+    host: Option<&str>,
+) -> Result<(), OrcdError> {
     let pools = state.pools();
     let mut status = {
         let mut loads = lock(&pools.inner.loads);
@@ -38,7 +47,12 @@ pub async fn ensure_loaded(state: &AppState, model: &str) -> Result<(), OrcdErro
             None => {
                 let (sender, receiver) = watch::channel(LoadStatus::Loading { host_id: None });
                 loads.insert(model.to_owned(), receiver.clone());
-                tokio::spawn(run_load(state.clone(), model.to_owned(), sender));
+                tokio::spawn(run_load(
+                    state.clone(),
+                    model.to_owned(),
+                    host.map(str::to_owned),
+                    sender,
+                ));
                 receiver
             }
         }
@@ -69,9 +83,14 @@ pub async fn ensure_loaded(state: &AppState, model: &str) -> Result<(), OrcdErro
 
 /// One load from decision to outcome; tells the waiting requests through `status` and then
 /// forgets itself, so the next request after a failure tries again.
-async fn run_load(state: AppState, model: String, status: watch::Sender<LoadStatus>) {
+async fn run_load(
+    state: AppState,
+    model: String,
+    host: Option<String>,
+    status: watch::Sender<LoadStatus>,
+) {
     let started = Instant::now();
-    let outcome = load(&state, &model, &status, started).await;
+    let outcome = load(&state, &model, host.as_deref(), &status, started).await;
     let pools = state.pools();
     match &outcome {
         Ok((host_id, worker_id)) => {
@@ -152,13 +171,20 @@ impl LoadFailure {
 async fn load(
     state: &AppState,
     model: &str,
+    only_host: Option<&str>,
     status: &watch::Sender<LoadStatus>,
     started: Instant,
 ) -> Result<(String, String), LoadFailure> {
     let pools = state.pools();
     let views = host_views(state).await;
     let avoided = lock(&pools.inner.avoided).clone();
-    let policy_of = |model: &str| pools.policy(model);
+    let policy_of = |name: &str| {
+        let mut policy = pools.policy(name);
+        if let (Some(host), true) = (only_host, name == model) {
+            policy.hosts = Some(vec![host.to_owned()]);
+        }
+        policy
+    };
     let placement = place(
         model,
         Purpose::FirstWorker,
@@ -322,6 +348,33 @@ async fn pool_worker(state: &AppState, url: &str, worker_id: &str) -> Option<Poo
     workers
         .into_iter()
         .find(|worker| worker.worker_id == worker_id)
+}
+
+/// Stops every pool-managed worker of `model` (on `host` only, when named) for an operator;
+/// returns the ids of the workers asked to stop.
+pub async fn unload_model(state: &AppState, model: &str, host: Option<&str>) -> Vec<String> {
+    let mut stopped = Vec::new();
+    for record in state.pools().hosts().records() {
+        if host.is_some_and(|host| host != record.host_id) {
+            continue;
+        }
+        for worker in record
+            .facts
+            .workers
+            .iter()
+            .filter(|worker| worker.launch.model == model)
+        {
+            let unload = Unload {
+                host_id: record.host_id.clone(),
+                worker_id: worker.worker_id.clone(),
+                model: model.to_owned(),
+                reason: super::placement::UnloadReason::Operator,
+            };
+            stop_worker(state, &record.url, &unload).await;
+            stopped.push(unload.worker_id);
+        }
+    }
+    stopped
 }
 
 /// Asks a pool manager to drain and stop a worker, and says so everywhere.

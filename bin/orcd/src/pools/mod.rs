@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use hosts::HostRegistry;
-pub use loader::{ensure_loaded, housekeeping};
+pub use loader::{ensure_loaded, ensure_loaded_on, housekeeping, unload_model};
 pub use policy::Policies;
 pub use routes::routes;
 

@@ -111,6 +111,8 @@ pub enum UnloadReason {
     Evicted,
     /// An idle extra replica of a model that keeps other workers.
     ScaledIn,
+    /// An operator asked (`POST /v2/models/{model}/unload`).
+    Operator,
 }
 
 impl UnloadReason {
@@ -119,6 +121,7 @@ impl UnloadReason {
             UnloadReason::Idle => "idle",
             UnloadReason::Evicted => "evicted",
             UnloadReason::ScaledIn => "scaled_in",
+            UnloadReason::Operator => "operator",
         }
     }
 }

@@ -4,13 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use llorch_api::audit::Actor;
 use llorch_api::pool::{HostFacts, HostInfo, PoolAccepted, PoolRegistration};
 
+use crate::auth::JobScope;
 use crate::error::OrcdError;
 use crate::extract::{JsonBody, PathParam};
 use crate::server::AppState;
@@ -22,6 +23,95 @@ pub fn routes() -> Router<AppState> {
         .route("/pools/{host_id}", delete(deregister_pool))
         .route("/pools/{host_id}/heartbeat", post(pool_heartbeat))
         .route("/v2/hosts", get(list_hosts))
+        .route("/v2/models/{model}/load", post(load_model))
+        .route("/v2/models/{model}/unload", post(unload_model))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostQuery {
+    host: Option<String>,
+}
+
+/// What `POST /v2/models/{model}/load|unload` answers.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ModelAction {
+    pub model: String,
+    /// `loaded`, or `unloading` with the workers asked to stop.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<String>,
+}
+
+/// Load and unload are the operator's: every client would otherwise stop each other's models.
+fn require_operator(scope: &JobScope) -> Result<(), OrcdError> {
+    match scope {
+        JobScope::All => Ok(()),
+        JobScope::Owner(_) => Err(OrcdError::Forbidden(
+            "loading and unloading models needs an operator token (`orcd --admin-token-file`)"
+                .into(),
+        )),
+    }
+}
+
+fn host_query(
+    query: Result<Query<HostQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Option<String>, OrcdError> {
+    let Query(query) = query.map_err(|rejection| {
+        OrcdError::InvalidPath(format!(
+            "{}: the only parameter is `host`",
+            rejection.body_text()
+        ))
+    })?;
+    if let Some(host) = &query.host {
+        validate_host_id(host)?;
+    }
+    Ok(query.host)
+}
+
+async fn load_model(
+    State(state): State<AppState>,
+    Extension(scope): Extension<JobScope>,
+    PathParam(model): PathParam,
+    query: Result<Query<HostQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ModelAction>, OrcdError> {
+    require_operator(&scope)?;
+    llorch_api::validation::validate_model_id("model", &model)?;
+    let host = host_query(query)?;
+    let live = state
+        .scheduler()
+        .models()
+        .await?
+        .iter()
+        .any(|summary| summary.model == model && summary.live_workers > 0);
+    if !live || host.is_some() {
+        crate::pools::ensure_loaded_on(&state, &model, host.as_deref()).await?;
+    }
+    Ok(Json(ModelAction {
+        model,
+        status: "loaded".into(),
+        workers: Vec::new(),
+    }))
+}
+
+async fn unload_model(
+    State(state): State<AppState>,
+    Extension(scope): Extension<JobScope>,
+    PathParam(model): PathParam,
+    query: Result<Query<HostQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ModelAction>, OrcdError> {
+    require_operator(&scope)?;
+    llorch_api::validation::validate_model_id("model", &model)?;
+    let host = host_query(query)?;
+    let workers = crate::pools::unload_model(&state, &model, host.as_deref()).await;
+    if workers.is_empty() {
+        return Err(OrcdError::NothingToUnload(model));
+    }
+    Ok(Json(ModelAction {
+        model,
+        status: "unloading".into(),
+        workers,
+    }))
 }
 
 /// Host ids appear in paths, as worker ids do, and follow their rule.
