@@ -71,20 +71,16 @@ fn start_host(dir: &Path, policies: &str, pool_args: &[&str]) -> anyhow::Result<
     Ok((orcd, pool))
 }
 
+async fn get_json<T: serde::de::DeserializeOwned>(url: String) -> anyhow::Result<T> {
+    Ok(reqwest::get(url).await?.error_for_status()?.json().await?)
+}
+
 async fn hosts(orcd_url: &str) -> anyhow::Result<Vec<HostInfo>> {
-    Ok(reqwest::get(format!("{orcd_url}/v2/hosts"))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
+    get_json(format!("{orcd_url}/v2/hosts")).await
 }
 
 async fn pool_workers(pool_url: &str) -> anyhow::Result<Vec<PoolWorker>> {
-    Ok(reqwest::get(format!("{pool_url}/workers"))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
+    get_json(format!("{pool_url}/workers")).await
 }
 
 /// Streams a short greedy completion of `model` through orcd and returns its text.
@@ -165,12 +161,7 @@ fn one_host_loads_on_demand_restarts_a_killed_worker_refuses_what_does_not_fit_a
         })
         .await
         .unwrap();
-        let models: serde_json::Value = reqwest::get(format!("{}/v1/models", orcd.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let models: serde_json::Value = get_json(format!("{}/v1/models", orcd.url)).await.unwrap();
         let status_of = |models: &serde_json::Value, id: &str| {
             models["data"]
                 .as_array()
@@ -239,12 +230,7 @@ fn one_host_loads_on_demand_restarts_a_killed_worker_refuses_what_does_not_fit_a
             log_shows_two_starts(&first.worker_id, dir.path()),
             "the worker log records both starts"
         );
-        let models: serde_json::Value = reqwest::get(format!("{}/v1/models", orcd.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let models: serde_json::Value = get_json(format!("{}/v1/models", orcd.url)).await.unwrap();
         assert_eq!(
             status_of(&models, GEMMA),
             Some("unloaded".into()),

@@ -4,29 +4,16 @@
 use std::path::Path;
 use std::process::Command;
 
-use llorch_api::pool::{DiskModel, GpuFacts};
+use llorch_api::pool::{DiskModel, GpuFacts, HostFacts};
 use llorch_catalog::{model_path, Catalog, Manifest};
 
-/// The parts of [`llorch_api::pool::HostFacts`] that come from the machine itself.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MachineFacts {
-    pub host_name: String,
-    pub os: String,
-    pub cpu_model: String,
-    pub physical_cores: u32,
-    pub ram_total_bytes: u64,
-    pub ram_available_bytes: u64,
-    pub load_average: f64,
-    pub gpus: Vec<GpuFacts>,
-    pub disk_free_bytes: u64,
-}
-
-/// Reads everything now; a part that cannot be read is reported empty or zero, never guessed.
-pub fn read_machine_facts(model_dir: &Path) -> MachineFacts {
+/// Reads what the machine itself tells (the caller adds models, workers, budget and
+/// backends); a part that cannot be read is reported empty or zero, never guessed.
+pub fn read_machine_facts(model_dir: &Path) -> HostFacts {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
     let cpuinfo = read("/proc/cpuinfo");
     let meminfo = read("/proc/meminfo");
-    MachineFacts {
+    HostFacts {
         host_name: host_name(),
         os: os_name(
             &read("/etc/os-release"),
@@ -43,6 +30,10 @@ pub fn read_machine_facts(model_dir: &Path) -> MachineFacts {
             .unwrap_or(0.0),
         gpus: nvidia_gpus(),
         disk_free_bytes: free_disk_bytes(model_dir),
+        models: Vec::new(),
+        workers: Vec::new(),
+        memory_budget_bytes: None,
+        backends: Vec::new(),
     }
 }
 

@@ -94,23 +94,14 @@ impl AppState {
     /// Everything this host reports to orcd, read now (blocking: `/proc`, `nvidia-smi`).
     pub fn facts(&self) -> HostFacts {
         let inner = &self.inner;
-        let machine = read_machine_facts(&inner.model_base_dir);
         HostFacts {
-            host_name: machine.host_name,
-            os: machine.os,
-            cpu_model: machine.cpu_model,
-            physical_cores: machine.physical_cores,
-            ram_total_bytes: machine.ram_total_bytes,
-            ram_available_bytes: machine.ram_available_bytes,
-            load_average: machine.load_average,
-            gpus: machine.gpus,
-            disk_free_bytes: machine.disk_free_bytes,
             models: models_on_disk(&inner.catalog, &inner.model_base_dir, &|path, bytes| {
                 self.default_estimate(path, bytes)
             }),
             workers: inner.supervisor.workers(),
             memory_budget_bytes: inner.memory_budget,
             backends: inner.backends.clone(),
+            ..read_machine_facts(&inner.model_base_dir)
         }
     }
 

@@ -54,9 +54,14 @@ fn require_operator(scope: &JobScope) -> Result<(), OrcdError> {
     }
 }
 
-fn host_query(
+/// The checks both operator actions make; returns the host asked for, if any.
+fn operator_action(
+    scope: &JobScope,
+    model: &str,
     query: Result<Query<HostQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Option<String>, OrcdError> {
+    require_operator(scope)?;
+    llorch_api::validation::validate_model_id("model", model)?;
     let Query(query) = query.map_err(|rejection| {
         OrcdError::InvalidPath(format!(
             "{}: the only parameter is `host`",
@@ -75,9 +80,7 @@ async fn load_model(
     PathParam(model): PathParam,
     query: Result<Query<HostQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ModelAction>, OrcdError> {
-    require_operator(&scope)?;
-    llorch_api::validation::validate_model_id("model", &model)?;
-    let host = host_query(query)?;
+    let host = operator_action(&scope, &model, query)?;
     let live = state
         .scheduler()
         .models()
@@ -100,9 +103,7 @@ async fn unload_model(
     PathParam(model): PathParam,
     query: Result<Query<HostQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ModelAction>, OrcdError> {
-    require_operator(&scope)?;
-    llorch_api::validation::validate_model_id("model", &model)?;
-    let host = host_query(query)?;
+    let host = operator_action(&scope, &model, query)?;
     let workers = crate::pools::unload_model(&state, &model, host.as_deref()).await;
     if workers.is_empty() {
         return Err(OrcdError::NothingToUnload(model));
