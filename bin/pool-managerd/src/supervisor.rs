@@ -355,9 +355,19 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            // A worker outlives nothing: when this daemon dies without draining (SIGKILL),
-            // the worker is left to its own SIGTERM handling by the init system's cgroup.
             .kill_on_drop(false);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it runs in
+        // the child between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                // A pool manager killed without draining (SIGKILL, a crash) must not leave
+                // its workers running unsupervised: they get SIGTERM and drain themselves.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         command.spawn()
     }
 
