@@ -358,9 +358,20 @@ async fn a_killed_worker_comes_back_and_a_stopped_one_is_gone() {
         "restarted under the same id"
     );
     assert_eq!(again[0].port, started.port, "and on the same port");
-    let log =
-        std::fs::read_to_string(host.path(&format!("logs/{}.log", started.worker_id))).unwrap();
-    assert_eq!(log.matches(marker).count(), 2, "{log}");
+    // The restarted process writes its line a moment after it got its pid.
+    let log_path = host.path(&format!("logs/{}.log", started.worker_id));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if log.matches(marker).count() == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both starts in one log: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let (status, body) = host
         .call(
