@@ -246,11 +246,15 @@ impl Supervisor {
             let mut child = match self.spawn(&info, &log_path) {
                 Ok(child) => child,
                 Err(error) => {
-                    tracing::error!(%worker_id, "starting the worker failed: {error}");
+                    let message = format!(
+                        "starting {} failed: {error}\nhint: build it with `cargo build --release -p llorch-worker`, or point `--worker-bin` at it",
+                        self.defaults.program.display()
+                    );
+                    tracing::error!(%worker_id, "{message}");
                     self.update(&worker_id, |worker| {
                         worker.state = PoolWorkerState::Failed;
                         worker.pid = None;
-                        worker.last_log = vec![format!("starting the worker failed: {error}")];
+                        worker.last_log = message.lines().map(str::to_owned).collect();
                     });
                     return;
                 }
