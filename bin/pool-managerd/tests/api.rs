@@ -404,3 +404,20 @@ fn alive(pid: u32) -> bool {
             .unwrap_or_default()
             .contains(") Z ")
 }
+
+#[tokio::test]
+async fn a_missing_worker_binary_fails_the_worker_naming_it_and_the_fix() {
+    let host = host("exec sleep 60", None, 3);
+    std::fs::remove_file(host.path("fake-worker")).unwrap();
+    host.start().await;
+    let workers = host
+        .wait_for("the failed start", |workers| {
+            workers
+                .iter()
+                .any(|worker| worker.state == PoolWorkerState::Failed)
+        })
+        .await;
+    let log = workers[0].last_log.join("\n");
+    assert!(log.contains("fake-worker"), "{log}");
+    assert!(log.contains("hint: build it"), "{log}");
+}
