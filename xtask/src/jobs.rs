@@ -325,6 +325,11 @@ impl OrcdClient {
         self.request_json(reqwest::Method::DELETE, path)
     }
 
+    /// A POST without a body (an action named by its path).
+    pub fn post_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.request_json(reqwest::Method::POST, path)
+    }
+
     fn request_json<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,

@@ -30,6 +30,7 @@ pub fn required_access(method: &Method, path: &str) -> Access {
         Access::Open
     } else if path == "/workers/register"
         || (path.starts_with("/workers/") && method != Method::GET && !is_forget(path))
+        || path.starts_with("/pools/")
     {
         Access::Worker
     } else {

@@ -22,6 +22,7 @@ Examples:
   orcd --listen 0.0.0.0:8080 --api-token-file /etc/llorch/api.token \\
        --worker-token-file /etc/llorch/worker.token --audit-log /var/log/llorch/audit.jsonl
   orcd --cors-origin https://chat.example.com   # a browser chat UI on that origin may call /v1
+  orcd --model-policies /etc/llorch/models.toml --load-timeout-secs 60   # models on demand
 
 Workers register with `POST /workers/register`; clients submit with `POST /v2/tasks` or the
 OpenAI-compatible `/v1/chat/completions` and `/v1/completions`. Running across hosts with
@@ -152,6 +153,21 @@ pub struct Args {
         value_name = "ORIGIN"
     )]
     pub cors_origins: Vec<String>,
+    /// Per-model placement policies for models loaded on demand by pool managers (TOML:
+    /// `[models."ID"]` with hosts, min_replicas, max_replicas, keep_alive, slots, ctx_size,
+    /// backend, pin, on_demand; see docs/pool-manager.md)
+    #[arg(long, env = "LLORCH_MODEL_POLICIES", value_name = "FILE")]
+    pub model_policies: Option<PathBuf>,
+    /// Seconds a request waits for its model to load on a pool manager's host before it gets
+    /// 503 with the reason
+    #[arg(
+        long,
+        env = "LLORCH_LOAD_TIMEOUT_SECS",
+        default_value_t = 120,
+        value_parser = clap::value_parser!(u64).range(1..),
+        value_name = "SECS"
+    )]
+    pub load_timeout_secs: u64,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }
@@ -175,6 +191,8 @@ pub struct Settings {
     pub cors_origins: Vec<HeaderValue>,
     /// Header-read and idle timeouts and the connection limit of the listener.
     pub connections: ConnectionLimits,
+    /// Models loaded on demand by pool managers: policies and timeouts.
+    pub pools: crate::pools::PoolSettings,
 }
 
 impl Default for Settings {
@@ -189,6 +207,7 @@ impl Default for Settings {
             audit: None,
             cors_origins: Vec::new(),
             connections: ConnectionLimits::default(),
+            pools: crate::pools::PoolSettings::default(),
         }
     }
 }
@@ -231,6 +250,15 @@ impl Args {
                 .map(|origin| crate::cors::parse_origin(origin))
                 .collect::<anyhow::Result<_>>()?,
             connections: self.connections.limits(),
+            pools: crate::pools::PoolSettings {
+                policies: match &self.model_policies {
+                    Some(path) => crate::pools::Policies::load(path)?,
+                    None => crate::pools::Policies::default(),
+                },
+                load_timeout: Duration::from_secs(self.load_timeout_secs),
+                // Pool managers heartbeat as often as workers and are lost as late.
+                host_timeout: Duration::from_secs(self.heartbeat_timeout_secs),
+            },
             ..defaults
         })
     }

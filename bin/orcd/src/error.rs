@@ -44,6 +44,16 @@ pub enum OrcdError {
     JobNotFound(String),
     #[error("no worker `{0}` is registered; a worker registers with `POST /workers/register`")]
     WorkerNotFound(String),
+    #[error(
+        "no pool manager `{0}` is registered; a pool manager registers with `POST /pools/register`"
+    )]
+    HostNotFound(String),
+    /// orcd tried to start a worker for the model on a host and could not (no room, a failed
+    /// start, the load timeout): the reason names the figures or the host's error.
+    #[error("model `{model}` could not be loaded: {reason}")]
+    ModelLoadFailed { model: String, reason: String },
+    #[error("no pool manager runs a worker of model `{0}`; `GET /v2/hosts` lists their workers")]
+    NothingToUnload(String),
     #[error("worker `{0}` is live: orcd forgets only dead workers\nhint: stop it first (`cargo xtask pool worker stop {0}`); a live worker would register again with its next heartbeat")]
     WorkerLive(String),
     #[error("no route for `{0}`; orcd serves /health, /metrics, /workers, /v2/tasks and /v1")]
@@ -98,6 +108,11 @@ impl OrcdError {
             OrcdError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::QueueFull),
             OrcdError::JobNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::WorkerNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::HostNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::NothingToUnload(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::ModelLoadFailed { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoWorker)
+            }
             OrcdError::WorkerLive(_) => (StatusCode::CONFLICT, ErrorKind::Validation),
             OrcdError::RouteNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::JobFinished { .. } => (StatusCode::CONFLICT, ErrorKind::Validation),

@@ -69,6 +69,11 @@ impl FleetObserver {
         }
     }
 
+    /// Publishes an event that does not come from the scheduler's state (model placement).
+    pub fn announce(&self, event: FleetEvent) {
+        self.publish(event);
+    }
+
     /// Publishes every difference between `core` and what was last published.
     pub fn observe(&mut self, core: &SchedulerCore, now: Instant) {
         let mut present = HashSet::new();

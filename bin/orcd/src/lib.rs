@@ -22,6 +22,7 @@ pub mod extract;
 pub mod metrics;
 pub mod openai;
 pub mod openai_error;
+pub mod pools;
 pub mod scheduler;
 pub mod server;
 pub mod sse;

@@ -58,6 +58,7 @@ pub struct Metrics {
     workers: Family<StateLabels, Gauge>,
     auth_failures: Counter,
     audit_write_failures: Counter,
+    placement: crate::pools::metrics::PlacementMetrics,
     /// Scrapes reset and refill the state gauges; two at once would interleave.
     scrape: Mutex<()>,
 }
@@ -159,6 +160,7 @@ impl Metrics {
             "Audit events that could not be written",
             audit_write_failures.clone(),
         );
+        let placement = crate::pools::metrics::PlacementMetrics::register(&mut registry);
         Metrics {
             registry,
             jobs,
@@ -171,6 +173,7 @@ impl Metrics {
             workers,
             auth_failures,
             audit_write_failures,
+            placement,
             scrape: Mutex::new(()),
         }
     }
@@ -207,6 +210,11 @@ impl Metrics {
 
     pub fn auth_failure(&self) {
         self.auth_failures.inc();
+    }
+
+    /// Loads and unloads of models on the pool managers' hosts.
+    pub fn placement(&self) -> &crate::pools::metrics::PlacementMetrics {
+        &self.placement
     }
 
     /// Handed to the audit writer, which counts what it could not write.

@@ -69,6 +69,7 @@ fn model_object(summary: &crate::scheduler::ModelSummary, created: u64) -> Value
         "created": created,
         "owned_by": "llama-orch",
         // Beyond OpenAI's fields: what a client choosing a model wants to know.
+        "status": "loaded",
         "workers": summary.live_workers,
         "slots_total": summary.slots_total,
         "slots_busy": summary.slots_busy,
@@ -76,10 +77,11 @@ fn model_object(summary: &crate::scheduler::ModelSummary, created: u64) -> Value
     })
 }
 
-/// Models with at least one live worker.
+/// Models with at least one live worker (`status: loaded`), then those a pool manager could
+/// load on demand (`loading`, `unloaded`).
 async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, OpenAiError> {
     let created = state.started_at_secs();
-    let data: Vec<Value> = state
+    let mut data: Vec<Value> = state
         .scheduler()
         .models()
         .await?
@@ -87,6 +89,20 @@ async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, OpenA
         .filter(|summary| summary.live_workers > 0)
         .map(|summary| model_object(summary, created))
         .collect();
+    let loaded = data
+        .iter()
+        .filter_map(|model| model["id"].as_str().map(str::to_owned))
+        .collect();
+    for (model, status) in state.pools().models_not_loaded(&loaded) {
+        data.push(json!({
+            "id": model,
+            "object": "model",
+            "created": created,
+            "owned_by": "llama-orch",
+            "status": status,
+            "workers": 0,
+        }));
+    }
     Ok(Json(json!({"object": "list", "data": data})))
 }
 

@@ -49,6 +49,7 @@ fn routes(state: AppState) -> Router {
         .route("/workers/{worker_id}/forget", post(forget_worker))
         .merge(crate::tasks::routes())
         .route("/v2/events", get(crate::event_stream::fleet_events))
+        .merge(crate::pools::routes())
         .merge(crate::console::routes())
         .merge(openai::routes())
         .fallback(unknown_route)
@@ -92,6 +93,7 @@ pub async fn serve(
             wait_for_jobs_to_end(&draining_state, CLOSE_WAIT).await;
         }
     };
+    let housekeeping = tokio::spawn(crate::pools::housekeeping(state.clone()));
     llorch_serve::serve(
         listener,
         app(state.clone()),
@@ -100,6 +102,7 @@ pub async fn serve(
         CLOSE_WAIT,
     )
     .await;
+    housekeeping.abort();
     if let Some(audit) = state.audit() {
         audit.flush().await;
     }

@@ -39,6 +39,8 @@ pub struct AppState {
     /// Told to each worker at registration: heartbeats this far apart stay well inside
     /// `--heartbeat-timeout-secs`.
     heartbeat_interval: Duration,
+    /// The pool managers and the models loaded on them.
+    pools: crate::pools::Pools,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ impl AppState {
             heartbeat_interval: RegistrationAccepted::heartbeat_interval_for(
                 settings.scheduler.heartbeat_timeout,
             ),
+            pools: crate::pools::Pools::new(settings.pools.clone()),
         })
     }
 
@@ -129,6 +132,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The pool managers and the models loaded on them.
+    pub fn pools(&self) -> &crate::pools::Pools {
+        &self.pools
     }
 
     /// Unix time orcd started, the `created` of the models it lists.

@@ -91,17 +91,24 @@ async fn admit(
     span: tracing::Span,
 ) -> Result<StartedJob, OrcdError> {
     let accepted_at = Instant::now();
-    let admitted = state
-        .scheduler()
-        .submit(NewJob {
-            job_id: job_id.clone(),
-            model: task.model.clone(),
-            submitted_at_ms: unix_millis(),
-            owner: actor.token.clone(),
-            prefixes: crate::scheduler::affinity::task_prefixes(&task.input),
-            max_tokens: task.sampling.max_tokens,
-        })
-        .await;
+    let new_job = NewJob {
+        job_id: job_id.clone(),
+        model: task.model.clone(),
+        submitted_at_ms: unix_millis(),
+        owner: actor.token.clone(),
+        prefixes: crate::scheduler::affinity::task_prefixes(&task.input),
+        max_tokens: task.sampling.max_tokens,
+    };
+    let admitted = match state.scheduler().submit(new_job.clone()).await {
+        // No live worker: a pool manager may start one; the request waits for it.
+        Err(OrcdError::NoWorker { model }) if state.pools().may_load(&model) => {
+            match crate::pools::ensure_loaded(&state, &model).await {
+                Ok(()) => state.scheduler().submit(new_job).await,
+                Err(error) => Err(error),
+            }
+        }
+        other => other,
+    };
     let notices = match admitted {
         Ok(notices) => notices,
         Err(error) => {

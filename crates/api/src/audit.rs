@@ -105,6 +105,16 @@ pub enum AuditEvent {
         worker_id: String,
         reason: String,
     },
+    /// A placement decision of orcd: `action` is `model_loading`, `model_loaded`,
+    /// `model_unloaded` or `load_failed` (the `/v2/events` event of the same name).
+    ModelPlacement {
+        action: String,
+        model: String,
+        host_id: Option<String>,
+        worker_id: Option<String>,
+        /// The unload reason (`idle`, `evicted`, `scaled_in`) or why a load failed.
+        reason: Option<String>,
+    },
     /// A request without valid credentials, or with credentials of the wrong kind.
     AuthFailure {
         method: String,

@@ -26,6 +26,30 @@ pub enum FleetEvent {
     Models { models: Vec<ModelLoad> },
     /// Sent every `sample_interval_ms`: generation speed per model and per worker.
     Throughput(ThroughputSample),
+    /// orcd asked a host's pool manager to start a worker for a model a request waits for.
+    ModelLoading { model: String, host_id: String },
+    /// The worker registered: the model is served. `load_ms` from the decision to its
+    /// registration.
+    ModelLoaded {
+        model: String,
+        host_id: String,
+        worker_id: String,
+        load_ms: u64,
+    },
+    /// orcd stopped a worker: `reason` is `idle`, `evicted` or `scaled_in`.
+    ModelUnloaded {
+        model: String,
+        host_id: String,
+        worker_id: String,
+        reason: String,
+    },
+    /// A load did not succeed; the requests that waited for it got `reason`.
+    LoadFailed {
+        model: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host_id: Option<String>,
+        reason: String,
+    },
 }
 
 /// Everything a new subscriber needs to draw the fleet.
@@ -91,6 +115,10 @@ impl FleetEvent {
             FleetEvent::Job(_) => "job",
             FleetEvent::Models { .. } => "models",
             FleetEvent::Throughput(_) => "throughput",
+            FleetEvent::ModelLoading { .. } => "model_loading",
+            FleetEvent::ModelLoaded { .. } => "model_loaded",
+            FleetEvent::ModelUnloaded { .. } => "model_unloaded",
+            FleetEvent::LoadFailed { .. } => "load_failed",
         }
     }
 

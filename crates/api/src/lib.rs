@@ -8,6 +8,7 @@ pub mod embeddings;
 pub mod fleet;
 pub mod generation;
 pub mod log_safe;
+pub mod pool;
 pub mod secret;
 pub mod tools;
 pub mod validation;

@@ -1,10 +1,12 @@
 //! The model catalog (`catalog.toml`) and the on-disk layout of downloaded models, shared by
 //! xtask (which downloads and verifies) and the worker (which resolves `--model CATALOG_ID`).
 //!
-//! This crate does no I/O beyond reading the catalog and the model directory: no network, no
-//! hashing of large files, so any binary can depend on it cheaply.
+//! This crate does no I/O beyond reading the catalog, the model directory and GGUF headers (the
+//! memory estimate): no network, no hashing of large files, so any binary can depend on it
+//! cheaply.
 
 mod entry;
+mod gguf;
 mod layout;
 mod manifest;
 mod user;
@@ -20,6 +22,10 @@ use serde::Deserialize;
 pub use entry::{
     local_name, HubSource, LocalSource, ModelEntry, PipPackage, PipSource, Source, SplitPart,
     HUB_WEB_URL,
+};
+pub use gguf::{
+    estimate_memory, read_model_shape, read_text_metadata, ContextPlan, GgufError, MemoryEstimate,
+    ModelShape,
 };
 pub use layout::{
     lock_path, model_dir, model_path, partial_dir, resolve_model_path, ResolveError, LOCKS_DIR,

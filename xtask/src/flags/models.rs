@@ -13,6 +13,8 @@ Examples:
   cargo xtask models list
   cargo xtask models verify gemma3-270m
   cargo xtask models delete tinyllama --force
+  cargo xtask models load qwen2.5-coder-0.5b --host gpu-box
+  cargo xtask models unload qwen2.5-coder-0.5b
 
 Models live in <model_base_dir>/<id>/ (see `cargo xtask config show`). The catalog is the
 repository's catalog.toml, or LLORCH_CATALOG / [models] catalog in the config file, merged with
@@ -124,6 +126,41 @@ Exits with status 1 when any file is missing, empty or does not match.")]
         /// Also remove the model's catalog.d entry (written by `models add` or an hf: download)
         #[arg(long)]
         forget: bool,
+    },
+    /// Ask orcd to load a model now on a pool manager's host (an operator token: the token
+    /// file of orcd's --admin-token-file)
+    #[command(after_help = "\
+Examples:
+  cargo xtask models load qwen2.5-coder-0.5b
+  cargo xtask models load gemma3-270m --host gpu-box
+  cargo xtask --json models load gemma3-270m --orchestrator-url http://10.0.0.1:8080
+
+orcd places the model as for a request (see docs/pool-manager.md); the command returns once the
+worker is live, or with the reason it could not be loaded.")]
+    Load {
+        /// Catalog id of the model
+        model: String,
+        /// Load it on this host (its pool manager's host id, `GET /v2/hosts`)
+        #[arg(long, value_name = "HOST_ID")]
+        host: Option<String>,
+        /// orcd's base URL [env: LLORCH_ORCHESTRATOR_URL] [config: orchestrator.url]
+        #[arg(long, value_name = "URL")]
+        orchestrator_url: Option<String>,
+    },
+    /// Ask orcd to stop the workers a pool manager runs for a model (drained first)
+    #[command(after_help = "\
+Examples:
+  cargo xtask models unload qwen2.5-coder-0.5b
+  cargo xtask models unload gemma3-270m --host gpu-box")]
+    Unload {
+        /// Catalog id of the model
+        model: String,
+        /// Only its workers on this host
+        #[arg(long, value_name = "HOST_ID")]
+        host: Option<String>,
+        /// orcd's base URL [env: LLORCH_ORCHESTRATOR_URL] [config: orchestrator.url]
+        #[arg(long, value_name = "URL")]
+        orchestrator_url: Option<String>,
     },
 }
 

@@ -7,6 +7,7 @@ mod delete;
 mod download;
 mod gguf;
 mod local;
+mod placement;
 mod show;
 mod verify;
 
@@ -44,6 +45,22 @@ pub fn run(cmd: ModelsCmd, cx: &Context) -> anyhow::Result<()> {
         ModelsCmd::Info { id } => show::info(cx, &id),
         ModelsCmd::Verify { id } => verify::run(cx, id.as_deref()),
         ModelsCmd::Delete { id, force, forget } => delete::run(cx, &id, force, forget),
+        ModelsCmd::Load {
+            model,
+            host,
+            orchestrator_url,
+        } => placement::run(cx, placement::Action::Load, &model, host, orchestrator_url),
+        ModelsCmd::Unload {
+            model,
+            host,
+            orchestrator_url,
+        } => placement::run(
+            cx,
+            placement::Action::Unload,
+            &model,
+            host,
+            orchestrator_url,
+        ),
     }
 }
 

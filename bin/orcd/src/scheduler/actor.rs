@@ -35,6 +35,10 @@ pub enum JobNotice {
 
 #[derive(Debug)]
 enum Command {
+    /// An event from outside the scheduler (model placement) for the fleet stream.
+    Announce {
+        event: llorch_api::fleet::FleetEvent,
+    },
     Register {
         registration: WorkerRegistration,
         reply: oneshot::Sender<WorkerInfo>,
@@ -109,6 +113,7 @@ impl Command {
                 | Command::Job { .. }
                 | Command::Progress { .. }
                 | Command::Subscribe { .. }
+                | Command::Announce { .. }
         )
     }
 }
@@ -263,6 +268,12 @@ impl SchedulerHandle {
 
     pub fn stop_accepting(&self) {
         self.tell(Command::StopAccepting);
+    }
+
+    /// Publishes `event` on the fleet stream (`GET /v2/events`) in order with the
+    /// scheduler's own events.
+    pub fn announce(&self, event: llorch_api::fleet::FleetEvent) {
+        self.tell(Command::Announce { event });
     }
 
     /// The fleet as it is now and a receiver of every change after it (`GET /v2/events`).
@@ -444,6 +455,7 @@ fn handle(
         Command::Subscribe { reply } => {
             let _ = reply.send(observer.subscribe(core, now));
         }
+        Command::Announce { event } => observer.announce(event),
     }
 }
 

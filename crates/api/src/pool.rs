@@ -1,0 +1,366 @@
+//! Wire types between orcd and the pool manager of each host (`llorch-pool-managerd`): what a
+//! pool manager tells orcd about its host, and what orcd asks it to do. [`WorkerLaunch`] is the
+//! one description of "a worker to start" that other launchers (xtask's `pool` and `fleet`) can
+//! adopt.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Backend;
+
+/// A worker to start: which model, on which compute backend, with how many slots. The pool
+/// manager turns it into `llorch-worker` flags ([`WorkerLaunch::worker_args`]); everything
+/// about where the worker registers comes from the pool manager's own configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerLaunch {
+    /// Catalog id of the model (its file must be on the host's disk).
+    pub model: String,
+    #[serde(default = "default_backend")]
+    pub backend: Backend,
+    /// GPU index for the cuda and metal backends.
+    #[serde(default)]
+    pub gpu: u32,
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    /// Context of each slot in tokens.
+    #[serde(default = "default_ctx_size")]
+    pub ctx_size: u32,
+    /// Decode threads; absent: the worker's own choice (all physical cores, adapted to load).
+    #[serde(default)]
+    pub threads: Option<u32>,
+}
+
+fn default_backend() -> Backend {
+    Backend::Cpu
+}
+
+/// The worker's own defaults (`llorch-worker --slots`, `--ctx-size`).
+pub const DEFAULT_SLOTS: u32 = 4;
+pub const DEFAULT_CTX_SIZE: u32 = 2048;
+
+fn default_slots() -> u32 {
+    DEFAULT_SLOTS
+}
+
+fn default_ctx_size() -> u32 {
+    DEFAULT_CTX_SIZE
+}
+
+impl WorkerLaunch {
+    /// A launch with the worker's defaults for everything but the model.
+    pub fn of_model(model: impl Into<String>) -> WorkerLaunch {
+        WorkerLaunch {
+            model: model.into(),
+            backend: Backend::Cpu,
+            gpu: 0,
+            slots: DEFAULT_SLOTS,
+            ctx_size: DEFAULT_CTX_SIZE,
+            threads: None,
+        }
+    }
+
+    /// The bounds `llorch-worker` itself enforces, checked before anything is spawned so the
+    /// caller gets a 400 naming the field rather than a worker that exits at once.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::validation::validate_model_id("model", &self.model)
+            .map_err(|error| error.to_string())?;
+        if self.model.contains(['/', ':']) || self.model.starts_with('.') {
+            return Err(format!(
+                "`model` must be a catalog id (letters, digits, `.`, `-`, `_`), got `{}`",
+                crate::log_safe::log_safe(&self.model)
+            ));
+        }
+        if !(1..=64).contains(&self.slots) {
+            return Err(format!("`slots` must be 1..=64, got {}", self.slots));
+        }
+        if !(16..=1_048_576).contains(&self.ctx_size) {
+            return Err(format!(
+                "`ctx_size` must be 16..=1048576, got {}",
+                self.ctx_size
+            ));
+        }
+        if let Some(threads) = self.threads {
+            if !(1..=256).contains(&threads) {
+                return Err(format!("`threads` must be 1..=256, got {threads}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `llorch-worker` flags for this launch (model, backend, gpu, slots, ctx size,
+    /// threads); the caller adds where to listen and register.
+    pub fn worker_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--model".to_owned(),
+            self.model.clone(),
+            "--backend".to_owned(),
+            self.backend.as_str().to_owned(),
+            "--gpu".to_owned(),
+            self.gpu.to_string(),
+            "--slots".to_owned(),
+            self.slots.to_string(),
+            "--ctx-size".to_owned(),
+            self.ctx_size.to_string(),
+        ];
+        if let Some(threads) = self.threads {
+            args.extend(["--threads".to_owned(), threads.to_string()]);
+        }
+        args
+    }
+}
+
+/// How `DELETE /workers/{id}` on a pool manager stops a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMode {
+    /// SIGTERM: the worker finishes its running jobs (up to its drain timeout), then exits.
+    #[default]
+    Drain,
+    /// SIGKILL at once.
+    Now,
+}
+
+/// A worker's state as its pool manager supervises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolWorkerState {
+    /// Spawned; loading its model (not yet answering `/health` as ready).
+    Starting,
+    Running,
+    /// Exited unexpectedly; restarting after a backoff.
+    Restarting,
+    /// Crashed too often in a row: not restarted again; `last_log` says why.
+    Failed,
+    /// Asked to stop; waiting for it to exit.
+    Stopping,
+}
+
+/// One worker of a pool manager.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolWorker {
+    /// The id the worker registers with orcd under.
+    pub worker_id: String,
+    pub launch: WorkerLaunch,
+    /// Port it listens on; absent until it has printed it.
+    pub port: Option<u16>,
+    pub pid: Option<u32>,
+    pub state: PoolWorkerState,
+    /// Resident memory in bytes, read from the kernel at the last heartbeat.
+    pub rss_bytes: Option<u64>,
+    /// The memory the pool manager estimated for it before starting it.
+    pub estimated_bytes: u64,
+    /// Restarts after crashes since it was started.
+    pub restarts: u32,
+    /// The last lines of its log when it failed (crash loop), so orcd can show why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_log: Vec<String>,
+}
+
+/// A GPU of the host (CUDA: from `nvidia-smi`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuFacts {
+    pub index: u32,
+    pub name: String,
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub utilization_percent: Option<f64>,
+}
+
+/// A model file on the host's disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskModel {
+    /// Catalog id.
+    pub model: String,
+    pub file: String,
+    pub bytes: u64,
+    /// The download's manifest records a checksum match.
+    pub verified: bool,
+    /// Memory a worker of it needs with the default slots and context, by the pool manager's
+    /// estimate (file, KV cache, compute margin); 0 where the file's metadata cannot be read.
+    #[serde(default)]
+    pub estimated_bytes: u64,
+}
+
+/// Everything a pool manager reports about its host at registration and in each heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub host_name: String,
+    pub os: String,
+    pub cpu_model: String,
+    pub physical_cores: u32,
+    pub ram_total_bytes: u64,
+    pub ram_available_bytes: u64,
+    /// One-minute load average.
+    pub load_average: f64,
+    #[serde(default)]
+    pub gpus: Vec<GpuFacts>,
+    /// Free bytes on the file system of the model directory.
+    pub disk_free_bytes: u64,
+    #[serde(default)]
+    pub models: Vec<DiskModel>,
+    #[serde(default)]
+    pub workers: Vec<PoolWorker>,
+    /// The most memory the pool manager lets its workers take together (`--memory-budget`),
+    /// when set; placement never plans beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget_bytes: Option<u64>,
+    /// The backends the host's `llorch-worker` was built with.
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+}
+
+impl HostFacts {
+    /// RAM a new CPU worker may still take: what the kernel reports available, and, under a
+    /// budget, what the budget leaves after the estimates of the running workers.
+    pub fn ram_free_for_workers(&self) -> u64 {
+        let committed: u64 = self
+            .workers
+            .iter()
+            .filter(|worker| worker.state != PoolWorkerState::Failed)
+            .map(|worker| worker.estimated_bytes)
+            .sum();
+        match self.memory_budget_bytes {
+            Some(budget) => budget
+                .saturating_sub(committed)
+                .min(self.ram_available_bytes),
+            None => self.ram_available_bytes,
+        }
+    }
+}
+
+/// `POST /pools/register` on orcd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolRegistration {
+    /// The host's id in orcd (`GET /v2/hosts`); by default its host name.
+    pub host_id: String,
+    /// Base URL orcd uses to reach the pool manager.
+    pub url: String,
+    pub facts: HostFacts,
+}
+
+/// orcd's answer to a registration: how often it wants heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolAccepted {
+    pub host_id: String,
+    pub heartbeat_interval_ms: u64,
+}
+
+/// A host as orcd sees it (`GET /v2/hosts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub host_id: String,
+    pub url: String,
+    /// `live` while heartbeats arrive, `lost` after they stopped.
+    pub state: HostState,
+    pub last_seen_ms_ago: u64,
+    pub facts: HostFacts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    Live,
+    Lost,
+}
+
+/// `POST /workers` on a pool manager: the worker it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStarted {
+    pub worker: PoolWorker,
+}
+
+/// The JSON body of every non-2xx answer of a pool manager: orcd's [`crate::ErrorBody`] plus,
+/// when a worker does not fit, the figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolErrorBody {
+    pub error: String,
+    pub error_type: crate::ErrorKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_room: Option<NoRoom>,
+}
+
+/// Why a pool manager will not start a worker (`409`), with the figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoRoom {
+    pub model: String,
+    pub needed_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// `GET /workers/{id}/log` on a pool manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogTail {
+    pub worker_id: String,
+    pub lines: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_launch_needs_only_a_model_and_refuses_unknown_fields() {
+        let launch: WorkerLaunch = serde_json::from_str(r#"{"model":"gemma3-270m"}"#).unwrap();
+        assert_eq!(launch, WorkerLaunch::of_model("gemma3-270m"));
+        assert!(serde_json::from_str::<WorkerLaunch>(r#"{"model":"m","slot":2}"#).is_err());
+    }
+
+    #[test]
+    fn launch_bounds_name_the_field() {
+        let mut launch = WorkerLaunch::of_model("gemma3-270m");
+        assert!(launch.validate().is_ok());
+        launch.slots = 0;
+        assert!(launch.validate().unwrap_err().contains("`slots`"));
+        launch.slots = 2;
+        launch.ctx_size = 8;
+        assert!(launch.validate().unwrap_err().contains("`ctx_size`"));
+        launch.ctx_size = 512;
+        launch.model = "../etc/passwd".into();
+        assert!(launch.validate().unwrap_err().contains("`model`"));
+    }
+
+    #[test]
+    fn worker_args_carry_every_field() {
+        let mut launch = WorkerLaunch::of_model("qwen2.5-coder-0.5b");
+        launch.threads = Some(2);
+        launch.slots = 2;
+        assert_eq!(
+            launch.worker_args().join(" "),
+            "--model qwen2.5-coder-0.5b --backend cpu --gpu 0 --slots 2 --ctx-size 2048 --threads 2"
+        );
+    }
+
+    #[test]
+    fn ram_free_for_workers_respects_the_budget() {
+        let mut facts = HostFacts {
+            host_name: "h".into(),
+            os: "linux".into(),
+            cpu_model: "cpu".into(),
+            physical_cores: 2,
+            ram_total_bytes: 8 << 30,
+            ram_available_bytes: 4 << 30,
+            load_average: 0.0,
+            gpus: vec![],
+            disk_free_bytes: 0,
+            models: vec![],
+            workers: vec![PoolWorker {
+                worker_id: "w".into(),
+                launch: WorkerLaunch::of_model("m"),
+                port: None,
+                pid: None,
+                state: PoolWorkerState::Running,
+                rss_bytes: None,
+                estimated_bytes: 1 << 30,
+                restarts: 0,
+                last_log: vec![],
+            }],
+            memory_budget_bytes: None,
+            backends: vec![Backend::Cpu],
+        };
+        assert_eq!(facts.ram_free_for_workers(), 4 << 30);
+        facts.memory_budget_bytes = Some(3 << 30);
+        assert_eq!(facts.ram_free_for_workers(), 2 << 30);
+        facts.memory_budget_bytes = Some(1 << 29);
+        assert_eq!(facts.ram_free_for_workers(), 0);
+    }
+}
