@@ -206,11 +206,7 @@ impl AuthConfig {
         if !self.is_enabled() {
             return JobScope::All;
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(bearer_token)
-            .unwrap_or_default();
+        let presented = presented_token(headers).unwrap_or_default();
         match self.identify(presented) {
             Caller::Operator => JobScope::All,
             _ => JobScope::Owner(fingerprint(presented)),
@@ -227,14 +223,10 @@ impl AuthConfig {
         if !self.is_enabled() || access == Access::Open {
             return Ok(None);
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(bearer_token);
-        let Some(presented) = presented else {
+        let Some(presented) = presented_token(headers) else {
             return Err((
                 OrcdError::Unauthorized(
-                    "missing `Authorization: Bearer <token>` header; this orcd requires a token"
+                    "missing `Authorization: Bearer <token>` (or `x-api-key: <token>`) header; this orcd requires a token"
                         .to_owned(),
                 ),
                 None,
@@ -267,6 +259,25 @@ impl AuthConfig {
         }
     }
 }
+
+/// The token a request presents: `Authorization: Bearer <token>`, or Anthropic's
+/// `x-api-key: <token>` (what Claude Code and Anthropic's SDKs send), the bearer first.
+pub fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token);
+    bearer.or_else(|| {
+        headers
+            .get(X_API_KEY)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+    })
+}
+
+/// Anthropic's token header.
+const X_API_KEY: &str = "x-api-key";
 
 /// Without tokens orcd serves anyone who can reach it, so it listens on loopback only unless
 /// told `--insecure-no-auth`.
@@ -387,6 +398,21 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn anthropics_x_api_key_is_a_token_like_a_bearer() {
+        let auth = config();
+        let mut with_key = HeaderMap::new();
+        with_key.insert(X_API_KEY, HeaderValue::from_static(CLIENT));
+        assert_eq!(auth.check(Access::Client, &with_key).unwrap(), Some(fingerprint(CLIENT)));
+        assert_eq!(auth.job_scope(&with_key), JobScope::Owner(fingerprint(CLIENT)));
+        let mut unknown = HeaderMap::new();
+        unknown.insert(X_API_KEY, HeaderValue::from_static("nope-nope-nope-nope"));
+        assert!(auth.check(Access::Client, &unknown).is_err());
+        let mut blank = HeaderMap::new();
+        blank.insert(X_API_KEY, HeaderValue::from_static(" "));
+        assert_eq!(presented_token(&blank), None);
     }
 
     #[test]

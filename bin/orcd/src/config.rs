@@ -9,6 +9,7 @@ use axum::http::HeaderValue;
 use clap::Parser;
 use llorch_serve::{ConnectionArgs, ConnectionLimits};
 
+use crate::aliases::ModelAliases;
 use crate::audit::AuditSettings;
 use crate::auth::AuthConfig;
 use crate::scheduler::{Routing, SchedulerConfig};
@@ -22,6 +23,7 @@ Examples:
   orcd --listen 0.0.0.0:8080 --api-token-file /etc/llorch/api.token \\
        --worker-token-file /etc/llorch/worker.token --audit-log /var/log/llorch/audit.jsonl
   orcd --cors-origin https://chat.example.com   # a browser chat UI on that origin may call /v1
+  orcd --config /etc/llorch/orcd.toml   # [aliases] "gpt-4o-mini" = "qwen2.5-coder-0.5b"
 
 Workers register with `POST /workers/register`; clients submit with `POST /v2/tasks` or the
 OpenAI-compatible `/v1/chat/completions` and `/v1/completions`. Running across hosts with
@@ -142,6 +144,10 @@ pub struct Args {
         value_name = "ORIGIN"
     )]
     pub cors_origins: Vec<String>,
+    /// orcd's configuration file (TOML): an `[aliases]` table of `"alias" = "model"` lines,
+    /// other names clients may use for served models
+    #[arg(long, env = "LLORCH_ORCD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }
@@ -165,6 +171,8 @@ pub struct Settings {
     pub cors_origins: Vec<HeaderValue>,
     /// Header-read and idle timeouts and the connection limit of the listener.
     pub connections: ConnectionLimits,
+    /// Other names for served models (`[aliases]` of `--config`); none by default.
+    pub aliases: ModelAliases,
 }
 
 impl Default for Settings {
@@ -179,6 +187,7 @@ impl Default for Settings {
             audit: None,
             cors_origins: Vec::new(),
             connections: ConnectionLimits::default(),
+            aliases: ModelAliases::default(),
         }
     }
 }
@@ -218,6 +227,10 @@ impl Args {
                 .map(|origin| crate::cors::parse_origin(origin))
                 .collect::<anyhow::Result<_>>()?,
             connections: self.connections.limits(),
+            aliases: match &self.config {
+                Some(path) => ModelAliases::from_config_file(path)?,
+                None => ModelAliases::default(),
+            },
             ..defaults
         })
     }

@@ -42,6 +42,10 @@ pub enum OrcdError {
     },
     #[error("no job `{0}`; list jobs with `GET /v2/tasks`")]
     JobNotFound(String),
+    /// `/v1/responses/{id}` or `previous_response_id`: never stored, expired, deleted, or
+    /// another client's.
+    #[error("no response `{0}`: responses are kept in memory for a while after they are made (not with `store: false`), for the client that made them")]
+    ResponseNotFound(String),
     #[error("no worker `{0}` is registered; a worker registers with `POST /workers/register`")]
     WorkerNotFound(String),
     #[error("worker `{0}` is live: orcd forgets only dead workers\nhint: stop it first (`cargo xtask pool worker stop {0}`); a live worker would register again with its next heartbeat")]
@@ -97,6 +101,7 @@ impl OrcdError {
             OrcdError::NoWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoWorker),
             OrcdError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::QueueFull),
             OrcdError::JobNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::ResponseNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::WorkerNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::WorkerLive(_) => (StatusCode::CONFLICT, ErrorKind::Validation),
             OrcdError::RouteNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),

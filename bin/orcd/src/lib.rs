@@ -8,6 +8,8 @@
 //! `metrics` counts and `audit` records, when it is on; `events` publishes every change of the
 //! fleet to the subscribers of `GET /v2/events` (the web console in `console`).
 
+pub mod aliases;
+pub mod anthropic;
 pub mod audit;
 pub mod auth;
 pub mod config;

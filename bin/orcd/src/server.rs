@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::{Instrument, Level};
 
+use crate::aliases::ModelAliases;
 use crate::audit::AuditLog;
 use crate::auth::{self, AuthConfig, JobScope};
 use crate::config::Settings;
@@ -69,6 +70,8 @@ pub struct AppState {
     /// Told to each worker at registration: heartbeats this far apart stay well inside
     /// `--heartbeat-timeout-secs`.
     heartbeat_interval: Duration,
+    /// Other names for served models, resolved before scheduling.
+    aliases: Arc<ModelAliases>,
 }
 
 impl AppState {
@@ -118,6 +121,7 @@ impl AppState {
             heartbeat_interval: RegistrationAccepted::heartbeat_interval_for(
                 settings.scheduler.heartbeat_timeout,
             ),
+            aliases: Arc::new(settings.aliases.clone()),
         })
     }
 
@@ -161,6 +165,11 @@ impl AppState {
         &self.metrics
     }
 
+    /// Other names for served models.
+    pub fn aliases(&self) -> &ModelAliases {
+        &self.aliases
+    }
+
     /// Unix time orcd started, the `created` of the models it lists.
     pub fn started_at_secs(&self) -> u64 {
         self.started_at_secs
@@ -190,6 +199,7 @@ fn routes(state: AppState) -> Router {
         .route("/v2/events", get(crate::events::fleet_events))
         .merge(crate::console::routes())
         .merge(openai::routes())
+        .merge(crate::anthropic::routes())
         .fallback(unknown_route)
         // Outermost first: the size limit holds before anything reads the body, and no
         // handler runs for a request that fails authentication.
@@ -367,6 +377,10 @@ pub enum TaskApi {
     V2,
     Chat,
     Completions,
+    /// OpenAI's `/v1/responses`.
+    Responses,
+    /// Anthropic's `/v1/messages`.
+    Messages,
 }
 
 impl TaskApi {
@@ -375,6 +389,8 @@ impl TaskApi {
             TaskApi::V2 => "v2",
             TaskApi::Chat => "chat",
             TaskApi::Completions => "completions",
+            TaskApi::Responses => "responses",
+            TaskApi::Messages => "messages",
         }
     }
 }
@@ -394,18 +410,24 @@ pub struct StartedJob {
 /// then finds nobody listening and ends it as cancelled, audited like any other).
 pub async fn start_job(
     state: &AppState,
-    task: ValidTask,
+    mut task: ValidTask,
     actor: &Actor,
     api: TaskApi,
 ) -> Result<StartedJob, OrcdError> {
+    // An alias is resolved here, before scheduling, for every API; the audit keeps both names.
+    let model = state.aliases.resolve(&task.model).to_owned();
+    let requested_model = (model != task.model).then(|| std::mem::replace(&mut task.model, model));
     let job_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("job", %job_id);
     let admission = admit(
         state.clone(),
         job_id,
         task,
-        actor.clone(),
-        api,
+        Submission {
+            actor: actor.clone(),
+            api,
+            requested_model,
+        },
         span.clone(),
     );
     tokio::spawn(admission.instrument(span))
@@ -413,14 +435,26 @@ pub async fn start_job(
         .map_err(|error| OrcdError::Internal(format!("admitting a job: {error}")))?
 }
 
+/// Who submitted a job, through which API, under which name for the model.
+struct Submission {
+    actor: Actor,
+    api: TaskApi,
+    /// The alias the client named, when it named one.
+    requested_model: Option<String>,
+}
+
 async fn admit(
     state: AppState,
     job_id: String,
     task: ValidTask,
-    actor: Actor,
-    api: TaskApi,
+    submission: Submission,
     span: tracing::Span,
 ) -> Result<StartedJob, OrcdError> {
+    let Submission {
+        actor,
+        api,
+        requested_model,
+    } = submission;
     let accepted_at = Instant::now();
     let admitted = state
         .scheduler
@@ -442,7 +476,10 @@ async fn admit(
     };
     tracing::info!(model = %task.model, stream = task.stream, api = api.as_str(), "task accepted");
     if let Some(audit) = &state.audit {
-        audit.record(Some(actor.clone()), task_submitted(&job_id, &task, api));
+        audit.record(
+            Some(actor.clone()),
+            task_submitted(&job_id, &task, api, requested_model),
+        );
     }
     let items = spawn_job(
         JobContext {
@@ -464,7 +501,12 @@ async fn admit(
 }
 
 /// The audit record of an accepted task: the prompt's size and hash, never its text.
-fn task_submitted(job_id: &str, task: &ValidTask, api: TaskApi) -> AuditEvent {
+fn task_submitted(
+    job_id: &str,
+    task: &ValidTask,
+    api: TaskApi,
+    requested_model: Option<String>,
+) -> AuditEvent {
     let (prompt_bytes, prompt_sha256) = match &task.input {
         PromptInput::Text(prompt) => (prompt.len(), sha256_hex(prompt.as_bytes())),
         PromptInput::Chat(messages) => {
@@ -475,6 +517,7 @@ fn task_submitted(job_id: &str, task: &ValidTask, api: TaskApi) -> AuditEvent {
     AuditEvent::TaskSubmitted {
         job_id: job_id.to_owned(),
         model: task.model.clone(),
+        requested_model,
         api: api.as_str().to_owned(),
         prompt_bytes: prompt_bytes as u64,
         prompt_sha256,
