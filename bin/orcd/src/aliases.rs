@@ -42,8 +42,9 @@ impl ModelAliases {
         for (alias, model) in &aliases {
             validate_model_id("model", alias)
                 .with_context(|| format!("alias `{alias}` is not a valid model name"))?;
-            validate_model_id("model", model)
-                .with_context(|| format!("alias `{alias}` names `{model}`, not a valid model name"))?;
+            validate_model_id("model", model).with_context(|| {
+                format!("alias `{alias}` names `{model}`, not a valid model name")
+            })?;
             if aliases.contains_key(model) {
                 bail!("alias `{alias}` names `{model}`, which is itself an alias; name the model directly");
             }
@@ -58,7 +59,9 @@ impl ModelAliases {
 
     /// `(alias, model)` pairs, by alias.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(alias, model)| (alias.as_str(), model.as_str()))
+        self.0
+            .iter()
+            .map(|(alias, model)| (alias.as_str(), model.as_str()))
     }
 }
 
@@ -89,7 +92,10 @@ mod tests {
     #[test]
     fn chains_and_bad_names_are_refused() {
         let chain = aliases(&[("a", "b"), ("b", "c")]).unwrap_err();
-        assert!(format!("{chain:#}").contains("itself an alias"), "{chain:#}");
+        assert!(
+            format!("{chain:#}").contains("itself an alias"),
+            "{chain:#}"
+        );
         assert!(aliases(&[("a b", "m")]).is_err());
         assert!(aliases(&[("a", "")]).is_err());
     }
@@ -98,11 +104,18 @@ mod tests {
     fn the_config_file_holds_an_aliases_table() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orcd.toml");
-        std::fs::write(&path, "[aliases]\n\"gpt-4o-mini\" = \"qwen2.5-coder-0.5b\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[aliases]\n\"gpt-4o-mini\" = \"qwen2.5-coder-0.5b\"\n",
+        )
+        .unwrap();
         let aliases = ModelAliases::from_config_file(&path).unwrap();
         assert_eq!(aliases.resolve("gpt-4o-mini"), "qwen2.5-coder-0.5b");
         std::fs::write(&path, "[alias]\nx = \"y\"\n").unwrap();
         let error = ModelAliases::from_config_file(&path).unwrap_err();
-        assert!(format!("{error:#}").contains("unknown field `alias`"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("unknown field `alias`"),
+            "{error:#}"
+        );
     }
 }

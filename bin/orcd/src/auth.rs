@@ -5,6 +5,7 @@
 //! token that submitted it: other client tokens neither see nor cancel it ([`JobScope`]). Tokens are kept as SHA-256 digests and compared in constant time; logs and the audit
 //! log only ever show a short fingerprint.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -18,6 +19,7 @@ pub use llorch_api::secret::fingerprint;
 use llorch_api::secret::{bearer_token, read_token_file, TokenSet};
 
 use crate::error::OrcdError;
+use crate::keys::{parse_key_line, KeyPolicy};
 use crate::server::AppState;
 
 /// What a route needs.
@@ -82,6 +84,8 @@ impl JobScope {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
     client: TokenSet,
+    /// Each client key's name, models and limits, by its token's fingerprint.
+    policies: BTreeMap<String, KeyPolicy>,
     operator: TokenSet,
     worker: TokenSet,
     /// The first worker token: sent as bearer on `POST {worker}/execute`.
@@ -104,7 +108,8 @@ impl AuthConfig {
         AuthConfig::default()
     }
 
-    /// Tokens given directly (tests, embedding); the files are the normal way in.
+    /// Tokens given directly (tests, embedding); the files are the normal way in. A client
+    /// entry is a line of the client token file: a token, then its settings (`keys.rs`).
     pub fn from_tokens(client: &[&str], worker: &[&str]) -> anyhow::Result<Self> {
         let client: Vec<String> = client.iter().map(|t| (*t).to_owned()).collect();
         let worker: Vec<String> = worker.iter().map(|t| (*t).to_owned()).collect();
@@ -158,7 +163,24 @@ impl AuthConfig {
         Ok(self)
     }
 
-    fn build(client: Vec<String>, worker: Vec<String>) -> anyhow::Result<Self> {
+    /// `client` holds lines of the client token file: each a token and its key's settings.
+    fn build(client_lines: Vec<String>, worker: Vec<String>) -> anyhow::Result<Self> {
+        let mut client = Vec::with_capacity(client_lines.len());
+        let mut policies = BTreeMap::new();
+        for line in &client_lines {
+            let (token, policy) = parse_key_line(line)?;
+            if policies
+                .values()
+                .any(|known: &KeyPolicy| known.name == policy.name)
+            {
+                bail!(
+                    "two client keys are named `{}`; each name must be its own",
+                    policy.name
+                );
+            }
+            policies.insert(fingerprint(&token), policy);
+            client.push(token);
+        }
         if let Some(shared) = client.iter().find(|token| worker.contains(token)) {
             bail!(
                 "token {} is both a client token and a worker token; the two kinds must differ so a client cannot act as a worker",
@@ -167,6 +189,7 @@ impl AuthConfig {
         }
         Ok(AuthConfig {
             client: TokenSet::new(&client)?,
+            policies,
             operator: TokenSet::default(),
             outbound: worker.first().cloned().map(OutboundToken),
             worker: TokenSet::new(&worker)?,
@@ -175,6 +198,12 @@ impl AuthConfig {
 
     pub fn is_enabled(&self) -> bool {
         !self.client.is_empty() || !self.worker.is_empty()
+    }
+
+    /// The name, models and limits of the client key whose token has `fingerprint`; `None`
+    /// for an operator token, or without authentication.
+    pub fn key_policy(&self, fingerprint: Option<&str>) -> Option<&KeyPolicy> {
+        self.policies.get(fingerprint?)
     }
 
     /// The token orcd presents to workers, if any.
@@ -405,8 +434,14 @@ mod tests {
         let auth = config();
         let mut with_key = HeaderMap::new();
         with_key.insert(X_API_KEY, HeaderValue::from_static(CLIENT));
-        assert_eq!(auth.check(Access::Client, &with_key).unwrap(), Some(fingerprint(CLIENT)));
-        assert_eq!(auth.job_scope(&with_key), JobScope::Owner(fingerprint(CLIENT)));
+        assert_eq!(
+            auth.check(Access::Client, &with_key).unwrap(),
+            Some(fingerprint(CLIENT))
+        );
+        assert_eq!(
+            auth.job_scope(&with_key),
+            JobScope::Owner(fingerprint(CLIENT))
+        );
         let mut unknown = HeaderMap::new();
         unknown.insert(X_API_KEY, HeaderValue::from_static("nope-nope-nope-nope"));
         assert!(auth.check(Access::Client, &unknown).is_err());

@@ -23,7 +23,7 @@ Examples:
   orcd --listen 0.0.0.0:8080 --api-token-file /etc/llorch/api.token \\
        --worker-token-file /etc/llorch/worker.token --audit-log /var/log/llorch/audit.jsonl
   orcd --cors-origin https://chat.example.com   # a browser chat UI on that origin may call /v1
-  orcd --config /etc/llorch/orcd.toml   # [aliases] "gpt-4o-mini" = "qwen2.5-coder-0.5b"
+  orcd --config /etc/llorch/orcd.toml   # [aliases]: other names for served models
 
 Workers register with `POST /workers/register`; clients submit with `POST /v2/tasks` or the
 OpenAI-compatible `/v1/chat/completions` and `/v1/completions`. Running across hosts with

@@ -40,6 +40,14 @@ pub enum OrcdError {
         limit: usize,
         retry_after_secs: u64,
     },
+    /// A client key past one of its limits (`rpm=`, `tpm=`, `jobs=` in the client token file).
+    #[error("key `{key}` is at its limit of {value} {limit}; retry in {retry_after_secs} s")]
+    KeyLimit {
+        key: String,
+        limit: &'static str,
+        value: u32,
+        retry_after_secs: u64,
+    },
     #[error("no job `{0}`; list jobs with `GET /v2/tasks`")]
     JobNotFound(String),
     /// `/v1/responses/{id}` or `previous_response_id`: never stored, expired, deleted, or
@@ -100,6 +108,7 @@ impl OrcdError {
             OrcdError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorKind::Unauthorized),
             OrcdError::NoWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoWorker),
             OrcdError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::QueueFull),
+            OrcdError::KeyLimit { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::QueueFull),
             OrcdError::JobNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::ResponseNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::WorkerNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
@@ -177,6 +186,9 @@ impl OrcdError {
         match self {
             OrcdError::QueueFull {
                 retry_after_secs, ..
+            }
+            | OrcdError::KeyLimit {
+                retry_after_secs, ..
             } => {
                 response
                     .headers_mut()
@@ -206,6 +218,23 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn a_key_over_its_limit_answers_429_naming_the_limit_with_retry_after() {
+        let error = OrcdError::KeyLimit {
+            key: "alice".into(),
+            limit: "requests per minute",
+            value: 60,
+            retry_after_secs: 12,
+        };
+        assert_eq!(
+            error.to_string(),
+            "key `alice` is at its limit of 60 requests per minute; retry in 12 s"
+        );
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "12");
     }
 
     #[test]

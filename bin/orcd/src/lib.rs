@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod keys;
 pub mod metrics;
 pub mod openai;
 pub mod scheduler;

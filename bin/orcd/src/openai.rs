@@ -253,7 +253,10 @@ async fn completions(
 
 /// As many tokens as one slot of the smallest worker serving `model` holds, within orcd's own
 /// limit: a longer request would be refused by that worker.
-pub(crate) async fn default_chat_max_tokens(state: &AppState, model: &str) -> Result<u32, OrcdError> {
+pub(crate) async fn default_chat_max_tokens(
+    state: &AppState,
+    model: &str,
+) -> Result<u32, OrcdError> {
     let limit = state.limits().max_tokens;
     let model = state.aliases().resolve(model);
     let models = state.scheduler().models().await?;

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{middleware, Extension, Json, Router};
 use llorch_api::audit::{sha256_hex, Actor, AuditEvent};
+use llorch_api::usage::{is_day, UsageReport};
 use llorch_api::{
     CancelResult, Heartbeat, JobInfo, RegistrationAccepted, StreamEvent, TaskRequest, TaskResult,
     WorkerInfo, WorkerRegistration,
@@ -34,12 +35,13 @@ use crate::config::Settings;
 use crate::dispatch::{spawn_job, JobContext, JobItem};
 use crate::error::OrcdError;
 use crate::extract::{JsonBody, PathParam};
+use crate::keys::{count_usage, KeyAccount, KeyLedger};
 use crate::metrics::{self, Metrics};
 use crate::openai;
 use crate::scheduler::{NewJob, SchedulerHandle};
 use crate::sse::sse_response;
 use crate::validation::{
-    check_advertised_url, validate_job_id, validate_registration, validate_task,
+    check_advertised_url, log_safe, validate_job_id, validate_registration, validate_task,
     validate_worker_id, PromptInput, RequestLimits, ValidTask,
 };
 
@@ -72,6 +74,8 @@ pub struct AppState {
     heartbeat_interval: Duration,
     /// Other names for served models, resolved before scheduling.
     aliases: Arc<ModelAliases>,
+    /// Client keys' recent use (for their limits) and usage by key, model and day.
+    keys: KeyLedger,
 }
 
 impl AppState {
@@ -122,6 +126,7 @@ impl AppState {
                 settings.scheduler.heartbeat_timeout,
             ),
             aliases: Arc::new(settings.aliases.clone()),
+            keys: KeyLedger::default(),
         })
     }
 
@@ -197,6 +202,7 @@ fn routes(state: AppState) -> Router {
         .route("/v2/tasks", post(create_task).get(list_tasks))
         .route("/v2/tasks/{job_id}", get(get_task).delete(cancel_task))
         .route("/v2/events", get(crate::events::fleet_events))
+        .route("/v2/usage", get(usage))
         .merge(crate::console::routes())
         .merge(openai::routes())
         .merge(crate::anthropic::routes())
@@ -417,6 +423,12 @@ pub async fn start_job(
     // An alias is resolved here, before scheduling, for every API; the audit keeps both names.
     let model = state.aliases.resolve(&task.model).to_owned();
     let requested_model = (model != task.model).then(|| std::mem::replace(&mut task.model, model));
+    let account = key_account(
+        state,
+        actor,
+        requested_model.as_deref().unwrap_or(&task.model),
+        &task.model,
+    )?;
     let job_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("job", %job_id);
     let admission = admit(
@@ -427,6 +439,7 @@ pub async fn start_job(
             actor: actor.clone(),
             api,
             requested_model,
+            account,
         },
         span.clone(),
     );
@@ -441,6 +454,42 @@ struct Submission {
     api: TaskApi,
     /// The alias the client named, when it named one.
     requested_model: Option<String>,
+    /// The client key the job's usage is counted for.
+    account: KeyAccount,
+}
+
+/// Checks that the submitting client key may use `model` (asked for as `requested`) and is
+/// within its limits (403 and 429 otherwise); says whom the job's usage is counted for.
+fn key_account(
+    state: &AppState,
+    actor: &Actor,
+    requested: &str,
+    model: &str,
+) -> Result<KeyAccount, OrcdError> {
+    let Some(policy) = state.auth.key_policy(actor.token.as_deref()) else {
+        let key = actor
+            .token
+            .clone()
+            .unwrap_or_else(|| "anonymous".to_owned());
+        return Ok(KeyAccount { key, permit: None });
+    };
+    if !policy.allows_model(requested, model) {
+        let allowed = policy.models.as_deref().unwrap_or_default().join("`, `");
+        return Err(OrcdError::Forbidden(format!(
+            "key `{}` may not use model `{requested}`; it may use `{allowed}`",
+            policy.name
+        )));
+    }
+    let permit = (state.keys.admit(policy, Instant::now())).map_err(|hit| OrcdError::KeyLimit {
+        key: policy.name.clone(),
+        limit: hit.limit,
+        value: hit.value,
+        retry_after_secs: hit.retry_after_secs,
+    })?;
+    Ok(KeyAccount {
+        key: policy.name.clone(),
+        permit: Some(permit),
+    })
 }
 
 async fn admit(
@@ -454,6 +503,7 @@ async fn admit(
         actor,
         api,
         requested_model,
+        account,
     } = submission;
     let accepted_at = Instant::now();
     let admitted = state
@@ -481,6 +531,7 @@ async fn admit(
             task_submitted(&job_id, &task, api, requested_model),
         );
     }
+    let model = task.model.clone();
     let items = spawn_job(
         JobContext {
             job_id: job_id.clone(),
@@ -497,7 +548,53 @@ async fn admit(
         },
         notices,
     );
+    let items = count_usage(
+        items,
+        account,
+        model,
+        state.keys.clone(),
+        state.metrics.clone(),
+    );
     Ok(StartedJob { job_id, items })
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct UsageQuery {
+    since: Option<String>,
+}
+
+/// Tokens by client key, model and day since orcd started; the operator's (an admin token, or
+/// authentication off), as it shows every client's use.
+async fn usage(
+    State(state): State<AppState>,
+    Extension(scope): Extension<JobScope>,
+    query: Result<axum::extract::Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UsageReport>, OrcdError> {
+    if scope != JobScope::All {
+        return Err(OrcdError::Forbidden(
+            "`GET /v2/usage` shows every client's use and needs an operator token (`--admin-token-file`)"
+                .to_owned(),
+        ));
+    }
+    let since = match query {
+        Ok(axum::extract::Query(query)) => query.since,
+        Err(rejection) => {
+            return Err(crate::validation::ValidationError::Field {
+                field: "since".into(),
+                problem: rejection.body_text(),
+            }
+            .into())
+        }
+    };
+    if let Some(day) = since.as_deref().filter(|day| !is_day(day)) {
+        return Err(crate::validation::ValidationError::Field {
+            field: "since".into(),
+            problem: format!("must be a day as `YYYY-MM-DD`, got `{}`", log_safe(day)),
+        }
+        .into());
+    }
+    let rows = state.keys.usage(since.as_deref());
+    Ok(Json(UsageReport { since, rows }))
 }
 
 /// The audit record of an accepted task: the prompt's size and hash, never its text.

@@ -46,7 +46,9 @@ async fn post(orcd: &Orcd, token: &str, path: &str, body: &Value) -> (u16, Strin
 fn sse_events(body: &str) -> Vec<(String, Value)> {
     body.split("\n\n")
         .filter_map(|block| {
-            let name = block.lines().find_map(|line| line.strip_prefix("event: "))?;
+            let name = block
+                .lines()
+                .find_map(|line| line.strip_prefix("event: "))?;
             let data = block.lines().find_map(|line| line.strip_prefix("data: "))?;
             Some((name.to_owned(), serde_json::from_str(data).unwrap()))
         })
@@ -101,7 +103,10 @@ async fn a_streamed_response_is_the_responses_event_sequence() {
         .map(|message| (message.role.as_str(), message.content.as_str()))
         .collect();
     assert_eq!(messages, [("system", "be brief"), ("user", "hi")]);
-    assert_eq!((request.sampling.max_tokens, request.sampling.temperature), (3, 0.5));
+    assert_eq!(
+        (request.sampling.max_tokens, request.sampling.temperature),
+        (3, 0.5)
+    );
 }
 
 #[tokio::test]
@@ -134,7 +139,10 @@ async fn a_streamed_message_is_anthropics_event_sequence() {
         "{body}"
     );
     assert_eq!(events[0].1["message"]["content"], json!([]));
-    assert_eq!(events[3].1["delta"], json!({"type": "text_delta", "text": "t0 "}));
+    assert_eq!(
+        events[3].1["delta"],
+        json!({"type": "text_delta", "text": "t0 "})
+    );
     assert_eq!(events[7].1["delta"]["stop_reason"], "max_tokens");
     assert_eq!(events[7].1["usage"]["output_tokens"], 3);
     assert_eq!(events[7].1["usage"]["input_tokens"], 5);
@@ -170,7 +178,11 @@ async fn responses_are_chained_fetched_deleted_and_kept_per_client() {
         .collect();
     assert_eq!(
         messages,
-        [("user", "first"), ("assistant", "t0 t1 "), ("user", "second")]
+        [
+            ("user", "first"),
+            ("assistant", "t0 t1 "),
+            ("user", "second")
+        ]
     );
 
     // Bob neither sees nor continues nor deletes Alice's response.
@@ -211,7 +223,11 @@ async fn responses_are_chained_fetched_deleted_and_kept_per_client() {
     )
     .await;
     let unstored: Value = serde_json::from_str(&body).unwrap();
-    let url = format!("{}/v1/responses/{}", orcd.url, unstored["id"].as_str().unwrap());
+    let url = format!(
+        "{}/v1/responses/{}",
+        orcd.url,
+        unstored["id"].as_str().unwrap()
+    );
     let (status, _) = send(orcd.client.get(&url).bearer_auth(ALICE)).await;
     assert_eq!(status, 404);
 }
@@ -220,20 +236,76 @@ async fn responses_are_chained_fetched_deleted_and_kept_per_client() {
 fn hostile_bodies() -> Vec<(&'static str, Value, &'static str)> {
     let deep = (0..200).fold(json!("x"), |inner, _| json!([inner]));
     vec![
-        ("/v1/responses", json!({"model": MODEL, "input": "x", "frobnicate": true}), "frobnicate"),
-        ("/v1/responses", json!({"model": MODEL, "input": {"text": "x"}}), "input"),
-        ("/v1/responses", json!({"model": MODEL, "input": "x", "max_output_tokens": -1}), "max_output_tokens"),
-        ("/v1/responses", json!({"model": MODEL, "input": "x", "tools": "all"}), "tools"),
-        ("/v1/responses", json!({"model": MODEL, "input": "x", "stream": "yes"}), "stream"),
-        ("/v1/responses", json!({"model": MODEL, "input": [{"type": "function_call", "name": "f"}]}), "input[0].call_id"),
-        ("/v1/responses", json!({"model": MODEL, "input": [deep]}), ""),
-        ("/v1/messages", json!({"model": MODEL, "max_tokens": 4, "messages": [], "frobnicate": 1}), "frobnicate"),
-        ("/v1/messages", json!({"model": MODEL, "max_tokens": "4", "messages": []}), "max_tokens"),
-        ("/v1/messages", json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}), "max_tokens"),
-        ("/v1/messages", json!({"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": 7}]}), "messages[0].content"),
-        ("/v1/messages", json!({"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "top_k": "many"}), "top_k"),
-        ("/v1/messages", json!({"model": MODEL, "max_tokens": 4, "messages": [deep]}), ""),
-        ("/v1/messages/count_tokens", json!({"model": MODEL, "messages": "x"}), "messages"),
+        (
+            "/v1/responses",
+            json!({"model": MODEL, "input": "x", "frobnicate": true}),
+            "frobnicate",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": MODEL, "input": {"text": "x"}}),
+            "input",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": MODEL, "input": "x", "max_output_tokens": -1}),
+            "max_output_tokens",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": MODEL, "input": "x", "tools": "all"}),
+            "tools",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": MODEL, "input": "x", "stream": "yes"}),
+            "stream",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": MODEL, "input": [{"type": "function_call", "name": "f"}]}),
+            "input[0].call_id",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": MODEL, "input": [deep]}),
+            "",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": MODEL, "max_tokens": 4, "messages": [], "frobnicate": 1}),
+            "frobnicate",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": MODEL, "max_tokens": "4", "messages": []}),
+            "max_tokens",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}),
+            "max_tokens",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": 7}]}),
+            "messages[0].content",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "top_k": "many"}),
+            "top_k",
+        ),
+        (
+            "/v1/messages",
+            json!({"model": MODEL, "max_tokens": 4, "messages": [deep]}),
+            "",
+        ),
+        (
+            "/v1/messages/count_tokens",
+            json!({"model": MODEL, "messages": "x"}),
+            "messages",
+        ),
     ]
 }
 
@@ -249,7 +321,10 @@ async fn hostile_bodies_get_a_4xx_naming_the_field_in_each_apis_shape() {
             assert_eq!(error["error"]["type"], "invalid_request_error", "{answer}");
             let message = error["error"]["message"].as_str().unwrap();
             if !field.is_empty() {
-                assert!(message.contains(&format!("`{field}`")), "{path} {body}: {message}");
+                assert!(
+                    message.contains(&format!("`{field}`")),
+                    "{path} {body}: {message}"
+                );
             }
         } else {
             assert_eq!(error["error"]["type"], "invalid_request_error", "{answer}");
@@ -260,7 +335,13 @@ async fn hostile_bodies_get_a_4xx_naming_the_field_in_each_apis_shape() {
     }
     // A body past the size limit: 413 in each shape.
     let huge = "x".repeat(orcd.state.limits().max_body_bytes() + 1);
-    let (status, answer) = post(&orcd, ALICE, "/v1/responses", &json!({"model": MODEL, "input": huge})).await;
+    let (status, answer) = post(
+        &orcd,
+        ALICE,
+        "/v1/responses",
+        &json!({"model": MODEL, "input": huge}),
+    )
+    .await;
     assert_eq!(status, 413, "{answer}");
     let (status, answer) = post(
         &orcd,
@@ -270,11 +351,20 @@ async fn hostile_bodies_get_a_4xx_naming_the_field_in_each_apis_shape() {
     )
     .await;
     assert_eq!(status, 413);
-    assert_eq!(serde_json::from_str::<Value>(&answer).unwrap()["error"]["type"], "request_too_large");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap()["error"]["type"],
+        "request_too_large"
+    );
     assert_eq!(worker.executions(), 0, "nothing refused reached the worker");
 
     // Nothing is stuck: both APIs still answer.
-    let (status, answer) = post(&orcd, ALICE, "/v1/responses", &json!({"model": MODEL, "input": "x"})).await;
+    let (status, answer) = post(
+        &orcd,
+        ALICE,
+        "/v1/responses",
+        &json!({"model": MODEL, "input": "x"}),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = post(
         &orcd,
@@ -328,4 +418,109 @@ async fn control_tokens_in_text_and_tool_arguments_stay_text_or_are_refused_by_f
             other => panic!("{path}: {other} {answer}"),
         }
     }
+}
+
+#[tokio::test]
+async fn key_limits_answer_in_the_shape_of_the_api_called() {
+    const LIMITED: &str = "client-token-of-carol-for-agents";
+    const OTHER_MODEL_ONLY: &str = "client-token-of-dave-for-agents";
+    let settings = Settings {
+        auth: AuthConfig::from_tokens(
+            &[
+                format!("{LIMITED} name=carol rpm=1").as_str(),
+                format!("{OTHER_MODEL_ONLY} name=dave models=other-model").as_str(),
+            ],
+            &[WORKER_TOKEN],
+        )
+        .unwrap(),
+        drain: Duration::from_millis(200),
+        ..Settings::default()
+    };
+    let orcd = Orcd::start(settings).await;
+    let worker = FakeWorker::start(Script::complete(2, Duration::from_millis(1))).await;
+    orcd.register_with_token(&worker.registration("w1", MODEL, 4), WORKER_TOKEN)
+        .await;
+    let message =
+        json!({"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]});
+
+    let (status, body) = post(&orcd, LIMITED, "/v1/messages", &message).await;
+    assert_eq!(status, 200, "{body}");
+    let response = within(
+        "orcd to answer",
+        (orcd.client.post(format!("{}/v1/messages", orcd.url)))
+            .header("x-api-key", LIMITED)
+            .json(&message)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "rate_limit_error");
+    let text = error["error"]["message"].as_str().unwrap();
+    assert!(
+        text.contains("key `carol`") && text.contains("1 requests per minute"),
+        "{text}"
+    );
+    assert!(!text.contains(LIMITED), "the token never appears: {text}");
+
+    let (status, body) = post(
+        &orcd,
+        LIMITED,
+        "/v1/responses",
+        &json!({"model": MODEL, "input": "x", "max_output_tokens": 1}),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["type"], "rate_limit_error");
+
+    for (path, body) in [
+        ("/v1/responses", json!({"model": MODEL, "input": "x"})),
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        ("/v1/messages", message.clone()),
+    ] {
+        let (status, answer) = post(&orcd, OTHER_MODEL_ONLY, path, &body).await;
+        assert_eq!(status, 403, "{path}: {answer}");
+        assert!(
+            answer.contains("key `dave` may not use model `fake-model`"),
+            "{path}: {answer}"
+        );
+        assert!(answer.contains("permission_error"), "{path}: {answer}");
+    }
+    assert_eq!(
+        worker.executions(),
+        1,
+        "only the first request reached the worker"
+    );
+
+    // The one finished job is counted under the key's name, never its token.
+    let metrics = within(
+        "the metrics",
+        orcd.client
+            .get(format!("{}/metrics", orcd.url))
+            .bearer_auth(LIMITED)
+            .send(),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        metrics
+            .contains(r#"llorch_client_completion_tokens_total{key="carol",model="fake-model"} 2"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(LIMITED) && !metrics.contains(OTHER_MODEL_ONLY));
 }

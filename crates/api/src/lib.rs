@@ -10,6 +10,7 @@ pub mod generation;
 pub mod log_safe;
 pub mod secret;
 pub mod tools;
+pub mod usage;
 pub mod validation;
 
 pub use tools::{ToolCall, ToolChoice, ToolDefinition, ToolParams};

@@ -254,8 +254,11 @@ impl MessageBuilder {
     }
 
     fn arguments(&mut self, fragment: &str) -> Vec<StreamEvent> {
-        let call_open =
-            self.open && matches!(self.message.content.last(), Some(ContentBlock::ToolUse { .. }));
+        let call_open = self.open
+            && matches!(
+                self.message.content.last(),
+                Some(ContentBlock::ToolUse { .. })
+            );
         if !call_open {
             // The tool reader sends arguments only after opening a call.
             return Vec::new();
@@ -340,7 +343,10 @@ mod tests {
             }]
         );
         assert_eq!(message.stop_reason, Some("max_tokens"));
-        assert_eq!((message.usage.input_tokens, message.usage.output_tokens), (11, 4));
+        assert_eq!(
+            (message.usage.input_tokens, message.usage.output_tokens),
+            (11, 4)
+        );
         let delta = serde_json::to_value(&events[1]).unwrap();
         assert_eq!(
             delta,
@@ -355,8 +361,11 @@ mod tests {
             names: vec!["get_weather".into()],
             parallel: true,
         };
-        let mut builder =
-            MessageBuilder::new("msg_1".into(), "m".into(), Some(ToolCallStream::streaming(tools)));
+        let mut builder = MessageBuilder::new(
+            "msg_1".into(),
+            "m".into(),
+            Some(ToolCallStream::streaming(tools)),
+        );
         let mut events = builder.push("<tool_call>\n{\"name\": \"get_weather\", ");
         events.extend(builder.push("\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"));
         events.extend(builder.finish(&stats(FinishReason::Stop)));

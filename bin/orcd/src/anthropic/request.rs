@@ -348,8 +348,14 @@ mod tests {
         )
         .unwrap();
         let messages = task.messages.unwrap();
-        assert_eq!((messages[0].role.as_str(), messages[0].content.as_str()), ("system", "Be terse."));
-        assert_eq!((messages[1].role.as_str(), messages[1].content.as_str()), ("user", "hi"));
+        assert_eq!(
+            (messages[0].role.as_str(), messages[0].content.as_str()),
+            ("system", "Be terse.")
+        );
+        assert_eq!(
+            (messages[1].role.as_str(), messages[1].content.as_str()),
+            ("user", "hi")
+        );
         assert_eq!(task.sampling.max_tokens, 20);
         assert_eq!(task.sampling.top_k, 5);
         assert_eq!(task.sampling.stop, ["\n\n"]);
@@ -379,37 +385,66 @@ mod tests {
         assert_eq!(messages.len(), 3);
         assert_eq!(messages[1].content, "Let me look.");
         assert_eq!(messages[1].tool_calls[0].id, "toolu_1");
-        assert_eq!(messages[1].tool_calls[0].function.arguments, r#"{"city":"Paris"}"#);
-        assert_eq!((messages[2].role.as_str(), messages[2].content.as_str()), ("tool", "22 C"));
+        assert_eq!(
+            messages[1].tool_calls[0].function.arguments,
+            r#"{"city":"Paris"}"#
+        );
+        assert_eq!(
+            (messages[2].role.as_str(), messages[2].content.as_str()),
+            ("tool", "22 C")
+        );
         assert_eq!(task.tools.tool_use(), ToolUse::Function("get_weather"));
     }
 
     #[test]
     fn what_orcd_cannot_take_is_refused_by_name() {
-        let base = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+        let base =
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
         let with = |field: &str, value: Value| {
             let mut body = base.clone();
             body[field] = value;
             body
         };
         for (body, field) in [
-            (with("thinking", json!({"type": "enabled", "budget_tokens": 100})), "`thinking`"),
+            (
+                with("thinking", json!({"type": "enabled", "budget_tokens": 100})),
+                "`thinking`",
+            ),
             (with("frobnicate", json!(1)), "`frobnicate`"),
-            (with("tools", json!([{"type": "web_search_20250305", "name": "w", "input_schema": {}}])), "`tools[0].type`"),
+            (
+                with(
+                    "tools",
+                    json!([{"type": "web_search_20250305", "name": "w", "input_schema": {}}]),
+                ),
+                "`tools[0].type`",
+            ),
         ] {
-            let message = messages_task(&request(body.clone()), Some(5)).unwrap_err().to_string();
+            let message = messages_task(&request(body.clone()), Some(5))
+                .unwrap_err()
+                .to_string();
             assert!(message.contains(field), "{body}: {message}");
         }
-        let message = messages_task(&request(base.clone()), None).unwrap_err().to_string();
+        let message = messages_task(&request(base.clone()), None)
+            .unwrap_err()
+            .to_string();
         assert!(message.starts_with("`max_tokens`"), "{message}");
     }
 
     #[test]
     fn wrong_types_and_unknown_blocks_name_their_field() {
         for (body, field) in [
-            (json!({"model": "m", "max_tokens": "many", "messages": []}), "`max_tokens`"),
-            (json!({"model": "m", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}), "`messages[0].role`"),
-            (json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user"}]}), "`messages[0].content`"),
+            (
+                json!({"model": "m", "max_tokens": "many", "messages": []}),
+                "`max_tokens`",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}),
+                "`messages[0].role`",
+            ),
+            (
+                json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user"}]}),
+                "`messages[0].content`",
+            ),
         ] {
             let message = from_value_naming_field::<MessagesRequest>(body.clone())
                 .unwrap_err()

@@ -513,9 +513,8 @@ mod tests {
         assert_eq!(opening[0]["usage"], Value::Null);
         let end = value(chat.finish_chunk(1, FinishReason::Stop, false));
         assert_eq!(end["choices"][0]["finish_reason"], "stop");
-        let usage = value(
-            chat.usage_chunk(&[stats(FinishReason::Stop, 1), stats(FinishReason::Stop, 2)]),
-        );
+        let usage =
+            value(chat.usage_chunk(&[stats(FinishReason::Stop, 1), stats(FinishReason::Stop, 2)]));
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["completion_tokens"], 3);
         assert_eq!(usage["usage"]["prompt_tokens_details"]["cached_tokens"], 2);

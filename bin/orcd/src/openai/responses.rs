@@ -20,7 +20,9 @@ use futures::{stream, StreamExt};
 use llorch_api::audit::Actor;
 use llorch_api::{ChatMessage, StreamEvent as JobEvent};
 
-use self::objects::{Deleted, EventBody, Reasoning, ResponseObject, Status, StreamEvent, TextConfig};
+use self::objects::{
+    Deleted, EventBody, Reasoning, ResponseObject, Status, StreamEvent, TextConfig,
+};
 use self::output::OutputBuilder;
 use self::request::{responses_task, ResponsesRequest, Translated};
 use self::store::{ResponseStore, StoredResponse};
@@ -61,13 +63,15 @@ async fn create_response(
     let previous = match &request.previous_response_id {
         None => Vec::new(),
         Some(id) => {
-            let stored = store.get(id, &scope).ok_or_else(|| ValidationError::Field {
-                field: "previous_response_id".into(),
-                problem: format!(
-                    "no response `{id}` is kept for this client: responses are kept for an \
+            let stored = store
+                .get(id, &scope)
+                .ok_or_else(|| ValidationError::Field {
+                    field: "previous_response_id".into(),
+                    problem: format!(
+                        "no response `{id}` is kept for this client: responses are kept for an \
                      hour unless made with `store: false`"
-                ),
-            })?;
+                    ),
+                })?;
             stored.conversation
         }
     };
@@ -253,9 +257,7 @@ fn events_for(answer: &mut Answer, item: JobItem) -> (Vec<EventBody>, bool) {
         Ok(JobEvent::Error { message, .. }) => {
             let error = OrcdError::Internal(format!("unexpected error event: {message}"));
             error.log();
-            let failed = answer
-                .builder
-                .fail("server_error", error.public_message());
+            let failed = answer.builder.fail("server_error", error.public_message());
             (vec![failed], true)
         }
     }

@@ -152,7 +152,10 @@ pub enum EventBody {
     #[serde(rename = "response.in_progress")]
     InProgress { response: Box<ResponseObject> },
     #[serde(rename = "response.output_item.added")]
-    OutputItemAdded { output_index: usize, item: OutputItem },
+    OutputItemAdded {
+        output_index: usize,
+        item: OutputItem,
+    },
     #[serde(rename = "response.content_part.added")]
     ContentPartAdded {
         item_id: String,
@@ -197,7 +200,10 @@ pub enum EventBody {
         arguments: String,
     },
     #[serde(rename = "response.output_item.done")]
-    OutputItemDone { output_index: usize, item: OutputItem },
+    OutputItemDone {
+        output_index: usize,
+        item: OutputItem,
+    },
     #[serde(rename = "response.completed")]
     Completed { response: Box<ResponseObject> },
     #[serde(rename = "response.incomplete")]

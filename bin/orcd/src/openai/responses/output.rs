@@ -148,7 +148,11 @@ impl OutputBuilder {
     }
 
     fn message_open(&self) -> bool {
-        self.open && matches!(self.response.output.last(), Some(OutputItem::Message { .. }))
+        self.open
+            && matches!(
+                self.response.output.last(),
+                Some(OutputItem::Message { .. })
+            )
     }
 
     fn text(&mut self, text: &str) -> Vec<EventBody> {
@@ -371,12 +375,21 @@ mod tests {
         let response = builder.response();
         assert_eq!(response.status, Status::Completed);
         let usage = response.usage.unwrap();
-        assert_eq!((usage.input_tokens, usage.output_tokens, usage.total_tokens), (7, 3, 10));
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+            (7, 3, 10)
+        );
         assert_eq!(usage.input_tokens_details.cached_tokens, 4);
-        let OutputItem::Message { content, status, .. } = &response.output[0] else {
+        let OutputItem::Message {
+            content, status, ..
+        } = &response.output[0]
+        else {
             panic!("{:?}", response.output);
         };
-        assert_eq!((content[0].text.as_str(), *status), ("Hello", Status::Completed));
+        assert_eq!(
+            (content[0].text.as_str(), *status),
+            ("Hello", Status::Completed)
+        );
     }
 
     #[test]
@@ -396,8 +409,14 @@ mod tests {
         events.extend(builder.finish(&stats(FinishReason::Stop)));
         let names = names(&events);
         assert_eq!(names.first(), Some(&"response.output_item.added"));
-        assert!(names.contains(&"response.function_call_arguments.delta"), "{names:?}");
-        assert!(names.contains(&"response.function_call_arguments.done"), "{names:?}");
+        assert!(
+            names.contains(&"response.function_call_arguments.delta"),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"response.function_call_arguments.done"),
+            "{names:?}"
+        );
         assert_eq!(names.last(), Some(&"response.completed"));
         let output = &builder.response().output;
         assert_eq!(output.len(), 1, "{output:?}");

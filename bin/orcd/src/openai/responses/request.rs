@@ -106,7 +106,11 @@ pub fn responses_task(
     let mut conversation = previous;
     conversation.extend(input_messages(&request.input)?);
     let mut messages = Vec::with_capacity(conversation.len() + 1);
-    if let Some(instructions) = request.instructions.as_ref().filter(|text| !text.is_empty()) {
+    if let Some(instructions) = request
+        .instructions
+        .as_ref()
+        .filter(|text| !text.is_empty())
+    {
         messages.push(ChatMessage::new("system", instructions.clone()));
     }
     messages.extend(conversation.iter().cloned());
@@ -247,10 +251,9 @@ fn content_text(content: Option<&Value>, field: &str) -> Result<String, Validati
             for (index, part) in parts.iter().enumerate() {
                 let kind = part.get("type").and_then(Value::as_str);
                 match (kind, part.get("text")) {
-                    (
-                        Some("input_text" | "output_text" | "text"),
-                        Some(Value::String(piece)),
-                    ) => text.push_str(piece),
+                    (Some("input_text" | "output_text" | "text"), Some(Value::String(piece))) => {
+                        text.push_str(piece)
+                    }
                     (Some("input_text" | "output_text" | "text"), _) => {
                         return Err(ValidationError::WrongType {
                             field: format!("{field}[{index}].text"),
@@ -284,19 +287,21 @@ fn chat_tools(tools: Option<&[Value]>) -> Result<Option<Value>, ValidationError>
     let converted = tools
         .iter()
         .enumerate()
-        .map(|(index, tool)| match tool.get("type").and_then(Value::as_str) {
-            Some("function") => {
-                let mut function = tool.clone();
-                if let Some(object) = function.as_object_mut() {
-                    object.remove("type");
+        .map(
+            |(index, tool)| match tool.get("type").and_then(Value::as_str) {
+                Some("function") => {
+                    let mut function = tool.clone();
+                    if let Some(object) = function.as_object_mut() {
+                        object.remove("type");
+                    }
+                    Ok(json!({"type": "function", "function": function}))
                 }
-                Ok(json!({"type": "function", "function": function}))
-            }
-            _ => Err(ValidationError::Unsupported {
-                field: format!("tools[{index}].type"),
-                detail: ": only `function` tools",
-            }),
-        })
+                _ => Err(ValidationError::Unsupported {
+                    field: format!("tools[{index}].type"),
+                    detail: ": only `function` tools",
+                }),
+            },
+        )
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(Value::Array(converted)))
 }
@@ -372,11 +377,21 @@ mod tests {
         .unwrap();
         let messages = translated.task.messages.unwrap();
         assert_eq!(messages.len(), 2);
-        assert_eq!((messages[0].role.as_str(), messages[0].content.as_str()), ("system", "Be terse."));
-        assert_eq!((messages[1].role.as_str(), messages[1].content.as_str()), ("user", "hi"));
+        assert_eq!(
+            (messages[0].role.as_str(), messages[0].content.as_str()),
+            ("system", "Be terse.")
+        );
+        assert_eq!(
+            (messages[1].role.as_str(), messages[1].content.as_str()),
+            ("user", "hi")
+        );
         assert_eq!(translated.task.sampling.max_tokens, 9);
         assert_eq!(translated.task.sampling.temperature, 0.5);
-        assert_eq!(translated.conversation.len(), 1, "instructions are not carried over");
+        assert_eq!(
+            translated.conversation.len(),
+            1,
+            "instructions are not carried over"
+        );
     }
 
     #[test]
@@ -428,16 +443,31 @@ mod tests {
     #[test]
     fn what_orcd_cannot_do_is_refused_by_name() {
         for (body, field) in [
-            (json!({"model": "m", "input": "x", "reasoning": {"effort": "high"}}), "`reasoning`"),
-            (json!({"model": "m", "input": "x", "frobnicate": 1}), "`frobnicate`"),
+            (
+                json!({"model": "m", "input": "x", "reasoning": {"effort": "high"}}),
+                "`reasoning`",
+            ),
+            (
+                json!({"model": "m", "input": "x", "frobnicate": 1}),
+                "`frobnicate`",
+            ),
             (json!({"model": "m", "input": 3}), "`input`"),
-            (json!({"model": "m", "input": [{"type": "reasoning"}]}), "`input[0].type`"),
-            (json!({"model": "m", "input": [{"type": "function_call_output"}]}), "`input[0].call_id`"),
+            (
+                json!({"model": "m", "input": [{"type": "reasoning"}]}),
+                "`input[0].type`",
+            ),
+            (
+                json!({"model": "m", "input": [{"type": "function_call_output"}]}),
+                "`input[0].call_id`",
+            ),
             (
                 json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image"}]}]}),
                 "`input[0].content[0]`",
             ),
-            (json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}), "`tools[0].type`"),
+            (
+                json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}),
+                "`tools[0].type`",
+            ),
             (
                 json!({"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "schema": {"type": "string", "not": {}}}}}),
                 "`not`",
@@ -451,13 +481,22 @@ mod tests {
     #[test]
     fn wrong_types_name_their_field() {
         for (body, field) in [
-            (json!({"model": "m", "input": "x", "temperature": "hot"}), "temperature"),
-            (json!({"model": "m", "input": "x", "text": {"format": {}, "colour": 1}}), "text"),
+            (
+                json!({"model": "m", "input": "x", "temperature": "hot"}),
+                "temperature",
+            ),
+            (
+                json!({"model": "m", "input": "x", "text": {"format": {}, "colour": 1}}),
+                "text",
+            ),
             (json!({"input": "x"}), "model"),
         ] {
             let error = from_value_naming_field::<ResponsesRequest>(body.clone()).unwrap_err();
             let message = error.to_string();
-            assert!(message.starts_with(&format!("`{field}`")), "{body}: {message}");
+            assert!(
+                message.starts_with(&format!("`{field}`")),
+                "{body}: {message}"
+            );
         }
     }
 }

@@ -126,7 +126,9 @@ impl ResponseStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves a consistent map (every step is one call).
-        self.inner.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
 
@@ -204,7 +206,10 @@ mod tests {
         assert!(!store.remove("a", &bob));
         let alice = JobScope::Owner("fp-alice".into());
         assert!(store.get("a", &alice).is_some());
-        assert!(store.get("a", &JobScope::All).is_some(), "the operator sees it");
+        assert!(
+            store.get("a", &JobScope::All).is_some(),
+            "the operator sees it"
+        );
         assert!(store.remove("a", &alice));
         assert!(store.get("a", &alice).is_none());
     }
