@@ -349,7 +349,7 @@ mod tests {
         assert!(policy.allows_model("a", "a"));
         assert!(policy.allows_model("b", "real-model"), "an allowed alias");
         assert!(!policy.allows_model("c", "c"));
-        let bare = super::policy("tok-0123456789abcdef");
+        let bare = self::policy("tok-0123456789abcdef");
         assert!(bare.name.starts_with("sha256:"), "{bare:?}");
         assert!(bare.allows_model("anything", "anything"));
     }
