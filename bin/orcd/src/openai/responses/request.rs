@@ -487,7 +487,7 @@ mod tests {
             ),
             (
                 json!({"model": "m", "input": "x", "text": {"format": {}, "colour": 1}}),
-                "text",
+                "text.colour",
             ),
             (json!({"input": "x"}), "model"),
         ] {
