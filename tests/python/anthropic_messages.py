@@ -15,17 +15,9 @@ import sys
 import anthropic
 import jsonschema
 
+from checks import check, done
+
 base_url, model, api_key = sys.argv[1:4]
-checks = 0
-
-
-def check(condition, what):
-    global checks
-    if not condition:
-        sys.exit(f"FAILED: {what}")
-    checks += 1
-
-
 # The client sends the key as `x-api-key` and an `anthropic-version` header.
 client = anthropic.Anthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=120)
 HELLO = [{"role": "user", "content": "Say hello in one word."}]
@@ -139,4 +131,4 @@ try:
 except anthropic.AuthenticationError as error:
     check(error.body["error"]["type"] == "authentication_error", f"type: {error.body}")
 
-print(f"ok: {checks} checks")
+done()

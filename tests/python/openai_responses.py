@@ -17,17 +17,9 @@ import sys
 import jsonschema
 import openai
 
+from checks import check, done
+
 base_url, model, api_key = sys.argv[1:4]
-checks = 0
-
-
-def check(condition, what):
-    global checks
-    if not condition:
-        sys.exit(f"FAILED: {what}")
-    checks += 1
-
-
 client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=api_key, max_retries=0, timeout=120)
 
 # --- Plain ----------------------------------------------------------------------------------
@@ -195,4 +187,4 @@ for extra, field in [
         check(error.param == field, f"{extra}: param {error.param!r}")
         check(error.type == "invalid_request_error", f"{extra}: type {error.type!r}")
 
-print(f"ok: {checks} checks")
+done()

@@ -31,7 +31,7 @@ use crate::extract::JsonFields;
 use crate::openai::request::offered_tools;
 use crate::openai::tool_calls::ToolCallStream;
 use crate::openai::wire::to_json;
-use crate::openai::{collect_choice, start_choices, with_job_id, ChoiceJob};
+use crate::openai::{collect_choice, start_choices, until_end, with_job_id, ChoiceJob};
 use crate::server::{AppState, TaskApi};
 use crate::sse::X_ACCEL_BUFFERING;
 
@@ -176,17 +176,7 @@ fn stream_message(builder: MessageBuilder, job: ChoiceJob) -> Response {
         },
         StreamEvent::Ping,
     ];
-    let events = job
-        .into_items()
-        .scan((builder, false), |(builder, ended), item| {
-            if *ended {
-                return futures::future::ready(None);
-            }
-            let (events, end) = events_for(builder, item);
-            *ended = end;
-            futures::future::ready(Some(stream::iter(events)))
-        })
-        .flatten();
+    let events = until_end(job.into_items(), builder, events_for);
     let sse = stream::iter(opening).chain(events).map(|event| {
         Ok::<_, Infallible>(Event::default().event(event.name()).data(to_json(&event)))
     });

@@ -12,6 +12,7 @@
 
 pub(crate) mod answer;
 mod embeddings;
+pub(crate) mod item_writer;
 pub(crate) mod request;
 mod responses;
 pub(crate) mod tool_calls;
@@ -570,6 +571,30 @@ impl StreamProgress {
     }
 }
 
+/// What a stream's items become through `step`, which also says whether the stream ends after
+/// them: nothing is read past the end (dropping the rest cancels what produces it).
+pub(crate) fn until_end<I, S, E>(
+    items: impl futures::Stream<Item = I> + Send + 'static,
+    state: S,
+    mut step: impl FnMut(&mut S, I) -> (Vec<E>, bool) + Send + 'static,
+) -> impl futures::Stream<Item = E> + Send + 'static
+where
+    I: Send + 'static,
+    S: Send + 'static,
+    E: Send + 'static,
+{
+    items
+        .scan((state, false), move |(state, ended), item| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            let (events, end) = step(state, item);
+            *ended = end;
+            futures::future::ready(Some(stream::iter(events)))
+        })
+        .flatten()
+}
+
 /// `data: {chunk}` events of every choice, interleaved as they come, ended by `data: [DONE]`
 /// after the last choice's end (or a failure, so clients that wait for `[DONE]` are not left
 /// hanging). Dropping the response drops every job's receiver, which cancels the jobs.
@@ -580,17 +605,11 @@ fn stream_answer(answer: Answer, jobs: Vec<ChoiceJob>) -> Response {
         let index = job.index;
         merged.push(job.into_items().map(move |item| (index, item)).boxed());
     }
-    let mut progress = StreamProgress::new(answer);
-    let chunks = merged
-        .scan(false, move |ended, (index, item)| {
-            if *ended {
-                return futures::future::ready(None);
-            }
-            let (chunks, end) = progress.chunks_for(index, item);
-            *ended = end;
-            futures::future::ready(Some(stream::iter(chunks)))
-        })
-        .flatten();
+    let chunks = until_end(
+        merged,
+        StreamProgress::new(answer),
+        |progress, (index, item)| progress.chunks_for(index, item),
+    );
     let events = stream::iter(opening)
         .chain(chunks)
         .map(|chunk| Event::default().data(to_json(&chunk)))

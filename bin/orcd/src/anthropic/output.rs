@@ -7,7 +7,8 @@ use llorch_api::{FinishReason, GenerationStats};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::openai::tool_calls::{StreamPiece, ToolCallStream};
+use crate::openai::item_writer::ItemWriter;
+use crate::openai::tool_calls::ToolCallStream;
 
 /// A `message` object: the whole answer, or (empty) what `message_start` carries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -160,25 +161,12 @@ impl MessageBuilder {
 
     /// The events a piece of generated text becomes.
     pub fn push(&mut self, text: &str) -> Vec<StreamEvent> {
-        match &mut self.tools {
-            Some(tools) => {
-                let pieces = tools.push(text);
-                self.pieces(pieces)
-            }
-            None => self.text(text),
-        }
+        self.write(text)
     }
 
     /// The last blocks' events, then `message_delta` (stop reason, usage) and `message_stop`.
     pub fn finish(&mut self, stats: &GenerationStats) -> Vec<StreamEvent> {
-        let mut events = match &mut self.tools {
-            Some(tools) => {
-                let pieces = tools.finish();
-                self.pieces(pieces)
-            }
-            None => Vec::new(),
-        };
-        events.extend(self.close());
+        let mut events = self.write_end();
         let called_tools = (self.message.content.iter())
             .any(|block| matches!(block, ContentBlock::ToolUse { .. }));
         let reason = stop_reason(stats.finish_reason, called_tools);
@@ -196,23 +184,21 @@ impl MessageBuilder {
         events
     }
 
-    fn pieces(&mut self, pieces: Vec<StreamPiece>) -> Vec<StreamEvent> {
-        let mut events = Vec::new();
-        for piece in pieces {
-            match piece {
-                // Whitespace between calls is not worth a text block of its own.
-                StreamPiece::Content(text) if !self.text_open() && text.trim().is_empty() => {}
-                StreamPiece::Content(text) => events.extend(self.text(&text)),
-                StreamPiece::CallStart { name } => events.extend(self.open_call(name)),
-                StreamPiece::Arguments(fragment) => events.extend(self.arguments(&fragment)),
-                StreamPiece::Call(call) => {
-                    events.extend(self.open_call(call.name));
-                    events.extend(self.arguments(&call.arguments));
-                    events.extend(self.close());
-                }
-            }
-        }
-        events
+    fn open(&mut self, block: ContentBlock) -> Vec<StreamEvent> {
+        self.message.content.push(block.clone());
+        self.open = true;
+        vec![StreamEvent::ContentBlockStart {
+            index: self.message.content.len() - 1,
+            content_block: block,
+        }]
+    }
+}
+
+impl ItemWriter for MessageBuilder {
+    type Event = StreamEvent;
+
+    fn tool_reader(&mut self) -> Option<&mut ToolCallStream> {
+        self.tools.as_mut()
     }
 
     fn text_open(&self) -> bool {
@@ -269,15 +255,6 @@ impl MessageBuilder {
             delta: Delta::InputJsonDelta {
                 partial_json: fragment.to_owned(),
             },
-        }]
-    }
-
-    fn open(&mut self, block: ContentBlock) -> Vec<StreamEvent> {
-        self.message.content.push(block.clone());
-        self.open = true;
-        vec![StreamEvent::ContentBlockStart {
-            index: self.message.content.len() - 1,
-            content_block: block,
         }]
     }
 

@@ -10,7 +10,7 @@ use llorch_api::{ChatMessage, SamplingParams, TaskRequest, ToolCall, ToolParams}
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::openai::request::tool_params;
+use crate::openai::request::{refuse_other_fields, tool_params};
 use crate::validation::ValidationError;
 
 /// A Messages API body; `/v1/messages/count_tokens` takes the same without `max_tokens`.
@@ -117,29 +117,21 @@ pub enum ToolChoice {
 
 /// Fields of the Messages API orcd takes only empty, with the reason when they are not.
 fn refuse_unsupported(other: &BTreeMap<String, Value>) -> Result<(), ValidationError> {
-    for (field, value) in other {
-        let accepted = match field.as_str() {
-            "service_tier" => value.is_null() || value == "auto" || value == "standard_only",
-            "thinking" => {
-                value.is_null() || value.get("type").is_some_and(|kind| kind == "disabled")
-            }
-            "container" | "mcp_servers" | "context_management" => value.is_null(),
-            _ => false,
-        };
-        if !accepted {
-            let detail = match field.as_str() {
-                "thinking" => ": the served models do not think aloud; send `{\"type\": \"disabled\"}` or nothing",
-                "service_tier" => ": only `auto` and `standard_only` (orcd has one tier)",
-                "mcp_servers" | "container" => ": orcd runs no tools itself",
-                _ => ": not a field orcd knows for `/v1/messages`",
-            };
-            return Err(ValidationError::Unsupported {
-                field: field.clone(),
-                detail,
-            });
+    let accepts = |field: &str, value: &Value| match field {
+        "service_tier" => value.is_null() || value == "auto" || value == "standard_only",
+        "thinking" => value.is_null() || value.get("type").is_some_and(|kind| kind == "disabled"),
+        "container" | "mcp_servers" | "context_management" => value.is_null(),
+        _ => false,
+    };
+    let reason = |field: &str| match field {
+        "thinking" => {
+            ": the served models do not think aloud; send `{\"type\": \"disabled\"}` or nothing"
         }
-    }
-    Ok(())
+        "service_tier" => ": only `auto` and `standard_only` (orcd has one tier)",
+        "mcp_servers" | "container" => ": orcd runs no tools itself",
+        _ => ": not a field orcd knows for `/v1/messages`",
+    };
+    refuse_other_fields(other, accepts, reason)
 }
 
 /// The task of a Messages request. `max_tokens` is required for `/v1/messages` itself;

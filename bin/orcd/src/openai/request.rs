@@ -247,6 +247,22 @@ pub fn chat_task(
     ))
 }
 
+/// Refuses the first field of `other` (a body's fields beyond its typed ones) that `accepts`
+/// does not take, naming it with the `reason` why.
+pub(crate) fn refuse_other_fields(
+    other: &BTreeMap<String, Value>,
+    accepts: impl Fn(&str, &Value) -> bool,
+    reason: impl Fn(&str) -> &'static str,
+) -> Result<(), ValidationError> {
+    match other.iter().find(|(field, value)| !accepts(field, value)) {
+        Some((field, _)) => Err(ValidationError::Unsupported {
+            field: field.clone(),
+            detail: reason(field),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The tools whose calls are read out of the answer: none when none are offered (no tools,
 /// or `tool_choice: "none"`).
 pub(crate) fn offered_tools(tools: &ToolParams) -> Option<OfferedTools> {

@@ -31,7 +31,7 @@ use super::tool_calls::ToolCallStream;
 use super::wire::{to_json, Null};
 use super::{
     collect_choice, default_chat_max_tokens, openai_status_type_code, start_choices, unix_secs,
-    with_job_id, ChoiceJob, OpenAiError,
+    until_end, with_job_id, ChoiceJob, OpenAiError,
 };
 use crate::aliases::ModelAliases;
 use crate::auth::JobScope;
@@ -206,17 +206,7 @@ fn stream_response(answer: Answer, job: ChoiceJob) -> Response {
             EventBody::InProgress { response },
         ]
     };
-    let events = job
-        .into_items()
-        .scan((answer, false), |(answer, ended), item| {
-            if *ended {
-                return futures::future::ready(None);
-            }
-            let (events, end) = events_for(answer, item);
-            *ended = end;
-            futures::future::ready(Some(stream::iter(events)))
-        })
-        .flatten();
+    let events = until_end(job.into_items(), answer, events_for);
     let numbered = stream::iter(opening)
         .chain(events)
         .zip(stream::iter(0u64..))

@@ -37,6 +37,43 @@ pub struct ResponseObject {
     pub metadata: BTreeMap<String, String>,
 }
 
+#[cfg(test)]
+impl ResponseObject {
+    /// A response of model `m` with no output and default settings, for tests.
+    pub fn sample(id: &str, status: Status) -> ResponseObject {
+        ResponseObject {
+            id: id.into(),
+            object: "response",
+            created_at: 0,
+            status,
+            error: None,
+            incomplete_details: None,
+            instructions: None,
+            max_output_tokens: None,
+            model: "m".into(),
+            output: Vec::new(),
+            parallel_tool_calls: true,
+            previous_response_id: None,
+            reasoning: Reasoning {
+                effort: Null,
+                summary: Null,
+            },
+            store: true,
+            temperature: 1.0,
+            text: TextConfig {
+                format: serde_json::json!({"type": "text"}),
+            },
+            tool_choice: serde_json::json!("auto"),
+            tools: Vec::new(),
+            top_p: 1.0,
+            truncation: "disabled",
+            usage: None,
+            user: None,
+            metadata: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {

@@ -11,7 +11,8 @@ use super::objects::{
     ResponseError, ResponseObject, ResponseUsage, Status,
 };
 use crate::openai::answer::tool_call_id;
-use crate::openai::tool_calls::{StreamPiece, ToolCallStream};
+use crate::openai::item_writer::ItemWriter;
+use crate::openai::tool_calls::ToolCallStream;
 
 /// One response being written.
 #[derive(Debug)]
@@ -40,26 +41,13 @@ impl OutputBuilder {
 
     /// The events a piece of generated text becomes.
     pub fn push(&mut self, text: &str) -> Vec<EventBody> {
-        match &mut self.tools {
-            Some(tools) => {
-                let pieces = tools.push(text);
-                self.pieces(pieces)
-            }
-            None => self.text(text),
-        }
+        self.write(text)
     }
 
     /// Closes the output after the job's end: the last events, then the terminal one
     /// (`response.completed`, or `response.incomplete` when `max_output_tokens` cut it short).
     pub fn finish(&mut self, stats: &GenerationStats) -> Vec<EventBody> {
-        let mut events = match &mut self.tools {
-            Some(tools) => {
-                let pieces = tools.finish();
-                self.pieces(pieces)
-            }
-            None => Vec::new(),
-        };
-        events.extend(self.close());
+        let mut events = self.write_end();
         let cut_short = stats.finish_reason == FinishReason::Length;
         self.response.status = if cut_short {
             Status::Incomplete
@@ -128,26 +116,32 @@ impl OutputBuilder {
         vec![turn]
     }
 
-    fn pieces(&mut self, pieces: Vec<StreamPiece>) -> Vec<EventBody> {
-        let mut events = Vec::new();
-        for piece in pieces {
-            match piece {
-                // Whitespace between calls is not worth a message item of its own.
-                StreamPiece::Content(text) if !self.message_open() && text.trim().is_empty() => {}
-                StreamPiece::Content(text) => events.extend(self.text(&text)),
-                StreamPiece::CallStart { name } => events.extend(self.open_call(name)),
-                StreamPiece::Arguments(fragment) => events.extend(self.arguments(&fragment)),
-                StreamPiece::Call(call) => {
-                    events.extend(self.open_call(call.name));
-                    events.extend(self.arguments(&call.arguments));
-                    events.extend(self.close());
-                }
-            }
-        }
-        events
+    fn open(&mut self, item: OutputItem) -> Vec<EventBody> {
+        self.response.output.push(item.clone());
+        self.open = true;
+        vec![EventBody::OutputItemAdded {
+            output_index: self.response.output.len() - 1,
+            item,
+        }]
     }
 
-    fn message_open(&self) -> bool {
+    fn last_item(&self) -> (String, usize) {
+        let index = self.response.output.len().saturating_sub(1);
+        let id = (self.response.output.last())
+            .map(|item| item.id().to_owned())
+            .unwrap_or_default();
+        (id, index)
+    }
+}
+
+impl ItemWriter for OutputBuilder {
+    type Event = EventBody;
+
+    fn tool_reader(&mut self) -> Option<&mut ToolCallStream> {
+        self.tools.as_mut()
+    }
+
+    fn text_open(&self) -> bool {
         self.open
             && matches!(
                 self.response.output.last(),
@@ -160,7 +154,7 @@ impl OutputBuilder {
         if text.is_empty() {
             return events;
         }
-        if !self.message_open() {
+        if !self.text_open() {
             events.extend(self.close());
             let item = OutputItem::Message {
                 id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
@@ -225,15 +219,6 @@ impl OutputBuilder {
         }
     }
 
-    fn open(&mut self, item: OutputItem) -> Vec<EventBody> {
-        self.response.output.push(item.clone());
-        self.open = true;
-        vec![EventBody::OutputItemAdded {
-            output_index: self.response.output.len() - 1,
-            item,
-        }]
-    }
-
     /// Closes the item being written, if any, with the events that end it.
     fn close(&mut self) -> Vec<EventBody> {
         if !self.open {
@@ -287,54 +272,15 @@ impl OutputBuilder {
         });
         events
     }
-
-    fn last_item(&self) -> (String, usize) {
-        let index = self.response.output.len().saturating_sub(1);
-        let id = (self.response.output.last())
-            .map(|item| item.id().to_owned())
-            .unwrap_or_default();
-        (id, index)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::responses::objects::{Reasoning, TextConfig};
     use crate::openai::tool_calls::OfferedTools;
-    use crate::openai::wire::Null;
 
     fn in_progress() -> ResponseObject {
-        ResponseObject {
-            id: "resp_1".into(),
-            object: "response",
-            created_at: 0,
-            status: Status::InProgress,
-            error: None,
-            incomplete_details: None,
-            instructions: None,
-            max_output_tokens: None,
-            model: "m".into(),
-            output: Vec::new(),
-            parallel_tool_calls: true,
-            previous_response_id: None,
-            reasoning: Reasoning {
-                effort: Null,
-                summary: Null,
-            },
-            store: true,
-            temperature: 1.0,
-            text: TextConfig {
-                format: serde_json::json!({"type": "text"}),
-            },
-            tool_choice: serde_json::json!("auto"),
-            tools: Vec::new(),
-            top_p: 1.0,
-            truncation: "disabled",
-            usage: None,
-            user: None,
-            metadata: Default::default(),
-        }
+        ResponseObject::sample("resp_1", Status::InProgress)
     }
 
     fn stats(finish_reason: FinishReason) -> GenerationStats {

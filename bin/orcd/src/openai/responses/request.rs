@@ -11,7 +11,7 @@ use llorch_api::{ChatMessage, OutputConstraint, SamplingParams, TaskRequest, Too
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::openai::request::{check_schema, tool_params};
+use crate::openai::request::{check_schema, refuse_other_fields, tool_params};
 use crate::validation::ValidationError;
 
 /// A `POST /v1/responses` body. Fields OpenAI defines that are not here are refused unless
@@ -53,35 +53,27 @@ pub struct TextOptions {
 /// Fields OpenAI's Responses API has that orcd accepts only empty (or at their one value),
 /// with the reason given when they are not.
 fn refuse_unsupported(other: &BTreeMap<String, Value>) -> Result<(), ValidationError> {
-    for (field, value) in other {
-        let accepted = match field.as_str() {
-            "truncation" => value.is_null() || value == "disabled",
-            "include" | "reasoning" | "stream_options" | "safety_identifier" => {
-                value.is_null() || value.as_array().is_some_and(Vec::is_empty)
-            }
-            "service_tier" => value.is_null() || value == "auto" || value == "default",
-            "background" => value.is_null() || value == false,
-            "top_logprobs" => value.is_null() || value == 0,
-            _ => false,
-        };
-        if !accepted {
-            let detail = match field.as_str() {
-                "reasoning" => ": the served models are not reasoning models",
-                "background" => ": responses run while the request is open",
-                "include" => ": there is no extra output to include",
-                "top_logprobs" => ": log-probabilities are served by `/v1/chat/completions`",
-                "truncation" => ": only `disabled` (a prompt that does not fit is refused)",
-                "service_tier" => ": only `auto` and `default` (orcd has one tier)",
-                "conversation" | "prompt" => ": use `input` and `previous_response_id`",
-                _ => ": not a field orcd knows for `/v1/responses`",
-            };
-            return Err(ValidationError::Unsupported {
-                field: field.clone(),
-                detail,
-            });
+    let accepts = |field: &str, value: &Value| match field {
+        "truncation" => value.is_null() || value == "disabled",
+        "include" | "reasoning" | "stream_options" | "safety_identifier" => {
+            value.is_null() || value.as_array().is_some_and(Vec::is_empty)
         }
-    }
-    Ok(())
+        "service_tier" => value.is_null() || value == "auto" || value == "default",
+        "background" => value.is_null() || value == false,
+        "top_logprobs" => value.is_null() || value == 0,
+        _ => false,
+    };
+    let reason = |field: &str| match field {
+        "reasoning" => ": the served models are not reasoning models",
+        "background" => ": responses run while the request is open",
+        "include" => ": there is no extra output to include",
+        "top_logprobs" => ": log-probabilities are served by `/v1/chat/completions`",
+        "truncation" => ": only `disabled` (a prompt that does not fit is refused)",
+        "service_tier" => ": only `auto` and `default` (orcd has one tier)",
+        "conversation" | "prompt" => ": use `input` and `previous_response_id`",
+        _ => ": not a field orcd knows for `/v1/responses`",
+    };
+    refuse_other_fields(other, accepts, reason)
 }
 
 /// What the answer needs besides the task.

@@ -135,42 +135,12 @@ impl ResponseStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::responses::objects::{Reasoning, Status, TextConfig};
-    use crate::openai::wire::Null;
+    use crate::openai::responses::objects::Status;
 
     fn stored(id: &str, owner: Option<&str>) -> StoredResponse {
         StoredResponse {
             owner: owner.map(str::to_owned),
-            response: ResponseObject {
-                id: id.into(),
-                object: "response",
-                created_at: 0,
-                status: Status::Completed,
-                error: None,
-                incomplete_details: None,
-                instructions: None,
-                max_output_tokens: None,
-                model: "m".into(),
-                output: Vec::new(),
-                parallel_tool_calls: true,
-                previous_response_id: None,
-                reasoning: Reasoning {
-                    effort: Null,
-                    summary: Null,
-                },
-                store: true,
-                temperature: 1.0,
-                text: TextConfig {
-                    format: serde_json::json!({"type": "text"}),
-                },
-                tool_choice: serde_json::json!("auto"),
-                tools: Vec::new(),
-                top_p: 1.0,
-                truncation: "disabled",
-                usage: None,
-                user: None,
-                metadata: Default::default(),
-            },
+            response: ResponseObject::sample(id, Status::Completed),
             conversation: vec![ChatMessage::new("user", "hi")],
         }
     }
