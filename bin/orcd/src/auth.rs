@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
@@ -127,7 +127,8 @@ impl AuthConfig {
             (Some(api), Some(worker)) => Self::build(
                 read_token_file(api, "API token")?,
                 read_token_file(worker, "worker token")?,
-            ),
+            )
+            .with_context(|| format!("in the API token file {}", api.display())),
             (Some(_), None) => bail!(
                 "`--api-token-file` needs `--worker-token-file` too: without it anyone could register a worker and receive the clients' prompts\nhint: create a second file with `openssl rand -hex 32 > worker.token && chmod 600 worker.token`"
             ),
