@@ -21,10 +21,12 @@ base_url, model, api_key = sys.argv[1:4]
 # The client sends the key as `x-api-key` and an `anthropic-version` header.
 client = anthropic.Anthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=120)
 HELLO = [{"role": "user", "content": "Say hello in one word."}]
+# Greedy answers; this client version has no `temperature` argument, so it goes in the body.
+GREEDY = {"temperature": 0}
 
 # --- Plain ----------------------------------------------------------------------------------
 reply = client.messages.create(
-    model=model, max_tokens=16, system="You are terse.", messages=HELLO, temperature=0
+    model=model, max_tokens=16, system="You are terse.", messages=HELLO, extra_body=GREEDY
 )
 check(reply.type == "message" and reply.role == "assistant", f"reply: {reply}")
 check(reply.id.startswith("msg_"), f"id: {reply.id}")
@@ -39,7 +41,7 @@ check(counted.input_tokens == reply.usage.input_tokens, f"count {counted} vs usa
 
 # --- Streamed -------------------------------------------------------------------------------
 with client.messages.stream(
-    model=model, max_tokens=24, messages=[{"role": "user", "content": "Count from 1 to 5."}], temperature=0
+    model=model, max_tokens=24, messages=[{"role": "user", "content": "Count from 1 to 5."}], extra_body=GREEDY
 ) as stream:
     text = "".join(stream.text_stream)
     final = stream.get_final_message()
@@ -50,7 +52,7 @@ check(final.usage.input_tokens > 0 and final.usage.output_tokens >= 1, f"streame
 types = [
     event.type
     for event in client.messages.create(
-        model=model, max_tokens=8, messages=HELLO, temperature=0, stream=True
+        model=model, max_tokens=8, messages=HELLO, extra_body=GREEDY, stream=True
     )
 ]
 check(types[0] == "message_start", f"first: {types}")
@@ -70,7 +72,7 @@ WEATHER = {
 }
 QUESTION = [{"role": "user", "content": "What is the weather like in Paris right now?"}]
 asked = client.messages.create(
-    model=model, max_tokens=100, tools=[WEATHER], messages=QUESTION, temperature=0
+    model=model, max_tokens=100, tools=[WEATHER], messages=QUESTION, extra_body=GREEDY
 )
 check(asked.stop_reason == "tool_use", f"stop_reason: {asked}")
 uses = [block for block in asked.content if block.type == "tool_use"]
@@ -92,7 +94,7 @@ history = QUESTION + [
     },
 ]
 answered = client.messages.create(
-    model=model, max_tokens=60, tools=[WEATHER], messages=history, temperature=0
+    model=model, max_tokens=60, tools=[WEATHER], messages=history, extra_body=GREEDY
 )
 check(answered.stop_reason == "end_turn", f"the answer ends by itself: {answered}")
 answer = "".join(block.text for block in answered.content if block.type == "text")
@@ -108,7 +110,7 @@ with client.messages.stream(
     tools=[WEATHER],
     tool_choice={"type": "tool", "name": "get_weather"},
     messages=QUESTION,
-    temperature=0,
+    extra_body=GREEDY,
 ) as stream:
     final = stream.get_final_message()
 uses = [block for block in final.content if block.type == "tool_use"]
