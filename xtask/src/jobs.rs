@@ -1,5 +1,5 @@
-//! `cargo xtask jobs`: submit, list, inspect and cancel jobs on orcd. Tokens are printed as the
-//! SSE events arrive, so a person sees the model write.
+//! `cargo xtask jobs`: submit, list, inspect and cancel jobs on orcd, and report usage by
+//! key. Tokens are printed as the SSE events arrive, so a person sees the model write.
 
 use std::io::Write;
 
@@ -39,6 +39,7 @@ pub fn run(args: JobsArgs, cx: &Context) -> anyhow::Result<()> {
             }
             print_jobs(cx, std::slice::from_ref(&job))
         }
+        JobsCmd::Usage { since } => print_usage(cx, &client, since.as_deref()),
         JobsCmd::Cancel { id } => {
             let result: CancelResult =
                 client.delete_json(&format!("/v2/tasks/{}", url_segment(&id)))?;
@@ -89,14 +90,18 @@ fn task_request(cx: &Context, submit: SubmitArgs) -> anyhow::Result<TaskRequest>
 }
 
 /// The client token for orcd from `LLORCH_API_TOKEN_FILE` / `[orchestrator] api_token_file`
-/// (the file's first token), or none when orcd runs without tokens.
+/// (the file's first token), or none when orcd runs without tokens. A line of orcd's own client
+/// token file works too: the key's settings after the token are not sent.
 pub fn api_token(cx: &Context) -> anyhow::Result<Option<String>> {
     let Some(path) = &cx.settings.api_token_file else {
         return Ok(None);
     };
     let tokens = llorch_api::secret::read_token_file(path, "API token")
         .map_err(|error| anyhow::anyhow!("reading the API token for orcd: {error}"))?;
-    Ok(tokens.into_iter().next())
+    Ok(tokens
+        .into_iter()
+        .next()
+        .and_then(|line| line.split_whitespace().next().map(str::to_owned)))
 }
 
 /// Where this client's token comes from, for the hint of a 401: the file and the setting that
@@ -206,6 +211,46 @@ fn print_jobs(cx: &Context, jobs: &[JobInfo]) -> anyhow::Result<()> {
         if let Some(error) = &job.error {
             cx.out.println(format!("    {}", paint.red(error)));
         }
+    }
+    Ok(())
+}
+
+/// `GET /v2/usage` as a table by key, model and day (or the report as JSON).
+fn print_usage(cx: &Context, client: &OrcdClient, since: Option<&str>) -> anyhow::Result<()> {
+    let path = match since {
+        Some(day) if !llorch_api::usage::is_day(day) => {
+            bail!("`--since {day}` is not a day\nhint: give it as YYYY-MM-DD, e.g. `--since 2026-12-01`")
+        }
+        Some(day) => format!("/v2/usage?since={day}"),
+        None => "/v2/usage".to_owned(),
+    };
+    let report: llorch_api::usage::UsageReport = client
+        .get_json(&path)
+        .context("reading usage from orcd (it needs an operator token: LLORCH_API_TOKEN_FILE pointing at a line of orcd's --admin-token-file)")?;
+    if cx.out.json() {
+        return cx.out.print_json(&report);
+    }
+    if report.rows.is_empty() {
+        cx.out.println("no finished jobs counted yet");
+        return Ok(());
+    }
+    let paint = cx.out.paint();
+    cx.out.println(paint.bold(&format!(
+        "{:<24} {:<24} {:<10} {:>8} {:>12} {:>12} {:>12}",
+        "KEY", "MODEL", "DAY", "JOBS", "PROMPT", "COMPLETION", "TOTAL"
+    )));
+    for row in &report.rows {
+        let totals = &row.totals;
+        cx.out.println(format!(
+            "{:<24} {:<24} {:<10} {:>8} {:>12} {:>12} {:>12}",
+            row.key,
+            row.model,
+            row.day,
+            totals.requests,
+            totals.prompt_tokens,
+            totals.completion_tokens,
+            totals.prompt_tokens + totals.completion_tokens,
+        ));
     }
     Ok(())
 }

@@ -15,6 +15,9 @@ let conversation = load();
 let active = null;
 /// Models whose catalog entry has a chat template (`/console/catalog.json`).
 let chatModels = new Set();
+// Alias → model, from orcd's `[aliases]` (read from `/v1/models`): an alias of a served model
+// is offered beside it.
+let aliases = {};
 
 const $ = (id) => document.getElementById(id);
 
@@ -127,7 +130,33 @@ function updateTurn(turn) {
 }
 
 function servedModels() {
-  return fleet.models.filter((model) => model.live_workers > 0).map((model) => model.model);
+  const served = fleet.models.filter((model) => model.live_workers > 0).map((model) => model.model);
+  const named = Object.entries(aliases)
+    .filter(([, model]) => served.includes(model))
+    .map(([alias]) => alias);
+  return [...served, ...named];
+}
+
+// Reads the aliases of the served models from `/v1/models` (entries with `alias_for`).
+async function refreshAliases() {
+  try {
+    const models = await getJson("/v1/models");
+    const found = {};
+    for (const entry of models.data) {
+      if (entry.alias_for) {
+        found[entry.id] = entry.alias_for;
+      }
+    }
+    aliases = found;
+    renderModelOptions();
+  } catch {
+    // Without the list the served models are still offered under their own names.
+  }
+}
+
+// Whether a model (or the model an alias stands for) has a chat template.
+function isChatModel(name) {
+  return chatModels.has(aliases[name] || name);
 }
 
 function renderModelOptions() {
@@ -149,8 +178,8 @@ function renderModelOptions() {
     );
   }
   if (!conversation.model && names.length > 0) {
-    conversation.model = names.find((name) => chatModels.has(name)) || names[0];
-    conversation.mode = chatModels.has(conversation.model) ? "chat" : "completion";
+    conversation.model = names.find((name) => isChatModel(name)) || names[0];
+    conversation.mode = isChatModel(conversation.model) ? "chat" : "completion";
     applySettings();
   }
   select.value = conversation.model;
@@ -340,7 +369,7 @@ export async function initChat() {
   $("chat-settings").addEventListener("change", (event) => {
     readSettings();
     if (event.target.id === "chat-model") {
-      conversation.mode = chatModels.has(conversation.model) ? "chat" : "completion";
+      conversation.mode = isChatModel(conversation.model) ? "chat" : "completion";
     }
     applySettings();
     save();
@@ -357,8 +386,10 @@ export async function initChat() {
   onFleetChange((name) => {
     if (name === "snapshot" || name === "models") {
       renderModelOptions();
+      refreshAliases();
     }
   });
   renderModelOptions();
+  refreshAliases();
   updateButtons();
 }

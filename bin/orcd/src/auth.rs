@@ -5,15 +5,17 @@
 //! token that submitted it: other client tokens neither see nor cancel it ([`JobScope`]). Tokens are kept as SHA-256 digests and compared in constant time; logs and the audit
 //! log only ever show a short fingerprint.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use axum::http::{header, HeaderMap, Method};
 pub use llorch_api::secret::fingerprint;
 use llorch_api::secret::{bearer_token, read_token_file, TokenSet};
 
 use crate::error::OrcdError;
+use crate::keys::{parse_key_line, KeyPolicy};
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,8 @@ impl JobScope {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthConfig {
     client: TokenSet,
+    /// Each client key's name, models and limits, by its token's fingerprint.
+    policies: BTreeMap<String, KeyPolicy>,
     operator: TokenSet,
     worker: TokenSet,
     /// The first worker token: sent as bearer on `POST {worker}/execute`.
@@ -105,7 +109,8 @@ impl AuthConfig {
         AuthConfig::default()
     }
 
-    /// Tokens given directly (tests, embedding); the files are the normal way in.
+    /// Tokens given directly (tests, embedding); the files are the normal way in. A client
+    /// entry is a line of the client token file: a token, then its settings (`keys.rs`).
     pub fn from_tokens(client: &[&str], worker: &[&str]) -> anyhow::Result<Self> {
         let client: Vec<String> = client.iter().map(|t| (*t).to_owned()).collect();
         let worker: Vec<String> = worker.iter().map(|t| (*t).to_owned()).collect();
@@ -123,7 +128,8 @@ impl AuthConfig {
             (Some(api), Some(worker)) => Self::build(
                 read_token_file(api, "API token")?,
                 read_token_file(worker, "worker token")?,
-            ),
+            )
+            .with_context(|| format!("in the API token file {}", api.display())),
             (Some(_), None) => bail!(
                 "`--api-token-file` needs `--worker-token-file` too: without it anyone could register a worker and receive the clients' prompts\nhint: create a second file with `openssl rand -hex 32 > worker.token && chmod 600 worker.token`"
             ),
@@ -159,7 +165,24 @@ impl AuthConfig {
         Ok(self)
     }
 
-    fn build(client: Vec<String>, worker: Vec<String>) -> anyhow::Result<Self> {
+    /// `client` holds lines of the client token file: each a token and its key's settings.
+    fn build(client_lines: Vec<String>, worker: Vec<String>) -> anyhow::Result<Self> {
+        let mut client = Vec::with_capacity(client_lines.len());
+        let mut policies = BTreeMap::new();
+        for line in &client_lines {
+            let (token, policy) = parse_key_line(line)?;
+            if policies
+                .values()
+                .any(|known: &KeyPolicy| known.name == policy.name)
+            {
+                bail!(
+                    "two client keys are named `{}`; each name must be its own",
+                    policy.name
+                );
+            }
+            policies.insert(fingerprint(&token), policy);
+            client.push(token);
+        }
         if let Some(shared) = client.iter().find(|token| worker.contains(token)) {
             bail!(
                 "token {} is both a client token and a worker token; the two kinds must differ so a client cannot act as a worker",
@@ -168,6 +191,7 @@ impl AuthConfig {
         }
         Ok(AuthConfig {
             client: TokenSet::new(&client)?,
+            policies,
             operator: TokenSet::default(),
             outbound: worker.first().cloned().map(OutboundToken),
             worker: TokenSet::new(&worker)?,
@@ -176,6 +200,12 @@ impl AuthConfig {
 
     pub fn is_enabled(&self) -> bool {
         !self.client.is_empty() || !self.worker.is_empty()
+    }
+
+    /// The name, models and limits of the client key whose token has `fingerprint`; `None`
+    /// for an operator token, or without authentication.
+    pub fn key_policy(&self, fingerprint: Option<&str>) -> Option<&KeyPolicy> {
+        self.policies.get(fingerprint?)
     }
 
     /// The token orcd presents to workers, if any.
@@ -207,11 +237,7 @@ impl AuthConfig {
         if !self.is_enabled() {
             return JobScope::All;
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(bearer_token)
-            .unwrap_or_default();
+        let presented = presented_token(headers).unwrap_or_default();
         match self.identify(presented) {
             Caller::Operator => JobScope::All,
             _ => JobScope::Owner(fingerprint(presented)),
@@ -228,14 +254,10 @@ impl AuthConfig {
         if !self.is_enabled() || access == Access::Open {
             return Ok(None);
         }
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(bearer_token);
-        let Some(presented) = presented else {
+        let Some(presented) = presented_token(headers) else {
             return Err((
                 OrcdError::Unauthorized(
-                    "missing `Authorization: Bearer <token>` header; this orcd requires a token"
+                    "missing `Authorization: Bearer <token>` (or `x-api-key: <token>`) header; this orcd requires a token"
                         .to_owned(),
                 ),
                 None,
@@ -268,6 +290,25 @@ impl AuthConfig {
         }
     }
 }
+
+/// The token a request presents: `Authorization: Bearer <token>`, or Anthropic's
+/// `x-api-key: <token>` (what Claude Code and Anthropic's SDKs send), the bearer first.
+pub fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token);
+    bearer.or_else(|| {
+        headers
+            .get(X_API_KEY)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+    })
+}
+
+/// Anthropic's token header.
+const X_API_KEY: &str = "x-api-key";
 
 /// Without tokens orcd serves anyone who can reach it, so it listens on loopback only unless
 /// told `--insecure-no-auth`.
@@ -351,6 +392,27 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn anthropics_x_api_key_is_a_token_like_a_bearer() {
+        let auth = config();
+        let mut with_key = HeaderMap::new();
+        with_key.insert(X_API_KEY, HeaderValue::from_static(CLIENT));
+        assert_eq!(
+            auth.check(Access::Client, &with_key).unwrap(),
+            Some(fingerprint(CLIENT))
+        );
+        assert_eq!(
+            auth.job_scope(&with_key),
+            JobScope::Owner(fingerprint(CLIENT))
+        );
+        let mut unknown = HeaderMap::new();
+        unknown.insert(X_API_KEY, HeaderValue::from_static("nope-nope-nope-nope"));
+        assert!(auth.check(Access::Client, &unknown).is_err());
+        let mut blank = HeaderMap::new();
+        blank.insert(X_API_KEY, HeaderValue::from_static(" "));
+        assert_eq!(presented_token(&blank), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use axum::http::HeaderValue;
 use clap::Parser;
 use llorch_serve::{ConnectionArgs, ConnectionLimits};
 
+use crate::aliases::ModelAliases;
 use crate::audit::AuditSettings;
 use crate::auth::AuthConfig;
 use crate::scheduler::{Routing, SchedulerConfig};
@@ -23,6 +24,7 @@ Examples:
        --worker-token-file /etc/llorch/worker.token --audit-log /var/log/llorch/audit.jsonl
   orcd --cors-origin https://chat.example.com   # a browser chat UI on that origin may call /v1
   orcd --model-policies /etc/llorch/models.toml --load-timeout-secs 60   # models on demand
+  orcd --config /etc/llorch/orcd.toml   # [aliases]: other names for served models
 
 Workers register with `POST /workers/register`; clients submit with `POST /v2/tasks` or the
 OpenAI-compatible `/v1/chat/completions` and `/v1/completions`. Running across hosts with
@@ -168,6 +170,10 @@ pub struct Args {
         value_name = "SECS"
     )]
     pub load_timeout_secs: u64,
+    /// orcd's configuration file (TOML): an `[aliases]` table of `"alias" = "model"` lines,
+    /// other names clients may use for served models
+    #[arg(long, env = "LLORCH_ORCD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }
@@ -193,6 +199,8 @@ pub struct Settings {
     pub connections: ConnectionLimits,
     /// Models loaded on demand by pool managers: policies and timeouts.
     pub pools: crate::pools::PoolSettings,
+    /// Other names for served models (`[aliases]` of `--config`); none by default.
+    pub aliases: ModelAliases,
 }
 
 impl Default for Settings {
@@ -208,6 +216,7 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             connections: ConnectionLimits::default(),
             pools: crate::pools::PoolSettings::default(),
+            aliases: ModelAliases::default(),
         }
     }
 }
@@ -258,6 +267,10 @@ impl Args {
                 load_timeout: Duration::from_secs(self.load_timeout_secs),
                 // Pool managers heartbeat as often as workers and are lost as late.
                 host_timeout: Duration::from_secs(self.heartbeat_timeout_secs),
+            },
+            aliases: match &self.config {
+                Some(path) => ModelAliases::from_config_file(path)?,
+                None => ModelAliases::default(),
             },
             ..defaults
         })

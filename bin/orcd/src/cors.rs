@@ -53,6 +53,11 @@ pub fn layer(origins: &[HeaderValue]) -> Option<CorsLayer> {
                 HeaderName::from_static("x-stainless-runtime"),
                 HeaderName::from_static("x-stainless-runtime-version"),
                 HeaderName::from_static("x-stainless-timeout"),
+                // Anthropic's SDK in a browser: its token and version headers.
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("anthropic-version"),
+                HeaderName::from_static("anthropic-beta"),
+                HeaderName::from_static("anthropic-dangerous-direct-browser-access"),
             ])
             .expose_headers([JOB_ID_HEADER])
             .max_age(PREFLIGHT_MAX_AGE),

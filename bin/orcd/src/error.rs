@@ -40,8 +40,20 @@ pub enum OrcdError {
         limit: usize,
         retry_after_secs: u64,
     },
+    /// A client key past one of its limits (`rpm=`, `tpm=`, `jobs=` in the client token file).
+    #[error("key `{key}` is at its limit of {value} {limit}; retry in {retry_after_secs} s")]
+    KeyLimit {
+        key: String,
+        limit: &'static str,
+        value: u32,
+        retry_after_secs: u64,
+    },
     #[error("no job `{0}`; list jobs with `GET /v2/tasks`")]
     JobNotFound(String),
+    /// `/v1/responses/{id}` or `previous_response_id`: never stored, expired, deleted, or
+    /// another client's.
+    #[error("no response `{0}`: responses are kept in memory for a while after they are made (not with `store: false`), for the client that made them")]
+    ResponseNotFound(String),
     #[error("no worker `{0}` is registered; a worker registers with `POST /workers/register`")]
     WorkerNotFound(String),
     #[error(
@@ -106,7 +118,9 @@ impl OrcdError {
             OrcdError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorKind::Unauthorized),
             OrcdError::NoWorker { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoWorker),
             OrcdError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::QueueFull),
+            OrcdError::KeyLimit { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorKind::QueueFull),
             OrcdError::JobNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::ResponseNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::WorkerNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::HostNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::NothingToUnload(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
@@ -187,6 +201,9 @@ impl OrcdError {
         match self {
             OrcdError::QueueFull {
                 retry_after_secs, ..
+            }
+            | OrcdError::KeyLimit {
+                retry_after_secs, ..
             } => {
                 response
                     .headers_mut()
@@ -216,6 +233,23 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn a_key_over_its_limit_answers_429_naming_the_limit_with_retry_after() {
+        let error = OrcdError::KeyLimit {
+            key: "alice".into(),
+            limit: "requests per minute",
+            value: 60,
+            retry_after_secs: 12,
+        };
+        assert_eq!(
+            error.to_string(),
+            "key `alice` is at its limit of 60 requests per minute; retry in 12 s"
+        );
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "12");
     }
 
     #[test]

@@ -11,11 +11,51 @@ use serde::de::DeserializeOwned;
 
 use crate::error::OrcdError;
 use crate::state::AppState;
-use crate::validation::{check_json_depth, MAX_JSON_DEPTH};
+use crate::validation::{check_json_depth, ValidationError, MAX_JSON_DEPTH};
 
 /// Longest parser message passed back to a client: serde quotes the offending value, which a
 /// hostile client controls.
 const MAX_PARSE_ERROR_CHARS: usize = 300;
+
+/// A JSON body of type `T` whose errors name the field they are about (`input[2].call_id`),
+/// as the OpenAI and Anthropic error shapes want: the same checks as [`JsonBody`], then serde
+/// with the path of the value it failed on.
+#[derive(Debug)]
+pub struct JsonFields<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonFields<T> {
+    type Rejection = OrcdError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, OrcdError> {
+        let JsonBody(value) = JsonBody::<serde_json::Value>::from_request(request, state).await?;
+        from_value_naming_field(value).map(JsonFields)
+    }
+}
+
+/// Reads `T` from a parsed body; an error names the field by its path (`.` the body itself).
+pub fn from_value_naming_field<T: DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, OrcdError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let mut problem = error.into_inner().to_string();
+        // A missing field is reported on the object that lacks it; name the field itself.
+        let missing = (problem.strip_prefix("missing field `"))
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name,
+            (".", None) => "body".to_owned(),
+            (path, Some(name)) => format!("{path}.{name}"),
+            (path, None) => path.to_owned(),
+        };
+        if let Some((cut, _)) = problem.char_indices().nth(MAX_PARSE_ERROR_CHARS) {
+            problem.truncate(cut);
+            problem.push_str("...");
+        }
+        OrcdError::Validation(ValidationError::Field { field, problem })
+    })
+}
 
 /// A JSON body of type `T`, or an [`OrcdError`] that names what is wrong with it.
 #[derive(Debug)]

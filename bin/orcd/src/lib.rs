@@ -8,6 +8,9 @@
 //! `metrics` counts and `audit` records, when it is on; `events` publishes every change of the
 //! fleet to the subscribers of `GET /v2/events` (the web console in `console`).
 
+pub mod aliases;
+pub mod anthropic;
+pub mod anthropic_error;
 pub mod audit;
 pub mod auth;
 pub mod authenticate;
@@ -19,6 +22,7 @@ pub mod error;
 pub mod event_stream;
 pub mod events;
 pub mod extract;
+pub mod keys;
 pub mod metrics;
 pub mod openai;
 pub mod openai_error;

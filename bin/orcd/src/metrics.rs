@@ -28,6 +28,13 @@ struct ModelLabels {
     model: String,
 }
 
+/// A client key by name (never its token) and a model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KeyModelLabels {
+    key: String,
+    model: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ModelStateLabels {
     model: String,
@@ -59,6 +66,9 @@ pub struct Metrics {
     auth_failures: Counter,
     audit_write_failures: Counter,
     placement: crate::pools::metrics::PlacementMetrics,
+    client_jobs: Family<KeyModelLabels, Counter>,
+    client_prompt_tokens: Family<KeyModelLabels, Counter>,
+    client_completion_tokens: Family<KeyModelLabels, Counter>,
     /// Scrapes reset and refill the state gauges; two at once would interleave.
     scrape: Mutex<()>,
 }
@@ -161,8 +171,29 @@ impl Metrics {
             audit_write_failures.clone(),
         );
         let placement = crate::pools::metrics::PlacementMetrics::register(&mut registry);
+        let client_jobs = Family::<KeyModelLabels, Counter>::default();
+        registry.register(
+            "client_jobs",
+            "Finished jobs by client key name and model",
+            client_jobs.clone(),
+        );
+        let client_prompt_tokens = Family::<KeyModelLabels, Counter>::default();
+        registry.register(
+            "client_prompt_tokens",
+            "Prompt tokens of finished jobs by client key name and model",
+            client_prompt_tokens.clone(),
+        );
+        let client_completion_tokens = Family::<KeyModelLabels, Counter>::default();
+        registry.register(
+            "client_completion_tokens",
+            "Generated tokens of finished jobs by client key name and model",
+            client_completion_tokens.clone(),
+        );
         Metrics {
             registry,
+            client_jobs,
+            client_prompt_tokens,
+            client_completion_tokens,
             jobs,
             tokens,
             time_to_first_token,
@@ -187,6 +218,17 @@ impl Metrics {
             time_to_first_token: self.time_to_first_token.get_or_create_owned(&labels),
             job_duration: self.job_duration.get_or_create_owned(&labels),
         }
+    }
+
+    /// A finished job's tokens, under its client key's name (never the token).
+    pub fn client_usage(&self, key: &str, model: &str, prompt: u32, completion: u32) {
+        let labels = KeyModelLabels {
+            key: key.to_owned(),
+            model: model.to_owned(),
+        };
+        self.client_jobs.get_or_create(&labels).inc();
+        (self.client_prompt_tokens.get_or_create(&labels)).inc_by(u64::from(prompt));
+        (self.client_completion_tokens.get_or_create(&labels)).inc_by(u64::from(completion));
     }
 
     /// A task refused at admission (no worker, queue full, shutting down).

@@ -10,10 +10,13 @@
 //! `context_length_exceeded`, not a 200 followed by an error chunk. A request still queued
 //! when orcd shuts down therefore gets a 503 `shutting_down` instead of a stream.
 
-mod answer;
+pub(crate) mod answer;
 mod embeddings;
-mod request;
-mod tool_calls;
+pub(crate) mod item_writer;
+pub(crate) mod request;
+mod responses;
+pub(crate) mod tool_calls;
+pub(crate) mod wire;
 
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,7 +31,6 @@ use futures::stream::{self, SelectAll};
 use futures::StreamExt;
 use llorch_api::audit::Actor;
 use llorch_api::{GenerationStats, StreamEvent, TaskRequest};
-use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -36,6 +38,7 @@ use self::answer::{Answer, ChoiceResult, Endpoint};
 use self::request::{chat_task, completion_task, Shape};
 pub use self::request::{ChatCompletionRequest, CompletionRequest};
 use self::tool_calls::{StreamPiece, ToolCallStream};
+use self::wire::{to_json, ModelList, ModelObject, StreamItem};
 use crate::dispatch::JobItem;
 use crate::error::OrcdError;
 use crate::extract::{JsonBody, PathParam};
@@ -54,69 +57,87 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .merge(responses::routes())
 }
 
-fn unix_secs() -> u64 {
+pub(crate) fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
-fn model_object(summary: &crate::scheduler::ModelSummary, created: u64) -> Value {
-    json!({
-        "id": summary.model,
-        "object": "model",
-        "created": created,
-        "owned_by": "llama-orch",
-        // Beyond OpenAI's fields: what a client choosing a model wants to know.
-        "status": "loaded",
-        "workers": summary.live_workers,
-        "slots_total": summary.slots_total,
-        "slots_busy": summary.slots_busy,
-        "queue_depth": summary.queued,
-    })
+fn model_object(summary: &crate::scheduler::ModelSummary, created: u64) -> ModelObject {
+    ModelObject {
+        id: summary.model.clone(),
+        object: "model",
+        created,
+        owned_by: "llama-orch",
+        status: "loaded",
+        workers: summary.live_workers,
+        slots_total: summary.slots_total,
+        slots_busy: summary.slots_busy,
+        queue_depth: summary.queued,
+        alias_for: None,
+    }
 }
 
-/// Models with at least one live worker (`status: loaded`), then those a pool manager could
-/// load on demand (`loading`, `unloaded`).
-async fn list_models(State(state): State<AppState>) -> Result<Json<Value>, OpenAiError> {
+/// Served models (at least one live worker), each followed by its aliases.
+async fn served_models(state: &AppState) -> Result<Vec<ModelObject>, OrcdError> {
     let created = state.started_at_secs();
-    let mut data: Vec<Value> = state
-        .scheduler()
-        .models()
-        .await?
-        .iter()
-        .filter(|summary| summary.live_workers > 0)
-        .map(|summary| model_object(summary, created))
-        .collect();
-    let loaded = data
-        .iter()
-        .filter_map(|model| model["id"].as_str().map(str::to_owned))
-        .collect();
-    for (model, status) in state.pools().models_not_loaded(&loaded) {
-        data.push(json!({
-            "id": model,
-            "object": "model",
-            "created": created,
-            "owned_by": "llama-orch",
-            "status": status,
-            "workers": 0,
-        }));
+    let mut served = Vec::new();
+    for summary in state.scheduler().models().await? {
+        if summary.live_workers == 0 {
+            continue;
+        }
+        let model = model_object(&summary, created);
+        let aliases = (state.aliases().iter())
+            .filter(|(_, target)| *target == summary.model)
+            .map(|(alias, _)| ModelObject {
+                id: alias.to_owned(),
+                alias_for: Some(summary.model.clone()),
+                ..model.clone()
+            })
+            .collect::<Vec<_>>();
+        served.push(model);
+        served.extend(aliases);
     }
-    Ok(Json(json!({"object": "list", "data": data})))
+    Ok(served)
+}
+
+/// Served models and their aliases (`status: loaded`), then those a pool manager could load on
+/// demand (`loading`, `unloaded`).
+async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, OpenAiError> {
+    let mut data = served_models(&state).await?;
+    let loaded = data.iter().map(|model| model.id.clone()).collect();
+    let created = state.started_at_secs();
+    for (model, status) in state.pools().models_not_loaded(&loaded) {
+        data.push(ModelObject {
+            id: model,
+            object: "model",
+            created,
+            owned_by: "llama-orch",
+            status,
+            workers: 0,
+            slots_total: 0,
+            slots_busy: 0,
+            queue_depth: 0,
+            alias_for: None,
+        });
+    }
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    }))
 }
 
 async fn get_model(
     State(state): State<AppState>,
     model: Result<PathParam, OrcdError>,
-) -> Result<Json<Value>, OpenAiError> {
+) -> Result<Json<ModelObject>, OpenAiError> {
     let PathParam(model) = model?;
-    let models = state.scheduler().models().await?;
-    match models
-        .iter()
-        .find(|summary| summary.model == model && summary.live_workers > 0)
-    {
-        Some(summary) => Ok(Json(model_object(summary, state.started_at_secs()))),
+    let served = served_models(&state).await?;
+    match served.into_iter().find(|object| object.id == model) {
+        Some(object) => Ok(Json(object)),
         None => Err(OrcdError::NoWorker { model }.into()),
     }
 }
@@ -149,8 +170,12 @@ async fn completions(
 
 /// As many tokens as one slot of the smallest worker serving `model` holds, within orcd's own
 /// limit: a longer request would be refused by that worker.
-async fn default_chat_max_tokens(state: &AppState, model: &str) -> Result<u32, OrcdError> {
+pub(crate) async fn default_chat_max_tokens(
+    state: &AppState,
+    model: &str,
+) -> Result<u32, OrcdError> {
     let limit = state.limits().max_tokens;
+    let model = state.aliases().resolve(model);
     let models = state.scheduler().models().await?;
     let slot = models
         .iter()
@@ -163,29 +188,33 @@ async fn default_chat_max_tokens(state: &AppState, model: &str) -> Result<u32, O
 }
 
 /// One choice's job: its stream, and the events read while waiting for it to start.
-struct ChoiceJob {
+pub(crate) struct ChoiceJob {
     index: u32,
-    job_id: String,
+    pub(crate) job_id: String,
     read: Vec<StreamEvent>,
     items: mpsc::Receiver<JobItem>,
 }
 
-async fn run(
-    state: AppState,
-    actor: Actor,
+impl ChoiceJob {
+    /// Every item of the job from the first event read while waiting for its start. Dropping
+    /// the stream drops the receiver, which cancels the job.
+    pub(crate) fn into_items(self) -> impl futures::Stream<Item = JobItem> + Send + 'static {
+        stream::iter(self.read.into_iter().map(Ok)).chain(ReceiverStream::new(self.items))
+    }
+}
+
+/// Validates one task per choice (each with its own seed, so that seeded choices still
+/// differ), admits them all and waits until a worker accepted each: every API whose answers
+/// are built from jobs (`/v1/chat/completions`, `/v1/completions`, `/v1/responses`,
+/// `/v1/messages`) starts its jobs here. All are validated before the first is admitted.
+pub(crate) async fn start_choices(
+    state: &AppState,
+    actor: &Actor,
     task: TaskRequest,
-    shape: Shape,
-    endpoint: Endpoint,
-) -> Result<Response, OpenAiError> {
-    let stream = task.stream;
-    let model = task.model.clone();
-    let api = match endpoint {
-        Endpoint::Chat => TaskApi::Chat,
-        Endpoint::Completions => TaskApi::Completions,
-    };
-    // One job per choice, each with its own seed so that seeded choices still differ. All are
-    // validated before the first is admitted.
-    let choice_tasks = (0..shape.choices)
+    choices: u32,
+    api: TaskApi,
+) -> Result<Vec<ChoiceJob>, OrcdError> {
+    let choice_tasks = (0..choices)
         .map(|index| {
             let mut choice = task.clone();
             choice.sampling.seed = task.sampling.seed.map(|seed| seed.wrapping_add(index));
@@ -194,7 +223,7 @@ async fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let mut jobs = Vec::with_capacity(choice_tasks.len());
     for (index, choice_task) in (0..).zip(choice_tasks) {
-        let StartedJob { job_id, items } = start_job(&state, choice_task, &actor, api).await?;
+        let StartedJob { job_id, items } = start_job(state, choice_task, actor, api).await?;
         jobs.push(ChoiceJob {
             index,
             job_id,
@@ -207,6 +236,31 @@ async fn run(
     for job in &mut jobs {
         wait_until_started(job).await?;
     }
+    Ok(jobs)
+}
+
+/// Names the first job of an answer in the `x-llorch-job-id` header.
+pub(crate) fn with_job_id(mut response: Response, job_id: &str) -> Response {
+    let header = HeaderValue::from_str(job_id).expect("a uuid is a valid header value");
+    response.headers_mut().insert(JOB_ID_HEADER, header);
+    response
+}
+
+async fn run(
+    state: AppState,
+    actor: Actor,
+    task: TaskRequest,
+    shape: Shape,
+    endpoint: Endpoint,
+) -> Result<Response, OpenAiError> {
+    let stream = task.stream;
+    // An alias answers as the model it stands for.
+    let model = state.aliases().resolve(&task.model).to_owned();
+    let api = match endpoint {
+        Endpoint::Chat => TaskApi::Chat,
+        Endpoint::Completions => TaskApi::Completions,
+    };
+    let jobs = start_choices(&state, &actor, task, shape.choices, api).await?;
     let first_job_id = jobs[0].job_id.clone();
     let answer = Answer {
         endpoint,
@@ -218,15 +272,13 @@ async fn run(
         created: unix_secs(),
         shape,
     };
-    let mut response = if stream {
+    let response = if stream {
         stream_answer(answer, jobs)
     } else {
         let results = futures::future::try_join_all(jobs.into_iter().map(collect_choice)).await?;
         Json(answer.whole(&results)).into_response()
     };
-    let header = HeaderValue::from_str(&first_job_id).expect("a uuid is a valid header value");
-    response.headers_mut().insert(JOB_ID_HEADER, header);
-    Ok(response)
+    Ok(with_job_id(response, &first_job_id))
 }
 
 /// Reads a job's stream until a worker has accepted it (`started`) or it failed.
@@ -254,7 +306,7 @@ async fn wait_until_started(job: &mut ChoiceJob) -> Result<(), OrcdError> {
 }
 
 /// Everything one choice's job produces, for a non-streaming answer.
-async fn collect_choice(mut job: ChoiceJob) -> Result<ChoiceResult, OrcdError> {
+pub(crate) async fn collect_choice(mut job: ChoiceJob) -> Result<ChoiceResult, OrcdError> {
     let mut text = String::new();
     let mut logprobs = Vec::new();
     let mut pending = std::mem::take(&mut job.read).into_iter();
@@ -334,42 +386,44 @@ impl StreamProgress {
     }
 
     /// The chunks of what a choice's tool reader let through.
-    fn tool_piece_chunks(&mut self, index: u32, pieces: Vec<StreamPiece>) -> Vec<Value> {
+    fn tool_piece_chunks(&mut self, index: u32, pieces: Vec<StreamPiece>) -> Vec<StreamItem> {
         let choice = index as usize;
         let mut chunks = Vec::new();
         for piece in pieces {
             let logprobs = std::mem::take(&mut self.held_logprobs[choice]);
             match piece {
                 StreamPiece::Content(text) => {
-                    chunks.push(self.answer.text_chunk(index, &text, &logprobs, 0));
+                    chunks.push(self.answer.text_chunk(index, &text, &logprobs, 0).into());
                 }
                 StreamPiece::Call(call) => {
                     let call_index = self.opened_calls[choice];
                     self.opened_calls[choice] += 1;
                     chunks.push(
-                        self.answer
-                            .tool_call_opening_chunk(index, call_index, &call.name, &logprobs),
+                        (self.answer)
+                            .tool_call_opening_chunk(index, call_index, &call.name, &logprobs)
+                            .into(),
                     );
-                    chunks.push(self.answer.tool_call_arguments_chunk(
-                        index,
-                        call_index,
-                        &call.arguments,
-                        &[],
-                    ));
+                    chunks.push(
+                        (self.answer)
+                            .tool_call_arguments_chunk(index, call_index, &call.arguments, &[])
+                            .into(),
+                    );
                 }
                 StreamPiece::CallStart { name } => {
                     let call_index = self.opened_calls[choice];
                     self.opened_calls[choice] += 1;
                     chunks.push(
-                        self.answer
-                            .tool_call_opening_chunk(index, call_index, &name, &logprobs),
+                        (self.answer)
+                            .tool_call_opening_chunk(index, call_index, &name, &logprobs)
+                            .into(),
                     );
                 }
                 StreamPiece::Arguments(fragment) => {
                     let call_index = self.opened_calls[choice].saturating_sub(1);
                     chunks.push(
-                        self.answer
-                            .tool_call_arguments_chunk(index, call_index, &fragment, &logprobs),
+                        (self.answer)
+                            .tool_call_arguments_chunk(index, call_index, &fragment, &logprobs)
+                            .into(),
                     );
                 }
             }
@@ -378,7 +432,7 @@ impl StreamProgress {
     }
 
     /// The chunks one item becomes, and whether the stream ends after them.
-    fn chunks_for(&mut self, index: u32, item: JobItem) -> (Vec<Value>, bool) {
+    fn chunks_for(&mut self, index: u32, item: JobItem) -> (Vec<StreamItem>, bool) {
         let choice = index as usize;
         match item {
             Ok(StreamEvent::Queued { .. } | StreamEvent::Started { .. }) => (Vec::new(), false),
@@ -392,7 +446,7 @@ impl StreamProgress {
                     .answer
                     .text_chunk(index, &text, &logprobs, self.offsets[choice]);
                 self.offsets[choice] += text.chars().count();
-                (vec![chunk], false)
+                (vec![chunk.into()], false)
             }
             Ok(StreamEvent::Done(stats)) => {
                 let (mut chunks, called_tools) = match self.tool_streams.get_mut(choice) {
@@ -404,62 +458,77 @@ impl StreamProgress {
                     None => (Vec::new(), false),
                 };
                 chunks.push(
-                    self.answer
-                        .finish_chunk(index, stats.finish_reason, called_tools),
+                    (self.answer)
+                        .finish_chunk(index, stats.finish_reason, called_tools)
+                        .into(),
                 );
                 self.finished[choice] = Some(stats);
                 let all_done = self.finished.iter().all(Option::is_some);
                 if all_done && self.answer.shape.include_usage {
                     let stats: Vec<GenerationStats> =
                         self.finished.iter().flatten().cloned().collect();
-                    chunks.push(self.answer.usage_chunk(&stats));
+                    chunks.push(self.answer.usage_chunk(&stats).into());
                 }
                 (chunks, all_done)
             }
             Err(error) => {
                 error.log();
-                (vec![error_body(&error)], true)
+                (vec![error_body(&error).into()], true)
             }
             // Errors travel as `Err` items; a relayed `error` event would be a bug.
             Ok(StreamEvent::Error { message, .. }) => (
                 vec![error_body(&OrcdError::Internal(format!(
                     "unexpected error event: {message}"
-                )))],
+                )))
+                .into()],
                 true,
             ),
         }
     }
 }
 
+/// What a stream's items become through `step`, which also says whether the stream ends after
+/// them: nothing is read past the end (dropping the rest cancels what produces it).
+pub(crate) fn until_end<I, S, E>(
+    items: impl futures::Stream<Item = I> + Send + 'static,
+    state: S,
+    mut step: impl FnMut(&mut S, I) -> (Vec<E>, bool) + Send + 'static,
+) -> impl futures::Stream<Item = E> + Send + 'static
+where
+    I: Send + 'static,
+    S: Send + 'static,
+    E: Send + 'static,
+{
+    items
+        .scan((state, false), move |(state, ended), item| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            let (events, end) = step(state, item);
+            *ended = end;
+            futures::future::ready(Some(stream::iter(events)))
+        })
+        .flatten()
+}
+
 /// `data: {chunk}` events of every choice, interleaved as they come, ended by `data: [DONE]`
 /// after the last choice's end (or a failure, so clients that wait for `[DONE]` are not left
 /// hanging). Dropping the response drops every job's receiver, which cancels the jobs.
 fn stream_answer(answer: Answer, jobs: Vec<ChoiceJob>) -> Response {
-    let opening = answer.opening();
+    let opening: Vec<StreamItem> = answer.opening().into_iter().map(Into::into).collect();
     let mut merged: SelectAll<_> = SelectAll::new();
     for job in jobs {
         let index = job.index;
-        let read = stream::iter(job.read.into_iter().map(Ok));
-        merged.push(
-            read.chain(ReceiverStream::new(job.items))
-                .map(move |item| (index, item))
-                .boxed(),
-        );
+        merged.push(job.into_items().map(move |item| (index, item)).boxed());
     }
-    let mut progress = StreamProgress::new(answer);
-    let chunks = merged
-        .scan(false, move |ended, (index, item)| {
-            if *ended {
-                return futures::future::ready(None);
-            }
-            let (chunks, end) = progress.chunks_for(index, item);
-            *ended = end;
-            futures::future::ready(Some(stream::iter(chunks)))
-        })
-        .flatten();
+    let chunks = until_end(
+        merged,
+        StreamProgress::new(answer),
+        |progress, (index, item)| progress.chunks_for(index, item),
+    );
     let events = stream::iter(opening)
         .chain(chunks)
-        .map(|chunk| Event::default().data(chunk.to_string()))
+        .map(|chunk| Event::default().data(to_json(&chunk)))
         .chain(stream::once(async { Event::default().data("[DONE]") }))
         .map(Ok::<_, Infallible>);
     (
@@ -476,6 +545,15 @@ mod tests {
     use crate::validation::ValidationError;
     use axum::http::StatusCode;
     use llorch_api::FinishReason;
+    use serde_json::{json, Value};
+
+    /// The items' JSON, as a stream sends them.
+    fn values(items: Vec<StreamItem>) -> Vec<Value> {
+        items
+            .into_iter()
+            .map(|item| serde_json::to_value(item).unwrap())
+            .collect()
+    }
 
     fn stats(generated_tokens: u32) -> GenerationStats {
         GenerationStats {
@@ -513,6 +591,7 @@ mod tests {
             },
         });
         let (chunks, end) = progress.chunks_for(1, token("b"));
+        let chunks = values(chunks);
         assert_eq!(chunks[0]["choices"][0]["index"], 1);
         assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "b");
         assert!(!end);
@@ -520,6 +599,7 @@ mod tests {
         assert_eq!(chunks.len(), 1, "no usage before every choice is done");
         assert!(!end);
         let (chunks, end) = progress.chunks_for(1, Ok(StreamEvent::Done(stats(2))));
+        let chunks = values(chunks);
         assert!(end);
         assert_eq!(chunks[0]["choices"][0]["finish_reason"], "stop");
         assert_eq!(chunks[1]["usage"]["completion_tokens"], 3);
@@ -551,7 +631,7 @@ mod tests {
         ] {
             let (more, end) = progress.chunks_for(0, token(piece));
             assert!(!end);
-            chunks.extend(more);
+            chunks.extend(values(more));
         }
         assert_eq!(chunks.len(), 2, "{chunks:?}");
         let opening = &chunks[0]["choices"][0]["delta"]["tool_calls"][0];
@@ -566,6 +646,7 @@ mod tests {
         let arguments: Value = serde_json::from_str(arguments).unwrap();
         assert_eq!(arguments, json!({"city": "Paris"}));
         let (end, done) = progress.chunks_for(0, Ok(StreamEvent::Done(stats(9))));
+        let end = values(end);
         assert!(done);
         assert_eq!(end[0]["choices"][0]["finish_reason"], "tool_calls");
     }
@@ -585,6 +666,7 @@ mod tests {
             },
         });
         let (chunks, end) = progress.chunks_for(0, Err(OrcdError::ShuttingDown));
+        let chunks = values(chunks);
         assert!(end);
         assert_eq!(chunks[0]["error"]["code"], "shutting_down");
     }
@@ -601,9 +683,10 @@ mod tests {
                 Some("model_not_found")
             )
         );
-        let body = error_body(&OrcdError::Validation(ValidationError::ChoiceCount {
-            value: 9,
-        }));
+        let body = serde_json::to_value(error_body(&OrcdError::Validation(
+            ValidationError::ChoiceCount { value: 9 },
+        )))
+        .unwrap();
         assert_eq!(body["error"]["type"], "invalid_request_error");
         assert_eq!(body["error"]["param"], "n");
         assert!(body["error"]["message"].as_str().unwrap().contains("`n`"));
@@ -627,7 +710,7 @@ mod tests {
             openai_status_type_code(&rejected).0,
             StatusCode::BAD_REQUEST
         );
-        assert_eq!(error_body(&rejected)["error"]["param"], Value::Null);
+        assert_eq!(error_body(&rejected).error.param, None);
         assert_eq!(
             openai_status_type_code(&OrcdError::Forbidden("no".into())).0,
             StatusCode::FORBIDDEN

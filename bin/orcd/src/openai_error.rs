@@ -1,16 +1,32 @@
 //! OpenAI's error shape, `{"error": {message, type, param, code}}`, for every error orcd
 //! answers under `/v1` — the OpenAI handlers' own and those of the layers below them
 //! (authentication, unknown routes) — with `param` naming the offending field, so the official
-//! clients raise their usual exceptions.
+//! clients raise their usual exceptions. Anthropic's shape, under `/v1/messages`, is in
+//! `anthropic_error`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use llorch_api::ErrorKind;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::error::OrcdError;
 use crate::validation::{RequestError, ValidationError};
+
+/// OpenAI's error shape: `{"error": {message, type, param, code}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
 
 /// An [`OrcdError`] answered in OpenAI's shape.
 #[derive(Debug)]
@@ -89,14 +105,16 @@ fn param(error: &OrcdError) -> Option<String> {
     }
 }
 
-pub fn error_body(error: &OrcdError) -> Value {
+pub fn error_body(error: &OrcdError) -> ErrorBody {
     let (_, error_type, code) = openai_status_type_code(error);
-    json!({"error": {
-        "message": error.public_message(),
-        "type": error_type,
-        "param": param(error),
-        "code": code,
-    }})
+    ErrorBody {
+        error: ErrorDetail {
+            message: error.public_message(),
+            kind: error_type,
+            param: param(error),
+            code,
+        },
+    }
 }
 
 pub fn error_response(error: OrcdError) -> Response {
@@ -107,9 +125,12 @@ pub fn error_response(error: OrcdError) -> Response {
     response
 }
 
-/// Errors under `/v1` in OpenAI's shape, everywhere else in orcd's.
+/// Errors under `/v1` in OpenAI's shape (Anthropic's under `/v1/messages`), everywhere else
+/// in orcd's.
 pub fn error_response_for_path(path: &str, error: OrcdError) -> Response {
-    if path == "/v1" || path.starts_with("/v1/") {
+    if crate::anthropic_error::is_messages_path(path) {
+        crate::anthropic_error::error_response(error)
+    } else if path == "/v1" || path.starts_with("/v1/") {
         error_response(error)
     } else {
         error.into_response()

@@ -14,11 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{middleware, Extension, Json, Router};
 use llorch_api::audit::{Actor, AuditEvent};
+use llorch_api::usage::{is_day, UsageReport};
 use llorch_api::{Heartbeat, RegistrationAccepted, WorkerInfo, WorkerRegistration};
 use tokio::net::TcpListener;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::auth::JobScope;
 use crate::error::OrcdError;
 use crate::extract::{JsonBody, PathParam};
 use crate::metrics::{self};
@@ -49,9 +51,12 @@ fn routes(state: AppState) -> Router {
         .route("/workers/{worker_id}/forget", post(forget_worker))
         .merge(crate::tasks::routes())
         .route("/v2/events", get(crate::event_stream::fleet_events))
+        .route("/v2/usage", get(usage))
+        .merge(crate::anthropic::routes())
         .merge(crate::pools::routes())
         .merge(crate::console::routes())
         .merge(openai::routes())
+        .merge(crate::anthropic::routes())
         .fallback(unknown_route)
         // Outermost first: the size limit holds before anything reads the body, and no
         // handler runs for a request that fails authentication.
@@ -223,6 +228,48 @@ async fn forget_worker(
 
 async fn list_workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerInfo>>, OrcdError> {
     Ok(Json(state.scheduler().workers().await?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct UsageQuery {
+    since: Option<String>,
+}
+
+/// Tokens by client key, model and day since orcd started; the operator's (an admin token, or
+/// authentication off), as it shows every client's use.
+async fn usage(
+    State(state): State<AppState>,
+    Extension(scope): Extension<JobScope>,
+    query: Result<axum::extract::Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UsageReport>, OrcdError> {
+    if scope != JobScope::All {
+        return Err(OrcdError::Forbidden(
+            "`GET /v2/usage` shows every client's use and needs an operator token (`--admin-token-file`)"
+                .to_owned(),
+        ));
+    }
+    let since = match query {
+        Ok(axum::extract::Query(query)) => query.since,
+        Err(rejection) => {
+            return Err(crate::validation::ValidationError::Field {
+                field: "since".into(),
+                problem: rejection.body_text(),
+            }
+            .into())
+        }
+    };
+    if let Some(day) = since.as_deref().filter(|day| !is_day(day)) {
+        return Err(crate::validation::ValidationError::Field {
+            field: "since".into(),
+            problem: format!(
+                "must be a day as `YYYY-MM-DD`, got `{}`",
+                crate::validation::log_safe(day)
+            ),
+        }
+        .into());
+    }
+    let rows = state.keys().usage(since.as_deref());
+    Ok(Json(UsageReport { since, rows }))
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> Response {

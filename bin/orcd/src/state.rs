@@ -11,9 +11,11 @@ use llorch_api::RegistrationAccepted;
 use llorch_serve::ConnectionLimits;
 use tokio::sync::watch;
 
+use crate::aliases::ModelAliases;
 use crate::audit::AuditLog;
 use crate::auth::AuthConfig;
 use crate::config::Settings;
+use crate::keys::KeyLedger;
 use crate::metrics::Metrics;
 use crate::scheduler::SchedulerHandle;
 use crate::validation::RequestLimits;
@@ -41,6 +43,10 @@ pub struct AppState {
     heartbeat_interval: Duration,
     /// The pool managers and the models loaded on them.
     pools: crate::pools::Pools,
+    /// Other names for served models, resolved before scheduling.
+    aliases: Arc<ModelAliases>,
+    /// Client keys' recent use (for their limits) and usage by key, model and day.
+    keys: KeyLedger,
 }
 
 impl AppState {
@@ -91,6 +97,8 @@ impl AppState {
                 settings.scheduler.heartbeat_timeout,
             ),
             pools: crate::pools::Pools::new(settings.pools.clone()),
+            aliases: Arc::new(settings.aliases.clone()),
+            keys: KeyLedger::default(),
         })
     }
 
@@ -137,6 +145,16 @@ impl AppState {
     /// The pool managers and the models loaded on them.
     pub fn pools(&self) -> &crate::pools::Pools {
         &self.pools
+    }
+
+    /// Other names for served models.
+    pub fn aliases(&self) -> &ModelAliases {
+        &self.aliases
+    }
+
+    /// Client keys' use: their limits and usage by key, model and day.
+    pub fn keys(&self) -> &KeyLedger {
+        &self.keys
     }
 
     /// Unix time orcd started, the `created` of the models it lists.

@@ -18,6 +18,7 @@ use crate::auth::JobScope;
 use crate::dispatch::{spawn_job, JobContext, JobItem};
 use crate::error::OrcdError;
 use crate::extract::{JsonBody, PathParam};
+use crate::keys::{count_usage, KeyAccount};
 use crate::scheduler::NewJob;
 use crate::sse::{sse_response, JOB_ID_HEADER};
 use crate::state::{unix_millis, AppState};
@@ -36,6 +37,10 @@ pub enum TaskApi {
     V2,
     Chat,
     Completions,
+    /// OpenAI's `/v1/responses`.
+    Responses,
+    /// Anthropic's `/v1/messages`.
+    Messages,
 }
 
 impl TaskApi {
@@ -44,6 +49,8 @@ impl TaskApi {
             TaskApi::V2 => "v2",
             TaskApi::Chat => "chat",
             TaskApi::Completions => "completions",
+            TaskApi::Responses => "responses",
+            TaskApi::Messages => "messages",
         }
     }
 }
@@ -63,18 +70,31 @@ pub struct StartedJob {
 /// then finds nobody listening and ends it as cancelled, audited like any other).
 pub async fn start_job(
     state: &AppState,
-    task: ValidTask,
+    mut task: ValidTask,
     actor: &Actor,
     api: TaskApi,
 ) -> Result<StartedJob, OrcdError> {
+    // An alias is resolved here, before scheduling, for every API; the audit keeps both names.
+    let model = state.aliases().resolve(&task.model).to_owned();
+    let requested_model = (model != task.model).then(|| std::mem::replace(&mut task.model, model));
+    let account = key_account(
+        state,
+        actor,
+        requested_model.as_deref().unwrap_or(&task.model),
+        &task.model,
+    )?;
     let job_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("job", %job_id);
     let admission = admit(
         state.clone(),
         job_id,
         task,
-        actor.clone(),
-        api,
+        Submission {
+            actor: actor.clone(),
+            api,
+            requested_model,
+            account,
+        },
         span.clone(),
     );
     tokio::spawn(admission.instrument(span))
@@ -82,14 +102,64 @@ pub async fn start_job(
         .map_err(|error| OrcdError::Internal(format!("admitting a job: {error}")))?
 }
 
+/// Who submitted a job, through which API, under which name for the model.
+struct Submission {
+    actor: Actor,
+    api: TaskApi,
+    /// The alias the client named, when it named one.
+    requested_model: Option<String>,
+    /// The client key the job's usage is counted for.
+    account: KeyAccount,
+}
+
+/// Checks that the submitting client key may use `model` (asked for as `requested`) and is
+/// within its limits (403 and 429 otherwise); says whom the job's usage is counted for.
+fn key_account(
+    state: &AppState,
+    actor: &Actor,
+    requested: &str,
+    model: &str,
+) -> Result<KeyAccount, OrcdError> {
+    let Some(policy) = state.auth().key_policy(actor.token.as_deref()) else {
+        let key = actor
+            .token
+            .clone()
+            .unwrap_or_else(|| "anonymous".to_owned());
+        return Ok(KeyAccount { key, permit: None });
+    };
+    if !policy.allows_model(requested, model) {
+        let allowed = policy.models.as_deref().unwrap_or_default().join("`, `");
+        return Err(OrcdError::Forbidden(format!(
+            "key `{}` may not use model `{requested}`; it may use `{allowed}`",
+            policy.name
+        )));
+    }
+    let permit =
+        (state.keys().admit(policy, Instant::now())).map_err(|hit| OrcdError::KeyLimit {
+            key: policy.name.clone(),
+            limit: hit.limit,
+            value: hit.value,
+            retry_after_secs: hit.retry_after_secs,
+        })?;
+    Ok(KeyAccount {
+        key: policy.name.clone(),
+        permit: Some(permit),
+    })
+}
+
 async fn admit(
     state: AppState,
     job_id: String,
     task: ValidTask,
-    actor: Actor,
-    api: TaskApi,
+    submission: Submission,
     span: tracing::Span,
 ) -> Result<StartedJob, OrcdError> {
+    let Submission {
+        actor,
+        api,
+        requested_model,
+        account,
+    } = submission;
     let accepted_at = Instant::now();
     let new_job = NewJob {
         job_id: job_id.clone(),
@@ -118,8 +188,12 @@ async fn admit(
     };
     tracing::info!(model = %task.model, stream = task.stream, api = api.as_str(), "task accepted");
     if let Some(audit) = state.audit() {
-        audit.record(Some(actor.clone()), task_submitted(&job_id, &task, api));
+        audit.record(
+            Some(actor.clone()),
+            task_submitted(&job_id, &task, api, requested_model),
+        );
     }
+    let model = task.model.clone();
     let items = spawn_job(
         JobContext {
             job_id: job_id.clone(),
@@ -136,11 +210,23 @@ async fn admit(
         },
         notices,
     );
+    let items = count_usage(
+        items,
+        account,
+        model,
+        state.keys().clone(),
+        state.shared_metrics(),
+    );
     Ok(StartedJob { job_id, items })
 }
 
 /// The audit record of an accepted task: the prompt's size and hash, never its text.
-fn task_submitted(job_id: &str, task: &ValidTask, api: TaskApi) -> AuditEvent {
+fn task_submitted(
+    job_id: &str,
+    task: &ValidTask,
+    api: TaskApi,
+    requested_model: Option<String>,
+) -> AuditEvent {
     let (prompt_bytes, prompt_sha256) = match &task.input {
         PromptInput::Text(prompt) => (prompt.len(), sha256_hex(prompt.as_bytes())),
         PromptInput::Chat(messages) => {
@@ -151,6 +237,7 @@ fn task_submitted(job_id: &str, task: &ValidTask, api: TaskApi) -> AuditEvent {
     AuditEvent::TaskSubmitted {
         job_id: job_id.to_owned(),
         model: task.model.clone(),
+        requested_model,
         api: api.as_str().to_owned(),
         prompt_bytes: prompt_bytes as u64,
         prompt_sha256,

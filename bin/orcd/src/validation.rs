@@ -51,6 +51,9 @@ pub enum ValidationError {
     },
     #[error("`{field}` is not supported by orcd{detail}")]
     Unsupported { field: String, detail: &'static str },
+    /// A body field serde could not read (wrong type, missing, unknown variant).
+    #[error("`{field}`: {problem}")]
+    Field { field: String, problem: String },
     #[error(transparent)]
     EmbeddingInput(#[from] llorch_api::embeddings::EmbeddingInputError),
     #[error("`model` `{model}` is served only by workers without embeddings\nhint: start one with `cargo xtask pool worker spawn cpu --model {model} -- --embeddings` (or `llorch-worker --embeddings`)")]

@@ -17,11 +17,11 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use llorch_api::{ErrorBody, ErrorKind, JobInfo, StreamEvent};
 use orcd::scheduler::SchedulerConfig;
-use orcd::{AppState, Settings};
+use orcd::Settings;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{json, Value};
-use support::{eventually, within, FakeWorker, Orcd, Script};
+use support::{any_json, app_with_fake_worker, eventually, within, FakeWorker, Orcd, Script};
 use tower::ServiceExt;
 
 const MODEL: &str = "fake-model";
@@ -217,24 +217,6 @@ async fn a_thousand_concurrent_clients_all_get_an_answer_and_memory_stays_bounde
     assert!(!stderr.contains("panicked"), "orcd panicked:\n{stderr}");
 }
 
-/// Arbitrary JSON, nested a few levels.
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| json!(f)),
-        ".{0,20}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 32, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(".{0,8}", inner, 0..6)
-                .prop_map(|map| Value::Object(map.into_iter().collect())),
-        ]
-    })
-}
-
 /// Strings an attacker would try for ids and text.
 fn hostile_string() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -254,7 +236,7 @@ fn hostile_string() -> impl Strategy<Value = String> {
 fn field(right: BoxedStrategy<Value>) -> impl Strategy<Value = Option<Value>> {
     prop_oneof![
         3 => right.prop_map(Some),
-        1 => json_value().prop_map(Some),
+        1 => any_json().prop_map(Some),
         1 => Just(None),
     ]
 }
@@ -300,7 +282,7 @@ fn task_body() -> impl Strategy<Value = Vec<u8>> {
         });
     prop_oneof![
         4 => object,
-        1 => json_value().prop_map(|value| serde_json::to_vec(&value).unwrap()),
+        1 => any_json().prop_map(|value| serde_json::to_vec(&value).unwrap()),
         1 => prop::collection::vec(any::<u8>(), 0..256),
         1 => (1usize..200).prop_map(|depth| format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()),
     ]
@@ -403,24 +385,10 @@ fn fuzzed_task_and_registration_bodies_only_get_client_errors() {
     const REGISTRATION_CASES: u32 = 2000;
     const PATH_CASES: u32 = 1000;
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (app, _worker) = runtime.block_on(async {
-        let worker = FakeWorker::start(Script::complete(1, Duration::ZERO)).await;
-        let state = AppState::new(&Settings::default()).unwrap();
-        let app = orcd::app(state);
-        let registration = serde_json::to_vec(&worker.registration("w1", MODEL, 64)).unwrap();
-        let response = app
-            .clone()
-            .oneshot(
-                Request::post("/workers/register")
-                    .header("content-type", "application/json")
-                    .body(Body::from(registration))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        (app, worker)
-    });
+    let (app, _worker) = runtime.block_on(app_with_fake_worker(
+        Script::complete(1, Duration::ZERO),
+        MODEL,
+    ));
     let tried = Arc::new(AtomicUsize::new(0));
     let statuses = Mutex::new(BTreeMap::new());
     let config = |cases| Config {

@@ -57,7 +57,11 @@ pub enum AuditEvent {
     TaskSubmitted {
         job_id: String,
         model: String,
-        /// `v2` (`/v2/tasks`), `chat` or `completions` (the OpenAI-compatible API).
+        /// The alias the client named (`[aliases]` of orcd's `--config`), resolved to `model`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested_model: Option<String>,
+        /// `v2` (`/v2/tasks`), `chat` or `completions` (the OpenAI-compatible API),
+        /// `responses` (OpenAI's Responses API) or `messages` (Anthropic's Messages API).
         api: String,
         prompt_bytes: u64,
         /// SHA-256 of the prompt, or of the messages as compact JSON.

@@ -11,6 +11,7 @@ pub mod log_safe;
 pub mod pool;
 pub mod secret;
 pub mod tools;
+pub mod usage;
 pub mod validation;
 
 pub use tools::{ToolCall, ToolChoice, ToolDefinition, ToolParams};

@@ -14,8 +14,9 @@ use crate::Context;
 pub enum SetupScope {
     /// `cargo xtask up`: the build tools and the default model.
     Run,
-    /// `dev setup` and `test all`: also what the test suites need — sshd, the `openai` Python
-    /// client and the chat model they drive the OpenAI API with.
+    /// `dev setup` and `test all`: also what the test suites need — sshd, the `openai` and
+    /// `anthropic` Python clients and the chat model they drive the OpenAI and Anthropic APIs
+    /// with.
     Tests,
 }
 
@@ -291,6 +292,8 @@ fn run_logged(
 /// Python packages the test suite drives orcd with: (import name, pip requirement).
 const PYTHON_TEST_PACKAGES: &[(&str, &str)] = &[
     ("openai", "openai"),
+    // Drives `/v1/messages` as Claude Code's SDK does (`tests/python/anthropic_messages.py`).
+    ("anthropic", "anthropic"),
     // Validates structured-output answers and tool-call arguments (`tests/python/openai_*.py`).
     ("jsonschema", "jsonschema"),
 ];

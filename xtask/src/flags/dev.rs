@@ -14,7 +14,8 @@ pub enum DevCmd {
     #[command(after_help = "Examples:\n  cargo xtask dev doctor\n  cargo xtask --json dev doctor")]
     Doctor,
     /// Install what `dev doctor` finds missing, initialise submodules, fetch the default model,
-    /// install what the tests need (sshd, the `openai` Python client, the chat model) and write
+    /// install what the tests need (sshd, the `openai` and `anthropic` Python clients, the chat
+    /// model) and write
     /// a default config file if none exists; quick when nothing is missing
     #[command(
         after_help = "Examples:\n  cargo xtask dev setup          # asks before installing packages\n  cargo xtask dev setup --yes    # installs without asking (CI)"

@@ -43,6 +43,18 @@ Examples:
         /// The job id printed by `jobs submit` or `jobs list`
         id: String,
     },
+    /// Tokens used by client key, model and day since orcd started (needs an operator token:
+    /// LLORCH_API_TOKEN_FILE pointing at a line of orcd's --admin-token-file)
+    #[command(after_help = "\
+Examples:
+  cargo xtask jobs usage
+  cargo xtask jobs usage --since 2026-12-01
+  cargo xtask --json jobs usage --since 2026-12-01")]
+    Usage {
+        /// First day to report, as YYYY-MM-DD (UTC) [default: every day since orcd started]
+        #[arg(long, value_name = "DAY")]
+        since: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,13 +1,18 @@
 //! The OpenAI objects one request's jobs become: a whole `chat.completion` /
 //! `text_completion`, or the chunks of a stream, with one choice per job, log-probabilities in
 //! the shape each endpoint uses, `usage` and `system_fingerprint`. When tools were offered, the
-//! calls in a chat answer become `tool_calls` (`tool_calls.rs` finds them).
+//! calls in a chat answer become `tool_calls` (`tool_calls.rs` finds them). The objects are the
+//! serde structs of `wire.rs`.
 
 use llorch_api::{FinishReason, GenerationStats, TokenLogprob};
-use serde_json::{json, Value};
 
 use super::request::Shape;
 use super::tool_calls::parse_answer;
+use super::wire::{
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatLogprobs, ChatTokenLogprob, ChatTopLogprob,
+    Choice, Completion, CompletionLogprobs, Delta, FunctionDelta, Logprobs, Null,
+    PromptTokensDetails, TextChoice, ToolCallDelta, ToolCallObject, ToolFunction, Usage,
+};
 
 /// Which OpenAI object a job's answer becomes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,7 +55,7 @@ pub fn chat_finish_reason(reason: FinishReason, called_tools: bool) -> &'static 
 }
 
 /// A new tool call id, in OpenAI's `call_...` form.
-fn tool_call_id() -> String {
+pub fn tool_call_id() -> String {
     format!("call_{}", uuid::Uuid::new_v4().simple())
 }
 
@@ -59,7 +64,7 @@ fn tool_call_id() -> String {
 /// `prompt_tokens_details.cached_tokens`): the fewest any choice found cached. The worker
 /// decodes a shared prompt for one choice and copies it for the others; the prompt was still
 /// processed once.
-pub fn usage<'a>(stats: impl IntoIterator<Item = &'a GenerationStats>) -> Value {
+pub fn usage<'a>(stats: impl IntoIterator<Item = &'a GenerationStats>) -> Usage {
     let mut prompt_tokens = 0;
     let mut cached_tokens = None::<u32>;
     let mut completion_tokens = 0;
@@ -70,12 +75,14 @@ pub fn usage<'a>(stats: impl IntoIterator<Item = &'a GenerationStats>) -> Value 
         }));
         completion_tokens += stats.generated_tokens;
     }
-    json!({
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached_tokens.unwrap_or(0)},
-    })
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: cached_tokens.unwrap_or(0),
+        },
+    }
 }
 
 /// The fixed parts of one request's OpenAI answer.
@@ -97,42 +104,45 @@ impl Answer {
         }
     }
 
-    fn envelope(&self, streamed: bool, choices: Vec<Value>) -> Value {
-        json!({
-            "id": self.id,
-            "object": self.object(streamed),
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": system_fingerprint(&self.model),
-            "choices": choices,
-        })
+    fn envelope(&self, streamed: bool, choices: Vec<Choice>) -> Completion {
+        Completion {
+            id: self.id.clone(),
+            object: self.object(streamed),
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: system_fingerprint(&self.model),
+            choices,
+            usage: None,
+        }
     }
 
-    /// `logprobs` of one choice (or one chunk of it): `null` unless the request asked.
-    /// `text_offset` is where the first of `logprobs` starts in the choice's text.
-    fn logprobs(&self, logprobs: &[TokenLogprob], text_offset: usize) -> Value {
+    /// `logprobs` of one choice (or one chunk of it): `None` (`null`) unless the request
+    /// asked. `text_offset` is where the first of `logprobs` starts in the choice's text.
+    fn logprobs(&self, logprobs: &[TokenLogprob], text_offset: usize) -> Option<Logprobs> {
         if !self.shape.logprobs {
-            return Value::Null;
+            return None;
         }
-        match self.endpoint {
-            // `id` is beyond OpenAI's fields (llama.cpp's server sends it too): the token id
-            // that `logit_bias` takes.
-            Endpoint::Chat => json!({
-                "content": logprobs.iter().map(|entry| json!({
-                    "id": entry.id,
-                    "token": entry.token,
-                    "logprob": entry.logprob,
-                    "bytes": entry.bytes,
-                    "top_logprobs": entry.top.iter().map(|top| json!({
-                        "id": top.id,
-                        "token": top.token,
-                        "logprob": top.logprob,
-                        "bytes": top.bytes,
-                    })).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-                "refusal": null,
+        Some(match self.endpoint {
+            Endpoint::Chat => Logprobs::Chat(ChatLogprobs {
+                content: logprobs
+                    .iter()
+                    .map(|entry| ChatTokenLogprob {
+                        id: entry.id,
+                        token: entry.token.clone(),
+                        logprob: f64::from(entry.logprob),
+                        bytes: entry.bytes.clone(),
+                        top_logprobs: (entry.top.iter())
+                            .map(|top| ChatTopLogprob {
+                                id: top.id,
+                                token: top.token.clone(),
+                                logprob: f64::from(top.logprob),
+                                bytes: top.bytes.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                refusal: Null,
             }),
-            // The legacy shape: parallel lists, alternatives as `{token: logprob}` maps.
             Endpoint::Completions => {
                 let mut offsets = Vec::with_capacity(logprobs.len());
                 let mut offset = text_offset;
@@ -140,66 +150,79 @@ impl Answer {
                     offsets.push(offset);
                     offset += entry.token.chars().count();
                 }
-                json!({
-                    "tokens": logprobs.iter().map(|e| &e.token).collect::<Vec<_>>(),
-                    "token_logprobs": logprobs.iter().map(|e| e.logprob).collect::<Vec<_>>(),
-                    "top_logprobs": logprobs.iter().map(|entry| {
-                        entry.top.iter().map(|top| (top.token.clone(), json!(top.logprob)))
-                            .collect::<serde_json::Map<_, _>>()
-                    }).collect::<Vec<_>>(),
-                    "text_offset": offsets,
+                Logprobs::Completions(CompletionLogprobs {
+                    tokens: logprobs.iter().map(|e| e.token.clone()).collect(),
+                    token_logprobs: logprobs.iter().map(|e| f64::from(e.logprob)).collect(),
+                    top_logprobs: (logprobs.iter())
+                        .map(|entry| {
+                            (entry.top.iter())
+                                .map(|top| (top.token.clone(), f64::from(top.logprob)))
+                                .collect()
+                        })
+                        .collect(),
+                    text_offset: offsets,
                 })
             }
-        }
+        })
     }
 
     /// A non-streaming answer with every choice.
-    pub fn whole(&self, choices: &[ChoiceResult]) -> Value {
-        let rendered = choices
-            .iter()
-            .enumerate()
+    pub fn whole(&self, choices: &[ChoiceResult]) -> Completion {
+        let rendered = (0..)
+            .zip(choices)
             .map(|(index, choice)| {
                 let logprobs = self.logprobs(&choice.logprobs, 0);
                 match self.endpoint {
                     Endpoint::Chat => self.whole_chat_choice(index, choice, logprobs),
-                    Endpoint::Completions => json!({
-                        "index": index, "text": choice.text, "logprobs": logprobs,
-                        "finish_reason": finish_reason(choice.stats.finish_reason),
+                    Endpoint::Completions => Choice::Text(TextChoice {
+                        index,
+                        text: choice.text.clone(),
+                        logprobs,
+                        finish_reason: Some(finish_reason(choice.stats.finish_reason)),
                     }),
                 }
             })
             .collect();
         let mut answer = self.envelope(false, rendered);
-        answer["usage"] = usage(choices.iter().map(|choice| &choice.stats));
+        answer.usage = Some(Some(usage(choices.iter().map(|choice| &choice.stats))));
         answer
     }
 
-    fn whole_chat_choice(&self, index: usize, choice: &ChoiceResult, logprobs: Value) -> Value {
+    fn whole_chat_choice(
+        &self,
+        index: u32,
+        choice: &ChoiceResult,
+        logprobs: Option<Logprobs>,
+    ) -> Choice {
         let (content, calls) = match &self.shape.tools {
             Some(tools) => {
                 let parsed = parse_answer(&choice.text, tools);
-                (json!(parsed.content), parsed.calls)
+                (parsed.content, parsed.calls)
             }
-            None => (json!(choice.text), Vec::new()),
+            None => (Some(choice.text.clone()), Vec::new()),
         };
-        let mut message = json!({"role": "assistant", "content": content, "refusal": null});
-        if !calls.is_empty() {
-            message["tool_calls"] = calls
-                .iter()
-                .map(|call| {
-                    json!({
-                        "id": tool_call_id(),
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": call.arguments},
-                    })
-                })
-                .collect();
-        }
-        json!({
-            "index": index,
-            "message": message,
-            "logprobs": logprobs,
-            "finish_reason": chat_finish_reason(choice.stats.finish_reason, !calls.is_empty()),
+        let finish_reason = chat_finish_reason(choice.stats.finish_reason, !calls.is_empty());
+        let tool_calls = calls
+            .into_iter()
+            .map(|call| ToolCallObject {
+                id: tool_call_id(),
+                kind: "function",
+                function: ToolFunction {
+                    name: call.name,
+                    arguments: call.arguments,
+                },
+            })
+            .collect();
+        Choice::Chat(ChatChoice {
+            index,
+            message: AssistantMessage {
+                role: "assistant",
+                content,
+                refusal: Null,
+                tool_calls,
+            },
+            logprobs,
+            finish_reason,
         })
     }
 
@@ -211,17 +234,17 @@ impl Answer {
         call_index: usize,
         name: &str,
         logprobs: &[TokenLogprob],
-    ) -> Value {
-        let delta = json!({"tool_calls": [{
-            "index": call_index,
-            "id": tool_call_id(),
-            "type": "function",
-            "function": {"name": name, "arguments": ""},
-        }]});
-        self.chunk(json!({
-            "index": index, "delta": delta, "logprobs": self.logprobs(logprobs, 0),
-            "finish_reason": null,
-        }))
+    ) -> Completion {
+        let call = ToolCallDelta {
+            index: call_index,
+            id: Some(tool_call_id()),
+            kind: Some("function"),
+            function: FunctionDelta {
+                name: Some(name.to_owned()),
+                arguments: String::new(),
+            },
+        };
+        self.tool_call_chunk(index, call, logprobs)
     }
 
     /// A fragment of the arguments of the tool call `call_index`.
@@ -231,36 +254,59 @@ impl Answer {
         call_index: usize,
         fragment: &str,
         logprobs: &[TokenLogprob],
-    ) -> Value {
-        let delta = json!({"tool_calls": [{
-            "index": call_index,
-            "function": {"arguments": fragment},
-        }]});
-        self.chunk(json!({
-            "index": index, "delta": delta, "logprobs": self.logprobs(logprobs, 0),
-            "finish_reason": null,
+    ) -> Completion {
+        let call = ToolCallDelta {
+            index: call_index,
+            id: None,
+            kind: None,
+            function: FunctionDelta {
+                name: None,
+                arguments: fragment.to_owned(),
+            },
+        };
+        self.tool_call_chunk(index, call, logprobs)
+    }
+
+    fn tool_call_chunk(
+        &self,
+        index: u32,
+        call: ToolCallDelta,
+        logprobs: &[TokenLogprob],
+    ) -> Completion {
+        self.chunk(Choice::ChatChunk(ChatChunkChoice {
+            index,
+            delta: Delta {
+                tool_calls: Some(vec![call]),
+                ..Delta::default()
+            },
+            logprobs: self.logprobs(logprobs, 0),
+            finish_reason: None,
         }))
     }
 
-    fn chunk(&self, choice: Value) -> Value {
+    fn chunk(&self, choice: Choice) -> Completion {
         let mut chunk = self.envelope(true, vec![choice]);
         if self.shape.include_usage {
             // OpenAI sends `"usage": null` on every chunk but the extra last one.
-            chunk["usage"] = Value::Null;
+            chunk.usage = Some(None);
         }
         chunk
     }
 
     /// The first chunk of each choice of a chat stream announces the role.
-    pub fn opening(&self) -> Vec<Value> {
+    pub fn opening(&self) -> Vec<Completion> {
         match self.endpoint {
             Endpoint::Chat => (0..self.shape.choices)
                 .map(|index| {
-                    self.chunk(json!({
-                        "index": index,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": null,
-                        "finish_reason": null,
+                    self.chunk(Choice::ChatChunk(ChatChunkChoice {
+                        index,
+                        delta: Delta {
+                            role: Some("assistant"),
+                            content: Some(String::new()),
+                            tool_calls: None,
+                        },
+                        logprobs: None,
+                        finish_reason: None,
                     }))
                 })
                 .collect(),
@@ -275,37 +321,49 @@ impl Answer {
         text: &str,
         logprobs: &[TokenLogprob],
         text_offset: usize,
-    ) -> Value {
+    ) -> Completion {
         let logprobs = self.logprobs(logprobs, text_offset);
         self.chunk(match self.endpoint {
-            Endpoint::Chat => json!({
-                "index": index, "delta": {"content": text}, "logprobs": logprobs,
-                "finish_reason": null,
+            Endpoint::Chat => Choice::ChatChunk(ChatChunkChoice {
+                index,
+                delta: Delta {
+                    content: Some(text.to_owned()),
+                    ..Delta::default()
+                },
+                logprobs,
+                finish_reason: None,
             }),
-            Endpoint::Completions => json!({
-                "index": index, "text": text, "logprobs": logprobs, "finish_reason": null,
+            Endpoint::Completions => Choice::Text(TextChoice {
+                index,
+                text: text.to_owned(),
+                logprobs,
+                finish_reason: None,
             }),
         })
     }
 
     /// The end of one choice; `called_tools` when a chat choice's stream held tool calls.
-    pub fn finish_chunk(&self, index: u32, reason: FinishReason, called_tools: bool) -> Value {
+    pub fn finish_chunk(&self, index: u32, reason: FinishReason, called_tools: bool) -> Completion {
         self.chunk(match self.endpoint {
-            Endpoint::Chat => json!({
-                "index": index, "delta": {}, "logprobs": null,
-                "finish_reason": chat_finish_reason(reason, called_tools),
+            Endpoint::Chat => Choice::ChatChunk(ChatChunkChoice {
+                index,
+                delta: Delta::default(),
+                logprobs: None,
+                finish_reason: Some(chat_finish_reason(reason, called_tools)),
             }),
-            Endpoint::Completions => json!({
-                "index": index, "text": "", "logprobs": null,
-                "finish_reason": finish_reason(reason),
+            Endpoint::Completions => Choice::Text(TextChoice {
+                index,
+                text: String::new(),
+                logprobs: None,
+                finish_reason: Some(finish_reason(reason)),
             }),
         })
     }
 
     /// The extra last chunk of `stream_options.include_usage`: no choices, the usage.
-    pub fn usage_chunk(&self, stats: &[GenerationStats]) -> Value {
+    pub fn usage_chunk(&self, stats: &[GenerationStats]) -> Completion {
         let mut chunk = self.envelope(true, Vec::new());
-        chunk["usage"] = usage(stats);
+        chunk.usage = Some(Some(usage(stats)));
         chunk
     }
 }
@@ -314,6 +372,11 @@ impl Answer {
 mod tests {
     use super::*;
     use llorch_api::TopLogprob;
+    use serde_json::{json, Value};
+
+    fn value(object: impl serde::Serialize) -> Value {
+        serde_json::to_value(object).unwrap()
+    }
 
     fn stats(reason: FinishReason, generated_tokens: u32) -> GenerationStats {
         GenerationStats {
@@ -379,7 +442,7 @@ mod tests {
                 stats: stats(FinishReason::Cancelled, 2),
             },
         ];
-        let chat = answer(Endpoint::Chat, false).whole(&choices);
+        let chat = value(answer(Endpoint::Chat, false).whole(&choices));
         assert_eq!(chat["object"], "chat.completion");
         assert_eq!(chat["system_fingerprint"], system_fingerprint("m"));
         assert_eq!(chat["choices"][1]["index"], 1);
@@ -403,13 +466,13 @@ mod tests {
         // One choice decoded the prompt, the other two started from a copy of its cells.
         let shared = [with_cached(4), with_cached(0), with_cached(4)];
         assert_eq!(
-            usage(&shared),
+            value(usage(&shared)),
             json!({"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11,
                    "prompt_tokens_details": {"cached_tokens": 0}})
         );
         let all_cached = [with_cached(4), with_cached(4)];
         assert_eq!(
-            usage(&all_cached)["prompt_tokens_details"]["cached_tokens"],
+            value(usage(&all_cached))["prompt_tokens_details"]["cached_tokens"],
             4
         );
     }
@@ -421,32 +484,37 @@ mod tests {
             logprobs: vec![entry("a", -0.1), entry("b", -0.2)],
             stats: stats(FinishReason::Stop, 2),
         }];
-        let chat = answer(Endpoint::Chat, true).whole(&choices);
+        let chat = value(answer(Endpoint::Chat, true).whole(&choices));
         let content = &chat["choices"][0]["logprobs"]["content"];
         assert_eq!(content[1]["token"], "b");
         assert_eq!(content[1]["bytes"], json!([98]));
         assert_eq!(content[0]["top_logprobs"][1]["token"], "z");
-        let text = answer(Endpoint::Completions, true).whole(&choices);
+        let text = value(answer(Endpoint::Completions, true).whole(&choices));
         let logprobs = &text["choices"][0]["logprobs"];
         assert_eq!(logprobs["tokens"], json!(["a", "b"]));
         assert_eq!(logprobs["text_offset"], json!([0, 1]));
         assert_eq!(logprobs["top_logprobs"][0]["z"], json!(-3.0));
-        let chunk =
-            answer(Endpoint::Completions, true).text_chunk(0, "b", &choices[0].logprobs[1..], 1);
+        let chunk = value(answer(Endpoint::Completions, true).text_chunk(
+            0,
+            "b",
+            &choices[0].logprobs[1..],
+            1,
+        ));
         assert_eq!(chunk["choices"][0]["logprobs"]["text_offset"], json!([1]));
     }
 
     #[test]
     fn a_stream_opens_each_choice_and_ends_with_the_usage_chunk() {
         let chat = answer(Endpoint::Chat, false);
-        let opening = chat.opening();
-        assert_eq!(opening.len(), 2);
+        let opening = value(chat.opening());
+        assert_eq!(opening.as_array().unwrap().len(), 2);
         assert_eq!(opening[1]["choices"][0]["index"], 1);
         assert_eq!(opening[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(opening[0]["usage"], Value::Null);
-        let end = chat.finish_chunk(1, FinishReason::Stop, false);
+        let end = value(chat.finish_chunk(1, FinishReason::Stop, false));
         assert_eq!(end["choices"][0]["finish_reason"], "stop");
-        let usage = chat.usage_chunk(&[stats(FinishReason::Stop, 1), stats(FinishReason::Stop, 2)]);
+        let usage =
+            value(chat.usage_chunk(&[stats(FinishReason::Stop, 1), stats(FinishReason::Stop, 2)]));
         assert_eq!(usage["choices"], json!([]));
         assert_eq!(usage["usage"]["completion_tokens"], 3);
         assert_eq!(usage["usage"]["prompt_tokens_details"]["cached_tokens"], 2);

@@ -298,11 +298,9 @@ fn error_response(error: OrcdError) -> Response {
     let (status, _, _) = openai_status_type_code(&error);
     let mut body = error_body(&error);
     let about_input = matches!(error, OrcdError::ContextLength { .. })
-        || body["error"]["param"]
-            .as_str()
-            .is_some_and(|param| param.starts_with("input["));
+        || (body.error.param.as_deref()).is_some_and(|param| param.starts_with("input["));
     if about_input {
-        body["error"]["param"] = Value::from("input");
+        body.error.param = Some("input".to_owned());
     }
     let mut response = (status, Json(body)).into_response();
     error.add_headers(&mut response);
@@ -420,15 +418,9 @@ mod tests {
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
         let error = embedding_workers(vec![worker("w", "m", false, 0)], "m").unwrap_err();
-        let body = error_body(&error);
-        assert_eq!(body["error"]["param"], "model");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("--embeddings"),
-            "{body}"
-        );
+        let body = error_body(&error).error;
+        assert_eq!(body.param.as_deref(), Some("model"));
+        assert!(body.message.contains("--embeddings"), "{body:?}");
         assert_eq!(error_response(error).status(), StatusCode::BAD_REQUEST);
     }
 

@@ -231,15 +231,7 @@ pub fn chat_task(
     sampling.logprobs = top_logprobs.map(|top| top.min(u64::from(u32::MAX)) as u32);
     sampling.constraint = constraint;
     shape.logprobs = top_logprobs.is_some();
-    shape.tools = match tools.tool_use() {
-        ToolUse::Off => None,
-        ToolUse::Auto | ToolUse::Required | ToolUse::Function(_) => Some(OfferedTools {
-            names: (tools.tools.iter())
-                .map(|tool| tool.function.name.clone())
-                .collect(),
-            parallel: tools.parallel(),
-        }),
-    };
+    shape.tools = offered_tools(&tools);
     Ok((
         TaskRequest {
             model: request.model,
@@ -253,6 +245,36 @@ pub fn chat_task(
         },
         shape,
     ))
+}
+
+/// Refuses the first field of `other` (a body's fields beyond its typed ones) that `accepts`
+/// does not take, naming it with the `reason` why.
+pub(crate) fn refuse_other_fields(
+    other: &BTreeMap<String, Value>,
+    accepts: impl Fn(&str, &Value) -> bool,
+    reason: impl Fn(&str) -> &'static str,
+) -> Result<(), ValidationError> {
+    match other.iter().find(|(field, value)| !accepts(field, value)) {
+        Some((field, _)) => Err(ValidationError::Unsupported {
+            field: field.clone(),
+            detail: reason(field),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The tools whose calls are read out of the answer: none when none are offered (no tools,
+/// or `tool_choice: "none"`).
+pub(crate) fn offered_tools(tools: &ToolParams) -> Option<OfferedTools> {
+    match tools.tool_use() {
+        ToolUse::Off => None,
+        ToolUse::Auto | ToolUse::Required | ToolUse::Function(_) => Some(OfferedTools {
+            names: (tools.tools.iter())
+                .map(|tool| tool.function.name.clone())
+                .collect(),
+            parallel: tools.parallel(),
+        }),
+    }
 }
 
 /// `POST /v1/completions` as a task.
@@ -446,7 +468,7 @@ fn response_format(format: Value) -> Result<Option<OutputConstraint>, Validation
 
 /// `tools`, `tool_choice` and `parallel_tool_calls` as the shared types; their contents (names,
 /// schemas, the chosen tool) are checked by the shared validator.
-fn tool_params(
+pub(crate) fn tool_params(
     tools: Option<Value>,
     choice: Option<Value>,
     parallel: Option<bool>,
@@ -542,7 +564,7 @@ const SCHEMA_ANNOTATIONS: [&str; 4] = ["$id", "$comment", "examples", "strict"];
 
 /// Walks a schema and refuses the first keyword the grammar cannot enforce, naming it and
 /// where it is (a JSON pointer into the schema).
-fn check_schema(schema: &Value, at: &str) -> Result<(), ValidationError> {
+pub(crate) fn check_schema(schema: &Value, at: &str) -> Result<(), ValidationError> {
     let Some(object) = schema.as_object() else {
         // `true`/`false` schemas (e.g. `additionalProperties: false`) are fine.
         return match schema {
