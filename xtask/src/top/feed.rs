@@ -41,13 +41,28 @@ pub fn follow(client: OrcdClient, sender: mpsc::Sender<FeedMessage>) {
         let reason = match followed {
             // The view stopped listening.
             Ok(()) => return,
-            Err(error) => crate::output::render_error(&error),
+            Err(error) => why_lost(&error),
         };
         if sender.send(FeedMessage::Lost(reason)).is_err() {
             return;
         }
         std::thread::sleep(RETRY_EVERY);
     });
+}
+
+/// What the view shows when the stream is lost: the attempt that failed (its first line, which
+/// names the URL or orcd's answer), then each hint on a line of its own (the token setting to
+/// fix after a 401, how to start orcd when it is unreachable).
+pub fn why_lost(error: &anyhow::Error) -> String {
+    let attempt = error.to_string();
+    let mut lines = vec![attempt.lines().next().unwrap_or_default().to_owned()];
+    lines.extend(
+        crate::output::render_error(error)
+            .lines()
+            .filter(|line| line.starts_with("hint: "))
+            .map(str::to_owned),
+    );
+    lines.join("\n")
 }
 
 /// The first event of the stream: the whole fleet now, for `--once`.

@@ -39,9 +39,10 @@ pub fn draw(frame: &mut Frame, screen: &Screen) {
     let workers_height = (screen.rows.workers.len() as u16 + 3).clamp(4, 8);
     let queues_height = (screen.rows.queues.len() as u16 + 3).clamp(4, 6);
     let log_height = if screen.ui.show_log { LOG_HEIGHT } else { 0 };
+    let status_lines = status_lines(screen);
     let [title, status, workers, queues, jobs, log, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(1),
+        Constraint::Length(status_lines.len().max(1) as u16),
         Constraint::Length(workers_height),
         Constraint::Length(queues_height),
         Constraint::Min(4),
@@ -50,7 +51,7 @@ pub fn draw(frame: &mut Frame, screen: &Screen) {
     ])
     .areas(frame.area());
     frame.render_widget(title_line(screen), title);
-    frame.render_widget(status_line(screen), status);
+    frame.render_widget(Paragraph::new(status_lines), status);
     draw_workers(frame, workers, screen);
     draw_queues(frame, queues, screen);
     draw_jobs(frame, jobs, screen);
@@ -78,7 +79,7 @@ fn title_line(screen: &Screen) -> Paragraph<'static> {
     let (link, link_color) = match &screen.ui.link {
         Link::Connecting => ("connecting", Color::Yellow),
         Link::Live => ("live", Color::Green),
-        Link::Lost(_) => ("unreachable", Color::Red),
+        Link::Lost(_) => ("down", Color::Red),
     };
     let mut spans = vec![
         Span::styled("top", Style::new().add_modifier(Modifier::BOLD)),
@@ -98,27 +99,25 @@ fn title_line(screen: &Screen) -> Paragraph<'static> {
     Paragraph::new(Line::from(spans))
 }
 
-/// Why orcd cannot be reached (first line, then its hint), else the last action's outcome.
-fn status_line(screen: &Screen) -> Paragraph<'static> {
-    let line = match &screen.ui.link {
+/// Why orcd cannot be reached and that the view keeps trying, with the hint on its own line;
+/// else the outcome of the last action.
+fn status_lines(screen: &Screen) -> Vec<Line<'static>> {
+    match &screen.ui.link {
         Link::Lost(reason) => {
             let mut lines = reason.lines();
-            let cause = lines.next().unwrap_or_default();
-            let hint = lines
-                .find_map(|line| line.strip_prefix("hint: "))
-                .map(|hint| format!(" · {hint}"))
-                .unwrap_or_default();
-            Line::styled(
+            let attempt = lines.next().unwrap_or_default();
+            let mut status = vec![Line::styled(
                 format!(
-                    "{cause}{hint} · retrying every {} s",
+                    "{attempt} · retrying every {} s",
                     super::feed::RETRY_EVERY.as_secs()
                 ),
                 fg(screen, Color::Red),
-            )
+            )];
+            status.extend(lines.map(|hint| Line::raw(hint.to_owned())));
+            status
         }
-        _ => Line::raw(screen.ui.message.clone().unwrap_or_default()),
-    };
-    Paragraph::new(line)
+        _ => vec![Line::raw(screen.ui.message.clone().unwrap_or_default())],
+    }
 }
 
 fn footer_line(screen: &Screen) -> Paragraph<'static> {
@@ -629,20 +628,29 @@ mod tests {
 
     #[test]
     fn an_unreachable_orcd_is_named_with_its_hint_and_the_retry() {
+        let error = anyhow::anyhow!("Connection refused").context(
+            "could not reach orcd at http://127.0.0.1:8080\nhint: start the stack with `cargo xtask up`",
+        );
         let ui = Ui {
-            link: Link::Lost(
-                "could not reach orcd at http://127.0.0.1:8080: error sending request\nhint: start the stack with `cargo xtask up`".into(),
-            ),
+            link: Link::Lost(super::super::feed::why_lost(&error)),
             ..Ui::default()
         };
         let buffer = draw_at_80x24(&empty(), &ui, &LogTail::default());
         let text = screen_text(&buffer);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].contains("unreachable"), "{text}");
         assert!(
-            lines[1].starts_with("could not reach orcd at http://127.0.0.1:8080: error sending"),
+            lines[0].starts_with("top  http://127.0.0.1:8080  down  "),
             "{text}"
         );
+        assert_eq!(
+            lines[1].trim_end(),
+            "could not reach orcd at http://127.0.0.1:8080 · retrying every 2 s"
+        );
+        assert_eq!(
+            lines[2].trim_end(),
+            "hint: start the stack with `cargo xtask up`"
+        );
+        assert!(lines[3].starts_with("┌[Workers (0)]"), "{text}");
         assert_eq!(buffer[(0, 1)].fg, Color::Red);
     }
 
