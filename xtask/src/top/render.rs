@@ -6,13 +6,16 @@
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
 use llorch_api::{JobState, WorkerState};
 
 use super::input::{Link, Mode, Pane, Ui, VisibleRows};
-use super::state::{job_state_name, worker_state_name, JobRow, QueueRow, Totals, WorkerRow};
+use super::state::{
+    human_millis, job_state_name, worker_state_name, JobRow, Totals, WorkerRow, JOB_COLUMNS,
+    QUEUE_COLUMNS,
+};
 
 /// The tail of the selected worker's log, or why there is none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -223,22 +226,19 @@ fn worker_row(screen: &Screen, row: &WorkerRow) -> Row<'static> {
         WorkerState::Live => Style::new(),
         _ => fg(screen, Color::Red),
     };
-    Row::new([
-        Cell::new(row.worker_id.clone()),
-        Cell::new(row.host.clone()),
-        Cell::new(row.model.clone()),
-        Cell::new(row.backend.clone()),
-        Cell::new(worker_state_name(row.state)),
-        Cell::new(format!("{}/{}", row.slots_busy, row.slots_total)),
-        Cell::new(format!("{:.1}", row.tokens_per_second)),
-        Cell::new(sparkline(&row.rate_history, 10)),
-        Cell::new(human_millis(row.last_seen_ms_ago)),
-    ])
-    .style(style)
+    let mut cells = row.cells();
+    // The screen has room for the rate's recent history, before the heartbeat's age.
+    cells.insert(7, sparkline(&row.rate_history, 10));
+    Row::new(cells).style(style)
 }
 
 fn draw_queues(frame: &mut Frame, area: Rect, screen: &Screen) {
-    let rows: Vec<Row> = screen.rows.queues.iter().map(queue_row).collect();
+    let rows: Vec<Row> = screen
+        .rows
+        .queues
+        .iter()
+        .map(|row| Row::new(row.cells()))
+        .collect();
     let table = Table::new(
         rows,
         [
@@ -251,9 +251,7 @@ fn draw_queues(frame: &mut Frame, area: Rect, screen: &Screen) {
             Constraint::Length(8),
         ],
     )
-    .header(header(&[
-        "MODEL", "QUEUED", "RUNNING", "SLOTS", "LIVE", "DEAD", "WAIT",
-    ]))
+    .header(header(&QUEUE_COLUMNS))
     .block(pane_block(screen, Pane::Queues, "Queues".to_owned()));
     let empty = if screen.rows.queues.is_empty() {
         "no models"
@@ -261,18 +259,6 @@ fn draw_queues(frame: &mut Frame, area: Rect, screen: &Screen) {
         ""
     };
     draw_table(frame, area, screen, Pane::Queues, table, empty);
-}
-
-fn queue_row(row: &QueueRow) -> Row<'static> {
-    Row::new([
-        row.model.clone(),
-        row.queued.to_string(),
-        row.running.to_string(),
-        format!("{}/{}", row.slots_busy, row.slots_total),
-        row.live_workers.to_string(),
-        row.dead_workers.to_string(),
-        row.median_wait_ms.map_or("-".to_owned(), human_millis),
-    ])
 }
 
 fn draw_jobs(frame: &mut Frame, area: Rect, screen: &Screen) {
@@ -294,9 +280,7 @@ fn draw_jobs(frame: &mut Frame, area: Rect, screen: &Screen) {
             Constraint::Length(7),
         ],
     )
-    .header(header(&[
-        "JOB", "MODEL", "WORKER", "STATE", "TTFT", "TOKENS", "TIME",
-    ]))
+    .header(header(&JOB_COLUMNS))
     .block(pane_block(
         screen,
         Pane::Jobs,
@@ -317,17 +301,7 @@ fn job_row(screen: &Screen, row: &JobRow) -> Row<'static> {
         JobState::Cancelled => fg(screen, Color::Yellow),
         JobState::Queued | JobState::Completed => Style::new(),
     };
-    Row::new([
-        row.job_id.clone(),
-        row.model.clone(),
-        row.worker_id.clone().unwrap_or_else(|| "-".to_owned()),
-        job_state_name(row.state),
-        row.time_to_first_token_ms
-            .map_or("-".to_owned(), human_millis),
-        row.generated_tokens.to_string(),
-        human_millis(row.duration_ms),
-    ])
-    .style(style)
+    Row::new(row.cells()).style(style)
 }
 
 fn draw_log(frame: &mut Frame, area: Rect, screen: &Screen) {
@@ -455,15 +429,6 @@ fn draw_confirm(frame: &mut Frame, screen: &Screen, job_id: &str) {
         Paragraph::new(text).wrap(Wrap { trim: false }).block(block),
         area,
     );
-}
-
-/// `850ms`, `2.4s`, `3m07s`: short enough for a narrow column.
-pub fn human_millis(ms: u64) -> String {
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
-        _ => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
-    }
 }
 
 /// The last `width` values as block characters, scaled to the largest of them.

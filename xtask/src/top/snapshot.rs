@@ -5,9 +5,8 @@
 
 use serde::Serialize;
 
-use super::render::human_millis;
 use super::state::{
-    job_state_name, worker_state_name, FleetView, JobRow, QueueRow, Totals, WorkerRow,
+    FleetView, JobRow, QueueRow, Totals, WorkerRow, JOB_COLUMNS, QUEUE_COLUMNS, WORKER_COLUMNS,
 };
 
 /// The `--json` document.
@@ -69,71 +68,28 @@ pub fn plain_text(report: &FleetReport) -> String {
         totals.running_jobs,
         totals.queued_jobs
     );
-    let dash = || "-".to_owned();
-    text.push_str(&table(
-        "WORKERS",
-        &[
-            "ID", "HOST", "MODEL", "BACKEND", "STATE", "SLOTS", "TOK/S", "SEEN",
-        ],
-        report
-            .workers
-            .iter()
-            .map(|w| {
-                vec![
-                    w.worker_id.clone(),
-                    w.host.clone(),
-                    w.model.clone(),
-                    w.backend.clone(),
-                    worker_state_name(w.state),
-                    format!("{}/{}", w.slots_busy, w.slots_total),
-                    format!("{:.1}", w.tokens_per_second),
-                    human_millis(w.last_seen_ms_ago),
-                ]
-            })
-            .collect(),
-    ));
-    text.push('\n');
-    text.push_str(&table(
-        "QUEUES",
-        &[
-            "MODEL", "QUEUED", "RUNNING", "SLOTS", "LIVE", "DEAD", "WAIT",
-        ],
-        report
-            .queues
-            .iter()
-            .map(|q| {
-                vec![
-                    q.model.clone(),
-                    q.queued.to_string(),
-                    q.running.to_string(),
-                    format!("{}/{}", q.slots_busy, q.slots_total),
-                    q.live_workers.to_string(),
-                    q.dead_workers.to_string(),
-                    q.median_wait_ms.map_or_else(dash, human_millis),
-                ]
-            })
-            .collect(),
-    ));
-    text.push('\n');
-    text.push_str(&table(
-        "JOBS",
-        &["JOB", "MODEL", "WORKER", "STATE", "TTFT", "TOKENS", "TIME"],
-        report
-            .jobs
-            .iter()
-            .map(|j| {
-                vec![
-                    j.job_id.clone(),
-                    j.model.clone(),
-                    j.worker_id.clone().unwrap_or_else(dash),
-                    job_state_name(j.state),
-                    j.time_to_first_token_ms.map_or_else(dash, human_millis),
-                    j.generated_tokens.to_string(),
-                    human_millis(j.duration_ms),
-                ]
-            })
-            .collect(),
-    ));
+    let sections = [
+        (
+            "WORKERS",
+            &WORKER_COLUMNS[..],
+            report.workers.iter().map(WorkerRow::cells).collect(),
+        ),
+        (
+            "QUEUES",
+            &QUEUE_COLUMNS[..],
+            report.queues.iter().map(QueueRow::cells).collect(),
+        ),
+        (
+            "JOBS",
+            &JOB_COLUMNS[..],
+            report.jobs.iter().map(JobRow::cells).collect(),
+        ),
+    ];
+    let tables: Vec<String> = sections
+        .into_iter()
+        .map(|(title, header, rows)| table(title, header, rows))
+        .collect();
+    text.push_str(&tables.join("\n"));
     text
 }
 

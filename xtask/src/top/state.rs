@@ -277,6 +277,74 @@ pub struct JobRow {
     pub error: Option<String>,
 }
 
+/// The columns of each table, as the screen and the plain snapshot print them.
+pub const WORKER_COLUMNS: [&str; 8] = [
+    "ID", "HOST", "MODEL", "BACKEND", "STATE", "SLOTS", "TOK/S", "SEEN",
+];
+pub const QUEUE_COLUMNS: [&str; 7] = [
+    "MODEL", "QUEUED", "RUNNING", "SLOTS", "LIVE", "DEAD", "WAIT",
+];
+pub const JOB_COLUMNS: [&str; 7] = ["JOB", "MODEL", "WORKER", "STATE", "TTFT", "TOKENS", "TIME"];
+
+fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "-".to_owned())
+}
+
+impl WorkerRow {
+    /// One text per [`WORKER_COLUMNS`].
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.worker_id.clone(),
+            self.host.clone(),
+            self.model.clone(),
+            self.backend.clone(),
+            worker_state_name(self.state),
+            format!("{}/{}", self.slots_busy, self.slots_total),
+            format!("{:.1}", self.tokens_per_second),
+            human_millis(self.last_seen_ms_ago),
+        ]
+    }
+}
+
+impl QueueRow {
+    /// One text per [`QUEUE_COLUMNS`].
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.model.clone(),
+            self.queued.to_string(),
+            self.running.to_string(),
+            format!("{}/{}", self.slots_busy, self.slots_total),
+            self.live_workers.to_string(),
+            self.dead_workers.to_string(),
+            or_dash(self.median_wait_ms.map(human_millis)),
+        ]
+    }
+}
+
+impl JobRow {
+    /// One text per [`JOB_COLUMNS`].
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.job_id.clone(),
+            self.model.clone(),
+            or_dash(self.worker_id.clone()),
+            job_state_name(self.state),
+            or_dash(self.time_to_first_token_ms.map(human_millis)),
+            self.generated_tokens.to_string(),
+            human_millis(self.duration_ms),
+        ]
+    }
+}
+
+/// `850ms`, `2.4s`, `3m07s`: short enough for a narrow column.
+pub fn human_millis(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1_000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
 /// Names in the wire vocabulary (`live`, `cancelled`) for the screen and the plain snapshot.
 pub fn worker_state_name(state: WorkerState) -> String {
     format!("{state:?}").to_lowercase()
