@@ -154,26 +154,37 @@ fn header(names: &[&'static str]) -> Row<'static> {
     Row::new(names.iter().copied()).style(Style::new().add_modifier(Modifier::BOLD))
 }
 
-fn draw_table(
-    frame: &mut Frame,
-    area: Rect,
-    screen: &Screen,
+/// One of the row panes: its rows under a bold header, the first column taking what the
+/// fixed-width others leave.
+struct PaneTable<'a> {
     pane: Pane,
-    table: Table<'static>,
-    empty: &str,
-) {
-    let selected = if screen.ui.focus == pane {
-        screen.ui.selected(pane, screen.rows)
+    title: String,
+    header: &'a [&'static str],
+    first_min: u16,
+    widths: &'a [u16],
+    rows: Vec<Row<'static>>,
+    /// Said under the header when there are no rows.
+    empty: &'a str,
+}
+
+fn draw_table(frame: &mut Frame, area: Rect, screen: &Screen, pane: PaneTable) {
+    let no_rows = pane.rows.is_empty();
+    let widths = std::iter::once(Constraint::Min(pane.first_min))
+        .chain(pane.widths.iter().map(|width| Constraint::Length(*width)));
+    let table = Table::new(pane.rows, widths)
+        .header(header(pane.header))
+        .block(pane_block(screen, pane.pane, pane.title))
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("> ")
+        .highlight_spacing(ratatui::widgets::HighlightSpacing::Always);
+    let selected = if screen.ui.focus == pane.pane {
+        screen.ui.selected(pane.pane, screen.rows)
     } else {
         None
     };
     let mut state = TableState::default().with_selected(selected);
-    let table = table
-        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-        .highlight_symbol("> ")
-        .highlight_spacing(ratatui::widgets::HighlightSpacing::Always);
     frame.render_stateful_widget(table, area, &mut state);
-    if selected.is_none() && !empty.is_empty() {
+    if no_rows && area.height > 3 {
         // Under the header, inside the border: why the table is empty.
         let line = Rect {
             x: area.x + 3,
@@ -181,44 +192,24 @@ fn draw_table(
             width: area.width.saturating_sub(4),
             height: 1,
         };
-        if area.height > 3 {
-            frame.render_widget(Paragraph::new(empty.to_owned()), line);
-        }
+        frame.render_widget(Paragraph::new(pane.empty.to_owned()), line);
     }
 }
 
 fn draw_workers(frame: &mut Frame, area: Rect, screen: &Screen) {
-    let rows: Vec<Row> = screen
-        .rows
-        .workers
-        .iter()
-        .map(|row| worker_row(screen, row))
-        .collect();
-    let title = format!("Workers ({})", screen.rows.workers.len());
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Min(10),
-            Constraint::Length(11),
-            Constraint::Length(11),
-            Constraint::Length(5),
-            Constraint::Length(5),
-            Constraint::Length(5),
-            Constraint::Length(6),
-            Constraint::Length(10),
-            Constraint::Length(5),
+    let workers = &screen.rows.workers;
+    let pane = PaneTable {
+        pane: Pane::Workers,
+        title: format!("Workers ({})", workers.len()),
+        header: &[
+            "ID", "HOST", "MODEL", "BACK", "STATE", "SLOTS", "TOK/S", "RATE", "SEEN",
         ],
-    )
-    .header(header(&[
-        "ID", "HOST", "MODEL", "BACK", "STATE", "SLOTS", "TOK/S", "RATE", "SEEN",
-    ]))
-    .block(pane_block(screen, Pane::Workers, title));
-    let empty = if screen.rows.workers.is_empty() {
-        "no workers registered"
-    } else {
-        ""
+        first_min: 10,
+        widths: &[11, 11, 5, 5, 5, 6, 10, 5],
+        rows: workers.iter().map(|row| worker_row(screen, row)).collect(),
+        empty: "no workers registered",
     };
-    draw_table(frame, area, screen, Pane::Workers, table, empty);
+    draw_table(frame, area, screen, pane);
 }
 
 fn worker_row(screen: &Screen, row: &WorkerRow) -> Row<'static> {
@@ -233,65 +224,35 @@ fn worker_row(screen: &Screen, row: &WorkerRow) -> Row<'static> {
 }
 
 fn draw_queues(frame: &mut Frame, area: Rect, screen: &Screen) {
-    let rows: Vec<Row> = screen
-        .rows
-        .queues
-        .iter()
-        .map(|row| Row::new(row.cells()))
-        .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Min(12),
-            Constraint::Length(6),
-            Constraint::Length(7),
-            Constraint::Length(5),
-            Constraint::Length(4),
-            Constraint::Length(4),
-            Constraint::Length(8),
-        ],
-    )
-    .header(header(&QUEUE_COLUMNS))
-    .block(pane_block(screen, Pane::Queues, "Queues".to_owned()));
-    let empty = if screen.rows.queues.is_empty() {
-        "no models"
-    } else {
-        ""
+    let pane = PaneTable {
+        pane: Pane::Queues,
+        title: "Queues".to_owned(),
+        header: &QUEUE_COLUMNS,
+        first_min: 12,
+        widths: &[6, 7, 5, 4, 4, 8],
+        rows: screen
+            .rows
+            .queues
+            .iter()
+            .map(|row| Row::new(row.cells()))
+            .collect(),
+        empty: "no models",
     };
-    draw_table(frame, area, screen, Pane::Queues, table, empty);
+    draw_table(frame, area, screen, pane);
 }
 
 fn draw_jobs(frame: &mut Frame, area: Rect, screen: &Screen) {
-    let rows: Vec<Row> = screen
-        .rows
-        .jobs
-        .iter()
-        .map(|row| job_row(screen, row))
-        .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Min(10),
-            Constraint::Length(12),
-            Constraint::Length(12),
-            Constraint::Length(9),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Length(7),
-        ],
-    )
-    .header(header(&JOB_COLUMNS))
-    .block(pane_block(
-        screen,
-        Pane::Jobs,
-        format!("Jobs ({})", screen.rows.jobs.len()),
-    ));
-    let empty = if screen.rows.jobs.is_empty() {
-        "no jobs"
-    } else {
-        ""
+    let jobs = &screen.rows.jobs;
+    let pane = PaneTable {
+        pane: Pane::Jobs,
+        title: format!("Jobs ({})", jobs.len()),
+        header: &JOB_COLUMNS,
+        first_min: 10,
+        widths: &[12, 12, 9, 6, 6, 7],
+        rows: jobs.iter().map(|row| job_row(screen, row)).collect(),
+        empty: "no jobs",
     };
-    draw_table(frame, area, screen, Pane::Jobs, table, empty);
+    draw_table(frame, area, screen, pane);
 }
 
 fn job_row(screen: &Screen, row: &JobRow) -> Row<'static> {
