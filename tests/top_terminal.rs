@@ -5,8 +5,9 @@
 //! `--once` is checked without a terminal: its text parses and repeats, a refused token names
 //! the setting to fix, an unreachable orcd fails naming the URL.
 //!
-//! The screen of the two-worker fleet with a job running is written to
-//! `target/top-screens/two-workers.txt` (the docs show it).
+//! The screen of the two-worker fleet with a job running, and `--once` at the same moment, are
+//! written to `target/top-screens/two-workers.txt` and `two-workers-once.txt` (the docs show
+//! them).
 //!
 //! A custom harness (libtest-mimic) so that the terminal tests report themselves *ignored* —
 //! counted as skipped by `cargo xtask test` — when tmux is not installed; `cargo xtask dev
@@ -297,6 +298,17 @@ fn top_on_a_live_fleet(tmux_program: &Path) -> anyhow::Result<()> {
         job_tokens(screen, id_prefix, "running").filter(|tokens| *tokens > first)
     })?;
     write_screen("two-workers", &tmux.screen("top")?)?;
+    let once = xtask(
+        dir.path(),
+        &["top", "--once", "--orchestrator-url", &orcd.url],
+        Some(&admin),
+    );
+    ensure!(
+        once.status.success(),
+        "top --once: {}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    write_screen("two-workers-once", &String::from_utf8(once.stdout)?)?;
     let busy_worker = row_cells(&tmux.screen("top")?, id_prefix)
         .and_then(|cells| cells.get(2).cloned())
         .context("the job's worker")?;

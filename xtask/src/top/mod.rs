@@ -201,3 +201,30 @@ fn read_log(run_dir: Option<&RunDir>, worker_id: &str) -> LogTail {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_pane_reads_a_local_workers_log_from_the_run_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = RunDir::at(dir.path());
+        std::fs::write(
+            run_dir.log_path("cpu-a"),
+            "loading model\nlistening on :9001\n",
+        )
+        .unwrap();
+        let tail = read_log(Some(&run_dir), "cpu-a");
+        assert_eq!(tail.lines, ["loading model", "listening on :9001"]);
+        assert!(tail.title.starts_with("log of cpu-a: "), "{}", tail.title);
+
+        let elsewhere = read_log(Some(&run_dir), "gpu-box-1");
+        assert!(
+            elsewhere.lines[0].starts_with("no log at ")
+                && elsewhere.lines[0].contains("pool worker spawn"),
+            "{:?}",
+            elsewhere.lines
+        );
+    }
+}
