@@ -45,7 +45,7 @@ pub fn draw(frame: &mut Frame, screen: &Screen) {
     let status_lines = status_lines(screen);
     let [title, status, workers, queues, jobs, log, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(status_lines.len().max(1) as u16),
+        Constraint::Length(wrapped_height(&status_lines, frame.area().width)),
         Constraint::Length(workers_height),
         Constraint::Length(queues_height),
         Constraint::Min(4),
@@ -54,7 +54,11 @@ pub fn draw(frame: &mut Frame, screen: &Screen) {
     ])
     .areas(frame.area());
     frame.render_widget(title_line(screen), title);
-    frame.render_widget(Paragraph::new(status_lines), status);
+    // Wrapped, so that a hint naming a long token file path still shows the setting's name.
+    frame.render_widget(
+        Paragraph::new(status_lines).wrap(Wrap { trim: false }),
+        status,
+    );
     draw_workers(frame, workers, screen);
     draw_queues(frame, queues, screen);
     draw_jobs(frame, jobs, screen);
@@ -104,6 +108,16 @@ fn title_line(screen: &Screen) -> Paragraph<'static> {
 
 /// Why orcd cannot be reached and that the view keeps trying, with the hint on its own line;
 /// else the outcome of the last action.
+/// Rows `lines` take when wrapped at `width` (at least one, so the layout does not jump).
+fn wrapped_height(lines: &[Line], width: u16) -> u16 {
+    let width = usize::from(width.max(1));
+    let rows: usize = lines
+        .iter()
+        .map(|line| line.width().div_ceil(width).max(1))
+        .sum();
+    rows.clamp(1, 4) as u16
+}
+
 fn status_lines(screen: &Screen) -> Vec<Line<'static>> {
     match &screen.ui.link {
         Link::Lost(reason) => {
@@ -578,6 +592,26 @@ mod tests {
         );
         assert!(lines[3].starts_with("┌[Workers (0)]"), "{text}");
         assert_eq!(buffer[(0, 1)].fg, Color::Red);
+    }
+
+    #[test]
+    fn a_refused_token_names_the_setting_even_behind_a_long_path() {
+        let error = anyhow::anyhow!(
+            "GET /v2/events: orcd answered 401 Unauthorized: missing or unknown token\nhint: the client read its token from /home/operator/.config/llorch/secrets/orcd-client-token (LLORCH_API_TOKEN_FILE); it must hold a token of orcd's --api-token-file"
+        );
+        let ui = Ui {
+            link: Link::Lost(super::super::feed::why_lost(&error)),
+            ..Ui::default()
+        };
+        let text = screen_text(&draw_at_80x24(&empty(), &ui, &LogTail::default()));
+        let status: String = text
+            .lines()
+            .skip(1)
+            .take_while(|line| !line.starts_with('┌'))
+            .collect();
+        assert!(status.contains("401 Unauthorized"), "{text}");
+        assert!(status.contains("(LLORCH_API_TOKEN_FILE)"), "{text}");
+        assert!(text.contains("┌[Workers (0)]"), "{text}");
     }
 
     #[test]
