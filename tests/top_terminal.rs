@@ -182,12 +182,13 @@ impl Tmux {
         );
         self.type_line(
             session,
-            "stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo modes-listed",
+            "stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(icanon|echo)' | tr '\\n' ' '; echo modes-$((6*7))",
         )?;
+        // The marker as typed (`$((6*7))`) differs from its output, so only the output matches.
         let modes = self.wait_for(session, "the terminal modes", |screen| {
             screen
                 .lines()
-                .find(|line| line.ends_with("modes-listed") && !line.contains("stty"))
+                .find(|line| line.trim_end().ends_with("modes-42"))
                 .map(str::to_owned)
         })?;
         ensure!(
