@@ -256,7 +256,7 @@ fn print_usage(cx: &Context, client: &OrcdClient, since: Option<&str>) -> anyhow
 }
 
 /// Percent-encodes a user-given id for use as one URL path segment.
-fn url_segment(id: &str) -> String {
+pub fn url_segment(id: &str) -> String {
     id.bytes()
         .map(|byte| match byte {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -393,6 +393,36 @@ impl OrcdClient {
                 .json()
                 .await
                 .with_context(|| format!("reading orcd's answer to {what}"))
+        })
+    }
+
+    /// Follows a server-sent event stream (`GET path`), calling `on_event` with each event's
+    /// name and data until it returns `false`. The stream ending by itself is an error: the
+    /// streams orcd serves end only when it shuts down.
+    pub fn follow_events(
+        &self,
+        path: &str,
+        mut on_event: impl FnMut(&str, &str) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let what = format!("GET {path}");
+        self.runtime.block_on(async {
+            let response = self
+                .http
+                .get(self.url(path))
+                .send()
+                .await
+                .map_err(|e| self.connect_error(e))?;
+            let response = self.check(&what, response).await?;
+            let mut events = response.bytes_stream().eventsource();
+            while let Some(event) = events.next().await {
+                let event = event.with_context(|| {
+                    format!("reading orcd's event stream {} at {}", path, self.base_url)
+                })?;
+                if !on_event(&event.event, &event.data)? {
+                    return Ok(());
+                }
+            }
+            bail!("orcd at {} closed its event stream {path}", self.base_url)
         })
     }
 

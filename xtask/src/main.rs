@@ -24,6 +24,7 @@ mod ports;
 mod remote;
 mod stack;
 mod test;
+mod top;
 
 use std::process::ExitCode;
 
@@ -75,6 +76,7 @@ fn run(cli: flags::Cli, out: Printer) -> anyhow::Result<ExitCode> {
         Command::Pool(cmd) => pool::run(cmd, &cx)?,
         Command::Remote(cmd) => remote::run(cmd, &cx)?,
         Command::Test(cmd) => test::run(cmd, &cx)?,
+        Command::Top(args) => top::run(args, &cx)?,
         Command::Up(args) => stack::up(args, &cx)?,
         Command::Down(args) => stack::down(args, &cx)?,
         Command::Bench(args) => bench::run(args, &cx)?,

@@ -276,6 +276,11 @@ macro_rules! paint_method {
 }
 
 impl Paint {
+    /// Whether colour is on: full-screen views that style cells themselves ask this.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     paint_method!(bold);
     paint_method!(dimmed);
 

@@ -158,6 +158,17 @@ pub fn diagnose(repo_root: &Path) -> Vec<Finding> {
             }),
             manager,
         ),
+        // `top`'s end-to-end test runs it in a real terminal: tmux, driven by send-keys.
+        program(
+            "tmux",
+            Need::Tests,
+            &["-V"],
+            Some(Packages {
+                apt: &["tmux"],
+                brew: &["tmux"],
+            }),
+            manager,
+        ),
         program(
             "python3",
             Need::Required,

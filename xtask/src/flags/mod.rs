@@ -19,6 +19,7 @@ mod pool;
 mod remote;
 mod stack;
 mod test;
+mod top;
 
 pub use audit::AuditCmd;
 pub use build::BuildCmd;
@@ -34,11 +35,13 @@ pub use pool::{PoolCmd, PoolModelsCmd, PoolSubcommand, PoolWorkerCmd};
 pub use remote::{HostsCmd, RemoteCmd};
 pub use stack::{BenchArgs, DownArgs, UpArgs};
 pub use test::{TestArgs, TestCmd};
+pub use top::TopArgs;
 
 const AFTER_HELP: &str = "\
 Examples:
   cargo xtask up                                  # install, build, start, stream an answer
   cargo xtask jobs submit --prompt 'Once upon a time' --max-tokens 64
+  cargo xtask top                                 # the fleet live: workers, queues, jobs, logs
   cargo xtask test all                            # every suite; what CI runs
   cargo xtask models download gemma3-270m
   cargo xtask pool worker spawn cpu --model gemma3-270m
@@ -123,6 +126,8 @@ pub enum Command {
     /// Run the unit, integration and smoke suites and report `N passed, N failed, N skipped`
     #[command(subcommand)]
     Test(TestCmd),
+    /// The fleet live in the terminal: workers, queues, jobs and a worker's log; cancel jobs
+    Top(TopArgs),
     /// The main job: install what is missing, build, fetch the model, start orcd and a worker,
     /// and stream a first answer; the stack keeps running
     Up(UpArgs),
