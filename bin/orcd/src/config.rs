@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 use clap::Parser;
-use llorch_serve::{ConnectionArgs, ConnectionLimits};
+use llorch_serve::{AllowedHosts, ConnectionArgs, ConnectionLimits, HostArgs};
 
 use crate::audit::AuditSettings;
 use crate::auth::AuthConfig;
@@ -144,6 +144,8 @@ pub struct Args {
     pub cors_origins: Vec<String>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    #[command(flatten)]
+    pub hosts: HostArgs,
 }
 
 /// Everything the library needs to run, independent of how it was configured.
@@ -163,8 +165,10 @@ pub struct Settings {
     pub audit: Option<AuditSettings>,
     /// Origins browsers may call orcd from (CORS); none by default.
     pub cors_origins: Vec<HeaderValue>,
-    /// Header-read and idle timeouts and the connection limit of the listener.
+    /// Header-read and idle timeouts and the connection limits of the listener.
     pub connections: ConnectionLimits,
+    /// Host names answered besides localhost and IP addresses while there are no tokens.
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl Default for Settings {
@@ -179,6 +183,7 @@ impl Default for Settings {
             audit: None,
             cors_origins: Vec::new(),
             connections: ConnectionLimits::default(),
+            allowed_hosts: AllowedHosts::default(),
         }
     }
 }
@@ -218,6 +223,7 @@ impl Args {
                 .map(|origin| crate::cors::parse_origin(origin))
                 .collect::<anyhow::Result<_>>()?,
             connections: self.connections.limits(),
+            allowed_hosts: self.hosts.allowed().map_err(anyhow::Error::msg)?,
             ..defaults
         })
     }
@@ -299,6 +305,7 @@ mod tests {
                 header_read_timeout: Duration::from_secs(2),
                 idle_timeout: Duration::from_secs(7),
                 max_connections: 9,
+                max_connections_per_peer: 2,
             }
         );
         assert_eq!(settings.scheduler.routing, Routing::LeastLoaded);
@@ -322,6 +329,24 @@ mod tests {
         );
         let bad = Args::try_parse_from(["orcd", "--cors-origin", "a.example/x"]).unwrap();
         assert!(bad.settings().is_err());
+    }
+
+    #[test]
+    fn allowed_hosts_repeat_and_are_checked() {
+        let args = Args::try_parse_from([
+            "orcd",
+            "--allowed-host",
+            "orcd.lan",
+            "--allowed-host",
+            "Box",
+        ])
+        .unwrap();
+        let allowed = args.settings().unwrap().allowed_hosts;
+        assert!(allowed.permits(Some("orcd.lan:8080")) && allowed.permits(Some("box")));
+        assert!(!allowed.permits(Some("rebind.example")));
+        let bad = Args::try_parse_from(["orcd", "--allowed-host", "orcd.lan:8080"]).unwrap();
+        let error = bad.settings().unwrap_err().to_string();
+        assert!(error.contains("--allowed-host"), "{error}");
     }
 
     #[test]

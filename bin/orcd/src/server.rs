@@ -21,7 +21,7 @@ use llorch_api::{
     CancelResult, Heartbeat, JobInfo, RegistrationAccepted, StreamEvent, TaskRequest, TaskResult,
     WorkerInfo, WorkerRegistration,
 };
-use llorch_serve::ConnectionLimits;
+use llorch_serve::{AllowedHosts, ConnectionLimits};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
@@ -64,8 +64,10 @@ pub struct AppState {
     draining: Arc<AtomicBool>,
     /// Origins browsers may call from (`--cors-origin`).
     cors_origins: Arc<Vec<HeaderValue>>,
-    /// The listener's timeouts and connection limit, used by [`serve`].
+    /// The listener's timeouts and connection limits, used by [`serve`].
     connections: ConnectionLimits,
+    /// The `Host` rule, applied when there are no tokens.
+    allowed_hosts: AllowedHosts,
     /// Told to each worker at registration: heartbeats this far apart stay well inside
     /// `--heartbeat-timeout-secs`.
     heartbeat_interval: Duration,
@@ -115,6 +117,7 @@ impl AppState {
             draining: Arc::new(AtomicBool::new(false)),
             cors_origins: Arc::new(settings.cors_origins.clone()),
             connections: settings.connections,
+            allowed_hosts: settings.allowed_hosts.clone(),
             heartbeat_interval: RegistrationAccepted::heartbeat_interval_for(
                 settings.scheduler.heartbeat_timeout,
             ),
@@ -169,10 +172,16 @@ impl AppState {
 
 pub fn app(state: AppState) -> Router {
     let router = routes(state.clone());
-    // Outermost: a browser's preflight carries no token and must be answered before auth.
-    match crate::cors::layer(&state.cors_origins) {
+    // A browser's preflight carries no token and must be answered before auth.
+    let router = match crate::cors::layer(&state.cors_origins) {
         Some(cors) => router.layer(cors),
         None => router,
+    };
+    // Outermost, without tokens: a page rebinding its domain to orcd gets nothing at all.
+    if state.auth.is_enabled() {
+        router
+    } else {
+        state.allowed_hosts.clone().guard(router)
     }
 }
 

@@ -106,17 +106,17 @@ mod tests {
         let one: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         let first = counts.admit(one).unwrap();
-        let _second = counts.admit(one).unwrap();
+        let second = counts.admit(one).unwrap();
         assert!(counts.admit(one).is_none());
         // The same address written as IPv4-mapped IPv6 is the same peer.
         assert!(counts.admit("::ffff:192.0.2.1".parse().unwrap()).is_none());
         let _other = counts.admit(other).unwrap();
         drop(first);
         assert_eq!(counts.open(one), 1);
-        let _third = counts.admit(one).unwrap();
-        drop(_second);
-        drop(_third);
+        let third = counts.admit(one).unwrap();
+        drop(second);
+        drop(third);
         assert_eq!(counts.open(one), 0);
-        assert!(counts.state().open.len() == 1, "empty entries are removed");
+        assert_eq!(counts.state().open.len(), 1, "empty entries are removed");
     }
 }
