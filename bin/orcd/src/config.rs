@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::HeaderValue;
 use clap::Parser;
-use llorch_serve::{ConnectionArgs, ConnectionLimits};
+use llorch_serve::{AllowedHosts, ConnectionArgs, ConnectionLimits, HostArgs};
 
 use crate::aliases::ModelAliases;
 use crate::audit::AuditSettings;
@@ -176,6 +176,8 @@ pub struct Args {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    #[command(flatten)]
+    pub hosts: HostArgs,
 }
 
 /// Everything the library needs to run, independent of how it was configured.
@@ -195,12 +197,14 @@ pub struct Settings {
     pub audit: Option<AuditSettings>,
     /// Origins browsers may call orcd from (CORS); none by default.
     pub cors_origins: Vec<HeaderValue>,
-    /// Header-read and idle timeouts and the connection limit of the listener.
+    /// Header-read and idle timeouts and the connection limits of the listener.
     pub connections: ConnectionLimits,
     /// Models loaded on demand by pool managers: policies and timeouts.
     pub pools: crate::pools::PoolSettings,
     /// Other names for served models (`[aliases]` of `--config`); none by default.
     pub aliases: ModelAliases,
+    /// Host names answered besides localhost and IP addresses while there are no tokens.
+    pub allowed_hosts: AllowedHosts,
 }
 
 impl Default for Settings {
@@ -217,6 +221,7 @@ impl Default for Settings {
             connections: ConnectionLimits::default(),
             pools: crate::pools::PoolSettings::default(),
             aliases: ModelAliases::default(),
+            allowed_hosts: AllowedHosts::default(),
         }
     }
 }
@@ -272,6 +277,7 @@ impl Args {
                 Some(path) => ModelAliases::from_config_file(path)?,
                 None => ModelAliases::default(),
             },
+            allowed_hosts: self.hosts.allowed().map_err(anyhow::Error::msg)?,
             ..defaults
         })
     }
@@ -355,6 +361,7 @@ mod tests {
                 header_read_timeout: Duration::from_secs(2),
                 idle_timeout: Duration::from_secs(7),
                 max_connections: 9,
+                max_connections_per_peer: 2,
             }
         );
         assert_eq!(settings.scheduler.routing, Routing::LeastLoaded);
@@ -382,6 +389,24 @@ mod tests {
         );
         let bad = Args::try_parse_from(["orcd", "--cors-origin", "a.example/x"]).unwrap();
         assert!(bad.settings().is_err());
+    }
+
+    #[test]
+    fn allowed_hosts_repeat_and_are_checked() {
+        let args = Args::try_parse_from([
+            "orcd",
+            "--allowed-host",
+            "orcd.lan",
+            "--allowed-host",
+            "Box",
+        ])
+        .unwrap();
+        let allowed = args.settings().unwrap().allowed_hosts;
+        assert!(allowed.permits(Some("orcd.lan:8080")) && allowed.permits(Some("box")));
+        assert!(!allowed.permits(Some("rebind.example")));
+        let bad = Args::try_parse_from(["orcd", "--allowed-host", "orcd.lan:8080"]).unwrap();
+        let error = bad.settings().unwrap_err().to_string();
+        assert!(error.contains("--allowed-host"), "{error}");
     }
 
     #[test]

@@ -33,10 +33,16 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 pub fn app(state: AppState) -> Router {
     let router = routes(state.clone());
-    // Outermost: a browser's preflight carries no token and must be answered before auth.
-    match crate::cors::layer(state.cors_origins()) {
+    // A browser's preflight carries no token and must be answered before auth.
+    let router = match crate::cors::layer(state.cors_origins()) {
         Some(cors) => router.layer(cors),
         None => router,
+    };
+    // Outermost, without tokens: a page rebinding its domain to orcd gets nothing at all.
+    if state.auth().is_enabled() {
+        router
+    } else {
+        state.allowed_hosts().clone().guard(router)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use axum::http::{header, HeaderValue};
 use llorch_api::RegistrationAccepted;
-use llorch_serve::ConnectionLimits;
+use llorch_serve::{AllowedHosts, ConnectionLimits};
 use tokio::sync::watch;
 
 use crate::aliases::ModelAliases;
@@ -38,6 +38,8 @@ pub struct AppState {
     cors_origins: Arc<Vec<HeaderValue>>,
     /// The listener's timeouts and connection limit, used by [`serve`].
     connections: ConnectionLimits,
+    /// The `Host` rule, applied when there are no tokens.
+    allowed_hosts: AllowedHosts,
     /// Told to each worker at registration: heartbeats this far apart stay well inside
     /// `--heartbeat-timeout-secs`.
     heartbeat_interval: Duration,
@@ -93,6 +95,7 @@ impl AppState {
             draining: Arc::new(AtomicBool::new(false)),
             cors_origins: Arc::new(settings.cors_origins.clone()),
             connections: settings.connections,
+            allowed_hosts: settings.allowed_hosts.clone(),
             heartbeat_interval: RegistrationAccepted::heartbeat_interval_for(
                 settings.scheduler.heartbeat_timeout,
             ),
@@ -175,6 +178,11 @@ impl AppState {
     /// The listener's timeouts and connection limit.
     pub fn connections(&self) -> ConnectionLimits {
         self.connections
+    }
+
+    /// The `Host` rule, applied when there are no tokens.
+    pub fn allowed_hosts(&self) -> &AllowedHosts {
+        &self.allowed_hosts
     }
 
     /// How often workers are told to heartbeat.

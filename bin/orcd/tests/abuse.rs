@@ -145,7 +145,8 @@ async fn one_client(client: reqwest::Client, url: String, index: usize) -> Answe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_clients_all_get_an_answer_and_memory_stays_bounded() {
     const CLIENTS: usize = 1000;
-    let orcd = OrcdProcess::start(&["--queue-limit", "16"]);
+    // A thousand clients of one address: past the per-peer limit's default (256).
+    let orcd = OrcdProcess::start(&["--queue-limit", "16", "--max-connections-per-peer", "1024"]);
     let worker = FakeWorker::start(Script::complete(4, Duration::from_millis(2))).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let registered = client
@@ -215,6 +216,46 @@ async fn a_thousand_concurrent_clients_all_get_an_answer_and_memory_stays_bounde
     );
     let stderr = orcd.stop();
     assert!(!stderr.contains("panicked"), "orcd panicked:\n{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_of_one_peer_past_every_limit_leave_health_answerable() {
+    // More than `--max-connections` (1024 by default), all from 127.0.0.2, sending nothing.
+    const SILENT: usize = 1100;
+    let orcd = OrcdProcess::start(&[]);
+    let address: std::net::SocketAddr = orcd.url.strip_prefix("http://").unwrap().parse().unwrap();
+    let mut silent = Vec::with_capacity(SILENT);
+    for _ in 0..SILENT {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        // Connecting completes in the kernel's backlog whether orcd accepts or not.
+        match tokio::time::timeout(Duration::from_secs(5), socket.connect(address)).await {
+            Ok(Ok(stream)) => silent.push(stream),
+            other => panic!("silent connection {} failed: {other:?}", silent.len()),
+        }
+    }
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let started = std::time::Instant::now();
+    let health = within("/health next to the silent connections", async {
+        client
+            .get(format!("{}/health", orcd.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    })
+    .await;
+    assert_eq!(health, 200);
+    println!(
+        "/health answered in {:?} next to {SILENT} silent connections",
+        started.elapsed()
+    );
+    drop(silent);
+    let stderr = orcd.stop();
+    assert!(
+        stderr.contains("--max-connections-per-peer"),
+        "the refused connections were not logged:\n{stderr}"
+    );
 }
 
 /// Strings an attacker would try for ids and text.

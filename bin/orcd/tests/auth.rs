@@ -1,6 +1,7 @@
 //! Authentication and the audit log on a real socket: missing, wrong and wrong-kind tokens are
 //! refused with 401/403 and leave an audit line; accepted work is audited without its prompt;
-//! the `orcd` binary refuses to start exposed without tokens or with readable token files.
+//! the `orcd` binary refuses to start exposed without tokens or with readable token files;
+//! without tokens only local and allowed `Host` names are answered (DNS rebinding).
 
 mod support;
 
@@ -381,6 +382,58 @@ async fn accepted_work_is_audited_with_the_prompt_hash_never_the_prompt() {
     );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains(PROMPT), "the audit log holds the prompt");
+}
+
+#[tokio::test]
+async fn without_tokens_a_foreign_host_gets_421_naming_the_flag() {
+    let allowed = llorch_serve::AllowedHosts::new(&["orcd.lan".into()]).unwrap();
+    let plain = Orcd::start(Settings {
+        allowed_hosts: allowed.clone(),
+        ..Settings::default()
+    })
+    .await;
+    let port = plain.url.rsplit(':').next().unwrap().to_owned();
+    let send = |orcd: &Orcd, method: reqwest::Method, path: &str, host: &str| {
+        orcd.client
+            .request(method, format!("{}{path}", orcd.url))
+            .header("host", host)
+            .json(&json!({"model": MODEL, "prompt": "hi", "max_tokens": 1}))
+            .send()
+    };
+    // What a page that rebound its domain to 127.0.0.1 sends: its own domain.
+    for (method, path) in [
+        (reqwest::Method::POST, "/v2/tasks"),
+        (reqwest::Method::POST, "/workers/register"),
+        (reqwest::Method::GET, "/health"),
+        (reqwest::Method::POST, "/v1/completions"),
+    ] {
+        let response = send(&plain, method, path, &format!("rebind.example:{port}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 421, "{path}");
+        let body: Value = response.json().await.unwrap();
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains("--allowed-host"), "{message}");
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "[::1]".to_owned(),
+        format!("orcd.lan:{port}"),
+    ] {
+        let response = send(&plain, reqwest::Method::GET, "/health", &host)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{host}");
+    }
+    // With tokens the rule is off: a rebinding page has no token, and gets 401.
+    let dir = tempfile::tempdir().unwrap();
+    let protected = Orcd::start(settings(&dir.path().join("audit.jsonl"))).await;
+    let host = "rebind.example";
+    let health = send(&protected, reqwest::Method::GET, "/health", host);
+    assert_eq!(health.await.unwrap().status(), 200);
+    let task = send(&protected, reqwest::Method::POST, "/v2/tasks", host);
+    assert_eq!(task.await.unwrap().status(), 401);
 }
 
 fn orcd_binary(args: &[&str]) -> std::process::Output {

@@ -1,12 +1,18 @@
 //! Serves an axum [`Router`] on a TCP listener with the limits a daemon open to untrusted
 //! clients needs; orcd and the worker both serve through here.
 //!
-//! - A request head must be complete within `header_read_timeout` of its first byte: a client
-//!   that sends one header line every few seconds is disconnected.
-//! - A connection with no request in flight is closed after `idle_timeout` without a new one
-//!   (a fresh connection that sends nothing, or a kept-alive one between requests).
+//! - A new connection must have sent its first request head within `header_read_timeout` of
+//!   being accepted, so sockets that send nothing cannot hold the connection slots for long; on
+//!   a kept-alive connection the head must be complete within `header_read_timeout` of its
+//!   first byte: a client that sends one header line every few seconds is disconnected.
+//! - A kept-alive connection with no request in flight is closed after `idle_timeout` without
+//!   a new one.
 //! - At most `max_connections` connections are open; further ones wait in the listen backlog
-//!   until one closes.
+//!   until one closes. One peer (IP address) may hold at most `max_connections_per_peer` of
+//!   them; its further connections are closed at once, so the others stay free for everyone
+//!   else (and `/health`).
+//! - [`host`]: without tokens, a daemon answers only requests whose `Host` is its own (DNS
+//!   rebinding); [`delivery`]: how far the peer has acknowledged what a connection sent.
 //! - The listener stays open until the caller's `stop` resolves, so a daemon can keep
 //!   answering `/health` (with `draining`) while it drains; then open connections get
 //!   `close_grace` to finish their responses.
@@ -36,15 +42,26 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+pub mod delivery;
+pub mod host;
+mod peers;
+
+pub use delivery::Delivery;
+pub use host::{AllowedHosts, HostArgs};
+use peers::{PeerCounts, PeerSlot};
+
 /// How long clients may take and how many may be connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// From the first byte of a request head to its end.
+    /// From a new connection's acceptance, or a kept-alive one's first byte of a request
+    /// head, to the head's end.
     pub header_read_timeout: Duration,
-    /// How long a connection may stay open with no request in flight.
+    /// How long a kept-alive connection may stay open with no request in flight.
     pub idle_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections one IP address may have open at once.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -53,15 +70,22 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_connections_per_peer: default_per_peer(1024),
         }
     }
+}
+
+/// A quarter of the connection limit: one peer can never take them all.
+fn default_per_peer(max_connections: usize) -> usize {
+    (max_connections / 4).max(1)
 }
 
 /// The connection flags both daemons share (`#[command(flatten)]` them).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ConnectionArgs {
-    /// Seconds a client may take to send a request's headers, counted from their first byte;
-    /// slower clients are disconnected
+    /// Seconds a client may take to send a request's headers, counted from the connection's
+    /// opening (from their first byte on a kept-alive connection); slower clients are
+    /// disconnected
     #[arg(
         long,
         env = "LLORCH_HEADER_READ_TIMEOUT_SECS",
@@ -89,14 +113,27 @@ pub struct ConnectionArgs {
         value_name = "N"
     )]
     pub max_connections: u32,
+    /// Connections one client IP address may have open at once; more are closed at once
+    /// [default: a quarter of --max-connections]
+    #[arg(
+        long,
+        env = "LLORCH_MAX_CONNECTIONS_PER_PEER",
+        value_parser = clap::value_parser!(u32).range(1..),
+        value_name = "N"
+    )]
+    pub max_connections_per_peer: Option<u32>,
 }
 
 impl ConnectionArgs {
     pub fn limits(&self) -> ConnectionLimits {
+        let max_connections = self.max_connections as usize;
         ConnectionLimits {
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            max_connections: self.max_connections as usize,
+            max_connections,
+            max_connections_per_peer: self
+                .max_connections_per_peer
+                .map_or_else(|| default_per_peer(max_connections), |n| n as usize),
         }
     }
 }
@@ -111,6 +148,7 @@ pub async fn serve(
     close_grace: Duration,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let peers = PeerCounts::new(limits.max_connections_per_peer);
     let (closing, closing_receiver) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(stop);
@@ -120,13 +158,17 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = accept(&listener, &permits) => accepted,
         };
+        // Over its limit, the peer's connection is dropped (closed) here, with its permit.
+        let Some(peer_slot) = peers.admit(peer.ip()) else {
+            continue;
+        };
         connections.spawn(serve_connection(
             stream,
             peer,
             router.clone(),
             limits,
             closing_receiver.clone(),
-            permit,
+            (permit, peer_slot),
         ));
     }
     drop(listener);
@@ -180,19 +222,22 @@ async fn serve_connection(
     router: Router,
     limits: ConnectionLimits,
     mut closing: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, PeerSlot),
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
+    let delivery = Delivery::of(&stream);
     let io = TokioIo::new(WatchedIo {
         inner: stream,
         activity: activity.clone(),
+        delivery: delivery.clone(),
     });
     let service_activity = activity.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let in_flight = InFlight::begin(service_activity.clone());
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(delivery.clone());
         let router = router.clone();
         async move {
             let response = router
@@ -255,17 +300,20 @@ struct ActivityState {
     in_flight: usize,
     /// When the connection opened or its last response finished.
     idle_since: Instant,
-    /// When the first byte of the next request head arrived.
+    /// When the connection opened (until its first request), or when the first byte of the
+    /// next request head arrived.
     head_started: Option<Instant>,
 }
 
 impl Activity {
     fn new() -> Self {
         Activity {
+            // A new connection's first head is due a header-read timeout after it opened, not
+            // after its first byte: one that sends nothing holds a connection slot no longer.
             state: Mutex::new(ActivityState {
                 in_flight: 0,
                 idle_since: Instant::now(),
-                head_started: None,
+                head_started: Some(Instant::now()),
             }),
             changed: Notify::new(),
         }
@@ -367,10 +415,19 @@ impl HttpBody for TrackedBody {
     }
 }
 
-/// The socket, noting when the bytes of a new request head start to arrive.
+/// The socket, noting when the bytes of a new request head start to arrive and how many bytes
+/// were written to it.
 struct WatchedIo {
     inner: TcpStream,
     activity: Arc<Activity>,
+    delivery: Delivery,
+}
+
+impl Drop for WatchedIo {
+    fn drop(&mut self) {
+        // Before `inner` closes the socket, so its descriptor is never read once reused.
+        self.delivery.socket_closed();
+    }
 }
 
 impl AsyncRead for WatchedIo {
@@ -394,7 +451,9 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.delivery.note_written(&result);
+        result
     }
 
     fn poll_write_vectored(
@@ -402,7 +461,9 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.delivery.note_written(&result);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {

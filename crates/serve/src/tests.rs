@@ -16,6 +16,7 @@ fn limits() -> ConnectionLimits {
         header_read_timeout: Duration::from_millis(400),
         idle_timeout: Duration::from_millis(800),
         max_connections: 16,
+        max_connections_per_peer: 16,
     }
 }
 
@@ -139,17 +140,34 @@ async fn a_client_trickling_its_headers_is_disconnected_while_health_stays_fast(
 }
 
 #[tokio::test]
+async fn a_new_connection_that_sends_nothing_is_closed_after_the_header_read_timeout() {
+    // The idle timeout is long: a silent new connection must not get it.
+    let server = Server::start(ConnectionLimits {
+        idle_timeout: Duration::from_secs(30),
+        ..limits()
+    })
+    .await;
+    let mut silent = TcpStream::connect(server.address).await.unwrap();
+    let closed = closed_after(&mut silent, Duration::from_secs(5))
+        .await
+        .expect("a silent new connection stayed open");
+    assert!(
+        closed >= Duration::from_millis(350) && closed < Duration::from_millis(2500),
+        "silent connection closed after {closed:?}, expected about 400 ms"
+    );
+    // One that sends its first byte late gets no longer than one that sends none.
+    let mut late = TcpStream::connect(server.address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    late.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    let closed = closed_after(&mut late, Duration::from_secs(5))
+        .await
+        .expect("a connection that started its head late stayed open");
+    assert!(closed < Duration::from_millis(2500), "{closed:?}");
+}
+
+#[tokio::test]
 async fn an_idle_connection_is_closed_but_a_slow_response_is_not() {
     let server = Server::start(limits()).await;
-    let mut idle = TcpStream::connect(server.address).await.unwrap();
-    let closed = closed_after(&mut idle, Duration::from_secs(5))
-        .await
-        .expect("an idle connection stayed open");
-    assert!(
-        closed >= Duration::from_millis(700) && closed < Duration::from_secs(3),
-        "idle connection closed after {closed:?}, expected about 800 ms"
-    );
-
     // The handler takes longer than both timeouts; its request is in flight all along.
     let (response, took) = get_once(server.address, "/slow").await;
     assert!(
@@ -158,7 +176,7 @@ async fn an_idle_connection_is_closed_but_a_slow_response_is_not() {
     );
     assert!(took >= SLOW_RESPONSE, "{took:?}");
 
-    // Kept alive after a response, the connection is idle again and closes in time.
+    // Kept alive after a response, the connection is idle and closes after the idle timeout.
     let mut kept = TcpStream::connect(server.address).await.unwrap();
     kept.write_all(b"GET /health HTTP/1.1\r\nhost: test\r\n\r\n")
         .await
@@ -169,7 +187,50 @@ async fn an_idle_connection_is_closed_but_a_slow_response_is_not() {
     let closed = closed_after(&mut kept, Duration::from_secs(5))
         .await
         .expect("a kept-alive idle connection stayed open");
-    assert!(closed < Duration::from_secs(3), "{closed:?}");
+    assert!(
+        closed >= Duration::from_millis(700) && closed < Duration::from_secs(3),
+        "kept-alive connection closed after {closed:?}, expected about 800 ms"
+    );
+}
+
+/// A connection from `source`, a loopback address other than the server's own peers.
+async fn connect_from(source: &str, server: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_peer_opening_silent_connections_cannot_take_every_slot() {
+    // Timeouts far beyond the test: only the per-peer limit can keep slots free.
+    let server = Server::start(ConnectionLimits {
+        header_read_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 16,
+        max_connections_per_peer: 4,
+    })
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(connect_from("127.0.0.2", server.address).await);
+    }
+    let (response, took) =
+        tokio::time::timeout(Duration::from_secs(5), get_once(server.address, "/health"))
+            .await
+            .expect("/health was not answered next to 20 silent connections of one peer");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(took < Duration::from_secs(2), "/health took {took:?}");
+    // The peer's first four stay open; the rest were closed at once.
+    let mut closed = 0;
+    for stream in &mut silent {
+        if closed_after(stream, Duration::from_millis(200))
+            .await
+            .is_some()
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 16, "connections of the peer closed");
 }
 
 #[tokio::test]
