@@ -242,8 +242,8 @@ fn repetition_count(value: &Value, at: &str) -> Result<u64, SchemaError> {
     }
 }
 
-/// An empty path is the schema itself.
-fn pointer(at: &str) -> String {
+/// A JSON pointer into a schema for a message: an empty path is the schema itself.
+pub fn pointer(at: &str) -> String {
     if at.is_empty() {
         "/".to_owned()
     } else {

@@ -292,14 +292,28 @@ fn check_grammar_schemas(params: &ToolParams) -> Result<(), ToolError> {
 }
 
 fn has_nul(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::String(text) => text.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(has_nul),
-        serde_json::Value::Object(map) => map
-            .iter()
-            .any(|(key, value)| key.contains('\0') || has_nul(value)),
-        _ => false,
+    json_strings(value).iter().any(|text| text.contains('\0'))
+}
+
+/// Every string of a JSON value as its decoded text, object keys included: what a chat
+/// template writes, whatever escapes the client spelled it with.
+pub fn json_strings(value: &serde_json::Value) -> Vec<&str> {
+    let mut strings = Vec::new();
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            serde_json::Value::String(text) => strings.push(text.as_str()),
+            serde_json::Value::Array(items) => pending.extend(items),
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    strings.push(key.as_str());
+                    pending.push(value);
+                }
+            }
+            _ => {}
+        }
     }
+    strings
 }
 
 /// Checks the tool fields of one chat message: calls only on assistant turns, with a name and

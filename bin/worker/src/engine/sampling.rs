@@ -12,6 +12,7 @@ use llama_cpp_2::token::LlamaToken;
 use llorch_api::tools::ToolUse;
 use llorch_api::{OutputConstraint, TokenLogprob, ToolDefinition, ToolParams, TopLogprob};
 
+use super::grammar::check_grammar_size;
 use super::template::ToolSyntax;
 use crate::validation::{ValidSampling, ValidationError};
 
@@ -101,8 +102,10 @@ pub(super) fn grammar_for(constraint: &OutputConstraint) -> Result<String, Valid
         OutputConstraint::JsonObject => serde_json::json!({"type": "object"}),
         OutputConstraint::JsonSchema { schema } => schema.clone(),
     };
-    llama_cpp_2::json_schema_to_grammar(&schema.to_string())
-        .map_err(|error| ValidationError::Grammar(error.to_string()))
+    let grammar = llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+        .map_err(|error| ValidationError::Grammar(error.to_string()))?;
+    check_grammar_size(&grammar)?;
+    Ok(grammar)
 }
 
 /// The GBNF grammar a `tool_choice` of `required` or a named function decodes under: the
@@ -142,6 +145,7 @@ pub(super) fn tool_grammar(
     };
     let json = llama_cpp_2::json_schema_to_grammar(&schema)
         .map_err(|error| ValidationError::ToolGrammar(error.to_string()))?;
+    check_grammar_size(&json)?;
     let more = if tools.parallel() { "*" } else { "" };
     let calls = match syntax {
         ToolSyntax::Hermes => {
