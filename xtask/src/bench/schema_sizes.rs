@@ -27,21 +27,28 @@ const SHAPES: [(&str, usize, usize); 7] = [
     ("8 optional properties", 8, 0),
     ("16 optional properties", 16, 0),
     ("32 optional properties", 32, 0),
-    ("64 optional properties (the limit)", MAX_OPTIONAL_PROPERTIES, 0),
+    (
+        "64 optional properties (the limit)",
+        MAX_OPTIONAL_PROPERTIES,
+        0,
+    ),
     ("64 required properties", 0, 64),
     ("256 required properties", 0, 256),
     ("1000 required properties (the limit)", 0, 1000),
 ];
 
-/// Tokens generated per request: the first is what is timed.
-const TOKENS: u32 = 2;
+/// Tokens generated per request: the first, and the time per token of the rest, are timed.
+const TOKENS: u32 = 16;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SchemaSizesReport {
     pub model: String,
     pub runs: u32,
-    /// Without a schema (column 0) against with one (column 1), one figure per schema.
-    pub figures: Vec<Figure>,
+    /// Time to first token without a schema (column 0) against with one (column 1), one
+    /// figure per schema.
+    pub first_token: Vec<Figure>,
+    /// The same for the time per token after the first.
+    pub later_tokens: Vec<Figure>,
     pub markdown: String,
 }
 
@@ -107,7 +114,7 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let figures = runtime.block_on(async {
+    let (first_token, later_tokens) = runtime.block_on(async {
         let http = reqwest::Client::new();
         let orcd_url = orcd.url.clone().expect("orcd is started with a url");
         wait_for_registration(&http, &orcd_url, &model, 1).await?;
@@ -117,16 +124,18 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
     let mut report = SchemaSizesReport {
         model,
         runs: args.runs,
-        figures,
+        first_token,
+        later_tokens,
         markdown: String::new(),
     };
     report.markdown = format!(
-        "{model}, greedy, time to the first of {TOKENS} tokens through the worker direct, \
-         {runs} runs alternating without and with the schema; each cell is the median \
-         [min–max] over the runs\n\n{table}",
+        "{model}, greedy, {TOKENS} tokens through the worker direct, {runs} runs alternating \
+         without and with the schema; each cell is the median [min–max] over the runs\n\n\
+         Time to first token:\n\n{first}\nTime per token after the first:\n\n{later}",
         model = report.model,
         runs = report.runs,
-        table = markdown(["no schema", "with the schema"], &report.figures),
+        first = markdown(["no schema", "with the schema"], &report.first_token),
+        later = markdown(["no schema", "with the schema"], &report.later_tokens),
     );
     if cx.out.json() {
         return cx.out.print_json(&report);
@@ -140,34 +149,43 @@ async fn measure(
     http: &reqwest::Client,
     target: &Target,
     runs: u32,
-) -> anyhow::Result<Vec<Figure>> {
-    let mut figures = Vec::new();
+) -> anyhow::Result<(Vec<Figure>, Vec<Figure>)> {
+    let (mut first_token, mut later_tokens) = (Vec::new(), Vec::new());
     for (name, optional, required) in SHAPES {
         let schema = object_schema(optional, required);
-        let mut figure = Figure::new(
+        let mut first = Figure::new(
             name,
             "ms",
             Better::Lower,
             "time from sending the request to its first token",
             2,
         );
+        let mut later = Figure::new(
+            name,
+            "ms",
+            Better::Lower,
+            "time from the first token to the last over the tokens after the first",
+            2,
+        );
         for run in 1..=runs {
             cx.out
                 .status(format!("schema bench: {name}, run {run} of {runs}"));
-            let plain = complete_sampled(http, target, BENCH_PROMPT, sampling(None)).await?;
-            figure.push(0, plain.time_to_first_token_ms());
             let constraint = OutputConstraint::JsonSchema {
                 schema: schema.clone(),
             };
-            let constrained =
-                complete_sampled(http, target, BENCH_PROMPT, sampling(Some(constraint)))
+            for (column, constraint) in [(0, None), (1, Some(constraint))] {
+                let sample = complete_sampled(http, target, BENCH_PROMPT, sampling(constraint))
                     .await
-                    .with_context(|| format!("the schema of {name}"))?;
-            figure.push(1, constrained.time_to_first_token_ms());
+                    .with_context(|| format!("the request of {name}"))?;
+                first.push(column, sample.time_to_first_token_ms());
+                let rate = sample.decode_rate();
+                later.push(column, if rate > 0.0 { 1000.0 / rate } else { f64::NAN });
+            }
         }
-        figures.push(figure);
+        first_token.push(first);
+        later_tokens.push(later);
     }
-    Ok(figures)
+    Ok((first_token, later_tokens))
 }
 
 #[cfg(test)]
@@ -183,7 +201,11 @@ mod tests {
             assert_eq!(check_schema(&schema), Ok(()), "{name}");
             let properties = schema["properties"].as_object().unwrap().len();
             let listed = schema["required"].as_array().unwrap().len();
-            assert_eq!((properties - listed, listed), (optional, required), "{name}");
+            assert_eq!(
+                (properties - listed, listed),
+                (optional, required),
+                "{name}"
+            );
         }
         // One more optional property than the largest measured is refused.
         assert!(check_schema(&object_schema(MAX_OPTIONAL_PROPERTIES + 1, 0)).is_err());

@@ -13,6 +13,7 @@ mod slot;
 pub mod template;
 pub mod text;
 mod threads;
+mod token_sampler;
 
 pub use self::threads::physical_cores;
 

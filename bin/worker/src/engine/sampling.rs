@@ -14,6 +14,7 @@ use llorch_api::{OutputConstraint, TokenLogprob, ToolDefinition, ToolParams, Top
 
 use super::grammar::check_grammar_size;
 use super::template::ToolSyntax;
+use super::token_sampler::TokenSampler;
 use crate::validation::{ValidSampling, ValidationError};
 
 /// The grammar's start symbol, as llama.cpp's JSON-schema converter names it.
@@ -22,13 +23,15 @@ const GRAMMAR_ROOT: &str = "root";
 const TOOL_GRAMMAR_ROOT: &str = "llorch-tool-calls";
 
 /// A sampler for one sequence. Each sequence needs its own: `dist` carries the RNG state,
-/// penalties the tokens generated so far, the grammar its parse state.
+/// penalties the tokens generated so far, the grammar its parse state. The grammar is kept
+/// apart from the chain ([`TokenSampler`]), so it is applied to the whole vocabulary only when
+/// the chain's choice breaks it.
 pub(super) fn build_sampler(
     model: &LlamaModel,
     sampling: &ValidSampling,
     max_tokens: u32,
     tool_grammar: Option<&str>,
-) -> Result<LlamaSampler, ValidationError> {
+) -> Result<TokenSampler, ValidationError> {
     let n_vocab = model.n_vocab();
     let mut chain = Vec::with_capacity(8);
     if !sampling.logit_bias.is_empty() {
@@ -64,16 +67,17 @@ pub(super) fn build_sampler(
             sampling.presence_penalty,
         ));
     }
+    let mut grammars = Vec::new();
     if let Some(constraint) = &sampling.constraint {
         let grammar = grammar_for(constraint)?;
         let sampler = LlamaSampler::grammar(model, &grammar, GRAMMAR_ROOT)
             .map_err(|error| ValidationError::Grammar(error.to_string()))?;
-        chain.push(sampler);
+        grammars.push(sampler);
     }
     if let Some(grammar) = tool_grammar {
         let sampler = LlamaSampler::grammar(model, grammar, TOOL_GRAMMAR_ROOT)
             .map_err(|error| ValidationError::ToolGrammar(error.to_string()))?;
-        chain.push(sampler);
+        grammars.push(sampler);
     }
     if sampling.temperature == 0.0 {
         chain.push(LlamaSampler::greedy());
@@ -92,7 +96,15 @@ pub(super) fn build_sampler(
             sampling.seed.unwrap_or_else(random_seed),
         ));
     }
-    Ok(LlamaSampler::chain_simple(chain))
+    let grammar = match grammars.len() {
+        0 => None,
+        1 => grammars.pop(),
+        _ => Some(LlamaSampler::chain_simple(grammars)),
+    };
+    Ok(TokenSampler::new(
+        LlamaSampler::chain_simple(chain),
+        grammar,
+    ))
 }
 
 /// The GBNF grammar that only admits text satisfying `constraint`, from llama.cpp's own
