@@ -164,10 +164,8 @@ impl Walk {
                     let items = check_pattern(pattern, &here)?;
                     self.add_items(items, &here)?;
                 }
-                "$ref" => {
-                    if !value.as_str().is_some_and(|target| target.starts_with('#')) {
-                        return Err(SchemaError::NonLocalRef { at: pointer(&here) });
-                    }
+                "$ref" if !value.as_str().is_some_and(|target| target.starts_with('#')) => {
+                    return Err(SchemaError::NonLocalRef { at: pointer(&here) });
                 }
                 _ => {}
             }
