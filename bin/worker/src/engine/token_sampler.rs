@@ -34,21 +34,26 @@ impl TokenSampler {
         let logits = context.get_logits_ith(row);
         let mut free = LlamaTokenDataArray::from_iter(context.candidates_ith(row), false);
         self.chain.apply(&mut free);
-        let token = match free.selected_token() {
-            Some(token) if allows(grammar, token, logits) => token,
+        let (token, allowed) = match free.selected_token() {
+            Some(token) if allows(grammar, token, logits) => (token, true),
             _ => {
                 let mut constrained =
                     LlamaTokenDataArray::from_iter(context.candidates_ith(row), false);
                 grammar.apply(&mut constrained);
                 self.chain.apply(&mut constrained);
-                // A grammar that allows nothing leaves nothing to select: the chain's own
-                // choice stands, as it did when the grammar was a link of the chain.
-                constrained
-                    .selected_token()
-                    .unwrap_or_else(|| free.selected_token().unwrap_or(LlamaToken::new(0)))
+                let selected = constrained.selected.and_then(|at| constrained.data.get(at));
+                match selected {
+                    Some(candidate) => (candidate.id(), candidate.logit().is_finite()),
+                    // Nothing to select: the chain's own choice stands.
+                    None => (free.selected_token().unwrap_or(LlamaToken::new(0)), false),
+                }
             }
         };
-        grammar.accept(token);
+        // Only a token the grammar allows is accepted into it: llama.cpp aborts the process
+        // when a grammar accepts an end-of-generation token it does not allow.
+        if allowed {
+            grammar.accept(token);
+        }
         self.chain.accept(token);
         token
     }
