@@ -81,16 +81,6 @@ pub enum ValidationError {
     ControlTokenText { field: String },
     #[error("`tool_choice` cannot be turned into a grammar: {0}")]
     ToolGrammar(String),
-    #[error(
-        "the grammar of `response_format` or `tool_choice` took over {seconds} s to build; \
-         send a smaller schema (fewer optional properties, alternatives or enum values)"
-    )]
-    GrammarTimeout { seconds: f64 },
-    #[error(
-        "the grammar of `response_format` or `tool_choice` is {bytes} bytes; the limit is \
-         {limit}; send a smaller schema"
-    )]
-    GrammarTooLarge { bytes: usize, limit: usize },
 }
 
 /// Checks every field that can be checked without the model.
