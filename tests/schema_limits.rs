@@ -34,6 +34,19 @@ async fn post(url: &str, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
+/// orcd and two one-slot workers of the default model, both live.
+async fn start_two_workers() -> (Daemon, [Daemon; 2]) {
+    let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
+    let workers = [
+        start_worker(&orcd.url, 1, &[]).unwrap(),
+        start_worker(&orcd.url, 1, &[]).unwrap(),
+    ];
+    wait_for_live_workers(&orcd.url, 2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    (orcd, workers)
+}
+
 /// Both workers' processes run and orcd lists both live.
 async fn assert_both_workers_alive(orcd_url: &str, workers: &mut [Daemon; 2]) {
     for worker in workers.iter_mut() {
@@ -50,14 +63,7 @@ async fn assert_both_workers_alive(orcd_url: &str, workers: &mut [Daemon; 2]) {
 #[test]
 fn a_schema_that_killed_every_worker_is_refused_and_both_workers_live() {
     runtime().block_on(async {
-        let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
-        let mut workers = [
-            start_worker(&orcd.url, 1, &[]).unwrap(),
-            start_worker(&orcd.url, 1, &[]).unwrap(),
-        ];
-        wait_for_live_workers(&orcd.url, 2, Duration::from_secs(60))
-            .await
-            .unwrap();
+        let (orcd, mut workers) = start_two_workers().await;
         let body = task_with_schema(schema_of_the_report());
         assert!(body.to_string().len() < 70_000);
 
@@ -113,14 +119,7 @@ fn a_schema_that_killed_every_worker_is_refused_and_both_workers_live() {
 #[test]
 fn a_schema_orcd_passes_but_the_worker_cannot_convert_fails_the_job_alone() {
     runtime().block_on(async {
-        let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
-        let mut workers = [
-            start_worker(&orcd.url, 1, &[]).unwrap(),
-            start_worker(&orcd.url, 1, &[]).unwrap(),
-        ];
-        wait_for_live_workers(&orcd.url, 2, Duration::from_secs(60))
-            .await
-            .unwrap();
+        let (orcd, mut workers) = start_two_workers().await;
         // Within every limit, but llama.cpp's converter finds no `$defs/missing`.
         let schema = json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}});
         let task = serde_json::from_value(task_with_schema(schema)).unwrap();
