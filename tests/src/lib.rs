@@ -126,6 +126,11 @@ impl Daemon {
         self.child.id()
     }
 
+    /// How the process ended (a signal shows as such), or `None` while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();

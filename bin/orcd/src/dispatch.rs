@@ -9,8 +9,11 @@
 //!   the worker connection, so the worker never gets to send one itself;
 //! - a failure ends with one `error` event; a shutdown with `error_type: shutting_down`.
 //!
-//! A dispatch that fails before the first token is retried (the client may then see a second
-//! `started` event, naming the new worker); after the first token a failure is final.
+//! A dispatch the worker refused (429/503, or another server error) or that could not reach it
+//! (no connection) is retried on another worker; the client may then see a second `started`
+//! event, naming the new worker. Once the worker has the request, a lost connection is final,
+//! before the first token too: the request may be what broke the worker (one hostile schema
+//! once aborted every worker of its model in turn), so it is never sent to the next one.
 //!
 //! Tokens are counted from the `tokens` field of the worker's `token` events, not by event: a
 //! multibyte character can take several tokens to complete.
@@ -374,7 +377,12 @@ impl JobRun {
         };
         let response = match response {
             Ok(response) => response,
-            Err(error) => return Attempt::Retry(DispatchFailure::Unreachable(error_chain(&error))),
+            // No connection: the worker never saw the request.
+            Err(error) if error.is_connect() => {
+                return Attempt::Retry(DispatchFailure::Unreachable(error_chain(&error)))
+            }
+            // Sent, and the connection broke before an answer: it may be what broke it.
+            Err(error) => return self.lost(worker_id, error_chain(&error)).await,
         };
         if !response.status().is_success() {
             return self.refused(worker_id, response).await;
@@ -459,8 +467,8 @@ impl JobRun {
         }
     }
 
-    /// A dispatch interrupted: a dead worker counts as a lost connection (retried before the
-    /// first token, failed after it); anything else ends the job.
+    /// A dispatch interrupted: a dead worker counts as a lost connection; anything else ends
+    /// the job.
     async fn stop(&mut self, worker_id: &str, interrupt: Interrupt) -> Attempt {
         match interrupt {
             Interrupt::WorkerDead(reason) => self.lost(worker_id, reason).await,
@@ -507,17 +515,16 @@ impl JobRun {
         }
     }
 
-    /// The worker's stream broke. Before the first token the job is retried elsewhere; after
-    /// it the client has a partial answer, so the job fails and the worker is presumed gone.
+    /// The worker's connection broke after it took the request. The job fails, before the
+    /// first token too, and the worker is presumed gone: a request that crashed one worker
+    /// would crash the next.
     async fn lost(&mut self, worker_id: &str, message: String) -> Attempt {
-        if self.relayed.tokens == 0 {
-            return Attempt::Retry(DispatchFailure::Unreachable(message));
-        }
         self.context.scheduler.worker_lost(worker_id);
         let error = OrcdError::WorkerFailed {
             worker_id: worker_id.to_owned(),
             message: format!(
-                "connection lost after {} tokens: {message}",
+                "connection lost after the worker accepted the job ({} tokens relayed); not \
+                 retried on another worker, in case the request is what broke it: {message}",
                 self.relayed.tokens
             ),
         };

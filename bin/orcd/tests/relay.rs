@@ -199,6 +199,43 @@ async fn a_worker_rejecting_the_request_as_invalid_is_not_retried() {
 }
 
 #[tokio::test]
+async fn a_job_whose_worker_crashed_after_accepting_it_is_not_retried_on_another() {
+    // Issue 18: a schema that aborted one worker was sent to the next, which died too.
+    for behavior in [Behavior::CrashBeforeAnswer, Behavior::DieAfter(0)] {
+        let orcd = Orcd::start(settings()).await;
+        let crashing = FakeWorker::start(Script {
+            behavior,
+            ..Script::complete(4, FAST)
+        })
+        .await;
+        let healthy = FakeWorker::start(Script::complete(4, FAST)).await;
+        orcd.register(&crashing.registration("a", MODEL, 1)).await;
+        orcd.register(&healthy.registration("b", MODEL, 1)).await;
+
+        let all = all_events(events(orcd.submit(task(4)).await)).await;
+        match all.last() {
+            Some(StreamEvent::Error {
+                error_type,
+                message,
+            }) => {
+                assert_eq!(*error_type, ErrorKind::Worker, "{behavior:?}");
+                assert!(message.contains("`a`"), "{message}");
+                assert!(message.contains("not retried"), "{message}");
+            }
+            other => panic!("{behavior:?}: expected an error event, got {other:?}"),
+        }
+        assert_eq!(
+            (crashing.executions(), healthy.executions()),
+            (1, 0),
+            "{behavior:?}"
+        );
+        // The healthy worker still serves the next job.
+        let next = all_events(events(orcd.submit(task(2)).await)).await;
+        assert_eq!(token_count(&next), 2, "{behavior:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_worker_is_marked_dead_and_the_job_goes_to_a_survivor() {
     let orcd = Orcd::start(settings()).await;
     let gone = FakeWorker::start(Script::complete(1, FAST)).await;

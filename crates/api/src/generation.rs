@@ -3,6 +3,7 @@
 //! Checks that need the model (token ids against its vocabulary, the schema's grammar) are the
 //! worker's.
 
+use crate::json_schema::{check_schema, SchemaError};
 use crate::{OutputConstraint, SamplingParams};
 
 /// OpenAI's range for `presence_penalty` and `frequency_penalty`.
@@ -33,6 +34,9 @@ pub enum GenerationOptionError {
     SchemaTooLarge { bytes: usize },
     #[error("`response_format` schema must be a JSON object")]
     SchemaNotObject,
+    /// Past a limit of [`crate::json_schema`], or a `pattern` the grammar cannot follow.
+    #[error("`response_format` schema: {0}")]
+    Schema(SchemaError),
 }
 
 /// Checks the options every entry point shares; the plain sampling fields are checked
@@ -71,6 +75,7 @@ pub fn check_generation_options(sampling: &SamplingParams) -> Result<(), Generat
         if bytes > MAX_SCHEMA_BYTES {
             return Err(GenerationOptionError::SchemaTooLarge { bytes });
         }
+        check_schema(schema).map_err(GenerationOptionError::Schema)?;
     }
     Ok(())
 }
@@ -138,6 +143,24 @@ mod tests {
                 schema: serde_json::json!([1])
             })),
             Err(GenerationOptionError::SchemaNotObject)
+        );
+        // Issue 18's schema: 6,000 optional properties in 65 KB aborted the worker.
+        let huge: serde_json::Map<String, serde_json::Value> = (0..6000)
+            .map(|i| (format!("p{i}"), serde_json::json!({})))
+            .collect();
+        let refused = with(|s| {
+            s.constraint = Some(OutputConstraint::JsonSchema {
+                schema: serde_json::json!({"type": "object", "properties": huge}),
+            })
+        });
+        assert!(
+            matches!(refused, Err(GenerationOptionError::Schema(_))),
+            "{refused:?}"
+        );
+        let text = refused.unwrap_err().to_string();
+        assert!(
+            text.starts_with("`response_format` schema: at `/properties`"),
+            "{text}"
         );
         let message = with(|s| s.presence_penalty = 3.0).unwrap_err().to_string();
         assert!(message.starts_with("`presence_penalty`"), "{message}");

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod embeddings;
 pub mod fleet;
 pub mod generation;
+pub mod json_schema;
 pub mod log_safe;
 pub mod pool;
 pub mod secret;

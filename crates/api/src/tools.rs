@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::json_schema::{check_schema, SchemaError};
 use crate::ChatMessage;
 
 /// Most tools one request may offer; each is written into the prompt.
@@ -167,6 +168,10 @@ pub enum ToolError {
          {MAX_TOOL_SCHEMA_BYTES}"
     )]
     ParametersTooLarge { index: usize, bytes: usize },
+    /// A forced call decodes under the tool's schema as a grammar: past a limit of
+    /// [`crate::json_schema`], or a `pattern` the grammar cannot follow.
+    #[error("`tools[{index}].function.parameters`: {error}")]
+    ParametersSchema { index: usize, error: SchemaError },
     #[error("`tools[{index}]` contains a NUL character")]
     NulInTool { index: usize },
     #[error("`tool_choice` asks for a tool call, but `tools` is empty")]
@@ -263,18 +268,52 @@ pub fn check_tool_params(params: &ToolParams, has_constraint: bool) -> Result<()
     if has_constraint && matches!(params.tool_use(), ToolUse::Required | ToolUse::Function(_)) {
         return Err(ToolError::ChoiceWithResponseFormat);
     }
+    check_grammar_schemas(params)
+}
+
+/// The `parameters` a forced call decodes under (every tool for `required`, the named one for
+/// a named choice) become a grammar, so they meet the grammar's limits; with `auto` they are
+/// only written into the prompt.
+fn check_grammar_schemas(params: &ToolParams) -> Result<(), ToolError> {
+    let forced = |name: &str| match params.tool_use() {
+        ToolUse::Required => true,
+        ToolUse::Function(chosen) => chosen == name,
+        ToolUse::Off | ToolUse::Auto => false,
+    };
+    for (index, tool) in params.tools.iter().enumerate() {
+        if let Some(parameters) =
+            (tool.function.parameters.as_ref()).filter(|_| forced(&tool.function.name))
+        {
+            check_schema(parameters)
+                .map_err(|error| ToolError::ParametersSchema { index, error })?;
+        }
+    }
     Ok(())
 }
 
 fn has_nul(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::String(text) => text.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(has_nul),
-        serde_json::Value::Object(map) => map
-            .iter()
-            .any(|(key, value)| key.contains('\0') || has_nul(value)),
-        _ => false,
+    json_strings(value).iter().any(|text| text.contains('\0'))
+}
+
+/// Every string of a JSON value as its decoded text, object keys included: what a chat
+/// template writes, whatever escapes the client spelled it with.
+pub fn json_strings(value: &serde_json::Value) -> Vec<&str> {
+    let mut strings = Vec::new();
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        match value {
+            serde_json::Value::String(text) => strings.push(text.as_str()),
+            serde_json::Value::Array(items) => pending.extend(items),
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    strings.push(key.as_str());
+                    pending.push(value);
+                }
+            }
+            _ => {}
+        }
     }
+    strings
 }
 
 /// Checks the tool fields of one chat message: calls only on assistant turns, with a name and
@@ -398,6 +437,38 @@ mod tests {
         );
         let message = refused(json!({"tool_choice": "required"})).to_string();
         assert!(message.starts_with("`tool_choice`"), "{message}");
+    }
+
+    #[test]
+    fn a_forced_call_checks_the_schema_it_decodes_under() {
+        let bad_pattern = json!([
+            {"type": "function", "function": {"name": "ok"}},
+            {"type": "function", "function": {"name": "code", "parameters": {
+                "type": "object", "properties": {"c": {"type": "string", "pattern": "a{2,1}"}},
+            }}},
+        ]);
+        let with_choice = |choice: serde_json::Value| {
+            check_tool_params(
+                &params(json!({"tools": bad_pattern, "tool_choice": choice})),
+                false,
+            )
+        };
+        let error = with_choice(json!("required")).unwrap_err();
+        assert!(
+            matches!(error, ToolError::ParametersSchema { index: 1, .. }),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("`tools[1].function.parameters`: at `/properties/c/pattern`"),
+            "{error}"
+        );
+        let named = |name: &str| json!({"type": "function", "function": {"name": name}});
+        assert!(with_choice(named("code")).is_err());
+        // Not decoded under a grammar: written into the prompt only.
+        assert_eq!(with_choice(named("ok")), Ok(()));
+        assert_eq!(with_choice(json!("auto")), Ok(()));
     }
 
     #[test]

@@ -115,13 +115,25 @@ pub async fn complete(
     prompt: &str,
     max_tokens: u32,
 ) -> anyhow::Result<Sample> {
+    complete_sampled(http, target, prompt, greedy(max_tokens)).await
+}
+
+/// Streams one completion of `prompt` with `sampling` and times it; llama-server gets only
+/// `max_tokens` and greedy decoding.
+pub async fn complete_sampled(
+    http: &reqwest::Client,
+    target: &Target,
+    prompt: &str,
+    sampling: SamplingParams,
+) -> anyhow::Result<Sample> {
+    let max_tokens = sampling.max_tokens;
     let request = match target {
         Target::Worker { url } => http.post(format!("{url}/execute")).json(&ExecuteRequest {
             job_id: next_job_id(),
             prompt: Some(prompt.to_owned()),
             messages: None,
             parse_special: false,
-            sampling: greedy(max_tokens),
+            sampling: sampling.clone(),
             tools: Default::default(),
             unknown: Default::default(),
         }),
@@ -130,7 +142,7 @@ pub async fn complete(
             prompt: Some(prompt.to_owned()),
             messages: None,
             parse_special: false,
-            sampling: greedy(max_tokens),
+            sampling,
             tools: Default::default(),
             stream: true,
             unknown: Default::default(),

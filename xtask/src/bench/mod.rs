@@ -7,6 +7,7 @@
 mod ceilings;
 mod client;
 mod routing;
+mod schema_sizes;
 mod table;
 
 use std::{
@@ -158,6 +159,9 @@ fn stop_all(run_dir: &RunDir, started: &Mutex<Started>) {
 pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     if args.runs == 0 || args.streams == 0 || args.max_tokens < 2 {
         bail!("--runs and --streams must be at least 1, --max-tokens at least 2");
+    }
+    if args.schema_sizes {
+        return schema_sizes::run(&args, cx);
     }
     let model = match &args.model {
         Some(model) => model.clone(),

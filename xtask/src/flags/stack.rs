@@ -55,6 +55,7 @@ Examples:
   cargo xtask bench --against-llama-server ./llama-server --busy-cores 1
   cargo xtask bench --against-llama-server ./llama-server --threads 2
   cargo xtask bench --routing --runs 1  # cache-aware against least-loaded routing, 2 workers
+  cargo xtask bench --schema-sizes --runs 3  # time to first token against JSON-schema size
   cargo xtask --json bench")]
 pub struct BenchArgs {
     /// Catalog id of the model to measure [default: the catalog's default model]
@@ -85,6 +86,10 @@ pub struct BenchArgs {
     /// conversations on two workers behind an orcd of each policy (starts 2 orcds, 4 workers)
     #[arg(long)]
     pub routing: bool,
+    /// Instead of the comparisons: the worker's time to first token with `response_format`
+    /// JSON schemas of more and more properties, against the same request without one
+    #[arg(long)]
+    pub schema_sizes: bool,
 }
 
 fn parse_backend(value: &str) -> Result<Backend, String> {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use llorch_api::json_schema::pointer;
 use llorch_api::tools::ToolUse;
 use llorch_api::{
     ChatMessage, OutputConstraint, SamplingParams, TaskRequest, TokenBias, ToolCall, ToolChoice,
@@ -605,14 +606,6 @@ pub(crate) fn check_schema(schema: &Value, at: &str) -> Result<(), ValidationErr
         }
     }
     Ok(())
-}
-
-fn pointer(at: &str) -> String {
-    if at.is_empty() {
-        "/".into()
-    } else {
-        at.into()
-    }
 }
 
 /// A message's `content` as plain text: a string, or the `text` parts of a list joined.

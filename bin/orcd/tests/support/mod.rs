@@ -57,6 +57,9 @@ pub enum Behavior {
     RefuseContextLength,
     /// Streams this many tokens, then breaks the connection.
     DieAfter(u32),
+    /// Reads the request, then drops the connection without an answer, as a worker process
+    /// that the request crashed does.
+    CrashBeforeAnswer,
     /// Streams this many tokens, then keeps the connection open and sends nothing, as a hung
     /// worker process or a frozen host would.
     StallAfter(u32),
@@ -217,6 +220,10 @@ async fn execute(
             error_type: ErrorKind::ContextLength,
         };
         return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    if script.behavior == Behavior::CrashBeforeAnswer {
+        // A panic ends the connection's task, so hyper closes the socket without a response.
+        std::panic::resume_unwind(Box::new("scripted crash before answering (expected)"));
     }
     if let Behavior::Refuse(status) = script.behavior {
         let body = ErrorBody {
