@@ -55,6 +55,7 @@ Examples:
   cargo xtask bench --against-llama-server ./llama-server --busy-cores 1
   cargo xtask bench --against-llama-server ./llama-server --threads 2
   cargo xtask bench --routing --runs 1  # cache-aware against least-loaded routing, 2 workers
+  cargo xtask bench --speculation --against-llama-server ./llama-server  # editing workload
   cargo xtask --json bench")]
 pub struct BenchArgs {
     /// Catalog id of the model to measure [default: the catalog's default model]
@@ -85,6 +86,12 @@ pub struct BenchArgs {
     /// conversations on two workers behind an orcd of each policy (starts 2 orcds, 4 workers)
     #[arg(long)]
     pub routing: bool,
+    /// Measure speculative decoding instead of the figures above: an editing workload (the
+    /// answer mostly copies the prompt) and one without repetition, the worker at its default
+    /// (`--speculative ngram`) against `--speculative off`, and with a llama-server path,
+    /// against llama-server with and without `--spec-type ngram-mod` [model: qwen2.5-coder-0.5b]
+    #[arg(long, conflicts_with_all = ["routing", "busy_cores"])]
+    pub speculation: bool,
 }
 
 fn parse_backend(value: &str) -> Result<Backend, String> {
