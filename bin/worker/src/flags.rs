@@ -235,10 +235,12 @@ mod tests {
         assert!(args.threads() >= 1);
         assert_eq!(args.threads_batch(), args.threads());
         assert_eq!(args.speculative, Speculation::Ngram);
-        let off = WorkerArgs::try_parse_from(["llorch-worker", "--model", "m", "--speculative", "off"]);
+        let off =
+            WorkerArgs::try_parse_from(["llorch-worker", "--model", "m", "--speculative", "off"]);
         assert_eq!(off.unwrap().speculative, Speculation::Off);
         // Only what is built is offered: no draft-model speculation.
-        let draft = WorkerArgs::try_parse_from(["llorch-worker", "--model", "m", "--speculative", "draft"]);
+        let draft =
+            WorkerArgs::try_parse_from(["llorch-worker", "--model", "m", "--speculative", "draft"]);
         assert!(draft.is_err());
     }
 

@@ -820,7 +820,11 @@ async fn speculation_changes_no_greedy_token_and_accepts_drafts_of_an_edit() {
         ..settings(2, 512)
     })
     .await;
-    let alone = generate(&speculative, request("alone", &editing_prompt(names[0]), 64)).await;
+    let alone = generate(
+        &speculative,
+        request("alone", &editing_prompt(names[0]), 64),
+    )
+    .await;
     assert_eq!(alone.text(), expected[0], "speculation changed the answer");
     let stats = alone.stats();
     assert_eq!(stats.generated_tokens, 64, "{stats:?}");
@@ -831,16 +835,35 @@ async fn speculation_changes_no_greedy_token_and_accepts_drafts_of_an_edit() {
     // Both slots drafting in the same steps.
     let mut streams = Vec::new();
     for name in names {
-        streams.push(submit(&speculative, request(name, &editing_prompt(name), 64)).await.unwrap());
+        streams.push(
+            submit(&speculative, request(name, &editing_prompt(name), 64))
+                .await
+                .unwrap(),
+        );
     }
     let together = futures::future::join_all(streams.into_iter().map(collect)).await;
     for (outcome, expected) in together.iter().zip(&expected) {
-        assert_eq!(&outcome.text(), expected, "speculation beside another sequence changed the answer");
-        assert!(outcome.stats().draft_tokens_accepted > 0, "{:?}", outcome.stats());
+        assert_eq!(
+            &outcome.text(),
+            expected,
+            "speculation beside another sequence changed the answer"
+        );
+        assert!(
+            outcome.stats().draft_tokens_accepted > 0,
+            "{:?}",
+            outcome.stats()
+        );
     }
     wait_idle(&speculative, TIMEOUT).await;
-    let accepted: u32 = [&alone].into_iter().chain(&together).map(|o| o.stats().draft_tokens_accepted).sum();
-    assert_eq!(metric(&speculative, "llorch_worker_draft_tokens_accepted_total"), f64::from(accepted));
+    let accepted: u32 = [&alone]
+        .into_iter()
+        .chain(&together)
+        .map(|o| o.stats().draft_tokens_accepted)
+        .sum();
+    assert_eq!(
+        metric(&speculative, "llorch_worker_draft_tokens_accepted_total"),
+        f64::from(accepted)
+    );
     speculative.shutdown().await;
 }
 

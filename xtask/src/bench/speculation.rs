@@ -130,7 +130,10 @@ pub struct SpeculationReport {
 }
 
 pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
-    let model = args.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
     let server_path = match args.against_llama_server.as_deref() {
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => bail!(
             "--speculation starts llama-server itself, with and without `--spec-type ngram-mod`: \
@@ -147,7 +150,15 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
     let mut sides = Vec::new();
     for (label, speculative) in [("worker --speculative off", "off"), ("worker", "ngram")] {
         let name = format!("bench-worker-speculative-{speculative}");
-        let info = start_worker(cx, &cleanup.run_dir, &binaries.worker, &model_path, &name, args, speculative)?;
+        let info = start_worker(
+            cx,
+            &cleanup.run_dir,
+            &binaries.worker,
+            &model_path,
+            &name,
+            args,
+            speculative,
+        )?;
         cleanup.daemon(info.name.clone());
         let url = info.url.clone().expect("workers are started with a url");
         sides.push(Side {
@@ -164,9 +175,13 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
                 &["--spec-type", "ngram-mod"][..],
             ),
         ] {
-            let info = super::start_llama_server(&cleanup.run_dir, name, path, &model_path, args, extra)?;
+            let info =
+                super::start_llama_server(&cleanup.run_dir, name, path, &model_path, args, extra)?;
             cleanup.daemon(info.name.clone());
-            let url = info.url.clone().expect("llama-server is started with a url");
+            let url = info
+                .url
+                .clone()
+                .expect("llama-server is started with a url");
             sides.push(Side {
                 label,
                 target: Target::LlamaServer { url },
@@ -277,9 +292,15 @@ async fn measure(cx: &Context, sides: &[Side], runs: u32) -> anyhow::Result<Samp
     let spinner = cx.out.spinner("warming up");
     // One unmeasured request per side pages the model in.
     for side in sides {
-        complete_text(&http, &side.target, &chat_prompt(u32::MAX, "Say hello."), 8, true)
-            .await
-            .with_context(|| format!("warming up {}", side.label))?;
+        complete_text(
+            &http,
+            &side.target,
+            &chat_prompt(u32::MAX, "Say hello."),
+            8,
+            true,
+        )
+        .await
+        .with_context(|| format!("warming up {}", side.label))?;
     }
     let mut samples: Samples = vec![vec![Vec::new(); sides.len()]; workloads.len()];
     for run in 0..runs {

@@ -350,7 +350,8 @@ impl<'a> Batcher<'a> {
                 continue;
             };
             generating_left -= 1;
-            let room = batch_size.saturating_sub(self.batch.n_tokens() as usize + 1 + generating_left);
+            let room =
+                batch_size.saturating_sub(self.batch.n_tokens() as usize + 1 + generating_left);
             let mut draft = plan_draft(
                 sequence,
                 self.cache.tokens(slot),
@@ -460,8 +461,7 @@ impl<'a> Batcher<'a> {
             let context = &self.context;
             // `sample` also accepts each token into the sampler chain; never accept it again.
             let emitted = verify(&draft, |index| sampler.sample(context, row + index as i32));
-            if !draft.is_empty() && !self.roll_back_rejected(slot, draft.len(), emitted.len() - 1)
-            {
+            if !draft.is_empty() && !self.roll_back_rejected(slot, draft.len(), emitted.len() - 1) {
                 continue;
             }
             for (index, token) in emitted.into_iter().enumerate() {
@@ -488,7 +488,9 @@ impl<'a> Batcher<'a> {
     /// because llama.cpp could not remove them.
     fn roll_back_rejected(&mut self, slot: usize, drafted: usize, accepted: usize) -> bool {
         self.shared.metrics.draft_verified(drafted, accepted);
-        let sequence = self.slots[slot].as_mut().expect("verified slot is occupied");
+        let sequence = self.slots[slot]
+            .as_mut()
+            .expect("verified slot is occupied");
         if let Some(policy) = sequence.drafting.as_mut() {
             policy.record(drafted, accepted);
         }

@@ -53,9 +53,10 @@ pub(super) fn lookup_draft<T: PartialEq>(history: &[T], max_len: usize) -> &[T] 
             continue;
         }
         let longest = MAX_MATCH.min(end + 1);
-        let length = 1 + (1..longest)
-            .take_while(|&back| earlier[end - back] == history[history.len() - 1 - back])
-            .count();
+        let length = 1
+            + (1..longest)
+                .take_while(|&back| earlier[end - back] == history[history.len() - 1 - back])
+                .count();
         if length >= MIN_MATCH && best.is_none_or(|(best_length, _)| length > best_length) {
             best = Some((length, end));
             if length == MAX_MATCH {
@@ -74,7 +75,10 @@ pub(super) fn lookup_draft<T: PartialEq>(history: &[T], max_len: usize) -> &[T] 
 /// reproduces, then the first token where they differ (or one beyond the draft when all of it
 /// was accepted). `sample(i)` samples the position after the draft's first `i` tokens, from
 /// the logits computed with those tokens in place.
-pub(super) fn verify<T: PartialEq + Copy>(draft: &[T], mut sample: impl FnMut(usize) -> T) -> Vec<T> {
+pub(super) fn verify<T: PartialEq + Copy>(
+    draft: &[T],
+    mut sample: impl FnMut(usize) -> T,
+) -> Vec<T> {
     let mut emitted = Vec::with_capacity(draft.len() + 1);
     for index in 0..=draft.len() {
         let token = sample(index);
@@ -182,9 +186,16 @@ mod tests {
             model[index]
         });
         assert_eq!(emitted, [10, 11, 99]);
-        assert_eq!(asked, [0, 1, 2], "nothing is sampled past the first disagreement");
+        assert_eq!(
+            asked,
+            [0, 1, 2],
+            "nothing is sampled past the first disagreement"
+        );
         // Everything accepted: one more token from the last row.
-        assert_eq!(verify(&draft, |index| [10, 11, 12, 13, 14][index]), [10, 11, 12, 13, 14]);
+        assert_eq!(
+            verify(&draft, |index| [10, 11, 12, 13, 14][index]),
+            [10, 11, 12, 13, 14]
+        );
         // No draft: one token, as a step without speculation.
         assert_eq!(verify(&[] as &[i32], |_| 5), [5]);
     }
@@ -213,8 +224,14 @@ mod tests {
         // A good draft ends the run of failures: the next failure pauses briefly again.
         policy.record(4, 3);
         policy.record(4, 0);
-        assert_eq!((0..).take_while(|_| policy.budget() == 0).count() as u32, FIRST_PAUSE);
-        assert_eq!((policy.drafted, policy.accepted), (8 + 8 * 32 + 20, 8 + 8 * 32 + 3));
+        assert_eq!(
+            (0..).take_while(|_| policy.budget() == 0).count() as u32,
+            FIRST_PAUSE
+        );
+        assert_eq!(
+            (policy.drafted, policy.accepted),
+            (8 + 8 * 32 + 20, 8 + 8 * 32 + 3)
+        );
     }
 
     /// A deterministic generator for the distribution tests (SplitMix64).
@@ -298,7 +315,10 @@ mod tests {
                 .entry(speculative_continuation(&mut rng, &mut drafted))
                 .or_default() += 1;
         }
-        assert!(drafted > samples, "the prompt repeats, so drafts were verified: {drafted}");
+        assert!(
+            drafted > samples,
+            "the prompt repeats, so drafts were verified: {drafted}"
+        );
         // Total variation distance between the observed and the exact distribution over all
         // 3^5 continuations. Sampling noise alone keeps it near 0.01 at this sample size;
         // accepting drafts without sampling (or sampling rejected positions from p unchanged
@@ -337,13 +357,22 @@ mod tests {
             }
         }
         let acceptance = accepted as f64 / samples as f64;
-        assert!((acceptance - p[draft]).abs() < 0.01, "acceptance {acceptance}");
+        assert!(
+            (acceptance - p[draft]).abs() < 0.01,
+            "acceptance {acceptance}"
+        );
         let rejected = (samples - accepted) as f64;
-        assert_eq!(replaced[draft], 0, "a rejected draft token is never emitted in its place");
+        assert_eq!(
+            replaced[draft], 0,
+            "a rejected draft token is never emitted in its place"
+        );
         for token in [0, 2] {
             let share = replaced[token] as f64 / rejected;
             let renormalised = p[token] / (1.0 - p[draft]);
-            assert!((share - renormalised).abs() < 0.01, "token {token}: {share}");
+            assert!(
+                (share - renormalised).abs() < 0.01,
+                "token {token}: {share}"
+            );
         }
     }
 }
