@@ -142,7 +142,19 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
         other => other,
     };
     let model_path = crate::models::ensure_downloaded(cx, &model)?;
-    let binaries = crate::build::build_binaries(cx, llorch_api::Backend::Cpu, true)?;
+    let worker_program = match &args.bin_dir {
+        Some(dir) => {
+            let program = dir.join(crate::build::WORKER_BINARY);
+            if !program.is_file() {
+                bail!(
+                    "--bin-dir: {} does not exist\nhint: build it with `cargo xtask build worker`, or leave out --bin-dir so that the bench builds it",
+                    program.display()
+                );
+            }
+            program
+        }
+        None => crate::build::build_binaries(cx, llorch_api::Backend::Cpu, true)?.worker,
+    };
     let scratch = tempfile::tempdir().context("creating the bench's private run directory")?;
     let cleanup = Cleanup::new(RunDir::at(scratch.path()));
     cleanup.stop_on_signal(cx);
@@ -153,7 +165,7 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
         let info = start_worker(
             cx,
             &cleanup.run_dir,
-            &binaries.worker,
+            &worker_program,
             &model_path,
             &name,
             args,

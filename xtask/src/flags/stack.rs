@@ -56,6 +56,7 @@ Examples:
   cargo xtask bench --against-llama-server ./llama-server --threads 2
   cargo xtask bench --routing --runs 1  # cache-aware against least-loaded routing, 2 workers
   cargo xtask bench --speculation --against-llama-server ./llama-server  # editing workload
+  cargo xtask bench --speculation --bin-dir target/release --runs 5
   cargo xtask --json bench")]
 pub struct BenchArgs {
     /// Catalog id of the model to measure [default: the catalog's default model]
@@ -92,6 +93,9 @@ pub struct BenchArgs {
     /// against llama-server with and without `--spec-type ngram-mod` [model: qwen2.5-coder-0.5b]
     #[arg(long, conflicts_with_all = ["routing", "busy_cores"])]
     pub speculation: bool,
+    /// With --speculation: start the llorch-worker found in DIR instead of building it
+    #[arg(long, value_name = "DIR", requires = "speculation")]
+    pub bin_dir: Option<std::path::PathBuf>,
 }
 
 fn parse_backend(value: &str) -> Result<Backend, String> {
