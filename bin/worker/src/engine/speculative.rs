@@ -14,8 +14,6 @@
 //! such a draft: `d` is accepted with probability `p(d)`, and on rejection `t` is distributed as
 //! `p` without `d`, renormalised (the unit tests check the distribution).
 
-use llama_cpp_2::token::LlamaToken;
-
 /// `--speculative`: how a generating sequence drafts tokens to verify in one step.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Speculation {
