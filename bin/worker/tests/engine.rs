@@ -867,34 +867,6 @@ async fn speculation_changes_no_greedy_token_and_accepts_drafts_of_an_edit() {
     speculative.shutdown().await;
 }
 
-/// Sampled decoding with speculation keeps the seed's answer: the same seed with and without
-/// drafts samples the same tokens, because each one is still drawn by the sequence's sampler
-/// from its own position's logits, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_seeded_sampled_answer_is_the_same_with_speculation() {
-    let sampled = |job_id: &str| {
-        let mut request = request(job_id, &editing_prompt("order_total"), 48);
-        request.sampling.temperature = 0.7;
-        request.sampling.seed = Some(11);
-        request
-    };
-    let mut texts = Vec::new();
-    let mut accepted = 0;
-    for speculation in [Speculation::Off, Speculation::Ngram] {
-        let engine = start(EngineSettings {
-            speculation,
-            ..settings(1, 512)
-        })
-        .await;
-        let outcome = generate(&engine, sampled("seeded")).await;
-        accepted += outcome.stats().draft_tokens_accepted;
-        texts.push(outcome.text());
-        engine.shutdown().await;
-    }
-    assert_eq!(texts[0], texts[1]);
-    assert!(accepted > 0, "no draft was accepted");
-}
-
 async fn post_embed(router: &axum::Router, input: serde_json::Value) -> (u16, String) {
     let response = router
         .clone()
