@@ -227,6 +227,8 @@ impl Relayed {
             tokens_per_second,
             prompt_tokens_per_second: 0.0,
             cached_prompt_tokens: 0,
+            draft_tokens: 0,
+            draft_tokens_accepted: 0,
         }
     }
 }

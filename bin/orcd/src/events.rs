@@ -322,6 +322,8 @@ mod tests {
                 finish_reason: FinishReason::Stop,
                 prompt_tokens: 3,
                 cached_prompt_tokens: 0,
+                draft_tokens: 0,
+                draft_tokens_accepted: 0,
                 generated_tokens: 5,
                 time_to_first_token_ms: 1.0,
                 tokens_per_second: 10.0,

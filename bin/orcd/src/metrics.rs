@@ -344,6 +344,8 @@ mod tests {
             tokens_per_second: 100.0,
             prompt_tokens_per_second: 0.0,
             cached_prompt_tokens: 0,
+            draft_tokens: 0,
+            draft_tokens_accepted: 0,
         };
         metrics.job_finished(&job, &JobOutcome::Completed(stats), 0.5);
         metrics.job_finished(&job, &JobOutcome::Cancelled, 0.1);

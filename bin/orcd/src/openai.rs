@@ -564,6 +564,8 @@ mod tests {
             tokens_per_second: 1.0,
             prompt_tokens_per_second: 1.0,
             cached_prompt_tokens: 2,
+            draft_tokens: 0,
+            draft_tokens_accepted: 0,
         }
     }
 

@@ -105,6 +105,8 @@ mod tests {
             tokens_per_second: 4.0,
             prompt_tokens_per_second: 5.0,
             cached_prompt_tokens: 0,
+            draft_tokens: 0,
+            draft_tokens_accepted: 0,
         });
         let items = vec![
             Ok(StreamEvent::Queued {

@@ -51,6 +51,8 @@ async fn execute(Json(request): Json<ExecuteRequest>) -> Response {
             finish_reason: FinishReason::Stop,
             prompt_tokens: 2,
             cached_prompt_tokens: 0,
+            draft_tokens: 0,
+            draft_tokens_accepted: 0,
             generated_tokens: DONE_TOKENS,
             time_to_first_token_ms: 1.0,
             tokens_per_second: 10.0,

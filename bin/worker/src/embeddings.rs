@@ -218,7 +218,7 @@ pub async fn embed(
         EngineStatus::Ready => {}
         EngineStatus::Loading => return Err(WorkerError::Loading),
         EngineStatus::Draining | EngineStatus::Stopped => return Err(WorkerError::ShuttingDown),
-        EngineStatus::Failed(message) => return Err(WorkerError::EngineStopped(message)),
+        EngineStatus::Failed(error) => return Err(WorkerError::Engine(error)),
     }
     embeddings.embed(request.input).await.map(Json)
 }
@@ -269,7 +269,7 @@ fn embedding_context(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     model
-        .new_context(llama_backend()?, params)
+        .new_context(llama_backend().map_err(|error| error.to_string())?, params)
         .map_err(|error| format!("creating the llama.cpp embedding context: {error}"))
 }
 

@@ -8,7 +8,7 @@ use axum::{
 };
 use llorch_api::{ErrorBody, ErrorKind, StreamEvent};
 
-use crate::validation::ValidationError;
+use crate::{engine::EngineError, validation::ValidationError};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WorkerError {
@@ -26,6 +26,8 @@ pub enum WorkerError {
     Generation(String),
     #[error("the engine thread stopped: {0}")]
     EngineStopped(String),
+    #[error("the engine cannot serve: {0}")]
+    Engine(EngineError),
     #[error("{0}")]
     Unauthorized(String),
     #[error("this worker serves no embeddings\nhint: start it with `--embeddings`")]
@@ -45,6 +47,7 @@ impl WorkerError {
             WorkerError::Generation(_) | WorkerError::EngineStopped(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            WorkerError::Engine(error) => engine_status(error),
         }
     }
 
@@ -61,7 +64,7 @@ impl WorkerError {
             WorkerError::Loading | WorkerError::QueueFull { .. } => ErrorKind::QueueFull,
             WorkerError::ShuttingDown => ErrorKind::ShuttingDown,
             WorkerError::Generation(_) => ErrorKind::Worker,
-            WorkerError::EngineStopped(_) => ErrorKind::Internal,
+            WorkerError::EngineStopped(_) | WorkerError::Engine(_) => ErrorKind::Internal,
         }
     }
 
@@ -86,13 +89,32 @@ impl WorkerError {
     }
 }
 
+/// A worker whose engine could not start (its model, flags or hardware) cannot serve any job:
+/// 503 tells orcd to send the job elsewhere. An engine that broke while running is a 500.
+fn engine_status(error: &EngineError) -> StatusCode {
+    match error {
+        EngineError::Backend(_)
+        | EngineError::ModelMissing { .. }
+        | EngineError::NoGpu { .. }
+        | EngineError::GpuOutOfRange { .. }
+        | EngineError::ModelLoad { .. }
+        | EngineError::BatchSmallerThanSlots { .. }
+        | EngineError::ContextBeyondTraining { .. }
+        | EngineError::ContextTooLarge { .. }
+        | EngineError::Context(_)
+        | EngineError::TooFewCells { .. }
+        | EngineError::EndedWhileLoading => StatusCode::SERVICE_UNAVAILABLE,
+        EngineError::Panicked(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl IntoResponse for WorkerError {
     fn into_response(self) -> Response {
         // Refused input and a busy or stopping worker are normal; only the worker's own
         // failures are logged as errors. Messages can quote the request, so they are escaped.
         let error = self.log_message();
         match self {
-            WorkerError::Generation(_) | WorkerError::EngineStopped(_) => {
+            WorkerError::Generation(_) | WorkerError::EngineStopped(_) | WorkerError::Engine(_) => {
                 tracing::error!(%error, "request failed")
             }
             WorkerError::Unauthorized(_) => tracing::warn!(%error, "request refused"),
@@ -149,6 +171,21 @@ mod tests {
             assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE, "{error}");
         }
         assert_eq!(WorkerError::ShuttingDown.kind(), ErrorKind::ShuttingDown);
+    }
+
+    #[test]
+    fn an_engine_that_could_not_start_is_503_and_a_panicked_one_500() {
+        let missing = WorkerError::Engine(EngineError::ModelMissing {
+            path: "/models/x.gguf".into(),
+        });
+        assert_eq!(missing.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            missing.body().error,
+            "the engine cannot serve: model file `/models/x.gguf` does not exist"
+        );
+        let panicked = WorkerError::Engine(EngineError::Panicked("index out of bounds".into()));
+        assert_eq!(panicked.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(panicked.kind(), ErrorKind::Internal);
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::{path::PathBuf, time::Duration};
 use clap::Parser;
 use llorch_api::Backend;
 
+use crate::engine::Speculation;
+
 /// Serve one GGUF model over HTTP with continuous batching, and register with orcd.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -15,6 +17,7 @@ use llorch_api::Backend;
         llorch-worker --model gemma3-270m --port 0\n  \
         llorch-worker --model ./model.gguf --slots 8 --ctx-size 4096\n  \
         llorch-worker --model gemma3-270m --embeddings\n  \
+        llorch-worker --model qwen2.5-coder-0.5b --speculative off\n  \
         llorch-worker --model gemma3-270m --orchestrator-url http://127.0.0.1:8080"
 )]
 pub struct WorkerArgs {
@@ -122,6 +125,10 @@ pub struct WorkerArgs {
     )]
     pub drain_timeout_secs: u64,
 
+    /// Speculative decoding: `ngram` drafts tokens from the sequence's own prompt and output and verifies them in one step (the same answers, faster where the answer repeats its input, such as code edits); `off` decodes one token per step
+    #[arg(long, env = "LLORCH_SPECULATIVE", value_name = "off|ngram", value_enum, default_value_t = Speculation::default())]
+    pub speculative: Speculation,
+
     /// Also serve embeddings of the model (`POST /embed`; orcd's `/v1/embeddings`), from a llama.cpp context of their own
     #[arg(long, env = "LLORCH_EMBEDDINGS")]
     pub embeddings: bool,
@@ -227,6 +234,14 @@ mod tests {
         assert_eq!(args.backend, default_backend());
         assert!(args.threads() >= 1);
         assert_eq!(args.threads_batch(), args.threads());
+        assert_eq!(args.speculative, Speculation::Ngram);
+        let off =
+            WorkerArgs::try_parse_from(["llorch-worker", "--model", "m", "--speculative", "off"]);
+        assert_eq!(off.unwrap().speculative, Speculation::Off);
+        // Only what is built is offered: no draft-model speculation.
+        let draft =
+            WorkerArgs::try_parse_from(["llorch-worker", "--model", "m", "--speculative", "draft"]);
+        assert!(draft.is_err());
     }
 
     #[test]

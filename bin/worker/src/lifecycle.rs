@@ -61,6 +61,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         queue_size: args.queue_size,
         max_burst_wait: Duration::from_millis(args.max_burst_wait_ms),
+        speculation: args.speculative,
     };
 
     // Listen before loading: the port is known at once and `/health` says `loading` meanwhile.

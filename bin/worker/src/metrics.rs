@@ -41,6 +41,8 @@ pub struct WorkerMetrics {
     embedding_tokens: Counter,
     threads: Gauge,
     thread_changes: Counter,
+    draft_tokens: Counter,
+    draft_tokens_accepted: Counter,
     /// Scrapes set the slot gauges before encoding; two at once would interleave.
     scrape: Mutex<()>,
 }
@@ -132,8 +134,22 @@ impl WorkerMetrics {
             "Times the engine changed its thread count (each one a new llama.cpp context)",
             thread_changes.clone(),
         );
+        let draft_tokens = Counter::default();
+        registry.register(
+            "draft_tokens",
+            "Tokens drafted by speculative decoding (`--speculative`) and verified",
+            draft_tokens.clone(),
+        );
+        let draft_tokens_accepted = Counter::default();
+        registry.register(
+            "draft_tokens_accepted",
+            "Drafted tokens the model agreed with, emitted without a decode step of their own",
+            draft_tokens_accepted.clone(),
+        );
         WorkerMetrics {
             registry,
+            draft_tokens,
+            draft_tokens_accepted,
             threads,
             thread_changes,
             slots,
@@ -168,6 +184,12 @@ impl WorkerMetrics {
 
     pub fn token(&self) {
         self.tokens.inc();
+    }
+
+    /// One speculative draft verified: `drafted` tokens, the first `accepted` of them kept.
+    pub fn draft_verified(&self, drafted: usize, accepted: usize) {
+        self.draft_tokens.inc_by(drafted as u64);
+        self.draft_tokens_accepted.inc_by(accepted as u64);
     }
 
     pub fn job_finished(&self, stats: &GenerationStats) {
@@ -250,16 +272,21 @@ mod tests {
             tokens_per_second: 50.0,
             prompt_tokens_per_second: 400.0,
             cached_prompt_tokens: 3,
+            draft_tokens: 0,
+            draft_tokens_accepted: 0,
         });
         metrics.job_failed();
         metrics.embedded(7);
         metrics.threads_set(2);
         metrics.threads_changed(1);
+        metrics.draft_verified(8, 5);
         let text = metrics.render(3, 2, 4);
         for expected in [
             "llorch_worker_slots{state=\"busy\"} 3",
             "llorch_worker_slots{state=\"free\"} 1",
             "llorch_worker_jobs_waiting 2",
+            "llorch_worker_draft_tokens_total 8",
+            "llorch_worker_draft_tokens_accepted_total 5",
             "llorch_worker_jobs_total{outcome=\"length\"} 1",
             "llorch_worker_jobs_total{outcome=\"failed\"} 1",
             "llorch_worker_tokens_generated_total 2",

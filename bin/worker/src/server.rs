@@ -235,6 +235,7 @@ mod tests {
             batch_size: 512,
             queue_size: 4,
             max_burst_wait: Duration::from_millis(5),
+            speculation: crate::engine::Speculation::Off,
         }
     }
 
@@ -509,6 +510,8 @@ mod tests {
             tokens_per_second: 10.0,
             prompt_tokens_per_second: 100.0,
             cached_prompt_tokens: 0,
+            draft_tokens: 0,
+            draft_tokens_accepted: 0,
         });
         let token = StreamEvent::Token {
             text: "line one\nline two".into(),

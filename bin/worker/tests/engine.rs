@@ -19,7 +19,7 @@ use llorch_catalog::{default_model_base_dir, model_path, Catalog};
 use llorch_worker::{
     auth::WorkerAuth,
     embeddings::{EmbeddingSettings, Embeddings},
-    engine::{load_model, EngineHandle, EngineSettings, ModelSource},
+    engine::{load_model, EngineHandle, EngineSettings, ModelSource, Speculation},
     error::WorkerError,
     server::app,
     state::AppState,
@@ -77,6 +77,7 @@ fn settings(slots: u32, ctx_size: u32) -> EngineSettings {
         batch_size: 512,
         queue_size: 8,
         max_burst_wait: Duration::from_millis(5),
+        speculation: Speculation::default(),
     }
 }
 
@@ -351,8 +352,10 @@ fn decode_steps(engine: &EngineHandle) -> u64 {
 /// Two requests sent 2 ms apart to an idle engine, each answered with 6 tokens: the steps it
 /// takes for both, after a warm-up that teaches it what a prompt token costs.
 async fn steps_for_two_requests_sent_together(max_burst_wait: Duration) -> u64 {
+    // Step counts are the point here: no drafts, one token per step.
     let engine = start(EngineSettings {
         max_burst_wait,
+        speculation: Speculation::Off,
         ..settings(2, 512)
     })
     .await;
@@ -735,7 +738,11 @@ async fn shutdown_cancels_running_jobs_with_an_error_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_decode_steps_tokens_and_finished_jobs() {
-    let engine = start(settings(2, 512)).await;
+    let engine = start(EngineSettings {
+        speculation: Speculation::Off,
+        ..settings(2, 512)
+    })
+    .await;
     let outcome = generate(&engine, request("metrics", PROMPT, 8)).await;
     assert!(outcome.end.is_ok(), "the job failed: {:?}", outcome.end);
     wait_idle(&engine, TIMEOUT).await;
@@ -770,6 +777,95 @@ async fn metrics_count_decode_steps_tokens_and_finished_jobs() {
     );
     assert_eq!(value("llorch_worker_slots{state=\"free\"}"), 2.0);
     engine.shutdown().await;
+}
+
+/// A function and the start of its exact copy: the base model continues by copying, the
+/// answer an editing request gets.
+fn editing_prompt(name: &str) -> String {
+    format!(
+        "def {name}(items, tax_rate):\n    total = 0\n    for item in items:\n        \
+         total += item.price * item.quantity\n    discount = 0.1 if total > 100 else 0\n    \
+         total = total * (1 - discount)\n    tax = total * tax_rate\n    return total + tax\n\n\
+         # The same function, copied exactly:\ndef {name}(items, tax_rate):\n"
+    )
+}
+
+fn metric(engine: &EngineHandle, name: &str) -> f64 {
+    let text = engine.metrics_text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no `{name}` in:\n{text}"))
+}
+
+/// Speculative decoding changes no token of a greedy answer: an editing prompt answered with
+/// and without it, alone and with two sequences drafting in the same steps, gives the same
+/// text, and with it most of the answer came from accepted drafts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speculation_changes_no_greedy_token_and_accepts_drafts_of_an_edit() {
+    let names = ["order_total", "invoice_sum"];
+    let plain = start(EngineSettings {
+        speculation: Speculation::Off,
+        ..settings(1, 512)
+    })
+    .await;
+    let mut expected = Vec::new();
+    for name in names {
+        let outcome = generate(&plain, request(name, &editing_prompt(name), 64)).await;
+        assert_eq!(outcome.stats().draft_tokens, 0, "nothing drafted when off");
+        expected.push(outcome.text());
+    }
+    plain.shutdown().await;
+
+    let speculative = start(EngineSettings {
+        speculation: Speculation::Ngram,
+        ..settings(2, 512)
+    })
+    .await;
+    let alone = generate(
+        &speculative,
+        request("alone", &editing_prompt(names[0]), 64),
+    )
+    .await;
+    assert_eq!(alone.text(), expected[0], "speculation changed the answer");
+    let stats = alone.stats();
+    assert_eq!(stats.generated_tokens, 64, "{stats:?}");
+    assert!(
+        stats.draft_tokens_accepted > 16 && stats.draft_tokens_accepted <= stats.draft_tokens,
+        "{stats:?}"
+    );
+    // Both slots drafting in the same steps.
+    let mut streams = Vec::new();
+    for name in names {
+        streams.push(
+            submit(&speculative, request(name, &editing_prompt(name), 64))
+                .await
+                .unwrap(),
+        );
+    }
+    let together = futures::future::join_all(streams.into_iter().map(collect)).await;
+    for (outcome, expected) in together.iter().zip(&expected) {
+        assert_eq!(
+            &outcome.text(),
+            expected,
+            "speculation beside another sequence changed the answer"
+        );
+        assert!(
+            outcome.stats().draft_tokens_accepted > 0,
+            "{:?}",
+            outcome.stats()
+        );
+    }
+    wait_idle(&speculative, TIMEOUT).await;
+    let accepted: u32 = [&alone]
+        .into_iter()
+        .chain(&together)
+        .map(|o| o.stats().draft_tokens_accepted)
+        .sum();
+    assert_eq!(
+        metric(&speculative, "llorch_worker_draft_tokens_accepted_total"),
+        f64::from(accepted)
+    );
+    speculative.shutdown().await;
 }
 
 async fn post_embed(router: &axum::Router, input: serde_json::Value) -> (u16, String) {

@@ -320,6 +320,13 @@ pub struct GenerationStats {
     /// way), not processed again; part of `prompt_tokens`.
     #[serde(default)]
     pub cached_prompt_tokens: u32,
+    /// Tokens the worker drafted ahead by speculative decoding and verified (0 without it).
+    #[serde(default)]
+    pub draft_tokens: u32,
+    /// Drafted tokens the model agreed with, emitted without a decode step of their own;
+    /// part of `generated_tokens`.
+    #[serde(default)]
+    pub draft_tokens_accepted: u32,
 }
 
 /// Machine-readable error category, the same in JSON bodies and `error` events.
@@ -645,6 +652,8 @@ mod tests {
                 tokens_per_second: 70.0,
                 prompt_tokens_per_second: 300.0,
                 cached_prompt_tokens: 0,
+                draft_tokens: 0,
+                draft_tokens_accepted: 0,
             }),
             StreamEvent::Error {
                 message: "boom".into(),

@@ -28,6 +28,10 @@ pub struct Sample {
     pub prompt_tokens: u32,
     /// Prompt tokens the server took from its cache, as it reports them.
     pub cached_tokens: u32,
+    /// Tokens drafted by speculative decoding and how many of them were accepted, as the
+    /// server reports them (0 where it does not speculate).
+    pub draft_tokens: u32,
+    pub draft_tokens_accepted: u32,
     pub text: String,
 }
 
@@ -115,7 +119,19 @@ pub async fn complete(
     prompt: &str,
     max_tokens: u32,
 ) -> anyhow::Result<Sample> {
-    complete_sampled(http, target, prompt, greedy(max_tokens)).await
+    complete_text(http, target, prompt, max_tokens, false).await
+}
+
+/// [`complete`] of a prompt whose special tokens (a chat template written out, such as
+/// `<|im_start|>`) are parsed as such on every side, so all of them see the same tokens.
+pub async fn complete_text(
+    http: &reqwest::Client,
+    target: &Target,
+    prompt: &str,
+    max_tokens: u32,
+    parse_special: bool,
+) -> anyhow::Result<Sample> {
+    complete_with(http, target, prompt, greedy(max_tokens), parse_special).await
 }
 
 /// Streams one completion of `prompt` with `sampling` and times it; llama-server gets only
@@ -126,13 +142,23 @@ pub async fn complete_sampled(
     prompt: &str,
     sampling: SamplingParams,
 ) -> anyhow::Result<Sample> {
+    complete_with(http, target, prompt, sampling, false).await
+}
+
+async fn complete_with(
+    http: &reqwest::Client,
+    target: &Target,
+    prompt: &str,
+    sampling: SamplingParams,
+    parse_special: bool,
+) -> anyhow::Result<Sample> {
     let max_tokens = sampling.max_tokens;
     let request = match target {
         Target::Worker { url } => http.post(format!("{url}/execute")).json(&ExecuteRequest {
             job_id: next_job_id(),
             prompt: Some(prompt.to_owned()),
             messages: None,
-            parse_special: false,
+            parse_special,
             sampling: sampling.clone(),
             tools: Default::default(),
             unknown: Default::default(),
@@ -141,13 +167,14 @@ pub async fn complete_sampled(
             model: model.clone(),
             prompt: Some(prompt.to_owned()),
             messages: None,
-            parse_special: false,
+            parse_special,
             sampling,
             tools: Default::default(),
             stream: true,
             unknown: Default::default(),
         }),
-        // llama-server's defaults otherwise (its prompt cache stays on, as a user has it).
+        // llama-server's defaults otherwise (its prompt cache stays on, as a user has it); it
+        // parses special tokens in a prompt string always.
         Target::LlamaServer { url } => {
             http.post(format!("{url}/completion"))
                 .json(&serde_json::json!({
@@ -191,6 +218,8 @@ pub async fn complete_sampled(
                 generated_tokens: counts.generated,
                 prompt_tokens: counts.prompt,
                 cached_tokens: counts.cached,
+                draft_tokens: counts.drafted,
+                draft_tokens_accepted: counts.accepted,
                 text: timing.text,
             });
         }
@@ -221,6 +250,8 @@ struct Counts {
     generated: u32,
     prompt: u32,
     cached: u32,
+    drafted: u32,
+    accepted: u32,
 }
 
 /// A worker or orcd event; the token counts once the stream is done.
@@ -232,6 +263,8 @@ fn llorch_event(name: &str, data: &str, timing: &mut Timing) -> anyhow::Result<O
                 generated: stats.generated_tokens,
                 prompt: stats.prompt_tokens,
                 cached: stats.cached_prompt_tokens,
+                drafted: stats.draft_tokens,
+                accepted: stats.draft_tokens_accepted,
             }))
         }
         StreamEvent::Error { message, .. } => bail!("a bench stream failed: {message}"),
@@ -263,6 +296,11 @@ struct LlamaServerTimings {
     predicted_n: Option<u32>,
     #[serde(default)]
     cache_n: Option<u32>,
+    /// Present when it speculates.
+    #[serde(default)]
+    draft_n: Option<u32>,
+    #[serde(default)]
+    draft_n_accepted: Option<u32>,
 }
 
 /// A `llama-server` `/completion` event: one per token, the last one has `stop: true`.
@@ -292,6 +330,10 @@ fn llama_server_event(data: &str, timing: &mut Timing) -> anyhow::Result<Option<
         generated,
         prompt: chunk.tokens_evaluated.unwrap_or(0),
         cached,
+        drafted: timings.and_then(|timings| timings.draft_n).unwrap_or(0),
+        accepted: timings
+            .and_then(|timings| timings.draft_n_accepted)
+            .unwrap_or(0),
     }))
 }
 
@@ -308,6 +350,8 @@ mod tests {
             generated_tokens: tokens,
             prompt_tokens: 10,
             cached_tokens: 0,
+            draft_tokens: 0,
+            draft_tokens_accepted: 0,
             text: String::new(),
         }
     }
@@ -349,7 +393,7 @@ mod tests {
             None
         );
         let end = llama_server_event(
-            r#"{"content":"","stop":true,"tokens_predicted":7,"tokens_evaluated":12,"timings":{"predicted_n":7,"cache_n":3}}"#,
+            r#"{"content":"","stop":true,"tokens_predicted":7,"tokens_evaluated":12,"timings":{"predicted_n":7,"cache_n":3,"draft_n":5,"draft_n_accepted":4}}"#,
             &mut timing,
         )
         .unwrap();
@@ -358,7 +402,9 @@ mod tests {
             Some(Counts {
                 generated: 7,
                 prompt: 12,
-                cached: 3
+                cached: 3,
+                drafted: 5,
+                accepted: 4
             })
         );
         assert_eq!(timing.text, " Paris");

@@ -8,6 +8,7 @@ mod ceilings;
 mod client;
 mod routing;
 mod schema_sizes;
+mod speculation;
 mod table;
 
 use std::{
@@ -163,6 +164,9 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     if args.schema_sizes {
         return schema_sizes::run(&args, cx);
     }
+    if args.speculation {
+        return speculation::run(&args, cx);
+    }
     let model = match &args.model {
         Some(model) => model.clone(),
         None => crate::models::default_model_id(cx)?,
@@ -222,7 +226,14 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
             None,
         )),
         Some(path) => {
-            let info = start_llama_server(&cleanup.run_dir, path, &model_path, &args)?;
+            let info = start_llama_server(
+                &cleanup.run_dir,
+                "bench-llama-server",
+                path,
+                &model_path,
+                &args,
+                &[],
+            )?;
             cleanup.daemon(info.name.clone());
             let url = info
                 .url
@@ -346,12 +357,14 @@ async fn worker_threads(worker_url: &str) -> Option<WorkerThreads> {
 }
 
 /// Starts the llama-server binary at `path` like the bench's worker: same model, slots and
-/// context per slot, its own defaults otherwise.
+/// context per slot, its own defaults otherwise, plus `extra` arguments.
 fn start_llama_server(
     run_dir: &RunDir,
+    name: &str,
     path: &str,
     model_path: &std::path::Path,
     args: &BenchArgs,
+    extra: &[&str],
 ) -> anyhow::Result<DaemonInfo> {
     let program = std::path::PathBuf::from(path);
     if !program.is_file() {
@@ -381,8 +394,9 @@ fn start_llama_server(
             threads.to_string().into(),
         ]);
     }
+    server_args.extend(extra.iter().map(OsString::from));
     let spec = DaemonSpec {
-        name: "bench-llama-server".into(),
+        name: name.into(),
         kind: "llama-server".into(),
         program,
         args: server_args,
@@ -432,10 +446,10 @@ fn comparison_figures() -> Vec<Figure> {
             2,
         ),
         Figure::new(
-            "time to first token",
+            "time to first token, cold against cold",
             "ms",
             Better::Lower,
-            "the same stream: from sending the request to receiving the first token",
+            "the same stream: from sending the request to receiving the first token; its first words are new to both servers, so neither answers from a cached prefix",
             2,
         ),
         Figure::new(
@@ -446,14 +460,14 @@ fn comparison_figures() -> Vec<Figure> {
             2,
         ),
         Figure::new(
-            "conversation turn 8, time to first token",
+            "conversation turn 8, time to first token, warm against warm",
             "ms",
             Better::Lower,
-            "a conversation where each turn resends the whole history plus the last answer (64 tokens) and a new question; the time to first token of turn 8",
+            "a conversation where each turn resends the whole history plus the last answer (64 tokens) and a new question; the time to first token of turn 8, each server with its own cache of turn 7",
             2,
         ),
         Figure::new(
-            "conversation turn 8 cold, time to first token",
+            "conversation turn 8, time to first token, cold against cold",
             "ms",
             Better::Lower,
             "turn 8's prompt with a different first word, so that no cache holds any of it",
@@ -486,7 +500,7 @@ fn orcd_figures() -> Vec<Figure> {
             2,
         ),
         Figure::new(
-            "time to first token",
+            "time to first token, cold against cold",
             "ms",
             Better::Lower,
             "as in the comparison, straight to the worker or through orcd",
@@ -500,7 +514,7 @@ fn orcd_figures() -> Vec<Figure> {
             2,
         ),
         Figure::new(
-            "64 streams, time to first token p50",
+            "64 streams, time to first token p50, cold against cold",
             "ms",
             Better::Lower,
             "the median over the 64 streams of their time to first token, queueing included",
@@ -815,10 +829,22 @@ fn measure_ceilings(
 }
 
 fn write_report(cx: &Context, report: &BenchReport) -> anyhow::Result<std::path::PathBuf> {
+    write_json(cx, "bench", "latest", report.unix_time, report)
+}
+
+/// Writes a report to `target/bench/<stem>-<unix_time>.json` and to `<latest>.json` beside it;
+/// returns the latter.
+fn write_json(
+    cx: &Context,
+    stem: &str,
+    latest: &str,
+    unix_time: u64,
+    report: &impl Serialize,
+) -> anyhow::Result<std::path::PathBuf> {
     let dir = cx.settings.repo_root.join("target/bench");
     let text = serde_json::to_string_pretty(report)? + "\n";
-    crate::files::write_atomically(&dir.join(format!("bench-{}.json", report.unix_time)), &text)?;
-    let latest = dir.join("latest.json");
+    crate::files::write_atomically(&dir.join(format!("{stem}-{unix_time}.json")), &text)?;
+    let latest = dir.join(format!("{latest}.json"));
     crate::files::write_atomically(&latest, &text)?;
     Ok(latest)
 }

@@ -1,6 +1,6 @@
 //! The bench's figures: each one defined once (name, unit, how it is measured), its samples in
 //! up to two columns, and the markdown table with the median and spread of every column and
-//! the ratio of their medians.
+//! the ratio of their medians, with the spread of the runs' own ratios.
 
 use serde::Serialize;
 
@@ -48,6 +48,21 @@ impl Figure {
     }
 
     /// Median of the second column over the first; `None` when either is missing.
+    /// Each run's own ratio (second column over first), when both columns hold one sample per
+    /// run: the spread of the ratio, beside the ratio of the medians.
+    pub fn run_ratios(&self) -> Vec<f64> {
+        let [first, second] = self.columns.as_slice() else {
+            return Vec::new();
+        };
+        if first.len() != second.len() {
+            return Vec::new();
+        }
+        (first.iter().zip(second))
+            .filter(|(first, _)| **first > 0.0)
+            .map(|(first, second)| second / first)
+            .collect()
+    }
+
     pub fn ratio(&self) -> Option<f64> {
         let first = median(self.columns.first()?)?;
         let second = median(self.columns.get(1)?)?;
@@ -118,7 +133,13 @@ pub fn markdown(headers: [&str; 2], figures: &[Figure]) -> String {
                 Better::Higher => "higher is better",
                 Better::Lower => "lower is better",
             };
-            format!("{ratio:.2} ({better})")
+            let runs = figure.run_ratios();
+            if runs.len() < 2 {
+                return format!("{ratio:.2} ({better})");
+            }
+            let min = runs.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{ratio:.2} [{min:.2}–{max:.2}] ({better})")
         });
         text.push_str(&format!(
             "| {}. {} ({}) | {} | {} | {} |\n",
@@ -188,7 +209,7 @@ mod tests {
         rss.push(0, f64::NAN);
         let table = markdown(["llama-server", "worker"], &[decode, rss]);
         assert!(
-            table.contains("| 1. single-stream decode (tok/s) | 90.0 [80.0–100] | 91.0 [90.0–95.0] | 1.01 (higher is better) |"),
+            table.contains("| 1. single-stream decode (tok/s) | 90.0 [80.0–100] | 91.0 [90.0–95.0] | 1.01 [0.90–1.19] (higher is better) |"),
             "{table}"
         );
         assert!(table.contains("| 2. RSS (MB) | – | 400 | – |"), "{table}");

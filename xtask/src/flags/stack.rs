@@ -56,6 +56,8 @@ Examples:
   cargo xtask bench --against-llama-server ./llama-server --threads 2
   cargo xtask bench --routing --runs 1  # cache-aware against least-loaded routing, 2 workers
   cargo xtask bench --schema-sizes --runs 3  # time to first token against JSON-schema size
+  cargo xtask bench --speculation --against-llama-server ./llama-server  # editing workload
+  cargo xtask bench --speculation --bin-dir target/release --runs 5
   cargo xtask --json bench")]
 pub struct BenchArgs {
     /// Catalog id of the model to measure [default: the catalog's default model]
@@ -90,6 +92,15 @@ pub struct BenchArgs {
     /// JSON schemas of more and more properties, against the same request without one
     #[arg(long)]
     pub schema_sizes: bool,
+    /// Measure speculative decoding instead of the figures above: an editing workload (the
+    /// answer mostly copies the prompt) and one without repetition, the worker at its default
+    /// (`--speculative ngram`) against `--speculative off`, and with a llama-server path,
+    /// against llama-server with and without `--spec-type ngram-mod` [model: qwen2.5-coder-0.5b]
+    #[arg(long, conflicts_with_all = ["routing", "busy_cores"])]
+    pub speculation: bool,
+    /// With --speculation: start the llorch-worker found in DIR instead of building it
+    #[arg(long, value_name = "DIR", requires = "speculation")]
+    pub bin_dir: Option<std::path::PathBuf>,
 }
 
 fn parse_backend(value: &str) -> Result<Backend, String> {

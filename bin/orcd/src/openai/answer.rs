@@ -383,6 +383,8 @@ mod tests {
             finish_reason: reason,
             prompt_tokens: 5,
             cached_prompt_tokens: 2,
+            draft_tokens: 0,
+            draft_tokens_accepted: 0,
             generated_tokens,
             time_to_first_token_ms: 1.0,
             tokens_per_second: 1.0,

@@ -256,6 +256,8 @@ async fn execute(
                 tokens_per_second: 100.0,
                 prompt_tokens_per_second: 500.0,
                 cached_prompt_tokens: 0,
+                draft_tokens: 0,
+                draft_tokens_accepted: 0,
             });
             return Some((Ok(sse(&done)), progress));
         }

@@ -26,6 +26,7 @@ use super::{
     prefix_cache::{common_prefix, reusable_prefix, worth_waiting_for, PrefixCache},
     sampling::logprobs_of,
     slot::{Job, Phase, Sequence},
+    speculative::{lookup_draft, verify, Speculation},
     threads::{ThreadChange, ThreadController},
     Command, EngineLoad, EngineSettings, Shared,
 };
@@ -285,7 +286,8 @@ impl<'a> Batcher<'a> {
             let cached = self.reuse_cache(slot, &job.prompt);
             self.cache.touch(slot);
             tracing::debug!(job_id = %job.job_id, slot, cached_tokens = cached, "job started");
-            self.slots[slot] = Some(Sequence::new(job, cached));
+            let speculate = self.shared.settings.speculation != Speculation::Off;
+            self.slots[slot] = Some(Sequence::new(job, cached, speculate));
         }
     }
 
@@ -333,20 +335,46 @@ impl<'a> Batcher<'a> {
         self.batch.clear();
         let mut in_batch = Vec::with_capacity(self.slots.len());
         let mut generating = 0;
+        let mut drafted = 0;
+        let mut generating_left = (self.slots.iter().flatten())
+            .filter(|sequence| matches!(sequence.phase, Phase::Generate { .. }))
+            .count();
         // Generating sequences first: one token each keeps every stream moving while prompts
-        // are fed in chunks behind them.
+        // are fed in chunks behind them. A sequence that drafts adds its draft behind its next
+        // token, leaving room for one token of every generating sequence after it.
         for (slot, sequence) in self.slots.iter_mut().enumerate() {
             let Some(sequence) = sequence else { continue };
             sequence.logits_row = None;
-            if let Phase::Generate { next } = sequence.phase {
-                if add(&mut self.batch, next, sequence.n_past, slot, true) {
-                    self.cache.extend(slot, &[next]);
-                    sequence.logits_row = Some(self.batch.n_tokens() - 1);
-                    sequence.n_past += 1;
-                    in_batch.push(slot);
-                    generating += 1;
-                }
+            sequence.draft.clear();
+            let Phase::Generate { next } = sequence.phase else {
+                continue;
+            };
+            generating_left -= 1;
+            let room =
+                batch_size.saturating_sub(self.batch.n_tokens() as usize + 1 + generating_left);
+            let mut draft = plan_draft(
+                sequence,
+                self.cache.tokens(slot),
+                next,
+                room,
+                self.shared.settings.ctx_size,
+                self.model,
+            );
+            if !add(&mut self.batch, next, sequence.n_past, slot, true) {
+                continue;
             }
+            sequence.logits_row = Some(self.batch.n_tokens() - 1);
+            let fed = (draft.iter().zip(sequence.n_past + 1..))
+                .take_while(|&(&token, position)| add(&mut self.batch, token, position, slot, true))
+                .count();
+            draft.truncate(fed);
+            self.cache.extend(slot, &[next]);
+            self.cache.extend(slot, &draft);
+            sequence.n_past += 1 + fed as u32;
+            drafted += fed;
+            sequence.draft = draft;
+            in_batch.push(slot);
+            generating += 1;
         }
         let now = Instant::now();
         for (slot, sequence) in self.slots.iter_mut().enumerate() {
@@ -406,9 +434,10 @@ impl<'a> Batcher<'a> {
             self.prefill_cost
                 .record(self.batch.n_tokens() as usize, step_time);
         }
-        // Only steps of generated tokens are compared: a prompt chunk's cost depends on its size.
+        // Only steps of generated tokens are compared: a prompt chunk's cost depends on its
+        // size, and so does a step with drafts.
         let thread_change = match &mut self.threads {
-            Some(controller) if generating == in_batch.len() => {
+            Some(controller) if generating == in_batch.len() && drafted == 0 => {
                 let foreign = self
                     .cpu
                     .as_mut()
@@ -427,20 +456,60 @@ impl<'a> Batcher<'a> {
             if matches!(sequence.phase, Phase::Prefill { .. }) {
                 sequence.prefill_done = Some(decoded_at);
             }
-            // `sample` also accepts the token into the sampler chain; never accept it again.
-            let token = sequence.job.sampler.sample(&self.context, row);
-            if let Some(top) = sequence.job.logprobs {
-                if !self.model.vocab().is_eog(token) {
-                    let logits = self.context.get_logits_ith(row);
-                    let logprob = logprobs_of(self.model, logits, token, top);
-                    sequence.pending_logprobs.push(logprob);
-                }
+            let draft = std::mem::take(&mut sequence.draft);
+            let sampler = &mut sequence.job.sampler;
+            let context = &self.context;
+            // `sample` also accepts each token into the sampler chain; never accept it again.
+            let emitted = verify(&draft, |index| sampler.sample(context, row + index as i32));
+            if !draft.is_empty() && !self.roll_back_rejected(slot, draft.len(), emitted.len() - 1) {
+                continue;
             }
-            self.after_sample(slot, token);
+            for (index, token) in emitted.into_iter().enumerate() {
+                let Some(sequence) = self.slots[slot].as_mut() else {
+                    break; // finished (or its client left) at an earlier token of this step
+                };
+                if let Some(top) = sequence.job.logprobs {
+                    if !self.model.vocab().is_eog(token) {
+                        let logits = self.context.get_logits_ith(row + index as i32);
+                        let logprob = logprobs_of(self.model, logits, token, top);
+                        sequence.pending_logprobs.push(logprob);
+                    }
+                }
+                self.after_sample(slot, token);
+            }
         }
         if let ThreadChange::Switch(threads) = thread_change {
             self.set_threads(threads);
         }
+    }
+
+    /// Counts a verified draft of `drafted` tokens of which the first `accepted` were kept, and
+    /// removes the KV cells (and cache entries) of the rest. `false` if the sequence failed
+    /// because llama.cpp could not remove them.
+    fn roll_back_rejected(&mut self, slot: usize, drafted: usize, accepted: usize) -> bool {
+        self.shared.metrics.draft_verified(drafted, accepted);
+        let sequence = self.slots[slot]
+            .as_mut()
+            .expect("verified slot is occupied");
+        if let Some(policy) = sequence.drafting.as_mut() {
+            policy.record(drafted, accepted);
+        }
+        let rejected = (drafted - accepted) as u32;
+        if rejected == 0 {
+            return true;
+        }
+        let keep = sequence.n_past - rejected;
+        if let Err(error) = self.context.kv_cache_seq_rm(slot as i32, Some(keep), None) {
+            let sequence = self.release(slot, false);
+            sequence.fail(&WorkerError::Generation(format!(
+                "removing the KV cells of rejected draft tokens: {error}"
+            )));
+            self.shared.metrics.job_failed();
+            return false;
+        }
+        sequence.n_past = keep;
+        self.cache.truncate(slot, keep as usize);
+        true
     }
 
     /// llama.cpp fixes a context's thread count when it is created (this llama-cpp-2 has no
@@ -557,6 +626,44 @@ impl<'a> Batcher<'a> {
             "job finished"
         );
     }
+}
+
+/// The tokens `sequence` drafts behind `next` this step (`speculative.rs`): looked up in what
+/// its slot holds plus `next`, at most `room` of them, never past its slot's context or its
+/// `max_tokens`, and never an end-of-generation token. Empty without speculation or while
+/// its drafting pauses.
+fn plan_draft(
+    sequence: &mut Sequence,
+    held: &[LlamaToken],
+    next: LlamaToken,
+    room: usize,
+    ctx_size: u32,
+    model: &LlamaModel,
+) -> Vec<LlamaToken> {
+    let Some(policy) = sequence.drafting.as_mut() else {
+        return Vec::new();
+    };
+    // `next` takes position n_past, the draft the ones after; `after_sample` keeps one cell of
+    // the slot spare, and the step emits up to one token more than it drafts.
+    let context_room = (ctx_size as usize).saturating_sub(sequence.n_past as usize + 2);
+    let length_room = (sequence.job.max_tokens - sequence.generated).saturating_sub(1) as usize;
+    let limit = room.min(context_room).min(length_room);
+    if limit == 0 {
+        return Vec::new();
+    }
+    let budget = policy.budget().min(limit);
+    if budget == 0 {
+        return Vec::new();
+    }
+    let mut history = Vec::with_capacity(held.len() + 1);
+    history.extend_from_slice(held);
+    history.push(next);
+    let draft = lookup_draft(&history, budget);
+    let vocab = model.vocab();
+    let end = (draft.iter())
+        .position(|&token| vocab.is_eog(token))
+        .unwrap_or(draft.len());
+    draft[..end].to_vec()
 }
 
 /// Adds one token of `slot`'s sequence to the batch. The batch holds `batch_size` tokens and

@@ -5,14 +5,18 @@
 mod batching;
 mod burst;
 mod cpu_load;
+mod error;
 mod prefix_cache;
 pub mod prompt;
 mod sampling;
 mod slot;
+pub mod speculative;
 pub mod template;
 pub mod text;
 mod threads;
 
+pub use self::error::EngineError;
+pub use self::speculative::Speculation;
 pub use self::threads::physical_cores;
 
 use std::{
@@ -67,6 +71,8 @@ pub struct EngineSettings {
     pub queue_size: u32,
     /// The longest the engine, woken from idle, waits for requests sent together (`burst.rs`).
     pub max_burst_wait: Duration,
+    /// How generating sequences draft tokens to verify in one step (`speculative.rs`).
+    pub speculation: Speculation,
 }
 
 impl EngineSettings {
@@ -95,8 +101,8 @@ pub enum EngineStatus {
     Ready,
     /// Shutting down: running jobs finish, new ones are refused.
     Draining,
-    /// Loading or the context failed; the message says why.
-    Failed(String),
+    /// Loading, the context or the engine thread failed.
+    Failed(EngineError),
     /// The engine thread has ended.
     Stopped,
 }
@@ -211,16 +217,16 @@ impl EngineHandle {
     }
 
     /// Waits until the model is loaded; the error says why loading failed.
-    pub async fn wait_ready(&self) -> Result<(), String> {
+    pub async fn wait_ready(&self) -> Result<(), EngineError> {
         let mut status = self.shared.status.subscribe();
         let status = status
             .wait_for(|status| *status != EngineStatus::Loading)
             .await
-            .map_err(|_| "the engine thread ended while loading".to_owned())?;
+            .map_err(|_| EngineError::EndedWhileLoading)?;
         match &*status {
             EngineStatus::Ready | EngineStatus::Draining => Ok(()),
-            EngineStatus::Failed(message) => Err(message.clone()),
-            EngineStatus::Stopped => Err("the engine stopped while loading".into()),
+            EngineStatus::Failed(error) => Err(error.clone()),
+            EngineStatus::Stopped => Err(EngineError::EndedWhileLoading),
             EngineStatus::Loading => unreachable!("waited for a status other than loading"),
         }
     }
@@ -235,7 +241,7 @@ impl EngineHandle {
             return "the engine's status channel closed".into();
         };
         match &*status {
-            EngineStatus::Failed(message) => message.clone(),
+            EngineStatus::Failed(error) => error.to_string(),
             _ => "the engine thread ended".into(),
         }
     }
@@ -308,7 +314,7 @@ impl EngineHandle {
             EngineStatus::Ready => Ok(()),
             EngineStatus::Loading => Err(WorkerError::Loading),
             EngineStatus::Draining | EngineStatus::Stopped => Err(WorkerError::ShuttingDown),
-            EngineStatus::Failed(message) => Err(WorkerError::EngineStopped(message.clone())),
+            EngineStatus::Failed(error) => Err(WorkerError::Engine(error.clone())),
         }
     }
 
@@ -360,7 +366,7 @@ impl EngineHandle {
 
 /// The process-wide llama.cpp backend. llama.cpp must be initialised once per process, and its
 /// logs are routed into `tracing` before anything is loaded.
-pub fn llama_backend() -> Result<&'static LlamaBackend, String> {
+pub fn llama_backend() -> Result<&'static LlamaBackend, EngineError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -369,20 +375,24 @@ pub fn llama_backend() -> Result<&'static LlamaBackend, String> {
             Ok(backend)
         })
         .as_ref()
-        .map_err(|error| format!("initialising llama.cpp: {error}"))
+        .map_err(|error| EngineError::Backend(error.clone()))
 }
 
 /// Loads a GGUF file for the whole life of the process (the worker serves one model, and a
 /// `'static` model lets the HTTP side tokenize while the engine thread decodes).
-pub fn load_model(path: &Path, backend: Backend, gpu: u32) -> Result<&'static LlamaModel, String> {
+pub fn load_model(
+    path: &Path,
+    backend: Backend,
+    gpu: u32,
+) -> Result<&'static LlamaModel, EngineError> {
     let llama = llama_backend()?;
     if !path.is_file() {
-        return Err(format!("model file `{}` does not exist", path.display()));
+        return Err(EngineError::ModelMissing {
+            path: path.to_owned(),
+        });
     }
     if backend != Backend::Cpu && !llama.supports_gpu_offload() {
-        return Err(format!(
-            "backend `{backend}` was requested but llama.cpp found no GPU to offload to"
-        ));
+        return Err(EngineError::NoGpu { backend });
     }
     let params = match backend {
         Backend::Cpu => LlamaModelParams::default().with_n_gpu_layers(0),
@@ -391,18 +401,14 @@ pub fn load_model(path: &Path, backend: Backend, gpu: u32) -> Result<&'static Ll
         Backend::Cuda | Backend::Metal => LlamaModelParams::default()
             .with_n_gpu_layers(u32::MAX)
             .with_split_mode(LlamaSplitMode::None)
-            .with_main_gpu(
-                i32::try_from(gpu).map_err(|_| format!("`--gpu` {gpu} is out of range"))?,
-            ),
+            .with_main_gpu(i32::try_from(gpu).map_err(|_| EngineError::GpuOutOfRange { gpu })?),
     };
     let started = Instant::now();
     let model = LlamaModel::load_from_file(llama, path, &params).map_err(|error| {
-        format!(
-            "loading model `{}`: {error}\n\
-             hint: is it a GGUF file of an architecture this llama.cpp supports? \
-             llama.cpp's log lines above say what it rejected",
-            path.display()
-        )
+        EngineError::ModelLoad {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        }
     })?;
     tracing::info!(
         path = %path.display(),
@@ -425,11 +431,11 @@ fn engine_thread(shared: &Shared, source: ModelSource, commands: mpsc::Receiver<
             .map(|text| text.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        Err(format!("the engine thread panicked: {message}"))
+        Err(EngineError::Panicked(message))
     });
     shared.status.send_replace(match result {
         Ok(()) => EngineStatus::Stopped,
-        Err(message) => EngineStatus::Failed(message),
+        Err(error) => EngineStatus::Failed(error),
     });
     shared.load.send_replace(EngineLoad::default());
 }
@@ -438,14 +444,13 @@ fn run_engine(
     shared: &Shared,
     source: ModelSource,
     commands: mpsc::Receiver<Command>,
-) -> Result<(), String> {
+) -> Result<(), EngineError> {
     let settings = &shared.settings;
     if settings.batch_size < settings.slots {
-        // Every generating slot puts one token into each step's batch.
-        return Err(format!(
-            "`--batch-size` {} must be at least `--slots` {}",
-            settings.batch_size, settings.slots
-        ));
+        return Err(EngineError::BatchSmallerThanSlots {
+            batch_size: settings.batch_size,
+            slots: settings.slots,
+        });
     }
     let model = match source {
         ModelSource::File(path) => load_model(&path, settings.backend, settings.gpu)?,
@@ -453,10 +458,10 @@ fn run_engine(
     };
     let train_ctx = model.n_ctx_train();
     if settings.ctx_size > train_ctx {
-        return Err(format!(
-            "`--ctx-size` {} is larger than the model's training context ({train_ctx})",
-            settings.ctx_size
-        ));
+        return Err(EngineError::ContextBeyondTraining {
+            ctx_size: settings.ctx_size,
+            train_ctx,
+        });
     }
     let context = new_context(model, settings)?;
     let _ = shared.model.set(model);
@@ -488,16 +493,14 @@ pub(crate) static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
 fn new_context(
     model: &'static LlamaModel,
     settings: &EngineSettings,
-) -> Result<LlamaContext<'static>, String> {
+) -> Result<LlamaContext<'static>, EngineError> {
     let total_ctx = settings
         .ctx_size
         .checked_mul(settings.slots)
         .and_then(NonZeroU32::new)
-        .ok_or_else(|| {
-            format!(
-                "`--ctx-size` {} × `--slots` {} does not fit a context",
-                settings.ctx_size, settings.slots
-            )
+        .ok_or(EngineError::ContextTooLarge {
+            ctx_size: settings.ctx_size,
+            slots: settings.slots,
         })?;
     // Without a unified KV cache every sequence gets exactly n_ctx / n_seq_max cells: one
     // slot can never eat another's context.
@@ -506,8 +509,10 @@ fn new_context(
         .with_n_seq_max(settings.slots)
         .with_n_batch(settings.batch_size)
         .with_n_ubatch(settings.batch_size)
-        // Sliding-window layers only need their window: sequences are only ever cleared
-        // whole, never rewound or shifted, which is what a full-size SWA cache is for.
+        // Sliding-window layers only need their window: sequences are cleared whole or cut
+        // back to a cached prefix (checked against the cells the window kept) or by rejected
+        // draft tokens at their end (cells llama.cpp reuses are outside the window of every
+        // position kept), never shifted, which is what a full-size SWA cache is for.
         .with_swa_full(false)
         .with_n_threads(settings.threads as i32)
         .with_n_threads_batch(settings.threads_batch as i32);
@@ -516,13 +521,13 @@ fn new_context(
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let context = model
         .new_context(llama_backend()?, params)
-        .map_err(|error| format!("creating the llama.cpp context: {error}"))?;
+        .map_err(|error| EngineError::Context(error.to_string()))?;
     let per_slot = context.n_ctx() / settings.slots;
     if per_slot < settings.ctx_size {
-        return Err(format!(
-            "llama.cpp gave each slot {per_slot} KV cells, fewer than `--ctx-size` {}",
-            settings.ctx_size
-        ));
+        return Err(EngineError::TooFewCells {
+            per_slot,
+            ctx_size: settings.ctx_size,
+        });
     }
     Ok(context)
 }

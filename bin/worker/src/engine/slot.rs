@@ -7,7 +7,7 @@ use llama_cpp_2::{sampling::LlamaSampler, token::LlamaToken};
 use llorch_api::{FinishReason, GenerationStats, StreamEvent, TokenLogprob};
 use tokio::sync::{mpsc::UnboundedSender, OwnedSemaphorePermit};
 
-use super::text::TextStream;
+use super::{speculative::DraftPolicy, text::TextStream};
 use crate::{error::WorkerError, metrics::WorkerMetrics};
 
 /// A tokenized request on its way to a slot.
@@ -46,6 +46,10 @@ pub(super) struct Sequence {
     /// The batch row whose logits are sampled after this step, if any.
     pub logits_row: Option<i32>,
     pub generated: u32,
+    /// How this sequence drafts tokens ahead; `None` without speculation.
+    pub drafting: Option<DraftPolicy>,
+    /// The tokens drafted into the current step after `next`, verified once it is decoded.
+    pub draft: Vec<LlamaToken>,
     /// Prompt tokens found in the slot's KV cache, not decoded again.
     pub cached_prompt_tokens: usize,
     token_events: u32,
@@ -59,7 +63,7 @@ pub(super) struct Sequence {
 
 impl Sequence {
     /// A sequence whose first `cached` prompt tokens are already in its slot's KV cells.
-    pub fn new(mut job: Job, cached: usize) -> Sequence {
+    pub fn new(mut job: Job, cached: usize, speculate: bool) -> Sequence {
         let stops = std::mem::take(&mut job.stop);
         Sequence {
             job,
@@ -69,6 +73,8 @@ impl Sequence {
             n_past: cached as u32,
             logits_row: None,
             generated: 0,
+            drafting: speculate.then(DraftPolicy::default),
+            draft: Vec::new(),
             cached_prompt_tokens: cached,
             token_events: 0,
             tokens_reported: 0,
@@ -144,6 +150,10 @@ impl Sequence {
             }
             _ => 0.0,
         };
+        let (draft_tokens, draft_tokens_accepted) = self
+            .drafting
+            .as_ref()
+            .map_or((0, 0), |policy| (policy.drafted, policy.accepted));
         GenerationStats {
             finish_reason,
             prompt_tokens: self.job.prompt.len() as u32,
@@ -152,6 +162,8 @@ impl Sequence {
             time_to_first_token_ms,
             tokens_per_second,
             prompt_tokens_per_second,
+            draft_tokens,
+            draft_tokens_accepted,
         }
     }
 }

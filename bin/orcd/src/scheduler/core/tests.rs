@@ -84,6 +84,8 @@ fn stats(tokens: u32) -> GenerationStats {
         tokens_per_second: 10.0,
         prompt_tokens_per_second: 100.0,
         cached_prompt_tokens: 0,
+        draft_tokens: 0,
+        draft_tokens_accepted: 0,
     }
 }
 
