@@ -8,7 +8,7 @@ use axum::{
 };
 use llorch_api::{ErrorBody, ErrorKind, StreamEvent};
 
-use crate::{engine::EngineError, validation::ValidationError};
+use crate::{engine_error::EngineError, validation::ValidationError};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WorkerError {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod embeddings;
 pub mod engine;
+pub mod engine_error;
 pub mod error;
 pub mod flags;
 pub mod lifecycle;

@@ -5,7 +5,7 @@
 mod batching;
 mod burst;
 mod cpu_load;
-mod error;
+
 mod prefix_cache;
 pub mod prompt;
 mod sampling;
@@ -15,9 +15,9 @@ pub mod template;
 pub mod text;
 mod threads;
 
-pub use self::error::EngineError;
 pub use self::speculative::Speculation;
 pub use self::threads::physical_cores;
+pub use crate::engine_error::EngineError;
 
 use std::{
     num::NonZeroU32,
