@@ -58,7 +58,6 @@ fn routes(state: AppState) -> Router {
         .merge(crate::tasks::routes())
         .route("/v2/events", get(crate::event_stream::fleet_events))
         .route("/v2/usage", get(usage))
-        .merge(crate::anthropic::routes())
         .merge(crate::pools::routes())
         .merge(crate::console::routes())
         .merge(openai::routes())
