@@ -214,10 +214,10 @@ impl CoverageReport {
     }
 
     fn table(&self, with_files: bool) -> String {
-        let mut text = String::from("crate               lines  covered  line coverage\n");
+        let mut text = String::from("crate                     lines  covered  line coverage\n");
         let row = |name: &str, lines: LineCounts| {
             format!(
-                "{name:<18} {:>6} {:>8}  {:>6.1} %\n",
+                "{name:<22} {:>8} {:>8}  {:>6.1} %\n",
                 lines.count,
                 lines.covered,
                 lines.percent()
