@@ -231,14 +231,34 @@ fn task() -> serde_json::Value {
 }
 
 /// Collects `/v2/events` placement events until `done` says enough.
-async fn placement_events(orcd_url: &str, done: impl Fn(&[FleetEvent]) -> bool) -> Vec<FleetEvent> {
+/// The fleet event stream of orcd, subscribed: once this returns, orcd publishes every later
+/// event to it, so a test can start what it watches without waiting for the subscription.
+type FleetStream = std::pin::Pin<
+    Box<
+        dyn futures::Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+async fn subscribe(orcd_url: &str) -> FleetStream {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let response = client
         .get(format!("{orcd_url}/v2/events"))
         .send()
         .await
         .unwrap();
-    let mut stream = response.bytes_stream().eventsource();
+    Box::pin(response.bytes_stream().eventsource())
+}
+
+/// The placement events of `stream` until `done` says enough.
+async fn placement_events(
+    mut stream: FleetStream,
+    done: impl Fn(&[FleetEvent]) -> bool,
+) -> Vec<FleetEvent> {
     within("the placement events", async {
         let mut seen = Vec::new();
         while let Some(Ok(event)) = stream.next().await {
@@ -273,16 +293,12 @@ async fn a_request_for_an_unloaded_model_loads_it_and_completes() {
     );
     assert_eq!(hosts[0].facts.models[0].model, MODEL);
 
-    let orcd_url = orcd.url.clone();
-    let events = tokio::spawn(async move {
-        placement_events(&orcd_url, |seen| {
-            seen.iter()
-                .any(|e| matches!(e, FleetEvent::ModelLoaded { .. }))
-        })
-        .await
-    });
-    // Let the subscription open before the load begins.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Subscribed before the load begins, so no placement event is missed.
+    let stream = subscribe(&orcd.url).await;
+    let events = tokio::spawn(placement_events(stream, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, FleetEvent::ModelLoaded { .. }))
+    }));
     let response = orcd.submit(task()).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     let result: llorch_api::TaskResult = response.json().await.unwrap();
