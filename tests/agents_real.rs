@@ -179,25 +179,19 @@ fn aliases_key_limits_and_usage_by_key() {
 
     // `jobs usage` (with the operator's token) shows each key's tokens.
     let jobs_usage = |token_file: &str, json: bool| {
-        let mut command = std::process::Command::new(xtask_binary());
-        if json {
-            command.arg("--json");
-        }
-        command
-            .args(["jobs", "usage", "--orchestrator-url", &orcd.url])
+        let mut xtask = xtask();
+        xtask
             .env("LLORCH_API_TOKEN_FILE", token_file)
-            .env("LLORCH_CONFIG_PATH", dir.path().join("no-config.toml"))
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
+            .env("LLORCH_CONFIG_PATH", dir.path().join("no-config.toml"));
+        let json = json.then_some("--json");
+        xtask.run(
+            json.into_iter()
+                .chain(["jobs", "usage", "--orchestrator-url", &orcd.url]),
+        )
     };
     let output = jobs_usage(&admin, true);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: llorch_api::usage::UsageReport = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(output.status.success(), "{}", output.stderr.as_str());
+    let report: llorch_api::usage::UsageReport = serde_json::from_str(&output.stdout).unwrap();
     for key in ["alice", "carol"] {
         let row = (report.rows.iter())
             .find(|row| row.key == key && row.model == CHAT_MODEL)
@@ -213,7 +207,7 @@ fn aliases_key_limits_and_usage_by_key() {
         "{report:?}"
     );
     let output = jobs_usage(&admin, false);
-    let table = String::from_utf8_lossy(&output.stdout);
+    let table = output.stdout.as_str();
     assert!(
         table.contains("alice") && table.contains("carol"),
         "{table}"
@@ -222,5 +216,5 @@ fn aliases_key_limits_and_usage_by_key() {
     // A client key may not read everyone's usage.
     let output = jobs_usage(&client_keys, false);
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("403"));
+    assert!(output.stderr.as_str().contains("403"));
 }

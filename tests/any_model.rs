@@ -3,10 +3,7 @@
 //! spawn` starts the real worker for that id (the worker does not read catalog.d; xtask hands
 //! it the file and the id), and orcd serves a job that names the new id.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
+use std::path::{Path, PathBuf};
 
 use llorch_api::TaskRequest;
 use llorch_tests::*;
@@ -15,37 +12,20 @@ const ID: &str = "any-model-e2e";
 const WORKER: &str = "any-model-e2e-worker";
 
 /// The xtask binary in a private config, model, run and state directory.
-fn xtask(dir: &Path, orcd_url: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(xtask_binary());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LLORCH_") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .args(args)
+fn xtask(dir: &Path, orcd_url: &str, args: &[&str]) -> Outcome {
+    llorch_tests::xtask()
         .env("LLORCH_CONFIG_PATH", dir.join("config.toml"))
         .env("LLORCH_MODEL_BASE_DIR", dir.join("models"))
         .env("LLORCH_RUN_DIR", dir.join("run"))
         .env("LLORCH_STATE_DIR", dir.join("state"))
         .env("LLORCH_BIN_DIR", bin_dir())
         .env("LLORCH_ORCHESTRATOR_URL", orcd_url)
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("the xtask binary starts")
+        .run(args)
 }
 
 #[track_caller]
-fn succeeded(output: Output) -> Output {
-    assert!(
-        output.status.success(),
-        "xtask failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+fn succeeded(output: Outcome) -> Outcome {
+    output.success()
 }
 
 /// Stops the worker the test spawned, also when the test fails.

@@ -1,8 +1,6 @@
 //! `cargo xtask jobs` as orcd's client: it sends the token from `LLORCH_API_TOKEN_FILE`, a
 //! refused token's error says where the client read it from, and a failed job is named by its id.
 
-use std::process::Command;
-
 use llorch_api::{Backend, JobInfo, JobState, WorkerRegistration};
 
 use llorch_tests::*;
@@ -19,29 +17,22 @@ fn jobs_sends_the_api_token_from_its_file() {
     .unwrap();
 
     let jobs_list = |token_file: Option<&str>| {
-        let mut command = Command::new(xtask_binary());
-        command.args(["--json", "jobs", "list", "--orchestrator-url", &orcd.url]);
-        command
-            .env_remove("LLORCH_API_TOKEN_FILE")
-            .env("LLORCH_CONFIG_PATH", dir.path().join("no-config.toml"));
+        let mut xtask = xtask();
+        xtask.env("LLORCH_CONFIG_PATH", dir.path().join("no-config.toml"));
         if let Some(path) = token_file {
-            command.env("LLORCH_API_TOKEN_FILE", path);
+            xtask.env("LLORCH_API_TOKEN_FILE", path);
         }
-        command.output().unwrap()
+        xtask.run(["--json", "jobs", "list", "--orchestrator-url", &orcd.url])
     };
 
     let output = jobs_list(Some(client.as_str()));
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let jobs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(output.status.success(), "{}", output.stderr.as_str());
+    let jobs: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
     assert_eq!(jobs, serde_json::json!([]));
 
     let output = jobs_list(None);
     assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = output.stderr.as_str();
     assert!(stderr.contains("401"), "{stderr}");
     assert!(
         stderr.contains("\nhint: the client sent no token: export LLORCH_API_TOKEN_FILE=FILE"),
@@ -53,7 +44,7 @@ fn jobs_sends_the_api_token_from_its_file() {
         !output.status.success(),
         "a worker token is not a client token"
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = output.stderr.as_str();
     assert!(
         stderr.contains(&format!(
             "\nhint: the client read its token from {worker} (LLORCH_API_TOKEN_FILE)"
@@ -88,19 +79,18 @@ fn a_job_that_fails_before_it_starts_is_named_by_its_id() {
         assert!(response.status().is_success(), "{}", response.status());
     });
 
-    let output = Command::new(xtask_binary())
-        .args([
-            "--no-color",
-            "jobs",
-            "submit",
-            "--orchestrator-url",
-            &orcd.url,
-        ])
-        .args(["--prompt", "Hello", "--max-tokens", "4"])
-        .env_remove("LLORCH_API_TOKEN_FILE")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let output = xtask().run([
+        "--no-color",
+        "jobs",
+        "submit",
+        "--orchestrator-url",
+        &orcd.url,
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "4",
+    ]);
+    let stderr = output.stderr.as_str();
     assert!(!output.status.success(), "{stderr}");
 
     let jobs: Vec<JobInfo> = runtime().block_on(async {

@@ -11,8 +11,6 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
 use llorch_api::{StreamEvent, TaskRequest, WorkerInfo};
 
 /// Where the release binaries are: `LLORCH_BIN_DIR` (set by `cargo xtask test`), else this
@@ -56,6 +54,14 @@ pub fn xtask_binary() -> PathBuf {
     );
     path
 }
+
+/// The built xtask through the one test harness (no `LLORCH_*` setting of the caller's, colour
+/// off, a time limit).
+pub fn xtask() -> llorch_testkit::Xtask {
+    llorch_testkit::Xtask::new(xtask_binary())
+}
+
+pub use llorch_testkit::Outcome;
 
 pub fn default_model_id() -> String {
     llorch_catalog::Catalog::builtin()
@@ -287,12 +293,11 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// orcd's workers, asked through the one client of orcd.
 pub async fn workers(orcd_url: &str) -> anyhow::Result<Vec<WorkerInfo>> {
-    Ok(reqwest::get(format!("{orcd_url}/workers"))
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
+    llorch_client::OrcdClient::new(orcd_url, None)
+        .workers()
+        .await
 }
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.
@@ -317,20 +322,16 @@ pub async fn wait_for_live_workers(
     count: usize,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    wait_until(
-        &format!("{count} live worker(s) at {orcd_url}"),
-        timeout,
-        || async {
-            workers(orcd_url).await.is_ok_and(|workers| {
-                workers
-                    .iter()
-                    .filter(|worker| worker.state == llorch_api::WorkerState::Live)
-                    .count()
-                    == count
-            })
-        },
-    )
-    .await
+    llorch_client::OrcdClient::new(orcd_url, None)
+        .wait_until_live(&format!("{count} live worker(s)"), timeout, |workers| {
+            workers
+                .iter()
+                .filter(|worker| worker.state == llorch_api::WorkerState::Live)
+                .count()
+                == count
+        })
+        .await?;
+    Ok(())
 }
 
 /// A greedy completion request for the default model.
@@ -351,55 +352,14 @@ pub fn greedy_task(prompt: &str, max_tokens: u32) -> TaskRequest {
     }
 }
 
-/// An open task stream.
-pub struct TaskStream {
-    pub status: reqwest::StatusCode,
-    events: std::pin::Pin<Box<dyn futures::Stream<Item = anyhow::Result<StreamEvent>> + Send>>,
-}
+pub use llorch_client::TaskStream;
 
-impl TaskStream {
-    pub async fn next(&mut self) -> Option<anyhow::Result<StreamEvent>> {
-        self.events.next().await
-    }
-
-    /// Reads events until the stream ends or a terminal event arrives.
-    pub async fn collect(mut self) -> anyhow::Result<Vec<StreamEvent>> {
-        let mut events = Vec::new();
-        while let Some(event) = self.next().await {
-            let event = event?;
-            let terminal = event.is_terminal();
-            events.push(event);
-            if terminal {
-                break;
-            }
-        }
-        Ok(events)
-    }
-}
-
-/// POSTs a task and returns its event stream (or the error status).
+/// POSTs a task through the one client of orcd and returns its event stream (a refusal is
+/// an error naming orcd's status and message).
 pub async fn submit(orcd_url: &str, task: &TaskRequest) -> anyhow::Result<TaskStream> {
-    let response = reqwest::Client::new()
-        .post(format!("{orcd_url}/v2/tasks"))
-        .json(task)
-        .send()
-        .await?;
-    let status = response.status();
-    if !status.is_success() {
-        bail!(
-            "orcd answered {status}: {}",
-            response.text().await.unwrap_or_default()
-        );
-    }
-    let events = response.bytes_stream().eventsource().map(|event| {
-        let event = event.map_err(|error| anyhow::anyhow!("SSE stream broke: {error}"))?;
-        StreamEvent::from_sse(&event.event, &event.data)
-            .with_context(|| format!("undecodable event `{}`: {}", event.event, event.data))
-    });
-    Ok(TaskStream {
-        status,
-        events: Box::pin(events),
-    })
+    llorch_client::OrcdClient::new(orcd_url, None)
+        .submit_stream(task)
+        .await
 }
 
 /// The concatenated text of the `token` events.

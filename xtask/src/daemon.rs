@@ -351,40 +351,30 @@ pub fn wait_healthy(info: &DaemonInfo, timeout: Duration) -> anyhow::Result<Stri
     let Some(url) = &info.url else {
         bail!("waiting for `{}`: it has no URL to check", info.name);
     };
-    let health_url = format!("{}/health", url.trim_end_matches('/'));
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .context("building an HTTP client")?;
-    let deadline = Instant::now() + timeout;
-    let mut last_answer: String;
-    loop {
-        if !info.is_running() {
-            bail!(
-                "`{}` exited before it was ready\n{}\nhint: fix the cause shown in the log, then start it again",
-                info.name,
-                log_tail_section(&info.log_path, LOG_TAIL_LINES)
-            );
+    let exited = || {
+        if info.is_running() {
+            return Ok(());
         }
-        match client.get(&health_url).send() {
-            Ok(response) if response.status() == reqwest::StatusCode::OK => {
-                return response
-                    .text()
-                    .with_context(|| format!("reading the answer of {health_url}"));
-            }
-            Ok(response) => last_answer = format!("HTTP {}", response.status()),
-            Err(error) => last_answer = error.without_url().to_string(),
+        bail!(
+            "`{}` exited before it was ready\n{}\nhint: fix the cause shown in the log, then start it again",
+            info.name,
+            log_tail_section(&info.log_path, LOG_TAIL_LINES)
+        )
+    };
+    let mut exited_early = false;
+    llorch_client::wait::wait_for_health(url, timeout, llorch_client::wait::ok_status, || {
+        exited().inspect_err(|_| exited_early = true)
+    })
+    .map_err(|error| {
+        if exited_early {
+            return error;
         }
-        if Instant::now() >= deadline {
-            bail!(
-                "`{}` was not ready after {} s (last answer of {health_url}: {last_answer})\n{}\nhint: a large model may need a longer --timeout; otherwise see the log",
-                info.name,
-                timeout.as_secs(),
-                log_tail_section(&info.log_path, LOG_TAIL_LINES)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        error.context(format!(
+            "`{}` was not ready\n{}\nhint: a large model may need a longer --timeout; otherwise see the log",
+            info.name,
+            log_tail_section(&info.log_path, LOG_TAIL_LINES)
+        ))
+    })
 }
 
 /// The last `lines` lines of a log, framed for an error message.

@@ -18,6 +18,7 @@ mod jobs;
 mod lint;
 mod metrics;
 mod models;
+mod orcd;
 mod output;
 mod pool;
 mod ports;

@@ -2,7 +2,7 @@
 //! missing, builds the release binaries, fetches the model, starts orcd and one worker detached,
 //! streams a first answer, and leaves the stack running; `down` stops what `up` started.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use llorch_api::{Backend, ChatMessage, SamplingParams, TaskRequest, WorkerInfo, WorkerState};
@@ -10,7 +10,7 @@ use llorch_api::{Backend, ChatMessage, SamplingParams, TaskRequest, WorkerInfo, 
 use crate::{
     daemon::{self, DaemonInfo, DaemonSpec, RunDir},
     flags::{DownArgs, UpArgs},
-    jobs::{self, OrcdClient},
+    jobs,
     pool::worker::{self as pool_worker, WorkerLaunch},
     Context,
 };
@@ -39,7 +39,7 @@ pub fn up(args: UpArgs, cx: &Context) -> anyhow::Result<()> {
         .trim_end_matches('/')
         .to_owned();
     let orcd = ensure_orcd(cx, &run_dir, &binaries.orcd, &orcd_url)?;
-    let client = OrcdClient::for_settings(cx, orcd_url.clone())?;
+    let client = crate::orcd::client(cx, &orcd_url)?;
     let worker = ensure_worker(
         cx,
         &run_dir,
@@ -109,7 +109,7 @@ fn ensure_orcd(
     program: &std::path::Path,
     url: &str,
 ) -> anyhow::Result<Option<DaemonInfo>> {
-    if health_ok(url) {
+    if llorch_client::wait::is_healthy(url, Duration::from_secs(2)) {
         cx.out.status(format!("orcd already answers at {url}"));
         return Ok(run_dir.get(ORCD_DAEMON)?.filter(DaemonInfo::is_running));
     }
@@ -162,16 +162,10 @@ pub fn start_orcd(
     Ok(info)
 }
 
-fn health_ok(url: &str) -> bool {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .ok()
-        .and_then(|client| client.get(format!("{url}/health")).send().ok())
-        .is_some_and(|response| response.status().is_success())
-}
-
-fn live_worker_for(client: &OrcdClient, model: &str) -> anyhow::Result<Option<WorkerInfo>> {
+fn live_worker_for(
+    client: &llorch_client::blocking::OrcdClient,
+    model: &str,
+) -> anyhow::Result<Option<WorkerInfo>> {
     let workers: Vec<WorkerInfo> = client.get_json("/workers")?;
     Ok(workers
         .into_iter()
@@ -183,7 +177,7 @@ fn live_worker_for(client: &OrcdClient, model: &str) -> anyhow::Result<Option<Wo
 fn ensure_worker(
     cx: &Context,
     run_dir: &RunDir,
-    client: &OrcdClient,
+    client: &llorch_client::blocking::OrcdClient,
     model: &str,
     backend: Backend,
     program: &std::path::Path,
@@ -205,27 +199,32 @@ fn ensure_worker(
         ..WorkerLaunch::defaults(cx)
     };
     let info = pool_worker::start_worker(cx, run_dir, &launch, READY_TIMEOUT)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(worker) = live_worker_for(client, model)? {
-            cx.out.status(format!(
-                "worker {} ready (pid {}, log {})",
-                worker.worker_id,
-                info.pid,
-                info.log_path.display()
-            ));
-            return Ok(worker);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "worker {} is running but did not register with orcd at {} within 30 s\n{}\nhint: check that the worker's --orchestrator-url reaches orcd",
+    let serves_model =
+        |worker: &WorkerInfo| worker.model == model && worker.state == WorkerState::Live;
+    let workers = client
+        .wait_until_live(
+            &format!("a live worker of {model}"),
+            Duration::from_secs(30),
+            |workers| workers.iter().any(serves_model),
+        )
+        .map_err(|not_live| {
+            anyhow::anyhow!(
+                "worker {} is running but orcd does not list it live: {not_live}\n{}\nhint: check that the worker's --orchestrator-url reaches orcd",
                 info.name,
-                client.base_url(),
                 daemon::log_tail_section(&info.log_path, daemon::LOG_TAIL_LINES)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            )
+        })?;
+    let worker = workers
+        .into_iter()
+        .find(serves_model)
+        .expect("the wait ends only once such a worker is listed");
+    cx.out.status(format!(
+        "worker {} ready (pid {}, log {})",
+        worker.worker_id,
+        info.pid,
+        info.log_path.display()
+    ));
+    Ok(worker)
 }
 
 fn print_next_steps(

@@ -9,7 +9,7 @@ use std::path::Path;
 use support::Xtask;
 
 fn xtask_as(home: &Path) -> Xtask {
-    let mut xtask = Xtask::new();
+    let mut xtask = support::xtask();
     xtask
         .env("LLORCH_CONFIG_PATH", home.join("config.toml"))
         .env("LLORCH_RUN_DIR", home.join("run"))

@@ -31,7 +31,7 @@ impl LocalFleet {
     }
 
     fn xtask(&self, bin_dir: &Path) -> Xtask {
-        let mut xtask = Xtask::new();
+        let mut xtask = support::xtask();
         xtask
             .env("LLORCH_CONFIG_PATH", self.path("config.toml"))
             .env("LLORCH_FLEET", self.path("fleet.toml"))

@@ -285,13 +285,10 @@ fn a_fleet_comes_up_from_one_file_and_keeps_to_it() {
         xtask.run(all)
     };
     let orcd_workers = || -> Vec<llorch_api::WorkerInfo> {
-        let url = format!("http://{orcd_address}:8080/workers");
+        let url = format!("http://{orcd_address}:8080");
         in_netns(&namespaces.operator, || {
-            reqwest::blocking::Client::new()
-                .get(&url)
-                .bearer_auth("fleet-api-token-0123456789abcdef")
-                .send()
-                .and_then(|response| response.json())
+            support::orcd_client(&url, Some("fleet-api-token-0123456789abcdef"))
+                .workers()
                 .unwrap_or_default()
         })
     };

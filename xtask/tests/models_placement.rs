@@ -7,8 +7,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
 
-use support::Xtask;
-
 /// Answers one request with `status` and `body`; returns its URL and the request line it got.
 fn one_answer(status: &str, body: &'static str) -> (String, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -39,7 +37,7 @@ fn one_answer(status: &str, body: &'static str) -> (String, mpsc::Receiver<Strin
 #[test]
 fn load_asks_orcd_for_the_model_on_the_host_and_prints_its_answer() {
     let (url, request) = one_answer("200 OK", r#"{"model":"gemma3-270m","status":"loaded"}"#);
-    let outcome = Xtask::new()
+    let outcome = support::xtask()
         .run([
             "--json",
             "models",
@@ -64,7 +62,7 @@ fn unload_names_the_workers_and_refusals_carry_orcds_reason() {
         "200 OK",
         r#"{"model":"gemma3-270m","status":"unloading","workers":["h-gemma3-270m-1"]}"#,
     );
-    let outcome = Xtask::new()
+    let outcome = support::xtask()
         .run([
             "models",
             "unload",
@@ -86,7 +84,8 @@ fn unload_names_the_workers_and_refusals_carry_orcds_reason() {
         "403 Forbidden",
         r#"{"error":"loading and unloading models needs an operator token","error_type":"unauthorized"}"#,
     );
-    let outcome = Xtask::new().run(["models", "load", "gemma3-270m", "--orchestrator-url", &url]);
+    let outcome =
+        support::xtask().run(["models", "load", "gemma3-270m", "--orchestrator-url", &url]);
     assert_eq!(outcome.code(), 1, "{outcome}");
     assert!(
         outcome.stderr.contains("needs an operator token"),
@@ -94,7 +93,7 @@ fn unload_names_the_workers_and_refusals_carry_orcds_reason() {
     );
     assert!(outcome.stderr.contains("hint:"), "{outcome}");
 
-    let outcome = Xtask::new().run(["models", "load", "a/b", "--orchestrator-url", &url]);
+    let outcome = support::xtask().run(["models", "load", "a/b", "--orchestrator-url", &url]);
     assert_eq!(outcome.code(), 1, "{outcome}");
     assert!(outcome.stderr.contains("is not a valid model"), "{outcome}");
 }

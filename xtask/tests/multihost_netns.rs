@@ -313,14 +313,9 @@ impl Fleet {
 
     /// orcd's `GET /workers`, asked from its own namespace.
     fn workers(&self) -> Vec<llorch_api::WorkerInfo> {
-        let url = format!("{}/workers", self.net.orcd_url());
         in_netns(&self.net.orcd, || {
-            reqwest::blocking::Client::new()
-                .get(&url)
-                .bearer_auth(API_TOKEN)
-                .send()
-                .and_then(|response| response.error_for_status())
-                .and_then(|response| response.json())
+            support::orcd_client(&self.net.orcd_url(), Some(API_TOKEN))
+                .workers()
                 .unwrap()
         })
     }
@@ -390,29 +385,23 @@ fn readme_multi_host_path_gives_two_hosts_serving_jobs() -> Result<(), Failed> {
     }
 
     // Two jobs at once, one slot per worker: each host serves one.
-    let url = format!("{}/v2/tasks", fleet.net.orcd_url());
     let served: Vec<String> = in_netns(&fleet.net.orcd, || {
         std::thread::scope(|scope| {
             let jobs: Vec<_> = (0..2)
                 .map(|_| {
                     scope.spawn(|| {
-                        reqwest::blocking::Client::builder()
-                            .timeout(Duration::from_secs(120))
-                            .build()
-                            .unwrap()
-                            .post(&url)
-                            .bearer_auth(API_TOKEN)
-                            .json(&serde_json::json!({
-                                "model": fleet.model,
-                                "prompt": "The capital of France is",
-                                "max_tokens": 24,
-                                "stream": false,
-                            }))
-                            .send()
-                            .and_then(|response| response.error_for_status())
-                            .and_then(|response| response.json::<llorch_api::TaskResult>())
-                            .map(|result| result.worker_id)
-                            .unwrap_or_else(|error| format!("failed: {error}"))
+                        support::orcd_client(&fleet.net.orcd_url(), Some(API_TOKEN))
+                            .post_body(
+                                "/v2/tasks",
+                                &serde_json::json!({
+                                    "model": fleet.model,
+                                    "prompt": "The capital of France is",
+                                    "max_tokens": 24,
+                                    "stream": false,
+                                }),
+                            )
+                            .map(|result: llorch_api::TaskResult| result.worker_id)
+                            .unwrap_or_else(|error| format!("failed: {error:#}"))
                     })
                 })
                 .collect();

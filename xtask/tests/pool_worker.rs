@@ -34,7 +34,7 @@ impl LocalPool {
     }
 
     fn xtask(&self) -> Xtask {
-        let mut xtask = Xtask::new();
+        let mut xtask = support::xtask();
         xtask
             .env("LLORCH_CONFIG_PATH", self.dir.path().join("config.toml"))
             .env("LLORCH_RUN_DIR", self.run_dir())

@@ -72,6 +72,11 @@ impl Drop for NetnsPair {
     }
 }
 
+/// The test's worker as orcd lists it live.
+fn is_live(worker: &llorch_api::WorkerInfo) -> bool {
+    worker.worker_id == "netns-worker" && worker.state == llorch_api::WorkerState::Live
+}
+
 fn release_binary(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
@@ -195,36 +200,21 @@ fn a_worker_in_another_network_namespace_registers_with_orcd_and_serves_a_task()
     );
 
     let (workers, result) = in_netns(&pair.a, || {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let workers = loop {
-            let workers: Vec<llorch_api::WorkerInfo> = client
-                .get(format!("{orcd_url}/workers"))
-                .send()
-                .and_then(|response| response.json())
-                .unwrap_or_default();
-            let live = workers.iter().any(|worker| {
-                worker.worker_id == "netns-worker" && worker.state == llorch_api::WorkerState::Live
-            });
-            if live || Instant::now() > deadline {
-                break workers;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        let result = client
-            .post(format!("{orcd_url}/v2/tasks"))
-            .json(&serde_json::json!({
+        let client = support::orcd_client(&orcd_url, None);
+        let workers = client
+            .wait_until_live("netns-worker live", Duration::from_secs(60), |workers| {
+                workers.iter().any(is_live)
+            })
+            .unwrap_or_else(|not_live| not_live.workers);
+        let result = client.post_body::<_, llorch_api::TaskResult>(
+            "/v2/tasks",
+            &serde_json::json!({
                 "model": model.id,
                 "prompt": "The capital of France is",
                 "max_tokens": 8,
                 "stream": false,
-            }))
-            .send()
-            .and_then(|response| response.error_for_status())
-            .and_then(|response| response.json::<llorch_api::TaskResult>());
+            }),
+        );
         (workers, result)
     });
     let registered = workers
@@ -243,20 +233,13 @@ fn a_worker_in_another_network_namespace_registers_with_orcd_and_serves_a_task()
         .run(["pool", "worker", "stop", "netns-worker", "--host", "far"])
         .success();
     let gone = in_netns(&pair.a, || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let workers: Vec<llorch_api::WorkerInfo> =
-                reqwest::blocking::get(format!("{orcd_url}/workers"))
-                    .and_then(|response| response.json())
-                    .unwrap_or_default();
-            if !workers.iter().any(|worker| {
-                worker.worker_id == "netns-worker" && worker.state == llorch_api::WorkerState::Live
-            }) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        false
+        support::orcd_client(&orcd_url, None)
+            .wait_until_live(
+                "netns-worker no longer live",
+                Duration::from_secs(20),
+                |workers| !workers.iter().any(is_live),
+            )
+            .is_ok()
     });
     assert!(gone, "orcd still counts the stopped worker as live");
 }

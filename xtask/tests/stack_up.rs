@@ -9,7 +9,7 @@ mod support;
 
 use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
-use support::{http_status, Xtask};
+use support::http_status;
 
 /// Kills what a failed run left in its run directory.
 struct RunDirGuard(PathBuf);
@@ -49,7 +49,7 @@ fn up_with_the_clients_token_file_exported_starts_the_stack_and_down_stops_it() 
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let url = format!("http://127.0.0.1:{}", support::free_port());
     let xtask = || {
-        let mut xtask = Xtask::new();
+        let mut xtask = support::xtask();
         xtask
             .env("LLORCH_CONFIG_PATH", dir.path().join("config.toml"))
             .env("LLORCH_RUN_DIR", &run_dir)

@@ -15,7 +15,7 @@ use std::{
     ffi::OsString,
     net::{IpAddr, Ipv4Addr},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _};
@@ -274,11 +274,11 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     };
     let (mut comparison, orcd_figures, routing_figures, worker_end_to_end) =
         runtime.block_on(async {
-            let http = reqwest::Client::new();
-            wait_for_registration(&http, &orcd_url, &model, 1).await?;
+            let http = loopback_http();
+            wait_for_registration(&orcd_url, &model, 1).await?;
             for target in &routing_targets {
                 if let Target::Orcd { url, .. } = target {
-                    wait_for_registration(&http, url, &model, 2).await?;
+                    wait_for_registration(url, &model, 2).await?;
                 }
             }
             measure(cx, &http, &sides, &routing_targets, &args).await
@@ -676,27 +676,21 @@ async fn concurrent(
 }
 
 /// Waits until `count` live workers of `model` are registered with the orcd at `orcd_url`.
-async fn wait_for_registration(
-    http: &reqwest::Client,
-    orcd_url: &str,
-    model: &str,
-    count: usize,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(response) = http.get(format!("{orcd_url}/workers")).send().await {
-            let workers: Vec<WorkerInfo> = response.json().await.unwrap_or_default();
-            let live = workers
-                .iter()
-                .filter(|worker| worker.model == model && worker.state == WorkerState::Live)
-                .count();
-            if live >= count {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the bench workers did not register with orcd at {orcd_url} within 30 s")
+async fn wait_for_registration(orcd_url: &str, model: &str, count: usize) -> anyhow::Result<()> {
+    let serves = |worker: &WorkerInfo| worker.model == model && worker.state == WorkerState::Live;
+    llorch_client::OrcdClient::new(orcd_url, None)
+        .wait_until_live(
+            &format!("{count} bench worker(s) of {model}"),
+            Duration::from_secs(30),
+            |workers| workers.iter().filter(|worker| serves(worker)).count() >= count,
+        )
+        .await?;
+    Ok(())
+}
+
+/// The bench's HTTP client: every side it measures listens on this machine's loopback.
+fn loopback_http() -> reqwest::Client {
+    llorch_client::http::client_for("http://127.0.0.1", None)
 }
 
 /// Resident set size of a process in MB, NaN if it cannot be read.

@@ -115,9 +115,9 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let (first_token, later_tokens) = runtime.block_on(async {
-        let http = reqwest::Client::new();
+        let http = super::loopback_http();
         let orcd_url = orcd.url.clone().expect("orcd is started with a url");
-        wait_for_registration(&http, &orcd_url, &model, 1).await?;
+        wait_for_registration(&orcd_url, &model, 1).await?;
         measure(cx, &http, &target, args.runs).await
     })?;
     drop(cleanup);

@@ -298,7 +298,7 @@ fn start_worker(
 type Samples = Vec<Vec<Vec<Sample>>>;
 
 async fn measure(cx: &Context, sides: &[Side], runs: u32) -> anyhow::Result<Samples> {
-    let http = reqwest::Client::new();
+    let http = super::loopback_http();
     let workloads = workloads();
     let spinner = cx.out.spinner("warming up");
     // One unmeasured request per side pages the model in.

@@ -10,11 +10,12 @@ use std::{
     io::Read,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _};
 use llorch_api::Backend;
+use llorch_client::wait::{wait_for_health, HealthAnswer, Verdict};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -219,15 +220,15 @@ pub fn observe(cx: &Context, verify_models: bool) -> anyhow::Result<HostState> {
         }
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .context("building an HTTP client")?;
     let mut verified = std::collections::BTreeMap::new();
     let workers = found
         .into_iter()
         .map(|(name, spec, supervisor, running, started_by_pool)| {
             let base = spec.as_ref().map(local_url);
+            let client = llorch_client::http::blocking_client_for(
+                base.as_deref().unwrap_or_default(),
+                Duration::from_secs(2),
+            );
             let health = match (&base, running) {
                 (Some(base), true) => client
                     .get(format!("{base}/health"))
@@ -701,44 +702,36 @@ fn start(
 /// (a worker older than the registration report: ready is enough). A refusal fails at once,
 /// with the worker's reason.
 fn wait_ready(spec: &WorkerSpec, timeout: Duration) -> anyhow::Result<()> {
-    let url = format!("{}/health", local_url(spec));
-    let deadline = Instant::now() + timeout;
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .context("building an HTTP client")?;
-    loop {
-        let health = client
-            .get(&url)
-            .send()
-            .ok()
-            .filter(|response| response.status().is_success())
-            .and_then(|response| response.json::<llorch_api::WorkerHealth>().ok());
-        if let Some(health) = health {
-            match health.registration {
-                None => return Ok(()),
-                Some(status) => match status.state {
-                    llorch_api::RegistrationState::Registered => return Ok(()),
-                    llorch_api::RegistrationState::Refused => bail!(
-                        "worker `{}` is ready but orcd at {} refused its registration (advertising {}): {}",
-                        spec.name,
-                        status.orchestrator_url,
-                        status.advertised_url,
-                        status.last_error.as_deref().unwrap_or("no reason given")
-                    ),
-                    llorch_api::RegistrationState::Pending => {}
-                },
+    let judge = |answer: &HealthAnswer| {
+        if !answer.status.is_success() {
+            return Verdict::NotYet(format!("HTTP {}", answer.status));
+        }
+        let Some(health) = answer.json::<llorch_api::WorkerHealth>() else {
+            return Verdict::NotYet("an answer that is not a worker's health".to_owned());
+        };
+        let Some(status) = health.registration else {
+            return Verdict::Ready(());
+        };
+        match status.state {
+            llorch_api::RegistrationState::Registered => Verdict::Ready(()),
+            llorch_api::RegistrationState::Refused => Verdict::Failed(anyhow::anyhow!(
+                "worker `{}` is ready but orcd at {} refused its registration (advertising {}): {}",
+                spec.name,
+                status.orchestrator_url,
+                status.advertised_url,
+                status.last_error.as_deref().unwrap_or("no reason given")
+            )),
+            llorch_api::RegistrationState::Pending => {
+                Verdict::NotYet("registering with orcd".to_owned())
             }
         }
-        if Instant::now() >= deadline {
-            bail!(
-                "worker `{}` was not ready and registered with orcd at {url} after {} s",
-                spec.name,
-                timeout.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    };
+    wait_for_health(&local_url(spec), timeout, judge, || Ok(())).with_context(|| {
+        format!(
+            "worker `{}` was not ready and registered with orcd",
+            spec.name
+        )
+    })
 }
 
 /// Stops a fleet worker however it runs and forgets it (unit file or marker removed).

@@ -11,10 +11,7 @@ mod link;
 mod plan;
 mod units;
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{bail, Context as _};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -590,37 +587,29 @@ fn stop_started_orcd(fleet: &Fleet) -> anyhow::Result<Option<OrcdOutcome>> {
 }
 
 fn orcd_health(url: &str) -> bool {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .ok()
-        .and_then(|client| client.get(format!("{url}/health")).send().ok())
-        .is_some_and(|response| response.status().is_success())
+    llorch_client::wait::is_healthy(url, Duration::from_secs(3))
+}
+
+/// A client of the fleet's orcd with the fleet file's client token.
+fn orcd_client(fleet: &Fleet) -> anyhow::Result<llorch_client::blocking::OrcdClient> {
+    let token = match &fleet.orchestrator.api_token_file {
+        Some(path) => Some(link::first_token(&link::expand_home(path), "API token")?),
+        None => None,
+    };
+    let client = llorch_client::OrcdClient::new(&fleet.orchestrator.url, token.as_deref())
+        .with_token_hint(format!(
+            "check `api_token_file` under [orchestrator] in {}",
+            fleet.path.display()
+        ))
+        .with_request_timeout(Duration::from_secs(5));
+    Ok(llorch_client::blocking::OrcdClient::new(client))
 }
 
 /// orcd's `/workers`, with the fleet's client token.
 fn orcd_workers(fleet: &Fleet) -> anyhow::Result<Vec<llorch_api::WorkerInfo>> {
-    let url = format!("{}/workers", fleet.orchestrator.url);
-    let mut request = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .context("building an HTTP client")?
-        .get(&url);
-    if let Some(path) = &fleet.orchestrator.api_token_file {
-        request = request.bearer_auth(link::first_token(&link::expand_home(path), "API token")?);
-    }
-    let response = request
-        .send()
-        .with_context(|| format!("asking orcd for its workers (GET {url})"))?;
-    if !response.status().is_success() {
-        bail!(
-            "GET {url}: orcd answered {}\nhint: check `api_token_file` under [orchestrator] in the fleet file",
-            response.status()
-        );
-    }
-    response
-        .json()
-        .with_context(|| format!("reading orcd's answer to GET {url}"))
+    orcd_client(fleet)?
+        .workers()
+        .context("asking orcd for its workers")
 }
 
 /// Waits until orcd lists every worker of the hosts that came up as live at its advertised
@@ -645,7 +634,6 @@ fn wait_live(
         "waiting until orcd lists {} worker(s) live",
         expected.len()
     ));
-    let deadline = Instant::now() + timeout;
     let is_live = |workers: &[llorch_api::WorkerInfo], spec: &file::WorkerSpec| {
         workers.iter().any(|worker| {
             worker.worker_id == spec.name
@@ -653,13 +641,12 @@ fn wait_live(
                 && worker.url.trim_end_matches('/') == spec.advertise_url
         })
     };
-    let workers = loop {
-        let workers = orcd_workers(fleet).unwrap_or_default();
-        if expected.iter().all(|(_, spec)| is_live(&workers, spec)) || Instant::now() >= deadline {
-            break workers;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let what = format!("{} worker(s) live", expected.len());
+    let workers = orcd_client(fleet)?
+        .wait_until_live(&what, timeout, |workers| {
+            expected.iter().all(|(_, spec)| is_live(workers, spec))
+        })
+        .unwrap_or_else(|not_live| not_live.workers);
     spinner.finish_and_clear();
     for (index, spec) in expected {
         if is_live(&workers, spec) {

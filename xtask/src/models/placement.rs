@@ -3,7 +3,6 @@
 
 use serde::Deserialize;
 
-use crate::jobs::OrcdClient;
 use crate::Context;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +38,7 @@ pub fn run(
         }
     }
     let base_url = orchestrator_url.unwrap_or_else(|| cx.settings.orchestrator_url.clone());
-    let client = OrcdClient::for_settings(cx, base_url)?;
+    let client = crate::orcd::client(cx, &base_url)?;
     let verb = match action {
         Action::Load => "load",
         Action::Unload => "unload",

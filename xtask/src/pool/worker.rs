@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use llorch_api::{RegistrationState, WorkerHealth};
+use llorch_client::wait::{wait_for_health, HealthAnswer, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -29,6 +30,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a loaded worker may take to register before spawn gives up: a few of its retries.
 const REGISTRATION_WAIT: Duration = Duration::from_secs(20);
+/// How long a listed worker may take to answer its `/health` before it counts as unresponsive.
+const HEALTH_PROBE: Duration = Duration::from_millis(800);
 /// Overrides where spawn records are kept (tests use a temporary directory).
 pub const STATE_DIR_ENV: &str = "LLORCH_STATE_DIR";
 
@@ -287,45 +290,49 @@ fn wait_registered(info: &DaemonInfo) -> anyhow::Result<()> {
     let Some(url) = &info.url else {
         bail!("waiting for `{}`: it has no URL to check", info.name);
     };
-    let health_url = format!("{}/health", url.trim_end_matches('/'));
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .no_proxy()
-        .build()
-        .context("building an HTTP client")?;
-    let started = std::time::Instant::now();
     let mut last: Option<llorch_api::RegistrationStatus> = None;
-    loop {
-        if !info.is_running() {
-            bail!(
-                "`{}` exited before it registered with orcd\n{}\nhint: fix the cause shown in the log, then start it again",
-                info.name,
-                daemon::log_tail_section(&info.log_path, daemon::LOG_TAIL_LINES)
-            );
-        }
-        let health = client
-            .get(&health_url)
-            .send()
-            .and_then(|response| response.json::<WorkerHealth>())
-            .ok();
-        if let Some(status) = health.and_then(|health| health.registration) {
-            match status.state {
-                RegistrationState::Registered => return Ok(()),
-                RegistrationState::Refused => return Err(registration_error(info, &status)),
-                RegistrationState::Pending => last = Some(status),
+    let mut refused = false;
+    let judge = |answer: &HealthAnswer| {
+        let Some(status) = answer
+            .json::<WorkerHealth>()
+            .and_then(|health| health.registration)
+        else {
+            return Verdict::NotYet("no registration reported".to_owned());
+        };
+        match status.state {
+            RegistrationState::Registered => Verdict::Ready(()),
+            RegistrationState::Refused => {
+                refused = true;
+                Verdict::Failed(registration_error(info, &status))
+            }
+            RegistrationState::Pending => {
+                last = Some(status);
+                Verdict::NotYet("registering".to_owned())
             }
         }
-        if started.elapsed() >= REGISTRATION_WAIT {
-            return Err(match &last {
-                Some(status) => registration_error(info, status),
-                None => anyhow::anyhow!(
-                    "`{}` is ready but does not report registering with orcd (an llorch-worker older than this xtask?); it was stopped\nhint: rebuild it with `cargo xtask build worker`",
-                    info.name
-                ),
-            });
+    };
+    let still_running = || {
+        if info.is_running() {
+            return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(200));
+        bail!(
+            "`{}` exited before it registered with orcd\n{}\nhint: fix the cause shown in the log, then start it again",
+            info.name,
+            daemon::log_tail_section(&info.log_path, daemon::LOG_TAIL_LINES)
+        )
+    };
+    let outcome = wait_for_health(url, REGISTRATION_WAIT, judge, still_running);
+    if outcome.is_err() && !refused && info.is_running() {
+        // The deadline passed: the worker's own last report names the fix.
+        return Err(match &last {
+            Some(status) => registration_error(info, status),
+            None => anyhow::anyhow!(
+                "`{}` is ready but does not report registering with orcd (an llorch-worker older than this xtask?); it was stopped\nhint: rebuild it with `cargo xtask build worker`",
+                info.name
+            ),
+        });
     }
+    outcome
 }
 
 /// The worker's registration failure as the spawn's error; its hint stays the last line.
@@ -533,10 +540,6 @@ pub struct WorkerRow {
 
 /// The workers recorded in the run directory, each asked for its health.
 pub fn worker_rows(run_dir: &RunDir) -> anyhow::Result<Vec<WorkerRow>> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_millis(800))
-        .build()
-        .context("building an HTTP client")?;
     let rows = run_dir
         .list()?
         .into_iter()
@@ -544,7 +547,7 @@ pub fn worker_rows(run_dir: &RunDir) -> anyhow::Result<Vec<WorkerRow>> {
         .map(|info| {
             let running = info.is_running();
             let health = match (&info.url, running) {
-                (Some(url), true) => client
+                (Some(url), true) => llorch_client::http::blocking_client_for(url, HEALTH_PROBE)
                     .get(format!("{}/health", url.trim_end_matches('/')))
                     .send()
                     .and_then(|response| response.json::<llorch_api::WorkerHealth>())

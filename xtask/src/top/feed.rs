@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use llorch_api::fleet::FleetEvent;
 
-use crate::jobs::OrcdClient;
+use llorch_client::blocking::OrcdClient;
 
 /// The stream every operator view reads: a snapshot, then each change.
 pub const EVENTS_PATH: &str = "/v2/events";

@@ -20,8 +20,8 @@ use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
 use crate::daemon::RunDir;
 use crate::flags::TopArgs;
-use crate::jobs::{url_segment, OrcdClient};
 use crate::Context;
+use llorch_client::{blocking::OrcdClient, url_segment};
 
 use self::feed::FeedMessage;
 use self::input::{Action, Link, Ui, VisibleRows};
@@ -37,7 +37,7 @@ pub fn run(args: TopArgs, cx: &Context) -> anyhow::Result<()> {
     let url = args
         .orchestrator_url
         .unwrap_or_else(|| cx.settings.orchestrator_url.clone());
-    let client = OrcdClient::for_settings(cx, url.clone())?;
+    let client = crate::orcd::client(cx, &url)?;
     if args.once {
         return print_once(cx, &client);
     }
@@ -47,7 +47,7 @@ pub fn run(args: TopArgs, cx: &Context) -> anyhow::Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         bail!("`top` draws a full-screen view and needs a terminal on stdout\nhint: run `cargo xtask top --once` for a plain snapshot");
     }
-    let events_client = OrcdClient::for_settings(cx, url.clone())?;
+    let events_client = crate::orcd::client(cx, &url)?;
     let (sender, receiver) = mpsc::channel();
     feed::follow(events_client, sender);
     live(cx, &client, &receiver)

@@ -9,9 +9,8 @@ use std::{
     collections::HashMap,
     io::Write,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
@@ -52,45 +51,8 @@ pub struct Sandbox {
     env: Vec<(String, String)>,
 }
 
-pub struct Run {
-    pub status: std::process::ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|error| {
-            panic!(
-                "stdout is not one JSON document ({error}):\n{}",
-                self.stdout
-            )
-        })
-    }
-
-    #[track_caller]
-    pub fn assert_success(&self) -> &Run {
-        assert!(
-            self.status.success(),
-            "xtask failed ({}):\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    #[track_caller]
-    pub fn assert_failure(&self) -> &Run {
-        assert!(
-            !self.status.success(),
-            "xtask unexpectedly succeeded:\nstdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-}
+/// One run of the xtask binary in a sandbox.
+pub type Run = llorch_testkit::Outcome;
 
 impl Sandbox {
     pub fn new(catalog: &str) -> Sandbox {
@@ -140,39 +102,31 @@ impl Sandbox {
     /// stdin closed (so it is not a terminal), and fails the test if it runs too long.
     pub fn xtask(&self, args: &[&str]) -> Run {
         let root = self.dir.path();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        command
-            .args(args)
+        let mut xtask = llorch_testkit::Xtask::new(env!("CARGO_BIN_EXE_xtask"));
+        xtask
+            .timeout(RUN_LIMIT)
             .env("LLORCH_MODEL_BASE_DIR", self.base())
             .env("LLORCH_CATALOG", root.join("catalog.toml"))
             .env("LLORCH_CONFIG_PATH", root.join("absent-config.toml"))
             .env("HF_HOME", root.join("hf-home"))
             .env("PIP_CONFIG_FILE", "/dev/null")
             .env("PIP_NO_CACHE_DIR", "1")
-            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-            .env("NO_COLOR", "1")
-            .env_remove("HF_TOKEN")
-            .env_remove("HF_ENDPOINT")
-            .env_remove("PIP_INDEX_URL")
-            .env_remove("PIP_EXTRA_INDEX_URL")
-            .env_remove("PIP_FIND_LINKS")
-            .env_remove("PIP_NO_INDEX")
-            .env_remove("LLAMA_CPP_DIR")
-            .env_remove("LLORCH_REMOTE_HOST")
-            .env_remove("LLORCH_CATALOG_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+        for name in [
+            "HF_TOKEN",
+            "HF_ENDPOINT",
+            "PIP_INDEX_URL",
+            "PIP_EXTRA_INDEX_URL",
+            "PIP_FIND_LINKS",
+            "PIP_NO_INDEX",
+            "LLAMA_CPP_DIR",
+        ] {
+            xtask.env_remove(name);
+        }
         for (name, value) in &self.env {
-            command.env(name, value);
+            xtask.env(name, value);
         }
-        let child = command.spawn().expect("the xtask binary starts");
-        let output = wait_bounded(child);
-        Run {
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        xtask.run(args)
     }
 
     /// Files under the model base dir, relative, sorted (hidden lock files excluded).
@@ -192,39 +146,6 @@ impl Sandbox {
         found.retain(|path| !path.starts_with(".locks/"));
         found.sort();
         found
-    }
-}
-
-fn wait_bounded(mut child: std::process::Child) -> Output {
-    // Drain the pipes on threads so a chatty child never blocks on a full pipe.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut buffer = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut buffer).ok();
-        buffer
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut buffer = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut buffer).ok();
-        buffer
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("xtask ran longer than {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_thread.join().unwrap(),
-        stderr: err_thread.join().unwrap(),
     }
 }
 

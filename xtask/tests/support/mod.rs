@@ -13,11 +13,9 @@
 pub mod netns;
 
 use std::{
-    io::{Read, Write},
     net::TcpListener,
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -325,7 +323,7 @@ impl Sshd {
 
     /// Like [`Sshd::xtask`], run inside network namespace `netns`.
     pub fn xtask_in_netns(&self, netns: Option<&str>) -> Xtask {
-        let mut xtask = Xtask::in_netns(netns);
+        let mut xtask = xtask_in_netns(netns);
         xtask
             .env("LLORCH_CONFIG_PATH", &self.local.config_path)
             .env("LLORCH_RUN_DIR", &self.local.run_dir)
@@ -451,148 +449,26 @@ pub fn install_fake_worker(bin_dir: &Path) {
     std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// The result of one xtask run.
-#[derive(Debug)]
-pub struct Outcome {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
+#[allow(unused_imports)] // each test file uses part of this module
+pub use llorch_testkit::{Outcome, Xtask};
+
+/// The xtask binary under test, run from this checkout through the one test harness.
+pub fn xtask() -> Xtask {
+    xtask_in_netns(None)
 }
 
-impl Outcome {
-    pub fn code(&self) -> i32 {
-        self.status.code().unwrap_or(-1)
-    }
-
-    /// Panics with both streams unless the command exited 0.
-    pub fn success(self) -> Outcome {
-        assert!(self.status.success(), "expected success, got {self}");
-        self
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|error| panic!("stdout is not one JSON document ({error}): {self}"))
-    }
+/// Like [`xtask`], run inside network namespace `netns` (`ip netns exec`), if any.
+pub fn xtask_in_netns(netns: Option<&str>) -> Xtask {
+    let mut xtask = Xtask::in_netns(env!("CARGO_BIN_EXE_xtask"), netns);
+    xtask.current_dir(repo_root());
+    xtask
 }
 
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// The xtask binary under test, with a clean `LLORCH_*` environment and a time limit.
-pub struct Xtask {
-    command: Command,
-    stdin: Vec<u8>,
-    timeout: Duration,
-}
-
-impl Xtask {
-    pub fn new() -> Xtask {
-        Xtask::in_netns(None)
-    }
-
-    /// The xtask binary run inside network namespace `netns` (`ip netns exec`), if any.
-    pub fn in_netns(netns: Option<&str>) -> Xtask {
-        let mut command = match netns {
-            Some(netns) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_xtask")]);
-                command
-            }
-            None => Command::new(env!("CARGO_BIN_EXE_xtask")),
-        };
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LLORCH_") {
-                command.env_remove(name);
-            }
-        }
-        command.env("NO_COLOR", "1").current_dir(repo_root());
-        Xtask {
-            command,
-            stdin: Vec::new(),
-            // Generous: a `--remote` run may rebuild xtask on the "remote" side first.
-            timeout: Duration::from_secs(300),
-        }
-    }
-
-    pub fn env(&mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> &mut Xtask {
-        self.command.env(name, value);
-        self
-    }
-
-    pub fn stdin(&mut self, bytes: &[u8]) -> &mut Xtask {
-        self.stdin = bytes.to_vec();
-        self
-    }
-
-    pub fn timeout(&mut self, timeout: Duration) -> &mut Xtask {
-        self.timeout = timeout;
-        self
-    }
-
-    pub fn run<I, S>(&mut self, args: I) -> Outcome
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<std::ffi::OsStr>,
-    {
-        let mut child = self
-            .command
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("starting the xtask binary");
-        let mut stdin = child.stdin.take().unwrap();
-        let input = std::mem::take(&mut self.stdin);
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let mut stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let out = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stdout.read_to_end(&mut text);
-            text
-        });
-        let err = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text);
-            text
-        });
-        let deadline = Instant::now() + self.timeout;
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                // The whole group: an ssh client started by xtask would keep the pipes open.
-                // SAFETY: kill has no memory effects; the group is the one made below.
-                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-                let _ = child.wait();
-                panic!(
-                    "xtask did not finish within {:?}; stderr so far:\n{}",
-                    self.timeout,
-                    String::from_utf8_lossy(&err.join().unwrap())
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        writer.join().unwrap();
-        Outcome {
-            status,
-            stdout: String::from_utf8_lossy(&out.join().unwrap()).into_owned(),
-            stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
-        }
-    }
+/// The one client of orcd, for the orcd at `url` (blocking: call it off any async runtime).
+pub fn orcd_client(url: &str, token: Option<&str>) -> llorch_client::blocking::OrcdClient {
+    llorch_client::blocking::OrcdClient::new(
+        llorch_client::OrcdClient::new(url, token).with_request_timeout(Duration::from_secs(120)),
+    )
 }
 
 /// GET `url` and return the status code, or None when nothing answers.
@@ -719,15 +595,10 @@ impl Orcd {
 
     /// orcd's `GET /workers`, with the client token when it has tokens.
     pub fn workers(&self) -> Vec<serde_json::Value> {
-        let mut request = reqwest::blocking::Client::new().get(format!("{}/workers", self.url));
-        if self.api_token_file.is_some() {
-            request = request.bearer_auth(API_TOKEN);
-        }
-        request
-            .send()
-            .and_then(|response| response.error_for_status())
-            .and_then(|response| response.json())
-            .unwrap_or_else(|error| panic!("GET /workers on orcd: {error}"))
+        let token = self.api_token_file.is_some().then_some(API_TOKEN);
+        orcd_client(&self.url, token)
+            .get_json("/workers")
+            .unwrap_or_else(|error| panic!("GET /workers on orcd: {error:#}"))
     }
 
     /// The one worker `id` in orcd's list, if it is there.
