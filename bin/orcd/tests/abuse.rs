@@ -2,7 +2,7 @@
 //! real `orcd` binary, so its memory can be measured on its own), a fuzz run of the task and
 //! registration endpoints, and a shutdown with streams of both APIs in flight.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

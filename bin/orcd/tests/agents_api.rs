@@ -4,7 +4,7 @@
 //! shape with orcd still answering afterwards, fuzzed bodies never a server error, and key
 //! limits answered in the shape of the API called.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! the `orcd` binary refuses to start exposed without tokens or with readable token files;
 //! without tokens only local and allowed `Host` names are answered (DNS rebinding).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! `GET /v2/events` on a real socket against a fake worker: the snapshot, worker and job changes
 //! as they happen, throughput samples, the token it needs, and the stream ending at shutdown.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

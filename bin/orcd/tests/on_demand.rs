@@ -4,7 +4,7 @@
 //! no room is a 503 with the figures, a failed start answers with the host's reason and the
 //! next request avoids that host, and the pool routes need the worker token.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

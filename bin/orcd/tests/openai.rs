@@ -2,7 +2,7 @@
 //! people will use it) and raw HTTP for what the client hides (the SSE framing, `[DONE]`, what
 //! reaches the worker).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

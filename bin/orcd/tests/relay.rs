@@ -1,7 +1,7 @@
 //! orcd served on a real socket against fake workers: relaying, queueing, refusals, retries,
 //! worker crashes, cancellation, non-streaming answers and shutdown.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

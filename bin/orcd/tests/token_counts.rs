@@ -2,7 +2,7 @@
 //! (as multibyte characters do) must show up as three tokens per event in the job's stats, the
 //! `llorch_tokens_generated` metric and the audit log, for finished and cancelled jobs alike.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 
