@@ -354,12 +354,14 @@ pub fn greedy_task(prompt: &str, max_tokens: u32) -> TaskRequest {
 
 pub use llorch_client::TaskStream;
 
-/// POSTs a task through the one client of orcd and returns its event stream (a refusal is
-/// an error naming orcd's status and message).
+/// POSTs a task through the one client of orcd and returns its event stream. A refusal is an
+/// error whose message holds the whole chain (what was submitted, orcd's status and message),
+/// so a test can read it with `to_string()`.
 pub async fn submit(orcd_url: &str, task: &TaskRequest) -> anyhow::Result<TaskStream> {
     llorch_client::OrcdClient::new(orcd_url, None)
         .submit_stream(task)
         .await
+        .map_err(|error| anyhow::anyhow!("{error:#}"))
 }
 
 /// The concatenated text of the `token` events.
