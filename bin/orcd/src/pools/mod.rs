@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod placement;
 pub mod policy;
 pub mod routes;
+pub mod worker_log;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,7 +20,11 @@ use tokio::sync::watch;
 pub use hosts::HostRegistry;
 pub use loader::{ensure_loaded, ensure_loaded_on, housekeeping, unload_model};
 pub use policy::Policies;
-pub use routes::routes;
+
+/// The pool managers' routes, and the operators' view of them.
+pub fn routes() -> axum::Router<crate::state::AppState> {
+    routes::routes().merge(worker_log::routes())
+}
 
 /// A failed start makes orcd avoid that host for that model this long.
 pub const AVOID_AFTER_FAILURE: Duration = Duration::from_secs(60);

@@ -43,14 +43,15 @@ pub struct ModelAction {
     pub workers: Vec<String>,
 }
 
-/// Load and unload are the operator's: every client would otherwise stop each other's models.
-fn require_operator(scope: &JobScope) -> Result<(), OrcdError> {
+/// Load, unload and workers' logs are the operator's: every client would otherwise stop each
+/// other's models and read what the others' prompts left in the logs. `action` names what
+/// was refused.
+pub(super) fn require_operator(scope: &JobScope, action: &str) -> Result<(), OrcdError> {
     match scope {
         JobScope::All => Ok(()),
-        JobScope::Owner(_) => Err(OrcdError::Forbidden(
-            "loading and unloading models needs an operator token (`orcd --admin-token-file`)"
-                .into(),
-        )),
+        JobScope::Owner(_) => Err(OrcdError::Forbidden(format!(
+            "{action} needs an operator token (`orcd --admin-token-file`)"
+        ))),
     }
 }
 
@@ -60,7 +61,7 @@ fn operator_action(
     model: &str,
     query: Result<Query<HostQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Option<String>, OrcdError> {
-    require_operator(scope)?;
+    require_operator(scope, "loading and unloading models")?;
     llorch_api::validation::validate_model_id("model", model)?;
     let Query(query) = query.map_err(|rejection| {
         OrcdError::InvalidPath(format!(
