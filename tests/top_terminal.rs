@@ -265,15 +265,21 @@ fn write_screen(name: &str, screen: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn top_on_a_live_fleet(tmux_program: &Path) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let admin = token_file(dir.path(), "admin", ADMIN_TOKEN);
+/// orcd with client, worker and operator tokens; returns the operator's token file too.
+fn orcd_with_operator(dir: &Path) -> anyhow::Result<(Daemon, TokenFiles, String)> {
+    let admin = token_file(dir, "admin", ADMIN_TOKEN);
     let (orcd, tokens) = start_orcd_with_tokens(
-        dir.path(),
+        dir,
         CLIENT_TOKEN,
         WORKER_TOKEN,
         &["--admin-token-file", &admin],
     )?;
+    Ok((orcd, tokens, admin))
+}
+
+fn top_on_a_live_fleet(tmux_program: &Path) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (orcd, tokens, admin) = orcd_with_operator(dir.path())?;
     let worker_token = tokens.worker.as_str();
     let _worker_a = start_worker(
         &orcd.url,
@@ -354,13 +360,7 @@ fn top_on_a_live_fleet(tmux_program: &Path) -> anyhow::Result<()> {
 
 fn top_on_a_pool_managed_fleet(tmux_program: &Path) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let admin = token_file(dir.path(), "admin", ADMIN_TOKEN);
-    let (orcd, tokens) = start_orcd_with_tokens(
-        dir.path(),
-        CLIENT_TOKEN,
-        WORKER_TOKEN,
-        &["--admin-token-file", &admin],
-    )?;
+    let (orcd, tokens, admin) = orcd_with_operator(dir.path())?;
     let pool_args: Vec<String> = [
         "--port",
         "0",
@@ -446,19 +446,19 @@ fn top_on_a_pool_managed_fleet(tmux_program: &Path) -> anyhow::Result<()> {
 
     // The operator's token: the worker's log through orcd, then the unload.
     let relayed: Vec<String> = runtime.block_on(async {
-        let tail: serde_json::Value = operator
-            .get(format!("{}/v2/workers/{worker_id}/log?lines=20", orcd.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        anyhow::Ok(serde_json::from_value(tail["lines"].clone())?)
+        let url = format!("{}/v2/workers/{worker_id}/log?lines=20", orcd.url);
+        let tail: llorch_api::pool::LogTail = operator_get(&operator, &url).await?;
+        anyhow::Ok(tail.lines)
     })?;
-    ensure!(!relayed.is_empty(), "orcd relayed an empty log of {worker_id}");
+    ensure!(
+        !relayed.is_empty(),
+        "orcd relayed an empty log of {worker_id}"
+    );
     tmux.type_line("top", "clear")?;
-    tmux.type_line("top", &top_command_line(dir.path(), &orcd.url, Some(&admin)))?;
+    tmux.type_line(
+        "top",
+        &top_command_line(dir.path(), &orcd.url, Some(&admin)),
+    )?;
     // The Workers pane's ID column shows the first 11 characters of the pool's long ids.
     let worker_row = worker_id.chars().take(11).collect::<String>();
     tmux.wait_for("top", "the pool's worker live", |screen| {
@@ -489,16 +489,25 @@ fn top_on_a_pool_managed_fleet(tmux_program: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ids of the live workers orcd lists (operator token).
-async fn workers_seen_by(client: &reqwest::Client, orcd_url: &str) -> anyhow::Result<Vec<String>> {
-    let workers: Vec<llorch_api::WorkerInfo> = client
-        .get(format!("{orcd_url}/workers"))
+/// `GET url` with the operator's token, its JSON answer.
+async fn operator_get<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<T> {
+    Ok(client
+        .get(url)
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await?
         .error_for_status()?
         .json()
-        .await?;
+        .await?)
+}
+
+/// The ids of the live workers orcd lists (operator token).
+async fn workers_seen_by(client: &reqwest::Client, orcd_url: &str) -> anyhow::Result<Vec<String>> {
+    let workers: Vec<llorch_api::WorkerInfo> =
+        operator_get(client, &format!("{orcd_url}/workers")).await?;
     Ok(workers
         .into_iter()
         .filter(|worker| worker.state == llorch_api::WorkerState::Live)

@@ -582,6 +582,20 @@ mod tests {
         terminal.backend().buffer().clone()
     }
 
+    /// The log pane open on twenty lines, `line 1` to `line 20`.
+    fn log_open(title: &str) -> (Ui, LogTail) {
+        let ui = Ui {
+            link: Link::Live,
+            show_log: true,
+            ..Ui::default()
+        };
+        let log = LogTail {
+            title: title.into(),
+            lines: (1..=20).map(|n| format!("line {n}")).collect(),
+        };
+        (ui, log)
+    }
+
     fn live_ui() -> Ui {
         Ui {
             link: Link::Live,
@@ -784,15 +798,7 @@ mod tests {
 
     #[test]
     fn with_hosts_at_80x24_the_log_pane_takes_what_is_left() {
-        let ui = Ui {
-            link: Link::Live,
-            show_log: true,
-            ..Ui::default()
-        };
-        let log = LogTail {
-            title: "log of cpu-a on host gpu-box, through orcd".into(),
-            lines: (1..=20).map(|n| format!("line {n}")).collect(),
-        };
+        let (ui, log) = log_open("log of cpu-a on host gpu-box, through orcd");
         let text = screen_text(&draw_at_80x24(&busy_on_hosts(), &ui, &log));
         let lines: Vec<&str> = text.lines().collect();
         let log_top = lines
@@ -903,15 +909,7 @@ mod tests {
 
     #[test]
     fn the_log_pane_shows_the_last_lines_that_fit() {
-        let ui = Ui {
-            link: Link::Live,
-            show_log: true,
-            ..Ui::default()
-        };
-        let log = LogTail {
-            title: "log of cpu-a".into(),
-            lines: (1..=20).map(|n| format!("line {n}")).collect(),
-        };
+        let (ui, log) = log_open("log of cpu-a");
         let text = screen_text(&draw_at_80x24(&busy(), &ui, &log));
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[15].starts_with("┌ log of cpu-a "), "{text}");
