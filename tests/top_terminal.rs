@@ -392,14 +392,21 @@ fn top_on_a_pool_managed_fleet(tmux_program: &Path) -> anyhow::Result<()> {
     let runtime = runtime();
     let operator = reqwest::Client::new();
     let worker_id = runtime.block_on(async {
-        wait_until("the host to register", SCREEN_DEADLINE, || async {
-            operator
-                .get(format!("{}/v2/hosts", orcd.url))
-                .bearer_auth(ADMIN_TOKEN)
-                .send()
-                .await
-                .is_ok_and(|response| response.status().is_success())
-        })
+        let hosts_url = format!("{}/v2/hosts", orcd.url);
+        wait_until(
+            "the host to report the model on its disk",
+            SCREEN_DEADLINE,
+            || async {
+                operator_get::<Vec<llorch_api::pool::HostInfo>>(&operator, &hosts_url)
+                    .await
+                    .is_ok_and(|hosts| {
+                        hosts
+                            .iter()
+                            .flat_map(|host| &host.facts.models)
+                            .any(|on_disk| on_disk.model == model)
+                    })
+            },
+        )
         .await?;
         operator
             .post(format!("{}/v2/models/{model}/load", orcd.url))
@@ -459,8 +466,8 @@ fn top_on_a_pool_managed_fleet(tmux_program: &Path) -> anyhow::Result<()> {
         "top",
         &top_command_line(dir.path(), &orcd.url, Some(&admin)),
     )?;
-    // The Workers pane's ID column shows the first 11 characters of the pool's long ids.
-    let worker_row = worker_id.chars().take(11).collect::<String>();
+    // The Workers pane's ID column shows the first 10 characters of the pool's long ids.
+    let worker_row = worker_id.chars().take(10).collect::<String>();
     tmux.wait_for("top", "the pool's worker live", |screen| {
         row_cells(screen, &worker_row)
             .is_some_and(|cells| cells.get(4).map(String::as_str) == Some("live"))

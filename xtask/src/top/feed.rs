@@ -32,8 +32,8 @@ pub enum FeedMessage {
 /// a remote log, whose pane says why it is empty.
 #[derive(Debug, Default)]
 pub struct Polled {
-    /// `GET /v2/hosts`; empty also when it failed.
-    pub hosts: Vec<HostInfo>,
+    /// `GET /v2/hosts`; none when it failed (the last answer stays on screen).
+    pub hosts: Option<Vec<HostInfo>>,
     /// The models `/v1/models` lists as `loading`; none when it failed.
     pub loading_models: Option<Vec<String>>,
     /// `GET /v2/workers/{id}/log` of the worker the log pane follows, when it is remote.
@@ -62,9 +62,9 @@ struct ModelStatus {
     status: Option<String>,
 }
 
-/// The pool managers' hosts as orcd reports them; none when orcd has none or does not answer.
-pub fn hosts(client: &OrcdClient) -> Vec<HostInfo> {
-    client.get_json("/v2/hosts").unwrap_or_default()
+/// The pool managers' hosts as orcd reports them; none when orcd does not answer.
+pub fn hosts(client: &OrcdClient) -> Option<Vec<HostInfo>> {
+    client.get_json("/v2/hosts").ok()
 }
 
 /// The models orcd is loading now, by `/v1/models`' `status`.

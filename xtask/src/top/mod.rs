@@ -68,7 +68,7 @@ fn unix_millis() -> u64 {
 
 fn print_once(cx: &Context, client: &OrcdClient) -> anyhow::Result<()> {
     let mut view = FleetView::from_snapshot(feed::snapshot(client)?);
-    view.set_hosts(feed::hosts(client));
+    view.set_hosts(feed::hosts(client).unwrap_or_default());
     if let Some(models) = feed::loading_models(client) {
         view.set_loading_models(&models);
     }
@@ -100,7 +100,9 @@ fn live(
                 }
                 FeedMessage::Lost(reason) => ui.link = Link::Lost(reason),
                 FeedMessage::Polled(polled) => {
-                    view.set_hosts(polled.hosts);
+                    if let Some(hosts) = polled.hosts {
+                        view.set_hosts(hosts);
+                    }
                     if let Some(models) = polled.loading_models {
                         view.set_loading_models(&models);
                     }
