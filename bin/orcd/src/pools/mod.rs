@@ -20,11 +20,7 @@ use tokio::sync::watch;
 pub use hosts::HostRegistry;
 pub use loader::{ensure_loaded, ensure_loaded_on, housekeeping, unload_model};
 pub use policy::Policies;
-
-/// The pool managers' routes, and the operators' view of them.
-pub fn routes() -> axum::Router<crate::state::AppState> {
-    routes::routes().merge(worker_log::routes())
-}
+pub use routes::routes;
 
 /// A failed start makes orcd avoid that host for that model this long.
 pub const AVOID_AFTER_FAILURE: Duration = Duration::from_secs(60);

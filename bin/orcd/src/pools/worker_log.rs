@@ -9,7 +9,6 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use llorch_api::pool::{LogTail, PoolErrorBody};
 
-use super::routes::require_operator;
 use crate::auth::JobScope;
 use crate::error::OrcdError;
 use crate::extract::PathParam;
@@ -39,7 +38,7 @@ async fn worker_log(
     PathParam(worker_id): PathParam,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<LogTail>, OrcdError> {
-    require_operator(&scope, "reading a worker's log")?;
+    scope.require_operator("reading a worker's log")?;
     validate_worker_id(&worker_id)?;
     let lines = requested_lines(query)?;
     let host = state
