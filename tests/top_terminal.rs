@@ -5,9 +5,14 @@
 //! `--once` is checked without a terminal: its text parses and repeats, a refused token names
 //! the setting to fix, an unreachable orcd fails naming the URL.
 //!
+//! On a pool-managed fleet (orcd, `llorch-pool-managerd` and the worker it starts): the Hosts
+//! pane shows the host, `u` then `y` with a client token says which token setting to fix, the
+//! log pane follows the worker's log through orcd, and with the operator's token `u` then `y`
+//! unloads the model and its worker leaves.
+//!
 //! The screen of the two-worker fleet with a job running, and `--once` at the same moment, are
 //! written to `target/top-screens/two-workers.txt` and `two-workers-once.txt` (the docs show
-//! them).
+//! them); the pool-managed fleet's screen with its log pane open to `pool-managed.txt`.
 //!
 //! A custom harness (libtest-mimic) so that the terminal tests report themselves *ignored* —
 //! counted as skipped by `cargo xtask test` — when tmux is not installed; `cargo xtask dev
@@ -25,6 +30,8 @@ use llorch_tests::*;
 const CLIENT_TOKEN: &str = "client-token-for-the-top-test";
 const WORKER_TOKEN: &str = "worker-token-for-the-top-test";
 const ADMIN_TOKEN: &str = "admin-token-for-the-top-test";
+/// The pool manager's host; its workers' ids begin with it.
+const HOST_ID: &str = "pool-a";
 /// Generous: two workers and the test share a loaded machine.
 const SCREEN_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -50,6 +57,11 @@ fn main() {
         libtest_mimic::Trial::test(
             "top_shows_a_two_worker_fleet_cancels_a_job_and_restores_the_terminal_on_q",
             in_tmux(top_on_a_live_fleet),
+        )
+        .with_ignored_flag(no_tmux),
+        libtest_mimic::Trial::test(
+            "top_shows_hosts_follows_a_remote_log_and_unloads_with_the_operator_token",
+            in_tmux(top_on_a_pool_managed_fleet),
         )
         .with_ignored_flag(no_tmux),
         libtest_mimic::Trial::test(
@@ -253,15 +265,21 @@ fn write_screen(name: &str, screen: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn top_on_a_live_fleet(tmux_program: &Path) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let admin = token_file(dir.path(), "admin", ADMIN_TOKEN);
+/// orcd with client, worker and operator tokens; returns the operator's token file too.
+fn orcd_with_operator(dir: &Path) -> anyhow::Result<(Daemon, TokenFiles, String)> {
+    let admin = token_file(dir, "admin", ADMIN_TOKEN);
     let (orcd, tokens) = start_orcd_with_tokens(
-        dir.path(),
+        dir,
         CLIENT_TOKEN,
         WORKER_TOKEN,
         &["--admin-token-file", &admin],
     )?;
+    Ok((orcd, tokens, admin))
+}
+
+fn top_on_a_live_fleet(tmux_program: &Path) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (orcd, tokens, admin) = orcd_with_operator(dir.path())?;
     let worker_token = tokens.worker.as_str();
     let _worker_a = start_worker(
         &orcd.url,
@@ -338,6 +356,170 @@ fn top_on_a_live_fleet(tmux_program: &Path) -> anyhow::Result<()> {
 
     tmux.keys("top", &["q"])?;
     tmux.assert_restored("top")
+}
+
+fn top_on_a_pool_managed_fleet(tmux_program: &Path) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (orcd, tokens, admin) = orcd_with_operator(dir.path())?;
+    let pool_args: Vec<String> = [
+        "--port",
+        "0",
+        "--host-id",
+        HOST_ID,
+        "--orchestrator-url",
+        &orcd.url,
+        "--worker-token-file",
+        &tokens.worker,
+        "--model-base-dir",
+        &model_base_dir().display().to_string(),
+        "--log-dir",
+        &dir.path().join("logs").display().to_string(),
+        "--heartbeat-interval-ms",
+        "200",
+        "--drain-timeout-secs",
+        "2",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let mut pool = Daemon::start(
+        "llorch-pool-managerd",
+        &binary("llorch-pool-managerd"),
+        &pool_args,
+        &[],
+    )?;
+    let model = default_model_id();
+    let runtime = runtime();
+    let operator = reqwest::Client::new();
+    let worker_id = runtime.block_on(async {
+        let hosts_url = format!("{}/v2/hosts", orcd.url);
+        wait_until(
+            "the host to report the model on its disk",
+            SCREEN_DEADLINE,
+            || async {
+                operator_get::<Vec<llorch_api::pool::HostInfo>>(&operator, &hosts_url)
+                    .await
+                    .is_ok_and(|hosts| {
+                        hosts
+                            .iter()
+                            .flat_map(|host| &host.facts.models)
+                            .any(|on_disk| on_disk.model == model)
+                    })
+            },
+        )
+        .await?;
+        operator
+            .post(format!("{}/v2/models/{model}/load", orcd.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?
+            .error_for_status()
+            .context("loading the model through the pool manager")?;
+        let live = workers_seen_by(&operator, &orcd.url).await?;
+        live.into_iter()
+            .next()
+            .context("no worker registered after the load")
+    })?;
+
+    let tmux = Tmux::new(tmux_program, "pool");
+    tmux.start_shell("top")?;
+    // A client token: it may look, not unload.
+    tmux.type_line(
+        "top",
+        &top_command_line(dir.path(), &orcd.url, Some(&tokens.client)),
+    )?;
+    tmux.wait_for("top", "the host live in the Hosts pane", |screen| {
+        (screen.contains("Hosts (1)")
+            && row_cells(screen, &format!("{HOST_ID} "))
+                .is_some_and(|cells| cells.get(1).map(String::as_str) == Some("live")))
+        .then_some(())
+    })?;
+    tmux.keys("top", &["Tab"])?;
+    tmux.wait_for("top", "`u unload` offered on the Queues pane", |screen| {
+        screen.contains("u unload").then_some(())
+    })?;
+    tmux.keys("top", &["u"])?;
+    tmux.wait_for("top", "the unload question", |screen| {
+        screen
+            .contains(&format!("Unload model {model}?"))
+            .then_some(())
+    })?;
+    tmux.keys("top", &["y"])?;
+    tmux.wait_for("top", "the refusal naming the token setting", |screen| {
+        (screen.contains("403") && screen.contains("LLORCH_API_TOKEN_FILE")).then_some(())
+    })?;
+    tmux.keys("top", &["q"])?;
+    tmux.assert_restored("top")?;
+
+    // The operator's token: the worker's log through orcd, then the unload.
+    let relayed: Vec<String> = runtime.block_on(async {
+        let url = format!("{}/v2/workers/{worker_id}/log?lines=20", orcd.url);
+        let tail: llorch_api::pool::LogTail = operator_get(&operator, &url).await?;
+        anyhow::Ok(tail.lines)
+    })?;
+    ensure!(
+        !relayed.is_empty(),
+        "orcd relayed an empty log of {worker_id}"
+    );
+    tmux.type_line("top", "clear")?;
+    tmux.type_line(
+        "top",
+        &top_command_line(dir.path(), &orcd.url, Some(&admin)),
+    )?;
+    // The Workers pane's ID column shows the first 10 characters of the pool's long ids.
+    let worker_row = worker_id.chars().take(10).collect::<String>();
+    tmux.wait_for("top", "the pool's worker live", |screen| {
+        row_cells(screen, &worker_row)
+            .is_some_and(|cells| cells.get(4).map(String::as_str) == Some("live"))
+            .then_some(())
+    })?;
+    tmux.keys("top", &["l"])?;
+    let title = format!("log of {worker_id} on host {HOST_ID}, through orcd");
+    tmux.wait_for("top", "the worker's log relayed by orcd", |screen| {
+        let shows_a_line = relayed.iter().any(|line| {
+            let start: String = line.trim().chars().take(30).collect();
+            !start.is_empty() && screen.contains(&start)
+        });
+        (screen.contains(&title) && shows_a_line).then_some(())
+    })?;
+    write_screen("pool-managed", &tmux.screen("top")?)?;
+    tmux.keys("top", &["l", "Tab", "u", "y"])?;
+    tmux.wait_for("top", "the model unloaded and its worker gone", |screen| {
+        let said = screen.contains(&format!("unloading model {model}: stopping {worker_id}"));
+        let left = row_cells(screen, &worker_row)
+            .is_none_or(|cells| cells.get(4).map(String::as_str) == Some("dead"));
+        (said && left).then_some(())
+    })?;
+    tmux.keys("top", &["q"])?;
+    tmux.assert_restored("top")?;
+    pool.terminate(SCREEN_DEADLINE)?;
+    Ok(())
+}
+
+/// `GET url` with the operator's token, its JSON answer.
+async fn operator_get<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<T> {
+    Ok(client
+        .get(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// The ids of the live workers orcd lists (operator token).
+async fn workers_seen_by(client: &reqwest::Client, orcd_url: &str) -> anyhow::Result<Vec<String>> {
+    let workers: Vec<llorch_api::WorkerInfo> =
+        operator_get(client, &format!("{orcd_url}/workers")).await?;
+    Ok(workers
+        .into_iter()
+        .filter(|worker| worker.state == llorch_api::WorkerState::Live)
+        .map(|worker| worker.worker_id)
+        .collect())
 }
 
 /// A job of the default model that runs until it is cancelled (its stream read to the end on
@@ -500,8 +682,8 @@ fn once_snapshot_parses() -> anyhow::Result<()> {
         workers.len() == 1
             && workers[0][0] == "once-a"
             && workers[0][4] == "live"
-            && workers[0][5].ends_with("/1"),
-        "workers: {workers:?}"
+            && workers[0][5] == "0/1",
+        "workers (the job ended, so its slot is free): {workers:?}"
     );
     let queues = section(&first, "QUEUES")?;
     ensure!(

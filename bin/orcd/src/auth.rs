@@ -79,6 +79,18 @@ impl JobScope {
             JobScope::Owner(fingerprint) => owner == Some(fingerprint.as_str()),
         }
     }
+
+    /// Load, unload and workers' logs are the operator's: clients would otherwise stop each
+    /// other's models and read what the others' prompts left in the logs. `action` names
+    /// what was refused.
+    pub fn require_operator(&self, action: &str) -> Result<(), OrcdError> {
+        match self {
+            JobScope::All => Ok(()),
+            JobScope::Owner(_) => Err(OrcdError::Forbidden(format!(
+                "{action} needs an operator token (`orcd --admin-token-file`)"
+            ))),
+        }
+    }
 }
 
 /// The tokens orcd accepts and the one it presents to workers. Empty: authentication is off.

@@ -66,6 +66,12 @@ pub enum OrcdError {
     ModelLoadFailed { model: String, reason: String },
     #[error("no pool manager runs a worker of model `{0}`; `GET /v2/hosts` lists their workers")]
     NothingToUnload(String),
+    /// `GET /v2/workers/{id}/log` for a worker no pool manager lists.
+    #[error("no pool manager runs worker `{0}`: orcd relays the logs of pool-managed workers only (a worker started by hand logs where it was started); `GET /v2/hosts` lists each host's workers")]
+    NoWorkerLog(String),
+    /// A pool manager did not answer, or refused what orcd relayed to it.
+    #[error("the pool manager of host `{host_id}` {message}")]
+    PoolManager { host_id: String, message: String },
     #[error("worker `{0}` is live: orcd forgets only dead workers\nhint: stop it first (`cargo xtask pool worker stop {0}`); a live worker would register again with its next heartbeat")]
     WorkerLive(String),
     #[error("no route for `{0}`; orcd serves /health, /metrics, /workers, /v2/tasks and /v1")]
@@ -124,6 +130,8 @@ impl OrcdError {
             OrcdError::WorkerNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::HostNotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             OrcdError::NothingToUnload(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::NoWorkerLog(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
+            OrcdError::PoolManager { .. } => (StatusCode::BAD_GATEWAY, ErrorKind::Worker),
             OrcdError::ModelLoadFailed { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NoWorker)
             }

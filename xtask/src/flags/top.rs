@@ -5,7 +5,9 @@ use clap::Args;
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Keys: ↑/↓ or j/k select, Tab switches pane, Enter shows details, c cancels the selected job
-(asks y/n), l toggles the log of the selected worker, / filters, q quits.
+and u unloads the selected model (operator token; both ask y/n), l toggles the log of the
+selected worker (a pool-managed worker's through orcd), / filters, q quits. The Hosts pane
+shows when orcd has pool managers.
 
 Examples:
   cargo xtask top                                   # full screen, live from orcd's /v2/events

@@ -7,7 +7,7 @@ mod delete;
 mod download;
 mod gguf;
 mod local;
-mod placement;
+pub mod placement;
 mod show;
 mod verify;
 

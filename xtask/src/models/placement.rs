@@ -13,11 +13,11 @@ pub enum Action {
 
 /// orcd's answer (`ModelAction` in orcd's `pools::routes`).
 #[derive(Debug, serde::Serialize, Deserialize)]
-struct ModelAction {
-    model: String,
-    status: String,
+pub struct ModelAction {
+    pub model: String,
+    pub status: String,
     #[serde(default)]
-    workers: Vec<String>,
+    pub workers: Vec<String>,
 }
 
 pub fn run(

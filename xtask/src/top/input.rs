@@ -1,21 +1,24 @@
 //! What the person at the keyboard has chosen: the focused pane, the selected rows, the filter,
 //! an open dialog; and what each key does to it. Keys never act on orcd themselves: a
-//! confirmed cancel comes back as an [`Action`] for the loop to carry out.
+//! confirmed cancel or unload comes back as an [`Action`] for the loop to carry out.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+use super::hosts::HostRow;
 use super::state::{FleetView, JobRow, QueueRow, WorkerRow};
 
-/// The panes that hold rows, in `Tab` order.
+/// The panes that hold rows, in `Tab` order (top to bottom on the screen).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
+    /// Only while orcd reports pool managers' hosts.
+    Hosts,
     Workers,
     Queues,
     Jobs,
 }
 
 impl Pane {
-    const ORDER: [Pane; 3] = [Pane::Workers, Pane::Queues, Pane::Jobs];
+    const ORDER: [Pane; 4] = [Pane::Hosts, Pane::Workers, Pane::Queues, Pane::Jobs];
 
     fn index(self) -> usize {
         Pane::ORDER
@@ -24,8 +27,13 @@ impl Pane {
             .unwrap_or(0)
     }
 
-    fn next(self) -> Pane {
-        Pane::ORDER[(self.index() + 1) % Pane::ORDER.len()]
+    /// The next pane, past Hosts when it is not shown.
+    fn next(self, hosts_shown: bool) -> Pane {
+        let next = Pane::ORDER[(self.index() + 1) % Pane::ORDER.len()];
+        match next {
+            Pane::Hosts if !hosts_shown => next.next(hosts_shown),
+            _ => next,
+        }
     }
 }
 
@@ -48,6 +56,8 @@ pub enum Mode {
     Details,
     /// `c` asked whether to cancel this job.
     ConfirmCancel(String),
+    /// `u` asked whether to unload this model.
+    ConfirmUnload(String),
 }
 
 /// What the loop must do after a key.
@@ -56,11 +66,16 @@ pub enum Action {
     Nothing,
     Quit,
     CancelJob(String),
+    UnloadModel(String),
 }
 
 /// The rows each pane shows: the fleet's rows that match the filter.
 #[derive(Debug, Clone, Default)]
 pub struct VisibleRows {
+    /// Whether orcd reports pool managers' hosts: the Hosts pane is drawn, and `u` offered,
+    /// only then.
+    pub hosts_reported: bool,
+    pub hosts: Vec<HostRow>,
     pub workers: Vec<WorkerRow>,
     pub queues: Vec<QueueRow>,
     pub jobs: Vec<JobRow>,
@@ -75,6 +90,17 @@ impl VisibleRows {
                     .any(|field| field.to_lowercase().contains(&filter.to_lowercase()))
         };
         VisibleRows {
+            hosts_reported: !view.hosts().is_empty(),
+            hosts: view
+                .hosts()
+                .iter()
+                .map(HostRow::of)
+                .filter(|row| {
+                    let mut fields = vec![row.host_id.as_str(), &row.state];
+                    fields.extend(row.models.iter().map(String::as_str));
+                    wanted(&fields)
+                })
+                .collect(),
             workers: view
                 .worker_rows()
                 .into_iter()
@@ -101,6 +127,7 @@ impl VisibleRows {
 
     fn len(&self, pane: Pane) -> usize {
         match pane {
+            Pane::Hosts => self.hosts.len(),
             Pane::Workers => self.workers.len(),
             Pane::Queues => self.queues.len(),
             Pane::Jobs => self.jobs.len(),
@@ -113,7 +140,7 @@ impl VisibleRows {
 pub struct Ui {
     pub focus: Pane,
     /// The selected row of each pane, in [`Pane::ORDER`].
-    pub(super) selected: [usize; 3],
+    pub(super) selected: [usize; 4],
     pub show_log: bool,
     pub filter: String,
     pub mode: Mode,
@@ -126,7 +153,7 @@ impl Default for Ui {
     fn default() -> Ui {
         Ui {
             focus: Pane::Workers,
-            selected: [0; 3],
+            selected: [0; 4],
             show_log: false,
             filter: String::new(),
             mode: Mode::Browse,
@@ -148,6 +175,11 @@ impl Ui {
             .and_then(|index| rows.workers.get(index))
     }
 
+    pub fn selected_queue<'a>(&self, rows: &'a VisibleRows) -> Option<&'a QueueRow> {
+        self.selected(Pane::Queues, rows)
+            .and_then(|index| rows.queues.get(index))
+    }
+
     pub fn selected_job<'a>(&self, rows: &'a VisibleRows) -> Option<&'a JobRow> {
         self.selected(Pane::Jobs, rows)
             .and_then(|index| rows.jobs.get(index))
@@ -163,6 +195,13 @@ impl Ui {
         } else {
             current.saturating_sub(1)
         };
+    }
+
+    /// Moves the focus off the Hosts pane when it is no longer drawn.
+    pub fn keep_focus_visible(&mut self, rows: &VisibleRows) {
+        if self.focus == Pane::Hosts && !rows.hosts_reported {
+            self.focus = Pane::Workers;
+        }
     }
 
     /// Applies one key press; `rows` is what the screen shows.
@@ -203,6 +242,16 @@ impl Ui {
                     }
                 }
             }
+            Mode::ConfirmUnload(model) => {
+                self.mode = Mode::Browse;
+                match key.code {
+                    KeyCode::Char('y') | KeyCode::Char('Y') => Action::UnloadModel(model),
+                    _ => {
+                        self.message = Some(format!("kept model {model}"));
+                        Action::Nothing
+                    }
+                }
+            }
             Mode::Browse => self.browse_key(key, rows),
         }
     }
@@ -212,7 +261,7 @@ impl Ui {
             KeyCode::Char('q') => return Action::Quit,
             KeyCode::Down | KeyCode::Char('j') => self.move_selection(rows, true),
             KeyCode::Up | KeyCode::Char('k') => self.move_selection(rows, false),
-            KeyCode::Tab => self.focus = self.focus.next(),
+            KeyCode::Tab => self.focus = self.focus.next(rows.hosts_reported),
             KeyCode::Enter if self.selected(self.focus, rows).is_some() => {
                 self.mode = Mode::Details
             }
@@ -220,9 +269,34 @@ impl Ui {
             KeyCode::Char('/') => self.mode = Mode::Filter,
             KeyCode::Esc => self.filter.clear(),
             KeyCode::Char('c') => self.ask_to_cancel(rows),
+            KeyCode::Char('u') => self.ask_to_unload(rows),
             _ => {}
         }
         Action::Nothing
+    }
+
+    /// Whether `u` works where the focus is: on the Queues pane, when orcd has pool managers
+    /// (only the workers they run can be unloaded). The footer offers it only then.
+    pub fn can_unload(&self, rows: &VisibleRows) -> bool {
+        self.focus == Pane::Queues && rows.hosts_reported
+    }
+
+    /// `u` acts on the selected model of the Queues pane.
+    fn ask_to_unload(&mut self, rows: &VisibleRows) {
+        if !rows.hosts_reported {
+            self.message = Some(
+                "u unloads models that pool managers run; orcd reports no pool managers".into(),
+            );
+            return;
+        }
+        if self.focus != Pane::Queues {
+            self.message = Some("u unloads a model: Tab to the Queues pane and select one".into());
+            return;
+        }
+        match self.selected_queue(rows) {
+            Some(queue) => self.mode = Mode::ConfirmUnload(queue.model.clone()),
+            None => self.message = Some("no model selected".into()),
+        }
     }
 
     /// `c` acts on the selected job of the Jobs pane, and only on one that has not ended.
@@ -281,6 +355,55 @@ mod tests {
             press(&mut ui, &rows, &[KeyCode::Char('c'), KeyCode::Char('y')]),
             Action::CancelJob("job-3".into())
         );
+    }
+
+    #[test]
+    fn unloading_asks_first_acts_on_the_selected_model_and_needs_pool_managers() {
+        let rows = VisibleRows::of(&busy_on_hosts(), "", NOW_MS);
+        let mut ui = Ui::default();
+        press(&mut ui, &rows, &[KeyCode::Char('u')]);
+        assert_eq!(ui.mode, Mode::Browse, "not from the Workers pane");
+        assert!(ui
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("Tab to the Queues pane"));
+        // Workers → Queues; the second row is the model being loaded.
+        press(&mut ui, &rows, &[KeyCode::Tab, KeyCode::Char('j')]);
+        assert!(ui.can_unload(&rows));
+        press(&mut ui, &rows, &[KeyCode::Char('u')]);
+        assert_eq!(ui.mode, Mode::ConfirmUnload("qwen2.5-coder-0.5b".into()));
+        assert_eq!(press(&mut ui, &rows, &[KeyCode::Esc]), Action::Nothing);
+        assert_eq!(ui.message.as_deref(), Some("kept model qwen2.5-coder-0.5b"));
+        assert_eq!(
+            press(
+                &mut ui,
+                &rows,
+                &[KeyCode::Char('k'), KeyCode::Char('u'), KeyCode::Char('y')]
+            ),
+            Action::UnloadModel("gemma3-270m".into())
+        );
+
+        // Without pool managers nothing is unloaded, and the footer does not offer it.
+        let plain = VisibleRows::of(&busy(), "", NOW_MS);
+        assert!(!ui.can_unload(&plain));
+        press(&mut ui, &plain, &[KeyCode::Char('u')]);
+        assert_eq!(ui.mode, Mode::Browse);
+        assert!(ui.message.as_deref().unwrap().contains("no pool managers"));
+    }
+
+    #[test]
+    fn tab_visits_the_hosts_pane_only_while_it_is_drawn() {
+        let with_hosts = VisibleRows::of(&busy_on_hosts(), "", NOW_MS);
+        let without = VisibleRows::of(&busy(), "", NOW_MS);
+        let mut ui = Ui::default();
+        let tab = [KeyCode::Tab; 3];
+        press(&mut ui, &with_hosts, &tab);
+        assert_eq!(ui.focus, Pane::Hosts);
+        ui.keep_focus_visible(&without);
+        assert_eq!(ui.focus, Pane::Workers);
+        press(&mut ui, &without, &tab);
+        assert_eq!(ui.focus, Pane::Workers, "Workers → Queues → Jobs → Workers");
     }
 
     #[test]

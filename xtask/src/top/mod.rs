@@ -1,10 +1,13 @@
 //! `cargo xtask top`: the fleet live in a terminal, from orcd's `/v2/events` (the stream the web
-//! console draws from). `state` folds the events into rows, `input` turns keys into choices,
-//! `render` draws a frame, `terminal` owns raw mode, `feed` the connection; `--once` prints
-//! one snapshot instead (`snapshot`).
+//! console draws from). `state` folds the events into rows, `hosts` the pool managers'
+//! reports, `input` turns keys into choices, `render` draws a frame, `terminal` owns raw
+//! mode, `feed` the connection and the polls, `log` the log pane; `--once` prints one
+//! snapshot instead (`snapshot`).
 
 mod feed;
+mod hosts;
 mod input;
+mod log;
 mod render;
 mod snapshot;
 mod state;
@@ -12,26 +15,25 @@ mod terminal;
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::bail;
 use llorch_api::CancelResult;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
-use crate::daemon::RunDir;
 use crate::flags::TopArgs;
+use crate::models::placement::ModelAction;
 use crate::Context;
 use llorch_client::{blocking::OrcdClient, url_segment};
 
-use self::feed::FeedMessage;
+use self::feed::{FeedMessage, RemoteLogWanted};
 use self::input::{Action, Link, Ui, VisibleRows};
-use self::render::{LogTail, Screen};
+use self::log::LogFollower;
+use self::render::Screen;
 use self::state::FleetView;
 
 /// How long the loop waits for a key before it redraws anyway (new events, the log, clocks).
 const FRAME_EVERY: Duration = Duration::from_millis(200);
-/// Lines of a worker's log kept for the log pane.
-const LOG_LINES: usize = 200;
 
 pub fn run(args: TopArgs, cx: &Context) -> anyhow::Result<()> {
     let url = args
@@ -47,10 +49,11 @@ pub fn run(args: TopArgs, cx: &Context) -> anyhow::Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         bail!("`top` draws a full-screen view and needs a terminal on stdout\nhint: run `cargo xtask top --once` for a plain snapshot");
     }
-    let events_client = crate::orcd::client(cx, &url)?;
     let (sender, receiver) = mpsc::channel();
-    feed::follow(events_client, sender);
-    live(cx, &client, &receiver)
+    feed::follow(crate::orcd::client(cx, &url)?, sender.clone());
+    let wanted = RemoteLogWanted::default();
+    feed::poll(crate::orcd::client(cx, &url)?, wanted.clone(), sender);
+    live(cx, &client, &receiver, LogFollower::new(wanted))
 }
 
 fn unix_millis() -> u64 {
@@ -60,7 +63,11 @@ fn unix_millis() -> u64 {
 }
 
 fn print_once(cx: &Context, client: &OrcdClient) -> anyhow::Result<()> {
-    let view = FleetView::from_snapshot(feed::snapshot(client)?);
+    let mut view = FleetView::from_snapshot(feed::snapshot(client)?);
+    view.set_hosts(feed::hosts(client).unwrap_or_default());
+    if let Some(models) = feed::loading_models(client) {
+        view.set_loading_models(&models);
+    }
     let report = snapshot::FleetReport::of(&view, client.base_url(), unix_millis());
     if cx.out.json() {
         return cx.out.print_json(&report);
@@ -74,12 +81,12 @@ fn live(
     cx: &Context,
     client: &OrcdClient,
     feed: &mpsc::Receiver<FeedMessage>,
+    mut log: LogFollower,
 ) -> anyhow::Result<()> {
     let stop = terminal::stop_on_signals()?;
     let mut screen = terminal::TerminalGuard::enter()?;
     let mut view = FleetView::default();
     let mut ui = Ui::default();
-    let mut log = LogFollower::new();
     while !stop.load(Ordering::SeqCst) {
         for message in feed.try_iter() {
             match message {
@@ -88,14 +95,30 @@ fn live(
                     view.apply(event);
                 }
                 FeedMessage::Lost(reason) => ui.link = Link::Lost(reason),
+                FeedMessage::Polled(polled) => {
+                    if let Some(hosts) = polled.hosts {
+                        view.set_hosts(hosts);
+                    }
+                    if let Some(models) = polled.loading_models {
+                        view.set_loading_models(&models);
+                    }
+                    if let Some((worker_id, lines)) = polled.remote_log {
+                        log.remote_arrived(worker_id, lines);
+                    }
+                }
             }
         }
         let rows = VisibleRows::of(&view, &ui.filter, unix_millis());
-        if ui.show_log {
-            log.follow(
-                ui.selected_worker(&rows)
-                    .map(|worker| worker.worker_id.as_str()),
-            );
+        ui.keep_focus_visible(&rows);
+        match ui.show_log {
+            true => {
+                let worker = ui.selected_worker(&rows).map(|worker| {
+                    let id = worker.worker_id.as_str();
+                    (id, view.host_running(id))
+                });
+                log.follow(worker);
+            }
+            false => log.stop(),
         }
         let frame = Screen {
             orchestrator_url: client.base_url(),
@@ -120,6 +143,7 @@ fn live(
             Action::Nothing => {}
             Action::Quit => break,
             Action::CancelJob(job_id) => ui.message = Some(cancel(client, &job_id)),
+            Action::UnloadModel(model) => ui.message = Some(unload(client, &model)),
         }
     }
     Ok(())
@@ -134,97 +158,20 @@ fn cancel(client: &OrcdClient, job_id: &str) -> String {
             result.job_id,
             state::job_state_name(result.previous_state)
         ),
-        Err(error) => crate::output::render_error(&error).replace('\n', " · "),
+        Err(error) => feed::one_line(&error),
     }
 }
 
-/// The log pane's source: the log file of a worker started on this machine by `pool worker
-/// spawn` or `up`, found in the run directory under the worker's id.
-struct LogFollower {
-    run_dir: Option<RunDir>,
-    tail: LogTail,
-    last_read: Option<(String, Instant)>,
-}
-
-impl LogFollower {
-    fn new() -> LogFollower {
-        LogFollower {
-            run_dir: RunDir::from_env().ok(),
-            tail: LogTail::default(),
-            last_read: None,
-        }
-    }
-
-    /// Reads the tail again when the selection changed or a moment passed.
-    fn follow(&mut self, worker_id: Option<&str>) {
-        let Some(worker_id) = worker_id else {
-            self.tail = LogTail {
-                title: "log".into(),
-                lines: vec!["select a worker in the Workers pane to follow its log".into()],
-            };
-            self.last_read = None;
-            return;
-        };
-        let fresh = self
-            .last_read
-            .as_ref()
-            .is_some_and(|(id, at)| id == worker_id && at.elapsed() < Duration::from_millis(500));
-        if !fresh {
-            self.tail = read_log(self.run_dir.as_ref(), worker_id);
-            self.last_read = Some((worker_id.to_owned(), Instant::now()));
-        }
-    }
-}
-
-fn read_log(run_dir: Option<&RunDir>, worker_id: &str) -> LogTail {
-    let Some(run_dir) = run_dir else {
-        return LogTail {
-            title: format!("log of {worker_id}"),
-            lines: vec![
-                "no run directory: set LLORCH_RUN_DIR to where `pool worker spawn` keeps logs"
-                    .into(),
-            ],
-        };
-    };
-    let path = run_dir.log_path(worker_id);
-    match crate::daemon::tail_lines(&path, LOG_LINES) {
-        Ok(lines) => LogTail {
-            title: format!("log of {worker_id}: {}", path.display()),
-            lines,
-        },
-        Err(_) => LogTail {
-            title: format!("log of {worker_id}"),
-            lines: vec![format!(
-                "no log at {}: only workers started on this machine by `cargo xtask pool worker spawn` or `up` have one here",
-                path.display()
-            )],
-        },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_log_pane_reads_a_local_workers_log_from_the_run_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let run_dir = RunDir::at(dir.path());
-        std::fs::write(
-            run_dir.log_path("cpu-a"),
-            "loading model\nlistening on :9001\n",
-        )
-        .unwrap();
-        let tail = read_log(Some(&run_dir), "cpu-a");
-        assert_eq!(tail.lines, ["loading model", "listening on :9001"]);
-        assert!(tail.title.starts_with("log of cpu-a: "), "{}", tail.title);
-
-        let elsewhere = read_log(Some(&run_dir), "gpu-box-1");
-        assert!(
-            elsewhere.lines[0].starts_with("no log at ")
-                && elsewhere.lines[0].contains("pool worker spawn"),
-            "{:?}",
-            elsewhere.lines
-        );
+/// Asks orcd to stop the workers pool managers run for `model` (operator token); the outcome
+/// is a line for the status bar. A refused token's line names the setting to fix.
+fn unload(client: &OrcdClient, model: &str) -> String {
+    let path = format!("/v2/models/{}/unload", url_segment(model));
+    match client.post_json::<ModelAction>(&path) {
+        Ok(action) => format!(
+            "unloading model {}: stopping {}",
+            action.model,
+            action.workers.join(", ")
+        ),
+        Err(error) => feed::one_line(&error),
     }
 }

@@ -1,16 +1,17 @@
-//! Draws one frame of `top`: a title and status line, the Workers, Queues and Jobs tables,
-//! the log of the selected worker when `l` opened it, the keys in a footer, and the details or
-//! confirmation dialog on top. Pure: everything it shows comes in through [`Screen`], so tests
+//! Draws one frame of `top`: a title and status line, the Hosts (when orcd has pool managers),
+//! Workers, Queues and Jobs tables, the log of the selected worker when `l` opened it, the keys
+//! in a footer, and the details or confirmation dialog on top. Pure: everything it shows comes in through [`Screen`], so tests
 //! draw it on ratatui's `TestBackend`.
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
 use llorch_api::{JobState, WorkerState};
 
+use super::hosts::{percent, HostRow, HOST_COLUMNS};
 use super::input::{Link, Mode, Pane, Ui, VisibleRows};
 use super::state::{
     human_millis, job_state_name, worker_state_name, JobRow, Totals, WorkerRow, JOB_COLUMNS,
@@ -35,20 +36,35 @@ pub struct Screen<'a> {
     pub color: bool,
 }
 
-const KEYS: &str = "↑↓/jk select  Tab pane  Enter details  c cancel  l log  / filter  q quit";
 const LOG_HEIGHT: u16 = 8;
+/// The Jobs pane's border, header and one row.
+const JOBS_LEAST: u16 = 4;
+/// Cells of a gauge's bar; with a space and `100%` it takes 11 columns.
+const GAUGE_BAR: usize = 6;
 
 pub fn draw(frame: &mut Frame, screen: &Screen) {
+    let hosts_height = match screen.rows.hosts_reported {
+        true => (screen.rows.hosts.len() as u16 + 3).clamp(4, 6),
+        false => 0,
+    };
     let workers_height = (screen.rows.workers.len() as u16 + 3).clamp(4, 8);
     let queues_height = (screen.rows.queues.len() as u16 + 3).clamp(4, 6);
-    let log_height = if screen.ui.show_log { LOG_HEIGHT } else { 0 };
     let status_lines = status_lines(screen);
-    let [title, status, workers, queues, jobs, log, footer] = Layout::vertical([
+    let status_height = wrapped_height(&status_lines, frame.area().width);
+    // The log takes what the other panes leave over the Jobs pane's least, from one line of
+    // log (when the screen is short, the Jobs pane keeps only its header) to LOG_HEIGHT.
+    let others = 2 + status_height + hosts_height + workers_height + queues_height + JOBS_LEAST;
+    let log_height = match screen.ui.show_log {
+        true => (frame.area().height.saturating_sub(others)).clamp(3, LOG_HEIGHT),
+        false => 0,
+    };
+    let [title, status, hosts, workers, queues, jobs, log, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(wrapped_height(&status_lines, frame.area().width)),
+        Constraint::Length(status_height),
+        Constraint::Length(hosts_height),
         Constraint::Length(workers_height),
         Constraint::Length(queues_height),
-        Constraint::Min(4),
+        Constraint::Fill(1),
         Constraint::Length(log_height),
         Constraint::Length(1),
     ])
@@ -59,6 +75,9 @@ pub fn draw(frame: &mut Frame, screen: &Screen) {
         Paragraph::new(status_lines).wrap(Wrap { trim: false }),
         status,
     );
+    if screen.rows.hosts_reported {
+        draw_hosts(frame, hosts, screen);
+    }
     draw_workers(frame, workers, screen);
     draw_queues(frame, queues, screen);
     draw_jobs(frame, jobs, screen);
@@ -68,7 +87,24 @@ pub fn draw(frame: &mut Frame, screen: &Screen) {
     frame.render_widget(footer_line(screen), footer);
     match &screen.ui.mode {
         Mode::Details => draw_details(frame, screen),
-        Mode::ConfirmCancel(job_id) => draw_confirm(frame, screen, job_id),
+        Mode::ConfirmCancel(job_id) => draw_confirm(
+            frame,
+            screen,
+            " cancel ",
+            &[
+                format!("Cancel job {job_id}?"),
+                "y cancels it, any other key keeps it".into(),
+            ],
+        ),
+        Mode::ConfirmUnload(model) => draw_confirm(
+            frame,
+            screen,
+            " unload ",
+            &[
+                format!("Unload model {model}? Its workers finish their jobs, then stop."),
+                "y unloads it, any other key keeps it".into(),
+            ],
+        ),
         Mode::Browse | Mode::Filter => {}
     }
 }
@@ -137,12 +173,24 @@ fn status_lines(screen: &Screen) -> Vec<Line<'static>> {
     }
 }
 
+/// The keys that work where the focus is: `c` on the Jobs pane, `u` on the Queues pane when
+/// orcd has pool managers.
+fn browse_keys(screen: &Screen) -> String {
+    let action = match screen.ui.focus {
+        Pane::Jobs => "c cancel  ",
+        Pane::Queues if screen.ui.can_unload(screen.rows) => "u unload  ",
+        _ => "",
+    };
+    format!("↑↓/jk select  Tab pane  Enter details  {action}l log  / filter  q quit")
+}
+
 fn footer_line(screen: &Screen) -> Paragraph<'static> {
     let text = match &screen.ui.mode {
         Mode::Filter => format!("/{}▏  Enter apply  Esc clear", screen.ui.filter),
         Mode::ConfirmCancel(job_id) => format!("cancel job {job_id}? y/n"),
+        Mode::ConfirmUnload(model) => format!("unload model {model}? y/n"),
         Mode::Details => "Esc close".to_owned(),
-        Mode::Browse => KEYS.to_owned(),
+        Mode::Browse => browse_keys(screen),
     };
     Paragraph::new(Line::styled(text, Style::new().add_modifier(Modifier::DIM)))
 }
@@ -210,6 +258,82 @@ fn draw_table(frame: &mut Frame, area: Rect, screen: &Screen, pane: PaneTable) {
     }
 }
 
+fn draw_hosts(frame: &mut Frame, area: Rect, screen: &Screen) {
+    let hosts = &screen.rows.hosts;
+    let lost = hosts.iter().filter(|host| host.is_lost()).count();
+    let pane = PaneTable {
+        pane: Pane::Hosts,
+        title: match lost {
+            0 => format!("Hosts ({})", hosts.len()),
+            lost => format!("Hosts ({}, {lost} lost)", hosts.len()),
+        },
+        header: &HOST_COLUMNS,
+        first_min: 8,
+        widths: &[5, 11, 11, 11, 5, MODELS_WIDTH],
+        rows: hosts.iter().map(|row| host_row(screen, row)).collect(),
+        empty: "no hosts match the filter",
+    };
+    draw_table(frame, area, screen, pane);
+}
+
+const MODELS_WIDTH: u16 = 17;
+
+/// A host's CPU, RAM and VRAM as gauges; a lost host's row is red with its last figures.
+fn host_row(screen: &Screen, row: &HostRow) -> Row<'static> {
+    let gauge_cell = |fraction: Option<f64>| match fraction {
+        Some(fraction) if !row.is_lost() => {
+            Cell::from(gauge(fraction)).style(fg(screen, gauge_color(fraction)))
+        }
+        Some(fraction) => Cell::from(gauge(fraction)),
+        None => Cell::from("-"),
+    };
+    let cells = vec![
+        Cell::from(row.host_id.clone()),
+        Cell::from(row.state.clone()),
+        gauge_cell(Some(row.cpu_fraction())),
+        gauge_cell(Some(row.ram_fraction())),
+        gauge_cell(row.vram_fraction()),
+        Cell::from(human_millis(row.last_seen_ms_ago)),
+        Cell::from(fit(&row.models_cell(), usize::from(MODELS_WIDTH))),
+    ];
+    let style = match row.is_lost() {
+        true => fg(screen, Color::Red),
+        false => Style::new(),
+    };
+    Row::new(cells).style(style)
+}
+
+/// `███░░░  50%`: a bar of [`GAUGE_BAR`] cells and the percentage.
+pub fn gauge(fraction: f64) -> String {
+    let filled = (fraction.clamp(0.0, 1.0) * GAUGE_BAR as f64).round() as usize;
+    format!(
+        "{}{} {:>4}",
+        "█".repeat(filled),
+        "░".repeat(GAUGE_BAR - filled),
+        percent(fraction)
+    )
+}
+
+fn gauge_color(fraction: f64) -> Color {
+    match fraction {
+        f if f >= 0.9 => Color::Red,
+        f if f >= 0.7 => Color::Yellow,
+        _ => Color::Green,
+    }
+}
+
+/// `text`, cut to `width` characters with `…` when longer.
+fn fit(text: &str, width: usize) -> String {
+    match text.chars().count() <= width {
+        true => text.to_owned(),
+        false => text
+            .chars()
+            .take(width.saturating_sub(1))
+            .chain(['…'])
+            .collect(),
+    }
+}
+
 fn draw_workers(frame: &mut Frame, area: Rect, screen: &Screen) {
     let workers = &screen.rows.workers;
     let pane = PaneTable {
@@ -243,7 +367,7 @@ fn draw_queues(frame: &mut Frame, area: Rect, screen: &Screen) {
         title: "Queues".to_owned(),
         header: &QUEUE_COLUMNS,
         first_min: 12,
-        widths: &[6, 7, 5, 4, 4, 8],
+        widths: &[6, 7, 7, 5, 4, 4, 8],
         rows: screen
             .rows
             .queues
@@ -325,6 +449,10 @@ pub fn details(screen: &Screen) -> (String, Vec<String>) {
     let rows = screen.rows;
     let index = ui.selected(ui.focus, rows).unwrap_or(0);
     match ui.focus {
+        Pane::Hosts => match rows.hosts.get(index) {
+            Some(host) => (format!("host {}", host.host_id), host.details()),
+            None => ("host".into(), vec![]),
+        },
         Pane::Workers => match rows.workers.get(index) {
             Some(w) => (
                 format!("worker {}", w.worker_id),
@@ -346,6 +474,7 @@ pub fn details(screen: &Screen) -> (String, Vec<String>) {
                 vec![
                     format!("queued     {}", q.queued),
                     format!("running    {}", q.running),
+                    format!("loading    {}", q.loading),
                     format!("slots      {} busy of {}", q.slots_busy, q.slots_total),
                     format!(
                         "workers    {} live, {} dead",
@@ -389,17 +518,20 @@ pub fn details(screen: &Screen) -> (String, Vec<String>) {
     }
 }
 
-fn draw_confirm(frame: &mut Frame, screen: &Screen, job_id: &str) {
-    let area = dialog_area(frame, 4);
+/// A yes/no question in a yellow box: `lines` are the question and what each answer does.
+fn draw_confirm(frame: &mut Frame, screen: &Screen, title: &str, lines: &[String]) {
+    let inner_width = usize::from(dialog_area(frame, 1).width.saturating_sub(2)).max(1);
+    let height: usize = lines
+        .iter()
+        .map(|line| line.chars().count().div_ceil(inner_width).max(1))
+        .sum();
+    let area = dialog_area(frame, height as u16 + 2);
     frame.render_widget(Clear, area);
     let block = Block::new()
         .borders(Borders::ALL)
         .border_style(fg(screen, Color::Yellow))
-        .title(" cancel ");
-    let text = vec![
-        Line::raw(format!("Cancel job {job_id}?")),
-        Line::raw("y cancels it, any other key keeps it"),
-    ];
+        .title(title.to_owned());
+    let text: Vec<Line> = lines.iter().map(|line| Line::raw(line.clone())).collect();
     frame.render_widget(
         Paragraph::new(text).wrap(Wrap { trim: false }).block(block),
         area,
@@ -450,6 +582,20 @@ mod tests {
         terminal.backend().buffer().clone()
     }
 
+    /// The log pane open on twenty lines, `line 1` to `line 20`.
+    fn log_open(title: &str) -> (Ui, LogTail) {
+        let ui = Ui {
+            link: Link::Live,
+            show_log: true,
+            ..Ui::default()
+        };
+        let log = LogTail {
+            title: title.into(),
+            lines: (1..=20).map(|n| format!("line {n}")).collect(),
+        };
+        (ui, log)
+    }
+
     fn live_ui() -> Ui {
         Ui {
             link: Link::Live,
@@ -477,8 +623,11 @@ mod tests {
             .join("\n")
     }
 
+    /// The footer while the Workers pane has the focus (neither `c` nor `u` works there).
     const KEYS_LINE: &str =
-        "↑↓/jk select  Tab pane  Enter details  c cancel  l log  / filter  q quit        ";
+        "↑↓/jk select  Tab pane  Enter details  l log  / filter  q quit                  ";
+    const QUEUES_HEADER: &str =
+        "│  MODEL                        QUEUED RUNNING LOADING SLOTS LIVE DEAD WAIT    │";
     const BLANK: &str =
         "                                                                                ";
     const EMPTY_ROW: &str =
@@ -497,7 +646,7 @@ mod tests {
             "│  no workers registered                                                       │",
             BOTTOM,
             "┌ Queues ──────────────────────────────────────────────────────────────────────┐",
-            "│  MODEL                                QUEUED RUNNING SLOTS LIVE DEAD WAIT    │",
+            QUEUES_HEADER,
             "│  no models                                                                   │",
             BOTTOM,
             "┌ Jobs (0) ────────────────────────────────────────────────────────────────────┐",
@@ -521,8 +670,8 @@ mod tests {
             "│  cpu-b      10.0.0.6    gemma3-270m cpu   live  1/2   30.0   ▁▃▄▅▇█     800ms│",
             BOTTOM,
             "┌ Queues ──────────────────────────────────────────────────────────────────────┐",
-            "│  MODEL                                QUEUED RUNNING SLOTS LIVE DEAD WAIT    │",
-            "│  gemma3-270m                          1      3       3/4   2    0    500ms   │",
+            QUEUES_HEADER,
+            "│  gemma3-270m                  1      3       0       3/4   2    0    500ms   │",
             BOTTOM,
             "┌ Jobs (5) ────────────────────────────────────────────────────────────────────┐",
             "│  JOB                MODEL        WORKER       STATE     TTFT   TOKENS TIME   │",
@@ -540,6 +689,128 @@ mod tests {
         assert_eq!(buffer[(3, 14)].fg, Color::Green);
     }
 
+    const HOSTS_HEADER: &str =
+        "│  HOST       STATE CPU         RAM         VRAM        SEEN  MODELS           │";
+    const GPU_BOX_ROW: &str =
+        "│  gpu-box    live  ██░░░░  25% ██░░░░  38% █████░  75% 400ms gemma3-270m,qwen…│";
+
+    #[test]
+    fn a_busy_fleet_on_pool_managers_shows_hosts_with_gauges_and_a_loading_model() {
+        let buffer = draw_at_80x24(&busy_on_hosts(), &live_ui(), &LogTail::default());
+        let expected = vec![
+            "top  http://127.0.0.1:8080  live  workers 2 (0 dead)  jobs 3 running 1 queued   ",
+            BLANK,
+            "┌ Hosts (2) ───────────────────────────────────────────────────────────────────┐",
+            HOSTS_HEADER,
+            GPU_BOX_ROW,
+            "│  nas        live  █████░  90% █████░  88% -           900ms gemma3-270m      │",
+            BOTTOM,
+            "┌[Workers (2)]─────────────────────────────────────────────────────────────────┐",
+            "│  ID         HOST        MODEL       BACK  STATE SLOTS TOK/S  RATE       SEEN │",
+            "│> cpu-a      10.0.0.5    gemma3-270m cpu   live  2/2   60.0   ▁▃▄▅▇█     800ms│",
+            "│  cpu-b      10.0.0.6    gemma3-270m cpu   live  1/2   30.0   ▁▃▄▅▇█     800ms│",
+            BOTTOM,
+            "┌ Queues ──────────────────────────────────────────────────────────────────────┐",
+            QUEUES_HEADER,
+            "│  gemma3-270m                  1      3       0       3/4   2    0    500ms   │",
+            "│  qwen2.5-coder-0.5b           0      0       1       0/0   0    0    -       │",
+            BOTTOM,
+            "┌ Jobs (5) ────────────────────────────────────────────────────────────────────┐",
+            "│  JOB                MODEL        WORKER       STATE     TTFT   TOKENS TIME   │",
+            "│  job-4              gemma3-270m  -            queued    -      0      500ms  │",
+            "│  job-3              gemma3-270m  cpu-b        running   42ms   8      1.0s   │",
+            "│  job-2              gemma3-270m  cpu-a        running   42ms   64     2.0s   │",
+            BOTTOM,
+            KEYS_LINE,
+        ];
+        assert_screen(&buffer, &expected);
+        // Gauges are coloured by how full they are: CPU 25 % green, the nas' 90 % red.
+        assert_eq!(buffer[(20, 4)].fg, Color::Green);
+        assert_eq!(buffer[(20, 5)].fg, Color::Red);
+    }
+
+    #[test]
+    fn a_lost_host_is_red_marked_lost_and_counted_in_the_title() {
+        let buffer = draw_at_80x24(&lost_host(), &live_ui(), &LogTail::default());
+        let text = screen_text(&buffer);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2..7],
+            [
+                "┌ Hosts (2, 1 lost) ───────────────────────────────────────────────────────────┐",
+                HOSTS_HEADER,
+                GPU_BOX_ROW,
+                "│  nas        lost  █████░  90% █████░  88% -           31.0s gemma3-270m      │",
+                BOTTOM,
+            ],
+            "\n{text}"
+        );
+        // The rest of the screen is the busy fleet's, squeezed to 24 lines as before.
+        assert!(lines[7].starts_with("┌[Workers (2)]"), "{text}");
+        assert_eq!(lines[23], KEYS_LINE);
+        for x in 3..79 {
+            assert_eq!(
+                buffer[(x, 5)].fg,
+                Color::Red,
+                "the lost host's row, column {x}"
+            );
+        }
+        assert_eq!(buffer[(3, 4)].fg, Color::Reset, "the live host's name");
+    }
+
+    #[test]
+    fn unloading_is_offered_on_the_queues_pane_and_asks_in_a_dialog() {
+        let mut ui = Ui {
+            link: Link::Live,
+            focus: Pane::Queues,
+            ..Ui::default()
+        };
+        let text = screen_text(&draw_at_80x24(&busy_on_hosts(), &ui, &LogTail::default()));
+        assert!(
+            text.ends_with(
+                "↑↓/jk select  Tab pane  Enter details  u unload  l log  / filter  q quit        "
+            ),
+            "{text}"
+        );
+        let text = screen_text(&draw_at_80x24(&busy(), &ui, &LogTail::default()));
+        assert!(
+            text.ends_with(KEYS_LINE),
+            "no pool managers, no `u`:\n{text}"
+        );
+
+        ui.mode = Mode::ConfirmUnload("gemma3-270m".into());
+        let text = screen_text(&draw_at_80x24(&busy_on_hosts(), &ui, &LogTail::default()));
+        assert!(
+            text.contains("│Unload model gemma3-270m? Its workers finish their jobs, then stop."),
+            "{text}"
+        );
+        assert!(
+            text.contains("│y unloads it, any other key keeps it"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "unload model gemma3-270m? y/n                                                   "
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn with_hosts_at_80x24_the_log_pane_takes_what_is_left() {
+        let (ui, log) = log_open("log of cpu-a on host gpu-box, through orcd");
+        let text = screen_text(&draw_at_80x24(&busy_on_hosts(), &ui, &log));
+        let lines: Vec<&str> = text.lines().collect();
+        let log_top = lines
+            .iter()
+            .position(|line| line.starts_with("┌ log of cpu-a on host gpu-box, through orcd "))
+            .unwrap_or_else(|| panic!("no log pane:\n{text}"));
+        // Short of room, the Jobs pane keeps its header; the log shows its last line under it.
+        assert!(lines[log_top - 3].starts_with("┌ Jobs (5)"), "{text}");
+        assert!(lines[log_top + 1].starts_with("│line 20 "), "{text}");
+        assert_eq!(lines[23], KEYS_LINE);
+    }
+
     #[test]
     fn a_dead_worker_is_red_with_its_heartbeat_age_and_counted_in_the_title() {
         let buffer = draw_at_80x24(&dead_worker(), &live_ui(), &LogTail::default());
@@ -552,8 +823,8 @@ mod tests {
             "│  cpu-b      10.0.0.6    gemma3-270m cpu   dead  0/2   0.0               47.0s│",
             BOTTOM,
             "┌ Queues ──────────────────────────────────────────────────────────────────────┐",
-            "│  MODEL                                QUEUED RUNNING SLOTS LIVE DEAD WAIT    │",
-            "│  gemma3-270m                          0      0       0/2   1    1    -       │",
+            QUEUES_HEADER,
+            "│  gemma3-270m                  0      0       0       0/2   1    1    -       │",
             BOTTOM,
             "┌ Jobs (1) ────────────────────────────────────────────────────────────────────┐",
             "│  JOB                MODEL        WORKER       STATE     TTFT   TOKENS TIME   │",
@@ -638,15 +909,7 @@ mod tests {
 
     #[test]
     fn the_log_pane_shows_the_last_lines_that_fit() {
-        let ui = Ui {
-            link: Link::Live,
-            show_log: true,
-            ..Ui::default()
-        };
-        let log = LogTail {
-            title: "log of cpu-a".into(),
-            lines: (1..=20).map(|n| format!("line {n}")).collect(),
-        };
+        let (ui, log) = log_open("log of cpu-a");
         let text = screen_text(&draw_at_80x24(&busy(), &ui, &log));
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[15].starts_with("┌ log of cpu-a "), "{text}");

@@ -1,10 +1,11 @@
 //! `top --once`: the fleet as plain text (for scripts and `watch`) or, with `--json`, as one
-//! JSON document. The text is stable: three sections (`WORKERS`, `QUEUES`, `JOBS`), each a
-//! header line and one line per row, columns separated by spaces, `-` where there is no value,
+//! JSON document. The text is stable: three sections (`WORKERS`, `QUEUES`, `JOBS`), after a
+//! `HOSTS` section when orcd has pool managers, each a header line and one line per row, columns separated by spaces, `-` where there is no value,
 //! so `awk` and the tests split it on whitespace.
 
 use serde::Serialize;
 
+use super::hosts::{HostRow, HOST_COLUMNS};
 use super::state::{
     FleetView, JobRow, QueueRow, Totals, WorkerRow, JOB_COLUMNS, QUEUE_COLUMNS, WORKER_COLUMNS,
 };
@@ -14,6 +15,8 @@ use super::state::{
 pub struct FleetReport {
     pub orchestrator_url: String,
     pub totals: Totals,
+    /// The pool managers' hosts; empty when orcd has none.
+    pub hosts: Vec<HostRow>,
     pub workers: Vec<WorkerRow>,
     pub queues: Vec<QueueRow>,
     pub jobs: Vec<JobRow>,
@@ -24,6 +27,7 @@ impl FleetReport {
         FleetReport {
             orchestrator_url: orchestrator_url.to_owned(),
             totals: view.totals(),
+            hosts: view.hosts().iter().map(HostRow::of).collect(),
             workers: view.worker_rows(),
             queues: view.queue_rows(now_ms),
             jobs: view.job_rows(now_ms),
@@ -68,7 +72,14 @@ pub fn plain_text(report: &FleetReport) -> String {
         totals.running_jobs,
         totals.queued_jobs
     );
-    let sections = [
+    let hosts = (!report.hosts.is_empty()).then(|| {
+        (
+            "HOSTS",
+            &HOST_COLUMNS[..],
+            report.hosts.iter().map(HostRow::cells).collect(),
+        )
+    });
+    let sections = hosts.into_iter().chain([
         (
             "WORKERS",
             &WORKER_COLUMNS[..],
@@ -84,9 +95,8 @@ pub fn plain_text(report: &FleetReport) -> String {
             &JOB_COLUMNS[..],
             report.jobs.iter().map(JobRow::cells).collect(),
         ),
-    ];
+    ]);
     let tables: Vec<String> = sections
-        .into_iter()
         .map(|(title, header, rows)| table(title, header, rows))
         .collect();
     text.push_str(&tables.join("\n"));
@@ -110,8 +120,8 @@ cpu-a  10.0.0.5  gemma3-270m  cpu      live   2/2    60.0   800ms
 cpu-b  10.0.0.6  gemma3-270m  cpu      live   1/2    30.0   800ms
 
 QUEUES (1)
-MODEL        QUEUED  RUNNING  SLOTS  LIVE  DEAD  WAIT
-gemma3-270m  1       3        3/4    2     0     500ms
+MODEL        QUEUED  RUNNING  LOADING  SLOTS  LIVE  DEAD  WAIT
+gemma3-270m  1       3        0        3/4    2     0     500ms
 
 JOBS (5)
 JOB    MODEL        WORKER  STATE      TTFT  TOKENS  TIME
@@ -122,6 +132,31 @@ job-1  gemma3-270m  cpu-a   running    42ms  120     3.0s
 job-0  gemma3-270m  cpu-b   completed  42ms  32      2.4s
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn hosts_come_first_when_orcd_has_pool_managers() {
+        let text = plain_text(&FleetReport::of(
+            &lost_host(),
+            "http://127.0.0.1:8080",
+            NOW_MS,
+        ));
+        let hosts: Vec<&str> = text
+            .lines()
+            .skip_while(|line| !line.starts_with("HOSTS"))
+            .take(4)
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                "HOSTS (2)",
+                "HOST     STATE  CPU  RAM           VRAM          SEEN   MODELS",
+                "gpu-box  live   25%  12.0/32.0GiB  18.0/24.0GiB  400ms  gemma3-270m,qwen2.5-coder-0.5b",
+                "nas      lost   90%  14.0/16.0GiB  -             31.0s  gemma3-270m",
+            ]
+        );
+        assert!(text.find("HOSTS").unwrap() < text.find("WORKERS").unwrap());
+        assert!(!plain_text(&FleetReport::of(&busy(), "http://h:1", NOW_MS)).contains("HOSTS"));
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! then changes), and the rows the panes and `--once` show, derived from it in one place so the
 //! screen and the snapshot never disagree.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use llorch_api::fleet::{FleetEvent, FleetSnapshot, ModelLoad, ThroughputSample};
+use llorch_api::pool::HostInfo;
 use llorch_api::{JobInfo, JobState, WorkerInfo, WorkerState};
 use serde::Serialize;
 
@@ -21,7 +22,16 @@ pub struct FleetView {
     models: Vec<ModelLoad>,
     /// Tokens per second of each worker, oldest sample first.
     worker_rates: HashMap<String, VecDeque<f64>>,
+    /// The hosts of orcd's pool managers (`GET /v2/hosts`, polled: they are not in the
+    /// stream); none until orcd answered with at least one.
+    hosts: Vec<HostInfo>,
+    /// Loads in progress by model: the hosts named by `model_loading` events, or
+    /// [`UNKNOWN_HOST`] for a load `/v1/models` reported (one begun before the stream was).
+    loading: BTreeMap<String, BTreeSet<String>>,
 }
+
+/// The host of a load known only from `/v1/models`' `loading` status.
+const UNKNOWN_HOST: &str = "";
 
 impl FleetView {
     /// The view a new subscriber starts from.
@@ -35,7 +45,12 @@ impl FleetView {
     pub fn apply(&mut self, event: FleetEvent) {
         match event {
             FleetEvent::Snapshot(snapshot) => {
-                *self = FleetView::default();
+                // Hosts and loads come from polls, not the stream; the next poll renews them.
+                *self = FleetView {
+                    hosts: std::mem::take(&mut self.hosts),
+                    loading: std::mem::take(&mut self.loading),
+                    ..FleetView::default()
+                };
                 for worker in snapshot.workers {
                     self.workers.insert(worker.worker_id.clone(), worker);
                 }
@@ -43,8 +58,11 @@ impl FleetView {
                     self.jobs.insert(job.job_id.clone(), job);
                 }
                 self.models = snapshot.models;
+                // The history gives the sparklines their past; the workers' busy slots and
+                // heartbeat ages come from the snapshot itself, which is newer than any sample
+                // (up to a second newer: a job that ended since is no longer counted busy).
                 for sample in snapshot.throughput {
-                    self.record_sample(sample);
+                    self.record_rates(&sample);
                 }
             }
             FleetEvent::Worker(worker) => {
@@ -59,19 +77,86 @@ impl FleetView {
                 self.forget_old_jobs();
             }
             FleetEvent::Models { models } => self.models = models,
-            FleetEvent::Throughput(sample) => self.record_sample(sample),
-            // Placement decisions change workers, which arrive as `Worker` events of their own;
-            // the view has no pane for the decisions themselves yet.
-            FleetEvent::ModelLoading { .. }
-            | FleetEvent::ModelLoaded { .. }
-            | FleetEvent::ModelUnloaded { .. }
-            | FleetEvent::LoadFailed { .. } => {}
+            FleetEvent::Throughput(sample) => {
+                self.record_rates(&sample);
+                self.record_slots(sample);
+            }
+            FleetEvent::ModelLoading { model, host_id } => {
+                let hosts = self.loading.entry(model).or_default();
+                hosts.remove(UNKNOWN_HOST);
+                hosts.insert(host_id);
+            }
+            FleetEvent::ModelLoaded { model, host_id, .. } => {
+                self.load_ended(&model, Some(&host_id))
+            }
+            FleetEvent::LoadFailed { model, host_id, .. } => {
+                self.load_ended(&model, host_id.as_deref())
+            }
+            // The stopped worker leaves as a `worker_removed` event of its own.
+            FleetEvent::ModelUnloaded { .. } => {}
         }
     }
 
-    /// A sample carries each worker's rate, and its busy slots and heartbeat age as of now.
-    fn record_sample(&mut self, sample: ThroughputSample) {
-        for worker in sample.workers {
+    /// A load ended on `host` (on every host when none is named).
+    fn load_ended(&mut self, model: &str, host: Option<&str>) {
+        let Some(hosts) = self.loading.get_mut(model) else {
+            return;
+        };
+        match host {
+            Some(host) => {
+                hosts.remove(host);
+                hosts.remove(UNKNOWN_HOST);
+            }
+            None => hosts.clear(),
+        }
+        if hosts.is_empty() {
+            self.loading.remove(model);
+        }
+    }
+
+    /// What the last poll of `GET /v2/hosts` answered; an error or an orcd without pool
+    /// managers leaves the pane out.
+    pub fn set_hosts(&mut self, hosts: Vec<HostInfo>) {
+        self.hosts = hosts;
+    }
+
+    pub fn hosts(&self) -> &[HostInfo] {
+        &self.hosts
+    }
+
+    /// The host whose pool manager runs `worker_id`, if one lists it.
+    pub fn host_running(&self, worker_id: &str) -> Option<&str> {
+        self.hosts
+            .iter()
+            .find(|host| {
+                host.facts
+                    .workers
+                    .iter()
+                    .any(|worker| worker.worker_id == worker_id)
+            })
+            .map(|host| host.host_id.as_str())
+    }
+
+    /// The models `/v1/models` lists as `loading`: a load the events have not named a host
+    /// for counts once; one it no longer lists stops counting unless an event named its host.
+    pub fn set_loading_models(&mut self, models: &[String]) {
+        for model in models {
+            let hosts = self.loading.entry(model.clone()).or_default();
+            if hosts.is_empty() {
+                hosts.insert(UNKNOWN_HOST.to_owned());
+            }
+        }
+        self.loading.retain(|model, hosts| {
+            if !models.contains(model) {
+                hosts.remove(UNKNOWN_HOST);
+            }
+            !hosts.is_empty()
+        });
+    }
+
+    /// A sample carries each worker's rate over the last interval.
+    fn record_rates(&mut self, sample: &ThroughputSample) {
+        for worker in &sample.workers {
             let rates = self
                 .worker_rates
                 .entry(worker.worker_id.clone())
@@ -80,6 +165,12 @@ impl FleetView {
                 rates.pop_front();
             }
             rates.push_back(worker.tokens_per_second);
+        }
+    }
+
+    /// A live sample also carries each worker's busy slots and heartbeat age as of now.
+    fn record_slots(&mut self, sample: ThroughputSample) {
+        for worker in sample.workers {
             if let Some(known) = self.workers.get_mut(&worker.worker_id) {
                 known.slots_busy = worker.slots_busy;
                 known.last_seen_ms_ago = worker.last_seen_ms_ago;
@@ -131,11 +222,27 @@ impl FleetView {
             .collect()
     }
 
-    /// One row per model orcd reports load for, by model id; `now_ms` ages the waiting jobs.
+    /// One row per model orcd reports load for or loads, by model id; `now_ms` ages the
+    /// waiting jobs.
     pub fn queue_rows(&self, now_ms: u64) -> Vec<QueueRow> {
+        let loading_only = self
+            .loading
+            .keys()
+            .filter(|model| self.models.iter().all(|load| &load.model != *model))
+            .map(|model| ModelLoad {
+                model: model.clone(),
+                live_workers: 0,
+                dead_workers: 0,
+                slots_total: 0,
+                slots_busy: 0,
+                queued: 0,
+                running: 0,
+            })
+            .collect::<Vec<_>>();
         let mut rows: Vec<QueueRow> = self
             .models
             .iter()
+            .chain(&loading_only)
             .map(|load| {
                 let mut waits: Vec<u64> = self
                     .jobs
@@ -148,6 +255,10 @@ impl FleetView {
                     model: load.model.clone(),
                     queued: load.queued,
                     running: load.running,
+                    loading: self
+                        .loading
+                        .get(&load.model)
+                        .map_or(0, |hosts| hosts.len() as u32),
                     slots_busy: load.slots_busy,
                     slots_total: load.slots_total,
                     live_workers: load.live_workers,
@@ -260,6 +371,8 @@ pub struct QueueRow {
     pub model: String,
     pub queued: u32,
     pub running: u32,
+    /// Workers being started for it (one per host loading it).
+    pub loading: u32,
     pub slots_busy: u32,
     pub slots_total: u32,
     pub live_workers: u32,
@@ -287,8 +400,8 @@ pub struct JobRow {
 pub const WORKER_COLUMNS: [&str; 8] = [
     "ID", "HOST", "MODEL", "BACKEND", "STATE", "SLOTS", "TOK/S", "SEEN",
 ];
-pub const QUEUE_COLUMNS: [&str; 7] = [
-    "MODEL", "QUEUED", "RUNNING", "SLOTS", "LIVE", "DEAD", "WAIT",
+pub const QUEUE_COLUMNS: [&str; 8] = [
+    "MODEL", "QUEUED", "RUNNING", "LOADING", "SLOTS", "LIVE", "DEAD", "WAIT",
 ];
 pub const JOB_COLUMNS: [&str; 7] = ["JOB", "MODEL", "WORKER", "STATE", "TTFT", "TOKENS", "TIME"];
 
@@ -319,6 +432,7 @@ impl QueueRow {
             self.model.clone(),
             self.queued.to_string(),
             self.running.to_string(),
+            self.loading.to_string(),
             format!("{}/{}", self.slots_busy, self.slots_total),
             self.live_workers.to_string(),
             self.dead_workers.to_string(),
@@ -366,6 +480,7 @@ pub mod fixtures {
 
     use super::*;
     use llorch_api::fleet::{ModelThroughput, WorkerThroughput};
+    use llorch_api::pool::{DiskModel, GpuFacts, HostFacts, HostState};
     use llorch_api::{Backend, FinishReason};
 
     pub const NOW_MS: u64 = 1_700_000_100_000;
@@ -476,6 +591,83 @@ pub mod fixtures {
         })
     }
 
+    fn disk_model(model: &str) -> DiskModel {
+        DiskModel {
+            model: model.into(),
+            file: format!("{model}.gguf"),
+            bytes: 300 << 20,
+            verified: true,
+            estimated_bytes: 400 << 20,
+        }
+    }
+
+    /// A host with 8 cores at load 2, 32 GiB of RAM (12 used), one 24 GiB GPU (18 used).
+    pub fn gpu_host(id: &str, state: HostState, last_seen_ms_ago: u64) -> HostInfo {
+        HostInfo {
+            host_id: id.into(),
+            url: format!("http://{id}:7070"),
+            state,
+            last_seen_ms_ago,
+            facts: HostFacts {
+                host_name: id.into(),
+                os: "linux".into(),
+                cpu_model: "Ryzen 7".into(),
+                physical_cores: 8,
+                ram_total_bytes: 32 << 30,
+                ram_available_bytes: 20 << 30,
+                load_average: 2.0,
+                gpus: vec![GpuFacts {
+                    index: 0,
+                    name: "RTX 4090".into(),
+                    memory_total_bytes: 24 << 30,
+                    memory_used_bytes: 18 << 30,
+                    utilization_percent: Some(60.0),
+                }],
+                disk_free_bytes: 100 << 30,
+                models: vec![disk_model("gemma3-270m"), disk_model("qwen2.5-coder-0.5b")],
+                workers: vec![],
+                memory_budget_bytes: None,
+                backends: vec![],
+            },
+        }
+    }
+
+    /// A CPU-only host with 4 cores at load 3.6 and 16 GiB of RAM (14 used).
+    pub fn cpu_host(id: &str, state: HostState, last_seen_ms_ago: u64) -> HostInfo {
+        let mut host = gpu_host(id, state, last_seen_ms_ago);
+        host.facts.physical_cores = 4;
+        host.facts.load_average = 3.6;
+        host.facts.ram_total_bytes = 16 << 30;
+        host.facts.ram_available_bytes = 2 << 30;
+        host.facts.gpus.clear();
+        host.facts.models.truncate(1);
+        host
+    }
+
+    /// [`busy`] on two pool-managed hosts, one of which is loading a second model.
+    pub fn busy_on_hosts() -> FleetView {
+        let mut view = busy();
+        view.set_hosts(vec![
+            gpu_host("gpu-box", HostState::Live, 400),
+            cpu_host("nas", HostState::Live, 900),
+        ]);
+        view.apply(FleetEvent::ModelLoading {
+            model: "qwen2.5-coder-0.5b".into(),
+            host_id: "gpu-box".into(),
+        });
+        view
+    }
+
+    /// [`busy`] on two hosts of which one stopped heartbeating 31 s ago.
+    pub fn lost_host() -> FleetView {
+        let mut view = busy();
+        view.set_hosts(vec![
+            gpu_host("gpu-box", HostState::Live, 400),
+            cpu_host("nas", HostState::Lost, 31_000),
+        ]);
+        view
+    }
+
     /// One live worker and one that stopped heartbeating with a job queued behind it.
     pub fn dead_worker() -> FleetView {
         let mut lost = worker("cpu-b", "http://10.0.0.6:9002", 0, 2, WorkerState::Dead);
@@ -523,6 +715,98 @@ mod tests {
         );
         assert_eq!(view.worker_rows().len(), 1);
         assert_eq!(view.totals().running_jobs, 2);
+    }
+
+    #[test]
+    fn the_snapshot_not_the_last_sample_says_which_slots_are_busy() {
+        // The last sample before the snapshot was taken while a job still ran; the job ended
+        // since, and the snapshot (newer) counts the slot free.
+        let mut snapshot = FleetSnapshot {
+            workers: vec![worker(
+                "cpu-a",
+                "http://10.0.0.5:9001",
+                0,
+                1,
+                WorkerState::Live,
+            )],
+            jobs: vec![job("job-0", Some("cpu-a"), JobState::Completed, 4, 2_000)],
+            models: vec![],
+            throughput: vec![],
+            sample_interval_ms: 1000,
+        };
+        snapshot.throughput.push(ThroughputSample {
+            at_ms: NOW_MS - 900,
+            models: vec![],
+            workers: vec![llorch_api::fleet::WorkerThroughput {
+                worker_id: "cpu-a".into(),
+                tokens_per_second: 4.0,
+                slots_busy: 1,
+                last_seen_ms_ago: 2_000,
+            }],
+        });
+        let mut view = FleetView::from_snapshot(snapshot);
+        let row = &view.worker_rows()[0];
+        assert_eq!((row.slots_busy, row.last_seen_ms_ago), (0, 800));
+        assert_eq!(row.rate_history, [4.0]);
+        // A live sample is as new as anything: it is believed.
+        view.apply(FleetEvent::Throughput(ThroughputSample {
+            at_ms: NOW_MS,
+            models: vec![],
+            workers: vec![llorch_api::fleet::WorkerThroughput {
+                worker_id: "cpu-a".into(),
+                tokens_per_second: 2.0,
+                slots_busy: 1,
+                last_seen_ms_ago: 100,
+            }],
+        }));
+        assert_eq!(view.worker_rows()[0].slots_busy, 1);
+    }
+
+    #[test]
+    fn loads_are_counted_per_host_from_events_and_from_the_models_status() {
+        let mut view = busy();
+        let loading = |view: &FleetView, model: &str| {
+            view.queue_rows(NOW_MS)
+                .into_iter()
+                .find(|row| row.model == model)
+                .map(|row| row.loading)
+        };
+        assert_eq!(loading(&view, "gemma3-270m"), Some(0));
+        // A load begun before the stream: known only from `/v1/models`.
+        view.set_loading_models(&["qwen2.5-coder-0.5b".into()]);
+        assert_eq!(loading(&view, "qwen2.5-coder-0.5b"), Some(1));
+        for host in ["gpu-box", "nas"] {
+            view.apply(FleetEvent::ModelLoading {
+                model: "gemma3-270m".into(),
+                host_id: host.into(),
+            });
+        }
+        view.apply(FleetEvent::ModelLoading {
+            model: "qwen2.5-coder-0.5b".into(),
+            host_id: "gpu-box".into(),
+        });
+        assert_eq!(loading(&view, "gemma3-270m"), Some(2));
+        assert_eq!(
+            loading(&view, "qwen2.5-coder-0.5b"),
+            Some(1),
+            "one host, named now"
+        );
+        view.apply(FleetEvent::ModelLoaded {
+            model: "gemma3-270m".into(),
+            host_id: "nas".into(),
+            worker_id: "nas-1".into(),
+            load_ms: 900,
+        });
+        view.apply(FleetEvent::LoadFailed {
+            model: "qwen2.5-coder-0.5b".into(),
+            host_id: None,
+            reason: "no room".into(),
+        });
+        assert_eq!(loading(&view, "gemma3-270m"), Some(1));
+        assert_eq!(loading(&view, "qwen2.5-coder-0.5b"), None, "no row left");
+        // A poll that no longer lists a load drops only the loads no event named.
+        view.set_loading_models(&[]);
+        assert_eq!(loading(&view, "gemma3-270m"), Some(1));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod placement;
 pub mod policy;
 pub mod routes;
+pub mod worker_log;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};

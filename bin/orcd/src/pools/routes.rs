@@ -25,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/hosts", get(list_hosts))
         .route("/v2/models/{model}/load", post(load_model))
         .route("/v2/models/{model}/unload", post(unload_model))
+        .merge(super::worker_log::routes())
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -43,24 +44,13 @@ pub struct ModelAction {
     pub workers: Vec<String>,
 }
 
-/// Load and unload are the operator's: every client would otherwise stop each other's models.
-fn require_operator(scope: &JobScope) -> Result<(), OrcdError> {
-    match scope {
-        JobScope::All => Ok(()),
-        JobScope::Owner(_) => Err(OrcdError::Forbidden(
-            "loading and unloading models needs an operator token (`orcd --admin-token-file`)"
-                .into(),
-        )),
-    }
-}
-
 /// The checks both operator actions make; returns the host asked for, if any.
 fn operator_action(
     scope: &JobScope,
     model: &str,
     query: Result<Query<HostQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Option<String>, OrcdError> {
-    require_operator(scope)?;
+    scope.require_operator("loading and unloading models")?;
     llorch_api::validation::validate_model_id("model", model)?;
     let Query(query) = query.map_err(|rejection| {
         OrcdError::InvalidPath(format!(
