@@ -73,6 +73,11 @@ pub enum ValidationError {
         limit: u32,
     },
     #[error(
+        "`input` is {tokens} tokens in all; this worker embeds at most {limit} tokens per \
+         request (`--max-embedding-tokens`): split the list over several requests"
+    )]
+    EmbeddingRequestTooLarge { tokens: usize, limit: u32 },
+    #[error(
         "`tools` cannot be offered: the model's chat template has no tool support; send no \
          `tools` (or `tool_choice: \"none\"`)"
     )]
