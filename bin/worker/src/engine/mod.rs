@@ -5,7 +5,7 @@
 mod batching;
 mod burst;
 mod cpu_load;
-
+mod grammar;
 mod prefix_cache;
 pub mod prompt;
 mod sampling;
@@ -14,6 +14,7 @@ pub mod speculative;
 pub mod template;
 pub mod text;
 mod threads;
+mod token_sampler;
 
 pub use self::speculative::Speculation;
 pub use self::threads::physical_cores;
@@ -275,16 +276,18 @@ impl EngineHandle {
         let logprobs = sampling.logprobs;
         let (prompt, sampler) = tokio::task::spawn_blocking(move || {
             let prompt = prompt::tokenize_prompt(model, &input, parse_special, tools.offered())?;
-            let tool_grammar = match tools.offered() {
-                [] => None,
-                _ => {
-                    let source = prompt::chat_template_source(model)?;
-                    sampling::tool_grammar(template::tool_syntax(&source), &tools)?
-                }
-            };
-            // Built here, off the engine thread: a grammar can take a while to compile.
-            let sampler =
-                sampling::build_sampler(model, &sampling, max_tokens, tool_grammar.as_deref())?;
+            // Built off the engine thread, and on one of its own: a grammar can take a while
+            // to build and recurse deeply doing it.
+            let sampler = grammar::build_off_thread(grammar::GRAMMAR_BUILD_TIMEOUT, move || {
+                let tool_grammar = match tools.offered() {
+                    [] => None,
+                    _ => {
+                        let source = prompt::chat_template_source(model)?;
+                        sampling::tool_grammar(template::tool_syntax(&source), &tools)?
+                    }
+                };
+                sampling::build_sampler(model, &sampling, max_tokens, tool_grammar.as_deref())
+            })?;
             Ok::<_, crate::validation::ValidationError>((prompt, sampler))
         })
         .await
