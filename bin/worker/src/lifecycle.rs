@@ -158,11 +158,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             heartbeat_interval: args.heartbeat_interval(),
             token: auth.outbound().map(str::to_owned),
         };
+        let given_up = engine.clone();
         tokio::spawn(registration::run(
             settings,
             engine.subscribe_load(),
             stop.clone(),
             registration_report.clone(),
+            move |job_ids| given_up.cancel_given_up(job_ids),
         ))
     });
 

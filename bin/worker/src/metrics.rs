@@ -69,7 +69,8 @@ impl WorkerMetrics {
         let jobs = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "jobs",
-            "Jobs by outcome: stop, length, failed, or abandoned (the caller went away)",
+            "Jobs by outcome: stop, length, failed, abandoned (the caller went away) or given_up \
+             (orcd ended the job while it could not reach this worker)",
             jobs.clone(),
         );
         let tokens = Counter::default();
@@ -232,6 +233,15 @@ impl WorkerMetrics {
     pub fn job_failed(&self) {
         self.jobs
             .get_or_create(&OutcomeLabels { outcome: "failed" })
+            .inc();
+    }
+
+    /// A job cancelled because orcd said it gave the job up (see [`crate::registration`]).
+    pub fn job_given_up(&self) {
+        self.jobs
+            .get_or_create(&OutcomeLabels {
+                outcome: "given_up",
+            })
             .inc();
     }
 

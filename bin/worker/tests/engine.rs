@@ -794,6 +794,39 @@ async fn shutdown_cancels_running_jobs_with_an_error_event() {
     engine.shutdown().await;
 }
 
+/// Issue 18, item 9: jobs orcd gave up (listed in its heartbeat answer) end here too, running
+/// or waiting, while the others carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_orcd_gave_up_are_cancelled_running_or_waiting() {
+    let engine = start(settings(1, 512)).await;
+    let running = submit(&engine, request("given-up-running", PROMPT, 480))
+        .await
+        .unwrap();
+    wait_busy(&engine, 1).await;
+    let waiting = submit(&engine, request("given-up-waiting", PROMPT, 4))
+        .await
+        .unwrap();
+    let kept = submit(&engine, request("kept", PROMPT, 4)).await.unwrap();
+    engine.cancel_given_up(vec![
+        "given-up-running".into(),
+        "given-up-waiting".into(),
+        "never-here".into(),
+    ]);
+    for events in [running, waiting] {
+        let outcome = collect(events).await;
+        match outcome.end {
+            Err((message, _)) => assert!(message.contains("gave this job up"), "{message}"),
+            Ok(stats) => panic!("expected the given-up job to fail, got done: {stats:?}"),
+        }
+    }
+    assert_eq!(collect(kept).await.stats().generated_tokens, 4);
+    assert_eq!(
+        metric(&engine, "llorch_worker_jobs_total{outcome=\"given_up\"}"),
+        2.0
+    );
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_decode_steps_tokens_and_finished_jobs() {
     let engine = start(EngineSettings {

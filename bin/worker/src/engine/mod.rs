@@ -123,6 +123,8 @@ enum Command {
     SetThreads(u32),
     /// Cancel every running and waiting job with a `shutting_down` error (drain timeout).
     CancelAll,
+    /// Cancel the running or waiting jobs of these ids: orcd gave them up.
+    CancelGivenUp(Vec<String>),
     /// Cancel everything and end the engine thread.
     Shutdown,
 }
@@ -349,6 +351,15 @@ impl EngineHandle {
             .shared
             .commands
             .send(Command::SetThreads(threads.max(1)));
+    }
+
+    /// Cancels the jobs of these ids that run or wait here, frees their slots and counts them
+    /// in `jobs_total{outcome="given_up"}`: orcd ended them while it could not reach this
+    /// worker (see [`crate::registration`]). Ids of jobs not here are ignored.
+    pub fn cancel_given_up(&self, job_ids: Vec<String>) {
+        if !job_ids.is_empty() {
+            let _ = self.shared.commands.send(Command::CancelGivenUp(job_ids));
+        }
     }
 
     /// Ends every running and waiting job with a `shutting_down` error.
