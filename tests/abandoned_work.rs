@@ -11,9 +11,16 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `--max-embedding-tokens` of the embedding worker.
-const MAX_EMBEDDING_TOKENS: usize = 4096;
-/// About 90 tokens: under the 128-token context of the embedding worker.
-const SENTENCE: &str = "The quick brown fox jumps over the lazy dog. ";
+const MAX_EMBEDDING_TOKENS: usize = 1024;
+/// One input: about 30 tokens, under the 128-token context of the embedding worker, and a
+/// few seconds of a loaded machine's CPU (a 270M-parameter model embeds some tens of tokens a
+/// second on one busy core).
+fn input() -> String {
+    "The quick brown fox jumps over the lazy dog. ".repeat(3)
+}
+/// Inputs of the large request: several times one input, and well within orcd's 60 s wait for
+/// a worker's answer however loaded the machine.
+const LARGE_INPUTS: usize = 8;
 
 /// One value of the worker's `/metrics` (0 when the series has no sample yet).
 async fn metric(worker_url: &str, name: &str) -> f64 {
@@ -127,7 +134,7 @@ async fn a_job_whose_caller_stops_acknowledging_its_stream_is_cancelled_within_t
     drop(stream);
 }
 
-/// orcd and one embedding worker registered with it; the tokens of one [`SENTENCE`] input.
+/// orcd and one embedding worker registered with it; the tokens of one [`input`].
 async fn embedding_stack() -> (Daemon, Daemon, usize) {
     let orcd = start_orcd("127.0.0.1:0", &[]).unwrap();
     let limit = MAX_EMBEDDING_TOKENS.to_string();
@@ -144,11 +151,11 @@ async fn embedding_stack() -> (Daemon, Daemon, usize) {
     )
     .unwrap();
     wait_for_model_embeddings(&orcd.url).await;
-    let (status, answer) = embed(&orcd.url, &[SENTENCE.repeat(9)]).await;
+    let (status, answer) = embed(&orcd.url, &[input()]).await;
     assert_eq!(status, 200, "{answer}");
     let tokens = answer["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
     assert!(
-        tokens * 256 > MAX_EMBEDDING_TOKENS && tokens <= 128,
+        tokens <= 128 && tokens * LARGE_INPUTS < MAX_EMBEDDING_TOKENS,
         "{tokens} tokens per input"
     );
     (orcd, worker, tokens)
@@ -180,9 +187,9 @@ async fn embed(orcd_url: &str, input: &[String]) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
-/// The most inputs of one [`SENTENCE`] block the worker takes in one request.
-fn largest_request(tokens_per_input: usize) -> Vec<String> {
-    vec![SENTENCE.repeat(9); (MAX_EMBEDDING_TOKENS / tokens_per_input).min(256)]
+/// A request of [`LARGE_INPUTS`] inputs.
+fn large_request() -> Vec<String> {
+    vec![input(); LARGE_INPUTS]
 }
 
 /// Starts a large request and waits until the worker has embedded some of it.
@@ -207,7 +214,7 @@ async fn start_large_request(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedding_request_whose_client_hangs_up_is_given_up_between_inputs() {
     let (orcd, worker, tokens) = embedding_stack().await;
-    let large = largest_request(tokens);
+    let large = large_request();
     let large_tokens = large.len() * tokens;
     let before = metric(&worker.url, "llorch_worker_embedding_tokens_total").await;
     let client = start_large_request(&orcd, &worker, large).await;
@@ -241,8 +248,8 @@ async fn an_embedding_request_whose_client_hangs_up_is_given_up_between_inputs()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_input_request_is_answered_while_a_large_one_is_still_embedding() {
-    let (orcd, worker, tokens) = embedding_stack().await;
-    let large = start_large_request(&orcd, &worker, largest_request(tokens)).await;
+    let (orcd, worker, _) = embedding_stack().await;
+    let large = start_large_request(&orcd, &worker, large_request()).await;
     let (status, answer) = embed(&orcd.url, &["a short one".to_owned()]).await;
     assert_eq!(status, 200, "{answer}");
     assert!(
@@ -251,16 +258,13 @@ async fn a_one_input_request_is_answered_while_a_large_one_is_still_embedding() 
     );
     let (status, answer) = large.await.unwrap();
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(
-        answer["data"].as_array().unwrap().len(),
-        largest_request(tokens).len()
-    );
+    assert_eq!(answer["data"].as_array().unwrap().len(), LARGE_INPUTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_the_token_limit_is_refused_naming_the_limit() {
     let (orcd, _worker, tokens) = embedding_stack().await;
-    let too_many = vec![SENTENCE.repeat(9); MAX_EMBEDDING_TOKENS / tokens + 1];
+    let too_many = vec![input(); MAX_EMBEDDING_TOKENS / tokens + 1];
     let (status, answer) = embed(&orcd.url, &too_many).await;
     assert_eq!(status, 400, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
