@@ -523,25 +523,32 @@ async fn a_draining_orcd_refuses_new_tasks() {
     assert_eq!(worker.executions(), 0);
 }
 
-#[tokio::test]
-async fn a_worker_marked_dead_ends_its_running_streams_at_once() {
+/// orcd with a 500 ms heartbeat timeout and worker `w1`, which streams 3 tokens of a job and
+/// then stalls; registered once and never heard from again, like a host whose link died
+/// mid-stream.
+async fn orcd_with_a_worker_that_goes_silent() -> (Orcd, FakeWorker) {
     let orcd = Orcd::start(Settings {
         scheduler: orcd::scheduler::SchedulerConfig {
             heartbeat_timeout: Duration::from_millis(500),
             ..Default::default()
         },
-        // Far beyond this test's patience: only the missed heartbeats can end the stream.
+        // Far beyond the tests' patience: only the missed heartbeats can end the stream.
         worker_silence: Duration::from_secs(60),
         ..settings()
     })
     .await;
-    // Registered once and never heard from again, like a host whose link died mid-stream.
     let worker = FakeWorker::start(Script {
         behavior: Behavior::StallAfter(3),
         ..Script::complete(16, FAST)
     })
     .await;
     orcd.register(&worker.registration("w1", MODEL, 1)).await;
+    (orcd, worker)
+}
+
+#[tokio::test]
+async fn a_worker_marked_dead_ends_its_running_streams_at_once() {
+    let (orcd, _worker) = orcd_with_a_worker_that_goes_silent().await;
 
     let started = std::time::Instant::now();
     let all = all_events(events(orcd.submit(task(16)).await)).await;
@@ -565,21 +572,7 @@ async fn a_worker_marked_dead_ends_its_running_streams_at_once() {
 /// failed, once.
 #[tokio::test]
 async fn a_worker_heard_again_is_told_which_of_its_jobs_orcd_gave_up() {
-    let orcd = Orcd::start(Settings {
-        scheduler: orcd::scheduler::SchedulerConfig {
-            heartbeat_timeout: Duration::from_millis(500),
-            ..Default::default()
-        },
-        worker_silence: Duration::from_secs(60),
-        ..settings()
-    })
-    .await;
-    let worker = FakeWorker::start(Script {
-        behavior: Behavior::StallAfter(3),
-        ..Script::complete(16, FAST)
-    })
-    .await;
-    orcd.register(&worker.registration("w1", MODEL, 1)).await;
+    let (orcd, _worker) = orcd_with_a_worker_that_goes_silent().await;
     let all = all_events(events(orcd.submit(task(16)).await)).await;
     let Some(StreamEvent::Started { job_id, .. }) = all.first() else {
         panic!("expected `started` first, got {all:?}");
