@@ -1,14 +1,20 @@
 //! Work nobody takes is stopped, against the real worker (and orcd for embeddings): a job whose
 //! caller stops acknowledging its stream is cancelled within the stall limit (a cut link, a
 //! stopped orcd), an embedding request whose client hangs up is given up between inputs, a
-//! one-input request is answered while a large one is still embedding, and a request over the
-//! worker's token limit is refused naming it.
+//! one-input request is answered while a large one is still embedding, a request over the
+//! worker's token limit is refused naming it, and a job orcd gave up while the link to the worker
+//! was cut is cancelled once the worker reaches orcd again (orcd lists it in the heartbeat's
+//! answer).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use llorch_api::StreamEvent;
 use llorch_tests::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// `--max-embedding-tokens` of the embedding worker.
 const MAX_EMBEDDING_TOKENS: usize = 1024;
@@ -274,4 +280,147 @@ async fn a_request_over_the_token_limit_is_refused_naming_the_limit() {
     assert_eq!(status, 400, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(message.contains("--max-embedding-tokens"), "{message}");
+}
+
+/// A TCP relay standing in for a network link that can be cut. Cut, it forwards nothing more:
+/// with `freeze`, its connections stay open and unread for good (a dead link's connections
+/// never recover, and nothing closes them); without, they are dropped and new ones refused
+/// until it is restored (the far side unreachable).
+struct Link {
+    url: String,
+    cut: watch::Sender<bool>,
+    upstream: watch::Sender<Option<SocketAddr>>,
+}
+
+impl Link {
+    async fn start(freeze: bool) -> Link {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (cut, cut_seen) = watch::channel(false);
+        let (upstream, upstream_seen) = watch::channel(None);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let to = *upstream_seen.borrow();
+                if let (Some(to), false) = (to, *cut_seen.borrow()) {
+                    tokio::spawn(relay(client, to, cut_seen.clone(), freeze));
+                }
+            }
+        });
+        Link { url, cut, upstream }
+    }
+
+    fn to(&self, url: &str) {
+        let address = url.strip_prefix("http://").unwrap().parse().unwrap();
+        self.upstream.send_replace(Some(address));
+    }
+}
+
+async fn relay(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    mut cut: watch::Receiver<bool>,
+    freeze: bool,
+) {
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
+    let forward = async {
+        tokio::select! {
+            _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+        }
+    };
+    tokio::select! {
+        () = forward => {}
+        () = async { drop(cut.wait_for(|cut| *cut).await) } => {
+            if freeze {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_orcd_gave_up_while_cut_off_is_cancelled_once_the_worker_reaches_orcd_again() {
+    // The worker reaches orcd through `to_orcd`, orcd reaches the worker through `to_worker`.
+    let orcd = start_orcd("127.0.0.1:0", &["--heartbeat-timeout-secs", "1"]).unwrap();
+    let to_orcd = Link::start(false).await;
+    to_orcd.to(&orcd.url);
+    let to_worker = Link::start(true).await;
+    let worker = start_worker(
+        &to_orcd.url,
+        1,
+        &["--advertise-url", &to_worker.url, "--ctx-size", "4096"],
+    )
+    .unwrap();
+    to_worker.to(&worker.url);
+    wait_for_live_workers(&orcd.url, 1, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let task = serde_json::from_value(json!({
+        "model": default_model_id(), "prompt": "Chapter 1. Once upon a time",
+        "max_tokens": 4000, "temperature": 0,
+        "logit_bias": [{"token": 1, "bias": -100.0}, {"token": 106, "bias": -100.0}],
+    }))
+    .unwrap();
+    let mut stream = submit(&orcd.url, &task).await.unwrap();
+    let started = stream.next().await.unwrap().unwrap();
+    assert!(
+        matches!(started, StreamEvent::Started { .. }),
+        "{started:?}"
+    );
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(matches!(first, StreamEvent::Token { .. }), "{first:?}");
+
+    // The link dies: orcd hears no heartbeat, marks the worker dead and fails the job; the
+    // job's connection stays open at the worker, as over a cut cable.
+    to_orcd.cut.send_replace(true);
+    to_worker.cut.send_replace(true);
+    let events = tokio::time::timeout(Duration::from_secs(30), stream.collect())
+        .await
+        .expect("orcd ends the job of a worker it marks dead")
+        .unwrap();
+    assert!(
+        matches!(events.last(), Some(StreamEvent::Error { .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        metric(
+            &worker.url,
+            "llorch_worker_jobs_total{outcome=\"given_up\"}"
+        )
+        .await,
+        0.0
+    );
+
+    // orcd is reachable again; the job's old connection is not. The worker's next heartbeat
+    // learns that orcd gave the job up, well before the stall rule could notice anything.
+    to_orcd.cut.send_replace(false);
+    wait_until(
+        "the worker to cancel the job orcd gave up",
+        Duration::from_secs(10),
+        || async {
+            metric(
+                &worker.url,
+                "llorch_worker_jobs_total{outcome=\"given_up\"}",
+            )
+            .await
+                >= 1.0
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        metric(&worker.url, "llorch_worker_streams_stalled_total").await,
+        0.0
+    );
+    let health = format!("{}/health", worker.url);
+    wait_until("the slot to free", Duration::from_secs(10), || async {
+        let health: Value = reqwest::get(&health).await.unwrap().json().await.unwrap();
+        health["slots_busy"] == 0
+    })
+    .await
+    .unwrap();
 }
