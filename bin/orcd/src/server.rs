@@ -377,8 +377,11 @@ mod tests {
         assert_eq!(accepted.heartbeat_interval_ms, Some(3333));
 
         let heartbeat = serde_json::json!({"slots_busy": 1, "slots_total": 4});
-        let (status, _) = call(&app, "POST", "/workers/w1/heartbeat", Some(heartbeat)).await;
-        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, body) = call(&app, "POST", "/workers/w1/heartbeat", Some(heartbeat)).await;
+        assert_eq!(status, StatusCode::OK);
+        // Nothing given up: the answer lists no jobs.
+        let answer: HeartbeatAccepted = serde_json::from_slice(&body).unwrap();
+        assert!(answer.given_up_jobs.is_empty());
 
         let (status, body) = call(&app, "GET", "/workers", None).await;
         assert_eq!(status, StatusCode::OK);
