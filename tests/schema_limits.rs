@@ -135,5 +135,16 @@ fn a_schema_orcd_passes_but_the_worker_cannot_convert_fails_the_job_alone() {
         };
         assert!(message.contains("grammar"), "{message}");
         assert_both_workers_alive(&orcd.url, &mut workers).await;
+        // And each worker still serves: a next job sent to each runs to its end.
+        for (index, worker) in workers.iter().enumerate() {
+            let next = json!({
+                "job_id": format!("next-{index}"), "prompt": "The capital of France is",
+                "max_tokens": 4, "temperature": 0,
+            });
+            let answer = post(&format!("{}/execute", worker.url), &next).await;
+            assert_eq!(answer.status(), 200, "worker {}", worker.url);
+            let stream = answer.text().await.unwrap();
+            assert!(stream.contains("event: done"), "{stream}");
+        }
     });
 }

@@ -15,7 +15,9 @@ use axum::routing::{delete, get, post};
 use axum::{middleware, Extension, Json, Router};
 use llorch_api::audit::{Actor, AuditEvent};
 use llorch_api::usage::{is_day, UsageReport};
-use llorch_api::{Heartbeat, RegistrationAccepted, WorkerInfo, WorkerRegistration};
+use llorch_api::{
+    Heartbeat, HeartbeatAccepted, RegistrationAccepted, WorkerInfo, WorkerRegistration,
+};
 use tokio::net::TcpListener;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -163,7 +165,7 @@ async fn register_worker(
         tracing::warn!(worker_id = %registration.worker_id, "registration refused: {error}");
         return Err(error.into());
     }
-    let info = state.scheduler().register(registration).await?;
+    let (info, given_up_jobs) = state.scheduler().register(registration).await?;
     if let Some(audit) = state.audit() {
         audit.record(
             Some(actor),
@@ -179,6 +181,7 @@ async fn register_worker(
     Ok(Json(RegistrationAccepted {
         worker: info,
         heartbeat_interval_ms: Some(state.heartbeat_interval().as_millis() as u64),
+        given_up_jobs,
     }))
 }
 
@@ -186,10 +189,10 @@ async fn heartbeat(
     State(state): State<AppState>,
     PathParam(worker_id): PathParam,
     JsonBody(heartbeat): JsonBody<Heartbeat>,
-) -> Result<StatusCode, OrcdError> {
+) -> Result<Json<HeartbeatAccepted>, OrcdError> {
     validate_worker_id(&worker_id)?;
-    state.scheduler().heartbeat(worker_id, heartbeat).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let given_up_jobs = state.scheduler().heartbeat(worker_id, heartbeat).await?;
+    Ok(Json(HeartbeatAccepted { given_up_jobs }))
 }
 
 async fn deregister_worker(
@@ -374,8 +377,11 @@ mod tests {
         assert_eq!(accepted.heartbeat_interval_ms, Some(3333));
 
         let heartbeat = serde_json::json!({"slots_busy": 1, "slots_total": 4});
-        let (status, _) = call(&app, "POST", "/workers/w1/heartbeat", Some(heartbeat)).await;
-        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, body) = call(&app, "POST", "/workers/w1/heartbeat", Some(heartbeat)).await;
+        assert_eq!(status, StatusCode::OK);
+        // Nothing given up: the answer lists no jobs.
+        let answer: HeartbeatAccepted = serde_json::from_slice(&body).unwrap();
+        assert!(answer.given_up_jobs.is_empty());
 
         let (status, body) = call(&app, "GET", "/workers", None).await;
         assert_eq!(status, StatusCode::OK);

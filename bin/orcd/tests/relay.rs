@@ -6,8 +6,8 @@ use crate::support;
 use std::time::Duration;
 
 use llorch_api::{
-    CancelResult, ErrorBody, ErrorKind, FinishReason, JobInfo, JobState, StreamEvent, TaskResult,
-    WorkerInfo, WorkerState,
+    CancelResult, ErrorBody, ErrorKind, FinishReason, HeartbeatAccepted, JobInfo, JobState,
+    StreamEvent, TaskResult, WorkerInfo, WorkerState,
 };
 use orcd::Settings;
 use serde_json::json;
@@ -523,25 +523,32 @@ async fn a_draining_orcd_refuses_new_tasks() {
     assert_eq!(worker.executions(), 0);
 }
 
-#[tokio::test]
-async fn a_worker_marked_dead_ends_its_running_streams_at_once() {
+/// orcd with a 500 ms heartbeat timeout and worker `w1`, which streams 3 tokens of a job and
+/// then stalls; registered once and never heard from again, like a host whose link died
+/// mid-stream.
+async fn orcd_with_a_worker_that_goes_silent() -> (Orcd, FakeWorker) {
     let orcd = Orcd::start(Settings {
         scheduler: orcd::scheduler::SchedulerConfig {
             heartbeat_timeout: Duration::from_millis(500),
             ..Default::default()
         },
-        // Far beyond this test's patience: only the missed heartbeats can end the stream.
+        // Far beyond the tests' patience: only the missed heartbeats can end the stream.
         worker_silence: Duration::from_secs(60),
         ..settings()
     })
     .await;
-    // Registered once and never heard from again, like a host whose link died mid-stream.
     let worker = FakeWorker::start(Script {
         behavior: Behavior::StallAfter(3),
         ..Script::complete(16, FAST)
     })
     .await;
     orcd.register(&worker.registration("w1", MODEL, 1)).await;
+    (orcd, worker)
+}
+
+#[tokio::test]
+async fn a_worker_marked_dead_ends_its_running_streams_at_once() {
+    let (orcd, _worker) = orcd_with_a_worker_that_goes_silent().await;
 
     let started = std::time::Instant::now();
     let all = all_events(events(orcd.submit(task(16)).await)).await;
@@ -558,6 +565,36 @@ async fn a_worker_marked_dead_ends_its_running_streams_at_once() {
         elapsed < Duration::from_secs(5),
         "the client learned of the dead worker only after {elapsed:?}"
     );
+}
+
+/// Issue 18, item 9: a worker cut off from orcd cannot tell that orcd gave its jobs up, so
+/// orcd says so when it hears from the worker again: the heartbeat's answer lists the job it
+/// failed, once.
+#[tokio::test]
+async fn a_worker_heard_again_is_told_which_of_its_jobs_orcd_gave_up() {
+    let (orcd, _worker) = orcd_with_a_worker_that_goes_silent().await;
+    let all = all_events(events(orcd.submit(task(16)).await)).await;
+    let Some(StreamEvent::Started { job_id, .. }) = all.first() else {
+        panic!("expected `started` first, got {all:?}");
+    };
+    assert!(
+        matches!(all.last(), Some(StreamEvent::Error { .. })),
+        "{all:?}"
+    );
+
+    let heartbeat = || async {
+        let response = orcd
+            .client
+            .post(format!("{}/workers/w1/heartbeat", orcd.url))
+            .json(&json!({"slots_busy": 1, "slots_total": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<HeartbeatAccepted>().await.unwrap()
+    };
+    assert_eq!(heartbeat().await.given_up_jobs, vec![job_id.clone()]);
+    assert!(heartbeat().await.given_up_jobs.is_empty());
 }
 
 /// A job two tokens short of its `max_tokens` is about to free its slot: the next job is sent

@@ -11,6 +11,13 @@
 //! thread an embedding request runs beside generation; the two share the CPU, and the engine's
 //! thread controller steps its count down while they do.
 //!
+//! Sharing and giving up: the thread takes turns between the requests it holds, one input of
+//! each in turn, so a one-input request waits for at most one input of every other request, not
+//! for all of them; before each input it checks that the request's caller is still waiting
+//! (orcd drops its connection when its client hangs up) and gives the request up if not. A
+//! request may have at most `--max-embedding-tokens` tokens in all, so none holds the thread
+//! (and the CPU it shares with generation) for long.
+//!
 //! Each input is one decode of its own, and must fit one (`min(--ctx-size, --batch-size)`
 //! tokens): llama.cpp pools a sequence within one micro-batch, so a longer one would be pooled
 //! over its last part only. One input per decode, not several packed as sequences of their own:
@@ -20,6 +27,7 @@
 //! decode, the same text always gets the bit-identical vector, whatever else the request holds.
 
 use std::{
+    collections::VecDeque,
     num::NonZeroU32,
     sync::{mpsc, Arc, OnceLock},
 };
@@ -46,23 +54,59 @@ use crate::{
 
 /// Embedding requests that may wait for the embedding thread; beyond that `/embed` is a 503.
 const QUEUE_SIZE: usize = 16;
+/// Requests the embedding thread takes turns between; more wait in the queue.
+const IN_TURN: usize = 16;
+
+/// `--max-embedding-tokens`: 16 inputs of a full default batch (512 tokens); a second or two
+/// of one core for a small model.
+pub const DEFAULT_MAX_REQUEST_TOKENS: u32 = 8192;
 
 /// How the embedding context is sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbeddingSettings {
     /// Tokens one decode takes, and so the most one input may have.
     pub batch_tokens: u32,
+    /// The most tokens one request may have, all inputs together.
+    pub max_request_tokens: u32,
     pub threads: u32,
 }
 
 impl EmbeddingSettings {
     /// From the worker's generation settings: an input may be as long as a slot's context,
     /// within one decode's batch.
-    pub fn for_engine(engine: &crate::engine::EngineSettings) -> EmbeddingSettings {
+    pub fn for_engine(
+        engine: &crate::engine::EngineSettings,
+        max_request_tokens: u32,
+    ) -> EmbeddingSettings {
         EmbeddingSettings {
             batch_tokens: engine.ctx_size.min(engine.batch_size),
+            max_request_tokens,
             threads: engine.threads_batch,
         }
+    }
+
+    /// Every input fits one decode, and all of them the request limit.
+    fn check(&self, token_counts: &[usize]) -> Result<(), ValidationError> {
+        let limit = self.batch_tokens;
+        if let Some((index, &tokens)) = token_counts
+            .iter()
+            .enumerate()
+            .find(|(_, &tokens)| tokens > limit as usize)
+        {
+            return Err(ValidationError::EmbeddingTooLong {
+                index,
+                tokens,
+                limit,
+            });
+        }
+        let tokens = token_counts.iter().sum::<usize>();
+        if tokens > self.max_request_tokens as usize {
+            return Err(ValidationError::EmbeddingRequestTooLarge {
+                tokens,
+                limit: self.max_request_tokens,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -84,6 +128,12 @@ struct Embedder {
 struct EmbedJob {
     inputs: Vec<Vec<LlamaToken>>,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, WorkerError>>,
+}
+
+/// A request the embedding thread holds, with the vectors of its inputs done so far.
+struct InTurn {
+    job: EmbedJob,
+    vectors: Vec<Vec<f32>>,
 }
 
 impl Embeddings {
@@ -168,17 +218,8 @@ impl Embeddings {
         })
         .await
         .map_err(|error| WorkerError::EngineStopped(format!("tokenizer task: {error}")))?;
-        let limit = embedder.settings.batch_tokens;
-        for (index, tokens) in inputs.iter().enumerate() {
-            if tokens.len() > limit as usize {
-                return Err(ValidationError::EmbeddingTooLong {
-                    index,
-                    tokens: tokens.len(),
-                    limit,
-                }
-                .into());
-            }
-        }
+        let token_counts: Vec<usize> = inputs.iter().map(Vec::len).collect();
+        embedder.settings.check(&token_counts)?;
         let prompt_tokens = inputs.iter().map(Vec::len).sum::<usize>() as u32;
         let (reply, vectors) = oneshot::channel();
         embedder
@@ -273,7 +314,8 @@ fn embedding_context(
         .map_err(|error| format!("creating the llama.cpp embedding context: {error}"))
 }
 
-/// The embedding thread: one request at a time, in arrival order.
+/// The embedding thread: one input of each request it holds in turn, requests taken in
+/// arrival order.
 fn run(
     mut context: LlamaContext<'static>,
     settings: EmbeddingSettings,
@@ -281,50 +323,88 @@ fn run(
     metrics: &WorkerMetrics,
 ) {
     let mut batch = LlamaBatch::new(settings.batch_tokens as usize, 1);
-    while let Ok(job) = jobs.recv() {
-        if job.reply.is_closed() {
-            continue; // the client went away while the request waited
+    let mut in_turn: VecDeque<InTurn> = VecDeque::new();
+    loop {
+        if in_turn.is_empty() {
+            match jobs.recv() {
+                Ok(job) => in_turn.push_back(InTurn::new(job)),
+                Err(_) => return,
+            }
         }
-        let result = embed_inputs(&mut context, &mut batch, &job.inputs).map_err(|error| {
-            tracing::error!(%error, "embedding failed");
-            WorkerError::Generation(format!("computing embeddings: {error}"))
-        });
-        if result.is_ok() {
-            let tokens = job.inputs.iter().map(Vec::len).sum::<usize>();
-            metrics.embedded(tokens as u32);
+        // Taken in only up to `IN_TURN`: the rest wait in the bounded queue, which answers
+        // 503 when it is full.
+        while in_turn.len() < IN_TURN {
+            match jobs.try_recv() {
+                Ok(job) => in_turn.push_back(InTurn::new(job)),
+                Err(_) => break,
+            }
         }
-        let _ = job.reply.send(result);
+        let Some(mut request) = in_turn.pop_front() else {
+            continue;
+        };
+        if request.job.reply.is_closed() {
+            // The caller hung up (or orcd's client did, and orcd dropped the connection).
+            tracing::info!(
+                embedded = request.vectors.len(),
+                inputs = request.job.inputs.len(),
+                "the caller went away; giving up its embedding request"
+            );
+            metrics.embedding_abandoned();
+            continue;
+        }
+        let tokens = &request.job.inputs[request.vectors.len()];
+        match embed_one(&mut context, &mut batch, tokens) {
+            Ok(vector) => {
+                metrics.embedded_input(tokens.len() as u32);
+                request.vectors.push(vector);
+                if request.vectors.len() == request.job.inputs.len() {
+                    metrics.embedding_answered();
+                    let _ = request.job.reply.send(Ok(request.vectors));
+                } else {
+                    in_turn.push_back(request);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "embedding failed");
+                let error = WorkerError::Generation(format!("computing embeddings: {error}"));
+                let _ = request.job.reply.send(Err(error));
+            }
+        }
     }
 }
 
-/// Decodes each input on its own and returns its normalised vector, in order.
-fn embed_inputs(
+impl InTurn {
+    fn new(job: EmbedJob) -> InTurn {
+        InTurn {
+            vectors: Vec::with_capacity(job.inputs.len()),
+            job,
+        }
+    }
+}
+
+/// Decodes one input on its own and returns its normalised vector.
+fn embed_one(
     context: &mut LlamaContext<'static>,
     batch: &mut LlamaBatch<'static>,
-    inputs: &[Vec<LlamaToken>],
-) -> Result<Vec<Vec<f32>>, String> {
-    inputs
-        .iter()
-        .map(|tokens| {
-            batch.clear();
-            // Every token is an output: pooling reads them all.
-            batch
-                .add_sequence(tokens, 0, true)
-                .map_err(|error| error.to_string())?;
-            context.clear_kv_cache();
-            let decoded = context.decode(batch).map_err(|error| error.to_string());
-            let pooled = decoded.and_then(|()| {
-                context
-                    .embeddings_seq_ith(0)
-                    .map(<[f32]>::to_vec)
-                    .map_err(|error| error.to_string())
-            });
-            context.clear_kv_cache();
-            let mut vector = pooled?;
-            l2_normalise(&mut vector);
-            Ok(vector)
-        })
-        .collect()
+    tokens: &[LlamaToken],
+) -> Result<Vec<f32>, String> {
+    batch.clear();
+    // Every token is an output: pooling reads them all.
+    batch
+        .add_sequence(tokens, 0, true)
+        .map_err(|error| error.to_string())?;
+    context.clear_kv_cache();
+    let decoded = context.decode(batch).map_err(|error| error.to_string());
+    let pooled = decoded.and_then(|()| {
+        context
+            .embeddings_seq_ith(0)
+            .map(<[f32]>::to_vec)
+            .map_err(|error| error.to_string())
+    });
+    context.clear_kv_cache();
+    let mut vector = pooled?;
+    l2_normalise(&mut vector);
+    Ok(vector)
 }
 
 #[cfg(test)]
@@ -340,5 +420,32 @@ mod tests {
         assert_eq!(pooling_from_gguf(Some(3)), Ok(LlamaPoolingType::Last));
         let rank = pooling_from_gguf(Some(4)).unwrap_err();
         assert!(rank.contains("reranker"), "{rank}");
+    }
+
+    #[test]
+    fn each_input_must_fit_one_decode_and_all_of_them_the_request_limit() {
+        let settings = EmbeddingSettings {
+            batch_tokens: 100,
+            max_request_tokens: 250,
+            threads: 1,
+        };
+        assert_eq!(settings.check(&[100, 100, 50]), Ok(()));
+        assert_eq!(
+            settings.check(&[10, 101]),
+            Err(ValidationError::EmbeddingTooLong {
+                index: 1,
+                tokens: 101,
+                limit: 100
+            })
+        );
+        let too_large = settings.check(&[100, 100, 51]).unwrap_err();
+        assert_eq!(
+            too_large,
+            ValidationError::EmbeddingRequestTooLarge {
+                tokens: 251,
+                limit: 250
+            }
+        );
+        assert!(too_large.to_string().contains("--max-embedding-tokens"));
     }
 }

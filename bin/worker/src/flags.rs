@@ -133,8 +133,18 @@ pub struct WorkerArgs {
     #[arg(long, env = "LLORCH_EMBEDDINGS")]
     pub embeddings: bool,
 
+    /// Most tokens one embedding request may have, all its inputs together; a larger one gets
+    /// 400 (it bounds how long one request holds the embedding thread)
+    #[arg(long, env = "LLORCH_MAX_EMBEDDING_TOKENS", value_name = "TOKENS",
+          default_value_t = crate::embeddings::DEFAULT_MAX_REQUEST_TOKENS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_embedding_tokens: u32,
+
     #[command(flatten)]
     pub connections: llorch_serve::ConnectionArgs,
+
+    #[command(flatten)]
+    pub hosts: llorch_serve::HostArgs,
 }
 
 impl WorkerArgs {
@@ -157,6 +167,21 @@ impl WorkerArgs {
     /// The engine steps the thread counts with CPU contention only when neither was given.
     pub fn adapt_threads(&self) -> bool {
         self.threads.is_none() && self.threads_batch.is_none()
+    }
+
+    /// The `Host` rule's names: `--allowed-host`, and the name in `--advertise-url`, which is
+    /// how orcd reaches this worker.
+    pub fn allowed_hosts(&self) -> anyhow::Result<llorch_serve::AllowedHosts> {
+        let mut names = self.hosts.allowed_hosts.clone();
+        let advertised = self.advertise_url.as_deref().and_then(|url| {
+            let url = reqwest::Url::parse(url).ok()?;
+            // An IPv6 address is written in brackets, and is accepted anyway.
+            url.host_str()
+                .filter(|host| !host.starts_with('['))
+                .map(str::to_owned)
+        });
+        names.extend(advertised);
+        llorch_serve::AllowedHosts::new(&names).map_err(anyhow::Error::msg)
     }
 
     /// Checks that `--backend` was compiled in.
@@ -242,6 +267,29 @@ mod tests {
         let draft =
             WorkerArgs::try_parse_from(["llorch-worker", "--model", "m", "--speculative", "draft"]);
         assert!(draft.is_err());
+    }
+
+    #[test]
+    fn allowed_hosts_are_the_flag_s_and_the_advertised_name() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["llorch-worker", "--model", "m.gguf"];
+            argv.extend_from_slice(extra);
+            WorkerArgs::try_parse_from(argv).unwrap().allowed_hosts()
+        };
+        let allowed = parse(&[
+            "--allowed-host",
+            "a.lan",
+            "--advertise-url",
+            "http://gpu-box:9000",
+        ])
+        .unwrap();
+        for host in ["a.lan", "gpu-box:9000", "127.0.0.1:9000"] {
+            assert!(allowed.permits(Some(host)), "{host}");
+        }
+        assert!(!allowed.permits(Some("rebind.example")));
+        let by_address = parse(&["--advertise-url", "http://[::1]:9000"]).unwrap();
+        assert!(!by_address.permits(Some("gpu-box")));
+        assert!(parse(&["--allowed-host", "http://a.lan"]).is_err());
     }
 
     #[test]

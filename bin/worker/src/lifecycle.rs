@@ -22,7 +22,7 @@ use crate::{
     flags::{default_worker_id, WorkerArgs},
     model_source::resolve_model,
     registration::{self, RegistrationReport, RegistrationSettings},
-    server::app,
+    server::app_with_host_rule,
     state::AppState,
 };
 
@@ -34,6 +34,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::install()?;
     let auth = WorkerAuth::from_file(args.worker_token_file.as_deref())
         .context("reading `--worker-token-file`")?;
+    let allowed_hosts = args.allowed_hosts()?;
     let base_dir = args
         .model_base_dir
         .clone()
@@ -93,14 +94,18 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let registration_report = RegistrationReport::default();
     let (stop_tx, stop) = watch::channel(false);
     // The listener stays open through the drain, so `/health` keeps answering `draining`.
-    let server = tokio::spawn(llorch_serve::serve(
-        listener,
-        app(AppState {
+    let router = app_with_host_rule(
+        AppState {
             engine: engine.clone(),
             auth: Arc::new(auth.clone()),
             registration: registration_report.clone(),
             embeddings: embeddings.clone(),
-        }),
+        },
+        allowed_hosts,
+    );
+    let server = tokio::spawn(llorch_serve::serve(
+        listener,
+        router,
         args.connections.limits(),
         wait_for(stop.clone()),
         CLOSE_TIMEOUT,
@@ -123,7 +128,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
 
     // Before registering: orcd routes `/v1/embeddings` here as soon as it knows.
     if embeddings.is_enabled() {
-        let embedding_settings = EmbeddingSettings::for_engine(&settings);
+        let embedding_settings =
+            EmbeddingSettings::for_engine(&settings, args.max_embedding_tokens);
         if let Err(message) = embeddings.start(&engine, embedding_settings).await {
             let _ = stop_tx.send(true);
             anyhow::bail!("starting embeddings (`--embeddings`): {message}");
@@ -152,11 +158,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             heartbeat_interval: args.heartbeat_interval(),
             token: auth.outbound().map(str::to_owned),
         };
+        let given_up = engine.clone();
         tokio::spawn(registration::run(
             settings,
             engine.subscribe_load(),
             stop.clone(),
             registration_report.clone(),
+            move |job_ids| given_up.cancel_given_up(job_ids),
         ))
     });
 

@@ -39,6 +39,8 @@ pub struct WorkerMetrics {
     decode_step: Histogram,
     embedding_requests: Counter,
     embedding_tokens: Counter,
+    embeddings_abandoned: Counter,
+    streams_stalled: Counter,
     threads: Gauge,
     thread_changes: Counter,
     draft_tokens: Counter,
@@ -67,7 +69,8 @@ impl WorkerMetrics {
         let jobs = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "jobs",
-            "Jobs by outcome: stop, length, failed, or abandoned (the caller went away)",
+            "Jobs by outcome: stop, length, failed, abandoned (the caller went away) or given_up \
+             (orcd ended the job while it could not reach this worker)",
             jobs.clone(),
         );
         let tokens = Counter::default();
@@ -122,6 +125,19 @@ impl WorkerMetrics {
             "Tokens of every input embedded",
             embedding_tokens.clone(),
         );
+        let embeddings_abandoned = Counter::default();
+        registry.register(
+            "embedding_requests_abandoned",
+            "Embedding requests given up between inputs because the caller went away",
+            embeddings_abandoned.clone(),
+        );
+        let streams_stalled = Counter::default();
+        registry.register(
+            "streams_stalled",
+            "Jobs cancelled because their caller took none of the stream for 10 s (a cut link, \
+             a stopped or overloaded orcd)",
+            streams_stalled.clone(),
+        );
         let threads = Gauge::default();
         registry.register(
             "threads",
@@ -163,6 +179,8 @@ impl WorkerMetrics {
             decode_step,
             embedding_requests,
             embedding_tokens,
+            embeddings_abandoned,
+            streams_stalled,
             scrape: Mutex::new(()),
         }
     }
@@ -218,6 +236,15 @@ impl WorkerMetrics {
             .inc();
     }
 
+    /// A job cancelled because orcd said it gave the job up (see [`crate::registration`]).
+    pub fn job_given_up(&self) {
+        self.jobs
+            .get_or_create(&OutcomeLabels {
+                outcome: "given_up",
+            })
+            .inc();
+    }
+
     pub fn job_abandoned(&self) {
         self.jobs
             .get_or_create(&OutcomeLabels {
@@ -226,10 +253,24 @@ impl WorkerMetrics {
             .inc();
     }
 
-    /// One embedding request answered, its inputs `tokens` long in all.
-    pub fn embedded(&self, tokens: u32) {
-        self.embedding_requests.inc();
+    /// One input of an embedding request embedded, `tokens` long.
+    pub fn embedded_input(&self, tokens: u32) {
         self.embedding_tokens.inc_by(tokens.into());
+    }
+
+    /// One embedding request answered.
+    pub fn embedding_answered(&self) {
+        self.embedding_requests.inc();
+    }
+
+    /// One embedding request given up because its caller went away.
+    pub fn embedding_abandoned(&self) {
+        self.embeddings_abandoned.inc();
+    }
+
+    /// One job cancelled because its caller stopped taking its stream.
+    pub fn stream_stalled(&self) {
+        self.streams_stalled.inc();
     }
 
     /// The exposition, with the slot gauges set from the engine's current load: `slots_busy`
@@ -276,7 +317,11 @@ mod tests {
             draft_tokens_accepted: 0,
         });
         metrics.job_failed();
-        metrics.embedded(7);
+        metrics.embedded_input(3);
+        metrics.embedded_input(4);
+        metrics.embedding_answered();
+        metrics.embedding_abandoned();
+        metrics.stream_stalled();
         metrics.threads_set(2);
         metrics.threads_changed(1);
         metrics.draft_verified(8, 5);
@@ -297,6 +342,8 @@ mod tests {
             "llorch_worker_decode_step_seconds_count 1",
             "llorch_worker_embedding_requests_total 1",
             "llorch_worker_embedding_tokens_total 7",
+            "llorch_worker_embedding_requests_abandoned_total 1",
+            "llorch_worker_streams_stalled_total 1",
             "llorch_worker_threads 1",
             "llorch_worker_thread_changes_total 1",
             "# EOF",

@@ -1,13 +1,16 @@
 //! Keeps the worker known to orcd: register once the model is loaded, heartbeat every few
 //! seconds and at once when a slot frees that orcd still counts as busy, register again when a
 //! restarted orcd answers 404, retry with backoff while orcd is down, and deregister on shutdown.
+//! orcd's answers list the jobs it gave up on this worker while it could not reach it (marked
+//! dead, and their clients told so); those are handed to `on_given_up`, which cancels them: a
+//! worker cut off from orcd cannot tell otherwise, since the connection of each still looks open.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use llorch_api::{
-    ErrorBody, Heartbeat, RegistrationAccepted, RegistrationState, RegistrationStatus,
-    WorkerRegistration,
+    ErrorBody, Heartbeat, HeartbeatAccepted, RegistrationAccepted, RegistrationState,
+    RegistrationStatus, WorkerRegistration,
 };
 use reqwest::StatusCode;
 use tokio::sync::watch;
@@ -77,6 +80,7 @@ pub async fn run(
     mut load: watch::Receiver<EngineLoad>,
     mut stop: watch::Receiver<bool>,
     report: RegistrationReport,
+    on_given_up: impl Fn(Vec<String>),
 ) {
     let orcd = Orcd::new(&settings);
     let slots_total = settings.registration.slots;
@@ -91,7 +95,8 @@ pub async fn run(
     loop {
         let wait = if !registered {
             match orcd.register(&settings.registration).await {
-                Ok(asked_interval) => {
+                Ok((asked_interval, given_up)) => {
+                    on_given_up(given_up);
                     heartbeat_interval =
                         heartbeat_interval_within(settings.heartbeat_interval, asked_interval);
                     tracing::info!(
@@ -135,7 +140,8 @@ pub async fn run(
             };
             busy_reported = None;
             match orcd.heartbeat(&heartbeat).await {
-                Ok(HeartbeatReply::Accepted) => {
+                Ok(HeartbeatReply::Accepted(given_up)) => {
+                    on_given_up(given_up);
                     failing = false;
                     busy_reported = Some(heartbeat.slots_busy);
                     heartbeat_interval
@@ -205,7 +211,8 @@ fn log_failure(failing: &mut bool, what: &str, error: &anyhow::Error, retry_in: 
 }
 
 enum HeartbeatReply {
-    Accepted,
+    /// With the jobs orcd gave up on this worker.
+    Accepted(Vec<String>),
     /// 404: orcd restarted or forgot the worker.
     UnknownWorker,
 }
@@ -239,11 +246,12 @@ impl Orcd {
         }
     }
 
-    /// Registers; on success returns the heartbeat interval orcd asked for, if it named one.
+    /// Registers; on success returns the heartbeat interval orcd asked for, if it named one,
+    /// and the jobs orcd gave up on this worker.
     async fn register(
         &self,
         registration: &WorkerRegistration,
-    ) -> Result<Option<Duration>, RegisterError> {
+    ) -> Result<(Option<Duration>, Vec<String>), RegisterError> {
         let url = format!("{}/workers/register", self.base);
         let response = self
             .request(reqwest::Method::POST, &url)
@@ -255,10 +263,11 @@ impl Orcd {
         if status.is_success() {
             // An answer without the field (or an unreadable one) keeps the worker's own interval:
             // orcd has accepted the registration either way.
-            let accepted = response.json::<RegistrationAccepted>().await.ok();
-            return Ok(accepted
-                .and_then(|accepted| accepted.heartbeat_interval_ms)
-                .map(Duration::from_millis));
+            let Ok(accepted) = response.json::<RegistrationAccepted>().await else {
+                return Ok((None, Vec::new()));
+            };
+            let interval = accepted.heartbeat_interval_ms.map(Duration::from_millis);
+            return Ok((interval, accepted.given_up_jobs));
         }
         Err(RegisterError::Answered {
             status,
@@ -276,8 +285,10 @@ impl Orcd {
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(HeartbeatReply::UnknownWorker);
         }
-        expect_success(response, &url).await?;
-        Ok(HeartbeatReply::Accepted)
+        let response = expect_success(response, &url).await?;
+        // An older orcd answers 204 without a body: nothing given up.
+        let accepted: HeartbeatAccepted = response.json().await.unwrap_or_default();
+        Ok(HeartbeatReply::Accepted(accepted.given_up_jobs))
     }
 
     async fn deregister(&self) -> anyhow::Result<()> {
@@ -291,14 +302,18 @@ impl Orcd {
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(());
         }
-        expect_success(response, &url).await
+        expect_success(response, &url).await.map(drop)
     }
 }
 
-async fn expect_success(response: reqwest::Response, url: &str) -> anyhow::Result<()> {
+/// The response when its status is a success, else an error naming `url` and orcd's answer.
+async fn expect_success(
+    response: reqwest::Response,
+    url: &str,
+) -> anyhow::Result<reqwest::Response> {
     let status = response.status();
     if status.is_success() {
-        return Ok(());
+        return Ok(response);
     }
     let detail = error_detail(response).await;
     anyhow::bail!("{url} answered {status}: {detail}")
@@ -545,6 +560,7 @@ mod tests {
             load,
             stop,
             RegistrationReport::default(),
+            |_| {},
         ));
 
         let seen = wait_for_calls(&calls, |seen| {
@@ -585,7 +601,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(600),
             ..settings(port)
         };
-        let worker = tokio::spawn(run(slow, load, stop, RegistrationReport::default()));
+        let worker = tokio::spawn(run(slow, load, stop, RegistrationReport::default(), |_| {}));
         let heartbeats = |seen: &[String]| {
             seen.iter()
                 .filter(|call| call.starts_with("heartbeat"))
@@ -630,6 +646,7 @@ mod tests {
             load,
             stop,
             RegistrationReport::default(),
+            |_| {},
         ));
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!worker.is_finished());
@@ -660,7 +677,7 @@ mod tests {
             token: None,
             ..settings(port)
         };
-        let worker = tokio::spawn(run(without_token, load, stop, report.clone()));
+        let worker = tokio::spawn(run(without_token, load, stop, report.clone(), |_| {}));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let status = loop {
             match report.get() {
@@ -690,7 +707,7 @@ mod tests {
         let (_load_tx, load) = watch::channel(EngineLoad::default());
         let (stop_tx, stop) = watch::channel(false);
         let report = RegistrationReport::default();
-        let worker = tokio::spawn(run(settings(port), load, stop, report.clone()));
+        let worker = tokio::spawn(run(settings(port), load, stop, report.clone(), |_| {}));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let status = loop {
             match report.get() {
@@ -707,5 +724,63 @@ mod tests {
         assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
         assert!(error.contains("--orchestrator-url"), "{error}");
         stop_and_wait(&stop_tx, worker).await;
+    }
+
+    /// A fake orcd that lists a job it gave up in its answers to the registration and to the
+    /// first heartbeat, and nothing after.
+    async fn orcd_that_gave_up_jobs(listener: tokio::net::TcpListener) {
+        async fn register() -> Json<serde_json::Value> {
+            Json(serde_json::json!({
+                "worker_id": "w1", "url": "http://127.0.0.1:1", "model": "m", "backend": "cpu",
+                "slots_total": 4, "slots_busy": 0, "ctx_size": 512, "last_seen_ms_ago": 0,
+                "state": "live", "given_up_jobs": ["lost-at-registration"],
+            }))
+        }
+        async fn heartbeat(State(beats): State<Arc<Mutex<u32>>>) -> Json<HeartbeatAccepted> {
+            let mut beats = beats.lock().unwrap();
+            *beats += 1;
+            let given_up_jobs = match *beats {
+                1 => vec!["lost-1".to_owned(), "lost-2".to_owned()],
+                _ => Vec::new(),
+            };
+            Json(HeartbeatAccepted { given_up_jobs })
+        }
+        let app = Router::new()
+            .route("/workers/register", post(register))
+            .route("/workers/{id}/heartbeat", post(heartbeat))
+            .route("/workers/{id}", delete(|| async { StatusCode::OK }))
+            .with_state(Arc::new(Mutex::new(0)));
+        axum::serve(listener, app).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn jobs_orcd_gave_up_are_handed_over_for_cancelling() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(orcd_that_gave_up_jobs(listener));
+        let (_load_tx, load) = watch::channel(EngineLoad::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let cancelled = Calls::default();
+        let recorder = cancelled.clone();
+        let worker = tokio::spawn(run(
+            settings(port),
+            load,
+            stop,
+            RegistrationReport::default(),
+            move |job_ids: Vec<String>| {
+                for job_id in job_ids {
+                    recorder.push(job_id);
+                }
+            },
+        ));
+        wait_for_calls(&cancelled, |seen| seen.len() >= 3).await;
+        // Later heartbeats list nothing more.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            cancelled.snapshot(),
+            ["lost-at-registration", "lost-1", "lost-2"]
+        );
+        stop_and_wait(&stop_tx, worker).await;
+        server.abort();
     }
 }

@@ -1,8 +1,10 @@
 //! The worker's HTTP API: `GET /health`, `GET /metrics`, `POST /embed` (with `--embeddings`,
 //! see [`crate::embeddings`]) and `POST /execute`, which answers an SSE stream of `token` events ending in `done` or `error`. Dropping the stream cancels the
-//! job, and so does a client that stops reading it for [`STREAM_STALL_LIMIT`] (a link that
-//! died without closing the connection). With a worker token configured, `/execute` needs it
-//! (see [`crate::auth`]).
+//! job, and so does a client that takes none of it for [`STREAM_STALL_LIMIT`]: a link that
+//! died without closing the connection, or an orcd that stopped reading (its TCP stack
+//! acknowledges nothing more, see [`llorch_serve::delivery`]). With a worker token configured,
+//! `/execute` needs it (see [`crate::auth`]); without one, only local and allowed `Host` names
+//! are answered ([`app_with_host_rule`]).
 
 use std::{
     convert::Infallible,
@@ -15,7 +17,7 @@ use std::{
 
 use axum::{
     body::Bytes,
-    extract::State,
+    extract::{Extension, State},
     http::{header::HeaderName, HeaderMap, HeaderValue, StatusCode},
     middleware,
     response::{
@@ -27,6 +29,7 @@ use axum::{
 };
 use futures::{Stream, StreamExt};
 use llorch_api::{ErrorBody, ErrorKind, ExecuteRequest, StreamEvent, WorkerHealth, WorkerStatus};
+use llorch_serve::delivery::{Delivery, StallClock};
 use tokio::sync::mpsc::{self, error::SendTimeoutError, UnboundedReceiver};
 use tokio_stream::wrappers::ReceiverStream;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
@@ -35,7 +38,7 @@ use tracing::{Instrument, Level};
 use crate::{
     auth::require_worker_token,
     body::check_json_body,
-    engine::EngineStatus,
+    engine::{EngineHandle, EngineStatus},
     error::WorkerError,
     state::AppState,
     validation::{validate, ValidationError},
@@ -44,9 +47,10 @@ use crate::{
 /// Events buffered between the engine and one client connection: small, so a client that
 /// stops reading fills it within a few tokens and the stall limit starts counting.
 const STREAM_BUFFER: usize = 16;
-/// How long an event may wait for a client that stopped reading before the job is cancelled
-/// and its slot freed. A dead link keeps the connection open (nothing closes it), and the
-/// kernel's socket buffers would otherwise let the engine generate the whole answer into it.
+/// How long an event may wait for a client that stopped reading, or the stream's bytes may
+/// wait unacknowledged by the client's TCP stack, before the job is cancelled and its slot
+/// freed. A dead link keeps the connection open (nothing closes it), and the kernel's socket
+/// buffers would otherwise let the engine generate a long answer into them.
 pub const STREAM_STALL_LIMIT: Duration = Duration::from_secs(10);
 
 pub fn app(state: AppState) -> Router {
@@ -75,6 +79,18 @@ pub fn app(state: AppState) -> Router {
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .with_state(state)
+}
+
+/// [`app`] behind the `Host` rule (see [`llorch_serve::host`]) unless the worker token protects
+/// it: without one, a web page rebinding its domain to this address could run jobs.
+pub fn app_with_host_rule(state: AppState, allowed_hosts: llorch_serve::AllowedHosts) -> Router {
+    let protected = state.auth.is_enabled();
+    let router = app(state);
+    if protected {
+        router
+    } else {
+        allowed_hosts.guard(router)
+    }
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<WorkerHealth>) {
@@ -115,6 +131,7 @@ async fn prometheus_metrics(State(state): State<AppState>) -> Response {
 
 async fn execute(
     State(state): State<AppState>,
+    delivery: Option<Extension<Delivery>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WorkerError> {
@@ -132,35 +149,92 @@ async fn execute(
         .submit(request, received_at)
         .instrument(span)
         .await?;
+    let watch = StallWatch {
+        limit: STREAM_STALL_LIMIT,
+        delivery: delivery.map(|Extension(delivery)| delivery),
+        engine: Some(state.engine.clone()),
+    };
     Ok(sse_response(relay_with_stall_limit(
         events,
         STREAM_BUFFER,
-        STREAM_STALL_LIMIT,
+        watch,
     )))
 }
 
+/// When a relay gives up on its client, and where it counts that.
+struct StallWatch {
+    limit: Duration,
+    /// The connection's acknowledged bytes; `None` where they cannot be read.
+    delivery: Option<Delivery>,
+    /// Counts the cancellation in the worker's metrics.
+    engine: Option<EngineHandle>,
+}
+
+/// How often the acknowledged bytes of a stream are read.
+const DELIVERY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Passes the engine's events on through a bounded buffer. When the client has not taken an
-/// event for `stall_limit` with the buffer full, the relay gives up and drops the engine's
+/// event for the limit with the buffer full, or its TCP stack has acknowledged none of the
+/// stream's bytes for the limit while some wait, the relay gives up and drops the engine's
 /// receiver, which cancels the job and frees its slot.
 fn relay_with_stall_limit(
     mut events: UnboundedReceiver<StreamEvent>,
     capacity: usize,
-    stall_limit: Duration,
+    watch: StallWatch,
 ) -> ReceiverStream<StreamEvent> {
     let (sender, receiver) = mpsc::channel(capacity);
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            match sender.send_timeout(event, stall_limit).await {
-                Ok(()) => {}
-                Err(SendTimeoutError::Timeout(_)) => {
-                    tracing::warn!("the client has not read the stream for {stall_limit:?}; cancelling the job");
-                    return;
+    let limit = watch.limit;
+    tokio::spawn(
+        async move {
+            let relay = async {
+                while let Some(event) = events.recv().await {
+                    match sender.send_timeout(event, limit).await {
+                        Ok(()) => {}
+                        Err(SendTimeoutError::Timeout(_)) => {
+                            return Some("has not read the stream");
+                        }
+                        Err(SendTimeoutError::Closed(_)) => return None,
+                    }
                 }
-                Err(SendTimeoutError::Closed(_)) => return,
+                None
+            };
+            let stalled = tokio::select! {
+                stalled = relay => stalled,
+                () = unacknowledged_for(watch.delivery.as_ref(), limit) => {
+                    Some("has acknowledged none of the stream's bytes")
+                }
+            };
+            if let Some(what) = stalled {
+                tracing::warn!("the client {what} for {limit:?}; cancelling the job");
+                if let Some(engine) = &watch.engine {
+                    engine.metrics().stream_stalled();
+                }
             }
         }
-    });
+        .in_current_span(),
+    );
     ReceiverStream::new(receiver)
+}
+
+/// Resolves once the connection's bytes have waited unacknowledged for `limit`; never where
+/// that cannot be read.
+async fn unacknowledged_for(delivery: Option<&Delivery>, limit: Duration) {
+    let Some(delivery) = delivery else {
+        return std::future::pending().await;
+    };
+    let mut clock = StallClock::default();
+    let mut check = tokio::time::interval(DELIVERY_CHECK_INTERVAL);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        check.tick().await;
+        let Some(progress) = delivery.sample() else {
+            // Closed: the relay notices on its own when the stream is dropped.
+            return std::future::pending().await;
+        };
+        if clock.observe(progress, Instant::now()) >= limit {
+            return;
+        }
+    }
 }
 
 async fn not_found() -> (StatusCode, Json<ErrorBody>) {
@@ -420,6 +494,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_a_token_only_local_and_allowed_hosts_are_answered() {
+        let allowed = llorch_serve::AllowedHosts::new(&["gpu-box".into()]).unwrap();
+        let state = |auth: WorkerAuth| AppState {
+            engine: EngineHandle::without_engine(settings()),
+            auth: Arc::new(auth),
+            registration: RegistrationReport::default(),
+            embeddings: Embeddings::disabled(),
+        };
+        let execute = |host: &str| {
+            Request::post("/execute")
+                .header("host", host)
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    json!({"job_id": "j", "prompt": "a"}).to_string(),
+                ))
+                .unwrap()
+        };
+        let open = app_with_host_rule(state(WorkerAuth::disabled()), allowed.clone());
+        let refused = open.clone().oneshot(execute("rebind.example:9000")).await;
+        let refused = refused.unwrap();
+        assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST);
+        assert!(body_text(refused).await.contains("--allowed-host"));
+        for host in ["127.0.0.1:9000", "localhost", "gpu-box:9000"] {
+            let response = open.clone().oneshot(execute(host)).await.unwrap();
+            // Past the rule, to "still loading".
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{host}");
+        }
+        let token = WorkerAuth::from_tokens(vec!["worker-token-0123456789".into()]).unwrap();
+        let protected = app_with_host_rule(state(token), allowed);
+        let response = protected.oneshot(execute("rebind.example")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
     async fn execute_needs_the_worker_token_when_one_is_configured() {
         const TOKEN: &str = "worker-token-0123456789";
         let state = AppState {
@@ -568,6 +676,14 @@ mod tests {
         ));
     }
 
+    fn without_delivery(limit_ms: u64) -> StallWatch {
+        StallWatch {
+            limit: Duration::from_millis(limit_ms),
+            delivery: None,
+            engine: None,
+        }
+    }
+
     fn token(index: u32) -> StreamEvent {
         StreamEvent::Token {
             text: "x".into(),
@@ -580,7 +696,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_nobody_reads_is_cancelled_at_the_worker_after_the_stall_limit() {
         let (engine_side, events) = mpsc::unbounded_channel();
-        let stream = relay_with_stall_limit(events, 2, Duration::from_millis(200));
+        let stream = relay_with_stall_limit(events, 2, without_delivery(200));
         for index in 0..10 {
             engine_side.send(token(index)).unwrap();
         }
@@ -600,7 +716,7 @@ mod tests {
     #[tokio::test]
     async fn a_reader_within_the_stall_limit_gets_every_event_in_order() {
         let (engine_side, events) = mpsc::unbounded_channel();
-        let stream = relay_with_stall_limit(events, 2, Duration::from_millis(500));
+        let stream = relay_with_stall_limit(events, 2, without_delivery(500));
         for index in 0..20 {
             engine_side.send(token(index)).unwrap();
         }

@@ -73,6 +73,11 @@ pub enum ValidationError {
         limit: u32,
     },
     #[error(
+        "`input` is {tokens} tokens in all; this worker embeds at most {limit} tokens per \
+         request (`--max-embedding-tokens`): split the list over several requests"
+    )]
+    EmbeddingRequestTooLarge { tokens: usize, limit: u32 },
+    #[error(
         "`tools` cannot be offered: the model's chat template has no tool support; send no \
          `tools` (or `tool_choice: \"none\"`)"
     )]
@@ -81,6 +86,16 @@ pub enum ValidationError {
     ControlTokenText { field: String },
     #[error("`tool_choice` cannot be turned into a grammar: {0}")]
     ToolGrammar(String),
+    #[error(
+        "the grammar of `response_format` or `tool_choice` took over {seconds} s to build; \
+         send a smaller schema (fewer optional properties, alternatives or enum values)"
+    )]
+    GrammarTimeout { seconds: f64 },
+    #[error(
+        "the grammar of `response_format` or `tool_choice` is {bytes} bytes; the limit is \
+         {limit}; send a smaller schema"
+    )]
+    GrammarTooLarge { bytes: usize, limit: usize },
 }
 
 /// Checks every field that can be checked without the model.

@@ -13,12 +13,12 @@ use llama_cpp_2::model::LlamaModel;
 use llorch_api::embeddings::EmbedResponse;
 use llorch_api::{
     Backend, ChatMessage, ErrorBody, ErrorKind, ExecuteRequest, FinishReason, GenerationStats,
-    SamplingParams, StreamEvent,
+    OutputConstraint, SamplingParams, StreamEvent,
 };
 use llorch_catalog::{default_model_base_dir, model_path, Catalog};
 use llorch_worker::{
     auth::WorkerAuth,
-    embeddings::{EmbeddingSettings, Embeddings},
+    embeddings::{EmbeddingSettings, Embeddings, DEFAULT_MAX_REQUEST_TOKENS},
     engine::{load_model, EngineHandle, EngineSettings, ModelSource, Speculation},
     error::WorkerError,
     server::app,
@@ -485,6 +485,64 @@ async fn same_seed_samples_the_same_text() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_schema_holds_greedy_and_sampled_text_to_it() {
+    // The grammar is checked against the chain's choice first and applied to the whole
+    // vocabulary only when that choice breaks it; the base model, asked for English, breaks it
+    // at nearly every token, so both paths run here.
+    let engine = start(settings(1, 512)).await;
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "colour": {"enum": ["red", "green", "blue"]},
+            "shape": {"enum": ["round", "square"]},
+        },
+        "required": ["colour", "shape"],
+        "additionalProperties": false,
+    });
+    for (temperature, seed) in [(0.0, None), (1.0, Some(7))] {
+        let mut constrained = request("schema", PROMPT, 64);
+        constrained.sampling.temperature = temperature;
+        constrained.sampling.seed = seed;
+        constrained.sampling.constraint = Some(OutputConstraint::JsonSchema {
+            schema: schema.clone(),
+        });
+        let outcome = generate(&engine, constrained).await;
+        let text = outcome.text();
+        let value: serde_json::Value = serde_json::from_str(text.trim())
+            .unwrap_or_else(|error| panic!("temperature {temperature}: {text:?}: {error}"));
+        assert!(
+            ["red", "green", "blue"].contains(&value["colour"].as_str().unwrap_or_default())
+                && ["round", "square"].contains(&value["shape"].as_str().unwrap_or_default()),
+            "temperature {temperature}: {text}"
+        );
+        assert_eq!(outcome.stats().finish_reason, FinishReason::Stop, "{text}");
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_the_converter_refuses_is_a_validation_error_and_the_engine_goes_on() {
+    let engine = start(settings(1, 512)).await;
+    let mut unresolved = request("bad-ref", PROMPT, 4);
+    unresolved.sampling.constraint = Some(OutputConstraint::JsonSchema {
+        schema: serde_json::json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}),
+    });
+    let error = submit(&engine, unresolved).await.unwrap_err();
+    assert!(
+        matches!(error, WorkerError::Validation(ValidationError::Grammar(_))),
+        "{error:?}"
+    );
+    assert_eq!(
+        generate(&engine, request("next", PROMPT, 4))
+            .await
+            .stats()
+            .generated_tokens,
+        4
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sequences_decode_together() {
     let engine = start(settings(2, 512)).await;
     let a = submit(&engine, request("a", PROMPT, 32)).await.unwrap();
@@ -736,6 +794,39 @@ async fn shutdown_cancels_running_jobs_with_an_error_event() {
     engine.shutdown().await;
 }
 
+/// Issue 18, item 9: jobs orcd gave up (listed in its heartbeat answer) end here too, running
+/// or waiting, while the others carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_orcd_gave_up_are_cancelled_running_or_waiting() {
+    let engine = start(settings(1, 512)).await;
+    let running = submit(&engine, request("given-up-running", PROMPT, 480))
+        .await
+        .unwrap();
+    wait_busy(&engine, 1).await;
+    let waiting = submit(&engine, request("given-up-waiting", PROMPT, 4))
+        .await
+        .unwrap();
+    let kept = submit(&engine, request("kept", PROMPT, 4)).await.unwrap();
+    engine.cancel_given_up(vec![
+        "given-up-running".into(),
+        "given-up-waiting".into(),
+        "never-here".into(),
+    ]);
+    for events in [running, waiting] {
+        let outcome = collect(events).await;
+        match outcome.end {
+            Err((message, _)) => assert!(message.contains("gave this job up"), "{message}"),
+            Ok(stats) => panic!("expected the given-up job to fail, got done: {stats:?}"),
+        }
+    }
+    assert_eq!(collect(kept).await.stats().generated_tokens, 4);
+    assert_eq!(
+        metric(&engine, "llorch_worker_jobs_total{outcome=\"given_up\"}"),
+        2.0
+    );
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_decode_steps_tokens_and_finished_jobs() {
     let engine = start(EngineSettings {
@@ -893,7 +984,8 @@ async fn post_embed(router: &axum::Router, input: serde_json::Value) -> (u16, St
 async fn embeddings_are_pooled_normalised_and_answered_beside_a_running_generation() {
     let engine = start(settings(1, 64)).await;
     let embeddings = Embeddings::enabled();
-    let embedding_settings = EmbeddingSettings::for_engine(engine.settings());
+    let embedding_settings =
+        EmbeddingSettings::for_engine(engine.settings(), DEFAULT_MAX_REQUEST_TOKENS);
     assert_eq!(embedding_settings.batch_tokens, 64);
     embeddings
         .start(&engine, embedding_settings)

@@ -529,6 +529,19 @@ pub struct RegistrationAccepted {
     /// with an orcd that does not send it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// Jobs orcd gave up on this worker while it could not reach it (see [`HeartbeatAccepted`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub given_up_jobs: Vec<String>,
+}
+
+/// orcd's answer to `POST /workers/{id}/heartbeat`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatAccepted {
+    /// Jobs sent to this worker that orcd has ended without it: it marked the worker dead (no
+    /// heartbeat, or the connection broke) and failed them, so nobody reads their streams any
+    /// more. The worker cancels those it still runs. Each id is listed once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub given_up_jobs: Vec<String>,
 }
 
 impl RegistrationAccepted {

@@ -41,12 +41,12 @@ enum Command {
     },
     Register {
         registration: WorkerRegistration,
-        reply: oneshot::Sender<WorkerInfo>,
+        reply: oneshot::Sender<(WorkerInfo, Vec<String>)>,
     },
     Heartbeat {
         worker_id: String,
         heartbeat: Heartbeat,
-        reply: oneshot::Sender<Result<(), OrcdError>>,
+        reply: oneshot::Sender<Result<Vec<String>, OrcdError>>,
     },
     Deregister {
         worker_id: String,
@@ -160,10 +160,12 @@ impl SchedulerHandle {
         let _ = self.commands.send(command);
     }
 
+    /// Adds or refreshes a worker; also returns the jobs orcd gave up on it (see
+    /// [`SchedulerCore::take_given_up`]), for the worker to cancel.
     pub async fn register(
         &self,
         registration: WorkerRegistration,
-    ) -> Result<WorkerInfo, OrcdError> {
+    ) -> Result<(WorkerInfo, Vec<String>), OrcdError> {
         self.ask(|reply| Command::Register {
             registration,
             reply,
@@ -171,11 +173,12 @@ impl SchedulerHandle {
         .await
     }
 
+    /// Records a heartbeat; returns the jobs orcd gave up on the worker, for it to cancel.
     pub async fn heartbeat(
         &self,
         worker_id: String,
         heartbeat: Heartbeat,
-    ) -> Result<(), OrcdError> {
+    ) -> Result<Vec<String>, OrcdError> {
         self.ask(|reply| Command::Heartbeat {
             worker_id,
             heartbeat,
@@ -372,7 +375,9 @@ fn handle(
             registration,
             reply,
         } => {
-            let _ = reply.send(core.register(registration, now));
+            let worker_id = registration.worker_id.clone();
+            let info = core.register(registration, now);
+            let _ = reply.send((info, core.take_given_up(&worker_id)));
         }
         Command::Heartbeat {
             worker_id,

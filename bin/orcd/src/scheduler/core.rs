@@ -172,9 +172,24 @@ struct Worker {
     /// after orcd heard of that and sent it, a round trip in which the slot idles and after
     /// which the job has usually missed the step its neighbours start in.
     finishing: BTreeSet<String>,
+    /// Jobs sent here that orcd ended while it could not reach the worker (see
+    /// [`SchedulerCore::take_given_up`]); at most [`MAX_GIVEN_UP`].
+    given_up: BTreeSet<String>,
 }
 
+/// The most given-up job ids kept per worker until it is heard from again: enough for every
+/// slot of any real worker many times over, and a bound on a worker that never comes back.
+const MAX_GIVEN_UP: usize = 1024;
+
 impl Worker {
+    /// Remembers that orcd ended `job_id` without this worker, for it to cancel the job once
+    /// it is heard from again.
+    fn give_up(&mut self, job_id: &str) {
+        if self.given_up.len() < MAX_GIVEN_UP {
+            self.given_up.insert(job_id.to_owned());
+        }
+    }
+
     /// Jobs running or waiting there: orcd's own count, with the worker's report as a floor,
     /// since the worker may run jobs orcd did not send (a previous orcd, a direct client).
     fn load(&self) -> u32 {
@@ -359,6 +374,7 @@ impl SchedulerCore {
                         reported_waiting: 0,
                         prefixes: PrefixMemory::default(),
                         finishing: BTreeSet::new(),
+                        given_up: BTreeSet::new(),
                     },
                 );
                 None
@@ -377,7 +393,7 @@ impl SchedulerCore {
         worker_id: &str,
         heartbeat: Heartbeat,
         now: Instant,
-    ) -> Result<(), OrcdError> {
+    ) -> Result<Vec<String>, OrcdError> {
         let worker = self
             .workers
             .get_mut(worker_id)
@@ -385,6 +401,7 @@ impl SchedulerCore {
         if !worker.is_live() {
             tracing::info!(%worker_id, "worker is alive again");
         }
+        let given_up = std::mem::take(&mut worker.given_up);
         worker.last_seen = now;
         worker.dead_since = None;
         worker.reported_busy = heartbeat.slots_busy;
@@ -392,7 +409,19 @@ impl SchedulerCore {
         worker.registration.slots = heartbeat.slots_total;
         let model = worker.registration.model.clone();
         self.drain_queue(&model, now);
-        Ok(())
+        Ok(given_up.into_iter().collect())
+    }
+
+    /// The jobs orcd gave up on `worker_id`, once each: sent there, then ended by orcd while
+    /// the worker was marked dead (no heartbeat, or the connection broke mid-stream). Nobody
+    /// reads their streams any more, but a worker cut off from orcd cannot tell, and would
+    /// generate them to the end; told in the answer to its next heartbeat or registration, it
+    /// cancels them.
+    pub fn take_given_up(&mut self, worker_id: &str) -> Vec<String> {
+        self.workers
+            .get_mut(worker_id)
+            .map(|worker| std::mem::take(&mut worker.given_up).into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// Forgets a dead worker at the operator's request (`pool worker forget`); a live one is
@@ -645,7 +674,10 @@ impl SchedulerCore {
             return;
         };
         match (&job.state, &job.worker_id) {
-            (JobState::Running, Some(worker_id)) => self.release_slot(worker_id, job_id),
+            (JobState::Running, Some(worker_id)) => {
+                self.give_up_if_unreachable(worker_id, job_id, &outcome);
+                self.release_slot(worker_id, job_id)
+            }
             _ => {
                 if let Some(queue) = self.queues.get_mut(&job.model) {
                     queue.retain(|queued| queued != job_id);
@@ -690,7 +722,12 @@ impl SchedulerCore {
                 tracing::warn!(%worker_id, running = worker.running.len(), "no heartbeat for {timeout:?}; worker marked dead");
                 worker.dead_since = Some(now);
                 affected.insert(worker.registration.model.clone());
-                for job_id in &worker.running {
+                // Each fails now (`Effect::WorkerDead`), whatever the worker does next.
+                let running = worker.running.clone();
+                for job_id in &running {
+                    worker.give_up(job_id);
+                }
+                for job_id in &running {
                     self.effects.push(Effect::WorkerDead {
                         job_id: job_id.clone(),
                         worker_id: worker_id.clone(),
@@ -768,6 +805,16 @@ impl SchedulerCore {
             self.recent.pop_front();
         }
         self.recent.push_back(info);
+    }
+
+    /// A job that ends other than completed while its worker is marked dead was ended by orcd
+    /// alone (a broken connection: [`SchedulerCore::worker_lost`]); the worker may still run it.
+    fn give_up_if_unreachable(&mut self, worker_id: &str, job_id: &str, outcome: &JobOutcome) {
+        if let Some(worker) = self.workers.get_mut(worker_id) {
+            if !worker.is_live() && !matches!(outcome, JobOutcome::Completed(_)) {
+                worker.give_up(job_id);
+            }
+        }
     }
 
     fn release_slot(&mut self, worker_id: &str, job_id: &str) {

@@ -162,6 +162,10 @@ impl<'a> Batcher<'a> {
                 self.cancel_all();
                 true
             }
+            Command::CancelGivenUp(job_ids) => {
+                self.cancel_given_up(&job_ids);
+                true
+            }
             Command::Shutdown => {
                 self.cancel_all();
                 false
@@ -245,6 +249,34 @@ impl<'a> Batcher<'a> {
         for job in self.waiting.drain(..) {
             let _ = job.events.send(error.to_stream_event());
         }
+        self.publish_load();
+    }
+
+    /// Ends the jobs orcd gave up, running or waiting: nobody reads their streams any more,
+    /// though the connection to orcd may still look open (a cut link).
+    fn cancel_given_up(&mut self, job_ids: &[String]) {
+        let error = WorkerError::Generation("orcd gave this job up; cancelled".into());
+        for slot in 0..self.slots.len() {
+            let given_up = self.slots[slot]
+                .as_ref()
+                .is_some_and(|sequence| job_ids.contains(&sequence.job.job_id));
+            if given_up {
+                let sequence = self.release(slot, true);
+                tracing::warn!(job_id = %sequence.job.job_id, generated = sequence.generated, "orcd gave the job up; cancelled");
+                sequence.fail(&error);
+                self.shared.metrics.job_given_up();
+            }
+        }
+        let metrics = &self.shared.metrics;
+        self.waiting.retain(|job| {
+            if !job_ids.contains(&job.job_id) {
+                return true;
+            }
+            tracing::warn!(job_id = %job.job_id, "orcd gave the waiting job up; cancelled");
+            let _ = job.events.send(error.to_stream_event());
+            metrics.job_given_up();
+            false
+        });
         self.publish_load();
     }
 

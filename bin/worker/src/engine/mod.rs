@@ -5,7 +5,7 @@
 mod batching;
 mod burst;
 mod cpu_load;
-
+mod grammar;
 mod prefix_cache;
 pub mod prompt;
 mod sampling;
@@ -14,6 +14,7 @@ pub mod speculative;
 pub mod template;
 pub mod text;
 mod threads;
+mod token_sampler;
 
 pub use self::speculative::Speculation;
 pub use self::threads::physical_cores;
@@ -122,6 +123,8 @@ enum Command {
     SetThreads(u32),
     /// Cancel every running and waiting job with a `shutting_down` error (drain timeout).
     CancelAll,
+    /// Cancel the running or waiting jobs of these ids: orcd gave them up.
+    CancelGivenUp(Vec<String>),
     /// Cancel everything and end the engine thread.
     Shutdown,
 }
@@ -275,16 +278,18 @@ impl EngineHandle {
         let logprobs = sampling.logprobs;
         let (prompt, sampler) = tokio::task::spawn_blocking(move || {
             let prompt = prompt::tokenize_prompt(model, &input, parse_special, tools.offered())?;
-            let tool_grammar = match tools.offered() {
-                [] => None,
-                _ => {
-                    let source = prompt::chat_template_source(model)?;
-                    sampling::tool_grammar(template::tool_syntax(&source), &tools)?
-                }
-            };
-            // Built here, off the engine thread: a grammar can take a while to compile.
-            let sampler =
-                sampling::build_sampler(model, &sampling, max_tokens, tool_grammar.as_deref())?;
+            // Built off the engine thread, and on one of its own: a grammar can take a while
+            // to build and recurse deeply doing it.
+            let sampler = grammar::build_off_thread(grammar::GRAMMAR_BUILD_TIMEOUT, move || {
+                let tool_grammar = match tools.offered() {
+                    [] => None,
+                    _ => {
+                        let source = prompt::chat_template_source(model)?;
+                        sampling::tool_grammar(template::tool_syntax(&source), &tools)?
+                    }
+                };
+                sampling::build_sampler(model, &sampling, max_tokens, tool_grammar.as_deref())
+            })?;
             Ok::<_, crate::validation::ValidationError>((prompt, sampler))
         })
         .await
@@ -346,6 +351,15 @@ impl EngineHandle {
             .shared
             .commands
             .send(Command::SetThreads(threads.max(1)));
+    }
+
+    /// Cancels the jobs of these ids that run or wait here, frees their slots and counts them
+    /// in `jobs_total{outcome="given_up"}`: orcd ended them while it could not reach this
+    /// worker (see [`crate::registration`]). Ids of jobs not here are ignored.
+    pub fn cancel_given_up(&self, job_ids: Vec<String>) {
+        if !job_ids.is_empty() {
+            let _ = self.shared.commands.send(Command::CancelGivenUp(job_ids));
+        }
     }
 
     /// Ends every running and waiting job with a `shutting_down` error.

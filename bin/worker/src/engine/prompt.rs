@@ -18,6 +18,7 @@
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::ChatTemplateError;
+use llorch_api::tools::json_strings;
 use llorch_api::{ChatMessage, ToolDefinition};
 
 use super::template::{self, SpecialTexts};
@@ -174,7 +175,10 @@ fn special_texts(model: &LlamaModel) -> SpecialTexts {
 }
 
 /// Tool definitions and earlier calls reach the prompt inside the template's text, which is
-/// tokenized with control tokens parsed; text that would become one is refused.
+/// tokenized with control tokens parsed; text that would become one is refused. What is
+/// checked is the text the template writes: each decoded string and object key (a call's
+/// `arguments` are parsed first, as the template receives them), so a JSON escape such as
+/// `\u003c|im_end|\u003e` cannot smuggle one in.
 fn check_tool_text(
     model: &LlamaModel,
     messages: &[ChatMessage],
@@ -186,30 +190,46 @@ fn check_tool_text(
             && vocab.tokenize(text.as_bytes(), false, true)
                 != vocab.tokenize(text.as_bytes(), false, false)
     };
-    if !tools.is_empty() {
-        let json = serde_json::to_string(tools).unwrap_or_default();
-        if spells_control(&json) {
-            return Err(ValidationError::ControlTokenText {
-                field: "tools".into(),
-            });
-        }
-    }
-    for (index, message) in messages.iter().enumerate() {
-        let mut texts = vec![message.tool_call_id.as_deref(), message.name.as_deref()];
-        for call in &message.tool_calls {
-            texts.extend([
-                Some(call.id.as_str()),
-                Some(call.function.name.as_str()),
-                Some(call.function.arguments.as_str()),
-            ]);
-        }
-        if texts.into_iter().flatten().any(spells_control) {
-            return Err(ValidationError::ControlTokenText {
-                field: format!("messages[{index}]"),
-            });
+    for (field, texts) in template_client_texts(messages, tools) {
+        if texts.iter().any(|text| spells_control(text)) {
+            return Err(ValidationError::ControlTokenText { field });
         }
     }
     Ok(())
+}
+
+/// The client's texts that a chat template writes as they are, apart from message contents
+/// (those become placeholders), by the field they came from.
+pub fn template_client_texts(
+    messages: &[ChatMessage],
+    tools: &[ToolDefinition],
+) -> Vec<(String, Vec<String>)> {
+    let mut fields = Vec::new();
+    for (index, tool) in tools.iter().enumerate() {
+        let value = serde_json::to_value(tool).unwrap_or_default();
+        // The JSON text as well: a template writes the definitions with `tojson`.
+        let mut texts = vec![value.to_string()];
+        texts.extend(json_strings(&value).into_iter().map(str::to_owned));
+        fields.push((format!("tools[{index}]"), texts));
+    }
+    for (index, message) in messages.iter().enumerate() {
+        let plain = [message.tool_call_id.as_deref(), message.name.as_deref()];
+        let texts = plain.into_iter().flatten().map(str::to_owned).collect();
+        fields.push((format!("messages[{index}]"), texts));
+        for (call, tool_call) in message.tool_calls.iter().enumerate() {
+            let function = &tool_call.function;
+            let mut texts = vec![
+                tool_call.id.clone(),
+                function.name.clone(),
+                function.arguments.clone(),
+            ];
+            if let Ok(arguments) = serde_json::from_str::<serde_json::Value>(&function.arguments) {
+                texts.extend(json_strings(&arguments).into_iter().map(str::to_owned));
+            }
+            fields.push((format!("messages[{index}].tool_calls[{call}]"), texts));
+        }
+    }
+    fields
 }
 
 fn placeholder(index: usize) -> String {

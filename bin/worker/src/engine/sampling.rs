@@ -12,7 +12,9 @@ use llama_cpp_2::token::LlamaToken;
 use llorch_api::tools::ToolUse;
 use llorch_api::{OutputConstraint, TokenLogprob, ToolDefinition, ToolParams, TopLogprob};
 
+use super::grammar::check_grammar_size;
 use super::template::ToolSyntax;
+use super::token_sampler::TokenSampler;
 use crate::validation::{ValidSampling, ValidationError};
 
 /// The grammar's start symbol, as llama.cpp's JSON-schema converter names it.
@@ -21,13 +23,15 @@ const GRAMMAR_ROOT: &str = "root";
 const TOOL_GRAMMAR_ROOT: &str = "llorch-tool-calls";
 
 /// A sampler for one sequence. Each sequence needs its own: `dist` carries the RNG state,
-/// penalties the tokens generated so far, the grammar its parse state.
+/// penalties the tokens generated so far, the grammar its parse state. The grammar is kept
+/// apart from the chain ([`TokenSampler`]), so it is applied to the whole vocabulary only when
+/// the chain's choice breaks it.
 pub(super) fn build_sampler(
     model: &LlamaModel,
     sampling: &ValidSampling,
     max_tokens: u32,
     tool_grammar: Option<&str>,
-) -> Result<LlamaSampler, ValidationError> {
+) -> Result<TokenSampler, ValidationError> {
     let n_vocab = model.n_vocab();
     let mut chain = Vec::with_capacity(8);
     if !sampling.logit_bias.is_empty() {
@@ -63,16 +67,17 @@ pub(super) fn build_sampler(
             sampling.presence_penalty,
         ));
     }
+    let mut grammars = Vec::new();
     if let Some(constraint) = &sampling.constraint {
         let grammar = grammar_for(constraint)?;
         let sampler = LlamaSampler::grammar(model, &grammar, GRAMMAR_ROOT)
             .map_err(|error| ValidationError::Grammar(error.to_string()))?;
-        chain.push(sampler);
+        grammars.push(sampler);
     }
     if let Some(grammar) = tool_grammar {
         let sampler = LlamaSampler::grammar(model, grammar, TOOL_GRAMMAR_ROOT)
             .map_err(|error| ValidationError::ToolGrammar(error.to_string()))?;
-        chain.push(sampler);
+        grammars.push(sampler);
     }
     if sampling.temperature == 0.0 {
         chain.push(LlamaSampler::greedy());
@@ -91,7 +96,15 @@ pub(super) fn build_sampler(
             sampling.seed.unwrap_or_else(random_seed),
         ));
     }
-    Ok(LlamaSampler::chain_simple(chain))
+    let grammar = match grammars.len() {
+        0 => None,
+        1 => grammars.pop(),
+        _ => Some(LlamaSampler::chain_simple(grammars)),
+    };
+    Ok(TokenSampler::new(
+        LlamaSampler::chain_simple(chain),
+        grammar,
+    ))
 }
 
 /// The GBNF grammar that only admits text satisfying `constraint`, from llama.cpp's own
@@ -101,8 +114,10 @@ pub(super) fn grammar_for(constraint: &OutputConstraint) -> Result<String, Valid
         OutputConstraint::JsonObject => serde_json::json!({"type": "object"}),
         OutputConstraint::JsonSchema { schema } => schema.clone(),
     };
-    llama_cpp_2::json_schema_to_grammar(&schema.to_string())
-        .map_err(|error| ValidationError::Grammar(error.to_string()))
+    let grammar = llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+        .map_err(|error| ValidationError::Grammar(error.to_string()))?;
+    check_grammar_size(&grammar)?;
+    Ok(grammar)
 }
 
 /// The GBNF grammar a `tool_choice` of `required` or a named function decodes under: the
@@ -142,6 +157,7 @@ pub(super) fn tool_grammar(
     };
     let json = llama_cpp_2::json_schema_to_grammar(&schema)
         .map_err(|error| ValidationError::ToolGrammar(error.to_string()))?;
+    check_grammar_size(&json)?;
     let more = if tools.parallel() { "*" } else { "" };
     let calls = match syntax {
         ToolSyntax::Hermes => {

@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use llama_cpp_2::{sampling::LlamaSampler, token::LlamaToken};
+use llama_cpp_2::token::LlamaToken;
 use llorch_api::{FinishReason, GenerationStats, StreamEvent, TokenLogprob};
 use tokio::sync::{mpsc::UnboundedSender, OwnedSemaphorePermit};
 
-use super::{speculative::DraftPolicy, text::TextStream};
+use super::{speculative::DraftPolicy, text::TextStream, token_sampler::TokenSampler};
 use crate::{error::WorkerError, metrics::WorkerMetrics};
 
 /// A tokenized request on its way to a slot.
@@ -16,7 +16,7 @@ pub(super) struct Job {
     pub prompt: Vec<LlamaToken>,
     pub max_tokens: u32,
     /// Built from the request's sampling settings when it arrived.
-    pub sampler: LlamaSampler,
+    pub sampler: TokenSampler,
     /// Alternatives to report per token; `None` reports no log-probabilities.
     pub logprobs: Option<u32>,
     pub stop: Vec<String>,

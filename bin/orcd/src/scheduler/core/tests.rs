@@ -963,3 +963,75 @@ fn a_worker_that_refuses_a_job_sent_to_wait_gets_none_until_it_has_room() {
     core.heartbeat("a", room, clock.at(6)).unwrap();
     assert_eq!(core.take_effects(), vec![dispatch("j2", "a")]);
 }
+
+fn idle_beat() -> Heartbeat {
+    Heartbeat {
+        slots_busy: 0,
+        slots_total: 2,
+        jobs_waiting: 0,
+    }
+}
+
+#[test]
+fn jobs_given_up_on_an_unreachable_worker_are_listed_to_it_once_when_it_is_heard_again() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 2), clock.at(0));
+    core.submit(job("silent", "m"), clock.at(1)).unwrap();
+    core.submit(job("done", "m"), clock.at(1)).unwrap();
+    // The heartbeat timeout passes: both jobs fail at orcd while the worker may still run them.
+    core.tick(clock.at(20_000));
+    core.finish(
+        "silent",
+        JobOutcome::Failed("worker dead".into()),
+        clock.at(20_001),
+    );
+    core.finish(
+        "done",
+        JobOutcome::Failed("worker dead".into()),
+        clock.at(20_001),
+    );
+    assert_eq!(
+        core.heartbeat("a", idle_beat(), clock.at(30_000)).unwrap(),
+        vec!["done".to_owned(), "silent".to_owned()]
+    );
+    assert!(core
+        .heartbeat("a", idle_beat(), clock.at(31_000))
+        .unwrap()
+        .is_empty());
+
+    // A connection broken mid-stream: the job orcd fails then is listed on registration too.
+    core.submit(job("cut", "m"), clock.at(32_000)).unwrap();
+    core.submit(job("finished", "m"), clock.at(32_000)).unwrap();
+    core.finish(
+        "finished",
+        JobOutcome::Completed(stats(4)),
+        clock.at(32_500),
+    );
+    core.worker_lost("a", clock.at(33_000));
+    core.finish(
+        "cut",
+        JobOutcome::Failed("connection lost".into()),
+        clock.at(33_000),
+    );
+    core.register(worker("a", "m", 2), clock.at(34_000));
+    assert_eq!(core.take_given_up("a"), vec!["cut".to_owned()]);
+    assert!(core.take_given_up("a").is_empty());
+}
+
+#[test]
+fn a_job_that_ends_normally_is_never_listed_as_given_up() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 2), clock.at(0));
+    core.submit(job("j1", "m"), clock.at(1)).unwrap();
+    core.submit(job("j2", "m"), clock.at(1)).unwrap();
+    core.finish("j1", JobOutcome::Completed(stats(4)), clock.at(2));
+    core.finish(
+        "j2",
+        JobOutcome::Failed("the worker said so".into()),
+        clock.at(2),
+    );
+    assert!(core
+        .heartbeat("a", idle_beat(), clock.at(3))
+        .unwrap()
+        .is_empty());
+}
