@@ -827,3 +827,6 @@ repo_path = "~/llama-orch"
         );
     }
 }
+
+#[cfg(test)]
+mod parsing_tests;

@@ -778,3 +778,7 @@ model = "gemma3-270m"
         assert!(error.contains("box-a, box-b"), "{error}");
     }
 }
+
+#[cfg(test)]
+#[path = "file_tests.rs"]
+mod parsing_tests;
