@@ -780,5 +780,4 @@ model = "gemma3-270m"
 }
 
 #[cfg(test)]
-#[path = "file_tests.rs"]
 mod parsing_tests;
