@@ -23,7 +23,7 @@ fn hidden_and_non_toml_files_are_not_merged() {
         .with_user_dir(dir.path())
         .unwrap();
     let mine = user_entry_path(dir.path(), "mine");
-    assert_eq!(catalog.user_files(), [mine.clone()]);
+    assert_eq!(catalog.user_files(), std::slice::from_ref(&mine));
     let origins: Vec<(&str, &str)> = catalog
         .entries_with_origins()
         .map(|(entry, origin)| (entry.id.as_str(), origin))
