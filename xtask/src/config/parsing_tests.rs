@@ -10,7 +10,7 @@ use std::{
 
 use clap::Parser as _;
 
-use super::*;
+use super::{tests::resolve, *};
 use crate::{flags::Cli, output::Printer};
 
 fn env_of(pairs: &[(&'static str, String)]) -> impl Fn(&str) -> Option<String> {
@@ -140,21 +140,9 @@ api_token_file = "/file/token"
 file = "/file/fleet.toml"
 "#;
 
-fn resolve_text(flags: &GlobalFlags, env: &EnvLookup, text: Option<&str>) -> Settings {
-    let path = PathBuf::from("/test/config.toml");
-    let file = text.map_or_else(
-        || ConfigFile {
-            version: CONFIG_VERSION,
-            ..Default::default()
-        },
-        |text| parse_config(text, &path).unwrap(),
-    );
-    Settings::resolve_with(flags, env, file, path, text.is_some()).unwrap()
-}
-
 #[test]
 fn every_file_setting_is_used_when_no_flag_or_environment_says_otherwise() {
-    let settings = resolve_text(&GlobalFlags::default(), &env_of(&[]), Some(EVERY_SECTION));
+    let settings = resolve(&GlobalFlags::default(), &env_of(&[]), Some(EVERY_SECTION));
     assert_eq!(settings.repo_root, PathBuf::from("/file/repo"));
     assert_eq!(settings.color, ColorChoice::Never);
     assert_eq!(settings.remote_host.as_deref(), Some("box"));
@@ -188,7 +176,7 @@ fn the_environment_beats_the_file_and_flags_beat_the_environment() {
         ("LLORCH_CATALOG", "/env/catalog.toml".to_owned()),
         ("LLORCH_API_TOKEN_FILE", "/env/token".to_owned()),
     ]);
-    let settings = resolve_text(&GlobalFlags::default(), &env, Some(EVERY_SECTION));
+    let settings = resolve(&GlobalFlags::default(), &env, Some(EVERY_SECTION));
     assert_eq!(settings.repo_root, PathBuf::from("/env/repo"));
     assert_eq!(settings.catalog_path, PathBuf::from("/env/catalog.toml"));
     assert_eq!(settings.api_token_file, Some(PathBuf::from("/env/token")));
@@ -199,14 +187,14 @@ fn the_environment_beats_the_file_and_flags_beat_the_environment() {
         repo_root: Some("/flag/repo".into()),
         ..Default::default()
     };
-    let settings = resolve_text(&flags, &env, Some(EVERY_SECTION));
+    let settings = resolve(&flags, &env, Some(EVERY_SECTION));
     assert_eq!(settings.repo_root, PathBuf::from("/flag/repo"));
     assert_eq!(settings.origins["repo_root"], Origin::Flag);
 }
 
 #[test]
 fn the_defaults_follow_the_repository_and_the_config_file() {
-    let settings = resolve_text(&GlobalFlags::default(), &env_of(&[]), None);
+    let settings = resolve(&GlobalFlags::default(), &env_of(&[]), None);
     assert_eq!(settings.repo_root, built_repo_root());
     assert!(built_repo_root().join("xtask").join("Cargo.toml").is_file());
     assert_eq!(
@@ -221,7 +209,7 @@ fn the_defaults_follow_the_repository_and_the_config_file() {
     assert_eq!(settings.api_token_file, None);
     // A repo root from the environment moves the default catalog with it.
     let env = env_of(&[("LLORCH_REPO_ROOT", "/env/repo".to_owned())]);
-    let settings = resolve_text(&GlobalFlags::default(), &env, None);
+    let settings = resolve(&GlobalFlags::default(), &env, None);
     assert_eq!(
         settings.catalog_path,
         PathBuf::from("/env/repo/catalog.toml")

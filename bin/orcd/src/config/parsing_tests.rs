@@ -11,6 +11,11 @@ fn settings_of(args: &[&str]) -> anyhow::Result<Settings> {
         .settings()
 }
 
+/// The whole error of orcd started with `args`, cause chain included.
+fn error_of(args: &[&str]) -> String {
+    format!("{:#}", settings_of(args).unwrap_err())
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -48,10 +53,7 @@ fn model_policies_and_the_load_timeout_reach_the_pool_settings() {
 fn a_missing_or_broken_policy_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("absent.toml").display().to_string();
-    let error = format!(
-        "{:#}",
-        settings_of(&["--model-policies", &missing]).unwrap_err()
-    );
+    let error = error_of(&["--model-policies", &missing]);
     assert!(
         error.starts_with(&format!("reading the model policies {missing}")),
         "{error}"
@@ -61,10 +63,7 @@ fn a_missing_or_broken_policy_file_is_named() {
         "models.toml",
         "[models.\"gemma3-270m\"]\nslot = 2\n",
     );
-    let error = format!(
-        "{:#}",
-        settings_of(&["--model-policies", &broken]).unwrap_err()
-    );
+    let error = error_of(&["--model-policies", &broken]);
     assert!(
         error.starts_with(&format!("in the model policies {broken}")),
         "{error}"
@@ -88,7 +87,7 @@ fn the_config_file_gives_the_aliases() {
         "chained.toml",
         "[aliases]\n\"fast\" = \"quick\"\n\"quick\" = \"gemma3-270m\"\n",
     );
-    let error = format!("{:#}", settings_of(&["--config", &chained]).unwrap_err());
+    let error = error_of(&["--config", &chained]);
     assert!(
         error.starts_with(&format!("in the `[aliases]` of {chained}")),
         "{error}"
@@ -122,10 +121,7 @@ fn an_unreadable_token_file_stops_orcd_naming_it() {
     );
     std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o600)).unwrap();
     let missing = dir.path().join("api.token").display().to_string();
-    let error = format!(
-        "{:#}",
-        settings_of(&["--api-token-file", &missing, "--worker-token-file", &worker]).unwrap_err()
-    );
+    let error = error_of(&["--api-token-file", &missing, "--worker-token-file", &worker]);
     assert!(error.contains(&missing), "{error}");
     let api = write(dir.path(), "api.token", "client-token-0123456789abcdef\n");
     std::fs::set_permissions(&api, std::fs::Permissions::from_mode(0o600)).unwrap();

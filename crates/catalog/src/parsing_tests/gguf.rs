@@ -23,7 +23,7 @@ const I64: u32 = 11;
 const F64: u32 = 12;
 
 /// A GGUF header of `version` with the given key, type and encoded value triples.
-fn header(version: u32, pairs: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+fn header_of_version(version: u32, pairs: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
     let mut bytes = b"GGUF".to_vec();
     bytes.extend(version.to_le_bytes());
     bytes.extend(0u64.to_le_bytes());
@@ -36,7 +36,13 @@ fn header(version: u32, pairs: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
     bytes
 }
 
-fn text(value: &str) -> Vec<u8> {
+/// A GGUF header as llama.cpp writes it today (version 3); also used by `gguf.rs`'s own tests.
+pub(crate) fn header(pairs: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+    header_of_version(3, pairs)
+}
+
+/// A GGUF string: its length, then its bytes.
+pub(crate) fn text(value: &str) -> Vec<u8> {
     let mut bytes = (value.len() as u64).to_le_bytes().to_vec();
     bytes.extend(value.as_bytes());
     bytes
@@ -59,7 +65,7 @@ fn write(dir: &Path, bytes: &[u8]) -> PathBuf {
 
 /// A llama header that stores each number in a different type.
 fn every_type() -> Vec<u8> {
-    header(
+    header_of_version(
         2,
         &[
             ("general.architecture", STRING, text("llama")),
@@ -158,33 +164,30 @@ fn text_metadata_lists_every_key_in_order_with_text_values() {
 #[test]
 fn unusable_numbers_fall_back_to_what_the_others_imply() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = header(
-        3,
-        &[
-            ("general.architecture", STRING, text("qwen2")),
-            ("qwen2.block_count", U32, 4u32.to_le_bytes().to_vec()),
-            (
-                "qwen2.attention.head_count",
-                U32,
-                0u32.to_le_bytes().to_vec(),
-            ),
-            ("qwen2.embedding_length", U32, 64u32.to_le_bytes().to_vec()),
-            // Negative, a string, a bool and an empty per-layer list are no numbers.
-            (
-                "qwen2.attention.key_length",
-                I32,
-                (-1i32).to_le_bytes().to_vec(),
-            ),
-            (
-                "qwen2.attention.value_length",
-                F32,
-                (-1f32).to_le_bytes().to_vec(),
-            ),
-            ("qwen2.attention.head_count_kv", ARRAY, array(U32, &[])),
-            ("qwen2.attention.sliding_window", STRING, text("none")),
-            ("qwen2.vocab_size", BOOL, vec![1]),
-        ],
-    );
+    let bytes = header(&[
+        ("general.architecture", STRING, text("qwen2")),
+        ("qwen2.block_count", U32, 4u32.to_le_bytes().to_vec()),
+        (
+            "qwen2.attention.head_count",
+            U32,
+            0u32.to_le_bytes().to_vec(),
+        ),
+        ("qwen2.embedding_length", U32, 64u32.to_le_bytes().to_vec()),
+        // Negative, a string, a bool and an empty per-layer list are no numbers.
+        (
+            "qwen2.attention.key_length",
+            I32,
+            (-1i32).to_le_bytes().to_vec(),
+        ),
+        (
+            "qwen2.attention.value_length",
+            F32,
+            (-1f32).to_le_bytes().to_vec(),
+        ),
+        ("qwen2.attention.head_count_kv", ARRAY, array(U32, &[])),
+        ("qwen2.attention.sliding_window", STRING, text("none")),
+        ("qwen2.vocab_size", BOOL, vec![1]),
+    ]);
     let shape = read_model_shape(&write(dir.path(), &bytes)).unwrap();
     assert_eq!(shape.n_head, 1, "a head count of 0 counts as 1");
     assert_eq!(
@@ -212,21 +215,27 @@ fn shape_error(bytes: &[u8]) -> String {
 fn damaged_headers_say_what_is_wrong() {
     assert_eq!(shape_error(b"GGML"), "no `GGUF` magic");
     assert_eq!(shape_error(b"GG"), "the header is cut short");
-    assert_eq!(shape_error(&header(1, &[])), "unsupported version 1");
-    assert_eq!(shape_error(&header(4, &[])), "unsupported version 4");
     assert_eq!(
-        shape_error(&header(3, &[("x", 13, Vec::new())])),
+        shape_error(&header_of_version(1, &[])),
+        "unsupported version 1"
+    );
+    assert_eq!(
+        shape_error(&header_of_version(4, &[])),
+        "unsupported version 4"
+    );
+    assert_eq!(
+        shape_error(&header(&[("x", 13, Vec::new())])),
         "unknown value type 13"
     );
     assert_eq!(
-        shape_error(&header(3, &[("general.architecture", U32, vec![0; 4])])),
+        shape_error(&header(&[("general.architecture", U32, vec![0; 4])])),
         "no `general.architecture` key"
     );
-    let no_layers = header(3, &[("general.architecture", STRING, text("qwen2"))]);
+    let no_layers = header(&[("general.architecture", STRING, text("qwen2"))]);
     assert_eq!(shape_error(&no_layers), "no `qwen2.block_count` key");
     // An array that claims more elements than the file holds ends at the file's end, without
     // reserving room for what it claims.
-    let mut lying_array = header(3, &[("tokenizer.ggml.tokens", ARRAY, Vec::new())]);
+    let mut lying_array = header(&[("tokenizer.ggml.tokens", ARRAY, Vec::new())]);
     lying_array.extend(STRING.to_le_bytes());
     lying_array.extend(u64::MAX.to_le_bytes());
     assert_eq!(shape_error(&lying_array), "the header is cut short");

@@ -4,7 +4,7 @@
 
 mod catalog;
 mod entry;
-mod gguf;
+pub(crate) mod gguf;
 mod manifest;
 mod user;
 mod validate;
@@ -12,7 +12,7 @@ mod validate;
 use crate::{tests::MINIMAL, Catalog};
 
 /// The messages `validate` gives for catalog text, one `origin:line: severity: ...` each.
-fn diagnostics_of(text: &str) -> Vec<String> {
+pub(crate) fn diagnostics_of(text: &str) -> Vec<String> {
     Catalog::parse(text, "t.toml")
         .unwrap()
         .validate()

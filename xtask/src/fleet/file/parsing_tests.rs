@@ -178,36 +178,33 @@ fn default_ports_skip_the_ports_other_workers_ask_for() {
     assert_eq!(workers[1].name, "box-a-qwen2.5-coder-0.5b");
 }
 
+/// Asserts that `box-a`'s one worker with `line` added (line 6) is refused with `expected`.
+fn assert_worker_refused(line: &str, expected: &str) {
+    let error = error_of(&box_a(&format!("{ONE_WORKER}{line}\n")));
+    assert!(error.contains(expected), "{error}");
+}
+
 #[test]
 fn port_zero_is_refused() {
-    let error = error_of(&box_a(&format!("{ONE_WORKER}port = 0\n")));
-    assert!(
-        error.contains(
-            "fleet.toml:6:8: `hosts.box-a.workers[0].port` must be a port from 1 to 65535"
-        ),
-        "{error}"
+    assert_worker_refused(
+        "port = 0",
+        "fleet.toml:6:8: `hosts.box-a.workers[0].port` must be a port from 1 to 65535",
     );
 }
 
 #[test]
 fn a_worker_name_must_be_a_plain_name() {
-    let error = error_of(&box_a(&format!("{ONE_WORKER}name = \"my worker\"\n")));
-    assert!(
-        error.contains(
-            "fleet.toml:6:8: `hosts.box-a.workers[0].name` `my worker` is not a valid worker name"
-        ),
-        "{error}"
+    assert_worker_refused(
+        "name = \"my worker\"",
+        "fleet.toml:6:8: `hosts.box-a.workers[0].name` `my worker` is not a valid worker name",
     );
 }
 
 #[test]
 fn a_context_under_64_tokens_is_refused() {
-    let error = error_of(&box_a(&format!("{ONE_WORKER}ctx_size = 32\n")));
-    assert!(
-        error.contains(
-            "fleet.toml:6:12: `hosts.box-a.workers[0].ctx_size` must be at least 64 tokens"
-        ),
-        "{error}"
+    assert_worker_refused(
+        "ctx_size = 32",
+        "fleet.toml:6:12: `hosts.box-a.workers[0].ctx_size` must be at least 64 tokens",
     );
     let fleet = parse_text(&box_a(&format!("{ONE_WORKER}ctx_size = 64\nslots = 1\n"))).unwrap();
     let worker = &fleet.hosts[0].workers[0];
