@@ -279,24 +279,28 @@ fn a_missing_fleet_file_says_how_to_name_or_write_one() {
 }
 
 #[test]
-fn the_fleet_file_is_the_flag_then_the_config_then_beside_the_config() {
-    if crate::config::process_env(FLEET_ENV).is_some() {
-        eprintln!("skipped: {FLEET_ENV} is set for this test process and would win");
-        return;
-    }
+fn the_fleet_file_is_the_flag_then_the_environment_then_the_config_then_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let beside = settings_with_profile(dir.path(), "");
-    assert_eq!(fleet_path(None, &beside), dir.path().join("fleet.toml"));
-    assert_eq!(
-        fleet_path(Some("/flag/fleet.toml".into()), &beside),
-        PathBuf::from("/flag/fleet.toml")
-    );
     let configured =
         settings_with_profile(dir.path(), "[fleet]\nfile = \"/etc/llorch/fleet.toml\"\n");
     assert_eq!(
-        fleet_path(None, &configured),
-        PathBuf::from("/etc/llorch/fleet.toml")
+        fleet_path(Some("/flag/fleet.toml".into()), &configured),
+        PathBuf::from("/flag/fleet.toml")
     );
+    // The test process's own environment decides which of the rest this run can see.
+    match crate::config::process_env(FLEET_ENV) {
+        Some(from_env) => {
+            assert_eq!(fleet_path(None, &configured), PathBuf::from(from_env));
+        }
+        None => {
+            assert_eq!(
+                fleet_path(None, &configured),
+                PathBuf::from("/etc/llorch/fleet.toml")
+            );
+            assert_eq!(fleet_path(None, &beside), dir.path().join("fleet.toml"));
+        }
+    }
 }
 
 #[test]
