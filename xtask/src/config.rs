@@ -559,7 +559,11 @@ mod tests {
         }
     }
 
-    fn resolve(flags: &GlobalFlags, env: &EnvLookup, file_text: Option<&str>) -> Settings {
+    pub(super) fn resolve(
+        flags: &GlobalFlags,
+        env: &EnvLookup,
+        file_text: Option<&str>,
+    ) -> Settings {
         let path = PathBuf::from("/test/config.toml");
         let file = match file_text {
             Some(text) => parse_config(text, &path).unwrap(),
@@ -827,3 +831,6 @@ repo_path = "~/llama-orch"
         );
     }
 }
+
+#[cfg(test)]
+mod parsing_tests;

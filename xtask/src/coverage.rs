@@ -24,7 +24,8 @@ pub fn run(args: CoverageArgs, cx: &Context) -> anyhow::Result<()> {
         .join("summary.json");
     std::fs::create_dir_all(summary_path.parent().expect("a file has a parent"))
         .with_context(|| format!("creating {}", summary_path.display()))?;
-    measure(cx, &tools, &summary_path)?;
+    let selection = package_selection(&args.packages, &metadata)?;
+    measure(cx, &tools, &selection, &summary_path)?;
     let export: LlvmCovExport = serde_json::from_slice(
         &std::fs::read(&summary_path)
             .with_context(|| format!("reading {}", summary_path.display()))?,
@@ -38,7 +39,8 @@ pub fn run(args: CoverageArgs, cx: &Context) -> anyhow::Result<()> {
             Some((package.name.clone(), dir))
         })
         .collect();
-    let report = CoverageReport::from_export(&export, &packages, &cx.settings.repo_root)?;
+    let mut report = CoverageReport::from_export(&export, &packages, &cx.settings.repo_root)?;
+    report.command = format!("cargo llvm-cov {} {SUITE_ARGS}", selection.join(" "));
     if cx.out.json() {
         cx.out.print_json(&report)?;
     } else {
@@ -47,26 +49,51 @@ pub fn run(args: CoverageArgs, cx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the unit suite instrumented and writes llvm-cov's JSON summary to `summary_path`.
+/// What `cargo llvm-cov` runs besides the package selection: the unit suite, optimised.
+const SUITE_ARGS: &str = "--lib --bins --release";
+
+/// `--workspace`, or `-p NAME` for each package asked for; a name that is not a workspace
+/// package is an error listing those that are.
+fn package_selection(
+    packages: &[String],
+    metadata: &build::WorkspaceMetadata,
+) -> anyhow::Result<Vec<String>> {
+    if packages.is_empty() {
+        return Ok(vec!["--workspace".to_owned()]);
+    }
+    let known: Vec<&str> = metadata
+        .packages
+        .iter()
+        .map(|package| package.name.as_str())
+        .collect();
+    let mut selection = Vec::new();
+    for name in packages {
+        if !known.contains(&name.as_str()) {
+            bail!(
+                "`{name}` is not a package of this workspace\nhint: its packages are {}",
+                known.join(", ")
+            );
+        }
+        selection.extend(["-p".to_owned(), name.clone()]);
+    }
+    Ok(selection)
+}
+
+/// Runs the unit suite of `selection` instrumented and writes llvm-cov's JSON summary to
+/// `summary_path`.
 fn measure(
     cx: &Context,
     tools: &crate::dev::CoverageTools,
+    selection: &[String],
     summary_path: &Path,
 ) -> anyhow::Result<()> {
-    let args: Vec<OsString> = [
-        "llvm-cov",
-        "--workspace",
-        "--lib",
-        "--bins",
-        "--release",
-        "--json",
-        "--summary-only",
-        "--output-path",
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .chain([summary_path.as_os_str().to_owned()])
-    .collect();
+    let args: Vec<OsString> = std::iter::once("llvm-cov")
+        .chain(selection.iter().map(String::as_str))
+        .chain(SUITE_ARGS.split(' '))
+        .chain(["--json", "--summary-only", "--output-path"])
+        .map(OsString::from)
+        .chain([summary_path.as_os_str().to_owned()])
+        .collect();
     cx.out.status(
         "measuring line coverage of the unit suite (an instrumented build of the workspace)",
     );
@@ -148,6 +175,8 @@ struct FileCoverage {
 #[derive(Debug, Serialize)]
 struct CoverageReport {
     suite: &'static str,
+    /// The cargo-llvm-cov invocation that measured it.
+    command: String,
     crates: Vec<CrateCoverage>,
     files: Vec<FileCoverage>,
     #[serde(flatten)]
@@ -206,6 +235,7 @@ impl CoverageReport {
         files.sort_by(|a, b| a.percent.total_cmp(&b.percent).then(a.path.cmp(&b.path)));
         Ok(CoverageReport {
             suite: "unit",
+            command: format!("cargo llvm-cov --workspace {SUITE_ARGS}"),
             crates,
             files,
             total,
@@ -239,10 +269,7 @@ impl CoverageReport {
                 ));
             }
         }
-        text.push_str(&format!(
-            "suite: {} (`cargo llvm-cov --workspace --lib --bins --release`)",
-            self.suite
-        ));
+        text.push_str(&format!("suite: {} (`{}`)", self.suite, self.command));
         text
     }
 }
@@ -297,6 +324,31 @@ mod tests {
         // Lowest first, paths relative to the repository.
         assert_eq!(report.files[0].path, PathBuf::from("tests/src/lib.rs"));
         assert!(report.table(true).contains("total"));
+    }
+
+    #[test]
+    fn packages_are_selected_by_name_and_an_unknown_one_lists_the_known() {
+        let package = |name: &str| build::MetadataPackage {
+            name: name.to_owned(),
+            manifest_path: PathBuf::from(format!("/w/{name}/Cargo.toml")),
+            targets: Vec::new(),
+        };
+        let metadata = build::WorkspaceMetadata {
+            target_directory: PathBuf::from("/w/target"),
+            packages: vec![package("xtask"), package("llorch-catalog")],
+        };
+        assert_eq!(package_selection(&[], &metadata).unwrap(), ["--workspace"]);
+        assert_eq!(
+            package_selection(&["llorch-catalog".into(), "xtask".into()], &metadata).unwrap(),
+            ["-p", "llorch-catalog", "-p", "xtask"]
+        );
+        let error = package_selection(&["catalog".into()], &metadata)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "`catalog` is not a package of this workspace\nhint: its packages are xtask, llorch-catalog"
+        );
     }
 
     #[test]

@@ -297,8 +297,14 @@ impl Args {
 
 /// systemd's `StateDirectory=` when orcd runs as a service, else the XDG data directory.
 fn default_audit_path() -> PathBuf {
+    audit_path_in(std::env::var_os("STATE_DIRECTORY"))
+}
+
+/// The audit log in systemd's `state_directory` (the `STATE_DIRECTORY` variable), else in the
+/// XDG data directory.
+fn audit_path_in(state_directory: Option<std::ffi::OsString>) -> PathBuf {
     use etcetera::BaseStrategy;
-    let dir = match std::env::var_os("STATE_DIRECTORY") {
+    let dir = match state_directory {
         // systemd may list several directories separated by `:`; the first is ours.
         Some(dirs) => PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default()),
         None => match etcetera::choose_base_strategy() {
@@ -429,3 +435,6 @@ mod tests {
         assert!(eu_default.path.ends_with("audit.jsonl"), "{eu_default:?}");
     }
 }
+
+#[cfg(test)]
+mod parsing_tests;

@@ -334,27 +334,7 @@ pub fn estimate_memory(shape: &ModelShape, file_bytes: u64, plan: ContextPlan) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A GGUF header with the given key-value pairs, as llama.cpp writes it.
-    fn header(pairs: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
-        let mut bytes = b"GGUF".to_vec();
-        bytes.extend(3u32.to_le_bytes());
-        bytes.extend(0u64.to_le_bytes());
-        bytes.extend((pairs.len() as u64).to_le_bytes());
-        for (key, value_type, value) in pairs {
-            bytes.extend((key.len() as u64).to_le_bytes());
-            bytes.extend(key.as_bytes());
-            bytes.extend(value_type.to_le_bytes());
-            bytes.extend(value);
-        }
-        bytes
-    }
-
-    fn text(value: &str) -> Vec<u8> {
-        let mut bytes = (value.len() as u64).to_le_bytes().to_vec();
-        bytes.extend(value.as_bytes());
-        bytes
-    }
+    use crate::parsing_tests::gguf::{header, text};
 
     fn read(bytes: Vec<u8>) -> Result<ModelShape, String> {
         let mut reader = MetadataReader {

@@ -410,3 +410,6 @@ source = { kind = "hf", repo = "example/tiny-GGUF" }
         assert_eq!(diagnostics[0].severity, Severity::Error);
     }
 }
+
+#[cfg(test)]
+mod parsing_tests;

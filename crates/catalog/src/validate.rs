@@ -361,16 +361,7 @@ fn split_problem(file: &str, files: &[String]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::{tests::MINIMAL, Catalog, Severity};
-
-    fn diagnostics_of(text: &str) -> Vec<String> {
-        Catalog::parse(text, "t.toml")
-            .unwrap()
-            .validate()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    }
+    use crate::{parsing_tests::diagnostics_of, tests::MINIMAL, Catalog, Severity};
 
     #[test]
     fn duplicate_ids_are_errors_naming_the_first_line() {

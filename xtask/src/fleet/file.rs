@@ -778,3 +778,6 @@ model = "gemma3-270m"
         assert!(error.contains("box-a, box-b"), "{error}");
     }
 }
+
+#[cfg(test)]
+mod parsing_tests;
