@@ -148,6 +148,16 @@ pub fn submit_and_print(
                 stdout.write_all(text.as_bytes())?;
                 stdout.flush()?;
             }
+            StreamEvent::Queued {
+                state: Some(_),
+                host_id,
+                elapsed_ms,
+                ..
+            } => cx.out.debug(format!(
+                "loading the model on {} ({} ms)",
+                host_id.as_deref().unwrap_or("a host"),
+                elapsed_ms.unwrap_or_default()
+            )),
             StreamEvent::Queued { position, .. } => {
                 cx.out.debug(format!("queued at position {position}"));
             }
@@ -456,10 +466,12 @@ impl OrcdClient {
                     .with_context(|| format!("orcd sent an event this client does not understand: `{}` {}", event.event, event.data))?;
                 on_event(&event)?;
                 match event {
-                    StreamEvent::Queued { job_id: id, position } => {
+                    StreamEvent::Queued { job_id: id, position, state: None, .. } => {
                         job_id = Some(id);
                         queued_at_position.get_or_insert(position);
                     }
+                    // Waiting for its model to load: not a queue position.
+                    StreamEvent::Queued { job_id: id, .. } => job_id = Some(id),
                     StreamEvent::Started { job_id: id, worker_id: worker } => {
                         job_id = Some(id);
                         worker_id = Some(worker);

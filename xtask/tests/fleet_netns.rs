@@ -22,7 +22,7 @@ use std::{
 
 use libtest_mimic::{Arguments, Trial};
 use serde_json::Value;
-use support::netns::{in_netns, ip, KillOnDrop};
+use support::netns::{in_netns, ip, KillOnDrop, Namespaces};
 use support::{Outcome, Sshd, SshdOptions};
 
 fn main() {
@@ -54,76 +54,6 @@ fn netns_unavailable() -> Option<String> {
             None
         }
         Err(error) => Some(error),
-    }
-}
-
-/// Three namespaces on one bridge: `operator` (holds the bridge) at .1, `b` at .2, `c` at .3.
-struct Namespaces {
-    operator: String,
-    b: String,
-    c: String,
-    subnet: String,
-}
-
-impl Namespaces {
-    fn create() -> Result<Namespaces, String> {
-        let id = std::process::id();
-        let namespaces = Namespaces {
-            operator: format!("lo-fl-o-{id}"),
-            b: format!("lo-fl-b-{id}"),
-            c: format!("lo-fl-c-{id}"),
-            subnet: format!("10.214.{}", id % 200 + 20),
-        };
-        for netns in [&namespaces.operator, &namespaces.b, &namespaces.c] {
-            ip(&["netns", "add", netns])?;
-            ip(&["-n", netns, "link", "set", "lo", "up"])?;
-        }
-        let bridge = format!("lofl{}", id % 100_000);
-        let o = &namespaces.operator;
-        ip(&["-n", o, "link", "add", &bridge, "type", "bridge"])?;
-        ip(&["-n", o, "link", "set", &bridge, "up"])?;
-        ip(&[
-            "-n",
-            o,
-            "addr",
-            "add",
-            &format!("{}.1/24", namespaces.subnet),
-            "dev",
-            &bridge,
-        ])?;
-        for (netns, suffix, host) in [(&namespaces.b, "b", 2), (&namespaces.c, "c", 3)] {
-            let outer = format!("lf{suffix}o{}", id % 100_000);
-            let inner = format!("lf{suffix}i{}", id % 100_000);
-            ip(&[
-                "link", "add", &outer, "netns", o, "type", "veth", "peer", "name", &inner, "netns",
-                netns,
-            ])?;
-            ip(&["-n", o, "link", "set", &outer, "master", &bridge])?;
-            ip(&["-n", o, "link", "set", &outer, "up"])?;
-            ip(&[
-                "-n",
-                netns,
-                "addr",
-                "add",
-                &format!("{}.{host}/24", namespaces.subnet),
-                "dev",
-                &inner,
-            ])?;
-            ip(&["-n", netns, "link", "set", &inner, "up"])?;
-        }
-        Ok(namespaces)
-    }
-
-    fn address(&self, host: u8) -> String {
-        format!("{}.{host}", self.subnet)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for netns in [&self.operator, &self.b, &self.c] {
-            let _ = ip(&["netns", "del", netns]);
-        }
     }
 }
 
@@ -227,7 +157,7 @@ fn pid_of(run_dir: &Path, worker: &str) -> Option<u32> {
 }
 
 fn a_fleet_comes_up_from_one_file_and_keeps_to_it() {
-    let namespaces = Namespaces::create().expect("creating the network namespaces");
+    let namespaces = Namespaces::create("fl").expect("creating the network namespaces");
     let repo = support::repo_root();
     let bin_dir = std::env::var_os("LLORCH_BIN_DIR")
         .map(PathBuf::from)
