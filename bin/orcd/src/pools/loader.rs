@@ -305,6 +305,7 @@ async fn load(
     let worker = start_worker(state, &host.url, &launch)
         .await
         .map_err(|reason| LoadFailure::on(&host_id, reason))?;
+    pools.hosts().note_started(&host_id, worker.clone());
     wait_until_live(state, &host_id, &host.url, &worker.worker_id).await?;
     Ok((host_id, worker.worker_id))
 }
