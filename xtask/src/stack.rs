@@ -162,7 +162,8 @@ pub fn start_orcd(
     Ok(info)
 }
 
-fn health_ok(url: &str) -> bool {
+/// `GET {url}/health` answers 2xx within 2 s.
+pub fn health_ok(url: &str) -> bool {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()

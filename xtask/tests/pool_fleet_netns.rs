@@ -14,15 +14,15 @@
 mod support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use libtest_mimic::{Arguments, Trial};
 use llorch_api::pool::{HostInfo, HostState, PoolWorker, PoolWorkerState};
 use serde_json::Value;
-use support::netns::{in_netns, ip, Namespaces};
-use support::{Outcome, Sshd, SshdOptions};
+use support::netns::{in_netns, write_private, Namespaces};
+use support::Outcome;
 
 const GEMMA: &str = "gemma3-270m";
 const QWEN: &str = "qwen2.5-coder-0.5b";
@@ -32,7 +32,7 @@ const LOAD_WAIT: Duration = Duration::from_secs(80);
 
 fn main() {
     let args = Arguments::from_args();
-    let skip = netns_unavailable();
+    let skip = support::netns::netns_unavailable("pf");
     if let Some(reason) = &skip {
         eprintln!(
             "pool_fleet_netns: skipping: network namespaces are not available here ({reason})"
@@ -47,28 +47,6 @@ fn main() {
     )
     .with_ignored_flag(skip.is_some())];
     libtest_mimic::run(&args, tests).exit();
-}
-
-/// Why namespaces cannot be made here, or `None` when they can (one is made and deleted).
-fn netns_unavailable() -> Option<String> {
-    // SAFETY: geteuid has no side effects.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".to_owned());
-    }
-    let probe = format!("lo-pf-probe-{}", std::process::id());
-    match ip(&["netns", "add", &probe]) {
-        Ok(()) => {
-            let _ = ip(&["netns", "del", &probe]);
-            None
-        }
-        Err(error) => Some(error),
-    }
-}
-
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// Two hosts without workers, each a pool manager with room for one of the two models by the
@@ -121,39 +99,7 @@ fn worker_of(hosts: &[HostInfo], model: &str) -> Option<(String, PoolWorker)> {
 
 fn a_fleet_without_workers_loads_models_where_they_fit() {
     let namespaces = Namespaces::create("pf").expect("creating the network namespaces");
-    let repo = support::repo_root();
-    let bin_dir = std::env::var_os("LLORCH_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/release"));
-    let model_base_dir = std::env::var_os("LLORCH_MODEL_BASE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(llorch_catalog::default_model_base_dir);
-    let catalog = llorch_catalog::Catalog::builtin();
-    for model in [GEMMA, QWEN] {
-        let entry = catalog.get(model).expect("a catalog model");
-        assert!(
-            llorch_catalog::model_path(&model_base_dir, entry).is_file(),
-            "run `cargo xtask models download {model}` first"
-        );
-    }
-
-    let host_options = |netns: &str, address: String| SshdOptions {
-        netns: Some(netns.to_owned()),
-        listen: address.parse().unwrap(),
-        remote_bin_dir: Some(bin_dir.clone()),
-        remote_model_base_dir: Some(model_base_dir.clone()),
-    };
-    let sshd_b = Sshd::start_with(host_options(&namespaces.b, namespaces.address(2)));
-    let sshd_c = Sshd::start_with(host_options(&namespaces.c, namespaces.address(3)));
-    std::fs::write(
-        &sshd_b.local.config_path,
-        format!(
-            "version = 1\n\n[remote]\nssh_timeout = 5\n\n{}\n{}",
-            sshd_b.profile_toml("hb"),
-            sshd_c.profile_toml("hc")
-        ),
-    )
-    .unwrap();
+    let (sshd_b, sshd_c) = support::netns::two_fleet_hosts(&namespaces, &[GEMMA, QWEN]);
     let secrets = tempfile::tempdir().unwrap();
     write_private(&secrets.path().join("api-token"), &format!("{API_TOKEN}\n"));
     write_private(

@@ -163,21 +163,21 @@ async fn admit(
         prefixes: crate::scheduler::affinity::task_prefixes(&task.input),
         max_tokens: task.sampling.max_tokens,
     };
+    let admission = Admission {
+        state: state.clone(),
+        job_id,
+        task,
+        submission,
+        span,
+        accepted_at,
+    };
     let admitted = match state.scheduler().submit(new_job.clone()).await {
         // No live worker: a pool manager may start one; the request waits for it. A native
         // stream starts at once and says so meanwhile.
         Err(OrcdError::NoWorker { model }) if state.pools().may_load(&model) => {
             let status = crate::pools::until_placed(&state, &model).await;
-            if submission.api == TaskApi::V2 && task.stream && crate::pools::still_loading(&status)
-            {
-                let admission = Admission {
-                    state,
-                    job_id,
-                    task,
-                    submission,
-                    span,
-                    accepted_at,
-                };
+            let native_stream = admission.submission.api == TaskApi::V2 && admission.task.stream;
+            if native_stream && crate::pools::still_loading(&status) {
                 return Ok(stream_while_loading(admission, new_job, status));
             }
             match crate::pools::wait_loaded(&state, &model, status).await {
@@ -186,14 +186,6 @@ async fn admit(
             }
         }
         other => other,
-    };
-    let admission = Admission {
-        state,
-        job_id,
-        task,
-        submission,
-        span,
-        accepted_at,
     };
     admission.finish(admitted)
 }

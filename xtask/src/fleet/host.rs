@@ -61,6 +61,17 @@ fn yes() -> bool {
     true
 }
 
+impl ApplyRequest {
+    /// The catalog models the host needs: its workers' and its pool manager's.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.workers.iter().map(|spec| spec.model.as_str()).chain(
+            self.pool_manager
+                .iter()
+                .flat_map(|spec| spec.models.iter().map(String::as_str)),
+        )
+    }
+}
+
 /// Whether a step changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -559,17 +570,7 @@ fn prepare(
             return false;
         }
     }
-    let models: BTreeSet<&str> = request
-        .workers
-        .iter()
-        .map(|spec| spec.model.as_str())
-        .chain(
-            request
-                .pool_manager
-                .iter()
-                .flat_map(|spec| spec.models.iter().map(String::as_str)),
-        )
-        .collect();
+    let models: BTreeSet<&str> = request.models().collect();
     for model in models {
         cx.out.status(format!("checking model {model}"));
         let outcome = match crate::models::installed_file(cx, model) {

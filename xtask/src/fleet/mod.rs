@@ -459,19 +459,8 @@ fn up_host(
         Err(error) => return HostResult::failed(&host.name, steps, error.context("checkout")),
     }
     let request = match request_for(fleet, host, true).and_then(|mut request| {
-        request.catalog_entries = crate::models::user_entries_for(
-            cx,
-            request
-                .workers
-                .iter()
-                .map(|spec| spec.model.as_str())
-                .chain(
-                    request
-                        .pool_manager
-                        .iter()
-                        .flat_map(|spec| spec.models.iter().map(String::as_str)),
-                ),
-        )?;
+        let entries = crate::models::user_entries_for(cx, request.models())?;
+        request.catalog_entries = entries;
         Ok(request)
     }) {
         Ok(request) => request,
@@ -810,6 +799,22 @@ fn wait_live(
     Ok(())
 }
 
+/// `  NAME  ACTION`, and why it failed on the lines below.
+fn outcome_line(paint: &crate::output::Paint, outcome: &WorkerOutcome) -> String {
+    format!(
+        "  {}  {}{}",
+        outcome.name,
+        outcome.action.describe(),
+        outcome
+            .error
+            .as_deref()
+            .map(|error| format!(": {}", paint.red("failed"))
+                + "\n    "
+                + &error.replace('\n', "\n    "))
+            .unwrap_or_default()
+    )
+}
+
 /// The summary of `up` and `down`: every host, what changed, every failure and why.
 fn report_hosts(
     cx: &Context,
@@ -867,18 +872,7 @@ fn report_hosts(
                 .as_ref()
                 .filter(|outcome| !outcome.action.is_nothing() || !outcome.ok)
             {
-                cx.out.println(format!(
-                    "  {}  {}{}",
-                    pool_manager::NAME,
-                    outcome.action.describe(),
-                    outcome
-                        .error
-                        .as_deref()
-                        .map(|error| format!(": {}", paint.red("failed"))
-                            + "\n    "
-                            + &error.replace('\n', "\n    "))
-                        .unwrap_or_default()
-                ));
+                cx.out.println(outcome_line(&paint, outcome));
             }
             let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
             for worker in &result.workers {
@@ -891,18 +885,7 @@ fn report_hosts(
                 };
                 *counts.entry(kind).or_default() += 1;
                 if !worker.action.is_nothing() || !worker.ok {
-                    cx.out.println(format!(
-                        "  {}  {}{}",
-                        worker.name,
-                        worker.action.describe(),
-                        worker
-                            .error
-                            .as_deref()
-                            .map(|error| format!(": {}", paint.red("failed"))
-                                + "\n    "
-                                + &error.replace('\n', "\n    "))
-                            .unwrap_or_default()
-                    ));
+                    cx.out.println(outcome_line(&paint, worker));
                 }
             }
             if !counts.is_empty() {

@@ -20,7 +20,10 @@ use super::{
     plan::{Action, Change, Running},
     units,
 };
-use crate::daemon::{DaemonSpec, RunDir};
+use crate::{
+    daemon::{DaemonSpec, RunDir},
+    stack::health_ok,
+};
 
 /// The daemon's name in the run directory and in reports.
 pub const NAME: &str = "pool-managerd";
@@ -57,15 +60,6 @@ fn local_url(spec: &PoolManagerSpec) -> String {
     format!("http://{}", SocketAddr::new(address, spec.port))
 }
 
-fn answers_health(url: &str) -> bool {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .ok()
-        .and_then(|client| client.get(format!("{url}/health")).send().ok())
-        .is_some_and(|response| response.status().is_success())
-}
-
 /// The pool manager the fleet started here, if any: its unit where `systemd` runs one, else
 /// the run directory's record.
 pub fn observe(run_dir: &RunDir, systemd: bool) -> anyhow::Result<Option<ActualPoolManager>> {
@@ -93,7 +87,7 @@ pub fn observe(run_dir: &RunDir, systemd: bool) -> anyhow::Result<Option<ActualP
         let healthy = running
             && spec
                 .as_ref()
-                .is_some_and(|spec| answers_health(&local_url(spec)));
+                .is_some_and(|spec| health_ok(&local_url(spec)));
         ActualPoolManager {
             spec,
             supervisor,
@@ -301,7 +295,7 @@ fn start(run_dir: &RunDir, spec: &PoolManagerSpec, launch: &Launch) -> anyhow::R
 fn wait_health(spec: &PoolManagerSpec, timeout: Duration) -> anyhow::Result<()> {
     let url = local_url(spec);
     let deadline = Instant::now() + timeout;
-    while !answers_health(&url) {
+    while !health_ok(&url) {
         if Instant::now() >= deadline {
             bail!(
                 "the pool manager did not answer {url}/health after {} s",
