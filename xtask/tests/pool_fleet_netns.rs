@@ -151,16 +151,29 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
             std::thread::sleep(Duration::from_millis(250));
         }
     };
-    // A streamed chat completion through orcd; the body of its event stream.
+    // A streamed OpenAI request through orcd: a chat for the instruct model, a completion
+    // for the base model (it has no chat template); the body of its event stream.
     let chat = |model: &str| -> String {
-        let url = format!("{orcd_url}/v1/chat/completions");
-        let body = serde_json::json!({
+        let (path, input) = match model {
+            QWEN => (
+                "chat/completions",
+                serde_json::json!({"messages": [{"role": "user", "content": "Say hello."}]}),
+            ),
+            _ => (
+                "completions",
+                serde_json::json!({"prompt": "Hello, my name is"}),
+            ),
+        };
+        let url = format!("{orcd_url}/v1/{path}");
+        let mut body = serde_json::json!({
             "model": model,
-            "messages": [{"role": "user", "content": "Say hello."}],
             "max_tokens": 6,
             "temperature": 0,
             "stream": true,
         });
+        body.as_object_mut()
+            .unwrap()
+            .extend(input.as_object().unwrap().clone());
         in_netns(&namespaces.operator, || {
             let response = reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(150))
