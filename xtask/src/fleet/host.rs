@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     file::{PoolManagerSpec, Supervisor, WorkerSpec},
-    plan::{self, Action, ActualWorker, Running},
+    plan::{self, Action, ActualWorker, Running, WorkerOutcome},
     pool_manager::{self, ActualPoolManager},
     units,
 };
@@ -87,16 +87,6 @@ pub struct StepReport {
     pub step: String,
     pub outcome: StepOutcome,
     pub detail: String,
-}
-
-/// What happened to one worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerOutcome {
-    pub name: String,
-    #[serde(flatten)]
-    pub action: Action,
-    pub ok: bool,
-    pub error: Option<String>,
 }
 
 /// A model the host could not download: `fleet up` copies it from the operator's machine.

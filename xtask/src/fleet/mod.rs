@@ -24,9 +24,9 @@ use serde::Serialize;
 
 use self::{
     file::{Fleet, FleetHost},
-    host::{ApplyReport, ApplyRequest, HostState, StepOutcome, StepReport, WorkerOutcome},
+    host::{ApplyReport, ApplyRequest, HostState, StepOutcome, StepReport},
     link::HostLink,
-    plan::WorkerPlan,
+    plan::{WorkerOutcome, WorkerPlan},
 };
 use crate::{
     daemon::{DaemonSpec, RunDir},

@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     file::PoolManagerSpec,
-    host::WorkerOutcome,
-    plan::{Action, Change, Running},
+    plan::{Action, Change, Running, WorkerOutcome},
     units,
 };
 use crate::{
@@ -330,9 +329,10 @@ fn stop(run_dir: &RunDir, actual: Option<&ActualPoolManager>) -> anyhow::Result<
 }
 
 /// The workers of the pool manager the fleet runs on this machine, with its URL; `None` when
-/// none runs here. Asked with this host's worker token (the one `fleet up` placed).
+/// none runs here. Asked with `token`, this host's worker token (the one `fleet up` placed).
 pub fn local_workers(
     run_dir: &RunDir,
+    token: Option<&str>,
 ) -> Option<anyhow::Result<(String, Vec<llorch_api::pool::PoolWorker>)>> {
     let found = observe(run_dir, units::available()).ok().flatten()?;
     let spec = found.spec.filter(|_| found.running)?;
@@ -343,9 +343,8 @@ pub fn local_workers(
             .build()
             .context("building an HTTP client")?
             .get(format!("{url}/workers"));
-        let token_path = crate::pool::spawn::host_token_path()?;
-        if let Ok(text) = std::fs::read_to_string(&token_path) {
-            request = request.bearer_auth(text.trim());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
         }
         let workers = request
             .send()

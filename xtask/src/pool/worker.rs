@@ -620,10 +620,17 @@ pub fn worker_rows(run_dir: &RunDir) -> anyhow::Result<Vec<WorkerRow>> {
     Ok(rows)
 }
 
-/// The run directory's workers, then those of this host's pool manager when one runs.
-pub fn list(cx: &crate::Context, run_dir: &RunDir) -> anyhow::Result<()> {
+/// A running pool manager's URL and workers, or why they could not be read.
+pub type PoolWorkers = anyhow::Result<(String, Vec<llorch_api::pool::PoolWorker>)>;
+
+/// The run directory's workers, then `pooled`: those of this host's pool manager when one runs.
+pub fn list(
+    cx: &crate::Context,
+    run_dir: &RunDir,
+    pooled: Option<PoolWorkers>,
+) -> anyhow::Result<()> {
     let mut rows = worker_rows(run_dir)?;
-    match crate::fleet::pool_manager::local_workers(run_dir) {
+    match pooled {
         Some(Ok((url, workers))) => rows.extend(
             workers
                 .iter()
