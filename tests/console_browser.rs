@@ -1,5 +1,6 @@
 //! The web console in a real browser: headless Chromium driven over WebDriver (chromedriver)
-//! against the real orcd (tokens on) and a real worker serving the chat model, all on loopback.
+//! against the real orcd (tokens on) and a real worker serving the chat model, all on loopback;
+//! a host registered as a pool manager would be (its facts only) fills the Hosts page.
 //! Screenshots of each page go to `target/console-screenshots/`.
 //!
 //! A custom harness (libtest-mimic) so that the test reports itself *ignored* — counted as
@@ -199,6 +200,8 @@ async fn console_in_a_browser(chromium: &Path, chromedriver: &Path) -> anyhow::R
     )
     .await?;
 
+    register_host(&orcd.url).await?;
+
     let driver = ChromeDriver::start(chromedriver).await?;
     let profile = tempfile::tempdir()?;
     let mut capabilities = serde_json::Map::new();
@@ -224,6 +227,32 @@ async fn console_in_a_browser(chromium: &Path, chromedriver: &Path) -> anyhow::R
     // Close the browser whatever happened; the daemons stop on drop.
     let _ = browser.close().await;
     result
+}
+
+/// The host the Hosts page shows: registered as a pool manager does, with its facts (nothing
+/// answers at its URL; orcd only reads what it reported).
+const POOL_HOST: &str = "console-host";
+
+async fn register_host(orcd: &str) -> anyhow::Result<()> {
+    let facts = json!({
+        "host_name": POOL_HOST, "os": "linux", "cpu_model": "test cpu", "physical_cores": 4,
+        "ram_total_bytes": 8u64 << 30, "ram_available_bytes": 6u64 << 30, "load_average": 1.5,
+        "gpus": [{"index": 0, "name": "test gpu", "memory_total_bytes": 4u64 << 30,
+                  "memory_used_bytes": 1u64 << 30, "utilization_percent": 10.0}],
+        "disk_free_bytes": 100u64 << 30,
+        "models": [{"model": CHAT_MODEL, "file": "model.gguf", "bytes": 400u64 << 20,
+                    "verified": true, "estimated_bytes": 600u64 << 20}],
+        "workers": [], "memory_budget_bytes": 2u64 << 30, "backends": ["cpu"],
+    });
+    reqwest::Client::new()
+        .post(format!("{orcd}/pools/register"))
+        .bearer_auth(WORKER_TOKEN)
+        .json(&json!({"host_id": POOL_HOST, "url": "http://127.0.0.1:9", "facts": facts}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("registering the console test's host")?;
+    Ok(())
 }
 
 async fn drive(browser: &Client, orcd: &str, client_tokens: &str) -> anyhow::Result<()> {
@@ -263,6 +292,30 @@ async fn drive(browser: &Client, orcd: &str, client_tokens: &str) -> anyhow::Res
         "the token leaked into the URL: {url}"
     );
     screenshot(browser, "fleet").await?;
+
+    // The Hosts page: the host's bars and models on disk, and the chat model's row, loaded.
+    browser
+        .find(Locator::Id("nav-hosts"))
+        .await?
+        .click()
+        .await?;
+    wait_for(
+        browser,
+        "the host's row with its RAM, budget and GPU bars",
+        long,
+        "const row = document.querySelector(`#hosts tbody tr[data-host='${arguments[0]}']`);          if (!row) return null;          return row.querySelectorAll('meter').length === 4            && row.textContent.includes('RAM 2048 MiB / 8192 MiB')            && row.textContent.includes('GPU 0 1024 MiB / 4096 MiB')            && row.textContent.includes(arguments[1]);",
+        vec![json!(POOL_HOST), json!(CHAT_MODEL)],
+    )
+    .await?;
+    wait_for(
+        browser,
+        "the chat model's row: loaded, with Unload enabled and Load not",
+        long,
+        "const row = document.querySelector(`#model-status tbody tr[data-model='${arguments[0]}']`);          if (!row) return null;          const [load, unload] = row.querySelectorAll('button');          return row.cells[1].textContent === 'loaded' && load.disabled && !unload.disabled;",
+        vec![json!(CHAT_MODEL)],
+    )
+    .await?;
+    screenshot(browser, "hosts").await?;
 
     // A chat: the answer grows in at least three steps before it is done.
     browser.find(Locator::Id("nav-chat")).await?.click().await?;

@@ -99,6 +99,16 @@ pub fn submit_and_print(
                 stdout.write_all(text.as_bytes())?;
                 stdout.flush()?;
             }
+            StreamEvent::Queued {
+                state: Some(_),
+                host_id,
+                elapsed_ms,
+                ..
+            } => cx.out.debug(format!(
+                "loading the model on {} ({} ms)",
+                host_id.as_deref().unwrap_or("a host"),
+                elapsed_ms.unwrap_or_default()
+            )),
             StreamEvent::Queued { position, .. } => {
                 cx.out.debug(format!("queued at position {position}"));
             }

@@ -209,8 +209,9 @@ fn ensure_worker(
         )
         .map_err(|not_live| {
             anyhow::anyhow!(
-                "worker {} is running but orcd does not list it live: {not_live}\n{}\nhint: check that the worker's --orchestrator-url reaches orcd",
+                "worker {} is running but orcd does not list it live: {not_live} ({})\n{}\nhint: check that the worker's --orchestrator-url reaches orcd",
                 info.name,
+                llorch_client::wait::live_ids(&not_live.last),
                 daemon::log_tail_section(&info.log_path, daemon::LOG_TAIL_LINES)
             )
         })?;

@@ -57,7 +57,7 @@ fn plan_says_it_starts_orcd_up_starts_it_and_down_stops_it() {
     let port = support::free_port();
     let url = format!("http://127.0.0.1:{port}");
     fleet.write_fleet(&format!(
-        "[orchestrator]\nurl = \"{url}\"\nlisten = \"127.0.0.1:{port}\"\n\n[hosts.local]\n"
+        "[orchestrator]\nurl = \"{url}\"\nlisten = \"127.0.0.1:{port}\"\n\n[hosts.local]\npool_manager = {{ enabled = false }}\n"
     ));
 
     let plan = fleet.xtask(&orcd_dir).run(["fleet", "plan"]).success();

@@ -15,19 +15,19 @@
 mod support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use libtest_mimic::{Arguments, Trial};
 use serde_json::Value;
-use support::netns::{in_netns, ip, KillOnDrop};
-use support::{Outcome, Sshd, SshdOptions};
+use support::netns::{in_netns, write_private, KillOnDrop, Namespaces};
+use support::{Outcome, Sshd};
 
 fn main() {
     let args = Arguments::from_args();
-    let skip = netns_unavailable();
+    let skip = support::netns::netns_unavailable("fl");
     if let Some(reason) = &skip {
         eprintln!("fleet_netns: skipping: network namespaces are not available here ({reason})");
     }
@@ -39,92 +39,6 @@ fn main() {
         .with_ignored_flag(skip.is_some()),
     ];
     libtest_mimic::run(&args, tests).exit();
-}
-
-/// Why namespaces cannot be made here, or `None` when they can (one is made and deleted).
-fn netns_unavailable() -> Option<String> {
-    // SAFETY: geteuid has no side effects.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".to_owned());
-    }
-    let probe = format!("lo-fl-probe-{}", std::process::id());
-    match ip(&["netns", "add", &probe]) {
-        Ok(()) => {
-            let _ = ip(&["netns", "del", &probe]);
-            None
-        }
-        Err(error) => Some(error),
-    }
-}
-
-/// Three namespaces on one bridge: `operator` (holds the bridge) at .1, `b` at .2, `c` at .3.
-struct Namespaces {
-    operator: String,
-    b: String,
-    c: String,
-    subnet: String,
-}
-
-impl Namespaces {
-    fn create() -> Result<Namespaces, String> {
-        let id = std::process::id();
-        let namespaces = Namespaces {
-            operator: format!("lo-fl-o-{id}"),
-            b: format!("lo-fl-b-{id}"),
-            c: format!("lo-fl-c-{id}"),
-            subnet: format!("10.214.{}", id % 200 + 20),
-        };
-        for netns in [&namespaces.operator, &namespaces.b, &namespaces.c] {
-            ip(&["netns", "add", netns])?;
-            ip(&["-n", netns, "link", "set", "lo", "up"])?;
-        }
-        let bridge = format!("lofl{}", id % 100_000);
-        let o = &namespaces.operator;
-        ip(&["-n", o, "link", "add", &bridge, "type", "bridge"])?;
-        ip(&["-n", o, "link", "set", &bridge, "up"])?;
-        ip(&[
-            "-n",
-            o,
-            "addr",
-            "add",
-            &format!("{}.1/24", namespaces.subnet),
-            "dev",
-            &bridge,
-        ])?;
-        for (netns, suffix, host) in [(&namespaces.b, "b", 2), (&namespaces.c, "c", 3)] {
-            let outer = format!("lf{suffix}o{}", id % 100_000);
-            let inner = format!("lf{suffix}i{}", id % 100_000);
-            ip(&[
-                "link", "add", &outer, "netns", o, "type", "veth", "peer", "name", &inner, "netns",
-                netns,
-            ])?;
-            ip(&["-n", o, "link", "set", &outer, "master", &bridge])?;
-            ip(&["-n", o, "link", "set", &outer, "up"])?;
-            ip(&[
-                "-n",
-                netns,
-                "addr",
-                "add",
-                &format!("{}.{host}/24", namespaces.subnet),
-                "dev",
-                &inner,
-            ])?;
-            ip(&["-n", netns, "link", "set", &inner, "up"])?;
-        }
-        Ok(namespaces)
-    }
-
-    fn address(&self, host: u8) -> String {
-        format!("{}.{host}", self.subnet)
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for netns in [&self.operator, &self.b, &self.c] {
-            let _ = ip(&["netns", "del", netns]);
-        }
-    }
 }
 
 /// Stops the sshd of a host (SIGTERM to the pid in its PidFile).
@@ -182,12 +96,6 @@ fn fleet_toml(orcd: &str, dir: &Path, b2_slots: u32) -> String {
     )
 }
 
-fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 /// The `hosts[]` entry of a `fleet up`/`down` document for `host`.
 fn host<'a>(document: &'a Value, host: &str) -> &'a Value {
     document["hosts"]
@@ -227,41 +135,8 @@ fn pid_of(run_dir: &Path, worker: &str) -> Option<u32> {
 }
 
 fn a_fleet_comes_up_from_one_file_and_keeps_to_it() {
-    let namespaces = Namespaces::create().expect("creating the network namespaces");
-    let repo = support::repo_root();
-    let bin_dir = std::env::var_os("LLORCH_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/release"));
-    let model_base_dir = std::env::var_os("LLORCH_MODEL_BASE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(llorch_catalog::default_model_base_dir);
-    let catalog = llorch_catalog::Catalog::builtin();
-    let model = catalog
-        .get("gemma3-270m")
-        .expect("gemma3-270m is in the catalog");
-    assert!(
-        llorch_catalog::model_path(&model_base_dir, model).is_file(),
-        "run `cargo xtask models download gemma3-270m` first"
-    );
-
-    let host_options = |netns: &str, address: String| SshdOptions {
-        netns: Some(netns.to_owned()),
-        listen: address.parse().unwrap(),
-        remote_bin_dir: Some(bin_dir.clone()),
-        remote_model_base_dir: Some(model_base_dir.clone()),
-    };
-    let sshd_b = Sshd::start_with(host_options(&namespaces.b, namespaces.address(2)));
-    let sshd_c = Sshd::start_with(host_options(&namespaces.c, namespaces.address(3)));
-    // The operator's config: both hosts, reached with their own keys.
-    std::fs::write(
-        &sshd_b.local.config_path,
-        format!(
-            "version = 1\n\n[remote]\nssh_timeout = 5\n\n{}\n{}",
-            sshd_b.profile_toml("hb"),
-            sshd_c.profile_toml("hc")
-        ),
-    )
-    .unwrap();
+    let namespaces = Namespaces::create("fl").expect("creating the network namespaces");
+    let (sshd_b, sshd_c) = support::netns::two_fleet_hosts(&namespaces, &["gemma3-270m"]);
     let secrets = tempfile::tempdir().unwrap();
     write_private(
         &secrets.path().join("api-token"),

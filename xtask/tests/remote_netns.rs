@@ -205,7 +205,7 @@ fn a_worker_in_another_network_namespace_registers_with_orcd_and_serves_a_task()
             .wait_until_live("netns-worker live", Duration::from_secs(60), |workers| {
                 workers.iter().any(is_live)
             })
-            .unwrap_or_else(|not_live| not_live.workers);
+            .unwrap_or_else(|not_live| not_live.last);
         let result = client.post_body::<_, llorch_api::TaskResult>(
             "/v2/tasks",
             &serde_json::json!({

@@ -1,12 +1,13 @@
-// The console's entry point: page switching (#fleet, #throughput, #chat), asking for the API
+// The console's entry point: page switching (#fleet, #hosts, #throughput, #chat), asking for the API
 // token when orcd answers 401, and following `GET /v2/events` (reconnecting when it drops).
 
 import { onUnauthorized, readEvents, request, setToken, token, Unauthorized } from "./api.js";
 import { initChat } from "./chat.js";
 import { applyEvent, initFleet, renderFleet } from "./fleet.js";
+import { onPlacementEvent, showHosts } from "./hosts.js";
 import { initThroughput, renderThroughput } from "./throughput.js";
 
-const PAGES = ["fleet", "throughput", "chat"];
+const PAGES = ["fleet", "hosts", "throughput", "chat"];
 const RECONNECT_MS = 2000;
 
 const $ = (id) => document.getElementById(id);
@@ -26,6 +27,7 @@ function showPage() {
   if (page === "throughput") {
     renderThroughput();
   }
+  showHosts(page === "hosts");
 }
 
 function setConnection(state, text) {
@@ -78,7 +80,10 @@ async function followEvents() {
     try {
       const response = await request("/v2/events", { headers: { accept: "text/event-stream" } });
       setConnection("live", "live");
-      await readEvents(response, (name, data) => applyEvent(name, JSON.parse(data)));
+      await readEvents(response, (name, data) => {
+        applyEvent(name, JSON.parse(data));
+        onPlacementEvent(name);
+      });
       setConnection("error", "event stream ended; reconnecting");
     } catch (error) {
       if (error instanceof Unauthorized) {

@@ -24,6 +24,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("app.js", JAVASCRIPT, include_str!("../console/app.js")),
     ("api.js", JAVASCRIPT, include_str!("../console/api.js")),
     ("fleet.js", JAVASCRIPT, include_str!("../console/fleet.js")),
+    ("hosts.js", JAVASCRIPT, include_str!("../console/hosts.js")),
     (
         "throughput.js",
         JAVASCRIPT,

@@ -296,10 +296,7 @@ impl JobRun {
             match notice {
                 Some(JobNotice::Dispatch { worker_id, url }) => return Ok((worker_id, url)),
                 Some(JobNotice::Queued { position }) => {
-                    let queued = StreamEvent::Queued {
-                        job_id: self.context.job_id.clone(),
-                        position,
-                    };
+                    let queued = StreamEvent::queued(self.context.job_id.clone(), position);
                     // Not `emit`: blocking on a slow client here could swallow the `Dispatch`
                     // notice. A position a full buffer misses is superseded by the next one.
                     match self.items.try_send(Ok(queued)) {

@@ -109,10 +109,7 @@ mod tests {
             draft_tokens_accepted: 0,
         });
         let items = vec![
-            Ok(StreamEvent::Queued {
-                job_id: "j".into(),
-                position: 2,
-            }),
+            Ok(StreamEvent::queued("j", 2)),
             Ok(done.clone()),
             Err(OrcdError::ShuttingDown),
         ];
@@ -129,10 +126,7 @@ mod tests {
         assert_eq!(
             parsed,
             vec![
-                StreamEvent::Queued {
-                    job_id: "j".into(),
-                    position: 2
-                },
+                StreamEvent::queued("j", 2),
                 done,
                 StreamEvent::Error {
                     message: "orcd is shutting down; the job was not finished".into(),

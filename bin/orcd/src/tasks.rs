@@ -154,70 +154,166 @@ async fn admit(
     submission: Submission,
     span: tracing::Span,
 ) -> Result<StartedJob, OrcdError> {
-    let Submission {
-        actor,
-        api,
-        requested_model,
-        account,
-    } = submission;
     let accepted_at = Instant::now();
     let new_job = NewJob {
         job_id: job_id.clone(),
         model: task.model.clone(),
         submitted_at_ms: unix_millis(),
-        owner: actor.token.clone(),
+        owner: submission.actor.token.clone(),
         prefixes: crate::scheduler::affinity::task_prefixes(&task.input),
         max_tokens: task.sampling.max_tokens,
     };
+    let admission = Admission {
+        state: state.clone(),
+        job_id,
+        task,
+        submission,
+        span,
+        accepted_at,
+    };
     let admitted = match state.scheduler().submit(new_job.clone()).await {
-        // No live worker: a pool manager may start one; the request waits for it.
+        // No live worker: a pool manager may start one; the request waits for it. A native
+        // stream starts at once and says so meanwhile.
         Err(OrcdError::NoWorker { model }) if state.pools().may_load(&model) => {
-            match crate::pools::ensure_loaded(&state, &model).await {
+            let status = crate::pools::until_placed(&state, &model).await;
+            let native_stream = admission.submission.api == TaskApi::V2 && admission.task.stream;
+            if native_stream && crate::pools::still_loading(&status) {
+                return Ok(stream_while_loading(admission, new_job, status));
+            }
+            match crate::pools::wait_loaded(&state, &model, status).await {
                 Ok(()) => state.scheduler().submit(new_job).await,
                 Err(error) => Err(error),
             }
         }
         other => other,
     };
-    let notices = match admitted {
-        Ok(notices) => notices,
-        Err(error) => {
-            state.metrics().job_rejected();
-            return Err(error);
-        }
-    };
-    tracing::info!(model = %task.model, stream = task.stream, api = api.as_str(), "task accepted");
-    if let Some(audit) = state.audit() {
-        audit.record(
-            Some(actor.clone()),
-            task_submitted(&job_id, &task, api, requested_model),
-        );
-    }
-    let model = task.model.clone();
-    let items = spawn_job(
-        JobContext {
-            job_id: job_id.clone(),
-            job_metrics: state.metrics().for_job(&task.model),
+    admission.finish(admitted)
+}
+
+/// A job on its way in: what [`Admission::finish`] needs once the scheduler has answered.
+struct Admission {
+    state: AppState,
+    job_id: String,
+    task: ValidTask,
+    submission: Submission,
+    span: tracing::Span,
+    accepted_at: Instant,
+}
+
+impl Admission {
+    /// Audits an admitted job and starts the task that runs it; counts a refused one.
+    fn finish(
+        self,
+        admitted: Result<mpsc::UnboundedReceiver<crate::scheduler::JobNotice>, OrcdError>,
+    ) -> Result<StartedJob, OrcdError> {
+        let Admission {
+            state,
+            job_id,
             task,
-            scheduler: state.scheduler().clone(),
-            http: state.http().clone(),
-            abort: state.abort_signal(),
-            metrics: state.shared_metrics(),
-            audit: state.audit().cloned(),
-            submitted_by: actor.clone(),
-            accepted_at,
+            submission,
             span,
-        },
-        notices,
+            accepted_at,
+        } = self;
+        let Submission {
+            actor,
+            api,
+            requested_model,
+            account,
+        } = submission;
+        let notices = match admitted {
+            Ok(notices) => notices,
+            Err(error) => {
+                state.metrics().job_rejected();
+                return Err(error);
+            }
+        };
+        tracing::info!(model = %task.model, stream = task.stream, api = api.as_str(), "task accepted");
+        if let Some(audit) = state.audit() {
+            audit.record(
+                Some(actor.clone()),
+                task_submitted(&job_id, &task, api, requested_model),
+            );
+        }
+        let model = task.model.clone();
+        let items = spawn_job(
+            JobContext {
+                job_id: job_id.clone(),
+                job_metrics: state.metrics().for_job(&task.model),
+                task,
+                scheduler: state.scheduler().clone(),
+                http: state.http().clone(),
+                abort: state.abort_signal(),
+                metrics: state.shared_metrics(),
+                audit: state.audit().cloned(),
+                submitted_by: actor.clone(),
+                accepted_at,
+                span,
+            },
+            notices,
+        );
+        let items = count_usage(
+            items,
+            account,
+            model,
+            state.keys().clone(),
+            state.shared_metrics(),
+        );
+        Ok(StartedJob { job_id, items })
+    }
+}
+
+/// Items buffered while a native stream waits for its model to load.
+const LOADING_BUFFER: usize = 16;
+
+/// A native stream whose model must load first: it starts now with `queued` events in the
+/// `loading` state, then carries the job once the model has a worker, or the load's error.
+fn stream_while_loading(
+    admission: Admission,
+    new_job: NewJob,
+    status: tokio::sync::watch::Receiver<crate::pools::LoadStatus>,
+) -> StartedJob {
+    let (sender, receiver) = mpsc::channel(LOADING_BUFFER);
+    let job_id = admission.job_id.clone();
+    let span = admission.span.clone();
+    tokio::spawn(
+        async move {
+            let state = admission.state.clone();
+            let waited = crate::pools::load_reporting(
+                &state,
+                &new_job.model,
+                status,
+                &admission.job_id,
+                &sender,
+            )
+            .await;
+            let admitted = match waited {
+                crate::pools::LoadWait::ClientGone => return,
+                crate::pools::LoadWait::Failed(error) => Err(error),
+                crate::pools::LoadWait::Loaded => state.scheduler().submit(new_job).await,
+            };
+            match admission.finish(admitted) {
+                // Relayed until the client leaves; dropping `items` then cancels the job.
+                Ok(StartedJob { mut items, .. }) => loop {
+                    let item = tokio::select! {
+                        item = items.recv() => item,
+                        () = sender.closed() => None,
+                    };
+                    let Some(item) = item else { break };
+                    if sender.send(item).await.is_err() {
+                        break;
+                    }
+                },
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                }
+            }
+        }
+        .instrument(span),
     );
-    let items = count_usage(
-        items,
-        account,
-        model,
-        state.keys().clone(),
-        state.shared_metrics(),
-    );
-    Ok(StartedJob { job_id, items })
+    StartedJob {
+        job_id,
+        items: receiver,
+    }
 }
 
 /// The audit record of an accepted task: the prompt's size and hash, never its text.

@@ -2,7 +2,8 @@
 //! servers that "start" fake workers and report their host) so no model is loaded: a request
 //! for an unloaded model loads it and completes, idle workers are unloaded after keep_alive,
 //! no room is a 503 with the figures, a failed start answers with the host's reason and the
-//! next request avoids that host, and the pool routes need the worker token.
+//! next request avoids that host, a native stream says which host its model loads on while it
+//! waits, and the pool routes need the worker token.
 
 use crate::support;
 
@@ -21,7 +22,7 @@ use llorch_api::pool::{
     DiskModel, HostFacts, HostInfo, HostState, PoolErrorBody, PoolRegistration, PoolWorker,
     PoolWorkerState, StopMode, WorkerLaunch, WorkerStarted,
 };
-use llorch_api::{Backend, ErrorBody, ErrorKind};
+use llorch_api::{Backend, ErrorBody, ErrorKind, StreamEvent};
 use orcd::pools::{Policies, PoolSettings};
 use orcd::Settings;
 use support::{eventually, within, FakeWorker, Orcd, Script};
@@ -340,6 +341,65 @@ async fn a_request_for_an_unloaded_model_loads_it_and_completes() {
         )),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_native_stream_says_its_model_loads_on_which_host_then_streams() {
+    let orcd = Orcd::start(settings("")).await;
+    let _pool = FakePool::start(&orcd, "host-a", 4096, 400, OnStart::Register).await;
+    let mut task = task();
+    task["stream"] = true.into();
+    let response = orcd.submit(task).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let events: Vec<StreamEvent> = within("the whole stream", async {
+        response
+            .bytes_stream()
+            .eventsource()
+            .map(|event| {
+                let event = event.unwrap();
+                StreamEvent::from_sse(&event.event, &event.data).unwrap()
+            })
+            .collect()
+            .await
+    })
+    .await;
+    // The fake worker registers 200 ms after its start: the stream is told meanwhile.
+    let StreamEvent::Queued {
+        state,
+        host_id,
+        elapsed_ms,
+        position,
+        ..
+    } = &events[0]
+    else {
+        panic!("the stream starts with `queued`: {events:?}");
+    };
+    assert_eq!(*state, Some(llorch_api::QueuedState::Loading), "{events:?}");
+    assert_eq!(host_id.as_deref(), Some("host-a"));
+    assert_eq!((*position, elapsed_ms.is_some()), (0, true));
+    let started = events
+        .iter()
+        .position(|event| matches!(event, StreamEvent::Started { .. }))
+        .expect("the job starts once the model is loaded");
+    assert!(events[..started]
+        .iter()
+        .all(|event| matches!(event, StreamEvent::Queued { .. })));
+    assert!(
+        matches!(events.last(), Some(StreamEvent::Done(_))),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_native_stream_for_a_model_with_no_room_is_still_a_503() {
+    let orcd = Orcd::start(settings("")).await;
+    let _pool = FakePool::start(&orcd, "host-a", 1024, 4096, OnStart::Register).await;
+    let mut task = task();
+    task["stream"] = true.into();
+    let response = orcd.submit(task).await;
+    assert_eq!(response.status(), 503);
+    let body: ErrorBody = response.json().await.unwrap();
+    assert!(body.error.contains("4096 MiB"), "{}", body.error);
 }
 
 #[tokio::test]

@@ -365,8 +365,20 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StreamEvent {
-    /// orcd: the job waits for a free slot; `position` 1 is next.
-    Queued { job_id: String, position: u32 },
+    /// orcd: the job waits for a free slot; `position` 1 is next. While orcd loads the job's
+    /// model on a host first, `state` is `loading` (with `position` 0: the job is not queued
+    /// yet), `host_id` names the host once placement chose it, and `elapsed_ms` is the time
+    /// since the wait began; such an event comes at once and then every second.
+    Queued {
+        job_id: String,
+        position: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<QueuedState>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        elapsed_ms: Option<u64>,
+    },
     /// orcd: the job was dispatched to a worker.
     Started { job_id: String, worker_id: String },
     /// worker: one piece of generated text (always whole UTF-8 characters), with the
@@ -392,7 +404,41 @@ pub enum StreamEvent {
     },
 }
 
+/// Why a `queued` job waits, when it is not simply for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueuedState {
+    /// orcd is loading the job's model on a host (a pool manager starts its worker).
+    Loading,
+}
+
 impl StreamEvent {
+    /// A job's place in its model's queue.
+    pub fn queued(job_id: impl Into<String>, position: u32) -> StreamEvent {
+        StreamEvent::Queued {
+            job_id: job_id.into(),
+            position,
+            state: None,
+            host_id: None,
+            elapsed_ms: None,
+        }
+    }
+
+    /// A job that waits while its model loads (on `host_id`, once chosen) since `elapsed_ms`.
+    pub fn loading(
+        job_id: impl Into<String>,
+        host_id: Option<String>,
+        elapsed_ms: u64,
+    ) -> StreamEvent {
+        StreamEvent::Queued {
+            job_id: job_id.into(),
+            position: 0,
+            state: Some(QueuedState::Loading),
+            host_id,
+            elapsed_ms: Some(elapsed_ms),
+        }
+    }
+
     /// The SSE `event:` name of this event.
     pub fn name(&self) -> &'static str {
         match self {
@@ -626,10 +672,9 @@ mod tests {
     #[test]
     fn stream_events_round_trip_through_sse_fields() {
         let events = [
-            StreamEvent::Queued {
-                job_id: "j1".into(),
-                position: 2,
-            },
+            StreamEvent::queued("j1", 2),
+            StreamEvent::loading("j1", Some("gpu-box".into()), 1500),
+            StreamEvent::loading("j1", None, 0),
             StreamEvent::Started {
                 job_id: "j1".into(),
                 worker_id: "w".into(),

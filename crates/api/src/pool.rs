@@ -294,9 +294,46 @@ pub struct LogTail {
     pub lines: Vec<String>,
 }
 
+/// A byte count with an optional binary or decimal unit: `512MiB`, `2GiB`, `1.5G`, `4000`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: use e.g. `512MiB`, `2GiB` or bytes"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit `{other}` in `{text}`: use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)")),
+    };
+    Ok((number * scale as f64) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_bytes("4000"), Ok(4000));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1.5G"), Ok(1_500_000_000));
+        assert!(parse_bytes("lots").unwrap_err().contains("not a size"));
+        assert!(parse_bytes("3 parsecs")
+            .unwrap_err()
+            .contains("unknown size unit"));
+    }
 
     #[test]
     fn a_launch_needs_only_a_model_and_refuses_unknown_fields() {

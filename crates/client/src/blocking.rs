@@ -6,7 +6,11 @@ use std::time::Duration;
 use llorch_api::{StreamEvent, TaskRequest, WorkerInfo};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{orcd, wait::NotLive, JobOutcome};
+use crate::{
+    orcd,
+    wait::{NotLive, TimedOut},
+    JobOutcome,
+};
 
 /// A blocking client of one orcd. Not for use inside an async runtime.
 pub struct OrcdClient {
@@ -56,6 +60,18 @@ impl OrcdClient {
 
     pub fn workers(&self) -> anyhow::Result<Vec<WorkerInfo>> {
         self.runtime.block_on(self.inner.workers())
+    }
+
+    /// See [`orcd::OrcdClient::wait_for`].
+    pub fn wait_for<T: DeserializeOwned + Default>(
+        &self,
+        path: &str,
+        what: &str,
+        timeout: Duration,
+        ready: impl FnMut(&T) -> bool,
+    ) -> Result<T, TimedOut<T>> {
+        self.runtime
+            .block_on(self.inner.wait_for(path, what, timeout, ready))
     }
 
     /// See [`orcd::OrcdClient::wait_until_live`].

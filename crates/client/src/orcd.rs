@@ -10,7 +10,10 @@ use futures::{Stream, StreamExt};
 use llorch_api::{ErrorBody, GenerationStats, StreamEvent, TaskRequest, WorkerInfo};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::{http, wait::NotLive};
+use crate::{
+    http,
+    wait::{NotLive, TimedOut},
+};
 
 /// How long a request that expects a JSON answer may take, unless the caller says otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -234,27 +237,29 @@ impl OrcdClient {
         self.get_json("/workers").await
     }
 
-    /// Polls `GET /workers` until `ready` accepts the list, and returns that list; after
-    /// `timeout`, a [`NotLive`] with the last list orcd gave (or why it gave none).
-    pub async fn wait_until_live(
+    /// Polls `GET path` until `ready` accepts orcd's answer, and returns that answer; after
+    /// `timeout`, a [`TimedOut`] with the last answer orcd gave (or why it gave none). The one
+    /// wait on orcd: for workers ([`OrcdClient::wait_until_live`]), hosts, models.
+    pub async fn wait_for<T: DeserializeOwned + Default>(
         &self,
+        path: &str,
         what: &str,
         timeout: Duration,
-        mut ready: impl FnMut(&[WorkerInfo]) -> bool,
-    ) -> Result<Vec<WorkerInfo>, NotLive> {
+        mut ready: impl FnMut(&T) -> bool,
+    ) -> Result<T, TimedOut<T>> {
         let deadline = Instant::now() + timeout;
-        let mut last = NotLive {
+        let mut last = TimedOut {
             orcd_url: self.base_url.clone(),
             what: what.to_owned(),
             waited: timeout,
-            workers: Vec::new(),
+            last: T::default(),
             last_error: None,
         };
         loop {
-            match self.workers().await {
-                Ok(workers) if ready(&workers) => return Ok(workers),
-                Ok(workers) => {
-                    last.workers = workers;
+            match self.get_json::<T>(path).await {
+                Ok(answer) if ready(&answer) => return Ok(answer),
+                Ok(answer) => {
+                    last.last = answer;
                     last.last_error = None;
                 }
                 Err(error) => last.last_error = Some(format!("{error:#}")),
@@ -264,6 +269,20 @@ impl OrcdClient {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// Polls `GET /workers` until `ready` accepts the list: the one wait until orcd lists the
+    /// workers a caller started as live.
+    pub async fn wait_until_live(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut(&[WorkerInfo]) -> bool,
+    ) -> Result<Vec<WorkerInfo>, NotLive> {
+        self.wait_for("/workers", what, timeout, |workers: &Vec<WorkerInfo>| {
+            ready(workers)
+        })
+        .await
     }
 
     /// Opens a server-sent event stream (`GET path`) and calls `on_event` with each event's
@@ -347,10 +366,14 @@ impl OrcdClient {
                 StreamEvent::Queued {
                     job_id: id,
                     position,
+                    state: None,
+                    ..
                 } => {
                     job_id = Some(id);
                     queued_at_position.get_or_insert(position);
                 }
+                // Waiting for its model to load: not a place in the queue.
+                StreamEvent::Queued { job_id: id, .. } => job_id = Some(id),
                 StreamEvent::Started {
                     job_id: id,
                     worker_id: worker,

@@ -93,46 +93,52 @@ pub fn is_healthy(base_url: &str, timeout: Duration) -> bool {
         .is_ok_and(|response| response.status().is_success())
 }
 
-/// orcd did not list the expected workers as live in time: what it listed last.
+/// A wait on orcd ended at its deadline: what orcd answered last.
 #[derive(Debug, Clone)]
-pub struct NotLive {
+pub struct TimedOut<T> {
     pub orcd_url: String,
-    /// What was awaited, in words ("worker gpu-a-gemma3-270m live").
+    /// What was awaited, in words ("2 worker(s) live").
     pub what: String,
     pub waited: Duration,
-    /// orcd's last `/workers` list (empty when it never answered).
-    pub workers: Vec<WorkerInfo>,
-    /// Why orcd gave no list the last time it was asked, if it did not.
+    /// orcd's last answer (empty when it never answered).
+    pub last: T,
+    /// Why orcd gave no answer the last time it was asked, if it did not.
     pub last_error: Option<String>,
 }
 
-impl std::fmt::Display for NotLive {
+/// orcd did not list the expected workers as live in time; `last` is its last `/workers`.
+pub type NotLive = TimedOut<Vec<WorkerInfo>>;
+
+impl<T> std::fmt::Display for TimedOut<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "waited {} s for {} at orcd {}: ",
+            "waited {} s for {} at orcd {}",
             self.waited.as_secs(),
             self.what,
             self.orcd_url
         )?;
-        if let Some(error) = &self.last_error {
-            return write!(f, "orcd did not answer ({error})");
-        }
-        let live: Vec<&str> = self
-            .workers
-            .iter()
-            .filter(|worker| worker.state == WorkerState::Live)
-            .map(|worker| worker.worker_id.as_str())
-            .collect();
-        if live.is_empty() {
-            write!(f, "no worker is live")
-        } else {
-            write!(f, "live are {}", live.join(", "))
+        match &self.last_error {
+            Some(error) => write!(f, ": orcd did not answer ({error})"),
+            None => Ok(()),
         }
     }
 }
 
-impl std::error::Error for NotLive {}
+impl<T: std::fmt::Debug> std::error::Error for TimedOut<T> {}
+
+/// The workers of a list that are live, by id, for messages.
+pub fn live_ids(workers: &[WorkerInfo]) -> String {
+    let live: Vec<&str> = workers
+        .iter()
+        .filter(|worker| worker.state == WorkerState::Live)
+        .map(|worker| worker.worker_id.as_str())
+        .collect();
+    match live.is_empty() {
+        true => "no worker is live".to_owned(),
+        false => format!("live are {}", live.join(", ")),
+    }
+}
 
 #[cfg(test)]
 mod tests {

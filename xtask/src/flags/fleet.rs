@@ -26,7 +26,8 @@ pub struct FleetCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum FleetSubcommand {
-    /// Per host, per worker: start, restart (and what differs), stop or nothing; changes nothing
+    /// Per host, for its pool manager and each worker: start, restart (and what differs), stop
+    /// or nothing; changes nothing
     #[command(after_help = "\
 Examples:
   cargo xtask fleet plan
@@ -35,9 +36,9 @@ Examples:
         /// Hosts to plan for (default: every host of the fleet file)
         hosts: Vec<String>,
     },
-    /// Bring hosts to the fleet file: checkout, setup, build, models, token, workers as
-    /// systemd user units (or detached where there is no systemd), then wait until orcd lists
-    /// each worker live
+    /// Bring hosts to the fleet file: checkout, setup, build, models, token, the pool manager and
+    /// workers as systemd user units (or detached where there is no systemd), then wait until
+    /// orcd lists each worker and pool manager live
     #[command(after_help = "\
 Examples:
   cargo xtask fleet up
@@ -58,7 +59,8 @@ others come up; the exit status is then 1.")]
         timeout: u64,
     },
     /// Desired against actual: host reachable, worker running, registered, slots busy, tok/s,
-    /// model verified; exit status 1 when they differ
+    /// model verified, and each host's resources (CPU, RAM, VRAM, disk, models, workers) from
+    /// orcd's /v2/hosts; exit status 1 when they differ
     #[command(after_help = "\
 Examples:
   cargo xtask fleet status
@@ -67,7 +69,7 @@ Examples:
         /// Hosts to report on (default: every host of the fleet file)
         hosts: Vec<String>,
     },
-    /// Drain and stop the fleet's workers and remove their units
+    /// Drain and stop the fleet's workers and pool managers and remove their units
     #[command(after_help = "\
 Examples:
   cargo xtask fleet down

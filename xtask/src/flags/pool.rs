@@ -171,7 +171,8 @@ with --host). orcd logs the removal.")]
         /// Worker id, as orcd's `GET /workers` shows it
         id: String,
     },
-    /// List the workers started on this machine (or --host) and whether they are ready
+    /// List the workers started on this machine (or --host), and those of its pool manager when
+    /// one runs, and whether they are ready
     #[command(
         after_help = "Examples:\n  cargo xtask pool worker list\n  cargo xtask --json pool worker list --host gpu-box"
     )]

@@ -23,6 +23,8 @@ pub const FLEET_ENV: &str = "LLORCH_FLEET";
 const FIRST_DEFAULT_PORT: u16 = 9001;
 const DEFAULT_SLOTS: u32 = 4;
 const DEFAULT_CTX_SIZE: u32 = 2048;
+/// The pool manager's port unless the fleet file gives one (`llorch-pool-managerd`'s default).
+pub const DEFAULT_POOL_MANAGER_PORT: u16 = 9100;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +41,7 @@ struct RawOrchestrator {
     listen: Option<Spanned<String>>,
     api_token_file: Option<PathBuf>,
     worker_token_file: Option<PathBuf>,
+    model_policies: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +53,19 @@ struct RawHost {
     supervisor: Supervisor,
     #[serde(default)]
     workers: Vec<RawWorker>,
+    #[serde(default)]
+    pool_manager: RawPoolManager,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoolManager {
+    enabled: Option<bool>,
+    port: Option<Spanned<u16>>,
+    memory_budget: Option<Spanned<String>>,
+    backends: Option<Vec<Backend>>,
+    #[serde(default)]
+    models: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +112,8 @@ pub struct Orchestrator {
     pub api_token_file: Option<PathBuf>,
     /// Worker token file: copied to every host (mode 0600) and given to orcd when started here.
     pub worker_token_file: Option<PathBuf>,
+    /// orcd's `--model-policies` file when started here (keep_alive, replicas, hosts per model).
+    pub model_policies: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,6 +122,26 @@ pub struct FleetHost {
     pub name: String,
     pub supervisor: Supervisor,
     pub workers: Vec<WorkerSpec>,
+    /// The host's pool manager, unless the fleet file turns it off.
+    pub pool_manager: Option<PoolManagerSpec>,
+}
+
+/// Everything the host's `llorch-pool-managerd` is started with; two equal specs mean nothing
+/// to change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolManagerSpec {
+    /// Its host id in orcd: the fleet's name for the host.
+    pub host_id: String,
+    pub port: u16,
+    pub bind: IpAddr,
+    pub advertise_url: String,
+    pub orchestrator_url: String,
+    /// `--memory-budget` as written in the fleet file (`2GiB`), checked when read.
+    pub memory_budget: Option<String>,
+    pub backends: Vec<Backend>,
+    /// Catalog models the host keeps on disk for orcd to load there (downloaded or copied by
+    /// `fleet up`).
+    pub models: Vec<String>,
 }
 
 /// Everything a worker is started with; two equal specs mean nothing to change.
@@ -400,15 +438,29 @@ pub fn parse(
                 embeddings: worker.embeddings,
             });
         }
+        let pool_manager = pool_manager_spec(
+            &mut problems,
+            &key,
+            name,
+            &host.pool_manager,
+            PoolAddress {
+                bind,
+                advertise_host: &advertise_host,
+                orchestrator_url: &url,
+                host_span: host_span.clone(),
+            },
+            &ports,
+        );
         hosts.push(FleetHost {
             name: name.clone(),
             supervisor: host.supervisor,
             workers,
+            pool_manager,
         });
     }
     if raw.hosts.is_empty() {
         problems.list.push(format!(
-            "{}: the fleet has no hosts\nhint: add a [hosts.NAME] table with [[hosts.NAME.workers]]",
+            "{}: the fleet has no hosts\nhint: add a [hosts.NAME] table (its pool manager loads models on demand) and, for pinned workers, [[hosts.NAME.workers]]",
             path.display()
         ));
     }
@@ -426,8 +478,88 @@ pub fn parse(
             listen: raw.orchestrator.listen.map(Spanned::into_inner),
             api_token_file: raw.orchestrator.api_token_file,
             worker_token_file: raw.orchestrator.worker_token_file,
+            model_policies: raw.orchestrator.model_policies,
         },
         hosts,
+    })
+}
+
+/// Where a host's pool manager listens and is reached, from the host's table.
+struct PoolAddress<'a> {
+    bind: IpAddr,
+    advertise_host: &'a str,
+    orchestrator_url: &'a str,
+    host_span: std::ops::Range<usize>,
+}
+
+/// The host's pool manager from `[hosts.NAME.pool_manager]` (every key optional; `enabled =
+/// false` turns it off); its port must not be a worker's.
+fn pool_manager_spec(
+    problems: &mut Problems<'_>,
+    key: &str,
+    host_name: &str,
+    raw: &RawPoolManager,
+    address: PoolAddress,
+    worker_ports: &BTreeSet<u16>,
+) -> Option<PoolManagerSpec> {
+    if raw.enabled == Some(false) {
+        return None;
+    }
+    let key = format!("{key}.pool_manager");
+    let port = raw
+        .port
+        .as_ref()
+        .map_or(DEFAULT_POOL_MANAGER_PORT, |port| *port.get_ref());
+    let port_span = raw
+        .port
+        .as_ref()
+        .map_or(address.host_span.clone(), Spanned::span);
+    if port == 0 {
+        problems.at(
+            port_span,
+            &format!("{key}.port"),
+            "must be a port from 1 to 65535",
+        );
+    } else if worker_ports.contains(&port) {
+        problems.at(
+            port_span,
+            &format!("{key}.port"),
+            &format!("port {port} is used by a worker of `{host_name}`: give the pool manager another `port`"),
+        );
+    }
+    if let Some(budget) = &raw.memory_budget {
+        if let Err(error) = llorch_api::pool::parse_bytes(budget.get_ref()) {
+            problems.at(budget.span(), &format!("{key}.memory_budget"), &error);
+        }
+    }
+    for (index, model) in raw.models.iter().enumerate() {
+        if !llorch_catalog::valid_id(model.get_ref()) {
+            problems.at(
+                model.span(),
+                &format!("{key}.models[{index}]"),
+                &format!(
+                    "`{}` is not a catalog id\nhint: `cargo xtask models list` shows the ids",
+                    model.get_ref().escape_debug()
+                ),
+            );
+        }
+    }
+    Some(PoolManagerSpec {
+        host_id: host_name.to_owned(),
+        port,
+        bind: address.bind,
+        advertise_url: format!("http://{}:{port}", address.advertise_host),
+        orchestrator_url: address.orchestrator_url.to_owned(),
+        memory_budget: raw
+            .memory_budget
+            .as_ref()
+            .map(|budget| budget.get_ref().trim().to_owned()),
+        backends: raw.backends.clone().unwrap_or_else(|| vec![Backend::Cpu]),
+        models: raw
+            .models
+            .iter()
+            .map(|model| model.get_ref().clone())
+            .collect(),
     })
 }
 
@@ -767,6 +899,69 @@ model = "gemma3-270m"
         .unwrap();
         assert!(fleet.hosts.len() >= 2, "{fleet:?}");
         assert!(fleet.hosts.iter().all(|host| !host.workers.is_empty()));
+    }
+
+    #[test]
+    fn a_fleet_without_workers_is_valid_and_gets_a_pool_manager_per_host() {
+        let text = "[orchestrator]\nurl = \"http://10.0.0.1:8080\"\nmodel_policies = \"/etc/llorch/policies.toml\"\n\n[hosts.box-a]\n\n[hosts.box-b]\n[hosts.box-b.pool_manager]\nport = 9200\nmemory_budget = \"2GiB\"\nmodels = [\"gemma3-270m\"]\n";
+        let fleet = parse_text(text).unwrap();
+        assert_eq!(
+            fleet.orchestrator.model_policies.as_deref(),
+            Some(Path::new("/etc/llorch/policies.toml"))
+        );
+        let a = &fleet.hosts[0];
+        assert!(a.workers.is_empty());
+        assert_eq!(
+            a.pool_manager,
+            Some(PoolManagerSpec {
+                host_id: "box-a".into(),
+                port: DEFAULT_POOL_MANAGER_PORT,
+                bind: "10.0.0.2".parse().unwrap(),
+                advertise_url: "http://10.0.0.2:9100".into(),
+                orchestrator_url: "http://10.0.0.1:8080".into(),
+                memory_budget: None,
+                backends: vec![Backend::Cpu],
+                models: Vec::new(),
+            })
+        );
+        let b = fleet.hosts[1].pool_manager.as_ref().unwrap();
+        assert_eq!(b.advertise_url, "http://box-b.lan:9200");
+        assert_eq!(b.memory_budget.as_deref(), Some("2GiB"));
+        assert_eq!(b.models, ["gemma3-270m"]);
+    }
+
+    #[test]
+    fn a_pool_manager_can_be_turned_off() {
+        let text = TWO_HOSTS.replace(
+            "[hosts.box-b]\n",
+            "[hosts.box-b]\npool_manager = { enabled = false }\n",
+        );
+        let fleet = parse_text(&text).unwrap();
+        assert!(fleet.hosts[0].pool_manager.is_some());
+        assert_eq!(fleet.hosts[1].pool_manager, None);
+    }
+
+    #[test]
+    fn pool_manager_mistakes_name_their_field() {
+        let text = TWO_HOSTS.replace(
+            "[hosts.box-b]\n",
+            "[hosts.box-b]\npool_manager = { port = 9001, memory_budget = \"lots\", models = [\"../x\"] }\n",
+        );
+        let error = format!("{:#}", parse_text(&text).unwrap_err());
+        assert!(
+            error.contains(
+                "`hosts.box-b.pool_manager.port` port 9001 is used by a worker of `box-b`"
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains("`hosts.box-b.pool_manager.memory_budget` `lots` is not a size"),
+            "{error}"
+        );
+        assert!(
+            error.contains("`hosts.box-b.pool_manager.models[0]` `../x` is not a catalog id"),
+            "{error}"
+        );
     }
 
     #[test]

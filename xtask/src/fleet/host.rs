@@ -19,8 +19,9 @@ use llorch_client::wait::{wait_for_health, HealthAnswer, Verdict};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    file::{Supervisor, WorkerSpec},
-    plan::{self, Action, ActualWorker, Running},
+    file::{PoolManagerSpec, Supervisor, WorkerSpec},
+    plan::{self, Action, ActualWorker, Running, WorkerOutcome},
+    pool_manager::{self, ActualPoolManager},
     units,
 };
 use crate::{
@@ -52,10 +53,24 @@ pub struct ApplyRequest {
     /// hf:...`, `models add`), so their ids resolve here as well.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub catalog_entries: Vec<llorch_catalog::ModelEntry>,
+    /// The host's pool manager; `None` stops the one that runs (`down`, or turned off).
+    #[serde(default)]
+    pub pool_manager: Option<PoolManagerSpec>,
 }
 
 fn yes() -> bool {
     true
+}
+
+impl ApplyRequest {
+    /// The catalog models the host needs: its workers' and its pool manager's.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.workers.iter().map(|spec| spec.model.as_str()).chain(
+            self.pool_manager
+                .iter()
+                .flat_map(|spec| spec.models.iter().map(String::as_str)),
+        )
+    }
 }
 
 /// Whether a step changed anything.
@@ -75,16 +90,6 @@ pub struct StepReport {
     pub detail: String,
 }
 
-/// What happened to one worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerOutcome {
-    pub name: String,
-    #[serde(flatten)]
-    pub action: Action,
-    pub ok: bool,
-    pub error: Option<String>,
-}
-
 /// A model the host could not download: `fleet up` copies it from the operator's machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MissingModel {
@@ -99,6 +104,9 @@ pub struct ApplyReport {
     pub steps: Vec<StepReport>,
     pub workers: Vec<WorkerOutcome>,
     pub missing_models: Vec<MissingModel>,
+    /// What happened to the host's pool manager (`None` from an older host).
+    #[serde(default)]
+    pub pool_manager: Option<WorkerOutcome>,
 }
 
 impl ApplyReport {
@@ -107,6 +115,7 @@ impl ApplyReport {
             .iter()
             .all(|step| step.outcome != StepOutcome::Failed)
             && self.workers.iter().all(|worker| worker.ok)
+            && self.pool_manager.as_ref().is_none_or(|outcome| outcome.ok)
     }
 }
 
@@ -115,6 +124,9 @@ impl ApplyReport {
 pub struct HostState {
     pub systemd: bool,
     pub workers: Vec<ActualWorker>,
+    /// The pool manager the fleet started here (`None` from an older host, or none runs).
+    #[serde(default)]
+    pub pool_manager: Option<ActualPoolManager>,
 }
 
 pub fn run(cmd: FleetHostCmd, cx: &Context) -> anyhow::Result<()> {
@@ -186,7 +198,7 @@ pub fn observe(cx: &Context, verify_models: bool) -> anyhow::Result<HostState> {
     let mut found: Vec<(String, Option<WorkerSpec>, Running, bool, bool)> = Vec::new();
     if systemd {
         for (name, spec) in units::list()? {
-            let running = units::is_active(&name);
+            let running = units::is_active(&units::unit_name(&name));
             found.push((name, spec, Running::Systemd, running, false));
         }
     }
@@ -272,7 +284,12 @@ pub fn observe(cx: &Context, verify_models: bool) -> anyhow::Result<HostState> {
             }
         })
         .collect();
-    Ok(HostState { systemd, workers })
+    let pool_manager = pool_manager::observe(&run_dir, systemd)?;
+    Ok(HostState {
+        systemd,
+        workers,
+        pool_manager,
+    })
 }
 
 /// Where this machine reaches a worker: its bind address, loopback for a wildcard.
@@ -307,6 +324,7 @@ pub fn apply(
         steps: Vec::new(),
         workers: Vec::new(),
         missing_models: Vec::new(),
+        pool_manager: None,
     };
     let mut programs: Vec<(Backend, PathBuf)> = Vec::new();
     let mut token_path = None;
@@ -338,7 +356,7 @@ pub fn apply(
             return Ok(report);
         }
     }
-    if request.prepare && !desired.is_empty() {
+    if request.prepare && (!desired.is_empty() || request.pool_manager.is_some()) {
         if !prepare(cx, request, &mut report, &mut programs, &mut token_path) {
             return Ok(report);
         }
@@ -423,6 +441,40 @@ pub fn apply(
             error: result.err().map(|error| format!("{error:#}")),
         });
     }
+    let action = pool_manager::plan(
+        request.pool_manager.as_ref(),
+        state.pool_manager.as_ref(),
+        stop_reason(request),
+    );
+    if !action.is_nothing() {
+        cx.out
+            .status(format!("{}: {}", pool_manager::NAME, action.describe()));
+    }
+    let launch = || -> anyhow::Result<pool_manager::Launch> {
+        let backend = request
+            .pool_manager
+            .as_ref()
+            .and_then(|spec| spec.backends.first().copied())
+            .unwrap_or(Backend::Cpu);
+        let worker = program_for(cx, &programs, backend)?;
+        Ok(pool_manager::Launch {
+            program: worker.with_file_name(pool_manager::BINARY),
+            token: token_path.clone(),
+            model_base_dir: cx.settings.model_base_dir.clone(),
+            catalog_dir: cx.settings.catalog_dir.clone(),
+            log_dir: run_dir.path().join("pool-logs"),
+            log_level: cx.settings.log_level.clone(),
+            use_systemd,
+            timeout,
+        })
+    };
+    report.pool_manager = Some(pool_manager::apply(
+        &run_dir,
+        &action,
+        request.pool_manager.as_ref(),
+        state.pool_manager.as_ref(),
+        &launch,
+    ));
     Ok(report)
 }
 
@@ -471,10 +523,16 @@ fn prepare(
     if !step(report, "setup", setup(cx)) {
         return false;
     }
+    let pool_backend = request
+        .pool_manager
+        .as_ref()
+        .and_then(|spec| spec.backends.first().copied());
     let backends: BTreeSet<&'static str> = request
         .workers
         .iter()
-        .map(|spec| spec.backend.as_str())
+        .map(|spec| spec.backend)
+        .chain(pool_backend)
+        .map(|backend| backend.as_str())
         .collect();
     for backend in backends {
         let backend: Backend = backend.parse().expect("a backend name parses back");
@@ -503,11 +561,7 @@ fn prepare(
             return false;
         }
     }
-    let models: BTreeSet<&str> = request
-        .workers
-        .iter()
-        .map(|spec| spec.model.as_str())
-        .collect();
+    let models: BTreeSet<&str> = request.models().collect();
     for model in models {
         cx.out.status(format!("checking model {model}"));
         let outcome = match crate::models::installed_file(cx, model) {
@@ -683,12 +737,12 @@ fn start(
             })
             .collect();
         let text = units::render(spec, &daemon.program, &daemon.args, &env);
-        units::install_and_start(&spec.name, &text)?;
+        units::install_and_start(&units::unit_name(&spec.name), &text)?;
         return wait_ready(spec, timeout).map_err(|error| {
             anyhow::anyhow!(
                 "{error:#}\n--- journal of {} ---\n{}",
                 units::unit_name(&spec.name),
-                units::journal_tail(&spec.name)
+                units::journal_tail(&units::unit_name(&spec.name))
             )
         });
     }
@@ -740,7 +794,7 @@ fn stop(run_dir: &RunDir, name: &str, current: Option<&ActualWorker>) -> anyhow:
         return Ok(());
     };
     match current.supervisor {
-        Running::Systemd => units::remove(name),
+        Running::Systemd => units::remove(&units::unit_name(name)),
         Running::Detached => {
             if run_dir.get(name)?.is_some() {
                 run_dir.stop(name, STOP_GRACE)?;

@@ -9,6 +9,8 @@ mod file;
 mod host;
 mod link;
 mod plan;
+pub mod pool_manager;
+mod resources;
 mod units;
 
 use std::{collections::BTreeMap, time::Duration};
@@ -19,9 +21,9 @@ use serde::Serialize;
 
 use self::{
     file::{Fleet, FleetHost},
-    host::{ApplyReport, ApplyRequest, HostState, StepOutcome, StepReport, WorkerOutcome},
+    host::{ApplyReport, ApplyRequest, HostState, StepOutcome, StepReport},
     link::HostLink,
-    plan::WorkerPlan,
+    plan::{WorkerOutcome, WorkerPlan},
 };
 use crate::{
     daemon::{DaemonSpec, RunDir},
@@ -156,6 +158,10 @@ fn request_for(fleet: &Fleet, host: &FleetHost, prepare: bool) -> anyhow::Result
         supervisor: host.supervisor,
         worker_token,
         catalog_entries: Vec::new(),
+        pool_manager: match prepare {
+            true => host.pool_manager.clone(),
+            false => None,
+        },
     })
 }
 
@@ -183,6 +189,8 @@ struct HostPlan {
     ok: bool,
     error: Option<String>,
     workers: Vec<WorkerPlan>,
+    /// What `up` does about the host's pool manager.
+    pool_manager: Option<plan::Action>,
 }
 
 /// What `up` will do about orcd, as `plan` says it.
@@ -240,12 +248,18 @@ fn plan_fleet(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Resul
                 ok: true,
                 error: None,
                 workers: plan::plan_host(&host.workers, &state.workers, plan::STOP_STRAY),
+                pool_manager: Some(pool_manager::plan(
+                    host.pool_manager.as_ref(),
+                    state.pool_manager.as_ref(),
+                    plan::STOP_STRAY,
+                )),
             },
             Err(error) => HostPlan {
                 host: host.name.clone(),
                 ok: false,
                 error: Some(format!("{error:#}")),
                 workers: Vec::new(),
+                pool_manager: None,
             },
         }
     })?;
@@ -254,6 +268,11 @@ fn plan_fleet(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Resul
         .flat_map(|plan| &plan.workers)
         .filter(|worker| !worker.action.is_nothing())
         .count()
+        + plans
+            .iter()
+            .filter_map(|plan| plan.pool_manager.as_ref())
+            .filter(|action| !action.is_nothing())
+            .count()
         + usize::from(orcd.action == "start");
     let failed = plans.iter().filter(|plan| !plan.ok).count();
     if cx.out.json() {
@@ -285,15 +304,25 @@ fn plan_fleet(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Resul
                 .map(|worker| worker.name.len())
                 .max()
                 .unwrap_or(0);
+            let paint_action = |action: &plan::Action| match action {
+                plan::Action::Nothing => paint.dim(&action.describe()),
+                plan::Action::Stop { .. } => paint.red(&action.describe()),
+                _ => paint.yellow(&action.describe()),
+            };
+            let width = width.max(pool_manager::NAME.len());
+            if let Some(action) = &plan.pool_manager {
+                cx.out.println(format!(
+                    "  {:<width$}  {}",
+                    pool_manager::NAME,
+                    paint_action(action)
+                ));
+            }
             for worker in &plan.workers {
-                let action = worker.action.describe();
-                let action = match worker.action {
-                    plan::Action::Nothing => paint.dim(&action),
-                    plan::Action::Stop { .. } => paint.red(&action),
-                    _ => paint.yellow(&action),
-                };
-                cx.out
-                    .println(format!("  {:<width$}  {action}", worker.name));
+                cx.out.println(format!(
+                    "  {:<width$}  {}",
+                    worker.name,
+                    paint_action(&worker.action)
+                ));
             }
         }
         match changes {
@@ -322,6 +351,7 @@ struct HostResult {
     error: Option<String>,
     steps: Vec<StepReport>,
     workers: Vec<WorkerOutcome>,
+    pool_manager: Option<WorkerOutcome>,
 }
 
 impl HostResult {
@@ -332,6 +362,41 @@ impl HostResult {
             error: Some(format!("{error:#}")),
             steps,
             workers: Vec::new(),
+            pool_manager: None,
+        }
+    }
+
+    /// From a host's report: failed at its first failed step, worker or pool manager.
+    fn of_report(host: &str, steps: Vec<StepReport>, report: ApplyReport) -> HostResult {
+        let error = steps
+            .iter()
+            .find(|step| step.outcome == StepOutcome::Failed)
+            .map(|step| format!("{}: {}", step.step, step.detail))
+            .or_else(|| {
+                report
+                    .workers
+                    .iter()
+                    .chain(&report.pool_manager)
+                    .find(|worker| !worker.ok)
+                    .map(|worker| {
+                        format!(
+                            "{} {}: {}",
+                            match worker.name == pool_manager::NAME {
+                                true => "the",
+                                false => "worker",
+                            },
+                            worker.name,
+                            worker.error.as_deref().unwrap_or("failed")
+                        )
+                    })
+            });
+        HostResult {
+            host: host.to_owned(),
+            ok: error.is_none(),
+            error,
+            steps,
+            workers: report.workers,
+            pool_manager: report.pool_manager,
         }
     }
 
@@ -342,6 +407,7 @@ impl HostResult {
             || self
                 .workers
                 .iter()
+                .chain(&self.pool_manager)
                 .any(|worker| !worker.action.is_nothing())
     }
 }
@@ -361,6 +427,7 @@ fn up(
         result
     })?;
     wait_live(cx, fleet, hosts, &mut results, timeout)?;
+    wait_hosts_live(cx, fleet, hosts, &mut results, timeout);
     report_hosts(cx, "up", Some(&orcd), &results)
 }
 
@@ -389,10 +456,8 @@ fn up_host(
         Err(error) => return HostResult::failed(&host.name, steps, error.context("checkout")),
     }
     let request = match request_for(fleet, host, true).and_then(|mut request| {
-        request.catalog_entries = crate::models::user_entries_for(
-            cx,
-            request.workers.iter().map(|spec| spec.model.as_str()),
-        )?;
+        let entries = crate::models::user_entries_for(cx, request.models())?;
+        request.catalog_entries = entries;
         Ok(request)
     }) {
         Ok(request) => request,
@@ -452,30 +517,7 @@ fn up_host(
         }
     }
     steps.append(&mut report.steps);
-    let error = steps
-        .iter()
-        .find(|step| step.outcome == StepOutcome::Failed)
-        .map(|step| format!("{}: {}", step.step, step.detail))
-        .or_else(|| {
-            report
-                .workers
-                .iter()
-                .find(|worker| !worker.ok)
-                .map(|worker| {
-                    format!(
-                        "worker {}: {}",
-                        worker.name,
-                        worker.error.as_deref().unwrap_or("failed")
-                    )
-                })
-        });
-    HostResult {
-        host: host.name.clone(),
-        ok: error.is_none(),
-        error,
-        steps,
-        workers: report.workers,
-    }
+    HostResult::of_report(&host.name, steps, report)
 }
 
 /// What `up` or `down` did about orcd.
@@ -513,6 +555,9 @@ fn ensure_orcd(cx: &Context, fleet: &Fleet) -> anyhow::Result<OrcdOutcome> {
     }
     if let Some(path) = &fleet.orchestrator.worker_token_file {
         args.extend(["--worker-token-file".into(), link::expand_home(path).into()]);
+    }
+    if let Some(path) = &fleet.orchestrator.model_policies {
+        args.extend(["--model-policies".into(), link::expand_home(path).into()]);
     }
     let spec = DaemonSpec {
         name: crate::stack::ORCD_DAEMON.to_owned(),
@@ -612,6 +657,71 @@ fn orcd_workers(fleet: &Fleet) -> anyhow::Result<Vec<llorch_api::WorkerInfo>> {
         .context("asking orcd for its workers")
 }
 
+/// orcd's `/v2/hosts`: the pool managers and their facts.
+fn orcd_hosts(fleet: &Fleet) -> anyhow::Result<Vec<llorch_api::pool::HostInfo>> {
+    orcd_client(fleet)?
+        .get_json("/v2/hosts")
+        .context("asking orcd for its hosts")
+}
+
+/// Waits until orcd lists the pool manager of every host that came up as a live host; a host
+/// whose pool manager never registers is marked failed.
+fn wait_hosts_live(
+    cx: &Context,
+    fleet: &Fleet,
+    hosts: &[FleetHost],
+    results: &mut [HostResult],
+    timeout: Duration,
+) {
+    let expected: Vec<(usize, &file::PoolManagerSpec)> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| results[*index].ok)
+        .filter_map(|(index, host)| host.pool_manager.as_ref().map(|spec| (index, spec)))
+        .collect();
+    if expected.is_empty() {
+        return;
+    }
+    let spinner = cx.out.spinner(format!(
+        "waiting until orcd lists {} pool manager(s) live",
+        expected.len()
+    ));
+    let is_live = |listed: &[llorch_api::pool::HostInfo], spec: &file::PoolManagerSpec| {
+        listed.iter().any(|host| {
+            host.host_id == spec.host_id && host.state == llorch_api::pool::HostState::Live
+        })
+    };
+    let what = format!("{} pool manager(s) live", expected.len());
+    let waited = orcd_client(fleet).and_then(|client| {
+        Ok(
+            client.wait_for("/v2/hosts", &what, timeout, |listed: &Vec<_>| {
+                expected.iter().all(|(_, spec)| is_live(listed, spec))
+            }),
+        )
+    });
+    let (listed, error) = match waited {
+        Ok(Ok(listed)) => (listed, None),
+        Ok(Err(timed_out)) => (timed_out.last, timed_out.last_error),
+        Err(error) => (Vec::new(), Some(format!("{error:#}"))),
+    };
+    spinner.finish_and_clear();
+    for (index, spec) in expected {
+        if is_live(&listed, spec) {
+            continue;
+        }
+        let result = &mut results[index];
+        result.ok = false;
+        result.error.get_or_insert(format!(
+            "the pool manager is not a live host in orcd after {} s ({})\nhint: its log is {}.log in the host's run directory; it must reach {} and orcd must reach {}",
+            timeout.as_secs(),
+            error.as_deref().unwrap_or("orcd does not list it"),
+            pool_manager::NAME,
+            spec.orchestrator_url,
+            spec.advertise_url
+        ));
+    }
+}
+
 /// Waits until orcd lists every worker of the hosts that came up as live at its advertised
 /// URL; a host with a worker that never gets there is marked failed.
 fn wait_live(
@@ -646,7 +756,7 @@ fn wait_live(
         .wait_until_live(&what, timeout, |workers| {
             expected.iter().all(|(_, spec)| is_live(workers, spec))
         })
-        .unwrap_or_else(|not_live| not_live.workers);
+        .unwrap_or_else(|not_live| not_live.last);
     spinner.finish_and_clear();
     for (index, spec) in expected {
         if is_live(&workers, spec) {
@@ -669,6 +779,22 @@ fn wait_live(
         ));
     }
     Ok(())
+}
+
+/// `  NAME  ACTION`, and why it failed on the lines below.
+fn outcome_line(paint: &crate::output::Paint, outcome: &WorkerOutcome) -> String {
+    format!(
+        "  {}  {}{}",
+        outcome.name,
+        outcome.action.describe(),
+        outcome
+            .error
+            .as_deref()
+            .map(|error| format!(": {}", paint.red("failed"))
+                + "\n    "
+                + &error.replace('\n', "\n    "))
+            .unwrap_or_default()
+    )
 }
 
 /// The summary of `up` and `down`: every host, what changed, every failure and why.
@@ -723,6 +849,13 @@ fn report_hosts(
                 paint.bold(&result.host),
                 steps.join(", ")
             ));
+            if let Some(outcome) = result
+                .pool_manager
+                .as_ref()
+                .filter(|outcome| !outcome.action.is_nothing() || !outcome.ok)
+            {
+                cx.out.println(outcome_line(&paint, outcome));
+            }
             let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
             for worker in &result.workers {
                 let kind = match worker.action {
@@ -734,18 +867,7 @@ fn report_hosts(
                 };
                 *counts.entry(kind).or_default() += 1;
                 if !worker.action.is_nothing() || !worker.ok {
-                    cx.out.println(format!(
-                        "  {}  {}{}",
-                        worker.name,
-                        worker.action.describe(),
-                        worker
-                            .error
-                            .as_deref()
-                            .map(|error| format!(": {}", paint.red("failed"))
-                                + "\n    "
-                                + &error.replace('\n', "\n    "))
-                            .unwrap_or_default()
-                    ));
+                    cx.out.println(outcome_line(&paint, worker));
                 }
             }
             if !counts.is_empty() {
@@ -801,25 +923,9 @@ fn down(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()> 
         })();
         progress.finish("");
         match result {
-            Ok(report) => {
-                let error = report
-                    .workers
-                    .iter()
-                    .find(|worker| !worker.ok)
-                    .map(|worker| {
-                        format!(
-                            "worker {}: {}",
-                            worker.name,
-                            worker.error.as_deref().unwrap_or("failed")
-                        )
-                    });
-                HostResult {
-                    host: host.name.clone(),
-                    ok: error.is_none(),
-                    error,
-                    steps: report.steps,
-                    workers: report.workers,
-                }
+            Ok(mut report) => {
+                let steps = std::mem::take(&mut report.steps);
+                HostResult::of_report(&host.name, steps, report)
             }
             Err(error) => HostResult::failed(&host.name, Vec::new(), error),
         }
@@ -949,12 +1055,24 @@ fn status(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()
             });
         }
     }
-    let ok = rows.iter().all(|row| row.ok);
+    let resources = match (
+        hosts.iter().any(|host| host.pool_manager.is_some()),
+        &orcd_error,
+    ) {
+        (false, _) => resources::rows(hosts, &[], None),
+        (true, Some(error)) => resources::rows(hosts, &[], Some(error)),
+        (true, None) => match orcd_hosts(fleet) {
+            Ok(listed) => resources::rows(hosts, &listed, None),
+            Err(error) => resources::rows(hosts, &[], Some(&format!("{error:#}"))),
+        },
+    };
+    let ok = rows.iter().all(|row| row.ok) && resources.iter().all(|row| row.problem.is_none());
     if cx.out.json() {
         cx.out.print_json(&serde_json::json!({
             "ok": ok,
             "orchestrator": { "url": fleet.orchestrator.url, "error": orcd_error },
             "workers": rows,
+            "hosts": resources,
         }))?;
     } else {
         let paint = cx.out.paint();
@@ -992,6 +1110,16 @@ fn status(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()
                     .map_or("-".to_owned(), |speed| format!("{speed:.1}")),
                 model,
             ));
+        }
+        for (row, line) in resources
+            .iter()
+            .filter(|row| row.pool_manager)
+            .zip(resources::describe(&resources))
+        {
+            cx.out.println(match &row.problem {
+                Some(_) => paint.red(&line),
+                None => line,
+            });
         }
     }
     if ok {

@@ -93,6 +93,16 @@ impl Action {
     }
 }
 
+/// What happened to one worker (or the host's pool manager).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerOutcome {
+    pub name: String,
+    #[serde(flatten)]
+    pub action: Action,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
 /// The action for one worker of one host, with what it is to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerPlan {

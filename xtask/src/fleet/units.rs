@@ -48,6 +48,31 @@ pub fn render(
     env: &[(String, String)],
 ) -> String {
     let spec_json = serde_json::to_string(spec).expect("a worker spec always serializes");
+    render_service(
+        &format!(
+            "llama-orch worker {} ({} on {})",
+            spec.name, spec.model, spec.backend
+        ),
+        &spec_json,
+        program,
+        args,
+        env,
+        // SIGTERM lets the worker finish its tokens and deregister from orcd.
+        "KillSignal=SIGTERM\nTimeoutStopSec=20\n",
+    )
+}
+
+/// A service unit that restarts on failure and starts at boot, with `spec_json` (what it was
+/// started with) in a comment for the next `fleet up` to compare; `stop` holds the unit's
+/// stop settings.
+pub fn render_service(
+    description: &str,
+    spec_json: &str,
+    program: &Path,
+    args: &[OsString],
+    env: &[(String, String)],
+    stop: &str,
+) -> String {
     let mut exec = quote_word(&program.to_string_lossy());
     for arg in args {
         exec.push(' ');
@@ -61,7 +86,7 @@ pub fn render(
         "# Written by `cargo xtask fleet up`; the next `fleet up` replaces it and `fleet down` removes it.\n\
          {SPEC_MARKER}{spec_json}\n\
          [Unit]\n\
-         Description=llama-orch worker {name} ({model} on {backend})\n\
+         Description={description}\n\
          After=network-online.target\n\
          Wants=network-online.target\n\
          \n\
@@ -70,24 +95,23 @@ pub fn render(
          {environment}\
          Restart=on-failure\n\
          RestartSec=5\n\
-         # SIGTERM lets the worker finish its tokens and deregister from orcd.\n\
-         KillSignal=SIGTERM\n\
-         TimeoutStopSec=20\n\
+         {stop}\
          \n\
          [Install]\n\
          WantedBy=default.target\n",
-        name = spec.name,
-        model = spec.model,
-        backend = spec.backend,
     )
+}
+
+/// The JSON spec comment of a unit file.
+pub fn spec_json(unit_text: &str) -> Option<&str> {
+    unit_text
+        .lines()
+        .find_map(|line| line.strip_prefix(SPEC_MARKER))
 }
 
 /// The spec a unit file was written for.
 pub fn parse_spec(unit_text: &str) -> Option<WorkerSpec> {
-    unit_text
-        .lines()
-        .find_map(|line| line.strip_prefix(SPEC_MARKER))
-        .and_then(|json| serde_json::from_str(json).ok())
+    spec_json(unit_text).and_then(|json| serde_json::from_str(json).ok())
 }
 
 /// One ExecStart/Environment word: double-quoted, with `\` and `"` escaped, `%` doubled
@@ -133,30 +157,30 @@ pub fn list() -> anyhow::Result<Vec<(String, Option<WorkerSpec>)>> {
     Ok(units)
 }
 
-pub fn is_active(worker: &str) -> bool {
+/// Whether the unit (`llorch-fleet-NAME.service`, ...) runs.
+pub fn is_active(unit: &str) -> bool {
     Command::new("systemctl")
-        .args(["--user", "is-active", "--quiet", &unit_name(worker)])
+        .args(["--user", "is-active", "--quiet", unit])
         .stdin(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
 }
 
 /// Writes the unit, makes sure lingering is on, and (re)starts it.
-pub fn install_and_start(worker: &str, unit_text: &str) -> anyhow::Result<()> {
-    let path = unit_dir()?.join(unit_name(worker));
+pub fn install_and_start(unit: &str, unit_text: &str) -> anyhow::Result<()> {
+    let path = unit_dir()?.join(unit);
     crate::files::write_atomically(&path, unit_text)?;
     enable_linger()?;
     systemctl(&["daemon-reload"])?;
-    systemctl(&["enable", &unit_name(worker)])?;
-    systemctl(&["restart", &unit_name(worker)])
+    systemctl(&["enable", unit])?;
+    systemctl(&["restart", unit])
 }
 
 /// Stops and disables the unit and removes its file.
-pub fn remove(worker: &str) -> anyhow::Result<()> {
-    let unit = unit_name(worker);
+pub fn remove(unit: &str) -> anyhow::Result<()> {
     // A unit that is already stopped or unknown to systemd is not an error here.
-    let _ = systemctl(&["disable", "--now", &unit]);
-    let path = unit_dir()?.join(&unit);
+    let _ = systemctl(&["disable", "--now", unit]);
+    let path = unit_dir()?.join(unit);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -166,9 +190,9 @@ pub fn remove(worker: &str) -> anyhow::Result<()> {
 }
 
 /// The last lines of the unit's journal, for an error message.
-pub fn journal_tail(worker: &str) -> String {
+pub fn journal_tail(unit: &str) -> String {
     Command::new("journalctl")
-        .args(["--user", "-u", &unit_name(worker), "-n", "20", "--no-pager"])
+        .args(["--user", "-u", unit, "-n", "20", "--no-pager"])
         .stdin(Stdio::null())
         .output()
         .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())

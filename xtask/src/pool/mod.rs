@@ -74,7 +74,16 @@ fn run_worker(cmd: PoolWorkerCmd, cx: &crate::Context) -> anyhow::Result<()> {
             worker::print_started(cx, &info)
         }
         PoolWorkerCmd::Forget { id } => registry::forget(cx, &id),
-        PoolWorkerCmd::List => worker::list(cx, &run_dir),
+        PoolWorkerCmd::List => {
+            let token = spawn::host_token_path()
+                .ok()
+                .and_then(|path| std::fs::read_to_string(path).ok());
+            let pooled = crate::fleet::pool_manager::local_workers(
+                &run_dir,
+                token.as_deref().map(str::trim),
+            );
+            worker::list(cx, &run_dir, pooled)
+        }
         PoolWorkerCmd::Stop { id } => worker::stop(cx, &run_dir, &id),
         PoolWorkerCmd::Logs { id, lines, follow } => worker::logs(cx, &run_dir, &id, lines, follow),
     }

@@ -536,6 +536,55 @@ pub struct WorkerRow {
     /// `ready`, `loading` or `draining` from its /health; `unresponsive` or `exited` otherwise.
     pub state: String,
     pub health: Option<llorch_api::WorkerHealth>,
+    /// The URL of the pool manager that supervises it, for a worker it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_manager: Option<String>,
+}
+
+/// A worker of this host's pool manager as a row of `list`: its facts from the pool manager,
+/// its log where the fleet's pool manager writes them.
+fn pool_worker_row(
+    run_dir: &RunDir,
+    pool_url: &str,
+    worker: &llorch_api::pool::PoolWorker,
+) -> WorkerRow {
+    use llorch_api::pool::PoolWorkerState;
+    let state = match worker.state {
+        PoolWorkerState::Starting => "loading",
+        PoolWorkerState::Running => "ready",
+        PoolWorkerState::Restarting => "restarting",
+        PoolWorkerState::Failed => "failed",
+        PoolWorkerState::Stopping => "draining",
+    };
+    let url = worker.port.and_then(|port| {
+        let mut url = reqwest::Url::parse(pool_url).ok()?;
+        url.set_port(Some(port)).ok()?;
+        Some(url.as_str().trim_end_matches('/').to_owned())
+    });
+    WorkerRow {
+        info: DaemonInfo {
+            name: worker.worker_id.clone(),
+            kind: WORKER_KIND.to_owned(),
+            pid: worker.pid.unwrap_or(0),
+            port: worker.port,
+            url,
+            model: Some(worker.launch.model.clone()),
+            backend: Some(worker.launch.backend.to_string()),
+            // The pool manager does not report start times: no uptime is shown.
+            started_at: 0,
+            program: PathBuf::new(),
+            args: Vec::new(),
+            log_path: run_dir
+                .path()
+                .join("pool-logs")
+                .join(format!("{}.log", worker.worker_id)),
+            process_start: None,
+        },
+        running: worker.pid.is_some() && worker.state != PoolWorkerState::Failed,
+        state: state.to_owned(),
+        health: None,
+        pool_manager: Some(pool_url.to_owned()),
+    }
 }
 
 /// The workers recorded in the run directory, each asked for its health.
@@ -567,14 +616,32 @@ pub fn worker_rows(run_dir: &RunDir) -> anyhow::Result<Vec<WorkerRow>> {
                 running,
                 state,
                 health,
+                pool_manager: None,
             }
         })
         .collect();
     Ok(rows)
 }
 
-pub fn list(cx: &crate::Context, run_dir: &RunDir) -> anyhow::Result<()> {
-    let rows = worker_rows(run_dir)?;
+/// A running pool manager's URL and workers, or why they could not be read.
+pub type PoolWorkers = anyhow::Result<(String, Vec<llorch_api::pool::PoolWorker>)>;
+
+/// The run directory's workers, then `pooled`: those of this host's pool manager when one runs.
+pub fn list(
+    cx: &crate::Context,
+    run_dir: &RunDir,
+    pooled: Option<PoolWorkers>,
+) -> anyhow::Result<()> {
+    let mut rows = worker_rows(run_dir)?;
+    match pooled {
+        Some(Ok((url, workers))) => rows.extend(
+            workers
+                .iter()
+                .map(|worker| pool_worker_row(run_dir, &url, worker)),
+        ),
+        Some(Err(error)) => cx.out.status(format!("warning: {error:#}")),
+        None => {}
+    }
     if cx.out.json() {
         return cx.out.print_json(&rows);
     }
@@ -607,7 +674,7 @@ pub fn print_worker_table(cx: &crate::Context, rows: &[WorkerRow]) {
             "exited" | "unresponsive" => paint.red(&padded),
             _ => paint.yellow(&padded),
         };
-        let uptime = if row.running {
+        let uptime = if row.running && row.info.started_at > 0 {
             crate::output::human_duration(now.saturating_sub(row.info.started_at))
         } else {
             "-".to_owned()

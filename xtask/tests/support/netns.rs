@@ -1,5 +1,5 @@
 //! Network-namespace helpers shared by the tests that run hosts in namespaces
-//! (`remote_netns`, `multihost_netns`, `fleet_netns`).
+//! (`remote_netns`, `multihost_netns`, `fleet_netns`, `pool_fleet_netns`).
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -47,4 +47,139 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Three namespaces on one bridge: `operator` (holds the bridge) at .1, `b` at .2, `c` at .3.
+/// Names start with `lo-{tag}-` and the subnet depends on the tag, so two tests never share
+/// one.
+pub struct Namespaces {
+    pub operator: String,
+    pub b: String,
+    pub c: String,
+    subnet: String,
+}
+
+impl Namespaces {
+    pub fn create(tag: &str) -> Result<Namespaces, String> {
+        let id = std::process::id();
+        let tag_offset: u32 = tag.bytes().map(u32::from).sum::<u32>() % 30;
+        let namespaces = Namespaces {
+            operator: format!("lo-{tag}-o-{id}"),
+            b: format!("lo-{tag}-b-{id}"),
+            c: format!("lo-{tag}-c-{id}"),
+            subnet: format!("10.{}.{}", 214 + tag_offset, id % 200 + 20),
+        };
+        for netns in [&namespaces.operator, &namespaces.b, &namespaces.c] {
+            ip(&["netns", "add", netns])?;
+            ip(&["-n", netns, "link", "set", "lo", "up"])?;
+        }
+        let bridge = format!("lo{tag}{}", id % 100_000);
+        let o = &namespaces.operator;
+        ip(&["-n", o, "link", "add", &bridge, "type", "bridge"])?;
+        ip(&["-n", o, "link", "set", &bridge, "up"])?;
+        ip(&[
+            "-n",
+            o,
+            "addr",
+            "add",
+            &format!("{}.1/24", namespaces.subnet),
+            "dev",
+            &bridge,
+        ])?;
+        for (netns, suffix, host) in [(&namespaces.b, "b", 2), (&namespaces.c, "c", 3)] {
+            let outer = format!("{tag}{suffix}o{}", id % 100_000);
+            let inner = format!("{tag}{suffix}i{}", id % 100_000);
+            ip(&[
+                "link", "add", &outer, "netns", o, "type", "veth", "peer", "name", &inner, "netns",
+                netns,
+            ])?;
+            ip(&["-n", o, "link", "set", &outer, "master", &bridge])?;
+            ip(&["-n", o, "link", "set", &outer, "up"])?;
+            ip(&[
+                "-n",
+                netns,
+                "addr",
+                "add",
+                &format!("{}.{host}/24", namespaces.subnet),
+                "dev",
+                &inner,
+            ])?;
+            ip(&["-n", netns, "link", "set", &inner, "up"])?;
+        }
+        Ok(namespaces)
+    }
+
+    pub fn address(&self, host: u8) -> String {
+        format!("{}.{host}", self.subnet)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for netns in [&self.operator, &self.b, &self.c] {
+            let _ = ip(&["netns", "del", netns]);
+        }
+    }
+}
+
+/// Why namespaces cannot be made here (`lo-{tag}-probe-*` is made and deleted), or `None`.
+pub fn netns_unavailable(tag: &str) -> Option<String> {
+    // SAFETY: geteuid has no side effects.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".to_owned());
+    }
+    let probe = format!("lo-{tag}-probe-{}", std::process::id());
+    match ip(&["netns", "add", &probe]) {
+        Ok(()) => {
+            let _ = ip(&["netns", "del", &probe]);
+            None
+        }
+        Err(error) => Some(error),
+    }
+}
+
+/// Two fleet hosts `hb` (in `b`) and `c` (in `c`), each with its own sshd sharing this
+/// machine's release binaries and model directory (both must hold `models`), and the
+/// operator's config (in `hb`'s local side) naming both.
+pub fn two_fleet_hosts(namespaces: &Namespaces, models: &[&str]) -> (super::Sshd, super::Sshd) {
+    let bin_dir = std::env::var_os("LLORCH_BIN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| super::repo_root().join("target/release"));
+    let model_base_dir = std::env::var_os("LLORCH_MODEL_BASE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(llorch_catalog::default_model_base_dir);
+    let catalog = llorch_catalog::Catalog::builtin();
+    for model in models {
+        let entry = catalog.get(model).expect("a catalog model");
+        assert!(
+            llorch_catalog::model_path(&model_base_dir, entry).is_file(),
+            "run `cargo xtask models download {model}` first"
+        );
+    }
+    let host_options = |netns: &str, address: String| super::SshdOptions {
+        netns: Some(netns.to_owned()),
+        listen: address.parse().unwrap(),
+        remote_bin_dir: Some(bin_dir.clone()),
+        remote_model_base_dir: Some(model_base_dir.clone()),
+    };
+    let sshd_b = super::Sshd::start_with(host_options(&namespaces.b, namespaces.address(2)));
+    let sshd_c = super::Sshd::start_with(host_options(&namespaces.c, namespaces.address(3)));
+    // The operator's config: both hosts, reached with their own keys.
+    std::fs::write(
+        &sshd_b.local.config_path,
+        format!(
+            "version = 1\n\n[remote]\nssh_timeout = 5\n\n{}\n{}",
+            sshd_b.profile_toml("hb"),
+            sshd_c.profile_toml("hc")
+        ),
+    )
+    .unwrap();
+    (sshd_b, sshd_c)
+}
+
+/// Writes a token file as its owner alone may read it.
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use llorch_api::pool::{HostFacts, HostInfo, HostState, PoolRegistration};
+use llorch_api::pool::{HostFacts, HostInfo, HostState, PoolRegistration, PoolWorker};
 
 #[derive(Debug)]
 pub struct HostRegistry {
@@ -75,6 +75,20 @@ impl HostRegistry {
         }
     }
 
+    /// Counts a worker the host's pool manager has just started in the host's facts until its
+    /// next heartbeat reports it, so that a placement meanwhile does not plan that memory twice.
+    pub fn note_started(&self, host_id: &str, worker: PoolWorker) {
+        if let Some(record) = self.lock().get_mut(host_id) {
+            let workers = &mut record.facts.workers;
+            if !workers
+                .iter()
+                .any(|known| known.worker_id == worker.worker_id)
+            {
+                workers.push(worker);
+            }
+        }
+    }
+
     pub fn remove(&self, host_id: &str) -> bool {
         self.lock().remove(host_id).is_some()
     }
@@ -103,5 +117,78 @@ impl HostRegistry {
                 facts: record.facts.clone(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use llorch_api::pool::{PoolWorkerState, WorkerLaunch};
+
+    use super::*;
+
+    fn facts() -> HostFacts {
+        HostFacts {
+            host_name: "a".into(),
+            os: "linux".into(),
+            cpu_model: "cpu".into(),
+            physical_cores: 2,
+            ram_total_bytes: 4 << 30,
+            ram_available_bytes: 2 << 30,
+            load_average: 0.0,
+            gpus: Vec::new(),
+            disk_free_bytes: 0,
+            models: Vec::new(),
+            workers: Vec::new(),
+            memory_budget_bytes: Some(1 << 30),
+            backends: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_started_worker_takes_its_room_before_the_next_heartbeat_reports_it() {
+        let registry = HostRegistry::new(Duration::from_secs(10));
+        let now = Instant::now();
+        registry.register(
+            PoolRegistration {
+                host_id: "a".into(),
+                url: "http://a:9100".into(),
+                facts: facts(),
+            },
+            now,
+        );
+        let worker = PoolWorker {
+            worker_id: "a-qwen-1".into(),
+            launch: WorkerLaunch::of_model("qwen"),
+            port: None,
+            pid: Some(7),
+            state: PoolWorkerState::Starting,
+            rss_bytes: None,
+            estimated_bytes: 700 << 20,
+            restarts: 0,
+            last_log: Vec::new(),
+        };
+        registry.note_started("a", worker.clone());
+        registry.note_started("a", worker);
+        registry.note_started("unknown", facts_worker());
+        let record = registry.get("a").unwrap();
+        assert_eq!(record.facts.workers.len(), 1, "counted once");
+        assert_eq!(record.facts.ram_free_for_workers(), 324 << 20);
+        // The heartbeat's facts replace the note.
+        assert!(registry.heartbeat("a", facts(), now));
+        assert!(registry.get("a").unwrap().facts.workers.is_empty());
+    }
+
+    fn facts_worker() -> PoolWorker {
+        PoolWorker {
+            worker_id: "x".into(),
+            launch: WorkerLaunch::of_model("x"),
+            port: None,
+            pid: None,
+            state: PoolWorkerState::Starting,
+            rss_bytes: None,
+            estimated_bytes: 1,
+            restarts: 0,
+            last_log: Vec::new(),
+        }
     }
 }

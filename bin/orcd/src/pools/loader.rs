@@ -14,7 +14,8 @@ use llorch_api::{Backend, WorkerState};
 use tokio::sync::watch;
 
 use super::placement::{
-    idle_unloads, place, Avoided, GpuView, HostView, Placement, Purpose, Unload, WorkerView,
+    idle_unloads, place, scale_outs, Avoided, GpuView, HostView, Placement, Purpose, Unload,
+    WorkerView,
 };
 use super::{lock, LoadStatus, Pools, AVOID_AFTER_FAILURE};
 use crate::error::OrcdError;
@@ -39,25 +40,58 @@ pub async fn ensure_loaded_on(
     model: &str,
     host: Option<&str>,
 ) -> Result<(), OrcdError> {
-    let pools = state.pools();
-    let mut status = {
-        let mut loads = lock(&pools.inner.loads);
-        match loads.get(model) {
-            Some(status) => status.clone(),
-            None => {
-                let (sender, receiver) = watch::channel(LoadStatus::Loading { host_id: None });
-                loads.insert(model.to_owned(), receiver.clone());
-                tokio::spawn(run_load(
-                    state.clone(),
-                    model.to_owned(),
-                    host.map(str::to_owned),
-                    sender,
-                ));
-                receiver
-            }
-        }
-    };
-    let timeout = pools.settings().load_timeout;
+    wait_loaded(state, model, start_or_join(state, model, host)).await
+}
+
+/// The status of `model`'s load in progress, or of a new one started now (on `host` when
+/// named); every request for the model shares one load.
+pub fn start_or_join(
+    state: &AppState,
+    model: &str,
+    host: Option<&str>,
+) -> watch::Receiver<LoadStatus> {
+    let mut loads = lock(&state.pools().inner.loads);
+    if let Some(status) = loads.get(model) {
+        return status.clone();
+    }
+    let (sender, receiver) = watch::channel(LoadStatus::Loading { host_id: None });
+    loads.insert(model.to_owned(), receiver.clone());
+    tokio::spawn(run_load(
+        state.clone(),
+        model.to_owned(),
+        host.map(str::to_owned),
+        Purpose::FirstWorker,
+        sender,
+    ));
+    receiver
+}
+
+/// Starts another worker of `model` on a host that has none of it (its queue waits too long);
+/// nothing when a load of it is under way already.
+fn start_scale_out(state: &AppState, model: &str) {
+    let mut loads = lock(&state.pools().inner.loads);
+    if loads.contains_key(model) {
+        return;
+    }
+    let (sender, receiver) = watch::channel(LoadStatus::Loading { host_id: None });
+    loads.insert(model.to_owned(), receiver);
+    tokio::spawn(run_load(
+        state.clone(),
+        model.to_owned(),
+        None,
+        Purpose::ScaleOut,
+        sender,
+    ));
+}
+
+/// Waits until the load behind `status` ends: `Ok` once `model` has a live worker, else the
+/// reason, or the load timeout (`--load-timeout-secs`).
+pub async fn wait_loaded(
+    state: &AppState,
+    model: &str,
+    mut status: watch::Receiver<LoadStatus>,
+) -> Result<(), OrcdError> {
+    let timeout = state.pools().settings().load_timeout;
     let finished = tokio::time::timeout(
         timeout,
         status.wait_for(|status| !matches!(status, LoadStatus::Loading { .. })),
@@ -87,10 +121,16 @@ async fn run_load(
     state: AppState,
     model: String,
     host: Option<String>,
+    purpose: Purpose,
     status: watch::Sender<LoadStatus>,
 ) {
     let started = Instant::now();
-    let outcome = load(&state, &model, host.as_deref(), &status, started).await;
+    let target = Target {
+        model: &model,
+        only_host: host.as_deref(),
+        purpose,
+    };
+    let outcome = load(&state, &target, &status, started).await;
     let pools = state.pools();
     match &outcome {
         Ok((host_id, worker_id)) => {
@@ -168,13 +208,25 @@ impl LoadFailure {
     }
 }
 
+/// What one load is for: the model, the host an operator named, first worker or scale-out.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    model: &'a str,
+    only_host: Option<&'a str>,
+    purpose: Purpose,
+}
+
 async fn load(
     state: &AppState,
-    model: &str,
-    only_host: Option<&str>,
+    target: &Target<'_>,
     status: &watch::Sender<LoadStatus>,
     started: Instant,
 ) -> Result<(String, String), LoadFailure> {
+    let Target {
+        model,
+        only_host,
+        purpose,
+    } = *target;
     let pools = state.pools();
     let views = host_views(state).await;
     let avoided = lock(&pools.inner.avoided).clone();
@@ -185,14 +237,7 @@ async fn load(
         }
         policy
     };
-    let placement = place(
-        model,
-        Purpose::FirstWorker,
-        &policy_of,
-        &views,
-        &avoided,
-        Instant::now(),
-    );
+    let placement = place(model, purpose, &policy_of, &views, &avoided, Instant::now());
     let (host_id, backend, gpu, evict) = match placement {
         Placement::Start {
             host_id,
@@ -260,6 +305,7 @@ async fn load(
     let worker = start_worker(state, &host.url, &launch)
         .await
         .map_err(|reason| LoadFailure::on(&host_id, reason))?;
+    pools.hosts().note_started(&host_id, worker.clone());
     wait_until_live(state, &host_id, &host.url, &worker.worker_id).await?;
     Ok((host_id, worker.worker_id))
 }
@@ -593,6 +639,27 @@ pub async fn housekeeping(state: AppState) {
             }
             if let Some(host) = pools.hosts().get(&unload.host_id) {
                 stop_worker(&state, &host.url, &unload).await;
+            }
+        }
+        let waits = state
+            .scheduler()
+            .median_queue_waits()
+            .await
+            .unwrap_or_default();
+        let avoided = lock(&pools.inner.avoided).clone();
+        for model in scale_outs(&views, &waits, &policy_of, &loading) {
+            // Only where it fits now: a scale-out that cannot be placed is no failure to report.
+            let placement = place(
+                &model,
+                Purpose::ScaleOut,
+                &policy_of,
+                &views,
+                &avoided,
+                Instant::now(),
+            );
+            if matches!(placement, Placement::Start { .. }) {
+                tracing::info!(%model, median_wait_ms = waits[&model].as_millis() as u64, "scaling out");
+                start_scale_out(&state, &model);
             }
         }
     }

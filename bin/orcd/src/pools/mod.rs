@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod placement;
 pub mod policy;
 pub mod routes;
+pub mod waiting;
 pub mod worker_log;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,9 +19,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use hosts::HostRegistry;
-pub use loader::{ensure_loaded, ensure_loaded_on, housekeeping, unload_model};
+pub use loader::{ensure_loaded, ensure_loaded_on, housekeeping, unload_model, wait_loaded};
 pub use policy::Policies;
 pub use routes::routes;
+pub use waiting::{load_reporting, still_loading, until_placed, LoadWait};
 
 /// A failed start makes orcd avoid that host for that model this long.
 pub const AVOID_AFTER_FAILURE: Duration = Duration::from_secs(60);

@@ -455,5 +455,26 @@ pub fn wants_scale_out(policy: &ModelPolicy, median_wait: Duration, replicas: u3
     policy.on_demand && replicas < policy.max_replicas && median_wait > policy.scale_out_after
 }
 
+/// The models that get another worker now: their median queue wait (`median_waits`, over the
+/// last minute) is above `scale_out_after`, they have at least one worker (a request loads the
+/// first) and fewer than `max_replicas`, and no load of theirs is under way.
+pub fn scale_outs(
+    hosts: &[HostView],
+    median_waits: &BTreeMap<String, Duration>,
+    policy_of: &dyn Fn(&str) -> ModelPolicy,
+    loading: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    median_waits
+        .iter()
+        .filter(|(model, wait)| {
+            let replicas = replicas_of(hosts, model);
+            replicas > 0
+                && !loading.contains(*model)
+                && wants_scale_out(&policy_of(model), **wait, replicas)
+        })
+        .map(|(model, _)| model.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

@@ -56,6 +56,10 @@ enum Command {
         worker_id: String,
         reply: oneshot::Sender<Result<WorkerInfo, OrcdError>>,
     },
+    /// Each model's median queue wait over the last minute (scale-out).
+    QueueWaits {
+        reply: oneshot::Sender<std::collections::BTreeMap<String, std::time::Duration>>,
+    },
     Workers {
         reply: oneshot::Sender<Vec<WorkerInfo>>,
     },
@@ -108,6 +112,7 @@ impl Command {
         !matches!(
             self,
             Command::Workers { .. }
+                | Command::QueueWaits { .. }
                 | Command::Models { .. }
                 | Command::Jobs { .. }
                 | Command::Job { .. }
@@ -204,6 +209,13 @@ impl SchedulerHandle {
 
     pub async fn models(&self) -> Result<Vec<ModelSummary>, OrcdError> {
         self.ask(|reply| Command::Models { reply }).await
+    }
+
+    /// Each model's median queue wait over the last minute.
+    pub async fn median_queue_waits(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, std::time::Duration>, OrcdError> {
+        self.ask(|reply| Command::QueueWaits { reply }).await
     }
 
     /// Admits a job. The receiver carries the scheduler's decisions about it, starting with
@@ -397,6 +409,9 @@ fn handle(
         }
         Command::Models { reply } => {
             let _ = reply.send(core.models());
+        }
+        Command::QueueWaits { reply } => {
+            let _ = reply.send(core.median_queue_waits(now));
         }
         Command::Submit {
             job,

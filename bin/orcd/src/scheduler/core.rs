@@ -12,6 +12,7 @@ use llorch_api::{
 };
 
 use super::affinity::PrefixMemory;
+use super::queue_wait::QueueWaits;
 use crate::error::OrcdError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -328,6 +329,8 @@ pub struct SchedulerCore {
     recent: VecDeque<JobInfo>,
     effects: Vec<Effect>,
     accepting: bool,
+    /// Admission-to-dispatch waits over the last minute, for scale-out.
+    queue_waits: QueueWaits,
 }
 
 impl SchedulerCore {
@@ -340,6 +343,7 @@ impl SchedulerCore {
             recent: VecDeque::new(),
             effects: Vec::new(),
             accepting: true,
+            queue_waits: QueueWaits::default(),
         }
     }
 
@@ -464,6 +468,17 @@ impl SchedulerCore {
             .values()
             .map(|worker| worker.info(now))
             .collect()
+    }
+
+    /// Each model's median queue wait over the last minute (dispatched jobs and those still
+    /// waiting), for scale-out.
+    pub fn median_queue_waits(&mut self, now: Instant) -> BTreeMap<String, Duration> {
+        let queued = self
+            .jobs
+            .values()
+            .filter(|job| job.state != JobState::Running)
+            .map(|job| (job.model.as_str(), job.submitted_at));
+        self.queue_waits.medians(queued, now)
     }
 
     /// Every model that has a worker (live or dead) or waiting jobs, sorted by name.
@@ -907,7 +922,11 @@ impl SchedulerCore {
                 continue;
             }
             match self.pick_worker(model, &job.excluded, &job.prefixes) {
-                Some(worker_id) => self.assign(&job_id, &worker_id),
+                Some(worker_id) => {
+                    let wait = now.saturating_duration_since(job.submitted_at);
+                    self.queue_waits.record(model, wait, now);
+                    self.assign(&job_id, &worker_id)
+                }
                 None => waiting.push_back(job_id),
             }
         }

@@ -4,6 +4,7 @@
 mod actor;
 pub mod affinity;
 mod core;
+mod queue_wait;
 
 pub use actor::{JobNotice, SchedulerHandle};
 pub use core::{

@@ -417,6 +417,43 @@ fn scale_out_goes_to_another_host_up_to_max_replicas() {
 }
 
 #[test]
+fn models_whose_median_wait_is_too_long_scale_out_unless_loading_unloaded_or_at_max() {
+    let clock = Clock::new();
+    let mut a = host("a", 9000, &[("qwen", 400), ("gemma", 300), ("full", 300)]);
+    a.workers = vec![
+        worker("q1", "qwen", 400, clock.at(0)),
+        worker("g1", "gemma", 300, clock.at(0)),
+        worker("f1", "full", 300, clock.at(0)),
+    ];
+    let policy_of = |model: &str| ModelPolicy {
+        max_replicas: if model == "full" { 1 } else { 2 },
+        ..ModelPolicy::default()
+    };
+    let waits: BTreeMap<String, Duration> = [
+        ("qwen", 11), // over the default 10 s: scale out
+        ("gemma", 9), // under it
+        ("full", 30), // at max_replicas
+        ("none", 30), // no worker yet: a request loads the first
+        ("busy", 30), // no worker either
+    ]
+    .into_iter()
+    .map(|(model, seconds)| (model.to_owned(), Duration::from_secs(seconds)))
+    .collect();
+    let nothing_loading = std::collections::BTreeSet::new();
+    assert_eq!(
+        scale_outs(
+            std::slice::from_ref(&a),
+            &waits,
+            &policy_of,
+            &nothing_loading
+        ),
+        ["qwen"]
+    );
+    let qwen_loading = std::collections::BTreeSet::from(["qwen".to_owned()]);
+    assert!(scale_outs(&[a], &waits, &policy_of, &qwen_loading).is_empty());
+}
+
+#[test]
 fn idle_workers_are_unloaded_after_keep_alive_down_to_min_replicas() {
     let clock = Clock::new();
     let mut a = host("a", 0, &[]);

@@ -1,0 +1,296 @@
+//! Models on demand across a fleet, end to end on network namespaces: this side (orcd and the
+//! operator's xtask) in one namespace, two hosts with their own sshd in two others. The fleet
+//! file has no `workers` at all; `fleet up` starts a pool manager on each host (a small
+//! `memory_budget`, so room is scarce) and orcd lists both hosts live. The first chat request
+//! for qwen2.5-coder-0.5b loads it on one host and streams; gemma3-270m then loads on the other
+//! host, the only one with room; a SIGKILLed worker is restarted by its pool manager;
+//! `keep_alive = "5s"` unloads gemma3-270m; `fleet down` stops the pool managers and leaves no
+//! worker running.
+//!
+//! Needs root and `ip netns` (without them the test is reported as ignored, never passed), the
+//! release `orcd`, `llorch-pool-managerd` and `llorch-worker` builds and both catalog models.
+//! Namespaces are named `lo-pf-*`; run under `flock /tmp/llorch-netns.lock`.
+
+mod support;
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use libtest_mimic::{Arguments, Trial};
+use llorch_api::pool::{HostInfo, HostState, PoolWorker, PoolWorkerState};
+use serde_json::Value;
+use support::netns::{in_netns, write_private, Namespaces};
+use support::Outcome;
+
+const GEMMA: &str = "gemma3-270m";
+const QWEN: &str = "qwen2.5-coder-0.5b";
+const API_TOKEN: &str = "pool-fleet-api-token-0123456789abcdef";
+/// Loading a model on two busy shared cores can take a while.
+const LOAD_WAIT: Duration = Duration::from_secs(80);
+
+fn main() {
+    let args = Arguments::from_args();
+    let skip = support::netns::netns_unavailable("pf");
+    if let Some(reason) = &skip {
+        eprintln!(
+            "pool_fleet_netns: skipping: network namespaces are not available here ({reason})"
+        );
+    }
+    let tests = vec![Trial::test(
+        "a_fleet_without_workers_loads_models_where_they_fit",
+        || {
+            a_fleet_without_workers_loads_models_where_they_fit();
+            Ok(())
+        },
+    )
+    .with_ignored_flag(skip.is_some())];
+    libtest_mimic::run(&args, tests).exit();
+}
+
+/// Two hosts without workers, each a pool manager with room for one of the two models by the
+/// estimates (about 630 MiB for qwen2.5-coder-0.5b, 370 MiB for gemma3-270m).
+fn fleet_toml(orcd: &str, dir: &Path) -> String {
+    let host = |name: &str| {
+        format!(
+            "[hosts.{name}]\nsupervisor = \"detached\"\n[hosts.{name}.pool_manager]\nmemory_budget = \"700MiB\"\nmodels = [\"{GEMMA}\", \"{QWEN}\"]\n"
+        )
+    };
+    format!(
+        "[orchestrator]\nurl = \"http://{orcd}:8080\"\nlisten = \"{orcd}:8080\"\n\
+         api_token_file = \"{api}\"\nworker_token_file = \"{worker}\"\nmodel_policies = \"{policies}\"\n\n{hb}\n{hc}",
+        api = dir.join("api-token").display(),
+        worker = dir.join("worker-token").display(),
+        policies = dir.join("policies.toml").display(),
+        hb = host("hb"),
+        hc = host("hc"),
+    )
+}
+
+/// The `hosts[]` entry of a `fleet up`/`down`/`plan` document for `host`.
+fn host<'a>(document: &'a Value, host: &str) -> &'a Value {
+    document["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["host"] == host)
+        .unwrap_or_else(|| panic!("no host {host} in {document:#}"))
+}
+
+/// Every worker of every host orcd lists, with its host.
+fn pool_workers(hosts: &[HostInfo]) -> Vec<(String, PoolWorker)> {
+    hosts
+        .iter()
+        .flat_map(|host| {
+            host.facts
+                .workers
+                .iter()
+                .map(|worker| (host.host_id.clone(), worker.clone()))
+        })
+        .collect()
+}
+
+fn worker_of(hosts: &[HostInfo], model: &str) -> Option<(String, PoolWorker)> {
+    pool_workers(hosts)
+        .into_iter()
+        .find(|(_, worker)| worker.launch.model == model)
+}
+
+fn a_fleet_without_workers_loads_models_where_they_fit() {
+    let namespaces = Namespaces::create("pf").expect("creating the network namespaces");
+    let (sshd_b, sshd_c) = support::netns::two_fleet_hosts(&namespaces, &[GEMMA, QWEN]);
+    let secrets = tempfile::tempdir().unwrap();
+    write_private(&secrets.path().join("api-token"), &format!("{API_TOKEN}\n"));
+    write_private(
+        &secrets.path().join("worker-token"),
+        "pool-fleet-worker-token-0123456789abcdef\n",
+    );
+    std::fs::write(
+        secrets.path().join("policies.toml"),
+        format!("[models.\"{GEMMA}\"]\nkeep_alive = \"5s\"\n"),
+    )
+    .unwrap();
+    let fleet_file = secrets.path().join("fleet.toml");
+    let orcd_address = namespaces.address(1);
+    let orcd_url = format!("http://{orcd_address}:8080");
+    std::fs::write(&fleet_file, fleet_toml(&orcd_address, secrets.path())).unwrap();
+
+    let fleet = |args: &[&str]| -> Outcome {
+        let mut xtask = sshd_b.xtask_in_netns(Some(&namespaces.operator));
+        xtask
+            .env("LLORCH_FLEET", &fleet_file)
+            .timeout(Duration::from_secs(600));
+        let mut all = vec!["--json", "fleet"];
+        all.extend(args);
+        xtask.run(all)
+    };
+    let hosts = || -> Vec<HostInfo> {
+        let url = format!("{orcd_url}/v2/hosts");
+        in_netns(&namespaces.operator, || {
+            reqwest::blocking::Client::new()
+                .get(&url)
+                .bearer_auth(API_TOKEN)
+                .send()
+                .and_then(|response| response.json())
+                .unwrap_or_default()
+        })
+    };
+    let wait_for = |what: &str, done: &dyn Fn(&[HostInfo]) -> bool| -> Vec<HostInfo> {
+        let deadline = Instant::now() + LOAD_WAIT;
+        loop {
+            let now = hosts();
+            if done(&now) {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {} s for {what}; orcd's hosts: {now:#?}",
+                LOAD_WAIT.as_secs()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    // A streamed OpenAI request through orcd: a chat for the instruct model, a completion
+    // for the base model (it has no chat template); the body of its event stream.
+    let chat = |model: &str| -> String {
+        let (path, input) = match model {
+            QWEN => (
+                "chat/completions",
+                serde_json::json!({"messages": [{"role": "user", "content": "Say hello."}]}),
+            ),
+            _ => (
+                "completions",
+                serde_json::json!({"prompt": "Hello, my name is"}),
+            ),
+        };
+        let url = format!("{orcd_url}/v1/{path}");
+        let mut body = serde_json::json!({
+            "model": model,
+            "max_tokens": 6,
+            "temperature": 0,
+            "stream": true,
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(input.as_object().unwrap().clone());
+        in_netns(&namespaces.operator, || {
+            let response = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(150))
+                .build()
+                .unwrap()
+                .post(&url)
+                .bearer_auth(API_TOKEN)
+                .json(&body)
+                .send()
+                .expect("the chat request is answered");
+            let status = response.status();
+            let text = response.text().unwrap_or_default();
+            assert!(status.is_success(), "{model}: HTTP {status}: {text}");
+            text
+        })
+    };
+
+    // 1. A fleet file without workers comes up: a live pool manager on each host.
+    let up = fleet(&["up"]).success().json();
+    for name in ["hb", "hc"] {
+        assert_eq!(host(&up, name)["ok"], true, "{up:#}");
+        assert_eq!(host(&up, name)["pool_manager"]["action"], "start", "{up:#}");
+        assert_eq!(host(&up, name)["workers"], serde_json::json!([]));
+    }
+    let listed = hosts();
+    let mut ids: Vec<&str> = listed.iter().map(|host| host.host_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["hb", "hc"], "{listed:#?}");
+    assert!(listed.iter().all(|host| host.state == HostState::Live));
+    assert!(
+        listed
+            .iter()
+            .all(|host| host.facts.memory_budget_bytes == Some(700 << 20)),
+        "{listed:#?}"
+    );
+    let plan = fleet(&["plan"]).success().json();
+    assert_eq!(plan["changes"], 0, "{plan:#}");
+    assert_eq!(host(&plan, "hb")["pool_manager"]["action"], "nothing");
+
+    // 2. The first request for qwen2.5-coder-0.5b loads it on a host and streams.
+    let stream = chat(QWEN);
+    assert!(
+        stream.contains("data: ") && stream.contains("[DONE]"),
+        "{stream}"
+    );
+    // The pool managers' next heartbeats carry the new worker (and the memory it takes).
+    let running_worker = |now: &[HostInfo], model: &str| {
+        worker_of(now, model)
+            .filter(|(_, worker)| worker.state == PoolWorkerState::Running && worker.pid.is_some())
+    };
+    let now = wait_for("the qwen worker in its host's facts", &|now| {
+        running_worker(now, QWEN).is_some()
+    });
+    let (qwen_host, qwen_worker) = running_worker(&now, QWEN).unwrap();
+
+    // 3. gemma3-270m loads on the other host: the first has no room left under its budget.
+    let stream = chat(GEMMA);
+    assert!(stream.contains("[DONE]"), "{stream}");
+    let now = wait_for("the gemma worker in its host's facts", &|now| {
+        running_worker(now, GEMMA).is_some()
+    });
+    let (gemma_host, _) = running_worker(&now, GEMMA).unwrap();
+    assert_ne!(gemma_host, qwen_host, "gemma3-270m must load where it fits");
+
+    // 4. A SIGKILLed worker is restarted by its pool manager, under the same id.
+    let qwen_pid = qwen_worker.pid.expect("a running worker has a pid");
+    // SAFETY: kill(2) on the worker this test's fleet started.
+    unsafe { libc::kill(qwen_pid as libc::pid_t, libc::SIGKILL) };
+    wait_for("the killed worker's restart", &|now| {
+        worker_of(now, QWEN).is_some_and(|(_, worker)| {
+            worker.worker_id == qwen_worker.worker_id
+                && worker.restarts >= 1
+                && worker.state == PoolWorkerState::Running
+                && worker.pid != Some(qwen_pid)
+        })
+    });
+    assert!(chat(QWEN).contains("[DONE]"));
+
+    // 5. keep_alive = "5s": the idle gemma3-270m worker is stopped.
+    wait_for("gemma3-270m's idle unload", &|now| {
+        worker_of(now, GEMMA).is_none()
+    });
+
+    // 6. `down` stops both pool managers, which drain their workers: nothing is left running.
+    let running: Vec<u32> = pool_workers(&hosts())
+        .iter()
+        .filter_map(|(_, worker)| worker.pid)
+        .collect();
+    assert!(!running.is_empty());
+    let down = fleet(&["down"]).success().json();
+    for name in ["hb", "hc"] {
+        assert_eq!(
+            host(&down, name)["pool_manager"]["action"],
+            "stop",
+            "{down:#}"
+        );
+    }
+    for sshd in [&sshd_b, &sshd_c] {
+        let left: Vec<String> = std::fs::read_dir(&sshd.remote.run_dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| {
+                name.ends_with(".pid") || name.ends_with(".json") || name.ends_with(".fleet-spec")
+            })
+            .collect();
+        assert!(
+            left.is_empty(),
+            "left in {}: {left:?}",
+            sshd.remote.run_dir.display()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running.iter().any(|pid| support::pid_alive(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for pid in running {
+        assert!(!support::pid_alive(pid), "worker pid {pid} still runs");
+    }
+}
