@@ -692,12 +692,10 @@ fn wait_hosts_live(
         })
     };
     let what = format!("{} pool manager(s) live", expected.len());
-    let waited = orcd_client(fleet).and_then(|client| {
-        Ok(
-            client.wait_for("/v2/hosts", &what, timeout, |listed: &Vec<_>| {
-                expected.iter().all(|(_, spec)| is_live(listed, spec))
-            }),
-        )
+    let waited = orcd_client(fleet).map(|client| {
+        client.wait_for("/v2/hosts", &what, timeout, |listed: &Vec<_>| {
+            expected.iter().all(|(_, spec)| is_live(listed, spec))
+        })
     });
     let (listed, error) = match waited {
         Ok(Ok(listed)) => (listed, None),
