@@ -69,6 +69,25 @@ async fn running_job(stream: &mut TaskStream) -> String {
     }
 }
 
+/// Reads from `stream` until `marker` has arrived, the peer closes, or `within` passes; a test
+/// that must hang up only after orcd answered something waits here.
+async fn read_until(stream: &mut TcpStream, marker: &[u8], within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !seen.windows(marker.len()).any(|window| window == marker) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(read)) if read > 0 => seen.extend_from_slice(&buffer[..read]),
+            _ => panic!(
+                "no `{}` within {within:?}; the answer so far: {}",
+                String::from_utf8_lossy(marker),
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+}
+
 /// Rounds of hang-ups at most, for at least one to be admitted.
 const ROUNDS: usize = 5;
 
@@ -97,9 +116,10 @@ fn thirty_clients_hanging_up_right_after_their_request_leave_no_job_behind() {
         }
         let busy_ids: BTreeSet<String> = busy.iter().map(|(id, _)| id.clone()).collect();
 
-        // Rounds of thirty clients send a whole task and hang up at once, half with a reset.
-        // Whether orcd admits a job before it notices the hang-up is a race; on a loaded
-        // machine a round can lose all thirty, so rounds go on until one was admitted.
+        // Rounds of thirty clients send a whole task and hang up, half with a reset. Whether
+        // orcd admits a job before it notices a hang-up right after the request is a race (on a
+        // loaded machine a round can lose all of them), so every third client first waits for
+        // its `queued` event: its job is admitted for certain, and must not outlive it either.
         let body = serde_json::to_string(&greedy_task("Hello", 8)).unwrap();
         let request = format!(
             "POST /v2/tasks HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
@@ -114,6 +134,10 @@ fn thirty_clients_hanging_up_right_after_their_request_leave_no_job_behind() {
                 async move {
                     let mut stream = TcpStream::connect(&address).await.unwrap();
                     stream.write_all(request.as_bytes()).await.unwrap();
+                    if n % 3 == 0 {
+                        read_until(&mut stream, b"event: queued", Duration::from_secs(30))
+                            .await;
+                    }
                     if n % 2 == 0 {
                         stream.set_zero_linger().unwrap();
                     }
