@@ -215,7 +215,7 @@ fn a_context_under_64_tokens_is_refused() {
 fn a_fleet_without_hosts_says_how_to_add_one() {
     let error = error_of("[orchestrator]\nurl = \"http://10.0.0.1:8080\"\n");
     assert!(
-        error.ends_with("fleet.toml: the fleet has no hosts\nhint: add a [hosts.NAME] table with [[hosts.NAME.workers]]"),
+        error.ends_with("fleet.toml: the fleet has no hosts\nhint: add a [hosts.NAME] table (its pool manager loads models on demand) and, for pinned workers, [[hosts.NAME.workers]]"),
         "{error}"
     );
 }
