@@ -180,7 +180,9 @@ fn a_fleet_comes_up_from_one_file_and_keeps_to_it() {
     let run_c = sshd_c.remote.run_dir.clone();
 
     // 1. One command: orcd and three workers on two hosts.
+    let started = std::time::Instant::now();
     let first = fleet(&["up"]).success().json();
+    eprintln!("first up took {:.1?}", started.elapsed());
     assert_eq!(first["orchestrator"]["started"], true, "{first:#}");
     assert_eq!(
         actions(host(&first, "hb")),
@@ -193,6 +195,12 @@ fn a_fleet_comes_up_from_one_file_and_keeps_to_it() {
     // variables); the second `up` below must then find it done.
     for name in ["hb", "hc"] {
         for step in host(&first, name)["steps"].as_array().unwrap() {
+            // Shown in the suite's output (.config/nextest.toml): what a first `up` in a
+            // fresh clone spends its time on.
+            eprintln!(
+                "first up, {name}: {}: {} ({})",
+                step["step"], step["outcome"], step["detail"]
+            );
             if step["step"] != "token" && step["step"] != "build" {
                 assert_eq!(step["outcome"], "unchanged", "{name}: {step:#}");
             }

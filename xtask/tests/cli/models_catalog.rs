@@ -3,13 +3,13 @@
 //! user entries to catalog.d, which is merged with the catalog (origin per entry, duplicate ids
 //! and malformed files named with file and line).
 
-mod models_support;
+use crate::models_support;
 
 use std::os::unix::fs::MetadataExt;
 
 use models_support::{fake_gguf, hub_entry, pseudo_random_bytes, sha256_hex, Sandbox};
 
-const REPOSITORY_CATALOG: &str = include_str!("../../catalog.toml");
+const REPOSITORY_CATALOG: &str = include_str!("../../../catalog.toml");
 
 #[test]
 fn the_repository_catalog_lists_twelve_valid_entries() {

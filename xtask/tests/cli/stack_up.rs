@@ -5,7 +5,7 @@
 //! Needs the release `orcd` and `llorch-worker` (`LLORCH_BIN_DIR`, set by `cargo xtask test`,
 //! else target/release) and the default model (`cargo xtask models download`).
 
-mod support;
+use crate::support;
 
 use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 

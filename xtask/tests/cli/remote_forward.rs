@@ -2,7 +2,7 @@
 //! streams back and its exit code is kept. The "remote" checkout is this one, reached through
 //! the private sshd, whose sessions carry their own config, model and run directories.
 
-mod support;
+use crate::support;
 
 use support::Sshd;
 

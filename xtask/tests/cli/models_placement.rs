@@ -1,7 +1,7 @@
 //! `cargo xtask models load|unload` against a stand-in orcd (a one-request HTTP server on
 //! loopback): the request it sends, its output, and orcd's refusals passed on with the hint.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;

@@ -2,7 +2,7 @@
 //! converter leaves no model file, and a working one (a stand-in for llama.cpp's
 //! convert_hf_to_gguf.py in a fake LLAMA_CPP_DIR) produces a recorded GGUF.
 
-mod models_support;
+use crate::models_support;
 
 use models_support::{pseudo_random_bytes, FakeHub, Sandbox};
 

@@ -1,6 +1,6 @@
 //! `cargo xtask git submodules list|status|update|reset|branch` on fixture repositories.
 
-mod fixtures;
+use crate::fixtures;
 
 use fixtures::git_repos::GitFixture;
 

@@ -7,7 +7,7 @@
 //! (`cargo xtask models download`). Without network namespaces (no root, no `ip`) the test
 //! reports itself skipped with the reason, and `cargo xtask test` counts it so.
 
-mod support;
+use crate::support;
 
 use std::{
     path::{Path, PathBuf},

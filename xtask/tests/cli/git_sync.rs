@@ -2,7 +2,7 @@
 //! nothing happens without `--force` when stdin is not a terminal, and `--force` resets the
 //! branch and the submodules.
 
-mod fixtures;
+use crate::fixtures;
 
 use fixtures::git_repos::GitFixture;
 

@@ -1,7 +1,7 @@
 //! `cargo xtask git pull` on fixture repositories: a fast-forward that moves a submodule, a
 //! diverged branch that must not be merged, and a branch without an upstream.
 
-mod fixtures;
+use crate::fixtures;
 
 use fixtures::git_repos::GitFixture;
 

@@ -4,7 +4,7 @@
 //! against the SHA-256 the hub publishes, a tampered file that leaves nothing behind, and a
 //! split GGUF.
 
-mod models_support;
+use crate::models_support;
 
 use models_support::{
     fake_gguf, hub_entry, pseudo_random_bytes, sha256_hex, FakeHub, Sandbox, FAKE_COMMIT,

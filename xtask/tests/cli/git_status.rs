@@ -2,7 +2,7 @@
 //! each kind of change, every submodule state, and the errors for a directory that is not a
 //! repository.
 
-mod fixtures;
+use crate::fixtures;
 
 use fixtures::git_repos::GitFixture;
 

@@ -1,7 +1,7 @@
 //! Connection failures name the host, the cause and the fix: refused, timed out, unknown name,
 //! refused key. The sshd harness provides the keys and the ssh config.
 
-mod support;
+use crate::support;
 
 use std::{
     net::TcpListener,

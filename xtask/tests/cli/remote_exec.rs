@@ -1,7 +1,7 @@
 //! `cargo xtask remote exec` against a real sshd on loopback: streams, exit codes, quoting of
 //! hostile arguments, and ssh aliases used as hosts.
 
-mod support;
+use crate::support;
 
 use support::Sshd;
 

@@ -2,7 +2,7 @@
 //! orcd and does to it, how a restart that orcd refuses ends, and how `status` reports a host
 //! that does not answer.
 
-mod support;
+use crate::support;
 
 use std::{net::TcpListener, path::Path};
 

@@ -2,7 +2,7 @@
 //! there) writes the ones its catalog lacks, leaves identical ones alone, and refuses an id the
 //! host defines differently. Runs xtask only: no SSH, worker or model needed.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! llorch-worker (tests/support/fake_worker.py, which registers like the real one) and the real
 //! orcd, so no model or llama.cpp build is needed.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

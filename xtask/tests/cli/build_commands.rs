@@ -1,7 +1,7 @@
 //! `cargo xtask build` on a throwaway workspace: the executables cargo reported, the crate
 //! counts, the profile flags, and backends that must fail before anything compiles.
 
-mod fixtures;
+use crate::fixtures;
 
 use std::{ffi::OsString, path::Path};
 

@@ -2,7 +2,7 @@
 //! "remote" host outlives the SSH session, is listed and stopped from here, and `pool status`
 //! and `pool models` report the host's side.
 
-mod support;
+use crate::support;
 
 use support::{http_status, pid_alive, Orcd, Sshd};
 

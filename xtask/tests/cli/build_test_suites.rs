@@ -3,7 +3,7 @@
 //! visible and fail the run, the binaries handed to e2e tests, the `cargo test` fallback,
 //! tests that skip themselves, and backends whose hardware is missing failing with the reason.
 
-mod fixtures;
+use crate::fixtures;
 
 use std::{ffi::OsString, os::unix::fs::symlink, path::Path};
 
