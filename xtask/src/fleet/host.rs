@@ -680,7 +680,7 @@ fn program_for(
 }
 
 /// The spawn spec of a fleet worker: its launch, with the place the fleet file gives it.
-pub fn spawn_spec(
+fn spawn_spec(
     spec: &WorkerSpec,
     program: &Path,
     token: Option<&Path>,
