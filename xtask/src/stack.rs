@@ -5,13 +5,15 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use llorch_api::{Backend, ChatMessage, SamplingParams, TaskRequest, WorkerInfo, WorkerState};
+use llorch_api::{
+    pool::WorkerLaunch, Backend, ChatMessage, SamplingParams, TaskRequest, WorkerInfo, WorkerState,
+};
 
 use crate::{
     daemon::{self, DaemonInfo, DaemonSpec, RunDir},
     flags::{DownArgs, UpArgs},
     jobs,
-    pool::worker::{self as pool_worker, WorkerLaunch},
+    pool::{launch::SpawnSpec, worker as pool_worker},
     Context,
 };
 
@@ -192,13 +194,15 @@ fn ensure_worker(
     }
     let launch = WorkerLaunch {
         backend,
-        model: model.to_owned(),
-        program: program.to_path_buf(),
-        orchestrator_url: client.base_url().to_owned(),
-        extra_args: vec!["--slots".into(), slots.to_string().into()],
-        ..WorkerLaunch::defaults(cx)
+        slots: Some(slots),
+        ..WorkerLaunch::of_model(model)
     };
-    let info = pool_worker::start_worker(cx, run_dir, &launch, READY_TIMEOUT)?;
+    let spec = SpawnSpec {
+        orchestrator_url: Some(client.base_url().to_owned()),
+        timeout: READY_TIMEOUT,
+        ..SpawnSpec::new(launch).with_program(program)
+    };
+    let info = pool_worker::start_worker(cx, run_dir, &spec)?;
     let serves_model =
         |worker: &WorkerInfo| worker.model == model && worker.state == WorkerState::Live;
     let workers = client

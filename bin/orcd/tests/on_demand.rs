@@ -155,7 +155,7 @@ async fn start_worker(
     }
     let worker_id = format!("{}-{}-1", pool.host_id, launch.model);
     let fake = FakeWorker::start(Script::complete(3, Duration::ZERO)).await;
-    let registration = fake.registration(&worker_id, &launch.model, launch.slots);
+    let registration = fake.registration(&worker_id, &launch.model, launch.slots_or_default());
     let worker = PoolWorker {
         worker_id: worker_id.clone(),
         launch,
@@ -308,7 +308,7 @@ async fn a_request_for_an_unloaded_model_loads_it_and_completes() {
     assert_eq!(starts.len(), 1, "one worker started");
     assert_eq!(
         (starts[0].slots, starts[0].ctx_size),
-        (2, 1024),
+        (Some(2), Some(1024)),
         "the model's policy"
     );
     let events = within("the events task", events).await.unwrap();

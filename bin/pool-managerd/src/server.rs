@@ -344,8 +344,8 @@ fn estimate_file(
 ) -> Result<u64, llorch_catalog::GgufError> {
     let shape = read_model_shape(path)?;
     let plan = ContextPlan {
-        slots: launch.slots,
-        ctx_size: launch.ctx_size,
+        slots: launch.slots_or_default(),
+        ctx_size: launch.ctx_size_or_default(),
         batch_size: WORKER_BATCH_SIZE,
     };
     Ok(estimate_memory(&shape, bytes, plan).total())
@@ -359,7 +359,7 @@ fn free_for(facts: &HostFacts, launch: &WorkerLaunch) -> u64 {
         Backend::Cuda | Backend::Metal => facts
             .gpus
             .iter()
-            .find(|gpu| gpu.index == launch.gpu)
+            .find(|gpu| gpu.index == launch.gpu_or_default())
             .map_or(0, |gpu| {
                 gpu.memory_total_bytes.saturating_sub(gpu.memory_used_bytes)
             }),

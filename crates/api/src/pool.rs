@@ -1,50 +1,56 @@
 //! Wire types between orcd and the pool manager of each host (`llorch-pool-managerd`): what a
 //! pool manager tells orcd about its host, and what orcd asks it to do. [`WorkerLaunch`] is the
-//! one description of "a worker to start" that other launchers (xtask's `pool` and `fleet`) can
-//! adopt.
+//! one description of "a worker to start": orcd sends it to pool managers, and xtask's `pool
+//! worker spawn`, `up`, the bench and the fleet file fill it too.
 
 use serde::{Deserialize, Serialize};
 
 use crate::Backend;
 
-/// A worker to start: which model, on which compute backend, with how many slots. The pool
-/// manager turns it into `llorch-worker` flags ([`WorkerLaunch::worker_args`]); everything
-/// about where the worker registers comes from the pool manager's own configuration.
+/// A worker to start: which model, on which compute backend, with how many slots, and which
+/// further serving options. It says *what* runs, never where: listen address, port, id and
+/// orchestrator are the launcher's (the pool manager's configuration, xtask's spawn spec).
+/// [`WorkerLaunch::worker_args`] is the one place these fields become `llorch-worker` flags.
+///
+/// A setting left `None` is not passed, so the worker's own default applies ([`DEFAULT_SLOTS`],
+/// [`DEFAULT_CTX_SIZE`], GPU 0); `None`s are left out of the JSON, so a message reads as it
+/// did before these fields were optional.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerLaunch {
-    /// Catalog id of the model (its file must be on the host's disk).
+    /// Catalog id of the model (its file must be on the host's disk). xtask also takes a GGUF
+    /// path here for a worker on its own machine; [`WorkerLaunch::validate`] refuses one.
     pub model: String,
     #[serde(default = "default_backend")]
     pub backend: Backend,
-    /// GPU index for the cuda and metal backends.
-    #[serde(default)]
-    pub gpu: u32,
-    #[serde(default = "default_slots")]
-    pub slots: u32,
-    /// Context of each slot in tokens.
-    #[serde(default = "default_ctx_size")]
-    pub ctx_size: u32,
+    /// GPU index for the cuda and metal backends; `None`: the worker's default, 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
+    /// `None`: [`DEFAULT_SLOTS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+    /// Context of each slot in tokens; `None`: [`DEFAULT_CTX_SIZE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctx_size: Option<u32>,
     /// Decode threads; absent: the worker's own choice (all physical cores, adapted to load).
     #[serde(default)]
     pub threads: Option<u32>,
+    /// Also serve embeddings (`--embeddings`); absent from older messages and records.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub embeddings: bool,
 }
 
 fn default_backend() -> Backend {
     Backend::Cpu
 }
 
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 /// The worker's own defaults (`llorch-worker --slots`, `--ctx-size`).
 pub const DEFAULT_SLOTS: u32 = 4;
 pub const DEFAULT_CTX_SIZE: u32 = 2048;
-
-fn default_slots() -> u32 {
-    DEFAULT_SLOTS
-}
-
-fn default_ctx_size() -> u32 {
-    DEFAULT_CTX_SIZE
-}
 
 impl WorkerLaunch {
     /// A launch with the worker's defaults for everything but the model.
@@ -52,15 +58,32 @@ impl WorkerLaunch {
         WorkerLaunch {
             model: model.into(),
             backend: Backend::Cpu,
-            gpu: 0,
-            slots: DEFAULT_SLOTS,
-            ctx_size: DEFAULT_CTX_SIZE,
+            gpu: None,
+            slots: None,
+            ctx_size: None,
             threads: None,
+            embeddings: false,
         }
     }
 
-    /// The bounds `llorch-worker` itself enforces, checked before anything is spawned so the
-    /// caller gets a 400 naming the field rather than a worker that exits at once.
+    /// The GPU the worker uses: the given one, else the worker's default.
+    pub fn gpu_or_default(&self) -> u32 {
+        self.gpu.unwrap_or(0)
+    }
+
+    /// The slots the worker runs: the given number, else the worker's default.
+    pub fn slots_or_default(&self) -> u32 {
+        self.slots.unwrap_or(DEFAULT_SLOTS)
+    }
+
+    /// Each slot's context in tokens: the given size, else the worker's default.
+    pub fn ctx_size_or_default(&self) -> u32 {
+        self.ctx_size.unwrap_or(DEFAULT_CTX_SIZE)
+    }
+
+    /// What a pool manager accepts over the wire: a catalog id (never a path: the launch
+    /// names a file under the host's model directory) and the settings within
+    /// [`WorkerLaunch::validate_settings`].
     pub fn validate(&self) -> Result<(), String> {
         crate::validation::validate_model_id("model", &self.model)
             .map_err(|error| error.to_string())?;
@@ -70,40 +93,61 @@ impl WorkerLaunch {
                 crate::log_safe::log_safe(&self.model)
             ));
         }
-        if !(1..=64).contains(&self.slots) {
-            return Err(format!("`slots` must be 1..=64, got {}", self.slots));
+        self.validate_settings()
+    }
+
+    /// The bounds `llorch-worker` itself enforces, checked before anything is spawned so the
+    /// caller gets an error naming the field rather than a worker that exits at once.
+    pub fn validate_settings(&self) -> Result<(), String> {
+        if let Some(slots) = self.slots.filter(|slots| !(1..=64).contains(slots)) {
+            return Err(format!("`slots` must be 1..=64, got {slots}"));
         }
-        if !(16..=1_048_576).contains(&self.ctx_size) {
-            return Err(format!(
-                "`ctx_size` must be 16..=1048576, got {}",
-                self.ctx_size
-            ));
+        if let Some(ctx_size) = self
+            .ctx_size
+            .filter(|ctx_size| !(16..=1_048_576).contains(ctx_size))
+        {
+            return Err(format!("`ctx_size` must be 16..=1048576, got {ctx_size}"));
         }
-        if let Some(threads) = self.threads {
-            if !(1..=256).contains(&threads) {
-                return Err(format!("`threads` must be 1..=256, got {threads}"));
-            }
+        if let Some(threads) = self.threads.filter(|threads| !(1..=256).contains(threads)) {
+            return Err(format!("`threads` must be 1..=256, got {threads}"));
         }
         Ok(())
     }
 
-    /// The `llorch-worker` flags for this launch (model, backend, gpu, slots, ctx size,
-    /// threads); the caller adds where to listen and register.
+    /// The `llorch-worker` flags for this launch: `--model` and [`WorkerLaunch::args_after_model`].
+    /// The caller adds where to listen and register.
     pub fn worker_args(&self) -> Vec<String> {
-        let mut args = vec![
-            "--model".to_owned(),
-            self.model.clone(),
-            "--backend".to_owned(),
-            self.backend.as_str().to_owned(),
-            "--gpu".to_owned(),
-            self.gpu.to_string(),
-            "--slots".to_owned(),
-            self.slots.to_string(),
-            "--ctx-size".to_owned(),
-            self.ctx_size.to_string(),
+        let mut args = vec!["--model".to_owned(), self.model.clone()];
+        args.extend(self.args_after_model());
+        args
+    }
+
+    /// The flags for everything but the model, for a launcher that names the model its own
+    /// way (xtask passes a user catalog entry's file with `--model-id`): `--backend`, then
+    /// [`WorkerLaunch::setting_args`].
+    pub fn args_after_model(&self) -> Vec<String> {
+        let mut args = vec!["--backend".to_owned(), self.backend.as_str().to_owned()];
+        args.extend(self.setting_args());
+        args
+    }
+
+    /// The flags of the settings that are given: `--gpu`, `--slots`, `--ctx-size`, `--threads`,
+    /// `--embeddings`. `cargo xtask pool worker spawn` takes them under the same names.
+    pub fn setting_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let numbers = [
+            ("--gpu", self.gpu),
+            ("--slots", self.slots),
+            ("--ctx-size", self.ctx_size),
+            ("--threads", self.threads),
         ];
-        if let Some(threads) = self.threads {
-            args.extend(["--threads".to_owned(), threads.to_string()]);
+        for (flag, value) in numbers {
+            if let Some(value) = value {
+                args.extend([flag.to_owned(), value.to_string()]);
+            }
+        }
+        if self.embeddings {
+            args.push("--embeddings".to_owned());
         }
         args
     }
@@ -339,31 +383,77 @@ mod tests {
     fn a_launch_needs_only_a_model_and_refuses_unknown_fields() {
         let launch: WorkerLaunch = serde_json::from_str(r#"{"model":"gemma3-270m"}"#).unwrap();
         assert_eq!(launch, WorkerLaunch::of_model("gemma3-270m"));
+        assert_eq!(
+            (
+                launch.gpu_or_default(),
+                launch.slots_or_default(),
+                launch.ctx_size_or_default()
+            ),
+            (0, DEFAULT_SLOTS, DEFAULT_CTX_SIZE)
+        );
         assert!(serde_json::from_str::<WorkerLaunch>(r#"{"model":"m","slot":2}"#).is_err());
+    }
+
+    #[test]
+    fn the_wire_shape_is_the_one_orcd_and_pool_managers_exchanged_before() {
+        // What orcd sent before `gpu`, `slots` and `ctx_size` became optional: it still
+        // parses, and a launch with every setting given serializes to exactly it.
+        let before = r#"{"model":"gemma3-270m","backend":"cuda","gpu":1,"slots":2,"ctx_size":4096,"threads":null}"#;
+        let launch: WorkerLaunch = serde_json::from_str(before).unwrap();
+        assert_eq!(
+            launch,
+            WorkerLaunch {
+                backend: Backend::Cuda,
+                gpu: Some(1),
+                slots: Some(2),
+                ctx_size: Some(4096),
+                ..WorkerLaunch::of_model("gemma3-270m")
+            }
+        );
+        assert_eq!(serde_json::to_string(&launch).unwrap(), before);
+        let embeddings = WorkerLaunch {
+            embeddings: true,
+            ..launch
+        };
+        assert!(serde_json::to_string(&embeddings)
+            .unwrap()
+            .ends_with(r#","threads":null,"embeddings":true}"#));
     }
 
     #[test]
     fn launch_bounds_name_the_field() {
         let mut launch = WorkerLaunch::of_model("gemma3-270m");
         assert!(launch.validate().is_ok());
-        launch.slots = 0;
+        launch.slots = Some(0);
         assert!(launch.validate().unwrap_err().contains("`slots`"));
-        launch.slots = 2;
-        launch.ctx_size = 8;
+        launch.slots = Some(2);
+        launch.ctx_size = Some(8);
         assert!(launch.validate().unwrap_err().contains("`ctx_size`"));
-        launch.ctx_size = 512;
+        launch.ctx_size = Some(512);
+        launch.threads = Some(0);
+        assert!(launch.validate().unwrap_err().contains("`threads`"));
+        launch.threads = None;
         launch.model = "../etc/passwd".into();
         assert!(launch.validate().unwrap_err().contains("`model`"));
+        // A path is refused on the wire only: the settings alone are fine.
+        assert!(launch.validate_settings().is_ok());
     }
 
     #[test]
-    fn worker_args_carry_every_field() {
+    fn worker_args_carry_every_field_that_is_set() {
         let mut launch = WorkerLaunch::of_model("qwen2.5-coder-0.5b");
-        launch.threads = Some(2);
-        launch.slots = 2;
         assert_eq!(
             launch.worker_args().join(" "),
-            "--model qwen2.5-coder-0.5b --backend cpu --gpu 0 --slots 2 --ctx-size 2048 --threads 2"
+            "--model qwen2.5-coder-0.5b --backend cpu"
+        );
+        launch.gpu = Some(0);
+        launch.threads = Some(2);
+        launch.slots = Some(2);
+        launch.ctx_size = Some(2048);
+        launch.embeddings = true;
+        assert_eq!(
+            launch.worker_args().join(" "),
+            "--model qwen2.5-coder-0.5b --backend cpu --gpu 0 --slots 2 --ctx-size 2048 --threads 2 --embeddings"
         );
     }
 

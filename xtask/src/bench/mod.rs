@@ -19,7 +19,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use llorch_api::{WorkerInfo, WorkerState};
+use llorch_api::{pool::WorkerLaunch, WorkerInfo, WorkerState};
 use serde::Serialize;
 
 use self::client::{aggregate_decode_rate, complete, end_to_end_rate, Sample, Target};
@@ -27,7 +27,7 @@ use self::table::{markdown, percentile, Better, Figure};
 use crate::{
     daemon::{DaemonInfo, DaemonSpec, RunDir},
     flags::BenchArgs,
-    pool::worker::{self as pool_worker, WorkerLaunch},
+    pool::{launch::SpawnSpec, worker as pool_worker},
     Context,
 };
 
@@ -193,27 +193,21 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     .context("starting orcd for the bench")?;
     cleanup.daemon(orcd.name.clone());
     let orcd_url = orcd.url.clone().expect("orcd is started with a url");
-    let mut extra_args: Vec<OsString> = vec![
-        "--slots".into(),
-        args.streams.to_string().into(),
-        "--ctx-size".into(),
-        CTX_PER_SLOT.to_string().into(),
-        "--queue-size".into(),
-        MANY_STREAMS.to_string().into(),
-    ];
-    if let Some(threads) = args.threads {
-        extra_args.extend(["--threads".into(), threads.to_string().into()]);
-    }
     let launch = WorkerLaunch {
-        model: model.clone(),
-        program: binaries.worker.clone(),
-        orchestrator_url: orcd_url.clone(),
-        id: Some("bench-worker".to_owned()),
-        extra_args,
-        ..WorkerLaunch::defaults(cx)
+        backend: cx.settings.default_backend,
+        slots: Some(args.streams),
+        ctx_size: Some(CTX_PER_SLOT),
+        threads: args.threads,
+        ..WorkerLaunch::of_model(&model)
     };
-    let worker =
-        pool_worker::start_worker(cx, &cleanup.run_dir, &launch, Duration::from_secs(120))?;
+    let spec = SpawnSpec {
+        orchestrator_url: Some(orcd_url.clone()),
+        id: Some("bench-worker".to_owned()),
+        timeout: Duration::from_secs(120),
+        worker_args: vec!["--queue-size".into(), MANY_STREAMS.to_string()],
+        ..SpawnSpec::new(launch).with_program(&binaries.worker)
+    };
+    let worker = pool_worker::start_worker(cx, &cleanup.run_dir, &spec)?;
     cleanup.daemon(worker.name.clone());
     let worker_url = worker.url.clone().expect("workers are started with a url");
 

@@ -3,18 +3,18 @@
 //! concurrent multi-turn conversations runs on each, alternating per run.
 
 use std::{
-    ffi::OsString,
     net::{IpAddr, Ipv4Addr},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
+use llorch_api::pool::WorkerLaunch;
 
 use super::client::{complete, Sample, Target};
 use super::table::{percentile, Better, Figure};
 use super::{Cleanup, BENCH_PROMPT, CTX_PER_SLOT};
 use crate::{
-    pool::worker::{self as pool_worker, WorkerLaunch},
+    pool::{launch::SpawnSpec, worker as pool_worker},
     Context,
 };
 
@@ -62,24 +62,20 @@ pub fn start(
         cleanup.daemon(orcd.name.clone());
         let url = orcd.url.clone().expect("orcd is started with a url");
         for index in 0..WORKERS_PER_POLICY {
-            let mut extra_args: Vec<OsString> = vec![
-                "--slots".into(),
-                slots.to_string().into(),
-                "--ctx-size".into(),
-                CTX_PER_SLOT.to_string().into(),
-            ];
-            let threads = threads.unwrap_or_else(share_of_the_cores);
-            extra_args.extend(["--threads".into(), threads.to_string().into()]);
             let launch = WorkerLaunch {
-                model: model.to_owned(),
-                program: binaries.worker.clone(),
-                orchestrator_url: url.clone(),
-                id: Some(format!("bench-{policy}-{index}")),
-                extra_args,
-                ..WorkerLaunch::defaults(cx)
+                backend: cx.settings.default_backend,
+                slots: Some(slots),
+                ctx_size: Some(CTX_PER_SLOT),
+                threads: Some(threads.unwrap_or_else(share_of_the_cores)),
+                ..WorkerLaunch::of_model(model)
             };
-            let worker =
-                pool_worker::start_worker(cx, &cleanup.run_dir, &launch, Duration::from_secs(120))?;
+            let spec = SpawnSpec {
+                orchestrator_url: Some(url.clone()),
+                id: Some(format!("bench-{policy}-{index}")),
+                timeout: Duration::from_secs(120),
+                ..SpawnSpec::new(launch).with_program(&binaries.worker)
+            };
+            let worker = pool_worker::start_worker(cx, &cleanup.run_dir, &spec)?;
             cleanup.daemon(worker.name.clone());
         }
         targets.push(Target::Orcd {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use llorch_api::json_schema::MAX_OPTIONAL_PROPERTIES;
-use llorch_api::{OutputConstraint, SamplingParams};
+use llorch_api::{pool::WorkerLaunch, OutputConstraint, SamplingParams};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -18,7 +18,7 @@ use super::table::{markdown, Better, Figure};
 use super::{wait_for_registration, Cleanup, BENCH_PROMPT};
 use crate::daemon::RunDir;
 use crate::flags::BenchArgs;
-use crate::pool::worker::{self as pool_worker, WorkerLaunch};
+use crate::pool::{launch::SpawnSpec, worker as pool_worker};
 use crate::Context;
 
 /// The schemas measured: an object of `optional` optional and `required` required string
@@ -92,20 +92,19 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
     )
     .context("starting orcd for the schema bench")?;
     cleanup.daemon(orcd.name.clone());
-    let mut extra_args: Vec<std::ffi::OsString> = vec!["--slots".into(), "1".into()];
-    if let Some(threads) = args.threads {
-        extra_args.extend(["--threads".into(), threads.to_string().into()]);
-    }
     let launch = WorkerLaunch {
-        model: model.clone(),
-        program: binaries.worker.clone(),
-        orchestrator_url: orcd.url.clone().expect("orcd is started with a url"),
-        id: Some("bench-worker".to_owned()),
-        extra_args,
-        ..WorkerLaunch::defaults(cx)
+        backend: cx.settings.default_backend,
+        slots: Some(1),
+        threads: args.threads,
+        ..WorkerLaunch::of_model(&model)
     };
-    let worker =
-        pool_worker::start_worker(cx, &cleanup.run_dir, &launch, Duration::from_secs(120))?;
+    let spec = SpawnSpec {
+        orchestrator_url: Some(orcd.url.clone().expect("orcd is started with a url")),
+        id: Some("bench-worker".to_owned()),
+        timeout: Duration::from_secs(120),
+        ..SpawnSpec::new(launch).with_program(&binaries.worker)
+    };
+    let worker = pool_worker::start_worker(cx, &cleanup.run_dir, &spec)?;
     cleanup.daemon(worker.name.clone());
     let target = Target::Worker {
         url: worker.url.clone().expect("workers are started with a url"),

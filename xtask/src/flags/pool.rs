@@ -83,8 +83,9 @@ Examples:
   cargo xtask pool worker spawn cuda --model gemma3-270m --gpu 1 --port 9002
   cargo xtask pool worker spawn cpu --model gemma3-270m --host gpu-box
   cargo xtask pool worker spawn cpu --model gemma3-270m --host gpu-box --worker-token-file ~/.config/llorch/worker.token
-  cargo xtask pool worker spawn cpu --model gemma3-270m -- --slots 4 --ctx-size 4096
-  cargo xtask pool worker spawn cpu --model gemma3-270m -- --embeddings
+  cargo xtask pool worker spawn cpu --model gemma3-270m --slots 4 --ctx-size 4096
+  cargo xtask pool worker spawn cpu --model gemma3-270m --embeddings
+  cargo xtask pool worker spawn cpu --model gemma3-270m -- --queue-size 64
 
 The worker registers with the orchestrator configured HERE (--orchestrator-url, else
 LLORCH_ORCHESTRATOR_URL or `orchestrator.url` in the config file), also with --host. With
@@ -103,9 +104,21 @@ Without --port, a free port is picked before the worker starts. The worker's out
         /// Catalog id (or GGUF path) of the model to serve
         #[arg(long, value_name = "ID")]
         model: String,
-        /// GPU index for cuda and metal
+        /// GPU index for cuda and metal [default: the worker's, 0]
         #[arg(long, value_name = "N")]
         gpu: Option<u32>,
+        /// Requests the worker serves at once [default: the worker's, 4]
+        #[arg(long, value_name = "N")]
+        slots: Option<u32>,
+        /// Context of each slot in tokens [default: the worker's, 2048]
+        #[arg(long, value_name = "TOKENS")]
+        ctx_size: Option<u32>,
+        /// Decode threads [default: the worker's choice, all physical cores adapted to load]
+        #[arg(long, value_name = "N")]
+        threads: Option<u32>,
+        /// Also serve embeddings of the model (orcd's /v1/embeddings)
+        #[arg(long)]
+        embeddings: bool,
         /// Port to listen on (default: a free port)
         #[arg(long, value_name = "P")]
         port: Option<u16>,

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use llorch_api::Backend;
+use llorch_api::{pool::WorkerLaunch, Backend};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -21,8 +21,7 @@ pub const LOCAL_HOST: &str = "local";
 pub const FLEET_ENV: &str = "LLORCH_FLEET";
 /// First port given to a worker without `port`; the next ones count up per host.
 const FIRST_DEFAULT_PORT: u16 = 9001;
-const DEFAULT_SLOTS: u32 = 4;
-const DEFAULT_CTX_SIZE: u32 = 2048;
+use llorch_api::pool::{DEFAULT_CTX_SIZE, DEFAULT_SLOTS};
 /// The pool manager's port unless the fleet file gives one (`llorch-pool-managerd`'s default).
 pub const DEFAULT_POOL_MANAGER_PORT: u16 = 9100;
 
@@ -144,23 +143,20 @@ pub struct PoolManagerSpec {
     pub models: Vec<String>,
 }
 
-/// Everything a worker is started with; two equal specs mean nothing to change.
+/// Everything a worker is started with; two equal specs mean nothing to change. What it runs
+/// is its [`WorkerLaunch`] (with `slots` and `ctx_size` always given); the spec adds where.
+/// The launch is flattened, so the records of older versions (one flat object with `model`,
+/// `backend`, `gpu`, `slots`, `ctx_size`, `embeddings` beside `name` and `port`) read the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerSpec {
     /// The worker id in orcd and the daemon or unit name on the host.
     pub name: String,
-    pub model: String,
-    pub backend: Backend,
-    pub gpu: Option<u32>,
-    pub slots: u32,
-    pub ctx_size: u32,
+    #[serde(flatten)]
+    pub launch: WorkerLaunch,
     pub port: u16,
     pub bind: IpAddr,
     pub advertise_url: String,
     pub orchestrator_url: String,
-    /// Started with `--embeddings` (serves `/v1/embeddings`); absent from older records.
-    #[serde(default)]
-    pub embeddings: bool,
 }
 
 /// The fleet file in use: `--fleet`, `LLORCH_FLEET`, `[fleet] file`, or fleet.toml beside the
@@ -357,7 +353,24 @@ pub fn parse(
                     ),
                 );
             }
-            let backend = worker.backend.unwrap_or(Backend::Cpu);
+            let launch = WorkerLaunch {
+                backend: worker.backend.unwrap_or(Backend::Cpu),
+                gpu: worker.gpu,
+                slots: Some(
+                    worker
+                        .slots
+                        .as_ref()
+                        .map_or(DEFAULT_SLOTS, |s| *s.get_ref()),
+                ),
+                ctx_size: Some(
+                    worker
+                        .ctx_size
+                        .as_ref()
+                        .map_or(DEFAULT_CTX_SIZE, |c| *c.get_ref()),
+                ),
+                embeddings: worker.embeddings,
+                ..WorkerLaunch::of_model(model.clone())
+            };
             let shares_model = host
                 .workers
                 .iter()
@@ -369,9 +382,7 @@ pub fn parse(
                 Some(given) => given.get_ref().clone(),
                 None => crate::pool::launch::stable_worker_id(
                     name,
-                    &model,
-                    backend,
-                    worker.gpu,
+                    &launch,
                     shares_model.then_some(port),
                     None,
                 ),
@@ -394,11 +405,7 @@ pub fn parse(
                     &format!("`{worker_name}` names two workers; worker names are ids in orcd and must be unique in the fleet"),
                 );
             }
-            let slots = worker
-                .slots
-                .as_ref()
-                .map_or(DEFAULT_SLOTS, |s| *s.get_ref());
-            if slots == 0 {
+            if launch.slots == Some(0) {
                 problems.at(
                     worker
                         .slots
@@ -409,11 +416,7 @@ pub fn parse(
                     "must be at least 1",
                 );
             }
-            let ctx_size = worker
-                .ctx_size
-                .as_ref()
-                .map_or(DEFAULT_CTX_SIZE, |c| *c.get_ref());
-            if ctx_size < 64 {
+            if launch.ctx_size.is_some_and(|ctx_size| ctx_size < 64) {
                 problems.at(
                     worker
                         .ctx_size
@@ -426,16 +429,11 @@ pub fn parse(
             }
             workers.push(WorkerSpec {
                 name: worker_name,
-                model,
-                backend,
-                gpu: worker.gpu,
-                slots,
-                ctx_size,
+                launch,
                 port,
                 bind,
                 advertise_url: format!("http://{advertise_host}:{port}"),
                 orchestrator_url: url.clone(),
-                embeddings: worker.embeddings,
             });
         }
         let pool_manager = pool_manager_spec(
@@ -733,21 +731,20 @@ model = "gemma3-270m"
             a.workers[0],
             WorkerSpec {
                 name: "box-a-gemma3-270m".into(),
-                model: "gemma3-270m".into(),
-                backend: Backend::Cpu,
-                gpu: None,
-                slots: 2,
-                ctx_size: DEFAULT_CTX_SIZE,
+                launch: WorkerLaunch {
+                    slots: Some(2),
+                    ctx_size: Some(DEFAULT_CTX_SIZE),
+                    ..WorkerLaunch::of_model("gemma3-270m")
+                },
                 port: 9001,
                 bind: "10.0.0.2".parse().unwrap(),
                 advertise_url: "http://10.0.0.2:9001".into(),
                 orchestrator_url: "http://10.0.0.1:8080".into(),
-                embeddings: false,
             }
         );
         assert_eq!(a.workers[1].name, "coder");
         assert_eq!(a.workers[1].port, 9500);
-        assert_eq!(a.workers[1].gpu, Some(1));
+        assert_eq!(a.workers[1].launch.gpu, Some(1));
         let b = &fleet.hosts[1].workers[0];
         assert_eq!(b.advertise_url, "http://box-b.lan:9001");
         assert_eq!(
@@ -762,9 +759,9 @@ model = "gemma3-270m"
         let text = TWO_HOSTS.replace("slots = 2", "slots = 2\nembeddings = true");
         let fleet = parse_text(&text).unwrap();
         let a = &fleet.hosts[0];
-        assert!(a.workers[0].embeddings);
-        assert!(!a.workers[1].embeddings);
-        assert!(!fleet.hosts[1].workers[0].embeddings);
+        assert!(a.workers[0].launch.embeddings);
+        assert!(!a.workers[1].launch.embeddings);
+        assert!(!fleet.hosts[1].workers[0].launch.embeddings);
     }
 
     #[test]

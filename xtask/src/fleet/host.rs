@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeSet,
-    ffi::OsString,
     io::Read,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -27,10 +26,7 @@ use super::{
 use crate::{
     daemon::RunDir,
     flags::FleetHostCmd,
-    pool::{
-        spawn as pool_spawn,
-        worker::{self as pool_worker, WorkerLaunch},
-    },
+    pool::{launch::SpawnSpec, spawn as pool_spawn, worker as pool_worker},
     Context,
 };
 
@@ -65,11 +61,14 @@ fn yes() -> bool {
 impl ApplyRequest {
     /// The catalog models the host needs: its workers' and its pool manager's.
     pub fn models(&self) -> impl Iterator<Item = &str> {
-        self.workers.iter().map(|spec| spec.model.as_str()).chain(
-            self.pool_manager
-                .iter()
-                .flat_map(|spec| spec.models.iter().map(String::as_str)),
-        )
+        self.workers
+            .iter()
+            .map(|spec| spec.launch.model.as_str())
+            .chain(
+                self.pool_manager
+                    .iter()
+                    .flat_map(|spec| spec.models.iter().map(String::as_str)),
+            )
     }
 }
 
@@ -259,11 +258,13 @@ pub fn observe(cx: &Context, verify_models: bool) -> anyhow::Result<HostState> {
                 _ => None,
             };
             let model_verified = match (&spec, verify_models) {
-                (Some(spec), true) => {
-                    Some(*verified.entry(spec.model.clone()).or_insert_with(|| {
-                        crate::models::is_verified(cx, &spec.model).unwrap_or(false)
-                    }))
-                }
+                (Some(spec), true) => Some(
+                    *verified
+                        .entry(spec.launch.model.clone())
+                        .or_insert_with(|| {
+                            crate::models::is_verified(cx, &spec.launch.model).unwrap_or(false)
+                        }),
+                ),
                 _ => None,
             };
             ActualWorker {
@@ -366,7 +367,7 @@ pub fn apply(
             .iter()
             .map(|model| model.id.as_str())
             .collect();
-        desired.retain(|spec| !missing.contains(spec.model.as_str()));
+        desired.retain(|spec| !missing.contains(spec.launch.model.as_str()));
     } else if request.worker_token.is_some() {
         token_path = Some(pool_spawn::host_token_path()?);
     }
@@ -397,7 +398,7 @@ pub fn apply(
                 .status(format!("{}: {}", planned.name, planned.action.describe()));
         }
         let launch = |spec: &WorkerSpec| -> anyhow::Result<()> {
-            let program = program_for(cx, &programs, spec.backend)?;
+            let program = program_for(cx, &programs, spec.launch.backend)?;
             start(
                 cx,
                 &run_dir,
@@ -530,7 +531,7 @@ fn prepare(
     let backends: BTreeSet<&'static str> = request
         .workers
         .iter()
-        .map(|spec| spec.backend)
+        .map(|spec| spec.launch.backend)
         .chain(pool_backend)
         .map(|backend| backend.as_str())
         .collect();
@@ -678,39 +679,22 @@ fn program_for(
     Ok(program)
 }
 
-/// The llorch-worker arguments for `spec`, as `pool worker spawn` passes them.
-#[allow(clippy::needless_update)]
-fn worker_launch(
-    cx: &Context,
+/// The spawn spec of a fleet worker: its launch, with the place the fleet file gives it.
+fn spawn_spec(
     spec: &WorkerSpec,
     program: &Path,
     token: Option<&Path>,
-) -> WorkerLaunch {
-    let mut extra_args: Vec<OsString> = vec![
-        "--slots".into(),
-        spec.slots.to_string().into(),
-        "--ctx-size".into(),
-        spec.ctx_size.to_string().into(),
-    ];
-    if let Some(token) = token {
-        extra_args.extend(["--worker-token-file".into(), token.into()]);
-    }
-    if spec.embeddings {
-        extra_args.push("--embeddings".into());
-    }
-    WorkerLaunch {
-        backend: spec.backend,
-        model: spec.model.clone(),
-        program: program.to_path_buf(),
-        gpu: spec.gpu,
+    timeout: Duration,
+) -> SpawnSpec {
+    SpawnSpec {
         port: Some(spec.port),
-        bind: spec.bind,
+        bind: Some(spec.bind),
         advertise_url: Some(spec.advertise_url.clone()),
         id: Some(spec.name.clone()),
-        orchestrator_url: spec.orchestrator_url.clone(),
-        extra_args,
-        // Fields a newer `pool worker` adds keep their defaults.
-        ..WorkerLaunch::defaults(cx)
+        orchestrator_url: Some(spec.orchestrator_url.clone()),
+        worker_token_file: token.map(Path::to_path_buf),
+        timeout,
+        ..SpawnSpec::new(spec.launch.clone()).with_program(program)
     }
 }
 
@@ -723,9 +707,9 @@ fn start(
     use_systemd: bool,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let launch = worker_launch(cx, spec, program, token);
+    let spawn = spawn_spec(spec, program, token, timeout);
     if use_systemd {
-        let daemon = launch.into_daemon_spec(cx)?;
+        let daemon = pool_worker::daemon_spec(cx, &pool_worker::resolve(cx, &spawn)?)?;
         let env: Vec<(String, String)> = daemon
             .env
             .iter()
@@ -746,7 +730,7 @@ fn start(
             )
         });
     }
-    pool_worker::start_worker(cx, run_dir, &launch, timeout)?;
+    pool_worker::start_worker(cx, run_dir, &spawn)?;
     let marker = marker_dir(run_dir).join(format!("{}.json", spec.name));
     let json = serde_json::to_string_pretty(spec).expect("a worker spec always serializes");
     crate::files::write_atomically(&marker, &format!("{json}\n"))
@@ -877,5 +861,41 @@ mod tests {
         let request: ApplyRequest = serde_json::from_str("{\"workers\":[]}").unwrap();
         assert!(request.prepare);
         assert_eq!(request.supervisor, Supervisor::Auto);
+    }
+
+    #[test]
+    fn a_fleet_worker_reaches_the_worker_with_the_flags_of_before() {
+        let text = "[orchestrator]\nurl = \"http://127.0.0.1:8080\"\n[hosts.local]\n\
+                    [[hosts.local.workers]]\nmodel = \"gemma3-270m\"\nbackend = \"cuda\"\n\
+                    gpu = 1\nslots = 2\nembeddings = true\n";
+        let fleet = super::super::file::parse(text, Path::new("fleet.toml"), &|_| None).unwrap();
+        let worker = &fleet.hosts[0].workers[0];
+        let spec = spawn_spec(
+            worker,
+            Path::new("/opt/llorch/llorch-worker"),
+            Some(Path::new("/home/me/.config/llorch/worker.token")),
+            Duration::from_secs(60),
+        );
+        let argv = crate::pool::launch::argv_on_test_machine(&spec);
+        assert_eq!(
+            argv.join(" "),
+            "--model gemma3-270m --backend cuda --gpu 1 --slots 2 --ctx-size 2048 --embeddings \
+             --host 127.0.0.1 --port 9001 --worker-id local-gemma3-270m-cuda1 \
+             --orchestrator-url http://127.0.0.1:8080 --model-base-dir /models \
+             --advertise-url http://127.0.0.1:9001 \
+             --worker-token-file /home/me/.config/llorch/worker.token"
+        );
+        // What the previous version (settings and token as extra arguments after the address
+        // flags) passed: the same flags and values.
+        let before = "--model gemma3-270m --backend cuda --host 127.0.0.1 --port 9001 \
+             --worker-id local-gemma3-270m-cuda1 --orchestrator-url http://127.0.0.1:8080 \
+             --model-base-dir /models --gpu 1 --advertise-url http://127.0.0.1:9001 \
+             --slots 2 --ctx-size 2048 --worker-token-file /home/me/.config/llorch/worker.token \
+             --embeddings";
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        assert_eq!(
+            crate::pool::launch::flag_pairs(&argv),
+            crate::pool::launch::flag_pairs(&before.split_whitespace().collect::<Vec<_>>())
+        );
     }
 }

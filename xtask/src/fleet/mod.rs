@@ -1006,9 +1006,10 @@ fn status(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()
                 (Ok(_), Some(_)) if !differs.is_empty() => {
                     Some(format!("differs: {}", differs.join(", ")))
                 }
-                (Ok(_), Some(worker)) if worker.model_verified == Some(false) => {
-                    Some(format!("model {} does not match its SHA-256", spec.model))
-                }
+                (Ok(_), Some(worker)) if worker.model_verified == Some(false) => Some(format!(
+                    "model {} does not match its SHA-256",
+                    spec.launch.model
+                )),
                 (Ok(_), Some(_)) if registered.is_none() => Some(match &orcd_error {
                     Some(error) => format!("orcd: {}", error.lines().next().unwrap_or("")),
                     None => "not live in orcd".to_owned(),

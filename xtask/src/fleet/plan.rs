@@ -196,20 +196,18 @@ fn action_for(spec: &WorkerSpec, actual: Option<&ActualWorker>) -> Action {
 /// The fields whose values differ, named as in the fleet file.
 pub fn differences(actual: &WorkerSpec, desired: &WorkerSpec) -> Vec<Change> {
     let option = |value: Option<u32>| value.map_or("-".to_owned(), |value| value.to_string());
-    let fields: [(&str, String, String); 10] = [
-        ("model", actual.model.clone(), desired.model.clone()),
+    let (was, wanted) = (&actual.launch, &desired.launch);
+    let fields: [(&str, String, String); 11] = [
+        ("model", was.model.clone(), wanted.model.clone()),
         (
             "backend",
-            actual.backend.to_string(),
-            desired.backend.to_string(),
+            was.backend.to_string(),
+            wanted.backend.to_string(),
         ),
-        ("gpu", option(actual.gpu), option(desired.gpu)),
-        ("slots", actual.slots.to_string(), desired.slots.to_string()),
-        (
-            "ctx_size",
-            actual.ctx_size.to_string(),
-            desired.ctx_size.to_string(),
-        ),
+        ("gpu", option(was.gpu), option(wanted.gpu)),
+        ("slots", option(was.slots), option(wanted.slots)),
+        ("ctx_size", option(was.ctx_size), option(wanted.ctx_size)),
+        ("threads", option(was.threads), option(wanted.threads)),
         ("port", actual.port.to_string(), desired.port.to_string()),
         ("bind", actual.bind.to_string(), desired.bind.to_string()),
         (
@@ -224,8 +222,8 @@ pub fn differences(actual: &WorkerSpec, desired: &WorkerSpec) -> Vec<Change> {
         ),
         (
             "embeddings",
-            actual.embeddings.to_string(),
-            desired.embeddings.to_string(),
+            was.embeddings.to_string(),
+            wanted.embeddings.to_string(),
         ),
     ];
     fields
@@ -246,16 +244,15 @@ mod tests {
     fn spec(name: &str, slots: u32) -> WorkerSpec {
         WorkerSpec {
             name: name.into(),
-            model: "gemma3-270m".into(),
-            backend: llorch_api::Backend::Cpu,
-            gpu: None,
-            slots,
-            ctx_size: 512,
+            launch: llorch_api::pool::WorkerLaunch {
+                slots: Some(slots),
+                ctx_size: Some(512),
+                ..llorch_api::pool::WorkerLaunch::of_model("gemma3-270m")
+            },
             port: 9001,
             bind: "10.0.0.2".parse().unwrap(),
             advertise_url: "http://10.0.0.2:9001".into(),
             orchestrator_url: "http://10.0.0.1:8080".into(),
-            embeddings: false,
         }
     }
 
@@ -358,8 +355,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            plans[1].desired.as_ref().unwrap().slots,
-            1,
+            plans[1].desired.as_ref().unwrap().launch.slots,
+            Some(1),
             "started as desired"
         );
         assert!(plans[2].desired.is_none());
@@ -392,14 +389,19 @@ mod tests {
     #[test]
     fn every_field_is_compared() {
         let mut other = spec("a", 1);
-        other.model = "qwen2.5-coder-0.5b".into();
-        other.gpu = Some(1);
+        other.launch.model = "qwen2.5-coder-0.5b".into();
+        other.launch.gpu = Some(1);
+        other.launch.threads = Some(2);
         other.orchestrator_url = "http://10.0.0.9:8080".into();
+        other.launch.embeddings = true;
         let fields: Vec<String> = differences(&spec("a", 1), &other)
             .into_iter()
             .map(|change| change.field)
             .collect();
-        assert_eq!(fields, ["model", "gpu", "orchestrator_url"]);
+        assert_eq!(
+            fields,
+            ["model", "gpu", "threads", "orchestrator_url", "embeddings"]
+        );
     }
 
     #[test]
@@ -409,5 +411,28 @@ mod tests {
         assert_eq!(json["action"], "restart");
         assert_eq!(json["changes"][0]["field"], "slots");
         assert_eq!(json["name"], "a");
+    }
+
+    #[test]
+    fn records_of_the_previous_version_match_the_same_fleet_worker() {
+        // Flat records as the previous version wrote them (markers, unit comments), one from
+        // before `embeddings` existed.
+        let with_embeddings = r#"{"name":"w","model":"gemma3-270m","backend":"cpu","gpu":null,"slots":2,"ctx_size":512,"port":9001,"bind":"10.0.0.2","advertise_url":"http://10.0.0.2:9001","orchestrator_url":"http://10.0.0.1:8080","embeddings":false}"#;
+        let without = with_embeddings.replace(r#","embeddings":false"#, "");
+        for old in [with_embeddings, without.as_str()] {
+            let record: WorkerSpec = serde_json::from_str(old).unwrap();
+            assert_eq!(record, spec("w", 2));
+            assert_eq!(differences(&record, &spec("w", 2)), Vec::new());
+        }
+        let mut gpu = spec("w", 2);
+        gpu.launch.gpu = Some(1);
+        let json = serde_json::to_string(&gpu).unwrap();
+        assert!(
+            json.contains(
+                r#""model":"gemma3-270m","backend":"cpu","gpu":1,"slots":2,"ctx_size":512"#
+            ),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<WorkerSpec>(&json).unwrap(), gpu);
     }
 }

@@ -51,7 +51,7 @@ pub fn render(
     render_service(
         &format!(
             "llama-orch worker {} ({} on {})",
-            spec.name, spec.model, spec.backend
+            spec.name, spec.launch.model, spec.launch.backend
         ),
         &spec_json,
         program,
@@ -246,16 +246,17 @@ mod tests {
     fn spec() -> WorkerSpec {
         WorkerSpec {
             name: "box-a-gemma3-270m".into(),
-            model: "gemma3-270m".into(),
-            backend: llorch_api::Backend::Cuda,
-            gpu: Some(1),
-            slots: 2,
-            ctx_size: 4096,
+            launch: llorch_api::pool::WorkerLaunch {
+                backend: llorch_api::Backend::Cuda,
+                gpu: Some(1),
+                slots: Some(2),
+                ctx_size: Some(4096),
+                ..llorch_api::pool::WorkerLaunch::of_model("gemma3-270m")
+            },
             port: 9001,
             bind: "10.0.0.2".parse().unwrap(),
             advertise_url: "http://10.0.0.2:9001".into(),
             orchestrator_url: "http://10.0.0.1:8080".into(),
-            embeddings: false,
         }
     }
 

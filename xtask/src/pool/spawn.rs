@@ -19,7 +19,7 @@ use crate::remote::{
     ssh::{self, SshOptions, SshTarget},
 };
 
-use super::launch::{stable_worker_id, SpawnSpec, SpawnedWorker};
+use super::launch::{SpawnSpec, SpawnedWorker};
 use super::registry::confirm_live;
 
 /// Where a host keeps the worker token its workers register with, under its config directory
@@ -85,17 +85,7 @@ fn spawn_on_host(
         &host_address,
         &cx.settings.config_path,
     )?;
-    let worker_id = match &spec.id {
-        Some(id) => id.clone(),
-        None => stable_worker_id(
-            &target.name,
-            &spec.model,
-            spec.backend,
-            spec.gpu,
-            spec.port,
-            spec.name.as_deref(),
-        ),
-    };
+    let worker_id = spec.worker_id(&target.name);
     crate::daemon::validate_name(&worker_id)?;
 
     let mut args = super::output_flags(cx);
@@ -104,9 +94,9 @@ fn spawn_on_host(
             "pool",
             "worker",
             "spawn",
-            spec.backend.as_str(),
+            spec.launch.backend.as_str(),
             "--model",
-            &spec.model,
+            &spec.launch.model,
             "--id",
             &worker_id,
             "--orchestrator-url",
@@ -126,9 +116,8 @@ fn spawn_on_host(
         (None, Some(address)) => args.extend(["--advertise-host".to_owned(), address.clone()]),
         (None, None) => args.extend(["--advertise-host".to_owned(), host_address.clone()]),
     }
-    if let Some(gpu) = spec.gpu {
-        args.extend(["--gpu".to_owned(), gpu.to_string()]);
-    }
+    // `pool worker spawn` takes the launch's settings under llorch-worker's own flag names.
+    args.extend(spec.launch.setting_args());
     if let Some(port) = spec.port {
         args.extend(["--port".to_owned(), port.to_string()]);
     }

@@ -12,14 +12,14 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use llorch_api::{RegistrationState, WorkerHealth};
+use llorch_api::{pool::WorkerLaunch, RegistrationState, WorkerHealth};
 use llorch_client::wait::{wait_for_health, HealthAnswer, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     daemon::{self, DaemonInfo, DaemonSpec, RunDir},
     flags::PoolWorkerCmd,
-    pool::launch::{self, SpawnSpec},
+    pool::launch::{LocalStart, Machine, SpawnSpec},
     pool::registry,
 };
 
@@ -41,6 +41,10 @@ pub fn spec_of_spawn(cmd: PoolWorkerCmd) -> Option<SpawnSpec> {
         backend,
         model,
         gpu,
+        slots,
+        ctx_size,
+        threads,
+        embeddings,
         port,
         bind,
         advertise_host,
@@ -56,8 +60,16 @@ pub fn spec_of_spawn(cmd: PoolWorkerCmd) -> Option<SpawnSpec> {
     else {
         return None;
     };
-    Some(SpawnSpec {
+    let launch = WorkerLaunch {
+        model,
+        backend,
         gpu,
+        slots,
+        ctx_size,
+        threads,
+        embeddings,
+    };
+    Some(SpawnSpec {
         port,
         bind,
         advertise_host,
@@ -69,180 +81,67 @@ pub fn spec_of_spawn(cmd: PoolWorkerCmd) -> Option<SpawnSpec> {
         bin_dir,
         timeout: Duration::from_secs(timeout),
         worker_args,
-        ..SpawnSpec::new(backend, model)
+        ..SpawnSpec::new(launch)
     })
 }
 
 /// Starts the worker of `spec` on this machine and waits until it has registered with orcd.
 pub fn spawn_here(cx: &crate::Context, spec: &SpawnSpec) -> anyhow::Result<DaemonInfo> {
     let run_dir = RunDir::from_env()?;
-    let advertised = spec.advertise_host.is_some() || spec.advertise_url.is_some();
-    let bind = spec.bind.unwrap_or(match advertised {
-        true => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        false => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    });
-    let port = match spec.port {
-        Some(port) if port != 0 => port,
-        _ => crate::ports::free_port(bind)?,
+    start_worker(cx, &run_dir, spec)
+}
+
+/// `spec` resolved on this machine: its port, address, id and binary chosen.
+pub fn resolve(cx: &crate::Context, spec: &SpawnSpec) -> anyhow::Result<LocalStart> {
+    let program = locate_worker(spec.bin_dir.clone(), &cx.settings, spec.launch.backend)?;
+    let host_label = crate::host_name::hostname_label();
+    let machine = Machine {
+        host_label: &host_label,
+        orchestrator_url: &cx.settings.orchestrator_url,
+        free_port: &crate::ports::free_port,
     };
-    let advertise_url = match (&spec.advertise_url, &spec.advertise_host) {
-        (Some(url), _) => Some(url.clone()),
-        (None, Some(host)) if host.contains(':') && !host.starts_with('[') => {
-            Some(format!("http://[{host}]:{port}"))
-        }
-        (None, Some(host)) => Some(format!("http://{host}:{port}")),
-        (None, None) => None,
-    };
-    let id = spec.id.clone().unwrap_or_else(|| {
-        launch::stable_worker_id(
-            &crate::host_name::hostname_label(),
-            &spec.model,
-            spec.backend,
-            spec.gpu,
-            spec.port,
-            spec.name.as_deref(),
-        )
-    });
-    let launch = WorkerLaunch {
-        backend: spec.backend,
-        model: spec.model.clone(),
-        program: locate_worker(spec.bin_dir.clone(), &cx.settings, spec.backend)?,
-        gpu: spec.gpu,
-        port: Some(port),
-        bind,
-        advertise_url,
-        id: Some(id),
-        orchestrator_url: spec.orchestrator_url(cx),
-        extra_args: launch::worker_extra_args(spec)?,
-    };
-    start_worker(cx, &run_dir, &launch, spec.timeout)
+    LocalStart::resolve(spec, program, &machine)
 }
 
-/// Everything needed to start one local worker; `pool worker spawn`, `up` and `bench` fill it.
-#[derive(Debug, Clone)]
-pub struct WorkerLaunch {
-    pub backend: llorch_api::Backend,
-    /// Catalog id (or GGUF path).
-    pub model: String,
-    /// The llorch-worker executable.
-    pub program: PathBuf,
-    pub gpu: Option<u32>,
-    /// `None` or 0: a free port chosen here.
-    pub port: Option<u16>,
-    pub bind: IpAddr,
-    pub advertise_url: Option<String>,
-    /// Default: `<hostname>-<model>-<backend>` (see [`launch::stable_worker_id`]).
-    pub id: Option<String>,
-    pub orchestrator_url: String,
-    /// Further llorch-worker arguments.
-    pub extra_args: Vec<OsString>,
+/// The program, arguments and environment of `start`, for the run directory or for another
+/// supervisor (`fleet` writes them into a systemd unit).
+pub fn daemon_spec(cx: &crate::Context, start: &LocalStart) -> anyhow::Result<DaemonSpec> {
+    let url = format!(
+        "http://{}",
+        SocketAddr::new(reachable_address(start.bind), start.port)
+    );
+    let model_args = crate::models::worker_model_args(cx, &start.launch.model)?;
+    // A catalog chosen in the config file or LLORCH_CATALOG would not reach the worker
+    // otherwise: daemons get no LLORCH_* variable from the caller.
+    let catalog = (cx.settings.origins.get("catalog_path")
+        != Some(&crate::config::Origin::Default))
+    .then_some(cx.settings.catalog_path.as_path());
+    Ok(DaemonSpec {
+        name: start.id.clone(),
+        kind: WORKER_KIND.to_owned(),
+        program: start.program.clone(),
+        args: start.args(model_args, &cx.settings.model_base_dir, catalog),
+        env: vec![("RUST_LOG".into(), cx.settings.log_level.clone().into())],
+        port: Some(start.port),
+        url: Some(url),
+        model: Some(start.launch.model.clone()),
+        backend: Some(start.launch.backend.to_string()),
+    })
 }
 
-impl WorkerLaunch {
-    /// The configured backend and orchestrator, loopback, and the release build's worker.
-    pub fn defaults(cx: &crate::Context) -> WorkerLaunch {
-        WorkerLaunch {
-            backend: cx.settings.default_backend,
-            model: String::new(),
-            program: cx.settings.repo_root.join("target/release/llorch-worker"),
-            gpu: None,
-            port: None,
-            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            advertise_url: None,
-            id: None,
-            orchestrator_url: cx.settings.orchestrator_url.clone(),
-            extra_args: Vec::new(),
-        }
-    }
-
-    fn into_spec(self, cx: &crate::Context) -> anyhow::Result<DaemonSpec> {
-        let port = match self.port {
-            Some(port) if port != 0 => port,
-            _ => crate::ports::free_port(self.bind)?,
-        };
-        let id = self.id.unwrap_or_else(|| {
-            launch::stable_worker_id(
-                &crate::host_name::hostname_label(),
-                &self.model,
-                self.backend,
-                self.gpu,
-                None,
-                None,
-            )
-        });
-        daemon::validate_name(&id)?;
-        let url = format!(
-            "http://{}",
-            SocketAddr::new(reachable_address(self.bind), port)
-        );
-        let mut args: Vec<OsString> = crate::models::worker_model_args(cx, &self.model)?;
-        args.extend::<[OsString; 12]>([
-            "--backend".into(),
-            self.backend.as_str().into(),
-            "--host".into(),
-            self.bind.to_string().into(),
-            "--port".into(),
-            port.to_string().into(),
-            "--worker-id".into(),
-            id.clone().into(),
-            "--orchestrator-url".into(),
-            self.orchestrator_url.into(),
-            "--model-base-dir".into(),
-            cx.settings.model_base_dir.clone().into(),
-        ]);
-        if let Some(gpu) = self.gpu {
-            args.extend(["--gpu".into(), gpu.to_string().into()]);
-        }
-        if let Some(advertise_url) = self.advertise_url {
-            args.extend(["--advertise-url".into(), advertise_url.into()]);
-        }
-        // A catalog chosen in the config file or LLORCH_CATALOG would not reach the worker
-        // otherwise: daemons get no LLORCH_* variable from the caller.
-        if cx.settings.origins.get("catalog_path") != Some(&crate::config::Origin::Default) {
-            args.extend(["--catalog".into(), cx.settings.catalog_path.clone().into()]);
-        }
-        args.extend(self.extra_args);
-        Ok(DaemonSpec {
-            name: id,
-            kind: WORKER_KIND.to_owned(),
-            program: self.program,
-            args,
-            env: vec![("RUST_LOG".into(), cx.settings.log_level.clone().into())],
-            port: Some(port),
-            url: Some(url),
-            model: Some(self.model),
-            backend: Some(self.backend.to_string()),
-        })
-    }
-}
-
-impl WorkerLaunch {
-    /// The program, arguments and environment this launch runs, for supervisors other than
-    /// the run directory (`fleet` writes them into a systemd unit).
-    pub fn into_daemon_spec(self, cx: &crate::Context) -> anyhow::Result<DaemonSpec> {
-        self.into_spec(cx)
-    }
-}
-
-/// Starts a worker detached, waits until its `/health` says ready and then until it has
-/// registered with orcd. A worker that never gets there is stopped again (its log stays) and
-/// the error carries its own reason: the log's tail, or the registration failure it reports.
+/// Starts the worker of `spec` detached, waits until its `/health` says ready and then until
+/// it has registered with orcd. A worker that never gets there is stopped again (its log
+/// stays) and the error carries its own reason: the log's tail, or the registration failure
+/// it reports.
 pub fn start_worker(
     cx: &crate::Context,
     run_dir: &RunDir,
-    launch: &WorkerLaunch,
-    timeout: Duration,
+    spec: &SpawnSpec,
 ) -> anyhow::Result<DaemonInfo> {
-    if !launch.program.is_file() {
-        bail!(
-            "starting a worker: {} does not exist\nhint: build it with `cargo xtask build worker {}`",
-            launch.program.display(),
-            launch.backend
-        );
-    }
-    let spec = launch.clone().into_spec(cx)?;
-    let info = start_spec(cx, run_dir, &spec, timeout)?;
-    if let Err(error) = SavedSpawn::from_spec(&spec).save() {
+    let start = resolve(cx, spec)?;
+    let daemon = daemon_spec(cx, &start)?;
+    let info = start_spec(cx, run_dir, &daemon, spec.timeout)?;
+    if let Err(error) = SavedSpawn::new(&daemon, start.launch).save() {
         cx.out.warn(format!(
             "`pool worker restart` will not know this worker: {error:#}"
         ));
@@ -361,24 +260,27 @@ fn registration_error(info: &DaemonInfo, status: &llorch_api::RegistrationStatus
 }
 
 /// How a worker was started, kept outside the run directory (which a reboot empties) so that
-/// `pool worker restart ID` can start it again exactly so.
+/// `pool worker restart ID` can start it again exactly so: the very arguments it ran with, and
+/// the launch they came from. The launch is flattened, so a record of an older xtask (whose
+/// `model` and `backend` stood alone) reads the same way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedSpawn {
     pub name: String,
+    #[serde(flatten)]
+    pub launch: WorkerLaunch,
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub port: Option<u16>,
     pub url: Option<String>,
-    pub model: Option<String>,
-    pub backend: Option<String>,
 }
 
 impl SavedSpawn {
-    fn from_spec(spec: &DaemonSpec) -> SavedSpawn {
+    fn new(spec: &DaemonSpec, launch: WorkerLaunch) -> SavedSpawn {
         let text = |value: &OsString| value.to_string_lossy().into_owned();
         SavedSpawn {
             name: spec.name.clone(),
+            launch,
             program: spec.program.clone(),
             args: spec.args.iter().map(text).collect(),
             env: spec
@@ -388,8 +290,6 @@ impl SavedSpawn {
                 .collect(),
             port: spec.port,
             url: spec.url.clone(),
-            model: spec.model.clone(),
-            backend: spec.backend.clone(),
         }
     }
 
@@ -406,8 +306,8 @@ impl SavedSpawn {
                 .collect(),
             port: self.port,
             url: self.url.clone(),
-            model: self.model.clone(),
-            backend: self.backend.clone(),
+            model: Some(self.launch.model.clone()),
+            backend: Some(self.launch.backend.to_string()),
         }
     }
 
@@ -837,5 +737,121 @@ mod tests {
         );
         let lan: IpAddr = "10.1.2.3".parse().unwrap();
         assert_eq!(reachable_address(lan), lan);
+    }
+
+    fn spec_of(args: &[&str]) -> SpawnSpec {
+        use crate::flags::{Cli, Command, PoolSubcommand};
+        use clap::Parser as _;
+        let argv = [&["cargo xtask", "pool", "worker", "spawn"], args].concat();
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Pool(pool) = cli.command else {
+            panic!("not a pool command")
+        };
+        let PoolSubcommand::Worker(cmd) = pool.command else {
+            panic!("not a pool worker command")
+        };
+        spec_of_spawn(cmd).expect("a spawn command")
+    }
+
+    #[test]
+    fn spawn_flags_reach_the_worker_as_before() {
+        let spec = spec_of(&[
+            "cuda",
+            "--model",
+            "gemma3-270m",
+            "--gpu",
+            "1",
+            "--port",
+            "9002",
+            "--advertise-host",
+            "10.0.0.2",
+            "--orchestrator-url",
+            "http://10.0.0.1:8080",
+            "--worker-token-file",
+            "/etc/llorch/worker.token",
+            "--",
+            "--slots",
+            "2",
+        ]);
+        let argv = crate::pool::launch::argv_on_test_machine(&spec);
+        assert_eq!(
+            argv.join(" "),
+            "--model gemma3-270m --backend cuda --gpu 1 --host 0.0.0.0 --port 9002 \
+             --worker-id box-gemma3-270m-9002 --orchestrator-url http://10.0.0.1:8080 \
+             --model-base-dir /models --advertise-url http://10.0.0.2:9002 \
+             --worker-token-file /etc/llorch/worker.token --slots 2"
+        );
+        // What the previous version (a spawn spec, then a local WorkerLaunch with --gpu after
+        // the address flags) passed: the same flags and values.
+        let before = "--model gemma3-270m --backend cuda --host 0.0.0.0 --port 9002 \
+             --worker-id box-gemma3-270m-9002 --orchestrator-url http://10.0.0.1:8080 \
+             --model-base-dir /models --gpu 1 --advertise-url http://10.0.0.2:9002 \
+             --worker-token-file /etc/llorch/worker.token --slots 2";
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        assert_eq!(
+            crate::pool::launch::flag_pairs(&argv),
+            crate::pool::launch::flag_pairs(&before.split_whitespace().collect::<Vec<_>>())
+        );
+    }
+
+    #[test]
+    fn spawn_settings_are_flags_of_the_launch_and_none_is_passed_unasked() {
+        let plain = spec_of(&["cpu", "--model", "gemma3-270m", "--port", "9001"]);
+        assert_eq!(plain.launch, WorkerLaunch::of_model("gemma3-270m"));
+        assert_eq!(
+            crate::pool::launch::argv_on_test_machine(&plain).join(" "),
+            "--model gemma3-270m --backend cpu --host 127.0.0.1 --port 9001 \
+             --worker-id box-gemma3-270m-9001 --orchestrator-url http://127.0.0.1:8080 \
+             --model-base-dir /models"
+        );
+        let tuned = spec_of(&[
+            "cpu",
+            "--model",
+            "gemma3-270m",
+            "--slots",
+            "2",
+            "--ctx-size",
+            "4096",
+            "--threads",
+            "3",
+            "--embeddings",
+        ]);
+        assert_eq!(
+            tuned.launch.setting_args().join(" "),
+            "--slots 2 --ctx-size 4096 --threads 3 --embeddings"
+        );
+    }
+
+    #[test]
+    fn a_saved_spawn_of_the_previous_version_restarts_the_same_worker() {
+        // Written by the version whose record had `model` and `backend` of its own.
+        let old = r#"{
+  "name": "box-gemma3-270m",
+  "program": "/repo/target/release/llorch-worker",
+  "args": ["--model", "gemma3-270m", "--backend", "cpu", "--host", "127.0.0.1", "--port", "9001", "--worker-id", "box-gemma3-270m", "--orchestrator-url", "http://127.0.0.1:8080", "--model-base-dir", "/models", "--slots", "2"],
+  "env": [["RUST_LOG", "info"]],
+  "port": 9001,
+  "url": "http://127.0.0.1:9001",
+  "model": "gemma3-270m",
+  "backend": "cpu"
+}"#;
+        let saved: SavedSpawn = serde_json::from_str(old).unwrap();
+        assert_eq!(saved.launch, WorkerLaunch::of_model("gemma3-270m"));
+        let spec = saved.to_spec();
+        assert_eq!(spec.args.len(), 16);
+        assert_eq!(spec.args[15], "2");
+        assert_eq!(spec.model.as_deref(), Some("gemma3-270m"));
+        assert_eq!(spec.backend.as_deref(), Some("cpu"));
+        assert_eq!(saved.orchestrator_url(), Some("http://127.0.0.1:8080"));
+        // And the new record reads back as itself, with the launch it was spawned with.
+        let newer = SavedSpawn {
+            launch: WorkerLaunch {
+                slots: Some(2),
+                ..saved.launch.clone()
+            },
+            ..saved
+        };
+        let json = serde_json::to_string(&newer).unwrap();
+        assert_eq!(serde_json::from_str::<SavedSpawn>(&json).unwrap(), newer);
     }
 }

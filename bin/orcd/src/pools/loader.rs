@@ -297,10 +297,11 @@ async fn load(
     let launch = WorkerLaunch {
         model: model.to_owned(),
         backend,
-        gpu,
-        slots: policy.slots,
-        ctx_size: policy.ctx_size,
+        gpu: Some(gpu),
+        slots: Some(policy.slots),
+        ctx_size: Some(policy.ctx_size),
         threads: None,
+        embeddings: false,
     };
     let worker = start_worker(state, &host.url, &launch)
         .await
@@ -547,7 +548,7 @@ fn view_of(
                 worker_id: worker.worker_id.clone(),
                 model: worker.launch.model.clone(),
                 backend: worker.launch.backend,
-                gpu: worker.launch.gpu,
+                gpu: worker.launch.gpu_or_default(),
                 estimated_bytes: worker.estimated_bytes,
                 busy: is_busy,
                 pinned: pinned_by_policy(&worker.launch.model),

@@ -125,8 +125,8 @@ impl PolicyEntry {
             );
         }
         let mut launch = llorch_api::pool::WorkerLaunch::of_model("m");
-        launch.slots = policy.slots;
-        launch.ctx_size = policy.ctx_size;
+        launch.slots = Some(policy.slots);
+        launch.ctx_size = Some(policy.ctx_size);
         launch.validate().map_err(anyhow::Error::msg)?;
         Ok(policy)
     }

@@ -208,7 +208,10 @@ fn a_context_under_64_tokens_is_refused() {
     );
     let fleet = parse_text(&box_a(&format!("{ONE_WORKER}ctx_size = 64\nslots = 1\n"))).unwrap();
     let worker = &fleet.hosts[0].workers[0];
-    assert_eq!((worker.ctx_size, worker.slots), (64, 1));
+    assert_eq!(
+        (worker.launch.ctx_size, worker.launch.slots),
+        (Some(64), Some(1))
+    );
 }
 
 #[test]
