@@ -352,6 +352,9 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
     //    so the least recently used idle worker goes: gemma3-270m's (qwen's answered since).
     let (_, gemma_worker) = worker_of(&hosts(), GEMMA).unwrap();
     let events = fleet_events(namespaces.operator.clone(), format!("{orcd_url}/v2/events"));
+    // The stream's first event is the snapshot: from then on the subscription sees every change.
+    let first = events.recv_timeout(Duration::from_secs(10));
+    assert!(first.is_ok(), "no snapshot on /v2/events: {first:?}");
     let stream = chat(GEMMA_B);
     assert!(stream.contains("[DONE]"), "{stream}");
     let deadline = Instant::now() + Duration::from_secs(10);
