@@ -3,9 +3,12 @@
 //! file has no `workers` at all; `fleet up` starts a pool manager on each host (a small
 //! `memory_budget`, so room is scarce) and orcd lists both hosts live. The first chat request
 //! for qwen2.5-coder-0.5b loads it on one host and streams; gemma3-270m then loads on the other
-//! host, the only one with room; a SIGKILLed worker is restarted by its pool manager;
-//! `keep_alive = "5s"` unloads gemma3-270m; `fleet down` stops the pool managers and leaves no
-//! worker running.
+//! host, the only one with room; a SIGKILLed worker is restarted by its pool manager; a third
+//! model id (a second catalog entry for gemma3-270m's file, from `models add`) finds no room and
+//! evicts the least recently used idle worker; `keep_alive = "5s"` unloads it; a model whose
+//! policy asks for more memory than any host has gets a 503 with the figures; a host whose link
+//! goes down is lost and its model loads on the other host on the next request; `fleet down`
+//! stops the pool managers and leaves no worker running.
 //!
 //! Needs root and `ip netns` (without them the test is reported as ignored, never passed), the
 //! release `orcd`, `llorch-pool-managerd` and `llorch-worker` builds and both catalog models.
@@ -26,7 +29,15 @@ use support::Outcome;
 
 const GEMMA: &str = "gemma3-270m";
 const QWEN: &str = "qwen2.5-coder-0.5b";
+/// A second catalog entry for gemma3-270m's file (`models add --hardlink`): a third model id.
+const GEMMA_B: &str = "gemma3-270m-pf-b";
+/// A second catalog entry for qwen2.5-coder-0.5b's file whose policy (8 slots of 32768 tokens)
+/// needs more memory than any host's 700 MiB budget.
+const QWEN_LONG: &str = "qwen2.5-coder-0.5b-pf-long";
 const API_TOKEN: &str = "pool-fleet-api-token-0123456789abcdef";
+/// orcd's heartbeat timeout (the fleet file's `heartbeat_timeout_secs`): a host whose link is
+/// down is lost, and its workers dead, this long after their last heartbeat.
+const HEARTBEAT_TIMEOUT_SECS: u64 = 4;
 /// Loading a model on two busy shared cores can take a while.
 const LOAD_WAIT: Duration = Duration::from_secs(80);
 
@@ -54,18 +65,65 @@ fn main() {
 fn fleet_toml(orcd: &str, dir: &Path) -> String {
     let host = |name: &str| {
         format!(
-            "[hosts.{name}]\nsupervisor = \"detached\"\n[hosts.{name}.pool_manager]\nmemory_budget = \"700MiB\"\nmodels = [\"{GEMMA}\", \"{QWEN}\"]\n"
+            "[hosts.{name}]\nsupervisor = \"detached\"\n[hosts.{name}.pool_manager]\nmemory_budget = \"700MiB\"\nmodels = [\"{GEMMA}\", \"{QWEN}\", \"{GEMMA_B}\", \"{QWEN_LONG}\"]\n"
         )
     };
     format!(
         "[orchestrator]\nurl = \"http://{orcd}:8080\"\nlisten = \"{orcd}:8080\"\n\
-         api_token_file = \"{api}\"\nworker_token_file = \"{worker}\"\nmodel_policies = \"{policies}\"\n\n{hb}\n{hc}",
+         api_token_file = \"{api}\"\nworker_token_file = \"{worker}\"\nmodel_policies = \"{policies}\"\n\
+         heartbeat_timeout_secs = {HEARTBEAT_TIMEOUT_SECS}\n\n{hb}\n{hc}",
         api = dir.join("api-token").display(),
         worker = dir.join("worker-token").display(),
         policies = dir.join("policies.toml").display(),
         hb = host("hb"),
         hc = host("hc"),
     )
+}
+
+/// The model base directory the hosts share; on drop, the directories of the catalog ids this
+/// test added to it are removed (hard links: the original files stay).
+struct AddedModels(std::path::PathBuf);
+
+impl Drop for AddedModels {
+    fn drop(&mut self) {
+        for id in [GEMMA_B, QWEN_LONG] {
+            let _ = std::fs::remove_dir_all(llorch_catalog::model_dir(&self.0, id));
+        }
+    }
+}
+
+/// Fleet events (`GET /v2/events`) as `(name, data)`, read on a thread of its own until orcd
+/// closes the stream (`fleet down` stops it) or the test ends.
+fn fleet_events(netns: String, url: String) -> std::sync::mpsc::Receiver<(String, Value)> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        in_netns(&netns, || {
+            use std::io::BufRead;
+            let Ok(response) = reqwest::blocking::Client::builder()
+                .timeout(None)
+                .build()
+                .unwrap()
+                .get(&url)
+                .bearer_auth(API_TOKEN)
+                .send()
+            else {
+                return;
+            };
+            let mut name = String::new();
+            for line in std::io::BufReader::new(response).lines() {
+                let Ok(line) = line else { return };
+                if let Some(event) = line.strip_prefix("event:") {
+                    name = event.trim().to_owned();
+                } else if let Some(data) = line.strip_prefix("data:") {
+                    let data = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+                    if sender.send((name.clone(), data)).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    });
+    receiver
 }
 
 /// The `hosts[]` entry of a `fleet up`/`down`/`plan` document for `host`.
@@ -108,7 +166,9 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
     );
     std::fs::write(
         secrets.path().join("policies.toml"),
-        format!("[models.\"{GEMMA}\"]\nkeep_alive = \"5s\"\n"),
+        format!(
+            "[models.\"{GEMMA_B}\"]\nkeep_alive = \"5s\"\n\n[models.\"{QWEN_LONG}\"]\nslots = 8\nctx_size = 32768\n"
+        ),
     )
     .unwrap();
     let fleet_file = secrets.path().join("fleet.toml");
@@ -116,6 +176,28 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
     let orcd_url = format!("http://{orcd_address}:8080");
     std::fs::write(&fleet_file, fleet_toml(&orcd_address, secrets.path())).unwrap();
 
+    // Two more catalog ids for the same files, as an operator makes them: `models add`
+    // (hard links, in the hosts' model directory) writes the entries to the operator's
+    // catalog.d, and `fleet up` carries them to the hosts.
+    let added = AddedModels(sshd_b.remote.model_base_dir.clone());
+    let builtin = llorch_catalog::Catalog::builtin();
+    for (id, of) in [(GEMMA_B, GEMMA), (QWEN_LONG, QWEN)] {
+        let file = llorch_catalog::model_path(&added.0, builtin.get(of).unwrap());
+        let file = file.into_os_string();
+        sshd_b
+            .xtask_in_netns(None)
+            .env("LLORCH_MODEL_BASE_DIR", &added.0)
+            .run([
+                "models".as_ref(),
+                "add".as_ref(),
+                file.as_os_str(),
+                "--id".as_ref(),
+                id.as_ref(),
+                "--hardlink".as_ref(),
+                "--force".as_ref(),
+            ] as [&std::ffi::OsStr; 7])
+            .success();
+    }
     let fleet = |args: &[&str]| -> Outcome {
         let mut xtask = sshd_b.xtask_in_netns(Some(&namespaces.operator));
         xtask
@@ -153,7 +235,7 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
     };
     // A streamed OpenAI request through orcd: a chat for the instruct model, a completion
     // for the base model (it has no chat template); the body of its event stream.
-    let chat = |model: &str| -> String {
+    let request = |model: &str| -> (reqwest::StatusCode, String) {
         let (path, input) = match model {
             QWEN => (
                 "chat/completions",
@@ -185,9 +267,23 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
                 .send()
                 .expect("the chat request is answered");
             let status = response.status();
-            let text = response.text().unwrap_or_default();
-            assert!(status.is_success(), "{model}: HTTP {status}: {text}");
-            text
+            (status, response.text().unwrap_or_default())
+        })
+    };
+    let chat = |model: &str| -> String {
+        let (status, text) = request(model);
+        assert!(status.is_success(), "{model}: HTTP {status}: {text}");
+        text
+    };
+    let scheduler_workers = || -> Vec<Value> {
+        let url = format!("{orcd_url}/workers");
+        in_netns(&namespaces.operator, || {
+            reqwest::blocking::Client::new()
+                .get(&url)
+                .bearer_auth(API_TOKEN)
+                .send()
+                .and_then(|response| response.json())
+                .unwrap_or_default()
         })
     };
 
@@ -252,9 +348,127 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
     });
     assert!(chat(QWEN).contains("[DONE]"));
 
-    // 5. keep_alive = "5s": the idle gemma3-270m worker is stopped.
-    wait_for("gemma3-270m's idle unload", &|now| {
-        worker_of(now, GEMMA).is_none()
+    // 5. A third model id: no host has room (69 MiB and 332 MiB free, about 370 MiB needed),
+    //    so the least recently used idle worker goes: gemma3-270m's (qwen's answered since).
+    let (_, gemma_worker) = worker_of(&hosts(), GEMMA).unwrap();
+    let events = fleet_events(namespaces.operator.clone(), format!("{orcd_url}/v2/events"));
+    // The stream's first event is the snapshot: from then on the subscription sees every change.
+    let first = events.recv_timeout(Duration::from_secs(10));
+    assert!(first.is_ok(), "no snapshot on /v2/events: {first:?}");
+    let stream = chat(GEMMA_B);
+    assert!(stream.contains("[DONE]"), "{stream}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    let eviction = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok((name, data)) if name == "model_unloaded" && data["reason"] == "evicted" => {
+                break data
+            }
+            Ok(event) => seen.push(event),
+            Err(_) => panic!("no model_unloaded event with reason `evicted`; saw {seen:#?}"),
+        }
+    };
+    assert_eq!(
+        eviction["worker_id"], gemma_worker.worker_id,
+        "{eviction:#}"
+    );
+    assert_eq!(eviction["model"], GEMMA, "{eviction:#}");
+    assert_eq!(eviction["host_id"], gemma_host, "{eviction:#}");
+    let now = wait_for("the third model's worker where gemma3-270m's was", &|now| {
+        running_worker(now, GEMMA_B).is_some() && worker_of(now, GEMMA).is_none()
+    });
+    assert_eq!(running_worker(&now, GEMMA_B).unwrap().0, gemma_host);
+    assert!(
+        running_worker(&now, QWEN).is_some(),
+        "the recently used qwen worker stays: {now:#?}"
+    );
+
+    // 6. keep_alive = "5s": the idle third model's worker is stopped.
+    wait_for("the third model's idle unload", &|now| {
+        worker_of(now, GEMMA_B).is_none()
+    });
+
+    // 7. A model whose policy needs more than any host has: 503 naming the model, the memory
+    //    its launch needs and the most any host has free (the emptied host's whole budget).
+    let most_free = hosts()
+        .iter()
+        .map(|host| host.facts.ram_free_for_workers())
+        .max()
+        .unwrap();
+    let (status, body) = request(QWEN_LONG);
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let message = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|body| body["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.clone());
+    assert!(message.contains(QWEN_LONG), "{message}");
+    let needed_mib: u64 = message
+        .split("needs about ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|mib| mib.parse().ok())
+        .unwrap_or_else(|| panic!("no `needs about N MiB` in {message}"));
+    assert!(
+        needed_mib > 700,
+        "the policy's launch, not the default's: {message}"
+    );
+    assert!(
+        message.contains(&format!("has free is {} MiB", most_free >> 20)),
+        "expected the most any host has free ({} MiB): {message}",
+        most_free >> 20
+    );
+    assert!(
+        pool_workers(&hosts())
+            .iter()
+            .all(|(_, worker)| worker.launch.model != QWEN_LONG),
+        "nothing was started for it"
+    );
+
+    // 8. The qwen host's link goes down: orcd marks the host lost and the worker dead, and the
+    //    next request loads qwen on the other host (the one with room).
+    let lost_netns = if qwen_host == "hb" {
+        &namespaces.b
+    } else {
+        &namespaces.c
+    };
+    namespaces.set_link(lost_netns, false).unwrap();
+    wait_for("the qwen host lost", &|now| {
+        now.iter()
+            .any(|host| host.host_id == qwen_host && host.state == HostState::Lost)
+    });
+    let deadline = Instant::now() + LOAD_WAIT;
+    while scheduler_workers()
+        .iter()
+        .any(|worker| worker["model"] == QWEN && worker["state"] == "live")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the unreachable qwen worker stays live"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(chat(QWEN).contains("[DONE]"));
+    let now = wait_for("qwen on the other host", &|now| {
+        pool_workers(now).iter().any(|(host, worker)| {
+            *host != qwen_host
+                && worker.launch.model == QWEN
+                && worker.state == PoolWorkerState::Running
+        })
+    });
+    assert!(
+        now.iter()
+            .any(|host| host.host_id == qwen_host && host.state == HostState::Lost),
+        "{now:#?}"
+    );
+
+    // The link comes back: the host is live again with its old worker, so `down` reaches it.
+    namespaces.set_link(lost_netns, true).unwrap();
+    wait_for("the qwen host live again", &|now| {
+        now.iter()
+            .filter(|host| host.state == HostState::Live)
+            .count()
+            == 2
     });
 
     // 6. `down` stops both pool managers, which drain their workers: nothing is left running.

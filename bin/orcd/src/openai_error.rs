@@ -74,6 +74,11 @@ pub fn openai_status_type_code(
             "invalid_request_error",
             Some("context_length_exceeded"),
         ),
+        // The model exists (a pool manager could load it) but found no room or failed to
+        // start: the 503 with the reason, not "no such model".
+        ErrorKind::NoWorker if matches!(error, OrcdError::ModelLoadFailed { .. }) => {
+            (status, "server_error", Some("model_load_failed"))
+        }
         ErrorKind::NoWorker => (
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -134,5 +139,28 @@ pub fn error_response_for_path(path: &str, error: OrcdError) -> Response {
         error_response(error)
     } else {
         error.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_that_could_not_be_loaded_is_a_503_not_an_unknown_model() {
+        let failed = OrcdError::ModelLoadFailed {
+            model: "m".into(),
+            reason: "no host has room".into(),
+        };
+        assert_eq!(
+            openai_status_type_code(&failed),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("model_load_failed")
+            )
+        );
+        let unknown = OrcdError::NoWorker { model: "m".into() };
+        assert_eq!(openai_status_type_code(&unknown).0, StatusCode::NOT_FOUND);
     }
 }

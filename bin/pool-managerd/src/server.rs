@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use llorch_api::pool::{
-    HostFacts, LogTail, NoRoom, PoolErrorBody, PoolWorker, StopMode, WorkerLaunch, WorkerStarted,
+    HostFacts, LogTail, NoRoom, PoolErrorBody, PoolWorker, StopMode, WorkerEstimate, WorkerLaunch,
+    WorkerStarted,
 };
 use llorch_api::secret::{bearer_token, fingerprint, TokenSet};
 use llorch_api::{Backend, ErrorKind};
@@ -199,6 +200,7 @@ pub fn app(state: AppState) -> Router {
     let protected = Router::new()
         .route("/facts", get(host_facts))
         .route("/workers", post(start_worker).get(list_workers))
+        .route("/estimate", post(estimate_worker))
         .route("/workers/{worker_id}", delete(stop_worker))
         .route("/workers/{worker_id}/log", get(worker_log))
         .route_layer(middleware::from_fn_with_state(
@@ -310,6 +312,22 @@ async fn start_worker(
         .start(launch, needed)
         .map_err(|error| PoolError::Internal(error.to_string()))?;
     Ok((StatusCode::CREATED, Json(WorkerStarted { worker })))
+}
+
+/// `POST /estimate`: what a worker of the launch would need by this host's estimate, so that
+/// orcd places a model whose policy asks for more slots or context than the default launch
+/// (the facts carry the default's) by the memory it really asks for.
+async fn estimate_worker(
+    State(state): State<AppState>,
+    body: Result<Json<WorkerLaunch>, JsonRejection>,
+) -> Result<Json<WorkerEstimate>, PoolError> {
+    let Json(launch) = body?;
+    launch.validate().map_err(PoolError::BadRequest)?;
+    let needed_bytes = estimate_for(&state, &launch)?;
+    Ok(Json(WorkerEstimate {
+        model: launch.model,
+        needed_bytes,
+    }))
 }
 
 /// The estimated bytes of a worker for `launch`, from its model file's GGUF metadata.

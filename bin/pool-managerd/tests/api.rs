@@ -294,6 +294,44 @@ async fn a_worker_beyond_the_memory_budget_is_refused_with_the_figures() {
 }
 
 #[tokio::test]
+async fn an_estimate_grows_with_the_launch_and_starts_nothing() {
+    let host = host("exec sleep 60", Some(1 << 20), 3);
+    let estimate = |body: &'static str| {
+        let host = &host;
+        async move {
+            let (status, body) = host.call("POST", "/estimate", Some(body)).await;
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            serde_json::from_slice::<llorch_api::pool::WorkerEstimate>(&body).unwrap()
+        }
+    };
+    let default = estimate(r#"{"model":"tiny"}"#).await;
+    assert_eq!(default.model, "tiny");
+    let long = estimate(r#"{"model":"tiny","slots":8,"ctx_size":65536}"#).await;
+    assert!(
+        long.needed_bytes > default.needed_bytes,
+        "{long:?} vs {default:?}"
+    );
+    // The figures are the same the memory check of a start uses.
+    let (status, body) = host
+        .call("POST", "/workers", Some(r#"{"model":"tiny"}"#))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        error_of(&body).no_room.unwrap().needed_bytes,
+        default.needed_bytes
+    );
+    let (status, _) = host
+        .call("POST", "/estimate", Some(r#"{"model":"absent"}"#))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = host
+        .call("POST", "/estimate", Some(r#"{"model":"tiny","slots":0}"#))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(host.workers().await.is_empty(), "nothing was started");
+}
+
+#[tokio::test]
 async fn a_crashing_worker_is_restarted_then_marked_failed_with_its_log() {
     let host = host(
         "echo \"loading $2\"; echo 'fatal: model exploded' >&2; exit 3",

@@ -313,6 +313,16 @@ pub struct WorkerStarted {
     pub worker: PoolWorker,
 }
 
+/// `POST /estimate` on a pool manager: the memory a worker of a launch would need by the
+/// host's estimate (its model file's GGUF metadata), without starting one. orcd asks before it
+/// places a model whose policy's `slots`/`ctx_size` differ from the default launch, whose
+/// estimate the facts carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerEstimate {
+    pub model: String,
+    pub needed_bytes: u64,
+}
+
 /// The JSON body of every non-2xx answer of a pool manager: orcd's [`crate::ErrorBody`] plus,
 /// when a worker does not fit, the figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -41,6 +41,7 @@ struct RawOrchestrator {
     api_token_file: Option<PathBuf>,
     worker_token_file: Option<PathBuf>,
     model_policies: Option<PathBuf>,
+    heartbeat_timeout_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +114,9 @@ pub struct Orchestrator {
     pub worker_token_file: Option<PathBuf>,
     /// orcd's `--model-policies` file when started here (keep_alive, replicas, hosts per model).
     pub model_policies: Option<PathBuf>,
+    /// orcd's `--heartbeat-timeout-secs` when started here: how long a silent worker stays live
+    /// and a silent pool manager's host stays usable for placement.
+    pub heartbeat_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,6 +229,15 @@ pub fn parse(
             None
         }
     };
+    if let Some(timeout) = &raw.orchestrator.heartbeat_timeout_secs {
+        if *timeout.get_ref() == 0 {
+            problems.at(
+                timeout.span(),
+                "orchestrator.heartbeat_timeout_secs",
+                "must be at least 1 (seconds without a heartbeat before a worker is dead and a pool manager's host lost; orcd's default is 10)",
+            );
+        }
+    }
     if let Some(listen) = &raw.orchestrator.listen {
         if listen.get_ref().parse::<std::net::SocketAddr>().is_err() {
             problems.at(
@@ -477,6 +490,10 @@ pub fn parse(
             api_token_file: raw.orchestrator.api_token_file,
             worker_token_file: raw.orchestrator.worker_token_file,
             model_policies: raw.orchestrator.model_policies,
+            heartbeat_timeout_secs: raw
+                .orchestrator
+                .heartbeat_timeout_secs
+                .map(Spanned::into_inner),
         },
         hosts,
     })
@@ -900,11 +917,17 @@ model = "gemma3-270m"
 
     #[test]
     fn a_fleet_without_workers_is_valid_and_gets_a_pool_manager_per_host() {
-        let text = "[orchestrator]\nurl = \"http://10.0.0.1:8080\"\nmodel_policies = \"/etc/llorch/policies.toml\"\n\n[hosts.box-a]\n\n[hosts.box-b]\n[hosts.box-b.pool_manager]\nport = 9200\nmemory_budget = \"2GiB\"\nmodels = [\"gemma3-270m\"]\n";
+        let text = "[orchestrator]\nurl = \"http://10.0.0.1:8080\"\nmodel_policies = \"/etc/llorch/policies.toml\"\nheartbeat_timeout_secs = 4\n\n[hosts.box-a]\n\n[hosts.box-b]\n[hosts.box-b.pool_manager]\nport = 9200\nmemory_budget = \"2GiB\"\nmodels = [\"gemma3-270m\"]\n";
         let fleet = parse_text(text).unwrap();
         assert_eq!(
             fleet.orchestrator.model_policies.as_deref(),
             Some(Path::new("/etc/llorch/policies.toml"))
+        );
+        assert_eq!(fleet.orchestrator.heartbeat_timeout_secs, Some(4));
+        let zero = format!("{:#}", parse_text(&text.replace("= 4", "= 0")).unwrap_err());
+        assert!(
+            zero.contains("`orchestrator.heartbeat_timeout_secs` must be at least 1"),
+            "{zero}"
         );
         let a = &fleet.hosts[0];
         assert!(a.workers.is_empty());

@@ -559,6 +559,9 @@ fn ensure_orcd(cx: &Context, fleet: &Fleet) -> anyhow::Result<OrcdOutcome> {
     if let Some(path) = &fleet.orchestrator.model_policies {
         args.extend(["--model-policies".into(), link::expand_home(path).into()]);
     }
+    if let Some(secs) = fleet.orchestrator.heartbeat_timeout_secs {
+        args.extend(["--heartbeat-timeout-secs".into(), secs.to_string().into()]);
+    }
     let spec = DaemonSpec {
         name: crate::stack::ORCD_DAEMON.to_owned(),
         kind: crate::stack::ORCD_DAEMON.to_owned(),

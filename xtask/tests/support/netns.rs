@@ -57,6 +57,8 @@ pub struct Namespaces {
     pub b: String,
     pub c: String,
     subnet: String,
+    /// The operator's ends of the `b` and `c` links (on its bridge).
+    links: [String; 2],
 }
 
 impl Namespaces {
@@ -68,6 +70,7 @@ impl Namespaces {
             b: format!("lo-{tag}-b-{id}"),
             c: format!("lo-{tag}-c-{id}"),
             subnet: format!("10.{}.{}", 214 + tag_offset, id % 200 + 20),
+            links: ["b", "c"].map(|suffix| format!("{tag}{suffix}o{}", id % 100_000)),
         };
         for netns in [&namespaces.operator, &namespaces.b, &namespaces.c] {
             ip(&["netns", "add", netns])?;
@@ -86,9 +89,13 @@ impl Namespaces {
             "dev",
             &bridge,
         ])?;
-        for (netns, suffix, host) in [(&namespaces.b, "b", 2), (&namespaces.c, "c", 3)] {
-            let outer = format!("{tag}{suffix}o{}", id % 100_000);
-            let inner = format!("{tag}{suffix}i{}", id % 100_000);
+        for (netns, host) in [(&namespaces.b, 2u8), (&namespaces.c, 3u8)] {
+            let outer = namespaces.links[usize::from(host - 2)].clone();
+            let inner = format!(
+                "{tag}{}i{}",
+                ["b", "c"][usize::from(host - 2)],
+                id % 100_000
+            );
             ip(&[
                 "link", "add", &outer, "netns", o, "type", "veth", "peer", "name", &inner, "netns",
                 netns,
@@ -111,6 +118,30 @@ impl Namespaces {
 
     pub fn address(&self, host: u8) -> String {
         format!("{}.{host}", self.subnet)
+    }
+
+    /// Takes the link of namespace `netns` (`b` or `c`) down or up on the operator's bridge:
+    /// the host drops off the network as a pulled cable or a dead switch port would have it,
+    /// while its processes keep running.
+    pub fn set_link(&self, netns: &str, up: bool) -> Result<(), String> {
+        let index = match netns {
+            _ if netns == self.b => 0,
+            _ if netns == self.c => 1,
+            _ => {
+                return Err(format!(
+                    "`{netns}` is neither `b` nor `c` of these namespaces"
+                ))
+            }
+        };
+        let state = if up { "up" } else { "down" };
+        ip(&[
+            "-n",
+            &self.operator,
+            "link",
+            "set",
+            &self.links[index],
+            state,
+        ])
     }
 }
 

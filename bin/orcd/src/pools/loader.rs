@@ -2,20 +2,21 @@
 //! load of a model a request waits for; [`housekeeping`] stops workers idle for their
 //! `keep_alive`. Every decision is announced on `/v2/events`, audited and counted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use llorch_api::audit::AuditEvent;
 use llorch_api::fleet::FleetEvent;
 use llorch_api::pool::{
-    HostFacts, PoolErrorBody, PoolWorker, PoolWorkerState, WorkerLaunch, WorkerStarted,
+    HostFacts, PoolErrorBody, PoolWorker, PoolWorkerState, WorkerEstimate, WorkerLaunch,
+    WorkerStarted,
 };
 use llorch_api::{Backend, WorkerState};
 use tokio::sync::watch;
 
 use super::placement::{
-    idle_unloads, place, scale_outs, Avoided, GpuView, HostView, Placement, Purpose, Unload,
-    WorkerView,
+    idle_unloads, needs_launch_estimate, place, scale_outs, use_launch_estimates, Avoided, GpuView,
+    HostView, ModelPolicy, Placement, Purpose, Unload, WorkerView,
 };
 use super::{lock, LoadStatus, Pools, AVOID_AFTER_FAILURE};
 use crate::error::OrcdError;
@@ -228,7 +229,12 @@ async fn load(
         purpose,
     } = *target;
     let pools = state.pools();
-    let views = host_views(state).await;
+    let mut views = host_views(state).await;
+    let policy = pools.policy(model);
+    if needs_launch_estimate(&policy) {
+        let estimates = launch_estimates(state, model, &policy).await;
+        use_launch_estimates(&mut views, model, &estimates);
+    }
     let avoided = lock(&pools.inner.avoided).clone();
     let policy_of = |name: &str| {
         let mut policy = pools.policy(name);
@@ -293,15 +299,10 @@ async fn load(
     }
     wait_until_stopped(state, &host.url, &evict, started).await;
 
-    let policy = pools.policy(model);
     let launch = WorkerLaunch {
-        model: model.to_owned(),
         backend,
         gpu: Some(gpu),
-        slots: Some(policy.slots),
-        ctx_size: Some(policy.ctx_size),
-        threads: None,
-        embeddings: false,
+        ..policy_launch(model, &policy)
     };
     let worker = start_worker(state, &host.url, &launch)
         .await
@@ -309,6 +310,61 @@ async fn load(
     pools.hosts().note_started(&host_id, worker.clone());
     wait_until_live(state, &host_id, &host.url, &worker.worker_id).await?;
     Ok((host_id, worker.worker_id))
+}
+
+/// The worker `policy` asks for, on the CPU until placement picks the backend and GPU.
+fn policy_launch(model: &str, policy: &ModelPolicy) -> WorkerLaunch {
+    WorkerLaunch {
+        model: model.to_owned(),
+        backend: policy.backend.unwrap_or(Backend::Cpu),
+        gpu: Some(0),
+        slots: Some(policy.slots),
+        ctx_size: Some(policy.ctx_size),
+        threads: None,
+        embeddings: false,
+    }
+}
+
+/// What a worker of `model` with its policy's launch needs on each live host with its file, by
+/// each host's own estimate (`POST /estimate`). A host that does not answer is left out (its
+/// facts' default-launch estimate stands, and its start's memory check still guards it).
+async fn launch_estimates(
+    state: &AppState,
+    model: &str,
+    policy: &ModelPolicy,
+) -> BTreeMap<String, u64> {
+    let launch = policy_launch(model, policy);
+    let hosts = state.pools().hosts();
+    let now = Instant::now();
+    let mut estimates = BTreeMap::new();
+    for record in hosts.records() {
+        let has_file = record.facts.models.iter().any(|disk| disk.model == model);
+        if !has_file || !record.is_live(now, hosts.timeout()) {
+            continue;
+        }
+        let answer = async {
+            let response = state
+                .http()
+                .post(format!("{}/estimate", record.url))
+                .timeout(POOL_REQUEST_TIMEOUT)
+                .json(&launch)
+                .send()
+                .await?
+                .error_for_status()?;
+            response.json::<WorkerEstimate>().await
+        }
+        .await;
+        match answer {
+            Ok(estimate) => {
+                estimates.insert(record.host_id, estimate.needed_bytes);
+            }
+            Err(error) => tracing::warn!(
+                %model, host_id = %record.host_id,
+                "the pool manager gave no estimate for the policy's launch; placing by the default launch's: {error}"
+            ),
+        }
+    }
+    estimates
 }
 
 /// Asks the host's pool manager to start a worker; the error is the host's own message.

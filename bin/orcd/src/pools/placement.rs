@@ -305,6 +305,30 @@ pub fn place(
     }
 }
 
+/// Replaces the default-launch estimate of `model` (what the hosts' facts carry) with the one
+/// each host gave for the launch its policy asks for (`estimates` by host id). A host that
+/// gave none keeps the default's; its pool manager's own memory check still guards the start.
+pub fn use_launch_estimates(
+    hosts: &mut [HostView],
+    model: &str,
+    estimates: &BTreeMap<String, u64>,
+) {
+    for host in hosts {
+        if let (Some(needed), Some(estimate)) =
+            (host.models.get_mut(model), estimates.get(&host.host_id))
+        {
+            *needed = *estimate;
+        }
+    }
+}
+
+/// Whether a worker of the model needs other memory than the default launch the hosts' facts
+/// estimate: its policy changes the slots or the context size.
+pub fn needs_launch_estimate(policy: &ModelPolicy) -> bool {
+    policy.slots != llorch_api::pool::DEFAULT_SLOTS
+        || policy.ctx_size != llorch_api::pool::DEFAULT_CTX_SIZE
+}
+
 fn refused(reason: String) -> Placement {
     Placement::Refused { reason }
 }

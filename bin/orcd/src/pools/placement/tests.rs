@@ -199,6 +199,60 @@ fn gpu_comes_before_cpu_then_fewest_workers() {
 }
 
 #[test]
+fn a_policy_launch_larger_than_every_host_is_no_room_by_its_own_estimate_and_evicts_nothing() {
+    let clock = Clock::new();
+    let long = |model: &str| ModelPolicy {
+        ctx_size: if model == "qwen" { 32_768 } else { 2048 },
+        ..ModelPolicy::default()
+    };
+    assert!(needs_launch_estimate(&long("qwen")));
+    assert!(!needs_launch_estimate(&long("gemma")));
+    let mut a = host("a", 69, &[("qwen", 631)]);
+    a.workers = vec![worker("a-gemma", "gemma", 631, clock.at(0))];
+    let mut hosts = [a, host("b", 700, &[("qwen", 631)]), host("c", 9000, &[])];
+    // By the default launch's estimate it fits on `b` at once.
+    assert_eq!(
+        start_host(&place(
+            "qwen",
+            Purpose::FirstWorker,
+            &long,
+            &hosts,
+            &[],
+            clock.at(9)
+        ))
+        .0,
+        "b"
+    );
+    // By the estimates of the policy's launch it fits nowhere, not even after evicting
+    // `a-gemma` (69 + 631 < 1800): no room, with that figure and the most any host has free.
+    let estimates = BTreeMap::from([("a".to_owned(), 1800 * MIB), ("b".to_owned(), 1800 * MIB)]);
+    use_launch_estimates(&mut hosts, "qwen", &estimates);
+    assert_eq!(
+        hosts[2].models.get("qwen"),
+        None,
+        "no file, no estimate added"
+    );
+    assert_eq!(
+        place(
+            "qwen",
+            Purpose::FirstWorker,
+            &long,
+            &hosts,
+            &[],
+            clock.at(9)
+        ),
+        Placement::NoRoom {
+            needed_bytes: 1800 * MIB,
+            most_free_bytes: 700 * MIB
+        }
+    );
+    // A host that gave no estimate keeps the default's.
+    let mut hosts = [host("b", 700, &[("qwen", 631)])];
+    use_launch_estimates(&mut hosts, "qwen", &BTreeMap::new());
+    assert_eq!(hosts[0].models["qwen"], 631 * MIB);
+}
+
+#[test]
 fn without_room_the_least_recently_used_idle_worker_is_evicted() {
     let clock = Clock::new();
     let mut full = host("h", 100, &[("qwen", 400)]);
