@@ -537,8 +537,16 @@ async fn host_views(state: &AppState) -> Vec<HostView> {
     let pools = state.pools();
     let now = Instant::now();
     let busy: BTreeSet<String> = busy_workers(state).await;
+    // Jobs shorter than housekeeping's period are never seen busy: the scheduler's record of
+    // each dispatch and finish is what makes such a worker recently used.
+    let dispatched = state.scheduler().last_used().await.unwrap_or_default();
     let stopping = lock(&pools.inner.stopping).clone();
     let mut last_used = lock(&pools.inner.last_used);
+    for (worker_id, used) in dispatched {
+        if let Some(known) = last_used.get_mut(&worker_id) {
+            *known = (*known).max(used);
+        }
+    }
     pools
         .hosts()
         .records()

@@ -60,6 +60,10 @@ enum Command {
     QueueWaits {
         reply: oneshot::Sender<std::collections::BTreeMap<String, std::time::Duration>>,
     },
+    /// When each worker last got or finished a job (keep_alive, LRU eviction).
+    LastUsed {
+        reply: oneshot::Sender<std::collections::BTreeMap<String, Instant>>,
+    },
     Workers {
         reply: oneshot::Sender<Vec<WorkerInfo>>,
     },
@@ -113,6 +117,7 @@ impl Command {
             self,
             Command::Workers { .. }
                 | Command::QueueWaits { .. }
+                | Command::LastUsed { .. }
                 | Command::Models { .. }
                 | Command::Jobs { .. }
                 | Command::Job { .. }
@@ -216,6 +221,13 @@ impl SchedulerHandle {
         &self,
     ) -> Result<std::collections::BTreeMap<String, std::time::Duration>, OrcdError> {
         self.ask(|reply| Command::QueueWaits { reply }).await
+    }
+
+    /// When each worker last got a job or finished one; workers that never had one are absent.
+    pub async fn last_used(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Instant>, OrcdError> {
+        self.ask(|reply| Command::LastUsed { reply }).await
     }
 
     /// Admits a job. The receiver carries the scheduler's decisions about it, starting with
@@ -412,6 +424,9 @@ fn handle(
         }
         Command::QueueWaits { reply } => {
             let _ = reply.send(core.median_queue_waits(now));
+        }
+        Command::LastUsed { reply } => {
+            let _ = reply.send(core.last_used());
         }
         Command::Submit {
             job,

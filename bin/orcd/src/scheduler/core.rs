@@ -167,6 +167,10 @@ struct Worker {
     reported_waiting: u32,
     /// Prompt prefixes orcd sent here, which its KV cache may still hold.
     prefixes: PrefixMemory,
+    /// When orcd last sent this worker a job or saw one of its jobs end: what keep_alive and
+    /// LRU eviction measure idleness from. A job shorter than the pool housekeeping's period
+    /// is never seen busy there, so it must be recorded here.
+    last_used: Option<Instant>,
     /// Running jobs within [`FINISHING_LEAD_TOKENS`] of their `max_tokens`. Each lets one
     /// more job be sent here than its slots take, to wait in the worker's own queue: the worker
     /// starts it at the step the slot frees. Sent only once the slot is free, it would start
@@ -377,6 +381,7 @@ impl SchedulerCore {
                         reported_busy: 0,
                         reported_waiting: 0,
                         prefixes: PrefixMemory::default(),
+                        last_used: None,
                         finishing: BTreeSet::new(),
                         given_up: BTreeSet::new(),
                     },
@@ -479,6 +484,15 @@ impl SchedulerCore {
             .filter(|job| job.state != JobState::Running)
             .map(|job| (job.model.as_str(), job.submitted_at));
         self.queue_waits.medians(queued, now)
+    }
+
+    /// When each worker last got a job or finished one; workers that never had a job are
+    /// absent.
+    pub fn last_used(&self) -> BTreeMap<String, Instant> {
+        self.workers
+            .iter()
+            .filter_map(|(id, worker)| worker.last_used.map(|used| (id.clone(), used)))
+            .collect()
     }
 
     /// Every model that has a worker (live or dead) or waiting jobs, sorted by name.
@@ -614,7 +628,7 @@ impl SchedulerCore {
         let model = job.model.clone();
         tracing::warn!(%job_id, %worker_id, attempts, "dispatch failed: {}", crate::validation::log_safe(&message));
 
-        self.release_slot(worker_id, job_id);
+        self.release_slot(worker_id, job_id, now);
         if let Some(worker) = self.workers.get_mut(worker_id) {
             if mark_dead {
                 worker.dead_since.get_or_insert(now);
@@ -691,7 +705,7 @@ impl SchedulerCore {
         match (&job.state, &job.worker_id) {
             (JobState::Running, Some(worker_id)) => {
                 self.give_up_if_unreachable(worker_id, job_id, &outcome);
-                self.release_slot(worker_id, job_id)
+                self.release_slot(worker_id, job_id, now)
             }
             _ => {
                 if let Some(queue) = self.queues.get_mut(&job.model) {
@@ -832,11 +846,12 @@ impl SchedulerCore {
         }
     }
 
-    fn release_slot(&mut self, worker_id: &str, job_id: &str) {
+    fn release_slot(&mut self, worker_id: &str, job_id: &str, now: Instant) {
         if let Some(worker) = self.workers.get_mut(worker_id) {
             worker.finishing.remove(job_id);
             if worker.running.remove(job_id) {
                 worker.job_ended();
+                worker.last_used = Some(now);
             }
         }
     }
@@ -925,7 +940,7 @@ impl SchedulerCore {
                 Some(worker_id) => {
                     let wait = now.saturating_duration_since(job.submitted_at);
                     self.queue_waits.record(model, wait, now);
-                    self.assign(&job_id, &worker_id)
+                    self.assign(&job_id, &worker_id, now)
                 }
                 None => waiting.push_back(job_id),
             }
@@ -947,7 +962,7 @@ impl SchedulerCore {
         }
     }
 
-    fn assign(&mut self, job_id: &str, worker_id: &str) {
+    fn assign(&mut self, job_id: &str, worker_id: &str, now: Instant) {
         let (Some(job), Some(worker)) =
             (self.jobs.get_mut(job_id), self.workers.get_mut(worker_id))
         else {
@@ -958,6 +973,7 @@ impl SchedulerCore {
         job.attempts += 1;
         job.reported_position = None;
         worker.running.insert(job_id.to_owned());
+        worker.last_used = Some(now);
         worker.prefixes.record(&job.prefixes);
         self.effects.push(Effect::Dispatch(Assignment {
             job_id: job_id.to_owned(),

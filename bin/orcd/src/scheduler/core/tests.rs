@@ -97,6 +97,27 @@ fn busy(core: &SchedulerCore, worker_id: &str, now: Instant) -> u32 {
         .slots_busy
 }
 
+/// keep_alive and LRU eviction read this: a job that came and went between two housekeeping
+/// passes still makes its worker recently used, from its dispatch and again from its end.
+#[test]
+fn last_used_records_each_dispatch_and_each_end() {
+    let (mut core, clock) = setup(config());
+    core.register(worker("a", "m", 1), clock.at(0));
+    core.register(worker("idle", "m", 1), clock.at(0));
+    assert!(core.last_used().is_empty(), "no job yet");
+    core.submit(job("j1", "m"), clock.at(10)).unwrap();
+    assert_eq!(core.take_effects(), vec![dispatch("j1", "a")]);
+    assert_eq!(core.last_used().get("a"), Some(&clock.at(10)));
+    core.finish("j1", JobOutcome::Completed(stats(4)), clock.at(250));
+    let used = core.last_used();
+    assert_eq!(used.get("a"), Some(&clock.at(250)));
+    assert_eq!(
+        used.get("idle"),
+        None,
+        "a worker without jobs was never used"
+    );
+}
+
 #[test]
 fn picks_the_least_loaded_live_worker_with_ties_by_id() {
     let (mut core, clock) = setup(config());
