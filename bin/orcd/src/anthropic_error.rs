@@ -66,6 +66,12 @@ pub fn anthropic_status_type(error: &OrcdError) -> (StatusCode, &'static str) {
         }
         ErrorKind::Validation => (status, "invalid_request_error"),
         ErrorKind::ContextLength => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+        // The model exists (a pool manager could load it) but found no room or failed to
+        // start: Anthropic's answer for a service that cannot take the request now, with the
+        // reason, not "no such model" (the OpenAI routes answer the same 503).
+        ErrorKind::NoWorker if matches!(error, OrcdError::ModelLoadFailed { .. }) => {
+            (status, "overloaded_error")
+        }
         ErrorKind::NoWorker => (StatusCode::NOT_FOUND, "not_found_error"),
         ErrorKind::NotFound => (status, "not_found_error"),
         ErrorKind::QueueFull => (status, "rate_limit_error"),
@@ -93,4 +99,26 @@ pub fn error_response(error: OrcdError) -> Response {
     let mut response = (status, Json(body)).into_response();
     error.add_headers(&mut response);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_that_could_not_be_loaded_is_a_503_not_an_unknown_model() {
+        let failed = OrcdError::ModelLoadFailed {
+            model: "m".into(),
+            reason: "no host has room".into(),
+        };
+        assert_eq!(
+            anthropic_status_type(&failed),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded_error")
+        );
+        let unknown = OrcdError::NoWorker { model: "m".into() };
+        assert_eq!(
+            anthropic_status_type(&unknown),
+            (StatusCode::NOT_FOUND, "not_found_error")
+        );
+    }
 }
