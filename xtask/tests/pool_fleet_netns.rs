@@ -207,16 +207,16 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
         all.extend(args);
         xtask.run(all)
     };
-    let hosts = || -> Vec<HostInfo> {
-        let url = format!("{orcd_url}/v2/hosts");
+    // orcd through the project's one client, from the operator's namespace.
+    let orcd_get = |path: &str| -> Value {
         in_netns(&namespaces.operator, || {
-            reqwest::blocking::Client::new()
-                .get(&url)
-                .bearer_auth(API_TOKEN)
-                .send()
-                .and_then(|response| response.json())
+            support::orcd_client(&orcd_url, Some(API_TOKEN))
+                .get_json(path)
                 .unwrap_or_default()
         })
+    };
+    let hosts = || -> Vec<HostInfo> {
+        serde_json::from_value(orcd_get("/v2/hosts")).unwrap_or_default()
     };
     let wait_for = |what: &str, done: &dyn Fn(&[HostInfo]) -> bool| -> Vec<HostInfo> {
         let deadline = Instant::now() + LOAD_WAIT;
@@ -276,15 +276,7 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
         text
     };
     let scheduler_workers = || -> Vec<Value> {
-        let url = format!("{orcd_url}/workers");
-        in_netns(&namespaces.operator, || {
-            reqwest::blocking::Client::new()
-                .get(&url)
-                .bearer_auth(API_TOKEN)
-                .send()
-                .and_then(|response| response.json())
-                .unwrap_or_default()
-        })
+        serde_json::from_value(orcd_get("/workers")).unwrap_or_default()
     };
 
     // 1. A fleet file without workers comes up: a live pool manager on each host.
