@@ -232,6 +232,7 @@ impl Sshd {
             install_fake_worker(&remote.bin_dir);
         }
         install_fake_worker(&local.bin_dir);
+        link_built_orcd(&local.bin_dir);
 
         let user = current_user();
         let alias = "llorch-test-alias".to_owned();
@@ -492,6 +493,22 @@ pub fn pid_alive(pid: u32) -> bool {
                 .map(|(_, rest)| rest.trim_start().to_owned())
         })
         .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+/// Puts the orcd the suite built (LLORCH_BIN_DIR's, else the release build) into `bin_dir`
+/// when there is one. Commands run "here" that start orcd (`fleet up`) then take it from their
+/// LLORCH_BIN_DIR instead of running `cargo build -p orcd` themselves, which compiles orcd's
+/// own feature variant: minutes in a fresh clone, inside a test that may take 90 s.
+pub fn link_built_orcd(bin_dir: &Path) {
+    let built = std::env::var_os("LLORCH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release"))
+        .join("orcd");
+    if built.is_file() {
+        std::os::unix::fs::symlink(&built, bin_dir.join("orcd")).unwrap_or_else(|error| {
+            panic!("linking {} into {}: {error}", built.display(), bin_dir.display())
+        });
+    }
 }
 
 /// The release orcd (`cargo xtask build orcd`), or LLORCH_BIN_DIR's.
