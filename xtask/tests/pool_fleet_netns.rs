@@ -215,9 +215,8 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
                 .unwrap_or_default()
         })
     };
-    let hosts = || -> Vec<HostInfo> {
-        serde_json::from_value(orcd_get("/v2/hosts")).unwrap_or_default()
-    };
+    let hosts =
+        || -> Vec<HostInfo> { serde_json::from_value(orcd_get("/v2/hosts")).unwrap_or_default() };
     let wait_for = |what: &str, done: &dyn Fn(&[HostInfo]) -> bool| -> Vec<HostInfo> {
         let deadline = Instant::now() + LOAD_WAIT;
         loop {
@@ -275,9 +274,8 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
         assert!(status.is_success(), "{model}: HTTP {status}: {text}");
         text
     };
-    let scheduler_workers = || -> Vec<Value> {
-        serde_json::from_value(orcd_get("/workers")).unwrap_or_default()
-    };
+    let scheduler_workers =
+        || -> Vec<Value> { serde_json::from_value(orcd_get("/workers")).unwrap_or_default() };
 
     // 1. A fleet file without workers comes up: a live pool manager on each host.
     let up = fleet(&["up"]).success().json();

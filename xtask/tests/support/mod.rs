@@ -506,7 +506,11 @@ pub fn link_built_orcd(bin_dir: &Path) {
         .join("orcd");
     if built.is_file() {
         std::os::unix::fs::symlink(&built, bin_dir.join("orcd")).unwrap_or_else(|error| {
-            panic!("linking {} into {}: {error}", built.display(), bin_dir.display())
+            panic!(
+                "linking {} into {}: {error}",
+                built.display(),
+                bin_dir.display()
+            )
         });
     }
 }
