@@ -217,20 +217,23 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
     };
     let hosts =
         || -> Vec<HostInfo> { serde_json::from_value(orcd_get("/v2/hosts")).unwrap_or_default() };
-    let wait_for = |what: &str, done: &dyn Fn(&[HostInfo]) -> bool| -> Vec<HostInfo> {
-        let deadline = Instant::now() + LOAD_WAIT;
-        loop {
-            let now = hosts();
-            if done(&now) {
-                return now;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited {} s for {what}; orcd's hosts: {now:#?}",
-                LOAD_WAIT.as_secs()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+    // The client's own wait (polls against the deadline, says what it waited for).
+    let wait_for = |what: &str, done: &(dyn Fn(&[HostInfo]) -> bool + Sync)| -> Vec<HostInfo> {
+        in_netns(&namespaces.operator, || {
+            support::orcd_client(&orcd_url, Some(API_TOKEN)).wait_for(
+                "/v2/hosts",
+                what,
+                LOAD_WAIT,
+                |hosts: &Vec<HostInfo>| done(hosts),
+            )
+        })
+        .unwrap_or_else(|timed_out| {
+            panic!(
+                "waited {} s for {what}; orcd's hosts: {:#?}",
+                LOAD_WAIT.as_secs(),
+                timed_out.last
+            )
+        })
     };
     // A streamed OpenAI request through orcd: a chat for the instruct model, a completion
     // for the base model (it has no chat template); the body of its event stream.
@@ -274,9 +277,6 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
         assert!(status.is_success(), "{model}: HTTP {status}: {text}");
         text
     };
-    let scheduler_workers =
-        || -> Vec<Value> { serde_json::from_value(orcd_get("/workers")).unwrap_or_default() };
-
     // 1. A fleet file without workers comes up: a live pool manager on each host.
     let up = fleet(&["up"]).success().json();
     for name in ["hb", "hc"] {
@@ -427,17 +427,19 @@ fn a_fleet_without_workers_loads_models_where_they_fit() {
         now.iter()
             .any(|host| host.host_id == qwen_host && host.state == HostState::Lost)
     });
-    let deadline = Instant::now() + LOAD_WAIT;
-    while scheduler_workers()
-        .iter()
-        .any(|worker| worker["model"] == QWEN && worker["state"] == "live")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the unreachable qwen worker stays live"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    in_netns(&namespaces.operator, || {
+        support::orcd_client(&orcd_url, Some(API_TOKEN)).wait_for(
+            "/workers",
+            "the unreachable qwen worker no longer live",
+            LOAD_WAIT,
+            |workers: &Vec<Value>| {
+                !workers
+                    .iter()
+                    .any(|worker| worker["model"] == QWEN && worker["state"] == "live")
+            },
+        )
+    })
+    .unwrap_or_else(|timed_out| panic!("the unreachable qwen worker stays live: {timed_out:?}"));
     assert!(chat(QWEN).contains("[DONE]"));
     let now = wait_for("qwen on the other host", &|now| {
         pool_workers(now).iter().any(|(host, worker)| {
