@@ -4,7 +4,6 @@
 
 use std::{
     ffi::OsString,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     sync::{mpsc, Mutex},
     time::{Duration, Instant},
@@ -15,9 +14,12 @@ mod progress;
 use anyhow::{bail, Context as _};
 use llorch_api::Backend;
 use serde::{Deserialize, Serialize};
-use xshell::cmd;
 
-use crate::{flags::BuildCmd, Context};
+use crate::{
+    flags::BuildCmd,
+    process::{self, stream_lines},
+    Context,
+};
 
 pub const ORCD_PACKAGE: &str = "orcd";
 pub const ORCD_BINARY: &str = "orcd";
@@ -96,21 +98,13 @@ pub fn build_binaries(
 
 /// `cargo ARGS` in the repository root with stdin closed, echoed with `--verbose`; the build and
 /// test runners add their own output handling.
-pub fn cargo(cx: &Context, args: &[OsString]) -> duct::Expression {
-    cx.out.debug(format!(
-        "$ cargo {}",
-        args.iter()
-            .map(|arg| arg.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
-    let mut expression = duct::cmd("cargo", args)
-        .dir(&cx.settings.repo_root)
-        .stdin_null();
+pub fn cargo(cx: &Context, args: &[OsString]) -> process::Expression {
+    let mut command = cx.cmd("cargo").args(args);
+    cx.out.debug(format!("$ {command}"));
     for name in inherited_package_env() {
-        expression = expression.env_remove(name);
+        command = command.env_remove(name);
     }
-    expression
+    command.expression().stdin_null()
 }
 
 /// The variables cargo sets for the program it runs (`cargo xtask` is `cargo run`): build
@@ -390,22 +384,6 @@ struct ArtifactTarget {
     name: String,
 }
 
-/// Runs a process, hands each line of its stdout to `on_line` as it arrives, and returns the
-/// exit status once stdout closes.
-pub fn stream_lines(
-    expression: duct::Expression,
-    mut on_line: impl FnMut(&str),
-) -> anyhow::Result<std::process::ExitStatus> {
-    let reader = expression.unchecked().reader()?;
-    for line in BufReader::new(&reader).lines() {
-        on_line(&line?);
-    }
-    let output = reader
-        .try_wait()?
-        .context("the process closed its output but did not exit")?;
-    Ok(output.status)
-}
-
 /// Environment a backend's build needs, or an error naming what to install.
 pub fn check_buildable(backend: Backend) -> anyhow::Result<Vec<(String, OsString)>> {
     match backend {
@@ -489,8 +467,9 @@ pub struct MetadataTarget {
 }
 
 pub fn workspace_metadata(cx: &Context) -> anyhow::Result<WorkspaceMetadata> {
-    let output = cmd!(cx.sh, "cargo metadata --format-version 1 --no-deps")
-        .quiet()
+    let output = cx
+        .cmd("cargo")
+        .args(["metadata", "--format-version", "1", "--no-deps"])
         .read()
         .with_context(|| {
             format!(

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
-use crate::{build, flags::CoverageArgs, Context};
+use crate::{build, flags::CoverageArgs, process, Context};
 
 pub fn run(args: CoverageArgs, cx: &Context) -> anyhow::Result<()> {
     let tools = crate::dev::ensure_coverage_tools(cx, args.yes)?;
@@ -97,7 +97,7 @@ fn measure(
     cx.out.status(
         "measuring line coverage of the unit suite (an instrumented build of the workspace)",
     );
-    let status = build::stream_lines(
+    let status = process::stream_lines(
         build::cargo(cx, &args)
             .env("LLVM_COV", &tools.llvm_cov)
             .env("LLVM_PROFDATA", &tools.llvm_profdata)

@@ -10,12 +10,13 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Seek, SeekFrom},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
+
+use crate::process;
 
 /// Overrides the run directory (tests use a temporary one).
 pub const RUN_DIR_ENV: &str = "LLORCH_RUN_DIR";
@@ -187,32 +188,22 @@ impl RunDir {
             .try_clone()
             .with_context(|| format!("opening {} twice", log_path.display()))?;
 
-        // std::process rather than xshell: only it offers `pre_exec`, which a detached daemon
-        // needs to leave our session.
-        let mut command = Command::new(&spec.program);
-        command
-            .args(&spec.args)
-            .env_clear()
-            .envs(daemon_environment(|name| std::env::var_os(name), &spec.env))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_for_stderr);
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                if libc::setsid() == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = command
-            .spawn()
+        // In its own session, so that it outlives this process and our terminal's signals.
+        let expression = process::cmd(&spec.program).args(&spec.args).expression();
+        let child = process::in_new_session(expression)
+            .full_env(daemon_environment(|name| std::env::var_os(name), &spec.env))
+            .stdin_null()
+            .stdout_file(log)
+            .stderr_file(log_for_stderr)
+            .unchecked()
+            .start()
             .with_context(|| format!("starting {}", spec.program.display()))?;
-        let pid = child.id();
+        let pid = child.pids()[0];
         // Reap the child when it exits so a long-lived caller (`up`, tests) never sees a zombie
         // that still looks alive; a short-lived xtask simply leaves it to init.
-        std::thread::spawn(move || child.wait());
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
 
         let info = DaemonInfo {
             name: spec.name.clone(),
@@ -470,7 +461,7 @@ fn process_start(pid: u32) -> Option<String> {
 /// The process's start time as `ps` prints it.
 #[cfg(not(target_os = "linux"))]
 fn process_start(pid: u32) -> Option<String> {
-    let output = Command::new("ps")
+    let output = process::cmd("ps")
         .args(["-o", "lstart=", "-p", &pid.to_string()])
         .output()
         .ok()?;

@@ -22,6 +22,7 @@ mod orcd;
 mod output;
 mod pool;
 mod ports;
+mod process;
 mod remote;
 mod stack;
 mod test;
@@ -56,9 +57,7 @@ fn main() -> ExitCode {
 fn run(cli: flags::Cli, out: Printer) -> anyhow::Result<ExitCode> {
     let settings = config::Settings::resolve(&cli.global, &config::process_env)?;
     let out = out.with_color_choice(settings.color);
-    let sh = xshell::Shell::new()?;
-    sh.change_dir(&settings.repo_root);
-    let cx = Context { sh, settings, out };
+    let cx = Context { settings, out };
     if let Some(host) = &cli.global.remote {
         remote::forward_invocation(&cx, host)?;
         return Ok(ExitCode::SUCCESS);

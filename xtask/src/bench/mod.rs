@@ -28,7 +28,7 @@ use crate::{
     daemon::{DaemonInfo, DaemonSpec, RunDir},
     flags::BenchArgs,
     pool::{launch::SpawnSpec, worker as pool_worker},
-    Context,
+    process, Context,
 };
 
 /// About 100 tokens of plain English, so prompt processing is measured on more than a handful
@@ -95,7 +95,7 @@ struct Cleanup {
 #[derive(Default)]
 struct Started {
     daemons: Vec<String>,
-    busy: Vec<duct::Handle>,
+    busy: Vec<process::Handle>,
 }
 
 impl Cleanup {
@@ -125,7 +125,7 @@ impl Cleanup {
         lock(&self.started).daemons.push(name);
     }
 
-    fn busy(&self, handle: duct::Handle) {
+    fn busy(&self, handle: process::Handle) {
         lock(&self.started).busy.push(handle);
     }
 }
@@ -244,7 +244,9 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     };
 
     for _ in 0..args.busy_cores {
-        let busy = duct::cmd!("sh", "-c", "while :; do :; done")
+        let busy = process::cmd("sh")
+            .args(["-c", "while :; do :; done"])
+            .expression()
             .stdin_null()
             .stdout_null()
             .start()
@@ -851,7 +853,9 @@ mod tests {
         let second = run_dir.spawn(&sleeper("second")).unwrap();
         cleanup.daemon(first.name.clone());
         cleanup.daemon(second.name.clone());
-        let busy = duct::cmd!("sh", "-c", "while :; do :; done")
+        let busy = process::cmd("sh")
+            .args(["-c", "while :; do :; done"])
+            .expression()
             .start()
             .unwrap();
         let busy_pid = busy.pids()[0];

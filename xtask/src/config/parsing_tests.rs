@@ -5,7 +5,6 @@
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use clap::Parser as _;
@@ -269,7 +268,6 @@ fn run_command_if_child() {
     let status = match Settings::resolve(&cli.global, &process_env) {
         Ok(settings) => {
             let cx = crate::Context {
-                sh: xshell::Shell::new().unwrap(),
                 out: out.clone().with_color_choice(settings.color),
                 settings,
             };
@@ -300,7 +298,7 @@ struct Ran {
 /// Runs `xtask ARGS` with the config file `config` in a child process: the test `test` of this
 /// module, which calls [`run_command_if_child`] first.
 fn xtask(test: &str, config: &Path, args: &[&str]) -> Ran {
-    let output = Command::new(std::env::current_exe().unwrap())
+    let output = crate::process::cmd(std::env::current_exe().unwrap())
         .args([
             "--exact",
             &format!("config::parsing_tests::{test}"),

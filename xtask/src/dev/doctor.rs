@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::process;
+
 /// How much a missing tool matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -227,10 +229,7 @@ fn with_fix(mut finding: Finding, packages: Option<Packages>, manager: PackageMa
 
 /// The first line a program prints for its version flag, or why it could not be run.
 fn version_of(program: &Path, args: &[&str]) -> Option<String> {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()?;
+    let output = process::cmd(program).args(args).output().ok()?;
     let text = if output.stdout.is_empty() {
         output.stderr
     } else {
@@ -408,7 +407,7 @@ fn sshd(manager: PackageManager) -> Finding {
 
 fn pip(manager: PackageManager) -> Finding {
     let found = match which::which("python3") {
-        Ok(python) => match std::process::Command::new(&python)
+        Ok(python) => match process::cmd(python)
             .args(["-m", "pip", "--version"])
             .output()
         {
@@ -494,9 +493,9 @@ fn submodules(repo_root: &Path) -> Option<Finding> {
     if !repo_root.join(".gitmodules").is_file() {
         return None;
     }
-    let output = std::process::Command::new("git")
+    let output = process::cmd("git")
         .args(["submodule", "status", "--recursive"])
-        .current_dir(repo_root)
+        .dir(repo_root)
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 
 use super::doctor::{self, Finding, Need, PackageManager, Status};
-use crate::Context;
+use crate::{process, Context};
 
 /// What a setup prepares the machine for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,17 +248,20 @@ fn run_logged(
     env: &[(&str, &str)],
 ) -> anyhow::Result<()> {
     let full: Vec<&str> = prefix.iter().chain(argv).copied().collect();
-    cx.out.debug(format!("$ {}", full.join(" ")));
-    let spinner = cx.out.spinner(what);
-    let mut command = duct::cmd(full[0], &full[1..])
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked();
+    let mut command = process::cmd(full[0]).args(&full[1..]);
     for (key, value) in env {
         command = command.env(key, value);
     }
+    cx.out.debug(format!("$ {command}"));
+    let spinner = cx.out.spinner(what);
+    // stdin stays this terminal's: sudo may ask for a password.
     let output = command
+        .expression()
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
         .run()
+        .map_err(|error| command.start_error(error))
         .with_context(|| format!("{what}: could not start `{}`", full[0]))?;
     spinner.finish_and_clear();
     let text = String::from_utf8_lossy(&output.stdout);
@@ -304,10 +307,9 @@ fn ensure_python_packages(cx: &Context) -> anyhow::Result<()> {
     let missing: Vec<&str> = PYTHON_TEST_PACKAGES
         .iter()
         .filter(|(import, _)| {
-            !std::process::Command::new("python3")
+            !process::cmd("python3")
                 .args(["-c", &format!("import {import}")])
-                .output()
-                .is_ok_and(|output| output.status.success())
+                .succeeds()
         })
         .map(|(_, requirement)| *requirement)
         .collect();
@@ -338,9 +340,8 @@ fn init_submodules(cx: &Context) -> anyhow::Result<()> {
         .iter()
         .any(|finding| finding.name == "git submodules" && finding.status == Status::Missing);
     if needs_init {
-        let sh = &cx.sh;
-        xshell::cmd!(sh, "git submodule update --init --recursive")
-            .quiet()
+        cx.cmd("git")
+            .args(["submodule", "update", "--init", "--recursive"])
             .run()
             .context("initialising git submodules\nhint: check your network access to the submodules' remotes")?;
     }

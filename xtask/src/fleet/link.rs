@@ -4,15 +4,15 @@
 //! host's checkout at this checkout's commit, and copying a model the host cannot download.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
 };
 
 use anyhow::{bail, Context as _};
 
 use super::host::{StepOutcome, StepReport};
 use crate::{
+    process::{self, Cmd},
     remote::ssh::{self, SshOptions, SshTarget},
     Context,
 };
@@ -78,7 +78,7 @@ impl HostLink {
             HostLink::Local => Ok(()),
             HostLink::Remote {
                 target, options, ..
-            } => ssh::probe(&cx.sh, target, options).map(|_| ()),
+            } => ssh::probe(cx, target, options).map(|_| ()),
         }
     }
 
@@ -95,9 +95,7 @@ impl HostLink {
         let command = match self {
             HostLink::Local => {
                 let exe = std::env::current_exe().context("finding the xtask executable")?;
-                let mut command = Command::new(exe);
-                command.args(&words).current_dir(&cx.settings.repo_root);
-                command
+                cx.cmd(exe).args(&words)
             }
             HostLink::Remote { repo_path, .. } => {
                 let mut remote = vec!["cargo".to_owned(), "-q".to_owned(), "xtask".to_owned()];
@@ -117,58 +115,37 @@ impl HostLink {
     /// A POSIX shell script on the host (in the checkout for remote hosts).
     pub fn shell(&self, script: &str, stdin: Option<&[u8]>) -> anyhow::Result<Captured> {
         let command = match self {
-            HostLink::Local => {
-                let mut command = Command::new("sh");
-                command.args(["-c", script]);
-                command
-            }
+            HostLink::Local => process::cmd("sh").args(["-c", script]),
             HostLink::Remote { .. } => self.ssh_command(script),
         };
         self.capture(command, stdin, &mut |_| {})
     }
 
-    fn ssh_command(&self, script: &str) -> Command {
+    fn ssh_command(&self, script: &str) -> Cmd {
         let HostLink::Remote {
             target, options, ..
         } = self
         else {
             unreachable!("only remote hosts are reached over SSH")
         };
-        let mut command = Command::new("ssh");
-        command.args(ssh::ssh_args(target, options, script));
-        command
+        process::cmd("ssh").args(ssh::ssh_args(target, options, script))
     }
 
     fn capture(
         &self,
-        mut command: Command,
+        command: Cmd,
         stdin: Option<&[u8]>,
         on_line: &mut dyn FnMut(&str),
     ) -> anyhow::Result<Captured> {
-        let mut child = command
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {:?}", command.get_program()))?;
-        let writer = child.stdin.take().map(|mut pipe| {
-            let input = stdin.unwrap_or_default().to_vec();
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&input);
-            })
-        });
-        let mut stdout_pipe = child.stdout.take().expect("stdout is piped");
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stdout_pipe.read_to_string(&mut text);
-            text
-        });
+        let expression = command.expression().stdout_capture();
+        let expression = match stdin {
+            Some(bytes) => expression.stdin_bytes(bytes),
+            None => expression.stdin_null(),
+        };
+        // Not the whole command line in the error: a script would fill the screen.
+        let (child, stderr_pipe) = process::start_reading_stderr(&expression)
+            .with_context(|| format!("running {:?}", command.program()))?;
         let mut stderr = String::new();
-        let stderr_pipe = child.stderr.take().expect("stderr is piped");
         for line in BufReader::new(stderr_pipe).lines() {
             let Ok(line) = line else { break };
             let trimmed = line.trim();
@@ -181,12 +158,9 @@ impl HostLink {
                 stderr.drain(..stderr.len() - 16 * 1024);
             }
         }
-        let status = child.wait().context("waiting for the host's command")?;
-        if let Some(writer) = writer {
-            let _ = writer.join();
-        }
-        let stdout = reader.join().unwrap_or_default();
-        let code = ssh::exit_code_of(status);
+        let output = child.wait().context("waiting for the host's command")?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let code = ssh::exit_code_of(output.status);
         if let HostLink::Remote {
             target, options, ..
         } = self
@@ -235,12 +209,10 @@ pub fn last_lines(text: &str, count: usize) -> String {
 
 /// This checkout's commit.
 pub fn local_commit(cx: &Context) -> anyhow::Result<String> {
-    let sh = &cx.sh;
-    let commit = xshell::cmd!(sh, "git rev-parse HEAD")
-        .quiet()
+    cx.cmd("git")
+        .args(["rev-parse", "HEAD"])
         .read()
-        .context("reading this checkout's commit (git rev-parse HEAD)")?;
-    Ok(commit.trim().to_owned())
+        .context("reading this checkout's commit (git rev-parse HEAD)")
 }
 
 /// Puts the host's checkout at `commit`: nothing when it is there already; otherwise fetch
@@ -311,9 +283,10 @@ pub fn sync_checkout(
             .tempfile()
             .context("creating a temporary bundle file")?;
         let bundle_path = bundle.path().to_path_buf();
-        let sh = &cx.sh;
-        xshell::cmd!(sh, "git bundle create --quiet {bundle_path} HEAD")
-            .quiet()
+        cx.cmd("git")
+            .args(["bundle", "create", "--quiet"])
+            .arg(&bundle_path)
+            .arg("HEAD")
             .run()
             .context("bundling this checkout's commit (git bundle create)")?;
         let bytes = std::fs::read(&bundle_path).context("reading the bundle")?;
@@ -373,11 +346,14 @@ pub fn copy_model(
         .map(|file| file.name.clone())
         .collect();
     names.push(llorch_catalog::MANIFEST_FILE.to_owned());
-    let sh = &cx.sh;
     let archive = tempfile::NamedTempFile::new().context("creating a temporary archive")?;
     let archive_path = archive.path().to_path_buf();
-    xshell::cmd!(sh, "tar -C {local_dir} -cf {archive_path} {names...}")
-        .quiet()
+    cx.cmd("tar")
+        .arg("-C")
+        .arg(&local_dir)
+        .arg("-cf")
+        .arg(&archive_path)
+        .args(&names)
         .run()
         .with_context(|| format!("packing model `{id}` (tar)"))?;
     let bytes = std::fs::read(&archive_path).context("reading the archive")?;

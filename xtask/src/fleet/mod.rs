@@ -106,40 +106,29 @@ impl HostProgress {
     }
 }
 
-/// Runs `work` for every host at once, each on its own thread with its own shell (xtask's
-/// `Shell` is not shareable) and progress line; the results come back in the hosts' order.
+/// Runs `work` for every host at once, each on its own thread with its own progress line; the
+/// results come back in the hosts' order.
 fn per_host<T: Send>(
     cx: &Context,
     hosts: &[FleetHost],
     work: impl Fn(&Context, &FleetHost, &HostProgress) -> T + Sync,
-) -> anyhow::Result<Vec<T>> {
+) -> Vec<T> {
     let multi = cx.out.multi_progress();
     let width = hosts.iter().map(|host| host.name.len()).max().unwrap_or(0);
-    let mut contexts = Vec::with_capacity(hosts.len());
-    for _ in hosts {
-        let sh = xshell::Shell::new().context("creating a shell")?;
-        sh.change_dir(&cx.settings.repo_root);
-        contexts.push(Context {
-            sh,
-            settings: cx.settings.clone(),
-            out: cx.out.clone(),
-        });
-    }
-    Ok(std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = hosts
             .iter()
-            .zip(contexts)
-            .map(|(host, host_cx)| {
+            .map(|host| {
                 let progress = HostProgress::new(&cx.out, &multi, &host.name, width);
                 let work = &work;
-                scope.spawn(move || work(&host_cx, host, &progress))
+                scope.spawn(move || work(cx, host, &progress))
             })
             .collect();
         handles
             .into_iter()
             .map(|handle| handle.join().expect("a host thread panicked"))
             .collect()
-    }))
+    })
 }
 
 /// The fleet's desired workers of one host, with the supervisor and token it asks for.
@@ -262,7 +251,7 @@ fn plan_fleet(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Resul
                 pool_manager: None,
             },
         }
-    })?;
+    });
     let changes = plans
         .iter()
         .flat_map(|plan| &plan.workers)
@@ -425,7 +414,7 @@ fn up(
         let result = up_host(cx, fleet, host, &commit, force, timeout, progress);
         progress.finish(if result.ok { "done" } else { "FAILED" });
         result
-    })?;
+    });
     wait_live(cx, fleet, hosts, &mut results, timeout)?;
     wait_hosts_live(cx, fleet, hosts, &mut results, timeout);
     report_hosts(cx, "up", Some(&orcd), &results)
@@ -930,7 +919,7 @@ fn down(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()> 
             }
             Err(error) => HostResult::failed(&host.name, Vec::new(), error),
         }
-    })?;
+    });
     // Only when the whole fleet went down: a host taken out alone leaves orcd to the others.
     let orcd = match hosts.len() == fleet.hosts.len() {
         true => stop_started_orcd(fleet)?,
@@ -971,7 +960,7 @@ fn status(cx: &Context, fleet: &Fleet, hosts: &[FleetHost]) -> anyhow::Result<()
         });
         progress.finish("");
         result
-    })?;
+    });
     let (orcd_workers, orcd_error) = match orcd_workers(fleet) {
         Ok(workers) => (workers, None),
         Err(error) => (Vec::new(), Some(format!("{error:#}"))),

@@ -6,12 +6,12 @@
 use std::{
     ffi::OsString,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
 };
 
 use anyhow::{bail, Context as _};
 
 use super::file::WorkerSpec;
+use crate::process;
 
 const UNIT_PREFIX: &str = "llorch-fleet-";
 const SPEC_MARKER: &str = "# llorch-fleet-spec: ";
@@ -31,13 +31,9 @@ pub fn unit_dir() -> anyhow::Result<PathBuf> {
 /// True when a systemd user manager answers here (not in containers without systemd).
 pub fn available() -> bool {
     Path::new("/run/systemd/system").is_dir()
-        && Command::new("systemctl")
+        && process::cmd("systemctl")
             .args(["--user", "show-environment"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
+            .succeeds()
 }
 
 /// The unit file for `spec`, running `program args` with `env`.
@@ -159,11 +155,13 @@ pub fn list() -> anyhow::Result<Vec<(String, Option<WorkerSpec>)>> {
 
 /// Whether the unit (`llorch-fleet-NAME.service`, ...) runs.
 pub fn is_active(unit: &str) -> bool {
-    Command::new("systemctl")
+    process::cmd("systemctl")
         .args(["--user", "is-active", "--quiet", unit])
-        .stdin(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+        .expression()
+        .stdin_null()
+        .unchecked()
+        .run()
+        .is_ok_and(|output| output.status.success())
 }
 
 /// Writes the unit, makes sure lingering is on, and (re)starts it.
@@ -191,19 +189,17 @@ pub fn remove(unit: &str) -> anyhow::Result<()> {
 
 /// The last lines of the unit's journal, for an error message.
 pub fn journal_tail(unit: &str) -> String {
-    Command::new("journalctl")
+    process::cmd("journalctl")
         .args(["--user", "-u", unit, "-n", "20", "--no-pager"])
-        .stdin(Stdio::null())
         .output()
         .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
         .unwrap_or_default()
 }
 
 fn systemctl(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("systemctl")
+    let output = process::cmd("systemctl")
         .arg("--user")
         .args(args)
-        .stdin(Stdio::null())
         .output()
         .context("running systemctl\nhint: set `supervisor = \"detached\"` for this host in the fleet file")?;
     if !output.status.success() {
@@ -225,9 +221,8 @@ fn enable_linger() -> anyhow::Result<()> {
     if linger_file.exists() {
         return Ok(());
     }
-    let output = Command::new("loginctl")
+    let output = process::cmd("loginctl")
         .args(["enable-linger", &user])
-        .stdin(Stdio::null())
         .output()
         .context("running loginctl")?;
     if !output.status.success() {

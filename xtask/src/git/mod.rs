@@ -12,11 +12,9 @@ mod sync;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
+use crate::{flags::GitCmd, output::Printer, process::Cmd, Context};
 use anyhow::{bail, Context as _};
 use serde::Serialize;
-use xshell::{cmd, Cmd, Shell};
-
-use crate::{flags::GitCmd, output::Printer, Context};
 
 pub use porcelain::WorktreeStatus;
 
@@ -35,7 +33,7 @@ pub fn run(cmd: GitCmd, cx: &Context) -> anyhow::Result<()> {
 /// The work tree a command acts on: the top level of the repository that contains
 /// `settings.repo_root`.
 pub struct Repo<'a> {
-    sh: &'a Shell,
+    cx: &'a Context,
     out: &'a Printer,
     pub root: PathBuf,
 }
@@ -49,9 +47,11 @@ impl<'a> Repo<'a> {
                 dir.display()
             );
         }
-        let output = cmd!(cx.sh, "git -C {dir} rev-parse --show-toplevel")
-            .quiet()
-            .ignore_status()
+        let output = cx
+            .cmd("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["rev-parse", "--show-toplevel"])
             .output()
             .map_err(spawn_error)?;
         if !output.status.success() {
@@ -62,7 +62,7 @@ impl<'a> Repo<'a> {
         }
         let root = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim_end());
         Ok(Repo {
-            sh: &cx.sh,
+            cx,
             out: &cx.out,
             root,
         })
@@ -70,12 +70,10 @@ impl<'a> Repo<'a> {
 
     /// Runs a git command to completion and returns its stdout; `what` names the step in the
     /// error, which carries git's stderr.
-    pub fn read(&self, command: Cmd<'_>, what: &str) -> anyhow::Result<String> {
+    pub fn read(&self, command: Cmd, what: &str) -> anyhow::Result<String> {
         let shown = command.to_string();
         self.out.debug(format!("$ {shown}"));
         let output = command
-            .quiet()
-            .ignore_status()
             .output()
             .map_err(spawn_error)
             .with_context(|| what.to_owned())?;
@@ -87,28 +85,22 @@ impl<'a> Repo<'a> {
     }
 
     /// Like [`Repo::read`], but a non-zero exit is an answer (`None`), not an error.
-    pub fn probe(&self, command: Cmd<'_>) -> anyhow::Result<Option<String>> {
+    pub fn probe(&self, command: Cmd) -> anyhow::Result<Option<String>> {
         self.out.debug(format!("$ {command}"));
-        let output = command
-            .quiet()
-            .ignore_status()
-            .output()
-            .map_err(spawn_error)?;
+        let output = command.output().map_err(spawn_error)?;
         Ok(output
             .status
             .success()
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned()))
     }
 
-    pub fn git(&self) -> Cmd<'a> {
-        let root = &self.root;
-        cmd!(self.sh, "git -C {root}")
+    pub fn git(&self) -> Cmd {
+        self.cx.cmd("git").arg("-C").arg(&self.root)
     }
 
     /// `git -C <root>/<path>`: a command inside a submodule.
-    pub fn git_in(&self, path: &str) -> Cmd<'a> {
-        let dir = self.root.join(path);
-        cmd!(self.sh, "git -C {dir}")
+    pub fn git_in(&self, path: &str) -> Cmd {
+        self.cx.cmd("git").arg("-C").arg(self.root.join(path))
     }
 
     pub fn worktree_status(&self) -> anyhow::Result<WorktreeStatus> {
@@ -309,12 +301,11 @@ impl<'a> Repo<'a> {
     }
 }
 
-fn spawn_error(error: xshell::Error) -> anyhow::Error {
-    let text = error.to_string();
-    if text.contains("No such file or directory") || text.contains("not found") {
-        anyhow::anyhow!("running git: {text}\nhint: install git (`sudo apt-get install git`, `brew install git`), or run `cargo xtask dev setup`")
+fn spawn_error(error: anyhow::Error) -> anyhow::Error {
+    if crate::process::is_not_found(&error) {
+        anyhow::anyhow!("running git: the `git` program is not installed or not on PATH\nhint: install git (`sudo apt-get install git`, `brew install git`), or run `cargo xtask dev setup`")
     } else {
-        anyhow::Error::new(error).context("running git")
+        error
     }
 }
 

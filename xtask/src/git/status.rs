@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use serde::Serialize;
-use xshell::cmd;
 
 use super::{plural, short, CommitSummary, Repo, SubmoduleInfo, SubmoduleState};
 use crate::Context;
@@ -94,14 +93,7 @@ pub fn collect(repo: &Repo<'_>, cx: &Context) -> anyhow::Result<StatusReport> {
 
 fn system_info(cx: &Context) -> SystemInfo {
     // Run from the repository root so a rust-toolchain file there picks the versions shown.
-    let version = |program: &str| {
-        cmd!(cx.sh, "{program} --version")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .ok()
-            .map(|text| text.trim().to_owned())
-    };
+    let version = |program: &str| cx.cmd(program).arg("--version").read().ok();
     SystemInfo {
         rustc: version("rustc"),
         cargo: version("cargo"),
@@ -113,11 +105,7 @@ fn system_info(cx: &Context) -> SystemInfo {
 
 fn os_version(cx: &Context) -> Option<String> {
     if cfg!(target_os = "macos") {
-        let version = cmd!(cx.sh, "sw_vers -productVersion")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .ok()?;
+        let version = cx.cmd("sw_vers").arg("-productVersion").read().ok()?;
         return Some(format!("macOS {}", version.trim()));
     }
     let text = std::fs::read_to_string("/etc/os-release").ok()?;

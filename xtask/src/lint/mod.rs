@@ -9,7 +9,7 @@ use std::ffi::OsString;
 
 use serde::Serialize;
 
-use crate::{build, flags::LintArgs, output::ExitCode, Context};
+use crate::{build, flags::LintArgs, output::ExitCode, process, Context};
 
 /// One lint check and how it ended.
 #[derive(Debug, Clone, Serialize)]
@@ -115,9 +115,10 @@ fn cargo_checks(cx: &Context) -> Vec<LintCheck> {
         .map(|(name, args, fix)| {
             cx.out.status(cx.out.paint().bold(&format!("lint: {name}")));
             let args: Vec<OsString> = args.into_iter().map(OsString::from).collect();
-            let result = build::stream_lines(build::cargo(cx, &args).stderr_to_stdout(), |line| {
-                eprintln!("{line}")
-            });
+            let result =
+                process::stream_lines(build::cargo(cx, &args).stderr_to_stdout(), |line| {
+                    eprintln!("{line}")
+                });
             match result {
                 Ok(status) if status.success() => LintCheck {
                     name,

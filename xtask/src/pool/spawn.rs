@@ -5,18 +5,19 @@
 //!
 //! `fleet` builds on [`spawn_worker`] with a [`SpawnSpec`] per worker.
 use std::{
-    io::Write as _,
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::Duration,
 };
 
 use anyhow::{bail, Context as _};
 
-use crate::remote::{
-    self,
-    ssh::{self, SshOptions, SshTarget},
+use crate::{
+    process,
+    remote::{
+        self,
+        ssh::{self, SshOptions, SshTarget},
+    },
 };
 
 use super::launch::{SpawnSpec, SpawnedWorker};
@@ -169,14 +170,12 @@ pub fn connect_address(target: &SshTarget, options: &SshOptions) -> String {
     if target.is_profile {
         return target.host.clone();
     }
-    let mut command = Command::new("ssh");
+    let mut command = process::cmd("ssh");
     if let Some(file) = &options.config_file {
-        command.arg("-F").arg(file);
+        command = command.arg("-F").arg(file);
     }
     let resolved = command
         .args(["-G", "--", &target.host])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
         .output()
         .ok()
         .filter(|output| output.status.success())
@@ -246,22 +245,15 @@ fn install_token(
          else mv \"$file.tmp\" \"$file\"; echo \"replaced $file\"; fi",
         path = ssh::quote_command(&[REMOTE_TOKEN_PATH])?
     );
-    let mut child = Command::new("ssh")
+    let output = process::cmd("ssh")
         .args(ssh::ssh_args(target, options, &script))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .expression()
+        .stdin_bytes(text)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
         .context("running ssh to copy the worker token")?;
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(text.as_bytes())
-        .context("sending the worker token over ssh")?;
-    let output = child
-        .wait_with_output()
-        .context("waiting for ssh to copy the worker token")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -54,7 +54,7 @@ struct GpuSummary {
 
 pub fn run(cx: &crate::Context) -> anyhow::Result<()> {
     let run_dir = RunDir::from_env()?;
-    let (gpus, gpu_note) = match nvidia_gpus(&cx.sh) {
+    let (gpus, gpu_note) = match nvidia_gpus(cx) {
         Ok(gpus) if gpus.is_empty() => (gpus, Some("nvidia-smi lists no GPU".to_owned())),
         Ok(gpus) => (gpus, None),
         Err(note) => (Vec::new(), Some(note)),
@@ -223,15 +223,15 @@ fn memory_summary() -> Option<MemorySummary> {
 }
 
 /// NVIDIA GPUs as nvidia-smi reports them; Err(note) says why there is nothing to report.
-fn nvidia_gpus(sh: &xshell::Shell) -> Result<Vec<GpuSummary>, String> {
-    let output = xshell::cmd!(
-        sh,
-        "nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu --format=csv,noheader,nounits"
-    )
-    .quiet()
-    .ignore_stderr()
-    .read()
-    .map_err(|_| "nvidia-smi not found or failing; no NVIDIA GPU visible".to_owned())?;
+fn nvidia_gpus(cx: &crate::Context) -> Result<Vec<GpuSummary>, String> {
+    let output = cx
+        .cmd("nvidia-smi")
+        .args([
+            "--query-gpu=index,name,memory.total,memory.used,utilization.gpu",
+            "--format=csv,noheader,nounits",
+        ])
+        .read()
+        .map_err(|_| "nvidia-smi not found or failing; no NVIDIA GPU visible".to_owned())?;
     Ok(parse_nvidia_smi(&output))
 }
 

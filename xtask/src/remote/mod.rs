@@ -175,7 +175,7 @@ fn add_host(
         let spinner = cx
             .out
             .spinner(format!("connecting to {}", target.describe()));
-        let result = ssh::probe(&cx.sh, &target, &SshOptions::from_settings(&settings));
+        let result = ssh::probe(cx, &target, &SshOptions::from_settings(&settings));
         spinner.finish_and_clear();
         match result {
             Ok(elapsed) => {
@@ -245,7 +245,7 @@ pub struct HostCheck {
 /// Connects to `host` (a profile or an ssh destination) and runs `true` there.
 pub fn check_host(cx: &crate::Context, host: &str) -> anyhow::Result<HostCheck> {
     let target = SshTarget::resolve(host, &cx.settings)?;
-    let result = ssh::probe(&cx.sh, &target, &SshOptions::from_settings(&cx.settings));
+    let result = ssh::probe(cx, &target, &SshOptions::from_settings(&cx.settings));
     Ok(HostCheck {
         host: host.to_owned(),
         address: target.address(),

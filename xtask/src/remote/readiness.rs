@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::ssh::{self, SshOptions, SshTarget};
+use crate::process;
 
 /// A pool host's readiness to run workers for this machine's orchestrator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,11 +84,11 @@ except Exception:\n    print('orcd=0')\n\
 PY\n\
          else echo orcd=none; fi\n"
     ));
-    let output = std::process::Command::new("ssh")
+    let output = process::cmd("ssh")
         .args(ssh::ssh_args(target, options, &script))
-        .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|error| anyhow::anyhow!("running ssh: {error}"))?;
+        // Not the whole command line: the script would fill the screen.
+        .map_err(|error| anyhow::anyhow!("running ssh: {}", error.root_cause()))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         if let Some(failure) = ssh::classify_failure(&stderr) {

@@ -5,14 +5,13 @@ use std::{
     ffi::OsString,
     io::{Read, Write},
     path::PathBuf,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context as _};
 use serde::Serialize;
 
-use crate::config::Settings;
+use crate::{config::Settings, process, Context};
 
 /// Names an ssh config file used instead of `~/.ssh/config` (`ssh -F`); the tests point it at
 /// a private file so that the user's `~/.ssh` is never read or written.
@@ -297,16 +296,12 @@ pub fn run_streaming(
     options: &SshOptions,
     remote_command: &str,
 ) -> anyhow::Result<u8> {
-    // std::process rather than xshell: stderr must stream through *and* be kept, to tell an
+    // stdin and stdout are this terminal's; stderr streams through *and* is kept, to tell an
     // ssh connection error from the remote command's own exit status 255.
-    let mut child = Command::new("ssh")
+    let expression = process::cmd("ssh")
         .args(ssh_args(target, options, remote_command))
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(missing_ssh)?;
-    let mut stderr = child.stderr.take().expect("stderr is piped");
+        .expression();
+    let (child, mut stderr) = process::start_reading_stderr(&expression).map_err(missing_ssh)?;
     let mut kept: Vec<u8> = Vec::new();
     let mut buffer = [0u8; 8192];
     loop {
@@ -325,7 +320,8 @@ pub fn run_streaming(
     }
     let status = child
         .wait()
-        .with_context(|| format!("waiting for ssh to {}", target.describe()))?;
+        .with_context(|| format!("waiting for ssh to {}", target.describe()))?
+        .status;
     let code = exit_code_of(status);
     if code == 255 {
         if let Some(failure) = classify_failure(&String::from_utf8_lossy(&kept)) {
@@ -336,20 +332,15 @@ pub fn run_streaming(
 }
 
 /// Connects and runs `true`, without any terminal I/O; returns how long the round trip took.
-pub fn probe(
-    sh: &xshell::Shell,
-    target: &SshTarget,
-    options: &SshOptions,
-) -> anyhow::Result<Duration> {
-    let args = ssh_args(target, options, "true");
+pub fn probe(cx: &Context, target: &SshTarget, options: &SshOptions) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let output = xshell::cmd!(sh, "ssh {args...}")
-        .ignore_status()
-        .quiet()
+    let output = cx
+        .cmd("ssh")
+        .args(ssh_args(target, options, "true"))
         .output()
-        .map_err(|error| match error.to_string().contains("No such file") {
+        .map_err(|error| match process::is_not_found(&error) {
             true => missing_ssh(std::io::ErrorKind::NotFound.into()),
-            false => anyhow!(error).context(format!("running ssh to {}", target.describe())),
+            false => error.context(format!("running ssh to {}", target.describe())),
         })?;
     let elapsed = started.elapsed();
     if output.status.success() {

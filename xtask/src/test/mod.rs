@@ -11,13 +11,12 @@ use std::{ffi::OsString, time::Instant};
 use anyhow::bail;
 use llorch_api::Backend;
 use serde::Serialize;
-use xshell::cmd;
 
 use crate::{
     build::{self, BuiltBinaries},
     flags::{TestArgs, TestCmd},
     output::ExitCode,
-    Context,
+    process, Context,
 };
 use runner::{Counts, Invocation, Runner, SkippedTest};
 
@@ -212,7 +211,7 @@ fn compile_tests_once(
             .paint()
             .bold("compiling the tests of every suite at once"),
     );
-    if let Err(error) = build::stream_lines(build::cargo(cx, &args).stderr_to_stdout(), |line| {
+    if let Err(error) = process::stream_lines(build::cargo(cx, &args).stderr_to_stdout(), |line| {
         eprintln!("{line}")
     }) {
         cx.out
@@ -427,11 +426,11 @@ fn missing_hardware(cx: &Context, backend: Backend) -> Option<String> {
     match backend {
         Backend::Cpu => None,
         Backend::Cuda => {
-            let gpu = cmd!(cx.sh, "nvidia-smi --query-gpu=name --format=csv,noheader")
-                .quiet()
-                .ignore_stderr()
+            let gpu = cx
+                .cmd("nvidia-smi")
+                .args(["--query-gpu=name", "--format=csv,noheader"])
                 .read()
-                .is_ok_and(|names| !names.trim().is_empty());
+                .is_ok_and(|names| !names.is_empty());
             (!gpu || build::find_nvcc().is_none())
                 .then(|| "no NVIDIA GPU/toolkit on this machine".to_owned())
         }

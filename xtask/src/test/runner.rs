@@ -5,12 +5,8 @@
 use std::{collections::HashSet, ffi::OsString, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
-use xshell::cmd;
 
-use crate::{
-    build::{self, stream_lines},
-    Context,
-};
+use crate::{build, process::stream_lines, Context};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -21,12 +17,7 @@ pub enum Runner {
 
 impl Runner {
     pub fn detect(cx: &Context) -> Runner {
-        let nextest = cmd!(cx.sh, "cargo nextest --version")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok();
+        let nextest = cx.cmd("cargo").args(["nextest", "--version"]).succeeds();
         if nextest {
             Runner::Nextest
         } else {

@@ -5,7 +5,7 @@
 
 use std::{
     collections::VecDeque,
-    io::{BufRead, BufReader, Read},
+    io::Read,
     path::{Path, PathBuf},
 };
 
@@ -13,7 +13,7 @@ use anyhow::{bail, Context as _};
 use llorch_catalog::{HubSource, ModelEntry};
 
 use super::{hub, Delivery, Produced};
-use crate::{models::checksum, Context};
+use crate::{models::checksum, process, Context};
 
 const PYTHON: &str = "python3";
 const OUTPUT_TAIL: usize = 20;
@@ -55,12 +55,10 @@ pub fn preflight(cx: &Context, entry: &ModelEntry) -> anyhow::Result<Converter> 
         "checking the converter: {PYTHON} {} --help",
         script.display()
     ));
-    let output = duct::cmd!(PYTHON, &script, "--help")
-        .stdout_capture()
-        .stderr_capture()
-        .stdin_null()
-        .unchecked()
-        .run()
+    let output = process::cmd(PYTHON)
+        .arg(&script)
+        .arg("--help")
+        .output()
         .with_context(|| format!("{needs}\nmissing: `{PYTHON}` could not be started"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -150,30 +148,23 @@ fn run_converter(
         output.display().to_string(),
     ];
     args.extend(entry.converter_args.iter().cloned());
-    cx.out.debug(format!("{PYTHON} {}", args.join(" ")));
+    let command = process::cmd(PYTHON).args(&args);
+    cx.out.debug(command.to_string());
     let spinner = cx.out.spinner(format!("converting `{}` to GGUF", entry.id));
-    let reader = duct::cmd(PYTHON, &args)
-        .stderr_to_stdout()
-        .stdin_null()
-        .unchecked()
-        .reader()
-        .with_context(|| format!("starting the converter for `{}`", entry.id))?;
     let mut tail = VecDeque::with_capacity(OUTPUT_TAIL);
-    for line in BufReader::new(&reader).lines() {
-        let line = line.context("reading the converter's output")?;
-        cx.out.debug(format!("convert: {line}"));
-        spinner.set_message(format!("converting `{}`: {}", entry.id, line.trim()));
-        if tail.len() == OUTPUT_TAIL {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    }
+    let status = process::stream_lines(
+        command.expression().stderr_to_stdout().stdin_null(),
+        |line| {
+            cx.out.debug(format!("convert: {line}"));
+            spinner.set_message(format!("converting `{}`: {}", entry.id, line.trim()));
+            if tail.len() == OUTPUT_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_owned());
+        },
+    )
+    .with_context(|| format!("running the converter for `{}`", entry.id))?;
     spinner.finish_and_clear();
-    let status = reader
-        .try_wait()
-        .context("waiting for the converter")?
-        .context("the converter's output ended but it is still running")?
-        .status;
     if !status.success() {
         let tail: Vec<String> = tail.into_iter().collect();
         bail!(

