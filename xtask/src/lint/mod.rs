@@ -1,9 +1,11 @@
 //! `cargo xtask lint`: the checks CI runs before the tests — rustfmt over the workspace, and
 //! clippy over every package and target with warnings (the workspace's `[workspace.lints]`
-//! among them) denied — and that no crate's modules import each other in a circle
-//! ([`import_circles`]). `test all` runs them as its first suite.
+//! among them) denied — that no crate's modules import each other in a circle
+//! ([`import_circles`]), and that xtask runs child processes one way ([`process_use`]). `test
+//! all` runs them as its first suite.
 
 mod import_circles;
+mod process_use;
 
 use std::ffi::OsString;
 
@@ -49,7 +51,7 @@ fn checks() -> [(&'static str, Vec<&'static str>, &'static str); 2] {
 /// Runs every check, its output streamed to stderr, and says how each ended. A check that
 /// cannot start at all (rustfmt or clippy not installed) fails with the fix.
 pub fn run_checks(cx: &Context) -> Vec<LintCheck> {
-    let mut checks = vec![import_circles_check(cx)];
+    let mut checks = vec![import_circles_check(cx), process_use_check(cx)];
     checks.extend(cargo_checks(cx));
     checks
 }
@@ -98,6 +100,38 @@ fn import_circles_check(cx: &Context) -> LintCheck {
                 fix: Some(format!(
                     "{} import circle(s) above: move what both sides need into a module below them (the README's architecture section names the layers)",
                     circles.len()
+                )),
+            }
+        }
+        Err(error) => LintCheck {
+            name: NAME,
+            passed: false,
+            fix: Some(format!("{error:#}")),
+        },
+    }
+}
+
+/// xtask names duct, and no other process API, only in `xtask/src/process.rs`.
+fn process_use_check(cx: &Context) -> LintCheck {
+    const NAME: &str = "one-process-api";
+    cx.out.status(cx.out.paint().bold(&format!("lint: {NAME}")));
+    let src_dir = cx.settings.repo_root.join("xtask").join("src");
+    match process_use::find_stray_uses(&src_dir, "xtask/src") {
+        Ok(findings) if findings.is_empty() => LintCheck {
+            name: NAME,
+            passed: true,
+            fix: None,
+        },
+        Ok(findings) => {
+            for finding in &findings {
+                eprintln!("{finding}");
+            }
+            LintCheck {
+                name: NAME,
+                passed: false,
+                fix: Some(format!(
+                    "{} use(s) of a process API above outside xtask/src/process.rs: build the command with `process::cmd` (or `cx.cmd` for the repository root) and run it with its helpers",
+                    findings.len()
                 )),
             }
         }
