@@ -35,7 +35,7 @@ struct OrcdProcess {
 
 impl OrcdProcess {
     fn start(args: &[&str]) -> OrcdProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orcd"))
+        let mut child = Command::new(crate::support::orcd_binary())
             .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
             .args(args)
             .env_remove("LLORCH_API_TOKEN_FILE")

@@ -437,7 +437,7 @@ async fn without_tokens_a_foreign_host_gets_421_naming_the_flag() {
 }
 
 fn orcd_binary(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_orcd"))
+    Command::new(crate::support::orcd_binary())
         .args(args)
         .env_remove("LLORCH_API_TOKEN_FILE")
         .env_remove("LLORCH_WORKER_TOKEN_FILE")

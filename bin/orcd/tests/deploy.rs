@@ -10,7 +10,7 @@ use clap::CommandFactory;
 
 fn unit(name: &str) -> (PathBuf, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../deploy/systemd")
+        .join("../deploy/systemd")
         .join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
@@ -88,7 +88,7 @@ fn systemd_accepts_the_units() {
             .lines()
             .map(|line| match line {
                 l if l.starts_with("ExecStart=") => {
-                    format!("ExecStart={}", env!("CARGO_BIN_EXE_orcd"))
+                    format!("ExecStart={}", crate::support::orcd_binary().display())
                 }
                 l if l.starts_with("EnvironmentFile=") => l.replacen('=', "=-", 1),
                 l => l.to_owned(),

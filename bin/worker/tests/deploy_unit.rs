@@ -10,7 +10,7 @@ use llorch_worker::flags::WorkerArgs;
 #[test]
 fn the_worker_unit_sets_only_variables_the_worker_reads() {
     let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/systemd/llorch-worker.service");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/llorch-worker.service");
     let unit = std::fs::read_to_string(&path).unwrap();
     let known: BTreeSet<String> = WorkerArgs::command()
         .get_arguments()

@@ -26,6 +26,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
+/// The orcd binary of this build (`cargo xtask test` builds the binaries before the tests).
+/// These tests are a target of the llorch-tests package, which has no `CARGO_BIN_EXE_orcd`.
+pub fn orcd_binary() -> std::path::PathBuf {
+    llorch_tests::binary("orcd")
+}
+
 /// Upper bound for any single wait in these tests; they normally take milliseconds.
 pub const WAIT: Duration = Duration::from_secs(10);
 
