@@ -46,7 +46,8 @@ async fn the_official_openai_client_streams_chats_and_gets_openai_errors() {
     orcd.register_with_token(&worker.registration("w1", MODEL, 4), WORKER_TOKEN)
         .await;
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bin/orcd/tests/python/openai_client.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../bin/orcd/tests/python/openai_client.py");
     let output = within(
         "the Python client script",
         tokio::process::Command::new("python3")

@@ -18,7 +18,7 @@ use llorch_api::pool::{
 };
 use llorch_api::secret::{bearer_token, fingerprint, TokenSet};
 use llorch_api::{Backend, ErrorKind};
-use llorch_catalog::{estimate_memory, model_path, read_model_shape, Catalog, ContextPlan};
+use llorch_catalog::{estimate_model_file, model_path, Catalog};
 use serde::{Deserialize, Serialize};
 
 use crate::host::{models_on_disk, read_machine_facts};
@@ -28,8 +28,6 @@ use crate::supervisor::Supervisor;
 const MAX_BODY_BYTES: usize = 16 << 10;
 /// Most log lines one request may ask for.
 const MAX_LOG_LINES: usize = 2000;
-/// `llorch-worker --batch-size`'s default, which the pool manager does not change.
-const WORKER_BATCH_SIZE: u32 = 512;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -119,7 +117,7 @@ impl AppState {
             return estimate;
         }
         let launch = WorkerLaunch::of_model("");
-        let estimate = estimate_file(path, bytes, &launch).unwrap_or(0);
+        let estimate = estimate_launch(path, &launch).unwrap_or(0);
         if let Ok(mut cache) = self.inner.estimates.lock() {
             cache.insert(key, estimate);
         }
@@ -340,33 +338,27 @@ fn estimate_for(state: &AppState, launch: &WorkerLaunch) -> Result<u64, PoolErro
         )));
     };
     let path = model_path(&inner.model_base_dir, entry);
-    let bytes = match std::fs::metadata(&path) {
-        Ok(metadata) => metadata.len(),
-        Err(_) => {
-            return Err(PoolError::NotFound(format!(
-                "`{}` is not downloaded on this host (expected {})\nhint: run `cargo xtask models download {}` there",
-                entry.id,
-                path.display(),
-                entry.id
-            )))
-        }
-    };
-    estimate_file(&path, bytes, launch).map_err(|error| PoolError::Internal(error.to_string()))
+    if std::fs::metadata(&path).is_err() {
+        return Err(PoolError::NotFound(format!(
+            "`{}` is not downloaded on this host (expected {})\nhint: run `cargo xtask models download {}` there",
+            entry.id,
+            path.display(),
+            entry.id
+        )));
+    }
+    estimate_launch(&path, launch).map_err(|error| PoolError::Internal(error.to_string()))
 }
 
-/// The estimate for `launch` of the model file at `path` (`bytes` long).
-fn estimate_file(
+/// The estimate for `launch` of the model file at `path`.
+fn estimate_launch(
     path: &std::path::Path,
-    bytes: u64,
     launch: &WorkerLaunch,
 ) -> Result<u64, llorch_catalog::GgufError> {
-    let shape = read_model_shape(path)?;
-    let plan = ContextPlan {
-        slots: launch.slots_or_default(),
-        ctx_size: launch.ctx_size_or_default(),
-        batch_size: WORKER_BATCH_SIZE,
-    };
-    Ok(estimate_memory(&shape, bytes, plan).total())
+    estimate_model_file(
+        path,
+        launch.slots_or_default(),
+        launch.ctx_size_or_default(),
+    )
 }
 
 /// Memory a new worker of `launch`'s backend may take: RAM for cpu (within the budget), the

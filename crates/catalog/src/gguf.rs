@@ -257,6 +257,9 @@ impl<R: Read> MetadataReader<R> {
     }
 }
 
+/// Tokens per decode step of a worker started without `--batch-size` (llorch-worker's default).
+pub const WORKER_BATCH_SIZE: u32 = 512;
+
 /// What a worker is started with that changes its memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextPlan {
@@ -297,6 +300,25 @@ fn global_layer_period(architecture: &str) -> Option<u64> {
         "cohere2" | "llama4" => Some(4),
         _ => None,
     }
+}
+
+/// The estimate for a worker of `slots` × `ctx_size` (and the default batch) over the model
+/// file at `path`, read from its GGUF metadata: what the pool manager checks before a start and
+/// `fleet up` before running a worker's replacement beside it.
+pub fn estimate_model_file(path: &Path, slots: u32, ctx_size: u32) -> Result<u64, GgufError> {
+    let bytes = std::fs::metadata(path)
+        .map_err(|source| GgufError::Io {
+            path: path.display().to_string(),
+            source,
+        })?
+        .len();
+    let shape = read_model_shape(path)?;
+    let plan = ContextPlan {
+        slots,
+        ctx_size,
+        batch_size: WORKER_BATCH_SIZE,
+    };
+    Ok(estimate_memory(&shape, bytes, plan).total())
 }
 
 /// Estimates a worker's resident memory: `file_bytes` of weights, then the KV cache

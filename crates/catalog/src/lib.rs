@@ -24,8 +24,8 @@ pub use entry::{
     HUB_WEB_URL,
 };
 pub use gguf::{
-    estimate_memory, read_model_shape, read_text_metadata, ContextPlan, GgufError, MemoryEstimate,
-    ModelShape,
+    estimate_memory, estimate_model_file, read_model_shape, read_text_metadata, ContextPlan,
+    GgufError, MemoryEstimate, ModelShape, WORKER_BATCH_SIZE,
 };
 pub use layout::{
     lock_path, model_dir, model_path, partial_dir, resolve_model_path, ResolveError, LOCKS_DIR,

@@ -23,6 +23,8 @@ use super::{
     pool_manager::{self, ActualPoolManager},
     units,
 };
+mod restart;
+
 use crate::{
     daemon::RunDir,
     flags::FleetHostCmd,
@@ -391,6 +393,10 @@ pub fn apply(
         Supervisor::Systemd => bail!("the fleet file asks for systemd units on this host, but no systemd user manager runs here\nhint: set `supervisor = \"detached\"` (or \"auto\") for this host"),
     };
     let run_dir = RunDir::from_env()?;
+    let supervisor = match use_systemd {
+        true => Running::Systemd,
+        false => Running::Detached,
+    };
     for planned in plan::plan_host(&desired, &actual, stop_reason(request)) {
         let current = actual.iter().find(|worker| worker.name == planned.name);
         if !planned.action.is_nothing() {
@@ -412,27 +418,14 @@ pub fn apply(
         let result = match (&planned.action, &planned.desired) {
             (Action::Nothing, _) => Ok(()),
             (Action::Stop { .. }, _) => stop(&run_dir, &planned.name, current),
-            (action, Some(spec)) => stop(&run_dir, &planned.name, current)
-                .and_then(|()| launch(spec))
-                .map_err(|error| match restorable(action, current) {
-                    // The worker keeps its name (its id in orcd, its unit or record), so the
-                    // old one cannot run beside the new one; a replacement that never became
-                    // live gives the place back to the worker that answered before.
-                    Some(previous) => {
-                        cx.out.status(format!(
-                            "{}: the new settings failed; starting it again as it ran before",
-                            planned.name
-                        ));
-                        match launch(previous) {
-                            Ok(()) => error
-                                .context("the worker was started again with its previous settings"),
-                            Err(again) => error.context(format!(
-                                "starting it again with its previous settings failed too: {again:#}"
-                            )),
-                        }
-                    }
-                    None => error,
-                }),
+            (action, Some(spec)) => match restorable(action, current) {
+                // It runs and answers: its replacement starts beside it first where the host
+                // has the room (restart.rs).
+                Some(previous) => {
+                    restart::restart(cx, &run_dir, spec, previous, current, supervisor, &launch)
+                }
+                None => stop(&run_dir, &planned.name, current).and_then(|()| launch(spec)),
+            },
             (_, None) => Ok(()),
         };
         report.workers.push(WorkerOutcome {
@@ -774,10 +767,15 @@ fn wait_ready(spec: &WorkerSpec, timeout: Duration) -> anyhow::Result<()> {
 
 /// Stops a fleet worker however it runs and forgets it (unit file or marker removed).
 fn stop(run_dir: &RunDir, name: &str, current: Option<&ActualWorker>) -> anyhow::Result<()> {
-    let Some(current) = current else {
-        return Ok(());
-    };
-    match current.supervisor {
+    match current {
+        Some(current) => stop_as(run_dir, name, current.supervisor),
+        None => Ok(()),
+    }
+}
+
+/// Stops the worker `name` that runs under `supervisor` (nothing when it does not run).
+fn stop_as(run_dir: &RunDir, name: &str, supervisor: Running) -> anyhow::Result<()> {
+    match supervisor {
         Running::Systemd => units::remove(&units::unit_name(name)),
         Running::Detached => {
             if run_dir.get(name)?.is_some() {

@@ -4,7 +4,7 @@
 pub mod launch;
 pub mod registry;
 pub mod spawn;
-mod status;
+pub mod status;
 pub mod worker;
 
 use std::ffi::OsString;

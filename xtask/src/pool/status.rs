@@ -205,6 +205,11 @@ fn cpu_summary() -> CpuSummary {
     }
 }
 
+/// MemAvailable from /proc/meminfo; None where there is no such file (macOS).
+pub fn memory_available() -> Option<u64> {
+    memory_summary().map(|summary| summary.available_bytes)
+}
+
 /// From /proc/meminfo; None where there is no such file (macOS).
 fn memory_summary() -> Option<MemorySummary> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -1,10 +1,16 @@
 //! `cargo xtask fleet` on this machine only (no sshd, no network namespace): what it says about
-//! orcd and does to it, how a restart that orcd refuses ends, and how `status` reports a host
-//! that does not answer.
+//! orcd and does to it, how a restart runs the new settings beside the old worker first and
+//! how one that orcd refuses ends, and how `status` reports a host that does not answer.
 
 use crate::support;
 
-use std::{net::TcpListener, path::Path};
+use std::{
+    collections::BTreeSet,
+    net::TcpListener,
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use support::{http_status, Orcd, Xtask};
 
@@ -132,7 +138,10 @@ fn a_restart_orcd_refuses_gives_the_place_back_to_the_worker_that_ran() {
     assert_eq!(first["workers"][0]["action"], "start", "{first}");
     assert_eq!(orcd.worker("restarted").unwrap()["state"], "live");
 
-    // orcd refuses a worker URL with a path: the new settings never become live.
+    // orcd refuses a worker URL with a path: the new settings never become live, and they are
+    // tried beside the running worker, which is never stopped.
+    let pid_file = fleet.path("run").join("restarted.pid");
+    let pid_before = std::fs::read_to_string(&pid_file).unwrap();
     let refused = apply(worker_spec(&orcd, port, &format!("{good_url}/refused")));
     assert_eq!(refused.code(), 1, "{refused}");
     let report = refused.json();
@@ -142,13 +151,94 @@ fn a_restart_orcd_refuses_gives_the_place_back_to_the_worker_that_ran() {
     let error = outcome["error"].as_str().unwrap();
     assert!(error.contains("refused"), "{error}");
     assert!(
-        error.contains("started again with its previous settings"),
+        error.contains("never became live beside the running worker")
+            && error.contains("runs on with its previous settings, untouched"),
         "{error}"
     );
     let worker = orcd.worker("restarted").expect("orcd still lists it");
     assert_eq!(worker["state"], "live", "{worker}");
     assert_eq!(worker["url"], good_url, "{worker}");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap(),
+        pid_before,
+        "the running worker was never stopped"
+    );
     assert_eq!(http_status(&format!("{good_url}/health")), Some(200));
+    assert!(
+        orcd.worker("restarted-next").is_none(),
+        "the stand-in is gone"
+    );
+}
+
+#[test]
+fn a_restart_starts_the_new_settings_beside_the_old_worker_so_the_model_is_never_unserved() {
+    let orcd = Orcd::start(&[]);
+    let fleet = LocalFleet::new();
+    let bin_dir = fleet.path("bin");
+    support::install_fake_worker(&bin_dir);
+    let port = support::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let apply = |spec: serde_json::Value| {
+        let request = serde_json::json!({
+            "workers": [spec],
+            "prepare": false,
+            "supervisor": "detached",
+        });
+        fleet
+            .xtask(&bin_dir)
+            .stdin(request.to_string().as_bytes())
+            .run(["--json", "fleet", "host", "apply", "--timeout", "60"])
+    };
+    apply(worker_spec(&orcd, port, &url)).success();
+    assert_eq!(orcd.worker("restarted").unwrap()["state"], "live");
+
+    // Sample orcd's live workers of the model while the restart runs.
+    let finished = AtomicBool::new(false);
+    let (report, samples, unserved, seen) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let (mut samples, mut unserved) = (0, 0);
+            let mut seen = BTreeSet::new();
+            while !finished.load(Ordering::SeqCst) {
+                let live: Vec<String> = orcd
+                    .workers()
+                    .into_iter()
+                    .filter(|worker| worker["state"] == "live" && worker["model"] == "tiny")
+                    .map(|worker| worker["worker_id"].as_str().unwrap().to_owned())
+                    .collect();
+                samples += 1;
+                unserved += usize::from(live.is_empty());
+                seen.extend(live);
+                // The sampling period, not a wait for anything.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (samples, unserved, seen)
+        });
+        let mut changed = worker_spec(&orcd, port, &url);
+        changed["slots"] = 2.into();
+        let report = apply(changed);
+        finished.store(true, Ordering::SeqCst);
+        let (samples, unserved, seen) = watcher.join().unwrap();
+        (report, samples, unserved, seen)
+    });
+    let report = report.success().json();
+    assert_eq!(report["workers"][0]["action"], "restart", "{report}");
+    assert_eq!(report["workers"][0]["ok"], true, "{report}");
+    assert!(samples > 10, "the watcher sampled orcd {samples} times");
+    assert!(
+        seen.contains("restarted-next"),
+        "the new settings ran as a stand-in beside the old worker: {seen:?}"
+    );
+    assert_eq!(
+        unserved, 0,
+        "{unserved} of {samples} samples found no live worker of the model during the restart"
+    );
+    let worker = orcd.worker("restarted").expect("orcd lists the worker");
+    assert_eq!(worker["state"], "live", "{worker}");
+    assert_eq!(worker["url"], url, "{worker}");
+    assert!(
+        orcd.worker("restarted-next").is_none(),
+        "the stand-in stopped and deregistered"
+    );
 }
 
 #[test]
