@@ -316,13 +316,13 @@ fn figures() -> Vec<Figure> {
     ]
 }
 
-/// Which side goes first in run `run`: they alternate, so that neither always finds the
-/// machine just after the other's load.
-fn order(run: u32) -> [usize; 2] {
-    if run % 2 == 0 {
-        [ORCD, LLAMA_SERVER]
-    } else {
-        [LLAMA_SERVER, ORCD]
+/// The sides of run `run` in the order they go: they alternate, so that neither always finds
+/// the machine just after the other's load; orcd alone without llama-server.
+fn order(run: u32, llama_server: bool) -> Vec<usize> {
+    match (llama_server, run % 2) {
+        (false, _) => vec![ORCD],
+        (true, 0) => vec![ORCD, LLAMA_SERVER],
+        (true, _) => vec![LLAMA_SERVER, ORCD],
     }
 }
 
@@ -352,14 +352,11 @@ async fn measure(
     };
     let spinner = cx.out.spinner("warming up");
     // One unmeasured load on each side reads the model file into the page cache for both.
-    for side in order(0) {
+    for side in order(0, router.is_some()) {
         cold_request(&http, orcd, model, router, side, "Warm-up").await?;
     }
     for run in 0..runs {
-        for side in order(run) {
-            if side == LLAMA_SERVER && router.is_none() {
-                continue;
-            }
+        for side in order(run, router.is_some()) {
             cx.out.spinner_step(
                 &spinner,
                 format!(
@@ -651,9 +648,10 @@ mod tests {
 
     #[test]
     fn the_sides_alternate_run_by_run() {
-        assert_eq!(order(0), [ORCD, LLAMA_SERVER]);
-        assert_eq!(order(1), [LLAMA_SERVER, ORCD]);
-        assert_eq!(order(2), order(0));
+        assert_eq!(order(0, true), [ORCD, LLAMA_SERVER]);
+        assert_eq!(order(1, true), [LLAMA_SERVER, ORCD]);
+        assert_eq!(order(2, true), order(0, true));
+        assert_eq!(order(1, false), [ORCD]);
     }
 
     #[test]
