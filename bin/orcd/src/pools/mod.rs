@@ -4,6 +4,7 @@
 //! [`placement`] finds room, and idle workers are stopped after their `keep_alive`.
 
 pub mod downloads;
+pub mod fetch;
 pub mod hosts;
 pub mod loader;
 pub mod metrics;
