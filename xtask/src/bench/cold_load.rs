@@ -425,11 +425,7 @@ async fn cold_request(
         model: router.model.clone(),
     };
     let sample = complete(http, &target, &prompt, ANSWER_TOKENS).await?;
-    let rss = children(router.pid)
-        .into_iter()
-        .map(rss_megabytes)
-        .filter(|rss| rss.is_finite())
-        .sum::<f64>();
+    let rss = total_rss(&children(router.pid));
     let answer = http
         .post(format!("{}/models/unload", router.url))
         .json(&serde_json::json!({ "model": router.model }))
@@ -546,13 +542,37 @@ async fn wait_router_status(
     }
 }
 
-/// The processes `pid` started (the router's model instances).
+/// The processes `pid` started (the router's model instances), from every one of its threads'
+/// `children` list: the router starts an instance from whichever thread serves the request.
 fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|child| child.parse().ok())
-        .collect()
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten();
+    let mut children: Vec<u32> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|child| child.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    children.sort_unstable();
+    children.dedup();
+    children
+}
+
+/// The RSS of `pids` together in MB; NaN (not measured) when there is none.
+fn total_rss(pids: &[u32]) -> f64 {
+    let measured: Vec<f64> = pids
+        .iter()
+        .map(|pid| rss_megabytes(*pid))
+        .filter(|rss| rss.is_finite())
+        .collect();
+    if measured.is_empty() {
+        return f64::NAN;
+    }
+    measured.iter().sum()
 }
 
 fn render(report: &ColdLoadReport) -> String {
@@ -644,6 +664,26 @@ mod tests {
         ]});
         assert_eq!(router_status(&router, "gemma3-270m"), Some("loading"));
         assert_eq!(router_status(&serde_json::json!({}), "gemma3-270m"), None);
+    }
+
+    #[test]
+    fn a_process_started_from_another_thread_is_found_and_its_memory_counted() {
+        // A child started from a second thread is listed in that thread's `children` only.
+        let child = std::thread::spawn(|| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        })
+        .join()
+        .unwrap();
+        let found = children(std::process::id());
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
+        assert!(total_rss(&[]).is_nan());
+        assert!(total_rss(&[std::process::id()]) > 0.0);
     }
 
     #[test]
