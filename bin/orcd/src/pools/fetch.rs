@@ -7,10 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use llorch_api::fleet::FleetEvent;
 use llorch_api::pool::{DownloadState, ModelDownload, PoolErrorBody};
 
-use super::loader::{announce, LoadFailure};
 use crate::state::AppState;
 
 const POLL: Duration = Duration::from_millis(200);
@@ -94,39 +92,24 @@ pub fn disk_views(
 }
 
 /// Has `host_id`'s pool manager download `model` and waits, until `deadline`, for its heartbeat
-/// to list the model on its disk.
-pub(super) async fn download(
+/// to list the model on its disk; the reason when it failed or did not finish in time. The
+/// loader announces it (events, audit).
+pub async fn download(
     state: &AppState,
     host_id: &str,
     model: &str,
     deadline: Instant,
-) -> Result<(), LoadFailure> {
-    let failure = |reason: String| LoadFailure::download(host_id, reason);
+) -> Result<(), String> {
     let Some(host) = state.pools().hosts().get(host_id) else {
-        return Err(failure("the host deregistered".to_owned()));
+        return Err("the host deregistered".to_owned());
     };
-    let started = Instant::now();
-    announce(
-        state,
-        FleetEvent::ModelDownloading {
-            model: model.to_owned(),
-            host_id: host_id.to_owned(),
-        },
-        None,
-        None,
-    );
     let response = state
         .http()
         .post(format!("{}/models/{model}/download", host.url))
         .timeout(POOL_REQUEST_TIMEOUT)
         .send()
         .await
-        .map_err(|error| {
-            failure(format!(
-                "the pool manager at {} did not answer: {error}",
-                host.url
-            ))
-        })?;
+        .map_err(|error| format!("the pool manager at {} did not answer: {error}", host.url))?;
     let status = response.status();
     // 409: one is running already (an earlier request's, or the operator's): follow it.
     if !status.is_success() && status != reqwest::StatusCode::CONFLICT {
@@ -134,9 +117,9 @@ pub(super) async fn download(
         let reason = serde_json::from_str::<PoolErrorBody>(&body)
             .map(|error| error.error)
             .unwrap_or(body);
-        return Err(failure(format!(
+        return Err(format!(
             "the pool manager refused to download it ({status}): {reason}"
-        )));
+        ));
     }
     loop {
         let downloads: Vec<ModelDownload> = match state
@@ -156,10 +139,10 @@ pub(super) async fn download(
             .is_some_and(|record| record.facts.models.iter().any(|disk| disk.model == model));
         match downloads.iter().find(|download| download.model == model) {
             Some(download) if download.state == DownloadState::Failed => {
-                return Err(failure(format!(
+                return Err(format!(
                     "the download failed: {}",
                     download.error.as_deref().unwrap_or("no reason given")
-                )))
+                ))
             }
             // Done, and the heartbeat lists it: placement can use it.
             Some(download) if download.state == DownloadState::Done && on_disk => break,
@@ -167,22 +150,12 @@ pub(super) async fn download(
             _ => {}
         }
         if Instant::now() >= deadline {
-            return Err(failure(format!(
+            return Err(format!(
                 "its download did not finish within the load timeout; it goes on on the host, and a request after it finished loads the model\nhint: `GET /v2/hosts/{host_id}/downloads` shows its progress"
-            )));
+            ));
         }
         tokio::time::sleep(POLL).await;
     }
-    announce(
-        state,
-        FleetEvent::ModelDownloaded {
-            model: model.to_owned(),
-            host_id: host_id.to_owned(),
-            download_ms: started.elapsed().as_millis() as u64,
-        },
-        None,
-        None,
-    );
     Ok(())
 }
 

@@ -189,7 +189,7 @@ async fn run_load(
     lock(&pools.inner.loads).remove(&model);
 }
 
-pub(super) struct LoadFailure {
+struct LoadFailure {
     host_id: Option<String>,
     reason: String,
     /// The metric's outcome label.
@@ -201,7 +201,7 @@ pub(super) struct LoadFailure {
 impl LoadFailure {
     /// A download on `host_id` failed or did not finish in time: the host is not avoided (its
     /// start did not fail), and a later request may find the model there.
-    pub(super) fn download(host_id: &str, reason: String) -> LoadFailure {
+    fn download(host_id: &str, reason: String) -> LoadFailure {
         LoadFailure {
             host_id: Some(host_id.to_owned()),
             reason,
@@ -255,7 +255,29 @@ async fn load(
                     host_id: Some(host_id.clone()),
                 });
                 let deadline = started + pools.settings().load_timeout;
-                super::fetch::download(state, &host_id, model, deadline).await?;
+                let downloading = Instant::now();
+                announce(
+                    state,
+                    FleetEvent::ModelDownloading {
+                        model: model.to_owned(),
+                        host_id: host_id.clone(),
+                    },
+                    None,
+                    None,
+                );
+                super::fetch::download(state, &host_id, model, deadline)
+                    .await
+                    .map_err(|reason| LoadFailure::download(&host_id, reason))?;
+                announce(
+                    state,
+                    FleetEvent::ModelDownloaded {
+                        model: model.to_owned(),
+                        host_id: host_id.clone(),
+                        download_ms: downloading.elapsed().as_millis() as u64,
+                    },
+                    None,
+                    None,
+                );
             }
             super::fetch::DownloadPlan::NoDisk { size, most_free } => {
                 return Err(LoadFailure {
@@ -689,7 +711,7 @@ fn view_of(
 }
 
 /// Publishes a placement event on `/v2/events` and writes it to the audit log.
-pub(super) fn announce(
+fn announce(
     state: &AppState,
     event: FleetEvent,
     worker_id: Option<String>,
