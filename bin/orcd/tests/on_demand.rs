@@ -60,6 +60,8 @@ struct FakePool {
     log: Arc<Mutex<PoolLog>>,
     /// `MODEL` is on its disk (false until a download of it "finished").
     on_disk: Arc<AtomicBool>,
+    /// Its downloads fail (as one whose bytes do not match the catalog's checksum).
+    download_fails: bool,
 }
 
 impl FakePool {
@@ -72,12 +74,26 @@ impl FakePool {
         model_mib: u64,
         on_start: OnStart,
     ) -> FakePool {
-        FakePool::start_with(orcd, host_id, ram_free_mib, model_mib, on_start, true).await
+        FakePool::start_with(
+            orcd,
+            host_id,
+            ram_free_mib,
+            model_mib,
+            on_start,
+            true,
+            false,
+        )
+        .await
     }
 
     /// [`FakePool::start`] without `MODEL` on its disk; a download of it lands after 300 ms.
     async fn start_without_model(orcd: &Orcd, host_id: &str) -> FakePool {
-        FakePool::start_with(orcd, host_id, 4096, 400, OnStart::Register, false).await
+        FakePool::start_with(orcd, host_id, 4096, 400, OnStart::Register, false, false).await
+    }
+
+    /// [`FakePool::start_without_model`] whose downloads fail.
+    async fn start_with_failing_downloads(orcd: &Orcd, host_id: &str) -> FakePool {
+        FakePool::start_with(orcd, host_id, 4096, 400, OnStart::Register, false, true).await
     }
 
     async fn start_with(
@@ -87,6 +103,7 @@ impl FakePool {
         model_mib: u64,
         on_start: OnStart,
         on_disk: bool,
+        download_fails: bool,
     ) -> FakePool {
         let pool = FakePool {
             host_id: host_id.into(),
@@ -94,6 +111,7 @@ impl FakePool {
             on_start,
             log: Arc::default(),
             on_disk: Arc::new(AtomicBool::new(on_disk)),
+            download_fails,
         };
         let router = Router::new()
             .route("/workers", post(start_worker).get(list_workers))
@@ -173,6 +191,15 @@ impl FakePool {
 }
 
 fn download_of(pool: &FakePool, model: String) -> ModelDownload {
+    if pool.download_fails {
+        return ModelDownload {
+            model,
+            state: DownloadState::Failed,
+            bytes_done: 100,
+            bytes_total: 100,
+            error: Some("checksum mismatch for `model.gguf`".into()),
+        };
+    }
     let done = pool.on_disk.load(Ordering::SeqCst);
     ModelDownload {
         model,
@@ -193,7 +220,11 @@ async fn download_model(
 ) -> (StatusCode, Json<ModelDownload>) {
     pool.log.lock().unwrap().downloads.push(model.clone());
     let on_disk = pool.on_disk.clone();
+    let fails = pool.download_fails;
     tokio::spawn(async move {
+        if fails {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         on_disk.store(true, Ordering::SeqCst);
     });
@@ -374,6 +405,36 @@ async fn a_catalog_model_no_host_has_is_downloaded_on_a_host_then_loaded_there()
     // On disk now: the next load needs no download.
     let hosts: Vec<HostInfo> = orcd.get_json("/v2/hosts").await;
     assert_eq!(hosts[0].facts.models[0].model, MODEL);
+}
+
+#[tokio::test]
+async fn a_failed_download_answers_503_with_the_hosts_reason_and_starts_nothing() {
+    let orcd = Orcd::start(settings("")).await;
+    let pool = FakePool::start_with_failing_downloads(&orcd, "host-a").await;
+    let stream = subscribe(&orcd.url).await;
+    let events = tokio::spawn(placement_events(stream, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, FleetEvent::LoadFailed { .. }))
+    }));
+    let response = orcd.submit(task()).await;
+    assert_eq!(response.status(), 503);
+    let body: ErrorBody = response.json().await.unwrap();
+    assert!(body.error.contains(MODEL), "{}", body.error);
+    assert!(body.error.contains("checksum mismatch"), "{}", body.error);
+    assert_eq!(pool.downloads(), vec![MODEL.to_owned()]);
+    assert!(
+        pool.starts().is_empty(),
+        "nothing to start without the file"
+    );
+    let events = within("the events task", events).await.unwrap();
+    assert!(
+        matches!(&events[0], FleetEvent::ModelDownloading { host_id, .. } if host_id == "host-a"),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last().unwrap(), FleetEvent::LoadFailed { host_id: Some(host), reason, .. } if host == "host-a" && reason.contains("checksum mismatch")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
