@@ -3,10 +3,12 @@
 //! for an unloaded model loads it and completes, idle workers are unloaded after keep_alive,
 //! no room is a 503 with the figures, a failed start answers with the host's reason and the
 //! next request avoids that host, a native stream says which host its model loads on while it
-//! waits, and the pool routes need the worker token.
+//! waits, the pool routes need the worker token, and a catalog model no host has is downloaded
+//! on a host first.
 
 use crate::support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +21,8 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use llorch_api::fleet::FleetEvent;
 use llorch_api::pool::{
-    DiskModel, HostFacts, HostInfo, HostState, PoolErrorBody, PoolRegistration, PoolWorker,
-    PoolWorkerState, StopMode, WorkerLaunch, WorkerStarted,
+    DiskModel, DownloadState, HostFacts, HostInfo, HostState, ModelDownload, PoolErrorBody,
+    PoolRegistration, PoolWorker, PoolWorkerState, StopMode, WorkerLaunch, WorkerStarted,
 };
 use llorch_api::{Backend, ErrorBody, ErrorKind, StreamEvent};
 use orcd::pools::{Policies, PoolSettings};
@@ -46,6 +48,8 @@ struct PoolLog {
     starts: Vec<WorkerLaunch>,
     stops: Vec<(String, StopMode)>,
     fake_workers: Vec<FakeWorker>,
+    /// Models orcd asked it to download.
+    downloads: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -54,6 +58,10 @@ struct FakePool {
     orcd_url: String,
     on_start: OnStart,
     log: Arc<Mutex<PoolLog>>,
+    /// `MODEL` is on its disk (false until a download of it "finished").
+    on_disk: Arc<AtomicBool>,
+    /// Its downloads fail (as one whose bytes do not match the catalog's checksum).
+    download_fails: bool,
 }
 
 impl FakePool {
@@ -66,15 +74,50 @@ impl FakePool {
         model_mib: u64,
         on_start: OnStart,
     ) -> FakePool {
+        FakePool::start_with(
+            orcd,
+            host_id,
+            ram_free_mib,
+            model_mib,
+            on_start,
+            true,
+            false,
+        )
+        .await
+    }
+
+    /// [`FakePool::start`] without `MODEL` on its disk; a download of it lands after 300 ms.
+    async fn start_without_model(orcd: &Orcd, host_id: &str) -> FakePool {
+        FakePool::start_with(orcd, host_id, 4096, 400, OnStart::Register, false, false).await
+    }
+
+    /// [`FakePool::start_without_model`] whose downloads fail.
+    async fn start_with_failing_downloads(orcd: &Orcd, host_id: &str) -> FakePool {
+        FakePool::start_with(orcd, host_id, 4096, 400, OnStart::Register, false, true).await
+    }
+
+    async fn start_with(
+        orcd: &Orcd,
+        host_id: &str,
+        ram_free_mib: u64,
+        model_mib: u64,
+        on_start: OnStart,
+        on_disk: bool,
+        download_fails: bool,
+    ) -> FakePool {
         let pool = FakePool {
             host_id: host_id.into(),
             orcd_url: orcd.url.clone(),
             on_start,
             log: Arc::default(),
+            on_disk: Arc::new(AtomicBool::new(on_disk)),
+            download_fails,
         };
         let router = Router::new()
             .route("/workers", post(start_worker).get(list_workers))
             .route("/workers/{worker_id}", delete(stop_worker))
+            .route("/models/{model}/download", post(download_model))
+            .route("/downloads", axum::routing::get(list_downloads))
             .with_state(pool.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -118,13 +161,16 @@ impl FakePool {
             load_average: 0.0,
             gpus: Vec::new(),
             disk_free_bytes: 1 << 40,
-            models: vec![DiskModel {
+            models: [DiskModel {
                 model: MODEL.into(),
                 file: "model.gguf".into(),
                 bytes: model_mib * MIB / 2,
                 verified: true,
                 estimated_bytes: model_mib * MIB,
-            }],
+            }]
+            .into_iter()
+            .filter(|_| self.on_disk.load(Ordering::SeqCst))
+            .collect(),
             workers: self.log.lock().unwrap().workers.clone(),
             memory_budget_bytes: None,
             backends: vec![Backend::Cpu],
@@ -138,6 +184,61 @@ impl FakePool {
     fn stops(&self) -> Vec<(String, StopMode)> {
         self.log.lock().unwrap().stops.clone()
     }
+
+    fn downloads(&self) -> Vec<String> {
+        self.log.lock().unwrap().downloads.clone()
+    }
+}
+
+fn download_of(pool: &FakePool, model: String) -> ModelDownload {
+    if pool.download_fails {
+        return ModelDownload {
+            model,
+            state: DownloadState::Failed,
+            bytes_done: 100,
+            bytes_total: 100,
+            error: Some("checksum mismatch for `model.gguf`".into()),
+        };
+    }
+    let done = pool.on_disk.load(Ordering::SeqCst);
+    ModelDownload {
+        model,
+        state: if done {
+            DownloadState::Done
+        } else {
+            DownloadState::Downloading
+        },
+        bytes_done: if done { 100 } else { 0 },
+        bytes_total: 100,
+        error: None,
+    }
+}
+
+async fn download_model(
+    State(pool): State<FakePool>,
+    Path(model): Path<String>,
+) -> (StatusCode, Json<ModelDownload>) {
+    pool.log.lock().unwrap().downloads.push(model.clone());
+    let on_disk = pool.on_disk.clone();
+    let fails = pool.download_fails;
+    tokio::spawn(async move {
+        if fails {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        on_disk.store(true, Ordering::SeqCst);
+    });
+    (StatusCode::ACCEPTED, Json(download_of(&pool, model)))
+}
+
+async fn list_downloads(State(pool): State<FakePool>) -> Json<Vec<ModelDownload>> {
+    let models = pool.log.lock().unwrap().downloads.clone();
+    Json(
+        models
+            .into_iter()
+            .map(|model| download_of(&pool, model))
+            .collect(),
+    )
 }
 
 async fn start_worker(
@@ -273,6 +374,67 @@ async fn placement_events(
         seen
     })
     .await
+}
+
+#[tokio::test]
+async fn a_catalog_model_no_host_has_is_downloaded_on_a_host_then_loaded_there() {
+    let orcd = Orcd::start(settings("")).await;
+    let pool = FakePool::start_without_model(&orcd, "host-a").await;
+    let stream = subscribe(&orcd.url).await;
+    let events = tokio::spawn(placement_events(stream, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, FleetEvent::ModelLoaded { .. }))
+    }));
+    let response = orcd.submit(task()).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(pool.downloads(), vec![MODEL.to_owned()], "one download");
+    assert_eq!(pool.starts().len(), 1, "then one worker");
+    let events = within("the events task", events).await.unwrap();
+    assert!(
+        matches!(&events[0], FleetEvent::ModelDownloading { model, host_id } if model == MODEL && host_id == "host-a"),
+        "{events:?}"
+    );
+    assert!(
+        matches!(&events[1], FleetEvent::ModelDownloaded { host_id, .. } if host_id == "host-a"),
+        "{events:?}"
+    );
+    assert!(
+        matches!(&events[2], FleetEvent::ModelLoading { host_id, .. } if host_id == "host-a"),
+        "{events:?}"
+    );
+    // On disk now: the next load needs no download.
+    let hosts: Vec<HostInfo> = orcd.get_json("/v2/hosts").await;
+    assert_eq!(hosts[0].facts.models[0].model, MODEL);
+}
+
+#[tokio::test]
+async fn a_failed_download_answers_503_with_the_hosts_reason_and_starts_nothing() {
+    let orcd = Orcd::start(settings("")).await;
+    let pool = FakePool::start_with_failing_downloads(&orcd, "host-a").await;
+    let stream = subscribe(&orcd.url).await;
+    let events = tokio::spawn(placement_events(stream, |seen| {
+        seen.iter()
+            .any(|e| matches!(e, FleetEvent::LoadFailed { .. }))
+    }));
+    let response = orcd.submit(task()).await;
+    assert_eq!(response.status(), 503);
+    let body: ErrorBody = response.json().await.unwrap();
+    assert!(body.error.contains(MODEL), "{}", body.error);
+    assert!(body.error.contains("checksum mismatch"), "{}", body.error);
+    assert_eq!(pool.downloads(), vec![MODEL.to_owned()]);
+    assert!(
+        pool.starts().is_empty(),
+        "nothing to start without the file"
+    );
+    let events = within("the events task", events).await.unwrap();
+    assert!(
+        matches!(&events[0], FleetEvent::ModelDownloading { host_id, .. } if host_id == "host-a"),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last().unwrap(), FleetEvent::LoadFailed { host_id: Some(host), reason, .. } if host == "host-a" && reason.contains("checksum mismatch")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]

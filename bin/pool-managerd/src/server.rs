@@ -1,5 +1,6 @@
 //! The pool manager's HTTP API, which orcd calls with its worker token: the host's facts,
-//! start a worker, stop one, the tail of one's log. `/health` stays open.
+//! start a worker, stop one, the tail of one's log, download a catalog model and follow its
+//! progress. `/health` stays open.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,14 +14,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use llorch_api::pool::{
-    HostFacts, LogTail, NoRoom, PoolErrorBody, PoolWorker, StopMode, WorkerEstimate, WorkerLaunch,
-    WorkerStarted,
+    DownloadState, HostFacts, LogTail, ModelDownload, NoRoom, PoolErrorBody, PoolWorker, StopMode,
+    WorkerEstimate, WorkerLaunch, WorkerStarted,
 };
 use llorch_api::secret::{bearer_token, fingerprint, TokenSet};
 use llorch_api::{Backend, ErrorKind};
 use llorch_catalog::{estimate_model_file, model_path, Catalog};
 use serde::{Deserialize, Serialize};
 
+use crate::download::{self, Downloads, ModelLock, Refusal};
 use crate::host::{models_on_disk, read_machine_facts};
 use crate::supervisor::Supervisor;
 
@@ -48,6 +50,10 @@ struct Inner {
     /// Default-launch estimates by model file and size: reading a GGUF header walks its whole
     /// vocabulary, too much for every heartbeat.
     estimates: std::sync::Mutex<std::collections::HashMap<(PathBuf, u64), u64>>,
+    /// Model downloads since the start, with their progress.
+    downloads: Downloads,
+    /// The client of the downloads (the hub, `HF_ENDPOINT`).
+    http: reqwest::Client,
 }
 
 pub struct StateParts {
@@ -74,6 +80,11 @@ impl AppState {
                 draining: AtomicBool::new(false),
                 starting: tokio::sync::Mutex::new(()),
                 estimates: Default::default(),
+                downloads: Downloads::default(),
+                http: reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(30))
+                    .build()
+                    .expect("a plain HTTP client builds"),
             }),
         }
     }
@@ -146,6 +157,8 @@ pub enum PoolError {
     TooLarge,
     #[error("`{model}` needs about {needed_mib} MiB by its estimate; this host has {free_mib} MiB free for workers", needed_mib = .0.needed_bytes >> 20, free_mib = .0.free_bytes >> 20, model = .0.model)]
     NoRoom(NoRoom),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the pool manager is shutting down")]
     ShuttingDown,
     #[error("{0}")]
@@ -160,6 +173,7 @@ impl PoolError {
             PoolError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorKind::NotFound),
             PoolError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::Validation),
             PoolError::NoRoom(_) => (StatusCode::CONFLICT, ErrorKind::NoWorker),
+            PoolError::Conflict(_) => (StatusCode::CONFLICT, ErrorKind::Validation),
             PoolError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::ShuttingDown),
             PoolError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal),
         }
@@ -201,6 +215,8 @@ pub fn app(state: AppState) -> Router {
         .route("/estimate", post(estimate_worker))
         .route("/workers/{worker_id}", delete(stop_worker))
         .route("/workers/{worker_id}/log", get(worker_log))
+        .route("/models/{model}/download", post(download_model))
+        .route("/downloads", get(list_downloads))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_worker_token,
@@ -265,6 +281,90 @@ async fn health(State(state): State<AppState>) -> Json<PoolHealth> {
 
 async fn host_facts(State(state): State<AppState>) -> Json<HostFacts> {
     Json(state.facts_now().await)
+}
+
+/// Starts downloading a catalog model into the model directory (202 with its progress), or
+/// says it is there already (200, `done`). Unknown ids are 404; models the pool manager cannot
+/// fetch itself (Python packages, conversions, split files) 400; a download of the same model
+/// running here or in another process (xtask's lock) 409.
+async fn download_model(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<(StatusCode, Json<ModelDownload>), PoolError> {
+    if state.inner.draining.load(Ordering::SeqCst) {
+        return Err(PoolError::ShuttingDown);
+    }
+    let entry = download::downloadable(&state.inner.catalog, &model)
+        .map_err(refused)?
+        .clone();
+    let base = state.inner.model_base_dir.clone();
+    let on_disk = models_on_disk(&state.inner.catalog, &base, &|_, _| 0)
+        .into_iter()
+        .any(|disk| disk.model == model && disk.verified);
+    if on_disk {
+        return Ok((
+            StatusCode::OK,
+            Json(ModelDownload {
+                model,
+                state: DownloadState::Done,
+                bytes_done: entry.size,
+                bytes_total: entry.size,
+                error: None,
+            }),
+        ));
+    }
+    // This pool manager's own running download holds the lock too: say which it is.
+    if state.inner.downloads.running(&model) {
+        return Err(refused(Refusal::Running(format!(
+            "`{model}` is already being downloaded on this host; follow it on `GET /downloads`"
+        ))));
+    }
+    let lock = ModelLock::try_acquire(&base, &model)
+        .map_err(|error| PoolError::Internal(format!("{error:#}")))?
+        .ok_or_else(|| {
+            PoolError::Conflict(format!(
+                "another process on this host is downloading or deleting `{model}`; ask again when it is done"
+            ))
+        })?;
+    state.inner.downloads.begin(&entry).map_err(refused)?;
+    tracing::info!(%model, "downloading a catalog model");
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let inner = &task_state.inner;
+        let outcome = download::run(
+            &inner.http,
+            &download::endpoint(),
+            &base,
+            &entry,
+            &inner.downloads,
+        )
+        .await;
+        match &outcome {
+            Ok(()) => tracing::info!(model = %entry.id, "model downloaded"),
+            Err(error) => tracing::warn!(model = %entry.id, "model download failed: {error:#}"),
+        }
+        inner.downloads.finish(&entry.id, &outcome);
+        // Released once the files are in place or cleaned up.
+        drop(lock);
+    });
+    let progress = state
+        .inner
+        .downloads
+        .get(&model)
+        .expect("begin registered it");
+    Ok((StatusCode::ACCEPTED, Json(progress)))
+}
+
+fn refused(refusal: Refusal) -> PoolError {
+    match refusal {
+        Refusal::Unknown(message) => PoolError::NotFound(message),
+        Refusal::Unsupported(message) => PoolError::BadRequest(message),
+        Refusal::Running(message) => PoolError::Conflict(message),
+    }
+}
+
+async fn list_downloads(State(state): State<AppState>) -> Json<Vec<ModelDownload>> {
+    Json(state.inner.downloads.list())
 }
 
 async fn list_workers(State(state): State<AppState>) -> Json<Vec<PoolWorker>> {

@@ -109,8 +109,9 @@ pub enum AuditEvent {
         worker_id: String,
         reason: String,
     },
-    /// A placement decision of orcd: `action` is `model_loading`, `model_loaded`,
-    /// `model_unloaded` or `load_failed` (the `/v2/events` event of the same name).
+    /// A placement decision of orcd: `action` is `model_downloading`, `model_downloaded`,
+    /// `model_loading`, `model_loaded`, `model_unloaded` or `load_failed` (the `/v2/events`
+    /// event of the same name).
     ModelPlacement {
         action: String,
         model: String,

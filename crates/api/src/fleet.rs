@@ -26,6 +26,15 @@ pub enum FleetEvent {
     Models { models: Vec<ModelLoad> },
     /// Sent every `sample_interval_ms`: generation speed per model and per worker.
     Throughput(ThroughputSample),
+    /// No live host had the catalog model a request waits for on its disk: orcd asked this
+    /// host's pool manager to download it (then loads it there).
+    ModelDownloading { model: String, host_id: String },
+    /// The download finished and the host reports the model on its disk.
+    ModelDownloaded {
+        model: String,
+        host_id: String,
+        download_ms: u64,
+    },
     /// orcd asked a host's pool manager to start a worker for a model a request waits for.
     ModelLoading { model: String, host_id: String },
     /// The worker registered: the model is served. `load_ms` from the decision to its
@@ -115,6 +124,8 @@ impl FleetEvent {
             FleetEvent::Job(_) => "job",
             FleetEvent::Models { .. } => "models",
             FleetEvent::Throughput(_) => "throughput",
+            FleetEvent::ModelDownloading { .. } => "model_downloading",
+            FleetEvent::ModelDownloaded { .. } => "model_downloaded",
             FleetEvent::ModelLoading { .. } => "model_loading",
             FleetEvent::ModelLoaded { .. } => "model_loaded",
             FleetEvent::ModelUnloaded { .. } => "model_unloaded",

@@ -313,6 +313,32 @@ pub struct WorkerStarted {
     pub worker: PoolWorker,
 }
 
+/// A catalog model's download on a pool manager's host (`POST /models/{model}/download`
+/// starts one, `GET /downloads` lists them): what orcd and operators read its progress from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelDownload {
+    pub model: String,
+    pub state: DownloadState,
+    /// Bytes received so far.
+    pub bytes_done: u64,
+    /// The file's size by the catalog.
+    pub bytes_total: u64,
+    /// Why it failed, with what to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownloadState {
+    /// Bytes are arriving in the model's `.partial/` directory.
+    Downloading,
+    /// Checked against the catalog's size and SHA-256 and renamed into place: on disk.
+    Done,
+    /// Given up; nothing of it was left in the model directory.
+    Failed,
+}
+
 /// `POST /estimate` on a pool manager: the memory a worker of a launch would need by the
 /// host's estimate (its model file's GGUF metadata), without starting one. orcd asks before it
 /// places a model whose policy's `slots`/`ctx_size` differ from the default launch, whose

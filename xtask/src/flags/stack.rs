@@ -58,6 +58,7 @@ Examples:
   cargo xtask bench --schema-sizes --runs 3  # time to first token against JSON-schema size
   cargo xtask bench --speculation --against-llama-server ./llama-server  # editing workload
   cargo xtask bench --speculation --bin-dir target/release --runs 5
+  cargo xtask bench --cold-load --against-llama-server ./llama-server --runs 3
   cargo xtask --json bench")]
 pub struct BenchArgs {
     /// Catalog id of the model to measure [default: the catalog's default model]
@@ -98,6 +99,12 @@ pub struct BenchArgs {
     /// against llama-server with and without `--spec-type ngram-mod` [model: qwen2.5-coder-0.5b]
     #[arg(long, conflicts_with_all = ["routing", "busy_cores"])]
     pub speculation: bool,
+    /// Instead of the comparisons: the time to first token of a request for a model that is
+    /// not loaded (start, load, prefill) through orcd and a pool manager, against llama-server's
+    /// router mode (`--models-dir`, autoload) given its binary; unloaded again after every
+    /// request. Also the pool manager's memory estimate against the worker's measured RSS
+    #[arg(long, conflicts_with_all = ["routing", "busy_cores", "speculation", "schema_sizes", "threads"])]
+    pub cold_load: bool,
     /// With --speculation: start the llorch-worker found in DIR instead of building it
     #[arg(long, value_name = "DIR", requires = "speculation")]
     pub bin_dir: Option<std::path::PathBuf>,

@@ -15,8 +15,8 @@ use anyhow::Context as _;
 use llorch_client::wait::is_healthy;
 use serde::{Deserialize, Serialize};
 
+pub use super::file::PoolManagerSpec;
 use super::{
-    file::PoolManagerSpec,
     plan::{Action, Change, Running, WorkerOutcome},
     units,
 };
@@ -242,7 +242,9 @@ fn arguments(spec: &PoolManagerSpec, launch: &Launch) -> Vec<OsString> {
     args
 }
 
-fn start(run_dir: &RunDir, spec: &PoolManagerSpec, launch: &Launch) -> anyhow::Result<()> {
+/// Starts the pool manager of `spec` (the unit, or a detached daemon named [`NAME`] in
+/// `run_dir`) and waits until it answers; the bench starts its own this way too.
+pub fn start(run_dir: &RunDir, spec: &PoolManagerSpec, launch: &Launch) -> anyhow::Result<()> {
     let args = arguments(spec, launch);
     let env = vec![("RUST_LOG".to_owned(), launch.log_level.clone())];
     let spec_json = serde_json::to_string(spec).expect("a pool manager spec always serializes");

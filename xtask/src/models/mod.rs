@@ -24,9 +24,23 @@ pub fn run(cmd: ModelsCmd, cx: &Context) -> anyhow::Result<()> {
         ModelsCmd::List { filter } => show::list(cx, filter.as_deref()),
         ModelsCmd::Download {
             id,
+            host: Some(host),
+            orchestrator_url,
+            ..
+        } => {
+            let id = match id {
+                Some(id) => id,
+                None => default_model_id(cx)?,
+            };
+            placement::download_on_host(cx, &id, &host, orchestrator_url)
+        }
+        ModelsCmd::Download {
+            id,
             force,
             as_id,
             revision,
+            host: None,
+            ..
         } => match id.as_deref().and_then(|id| id.strip_prefix("hf:")) {
             Some(spec) => download::direct::run(cx, spec, as_id.as_deref(), &revision, force),
             None => {

@@ -1,6 +1,12 @@
 //! `cargo xtask models load|unload`: an operator asks orcd to load a model on a pool manager's
 //! host now, or to stop the workers that serve it (`POST /v2/models/{model}/load|unload`).
+//! `cargo xtask models download ID --host H`: orcd asks host H's pool manager to download a
+//! catalog model (`POST /v2/hosts/{host}/downloads/{model}`), and its progress is followed.
 
+use std::time::Duration;
+
+use anyhow::bail;
+use llorch_api::pool::{DownloadState, ModelDownload};
 use serde::Deserialize;
 
 use crate::Context;
@@ -20,6 +26,82 @@ pub struct ModelAction {
     pub workers: Vec<String>,
 }
 
+/// The longest a host's download is followed: a large model over a slow link.
+const DOWNLOAD_WAIT: Duration = Duration::from_secs(6 * 3600);
+
+/// Ids go into orcd's URL paths: letters, digits, `.`, `_` and `-` only.
+fn check_path_safe(what: &str, id: &str) -> anyhow::Result<()> {
+    let path_safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if id.is_empty() || !id.chars().all(path_safe) {
+        bail!(
+            "`{id}` is not a valid {what}: use letters, digits, `.`, `_` and `-`\nhint: `cargo xtask models catalog` lists model ids; `GET /v2/hosts` on orcd lists host ids"
+        );
+    }
+    Ok(())
+}
+
+/// Asks orcd to have `host`'s pool manager download `model`, then follows the download until
+/// it is on the host's disk (or failed, with the pool manager's reason).
+pub fn download_on_host(
+    cx: &Context,
+    model: &str,
+    host: &str,
+    orchestrator_url: Option<String>,
+) -> anyhow::Result<()> {
+    check_path_safe("model", model)?;
+    check_path_safe("--host", host)?;
+    let base_url = orchestrator_url.unwrap_or_else(|| cx.settings.orchestrator_url.clone());
+    let client = crate::orcd::client(cx, &base_url)?;
+    let started: ModelDownload =
+        client.post_json(&format!("/v2/hosts/{host}/downloads/{model}"))?;
+    let finished = if started.state == DownloadState::Downloading {
+        let bar = cx
+            .out
+            .progress_bar(started.bytes_total, format!("{host}: downloading {model}"));
+        let downloads = client
+            .wait_for(
+                &format!("/v2/hosts/{host}/downloads"),
+                &format!("the download of {model} on {host}"),
+                DOWNLOAD_WAIT,
+                |downloads: &Vec<ModelDownload>| match downloads
+                    .iter()
+                    .find(|download| download.model == model)
+                {
+                    Some(download) => {
+                        bar.set_position(download.bytes_done);
+                        download.state != DownloadState::Downloading
+                    }
+                    None => false,
+                },
+            )
+            .map_err(anyhow::Error::from)?;
+        bar.finish_and_clear();
+        downloads
+            .into_iter()
+            .find(|download| download.model == model)
+            .expect("the wait found it")
+    } else {
+        started
+    };
+    if cx.out.json() {
+        cx.out.print_json(&finished)?;
+    }
+    match finished.state {
+        DownloadState::Failed => bail!(
+            "{host}: the download of {model} failed: {}",
+            finished.error.as_deref().unwrap_or("no reason given")
+        ),
+        _ if cx.out.json() => Ok(()),
+        _ => {
+            cx.out.println(format!(
+                "{host}: {model} is on disk ({})",
+                crate::output::human_bytes(finished.bytes_total)
+            ));
+            Ok(())
+        }
+    }
+}
+
 pub fn run(
     cx: &Context,
     action: Action,
@@ -29,12 +111,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     for (what, id) in [("model", Some(model)), ("--host", host.as_deref())] {
         if let Some(id) = id {
-            let path_safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-            if id.is_empty() || !id.chars().all(path_safe) {
-                anyhow::bail!(
-                    "`{id}` is not a valid {what}: use letters, digits, `.`, `_` and `-`\nhint: `cargo xtask models catalog` lists model ids; `GET /v2/hosts` on orcd lists host ids"
-                );
-            }
+            check_path_safe(what, id)?;
         }
     }
     let base_url = orchestrator_url.unwrap_or_else(|| cx.settings.orchestrator_url.clone());

@@ -81,7 +81,9 @@ impl FleetView {
                 self.record_rates(&sample);
                 self.record_slots(sample);
             }
-            FleetEvent::ModelLoading { model, host_id } => {
+            // A download on demand is the first part of the model's load on that host.
+            FleetEvent::ModelDownloading { model, host_id }
+            | FleetEvent::ModelLoading { model, host_id } => {
                 let hosts = self.loading.entry(model).or_default();
                 hosts.remove(UNKNOWN_HOST);
                 hosts.insert(host_id);
@@ -93,7 +95,7 @@ impl FleetView {
                 self.load_ended(&model, host_id.as_deref())
             }
             // The stopped worker leaves as a `worker_removed` event of its own.
-            FleetEvent::ModelUnloaded { .. } => {}
+            FleetEvent::ModelUnloaded { .. } | FleetEvent::ModelDownloaded { .. } => {}
         }
     }
 

@@ -27,6 +27,7 @@ mod models_convert;
 mod models_hub;
 mod models_pip;
 mod models_placement;
+mod models_pool_download;
 mod pool_remote;
 mod pool_worker;
 mod remote_errors;

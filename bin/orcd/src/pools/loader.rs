@@ -199,6 +199,17 @@ struct LoadFailure {
 }
 
 impl LoadFailure {
+    /// A download on `host_id` failed or did not finish in time: the host is not avoided (its
+    /// start did not fail), and a later request may find the model there.
+    fn download(host_id: &str, reason: String) -> LoadFailure {
+        LoadFailure {
+            host_id: Some(host_id.to_owned()),
+            reason,
+            outcome: "download_failed",
+            avoid: false,
+        }
+    }
+
     fn on(host_id: &str, reason: String) -> LoadFailure {
         LoadFailure {
             host_id: Some(host_id.to_owned()),
@@ -229,8 +240,60 @@ async fn load(
         purpose,
     } = *target;
     let pools = state.pools();
-    let mut views = host_views(state).await;
     let policy = pools.policy(model);
+    // A catalog model no live host has on its disk is downloaded first, where disk allows.
+    if let Some(size) = super::fetch::catalog_size(model) {
+        let allowed = match only_host {
+            Some(host) => Some(vec![host.to_owned()]),
+            None => policy.hosts.clone(),
+        };
+        let disks = super::fetch::disk_views(state, model, allowed.as_deref());
+        match super::fetch::plan(&disks, size) {
+            super::fetch::DownloadPlan::NotNeeded => {}
+            super::fetch::DownloadPlan::On(host_id) => {
+                let _ = status.send(LoadStatus::Loading {
+                    host_id: Some(host_id.clone()),
+                });
+                let deadline = started + pools.settings().load_timeout;
+                let downloading = Instant::now();
+                announce(
+                    state,
+                    FleetEvent::ModelDownloading {
+                        model: model.to_owned(),
+                        host_id: host_id.clone(),
+                    },
+                    None,
+                    None,
+                );
+                super::fetch::download(state, &host_id, model, deadline)
+                    .await
+                    .map_err(|reason| LoadFailure::download(&host_id, reason))?;
+                announce(
+                    state,
+                    FleetEvent::ModelDownloaded {
+                        model: model.to_owned(),
+                        host_id: host_id.clone(),
+                        download_ms: downloading.elapsed().as_millis() as u64,
+                    },
+                    None,
+                    None,
+                );
+            }
+            super::fetch::DownloadPlan::NoDisk { size, most_free } => {
+                return Err(LoadFailure {
+                    host_id: None,
+                    reason: format!(
+                        "no live host has it on its disk, and none has room to download it: it takes {} MiB, the most free disk of a host is {} MiB\nhint: free disk space in a host's model directory",
+                        size >> 20,
+                        most_free >> 20
+                    ),
+                    outcome: "no_disk",
+                    avoid: false,
+                })
+            }
+        }
+    }
+    let mut views = host_views(state).await;
     if needs_launch_estimate(&policy) {
         let estimates = launch_estimates(state, model, &policy).await;
         use_launch_estimates(&mut views, model, &estimates);
@@ -656,6 +719,12 @@ fn announce(
 ) {
     if let Some(audit) = state.audit() {
         let (action, model, host_id) = match &event {
+            FleetEvent::ModelDownloading { model, host_id } => {
+                ("model_downloading", model, Some(host_id))
+            }
+            FleetEvent::ModelDownloaded { model, host_id, .. } => {
+                ("model_downloaded", model, Some(host_id))
+            }
             FleetEvent::ModelLoading { model, host_id } => ("model_loading", model, Some(host_id)),
             FleetEvent::ModelLoaded { model, host_id, .. } => {
                 ("model_loaded", model, Some(host_id))

@@ -3,6 +3,8 @@
 //! `GET /v2/hosts` lists them, a request for a model without a live worker starts one where
 //! [`placement`] finds room, and idle workers are stopped after their `keep_alive`.
 
+pub mod downloads;
+pub mod fetch;
 pub mod hosts;
 pub mod loader;
 pub mod metrics;

@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/models/{model}/load", post(load_model))
         .route("/v2/models/{model}/unload", post(unload_model))
         .merge(super::worker_log::routes())
+        .merge(super::downloads::routes())
 }
 
 #[derive(Debug, serde::Deserialize)]
