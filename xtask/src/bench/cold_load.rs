@@ -670,18 +670,18 @@ mod tests {
     fn a_process_started_from_another_thread_is_found_and_its_memory_counted() {
         // A child started from a second thread is listed in that thread's `children` only.
         let child = std::thread::spawn(|| {
-            std::process::Command::new("sleep")
+            crate::process::cmd("sleep")
                 .arg("30")
-                .spawn()
+                .expression()
+                .start()
                 .unwrap()
         })
         .join()
         .unwrap();
         let found = children(std::process::id());
-        let mut child = child;
+        let pid = child.pids()[0];
         let _ = child.kill();
-        let _ = child.wait();
-        assert!(found.contains(&child.id()), "{found:?}");
+        assert!(found.contains(&pid), "{found:?}");
         assert!(total_rss(&[]).is_nan());
         assert!(total_rss(&[std::process::id()]) > 0.0);
     }
