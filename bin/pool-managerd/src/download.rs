@@ -8,8 +8,6 @@
 //! manager never write the same model at once; a second request while one runs is refused.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -18,8 +16,8 @@ use anyhow::{anyhow, bail, Context as _};
 use futures::StreamExt;
 use llorch_api::pool::{DownloadState, ModelDownload};
 use llorch_catalog::{
-    local_name, lock_path, model_dir, partial_dir, utc_timestamp, Manifest, ManifestFile,
-    ModelEntry, Source, HUB_WEB_URL,
+    local_name, model_dir, partial_dir, utc_timestamp, Manifest, ManifestFile, ModelEntry, Source,
+    HUB_WEB_URL,
 };
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -143,36 +141,6 @@ pub fn endpoint() -> String {
         .unwrap_or_else(|| HUB_WEB_URL.to_owned())
         .trim_end_matches('/')
         .to_owned()
-}
-
-/// The model's lock file, held (`flock`) for the whole download.
-pub struct ModelLock {
-    _file: File,
-}
-
-impl ModelLock {
-    /// Takes the lock if no other process (xtask's `models download` or `delete`) holds it.
-    pub fn try_acquire(base: &Path, model: &str) -> anyhow::Result<Option<ModelLock>> {
-        let path = lock_path(base, model);
-        let dir = path.parent().expect("lock paths have a parent");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening the lock file {}", path.display()))?;
-        // SAFETY: flock on a descriptor owned here; it touches no memory.
-        let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if result == 0 {
-            return Ok(Some(ModelLock { _file: file }));
-        }
-        let error = std::io::Error::last_os_error();
-        if error.kind() == std::io::ErrorKind::WouldBlock {
-            return Ok(None);
-        }
-        Err(error).with_context(|| format!("locking {}", path.display()))
-    }
 }
 
 /// Downloads `entry` into `base` (see the module's documentation), updating `downloads` as the
@@ -422,19 +390,5 @@ mod tests {
         let hash = "AB".repeat(32);
         headers.insert("x-linked-etag", format!("\"{hash}\"").parse().unwrap());
         assert_eq!(announced_sha256(&headers), Some(hash.to_ascii_lowercase()));
-    }
-
-    #[test]
-    fn a_held_model_lock_is_refused() {
-        let base = tempfile::tempdir().unwrap();
-        let first = ModelLock::try_acquire(base.path(), "tiny").unwrap();
-        assert!(first.is_some());
-        assert!(ModelLock::try_acquire(base.path(), "tiny")
-            .unwrap()
-            .is_none());
-        drop(first);
-        assert!(ModelLock::try_acquire(base.path(), "tiny")
-            .unwrap()
-            .is_some());
     }
 }

@@ -22,9 +22,10 @@ use llorch_api::{Backend, ErrorKind};
 use llorch_catalog::{estimate_model_file, model_path, Catalog};
 use serde::{Deserialize, Serialize};
 
-use crate::download::{self, Downloads, ModelLock, Refusal};
+use crate::download::{self, Downloads, Refusal};
 use crate::host::{models_on_disk, read_machine_facts};
 use crate::supervisor::Supervisor;
+use llorch_catalog::ModelLock;
 
 /// A start request is a few hundred bytes; anything near this is not one.
 const MAX_BODY_BYTES: usize = 16 << 10;

@@ -8,6 +8,7 @@
 mod entry;
 mod gguf;
 mod layout;
+mod lock;
 mod manifest;
 mod user;
 mod validate;
@@ -31,6 +32,7 @@ pub use layout::{
     lock_path, model_dir, model_path, partial_dir, resolve_model_path, ResolveError, LOCKS_DIR,
     PARTIAL_DIR,
 };
+pub use lock::ModelLock;
 pub use manifest::{utc_timestamp, Manifest, ManifestError, ManifestFile, MANIFEST_FILE};
 pub use user::{user_entry_path, user_entry_text, write_user_entry, USER_CATALOG_DIR};
 pub use validate::{valid_id, Diagnostic, Severity};

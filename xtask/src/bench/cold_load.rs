@@ -183,19 +183,7 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
         markdown: String::new(),
     };
     report.markdown = render(&report);
-    let path = super::write_json(
-        cx,
-        "cold-load",
-        "cold-load-latest",
-        report.unix_time,
-        &report,
-    )?;
-    if cx.out.json() {
-        return cx.out.print_json(&report);
-    }
-    cx.out.println(&report.markdown);
-    cx.out.status(format!("written to {}", path.display()));
-    Ok(())
+    super::publish(cx, "cold-load", report.unix_time, &report, &report.markdown)
 }
 
 /// orcd's `--model-policies`: the model's workers get `slots` slots of the bench's context.

@@ -826,6 +826,24 @@ fn write_report(cx: &Context, report: &BenchReport) -> anyhow::Result<std::path:
     write_json(cx, "bench", "latest", report.unix_time, report)
 }
 
+/// A mode's report: written to `target/bench/<stem>-<unix_time>.json` and
+/// `<stem>-latest.json`, then printed (its markdown, or the JSON with `--json`).
+fn publish(
+    cx: &Context,
+    stem: &str,
+    unix_time: u64,
+    report: &impl Serialize,
+    markdown: &str,
+) -> anyhow::Result<()> {
+    let path = write_json(cx, stem, &format!("{stem}-latest"), unix_time, report)?;
+    if cx.out.json() {
+        return cx.out.print_json(report);
+    }
+    cx.out.println(markdown);
+    cx.out.status(format!("written to {}", path.display()));
+    Ok(())
+}
+
 /// Writes a report to `target/bench/<stem>-<unix_time>.json` and to `<latest>.json` beside it;
 /// returns the latter.
 fn write_json(

@@ -231,19 +231,13 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
         markdown: String::new(),
     };
     report.markdown = render(&report);
-    let path = super::write_json(
+    super::publish(
         cx,
         "speculation",
-        "speculation-latest",
         report.unix_time,
         &report,
-    )?;
-    if cx.out.json() {
-        return cx.out.print_json(&report);
-    }
-    cx.out.println(&report.markdown);
-    cx.out.status(format!("written to {}", path.display()));
-    Ok(())
+        &report.markdown,
+    )
 }
 
 /// Starts a worker on its own (no orcd: the bench talks to it directly) with `--speculative`.

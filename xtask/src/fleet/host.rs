@@ -421,9 +421,16 @@ pub fn apply(
             (action, Some(spec)) => match restorable(action, current) {
                 // It runs and answers: its replacement starts beside it first where the host
                 // has the room (restart.rs).
-                Some(previous) => {
-                    restart::restart(cx, &run_dir, spec, previous, current, supervisor, &launch)
+                Some(previous) => restart::Restart {
+                    cx,
+                    run_dir: &run_dir,
+                    spec,
+                    previous,
+                    current,
+                    supervisor,
+                    launch: &launch,
                 }
+                .run(),
                 None => stop(&run_dir, &planned.name, current).and_then(|()| launch(spec)),
             },
             (_, None) => Ok(()),

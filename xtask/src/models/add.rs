@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::{
     checksum::{self, HashingWriter},
-    download::{install, Delivery, ModelLock, Produced},
+    download::{install, lock_model, Delivery, Produced},
     gguf, load_catalog, local,
 };
 use crate::{output::human_bytes, Context};
@@ -94,7 +94,7 @@ pub fn run(cx: &Context, path: &Path, id: &str, hardlink: bool, force: bool) -> 
         }
     }
     let base = &cx.settings.model_base_dir;
-    let _lock = ModelLock::acquire(cx, base, id)?;
+    let _lock = lock_model(cx, base, id)?;
     let target_dir = model_dir(base, id);
     if let Some(existing) = local::inspect(base, id).filter(|model| !model.files.is_empty()) {
         if !force {

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use llorch_catalog::{model_dir, user_entry_path};
 
-use super::{check_local_id, download::ModelLock, load_catalog, local::dir_size};
+use llorch_catalog::ModelLock;
+
+use super::{check_local_id, load_catalog, local::dir_size};
 use crate::{output::human_bytes, Context};
 
 /// The catalog.d file to remove for `--forget`: the one `id` comes from, which must be

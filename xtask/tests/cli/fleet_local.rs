@@ -32,6 +32,18 @@ impl LocalFleet {
         self.dir.path().join(name)
     }
 
+    /// `fleet host apply` of one worker, as `fleet up` sends it (nothing prepared, detached).
+    fn apply(&self, bin_dir: &Path, spec: serde_json::Value) -> support::Outcome {
+        let request = serde_json::json!({
+            "workers": [spec],
+            "prepare": false,
+            "supervisor": "detached",
+        });
+        self.xtask(bin_dir)
+            .stdin(request.to_string().as_bytes())
+            .run(["--json", "fleet", "host", "apply", "--timeout", "60"])
+    }
+
     fn write_fleet(&self, text: &str) {
         std::fs::write(self.path("fleet.toml"), text).unwrap();
     }
@@ -122,17 +134,7 @@ fn a_restart_orcd_refuses_gives_the_place_back_to_the_worker_that_ran() {
     support::install_fake_worker(&bin_dir);
     let port = support::free_port();
     let good_url = format!("http://127.0.0.1:{port}");
-    let apply = |spec: serde_json::Value| {
-        let request = serde_json::json!({
-            "workers": [spec],
-            "prepare": false,
-            "supervisor": "detached",
-        });
-        fleet
-            .xtask(&bin_dir)
-            .stdin(request.to_string().as_bytes())
-            .run(["--json", "fleet", "host", "apply", "--timeout", "60"])
-    };
+    let apply = |spec: serde_json::Value| fleet.apply(&bin_dir, spec);
 
     let first = apply(worker_spec(&orcd, port, &good_url)).success().json();
     assert_eq!(first["workers"][0]["action"], "start", "{first}");
@@ -178,17 +180,7 @@ fn a_restart_starts_the_new_settings_beside_the_old_worker_so_the_model_is_never
     support::install_fake_worker(&bin_dir);
     let port = support::free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let apply = |spec: serde_json::Value| {
-        let request = serde_json::json!({
-            "workers": [spec],
-            "prepare": false,
-            "supervisor": "detached",
-        });
-        fleet
-            .xtask(&bin_dir)
-            .stdin(request.to_string().as_bytes())
-            .run(["--json", "fleet", "host", "apply", "--timeout", "60"])
-    };
+    let apply = |spec: serde_json::Value| fleet.apply(&bin_dir, spec);
     apply(worker_spec(&orcd, port, &url)).success();
     assert_eq!(orcd.worker("restarted").unwrap()["state"], "live");
 

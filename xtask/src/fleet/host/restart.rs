@@ -96,88 +96,88 @@ fn advertised_port(url: &str) -> Option<u16> {
     reqwest::Url::parse(url).ok()?.port_or_known_default()
 }
 
-/// Restarts the worker `current` (which ran `previous`) with `spec`, in the order `order` gives.
-/// `launch` starts a worker and returns once orcd lists it live (or fails with the reason).
-pub fn restart(
-    cx: &Context,
-    run_dir: &RunDir,
-    spec: &WorkerSpec,
-    previous: &WorkerSpec,
-    current: Option<&ActualWorker>,
-    supervisor: Running,
-    launch: &dyn Fn(&WorkerSpec) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let host = Host {
-        needed_bytes: needed_bytes(cx, spec),
-        available_bytes: crate::pool::status::memory_available(),
-    };
-    match order(spec, &host) {
-        Order::Beside => beside(cx, run_dir, spec, previous, current, supervisor, launch),
-        Order::InPlace { why } => {
-            cx.out
-                .status(format!("{}: restarting in place: {why}", spec.name));
-            stop(run_dir, &spec.name, current)
-                .and_then(|()| launch(spec))
-                .map_err(|error| give_back(cx, spec, previous, launch, error))
+/// A restart of the worker `current`, which ran `previous`, with `spec`. `launch` starts a
+/// worker and returns once orcd lists it live (or fails with the reason).
+pub struct Restart<'a> {
+    pub cx: &'a Context,
+    pub run_dir: &'a RunDir,
+    pub spec: &'a WorkerSpec,
+    pub previous: &'a WorkerSpec,
+    pub current: Option<&'a ActualWorker>,
+    pub supervisor: Running,
+    pub launch: &'a dyn Fn(&WorkerSpec) -> anyhow::Result<()>,
+}
+
+impl Restart<'_> {
+    /// Beside or in place, in the order [`order`] gives for this host.
+    pub fn run(&self) -> anyhow::Result<()> {
+        let host = Host {
+            needed_bytes: needed_bytes(self.cx, self.spec),
+            available_bytes: crate::pool::status::memory_available(),
+        };
+        match order(self.spec, &host) {
+            Order::Beside => self.beside(),
+            Order::InPlace { why } => {
+                self.cx
+                    .out
+                    .status(format!("{}: restarting in place: {why}", self.spec.name));
+                self.replace()
+            }
         }
     }
-}
 
-fn beside(
-    cx: &Context,
-    run_dir: &RunDir,
-    spec: &WorkerSpec,
-    previous: &WorkerSpec,
-    current: Option<&ActualWorker>,
-    supervisor: Running,
-    launch: &dyn Fn(&WorkerSpec) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let port = crate::ports::free_port(spec.bind)?;
-    let stand_in = stand_in(spec, port)?;
-    cx.out.status(format!(
-        "{}: starting the new settings beside it as {} on port {port}",
-        spec.name, stand_in.name
-    ));
-    if let Err(error) = launch(&stand_in) {
-        let error = error.context(format!(
-            "the new settings never became live beside the running worker (tried as {} on port {port}); {} runs on with its previous settings, untouched",
-            stand_in.name, spec.name
+    fn beside(&self) -> anyhow::Result<()> {
+        let name = &self.spec.name;
+        let port = crate::ports::free_port(self.spec.bind)?;
+        let stand_in = stand_in(self.spec, port)?;
+        self.cx.out.status(format!(
+            "{name}: starting the new settings beside it as {} on port {port}",
+            stand_in.name
         ));
-        return Err(match stop_as(run_dir, &stand_in.name, supervisor) {
-            Ok(()) => error,
-            Err(cleanup) => error.context(format!("stopping the stand-in failed too: {cleanup:#}")),
-        });
+        if let Err(error) = (self.launch)(&stand_in) {
+            let error = error.context(format!(
+                "the new settings never became live beside the running worker (tried as {} on port {port}); {name} runs on with its previous settings, untouched",
+                stand_in.name
+            ));
+            return Err(
+                match stop_as(self.run_dir, &stand_in.name, self.supervisor) {
+                    Ok(()) => error,
+                    Err(cleanup) => {
+                        error.context(format!("stopping the stand-in failed too: {cleanup:#}"))
+                    }
+                },
+            );
+        }
+        self.cx.out.status(format!(
+            "{name}: {} is live; replacing the old worker",
+            stand_in.name
+        ));
+        let replaced = self.replace();
+        let stopped = stop_as(self.run_dir, &stand_in.name, self.supervisor)
+            .with_context(|| format!("stopping the stand-in {} after the restart", stand_in.name));
+        replaced.and(stopped)
     }
-    cx.out.status(format!(
-        "{}: {} is live; replacing the old worker",
-        spec.name, stand_in.name
-    ));
-    let replaced = stop(run_dir, &spec.name, current)
-        .and_then(|()| launch(spec))
-        .map_err(|error| give_back(cx, spec, previous, launch, error));
-    let stopped = stop_as(run_dir, &stand_in.name, supervisor)
-        .with_context(|| format!("stopping the stand-in {} after the restart", stand_in.name));
-    replaced.and(stopped)
-}
 
-/// A replacement that never became live gives the place back to the worker that answered
-/// before: it starts again with the settings it ran with.
-fn give_back(
-    cx: &Context,
-    spec: &WorkerSpec,
-    previous: &WorkerSpec,
-    launch: &dyn Fn(&WorkerSpec) -> anyhow::Result<()>,
-    error: anyhow::Error,
-) -> anyhow::Error {
-    cx.out.status(format!(
-        "{}: the new settings failed; starting it again as it ran before",
-        spec.name
-    ));
-    match launch(previous) {
-        Ok(()) => error.context("the worker was started again with its previous settings"),
-        Err(again) => error.context(format!(
-            "starting it again with its previous settings failed too: {again:#}"
-        )),
+    /// Stops the old worker and starts the new settings under its name; a replacement that never
+    /// became live gives the place back to the worker that answered before, started again with
+    /// the settings it ran with.
+    fn replace(&self) -> anyhow::Result<()> {
+        let name = &self.spec.name;
+        stop(self.run_dir, name, self.current)
+            .and_then(|()| (self.launch)(self.spec))
+            .map_err(|error| {
+                self.cx.out.status(format!(
+                    "{name}: the new settings failed; starting it again as it ran before"
+                ));
+                match (self.launch)(self.previous) {
+                    Ok(()) => {
+                        error.context("the worker was started again with its previous settings")
+                    }
+                    Err(again) => error.context(format!(
+                        "starting it again with its previous settings failed too: {again:#}"
+                    )),
+                }
+            })
     }
 }
 

@@ -10,15 +10,14 @@ mod pip;
 
 use std::{
     fs::File,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     time::SystemTime,
 };
 
 use anyhow::{bail, Context as _};
 use llorch_catalog::{
-    lock_path, model_dir, model_path, partial_dir, utc_timestamp, Manifest, ManifestFile,
-    ModelEntry, Source,
+    model_dir, model_path, partial_dir, utc_timestamp, Manifest, ManifestFile, ModelEntry,
+    ModelLock, Source,
 };
 use serde::Serialize;
 
@@ -109,7 +108,7 @@ pub fn run(cx: &Context, id: Option<&str>, force: bool) -> anyhow::Result<()> {
 /// Downloads `entry` unless it is already present (or `force`), and returns where it is.
 pub fn download(cx: &Context, entry: &ModelEntry, force: bool) -> anyhow::Result<Outcome> {
     let base = &cx.settings.model_base_dir;
-    let _lock = ModelLock::acquire(cx, base, &entry.id)?;
+    let _lock = lock_model(cx, base, &entry.id)?;
     // Checked again under the lock: another process may have finished it while we waited.
     if !force {
         if let Some(installed) = local::installed(base, entry) {
@@ -313,80 +312,14 @@ fn sync_file(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("flushing {} to disk", path.display()))
 }
 
-/// An exclusive lock per model id, so two commands (or `dev setup` and the test runner) never
-/// write the same model at once. Released when dropped.
-pub struct ModelLock {
-    _file: File,
-}
-
-impl ModelLock {
-    /// Waits for the lock, saying so when another process holds it.
-    pub fn acquire(cx: &Context, base: &Path, id: &str) -> anyhow::Result<ModelLock> {
-        let lock = ModelLock::open(base, id)?;
-        if lock.try_flock(libc::LOCK_EX | libc::LOCK_NB)? {
-            return Ok(lock);
-        }
-        cx.out.status(format!(
-            "waiting for another process downloading or deleting `{id}` ..."
-        ));
-        if !lock.try_flock(libc::LOCK_EX)? {
-            bail!(
-                "locking {}: the lock was refused",
-                lock_path(base, id).display()
-            );
-        }
-        Ok(lock)
+/// Takes the model's lock ([`llorch_catalog::ModelLock`], shared with the pool manager's
+/// downloads), saying so when another process holds it and waiting for it.
+pub fn lock_model(cx: &Context, base: &Path, id: &str) -> anyhow::Result<ModelLock> {
+    if let Some(lock) = ModelLock::try_acquire(base, id)? {
+        return Ok(lock);
     }
-
-    /// Takes the lock only if it is free; `None` when another process holds it.
-    pub fn try_acquire(base: &Path, id: &str) -> anyhow::Result<Option<ModelLock>> {
-        let lock = ModelLock::open(base, id)?;
-        Ok(lock
-            .try_flock(libc::LOCK_EX | libc::LOCK_NB)?
-            .then_some(lock))
-    }
-
-    fn open(base: &Path, id: &str) -> anyhow::Result<ModelLock> {
-        let path = lock_path(base, id);
-        let dir = path.parent().expect("lock paths have a parent");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening the lock file {}", path.display()))?;
-        Ok(ModelLock { _file: file })
-    }
-
-    fn try_flock(&self, operation: libc::c_int) -> anyhow::Result<bool> {
-        // SAFETY: flock on a descriptor this struct owns; it touches no memory.
-        let result = unsafe { libc::flock(self._file.as_raw_fd(), operation) };
-        if result == 0 {
-            return Ok(true);
-        }
-        let error = std::io::Error::last_os_error();
-        if error.kind() == std::io::ErrorKind::WouldBlock {
-            return Ok(false);
-        }
-        Err(error).context("locking the model directory")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_held_lock_is_refused_to_a_second_holder_until_dropped() {
-        let base = tempfile::tempdir().unwrap();
-        let first = ModelLock::try_acquire(base.path(), "m").unwrap();
-        assert!(first.is_some());
-        assert!(ModelLock::try_acquire(base.path(), "m").unwrap().is_none());
-        assert!(ModelLock::try_acquire(base.path(), "other")
-            .unwrap()
-            .is_some());
-        drop(first);
-        assert!(ModelLock::try_acquire(base.path(), "m").unwrap().is_some());
-    }
+    cx.out.status(format!(
+        "waiting for another process downloading or deleting `{id}` ..."
+    ));
+    Ok(ModelLock::acquire(base, id)?)
 }
