@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::{
     client::{complete_text, Sample, Target},
     table::{markdown, Better, Figure},
-    Cleanup,
+    Cleanup, FreshWords,
 };
 use crate::{
     daemon::{DaemonInfo, DaemonSpec, RunDir},
@@ -85,11 +85,12 @@ fn workloads() -> [Workload; 2] {
 }
 
 /// The ChatML conversation as text, its special tokens parsed on every side, so that the
-/// worker and llama-server see the same tokens. `session` makes the prompt fresh (after the
-/// template's first three tokens) for every run: cold against cold.
-fn chat_prompt(session: u32, user: &str) -> String {
+/// worker and llama-server see the same tokens. `word` (a fresh one per run and workload,
+/// [`FreshWords`]) makes the prompt new to every cache after the template's first three
+/// tokens: cold against cold.
+fn chat_prompt(word: &str, session: u32, user: &str) -> String {
     format!(
-        "<|im_start|>system\nSession {session}. You are a careful coding assistant.<|im_end|>\n\
+        "<|im_start|>system\n{word} session {session}. You are a careful coding assistant.<|im_end|>\n\
          <|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
     )
 }
@@ -125,6 +126,9 @@ pub struct SpeculationReport {
     /// Pairs of greedy answers (worker with and without speculation) that were identical, and
     /// how many pairs there were.
     pub identical_answers: (u32, u32),
+    /// Per side: the most prompt tokens it reported taking from its cache on any measured
+    /// request; 0 (or 1, a BOS token) shows that the time-to-first-token figures are cold.
+    pub cold_cached_tokens: Vec<(String, u32)>,
     pub markdown: String,
 }
 
@@ -228,6 +232,7 @@ pub fn run(args: &BenchArgs, cx: &Context) -> anyhow::Result<()> {
         },
         worker_acceptance: acceptance(&samples, WORKER_ON),
         identical_answers: identical_answers(&samples, WORKER_OFF, WORKER_ON),
+        cold_cached_tokens: cold_cached_tokens(&samples, &sides),
         markdown: String::new(),
     };
     report.markdown = render(&report);
@@ -300,7 +305,7 @@ async fn measure(cx: &Context, sides: &[Side], runs: u32) -> anyhow::Result<Samp
         complete_text(
             &http,
             &side.target,
-            &chat_prompt(u32::MAX, "Say hello."),
+            &chat_prompt("Warm-up", u32::MAX, "Say hello."),
             8,
             true,
         )
@@ -308,13 +313,14 @@ async fn measure(cx: &Context, sides: &[Side], runs: u32) -> anyhow::Result<Samp
         .with_context(|| format!("warming up {}", side.label))?;
     }
     let mut samples: Samples = vec![vec![Vec::new(); sides.len()]; workloads.len()];
+    let mut fresh = FreshWords::default();
     for run in 0..runs {
         for (index, workload) in workloads.iter().enumerate() {
             cx.out.spinner_step(
                 &spinner,
                 format!("run {}/{runs}: {}", run + 1, workload.name),
             );
-            let prompt = chat_prompt(run, &workload.user);
+            let prompt = chat_prompt(fresh.next_word(), run, &workload.user);
             for (side_index, side) in sides.iter().enumerate() {
                 let sample = complete_text(&http, &side.target, &prompt, workload.max_tokens, true)
                     .await
@@ -388,6 +394,19 @@ fn acceptance(samples: &Samples, side: usize) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The most prompt tokens each side took from its cache on any measured request.
+fn cold_cached_tokens(samples: &Samples, sides: &[Side]) -> Vec<(String, u32)> {
+    (sides.iter().enumerate())
+        .map(|(index, side)| {
+            let most = (samples.iter().flat_map(|per_side| &per_side[index]))
+                .map(|sample| sample.cached_tokens)
+                .max()
+                .unwrap_or(0);
+            (side.label.to_owned(), most)
+        })
+        .collect()
+}
+
 fn identical_answers(samples: &Samples, first: usize, second: usize) -> (u32, u32) {
     let pairs = samples
         .iter()
@@ -406,6 +425,9 @@ fn render(report: &SpeculationReport) -> String {
         .map_or("each server's default threads".to_owned(), |threads| {
             format!("--threads {threads} on every server")
         });
+    let cached: Vec<String> = (report.cold_cached_tokens.iter())
+        .map(|(side, tokens)| format!("{side} {tokens}"))
+        .collect();
     let acceptance: Vec<String> = report
         .worker_acceptance
         .iter()
@@ -417,12 +439,14 @@ fn render(report: &SpeculationReport) -> String {
          the medians [the runs' own ratios, min–max]\n\n\
          The worker with speculation (its default) against `--speculative off`:\n\n{worker}\n\
          Drafted tokens the worker accepted: {acceptance}. Answers with and without speculation \
-         identical: {same} of {all}.\n",
+         identical: {same} of {all}. The most prompt tokens a side took from its cache on a \
+         measured request (0 or the template's first 3: cold): {cached}.\n",
         model = report.model,
         runs = report.runs,
         cores = report.cpu_cores,
         worker = markdown(["worker --speculative off", "worker"], &report.worker),
         acceptance = acceptance.join(", "),
+        cached = cached.join(", "),
         same = report.identical_answers.0,
         all = report.identical_answers.1,
     );
@@ -458,7 +482,11 @@ mod tests {
 
     #[test]
     fn every_run_has_a_fresh_prompt_in_the_chat_template() {
-        let (first, second) = (chat_prompt(0, "hi"), chat_prompt(1, "hi"));
+        let mut fresh = FreshWords::default();
+        let (first, second) = (
+            chat_prompt(fresh.next_word(), 0, "hi"),
+            chat_prompt(fresh.next_word(), 0, "hi"),
+        );
         assert_ne!(first, second);
         assert!(first.starts_with("<|im_start|>system\n"));
         assert!(first.ends_with("<|im_start|>assistant\n"));

@@ -466,14 +466,18 @@ impl<'a> Batcher<'a> {
             self.prefill_cost
                 .record(self.batch.n_tokens() as usize, step_time);
         }
+        // Sampled after every step, so that each sample covers one step: skipping the steps
+        // with drafts or prompt tokens made the next interval span several steps, which the
+        // sampler rejects as possibly idle, and with speculation drafting every few steps the
+        // controller almost never learnt the load.
+        let foreign = self
+            .cpu
+            .as_mut()
+            .and_then(|sampler| sampler.after_step(step_time));
         // Only steps of generated tokens are compared: a prompt chunk's cost depends on its
         // size, and so does a step with drafts.
         let thread_change = match &mut self.threads {
             Some(controller) if generating == in_batch.len() && drafted == 0 => {
-                let foreign = self
-                    .cpu
-                    .as_mut()
-                    .and_then(|sampler| sampler.after_step(step_time));
                 controller.observe(generating as u32, step_time, foreign)
             }
             _ => ThreadChange::Keep,
