@@ -47,10 +47,7 @@ fn download_records_a_manifest_skips_the_second_time_and_verify_catches_a_flippe
         sandbox.files(),
         vec!["tiny/manifest.json".to_owned(), format!("tiny/{FILE}")]
     );
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(sandbox.model_dir("tiny").join("manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest = sandbox.manifest("tiny");
     assert_eq!(manifest["files"][0]["sha256"], digest.as_str());
     assert_eq!(manifest["files"][0]["size"], bytes.len());
     assert_eq!(manifest["source"], format!("hf:{REPO}@main"));

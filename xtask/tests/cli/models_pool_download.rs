@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::models_support::{fake_gguf, hub_entry, pip_entry, pseudo_random_bytes, sha256_hex};
 use crate::models_support::{FakeHub, Sandbox};
@@ -76,19 +76,27 @@ fn start_pool_manager(sandbox: &Sandbox, orcd: &Orcd, hub: &FakeHub, dir: &Path)
     PoolManager { url, child, log }
 }
 
-/// Polls `check` until it is true, failing with `what` after `limit`.
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// orcd's hosts once `ready` holds for them, through the client's own wait (it polls against
+/// the deadline and says what it saw last).
+fn wait_for_hosts(
+    orcd: &Orcd,
+    what: &str,
+    limit: Duration,
+    ready: impl FnMut(&Vec<serde_json::Value>) -> bool,
+) -> Vec<serde_json::Value> {
+    support::orcd_client(&orcd.url, Some(API_TOKEN))
+        .wait_for("/v2/hosts", what, limit, ready)
+        .unwrap_or_else(|timed_out| {
+            panic!(
+                "waited {} s for {what}; orcd's hosts: {:#?}",
+                limit.as_secs(),
+                timed_out.last
+            )
+        })
 }
 
-fn host_models(orcd: &Orcd) -> Vec<serde_json::Value> {
-    let hosts: Vec<serde_json::Value> = support::orcd_client(&orcd.url, Some(API_TOKEN))
-        .get_json("/v2/hosts")
-        .unwrap_or_default();
+/// The models `HOST` reports on its disk, in `hosts`.
+fn models_of(hosts: &[serde_json::Value]) -> Vec<serde_json::Value> {
     hosts
         .iter()
         .find(|host| host["host_id"] == HOST)
@@ -134,16 +142,13 @@ fn an_operator_downloads_a_catalog_model_onto_a_pool_managers_host_through_orcd(
     std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(0o600)).unwrap();
     let orcd = Orcd::start_with_tokens(&["--admin-token-file", admin.to_str().unwrap()]);
     let pool = start_pool_manager(&sandbox, &orcd, &hub, scratch.path());
-    wait_until(
+    let hosts = wait_for_hosts(
+        &orcd,
         "the pool manager to register",
         Duration::from_secs(30),
-        || {
-            support::orcd_client(&orcd.url, Some(API_TOKEN))
-                .get_json::<Vec<serde_json::Value>>("/v2/hosts")
-                .is_ok_and(|hosts| hosts.iter().any(|host| host["host_id"] == HOST))
-        },
+        |hosts| hosts.iter().any(|host| host["host_id"] == HOST),
     );
-    assert!(host_models(&orcd).is_empty(), "nothing on disk yet");
+    assert!(models_of(&hosts).is_empty(), "nothing on disk yet");
 
     sandbox.set_env("LLORCH_API_TOKEN_FILE", admin.display().to_string());
     let download = |sandbox: &Sandbox, id: &str| {
@@ -172,18 +177,20 @@ fn an_operator_downloads_a_catalog_model_onto_a_pool_managers_host_through_orcd(
         sandbox.files(),
         vec!["tiny/manifest.json".to_owned(), format!("tiny/{FILE}")]
     );
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(sandbox.model_dir("tiny").join("manifest.json")).unwrap(),
-    )
-    .unwrap();
+    let manifest = sandbox.manifest("tiny");
     assert_eq!(manifest["files"][0]["sha256"], digest.as_str());
     assert_eq!(manifest["source"], format!("hf:{REPO}@main"));
     // orcd sees it on the host's disk, verified, with the next heartbeat.
-    wait_until("the host to report tiny", Duration::from_secs(10), || {
-        host_models(&orcd)
-            .iter()
-            .any(|model| model["model"] == "tiny" && model["verified"] == true)
-    });
+    wait_for_hosts(
+        &orcd,
+        "the host to report tiny",
+        Duration::from_secs(10),
+        |hosts| {
+            models_of(hosts)
+                .iter()
+                .any(|model| model["model"] == "tiny" && model["verified"] == true)
+        },
+    );
 
     // A second request finds it there: nothing is fetched again.
     hub.clear_requests();

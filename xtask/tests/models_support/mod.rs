@@ -73,6 +73,14 @@ impl Sandbox {
         self.base().join(id)
     }
 
+    /// The manifest.json written beside model `id`'s files.
+    pub fn manifest(&self, id: &str) -> serde_json::Value {
+        let path = self.model_dir(id).join("manifest.json");
+        let text = std::fs::read(&path)
+            .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
+        serde_json::from_slice(&text).unwrap()
+    }
+
     pub fn set_env(&mut self, name: &str, value: impl Into<String>) {
         self.env.push((name.to_owned(), value.into()));
     }

@@ -61,17 +61,10 @@ async fn start_download(
     llorch_api::validation::validate_model_id("model", &path.model)?;
     let host = host(&state, &path.host_id)?;
     tracing::info!(host_id = %host.host_id, model = %path.model, "asking a pool manager to download a model");
-    let response = state
+    let request = state
         .http()
-        .post(format!("{}/models/{}/download", host.url, path.model))
-        .timeout(POOL_DOWNLOAD_TIMEOUT)
-        .send()
-        .await
-        .map_err(|error| OrcdError::PoolManager {
-            host_id: host.host_id.clone(),
-            message: format!("at {} did not answer: {error}", host.url),
-        })?;
-    relay::<ModelDownload>(&host, response).await
+        .post(format!("{}/models/{}/download", host.url, path.model));
+    relay::<ModelDownload>(&host, send(&host, request).await?).await
 }
 
 async fn list_downloads(
@@ -79,17 +72,23 @@ async fn list_downloads(
     PathParam(host_id): PathParam,
 ) -> Result<Response, OrcdError> {
     let host = host(&state, &host_id)?;
-    let response = state
-        .http()
-        .get(format!("{}/downloads", host.url))
+    let request = state.http().get(format!("{}/downloads", host.url));
+    relay::<Vec<ModelDownload>>(&host, send(&host, request).await?).await
+}
+
+/// Sends `request` to `host`'s pool manager; no answer is an error naming the host.
+async fn send(
+    host: &HostRecord,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, OrcdError> {
+    request
         .timeout(POOL_DOWNLOAD_TIMEOUT)
         .send()
         .await
         .map_err(|error| OrcdError::PoolManager {
             host_id: host.host_id.clone(),
             message: format!("at {} did not answer: {error}", host.url),
-        })?;
-    relay::<Vec<ModelDownload>>(&host, response).await
+        })
 }
 
 /// The pool manager's answer with its status: a `T` when it succeeded, its error (404, 400,
