@@ -318,7 +318,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
         },
         worker_url: worker_url.clone(),
     };
-    let (mut comparison, orcd_figures, routing_figures, worker_end_to_end) =
+    let (mut comparison, mut orcd_figures, routing_figures, worker_end_to_end) =
         runtime.block_on(async {
             let http = loopback_http();
             wait_for_registration(&orcd_url, &model, 1).await?;
@@ -329,6 +329,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
             }
             measure(cx, &http, &sides, &routing_targets, &args).await
         })?;
+    orcd_figures.retain(Figure::measured);
     let worker_threads = runtime.block_on(worker_threads(&worker_url));
     // Memory after the whole workload, with every slot used.
     let rss = comparison
@@ -339,6 +340,7 @@ pub fn run(args: BenchArgs, cx: &Context) -> anyhow::Result<()> {
         rss.push(0, rss_megabytes(pid));
     }
     rss.push(1, rss_megabytes(worker.pid));
+    comparison.retain(Figure::measured);
     drop(cleanup);
     // After the servers are gone, so the tools have the machine to themselves as they had.
     let ceilings = measure_ceilings(cx, &args, &model_path, &comparison, &worker_end_to_end)?;
@@ -496,7 +498,7 @@ fn comparison_figures() -> Vec<Figure> {
             "time to first token, cold against cold",
             "ms",
             Better::Lower,
-            "the same stream: from sending the request to receiving the first token; its first word is new to both servers, so neither answers from a cached prefix (figure 7 shows what they reported)",
+            "the same stream: from sending the request to receiving the first token; its first word is new to both servers, so neither answers from a cached prefix (the figure of cold requests' cached prompt tokens shows what they reported)",
             2,
         ),
         Figure::new(
@@ -517,7 +519,7 @@ fn comparison_figures() -> Vec<Figure> {
             "conversation turn 8, time to first token, cold against cold",
             "ms",
             Better::Lower,
-            "turn 8's prompt with its first word replaced by one new to both servers, so that no cache holds any of it (figure 7 shows what they reported)",
+            "turn 8's prompt with its first word replaced by one new to both servers, so that no cache holds any of it (the figure of cold requests' cached prompt tokens shows what they reported)",
             2,
         ),
         Figure::new(
@@ -654,6 +656,12 @@ async fn measure(
             }
         }
 
+        // Under --busy-cores a server that spins at its barriers takes minutes per request,
+        // and the figures the contention target is about are the two above: the conversation,
+        // orcd's cost and routing are measured on an idle machine only (the report says so).
+        if args.busy_cores > 0 {
+            continue;
+        }
         cx.out.spinner_step(&spinner, progress("conversation"));
         let compared = sides.compared();
         let mut histories: Vec<String> = compared
@@ -787,9 +795,7 @@ fn render(report: &BenchReport) -> String {
         "{model}, greedy, {tokens} tokens per stream, {streams} slots of {ctx} tokens, {threads}, \
          {runs} runs alternating the sides, {cores} cores, {busy} busy-loop processes; \
          each cell is the median [min–max] over the runs\n\n\
-         {comparison}\n\
-         orcd's cost (the same worker, straight or through orcd):\n\n\
-         {orcd}{ceilings}{routing}{worker_threads}",
+         {comparison}\n{orcd}{ceilings}{routing}{worker_threads}",
         model = report.model,
         tokens = report.max_tokens,
         streams = report.streams,
@@ -798,7 +804,17 @@ fn render(report: &BenchReport) -> String {
         cores = report.cpu_cores,
         busy = report.busy_cores,
         comparison = markdown(["llama-server", "worker"], &report.comparison),
-        orcd = markdown(["worker direct", "through orcd"], &report.orcd),
+        orcd = if report.orcd.is_empty() {
+            "Under busy-loop processes only the single stream and the concurrent streams are \
+             measured: a server that spins at its thread barriers takes minutes per request, so \
+             the conversation, orcd's cost and routing are figures of an idle machine.\n"
+                .to_owned()
+        } else {
+            format!(
+                "orcd's cost (the same worker, straight or through orcd):\n\n{}",
+                markdown(["worker direct", "through orcd"], &report.orcd)
+            )
+        },
         ceilings = if report.ceilings.is_empty() {
             String::new()
         } else {
@@ -954,6 +970,61 @@ mod tests {
             .collect();
         assert_eq!(words[0], words[FRESH_WORDS.len()], "taken in turn");
         assert_ne!(words[0], words[1]);
+    }
+
+    /// A report with one sample of every figure, as after a run of `measure`.
+    fn measured_report(busy_cores: u32) -> BenchReport {
+        let filled = |mut figures: Vec<Figure>| {
+            for figure in &mut figures {
+                figure.push(0, 10.0);
+                figure.push(1, 12.0);
+            }
+            figures
+        };
+        BenchReport {
+            model: "gemma3-270m".into(),
+            runs: 1,
+            max_tokens: 128,
+            streams: 4,
+            threads: None,
+            busy_cores,
+            cpu_cores: 2,
+            unix_time: 0,
+            llama_server: Some("llama-server".into()),
+            comparison: filled(comparison_figures()),
+            orcd: filled(orcd_figures()),
+            routing: Vec::new(),
+            ceilings: Vec::new(),
+            worker_threads: None,
+            markdown: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_contended_report_leaves_out_the_figures_it_did_not_measure_and_says_why() {
+        let idle = render(&measured_report(0));
+        assert!(idle.contains("orcd's cost"));
+        assert!(idle.contains("conversation turn 8, time to first token"));
+
+        let mut contended = measured_report(1);
+        // What `measure` leaves unmeasured under --busy-cores: the conversation and orcd's cost.
+        for figure in &mut contended.comparison {
+            if figure.name.starts_with("conversation") {
+                figure.columns = vec![Vec::new(); 2];
+            }
+        }
+        contended.orcd = orcd_figures();
+        contended.comparison.retain(Figure::measured);
+        contended.orcd.retain(Figure::measured);
+        let text = render(&contended);
+        assert!(text.contains("single-stream decode"));
+        assert!(text.contains("concurrent streams, aggregate decode"));
+        assert!(
+            !text.contains("conversation turn 8, time to first token"),
+            "{text}"
+        );
+        assert!(!text.contains("worker direct"), "{text}");
+        assert!(text.contains("only the single stream and the concurrent streams"));
     }
 
     #[test]

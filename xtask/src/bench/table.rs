@@ -47,7 +47,11 @@ impl Figure {
         }
     }
 
-    /// Median of the second column over the first; `None` when either is missing.
+    /// Whether any column holds a sample: a figure the run skipped is left out of its table.
+    pub fn measured(&self) -> bool {
+        self.columns.iter().any(|column| !column.is_empty())
+    }
+
     /// Each run's own ratio (second column over first), when both columns hold one sample per
     /// run: the spread of the ratio, beside the ratio of the medians.
     pub fn run_ratios(&self) -> Vec<f64> {

@@ -33,7 +33,7 @@ const MAX_MATCH: usize = 12;
 /// Draft length a sequence starts with, and the bounds the policy keeps it in.
 const FIRST_DRAFT: usize = 4;
 const MIN_DRAFT: usize = 2;
-pub(super) const MAX_DRAFT: usize = 32;
+pub(super) const MAX_DRAFT: usize = 64;
 /// Steps without drafting after a draft of which nothing was accepted; doubles with each such
 /// draft in a row, so text without repetition pays for a handful of failed guesses at most.
 const FIRST_PAUSE: u32 = 8;
@@ -229,7 +229,10 @@ mod tests {
         );
         assert_eq!(
             (policy.drafted, policy.accepted),
-            (first + 8 * 32 + 20, first + 8 * 32 + 3)
+            (
+                first + 8 * MAX_DRAFT as u32 + 20,
+                first + 8 * MAX_DRAFT as u32 + 3
+            )
         );
     }
 
