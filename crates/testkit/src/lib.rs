@@ -5,6 +5,8 @@
 //! fails with what it printed. xtask's own tests and those in `tests/` share it; each names the
 //! binary it runs (`env!("CARGO_BIN_EXE_xtask")` there, the built one here).
 
+pub mod package_index;
+
 use std::{
     ffi::OsStr,
     io::{Read, Write},
