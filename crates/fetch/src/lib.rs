@@ -430,3 +430,74 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(size: u64, sha256: &str) -> ModelEntry {
+        let catalog = llorch_catalog::Catalog::parse(
+            &format!(
+                "[[models]]\nid = \"m\"\nname = \"M\"\ndescription = \"d\"\nparams = \"1M\"\nfile = \"m.gguf\"\nsize = {size}\nsha256 = \"{sha256}\"\nverified = true\ndefault = true\nsource = {{ kind = \"pip\", packages = [\"m-part1==1\"] }}\n"
+            ),
+            "test",
+        )
+        .unwrap();
+        catalog.get("m").unwrap().clone()
+    }
+
+    /// A file `m.gguf.assembling` in `.partial/`, as a source leaves it.
+    fn produced(base: &Path, bytes: &[u8]) -> Produced {
+        let partial = partial_dir(base, "m");
+        std::fs::create_dir_all(&partial).unwrap();
+        let path = partial.join("m.gguf.assembling");
+        std::fs::write(&path, bytes).unwrap();
+        let (sha256, size) = checksum::sha256_file(&path, &Silent).unwrap();
+        Produced {
+            name: "m.gguf".into(),
+            path,
+            size,
+            sha256,
+            announced_sha256: None,
+        }
+    }
+
+    #[test]
+    fn bytes_that_fail_the_check_leave_nothing_and_good_ones_are_installed_manifest_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+        let bad = produced(base, b"abd");
+        let error = check_delivery(&entry(3, abc), &bad, &partial_dir(base, "m")).unwrap_err();
+        let text = format!("{error:#}");
+        assert!(text.contains("checksum mismatch for `m.gguf`"), "{text}");
+        assert!(text.contains("\nhint: "), "{text}");
+        assert!(
+            !model_dir(base, "m").exists(),
+            "the rejected download is gone"
+        );
+
+        let short = produced(base, b"ab");
+        let error = check_delivery(&entry(3, abc), &short, &partial_dir(base, "m")).unwrap_err();
+        assert!(error.to_string().contains("size mismatch"), "{error}");
+
+        let good = produced(base, b"abc");
+        let entry = entry(3, abc);
+        check_delivery(&entry, &good, &partial_dir(base, "m")).unwrap();
+        assert!(installed(base, &entry).is_none(), "no manifest yet");
+        let outcome = install(
+            base,
+            &entry,
+            Delivery {
+                model: good,
+                extras: Vec::new(),
+                converted_with: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&outcome.path).unwrap(), b"abc");
+        assert_eq!(outcome.manifest.main_file().unwrap().sha256, abc);
+        assert_eq!(installed(base, &entry).unwrap().path, outcome.path);
+    }
+}

@@ -22,7 +22,7 @@ use axum::{
     Router,
 };
 use llorch_testkit::package_index::LoopbackServer as Server;
-pub use llorch_testkit::package_index::{build_wheel, sha256_hex, FakeIndex};
+pub use llorch_testkit::package_index::{sha256_hex, FakeIndex};
 
 /// Longest any single xtask run may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
