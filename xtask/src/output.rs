@@ -293,21 +293,9 @@ impl Paint {
     paint_method!(cyan);
 }
 
-/// Human-readable byte count (`253.1 MB`), decimal units like `ls -h --si` and model cards.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+/// Human-readable byte count (`253.1 MB`), decimal units like `ls -h --si` and model cards;
+/// the downloads' status lines (llorch-fetch) count the same way.
+pub use llorch_fetch::human_bytes;
 
 /// Human-readable duration (`42s`, `2m05s`, `2h01m`, `1d01h`): uptimes and build times.
 pub fn human_duration(seconds: u64) -> String {

@@ -67,6 +67,7 @@ pub async fn run(args: PoolArgs) -> anyhow::Result<()> {
         model_base_dir: args.model_base_dir(),
         memory_budget: args.memory_budget,
         backends: args.backends.clone(),
+        pip_index_url: None,
     });
     tracing::info!(%address, %host_id, %advertise_url, "pool manager listening");
 

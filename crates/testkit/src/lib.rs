@@ -4,6 +4,11 @@
 //! stderr captured, and a time limit after which the whole process group is killed and the test
 //! fails with what it printed. xtask's own tests and those in `tests/` share it; each names the
 //! binary it runs (`env!("CARGO_BIN_EXE_xtask")` there, the built one here).
+//!
+//! [`package_index`]: the PEP 503 index on loopback that the download tests of xtask, the pool
+//! manager and orcd fetch pip-packaged models from.
+
+pub mod package_index;
 
 use std::{
     ffi::OsStr,

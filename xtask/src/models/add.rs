@@ -252,8 +252,9 @@ fn place_parts(
                 File::open(part).with_context(|| format!("opening {}", part.display()))?;
             let output =
                 File::create(&target).with_context(|| format!("creating {}", target.display()))?;
+            let progress = checksum::Bar(&bar);
             let mut writer =
-                HashingWriter::new(BufWriter::with_capacity(1 << 20, output), bar.clone());
+                HashingWriter::new(BufWriter::with_capacity(1 << 20, output), &progress);
             std::io::copy(&mut input, &mut writer)
                 .with_context(|| format!("copying {} to {}", part.display(), target.display()))?;
             let (buffered, sha256, written) = writer.finish();

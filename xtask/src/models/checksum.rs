@@ -1,99 +1,62 @@
-//! SHA-256 of model files, streamed in large blocks with progress, and a writer that hashes
-//! what passes through it (assembling pip parts hashes the result while writing it).
+//! SHA-256 of model files with an indicatif bar (`models add`, `models verify`): the hashing of
+//! llorch-fetch, which the downloads use, fed into the bar.
 
-use std::{
-    fs::File,
-    io::{self, Read, Write},
-    path::Path,
-};
+use std::{io, path::Path};
 
 use indicatif::ProgressBar;
-use sha2::{Digest, Sha256};
+use llorch_fetch::Progress;
 
-const BLOCK: usize = 1 << 20;
+/// Writes through while hashing and counting into a [`Bar`].
+pub use llorch_fetch::checksum::HashingWriter;
+
+/// An indicatif bar as the [`Progress`] of a hash.
+pub struct Bar<'a>(pub &'a ProgressBar);
+
+impl Progress for Bar<'_> {
+    fn start(&self, length: u64, message: &str) {
+        self.0.set_length(length);
+        self.0.set_message(message.to_owned());
+    }
+
+    fn set_length(&self, length: u64) {
+        self.0.set_length(length);
+    }
+
+    fn inc(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+
+    fn set_message(&self, message: &str) {
+        self.0.set_message(message.to_owned());
+    }
+
+    fn finish(&self) {}
+
+    fn status(&self, line: &str) {
+        self.0.println(line);
+    }
+}
 
 /// Hashes a file; returns the lowercase hex digest and the number of bytes read.
 pub fn sha256_file(path: &Path, progress: &ProgressBar) -> io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0; BLOCK];
-    let mut total = 0;
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-        total += read as u64;
-        progress.inc(read as u64);
-    }
-    Ok((hex::encode(hasher.finalize()), total))
-}
-
-/// Writes through to `inner` while hashing and counting.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-    progress: ProgressBar,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W, progress: ProgressBar) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-            progress,
-        }
-    }
-
-    /// The inner writer, the hex digest and the byte count.
-    pub fn finish(self) -> (W, String, u64) {
-        (
-            self.inner,
-            hex::encode(self.hasher.finalize()),
-            self.written,
-        )
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let written = self.inner.write(data)?;
-        self.hasher.update(&data[..written]);
-        self.written += written as u64;
-        self.progress.inc(written as u64);
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+    llorch_fetch::checksum::sha256_file(path, &Bar(progress))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ABC: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-
     #[test]
-    fn file_and_writer_agree_with_the_known_digest() {
+    fn the_bar_counts_the_bytes_hashed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("abc");
         std::fs::write(&path, b"abc").unwrap();
+        let bar = ProgressBar::hidden();
+        let (digest, size) = sha256_file(&path, &bar).unwrap();
         assert_eq!(
-            sha256_file(&path, &ProgressBar::hidden()).unwrap(),
-            (ABC.to_owned(), 3)
+            digest,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        let mut writer = HashingWriter::new(Vec::new(), ProgressBar::hidden());
-        writer.write_all(b"ab").unwrap();
-        writer.write_all(b"c").unwrap();
-        let (bytes, digest, count) = writer.finish();
-        assert_eq!(
-            (bytes.as_slice(), digest.as_str(), count),
-            (&b"abc"[..], ABC, 3)
-        );
+        assert_eq!((size, bar.position()), (3, 3));
     }
 }

