@@ -31,7 +31,7 @@ const MIN_MATCH: usize = 3;
 /// Matches are compared up to this many tokens back; the longest, most recent one wins.
 const MAX_MATCH: usize = 12;
 /// Draft length a sequence starts with, and the bounds the policy keeps it in.
-const FIRST_DRAFT: usize = 4;
+const FIRST_DRAFT: usize = 16;
 const MIN_DRAFT: usize = 2;
 pub(super) const MAX_DRAFT: usize = 64;
 /// Steps without drafting after a draft of which nothing was accepted; doubles with each such
