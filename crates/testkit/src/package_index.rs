@@ -18,6 +18,22 @@ use axum::{
     Router,
 };
 use sha2::{Digest, Sha256};
+/// Deterministic bytes that do not repeat within a chunk, so misplaced or reordered ranges are
+/// detected: the payload of the fake models these tests download.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
 /// How [`build_wheel_with`] stores a wheel's data.
 pub use zip::CompressionMethod;
 

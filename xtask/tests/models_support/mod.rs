@@ -22,25 +22,10 @@ use axum::{
     Router,
 };
 use llorch_testkit::package_index::LoopbackServer as Server;
-pub use llorch_testkit::package_index::{sha256_hex, FakeIndex};
+pub use llorch_testkit::package_index::{pseudo_random_bytes, sha256_hex, FakeIndex};
 
 /// Longest any single xtask run may take before the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
-
-/// Deterministic bytes that do not repeat within a chunk, so misplaced ranges are detected.
-pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
 
 /// A temporary model base dir, catalog file and (absent) config file for one test.
 pub struct Sandbox {
