@@ -171,18 +171,15 @@ impl Host {
 
     /// Polls the worker list until `done` holds, for at most 30 s.
     async fn wait_for(&self, what: &str, done: impl Fn(&[PoolWorker]) -> bool) -> Vec<PoolWorker> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
+        poll(what, Duration::from_secs(30), || async {
             let workers = self.workers().await;
             if done(&workers) {
-                return workers;
+                Ok(workers)
+            } else {
+                Err(format!("{workers:?}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {workers:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -192,25 +189,40 @@ impl Host {
     /// Polls `GET /downloads` until the download of `model` ended, for at most 60 s (pip
     /// starts a Python interpreter per part).
     async fn wait_for_download(&self, model: &str) -> ModelDownload {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
+        let what = format!("the download of {model}");
+        poll(&what, Duration::from_secs(60), || async {
             let (status, body) = self.call("GET", "/downloads", None).await;
             assert_eq!(status, StatusCode::OK);
             let downloads: Vec<ModelDownload> = serde_json::from_slice(&body).unwrap();
-            let download = downloads
+            match downloads
                 .into_iter()
-                .find(|download| download.model == model);
-            if let Some(download) = &download {
-                if download.state != DownloadState::Downloading {
-                    return download.clone();
-                }
+                .find(|download| download.model == model)
+            {
+                Some(download) if download.state != DownloadState::Downloading => Ok(download),
+                download => Err(format!("{download:?}")),
             }
-            assert!(
+        })
+        .await
+    }
+}
+
+/// Calls `probe` every 50 ms until it gives a value; fails the test with `what` and the last
+/// state `probe` described once `limit` has passed.
+async fn poll<T, Probe, Answer>(what: &str, limit: Duration, mut probe: Probe) -> T
+where
+    Probe: FnMut() -> Answer,
+    Answer: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(state) => assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for the download of {model}: {download:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+                "timed out waiting for {what}: {state}"
+            ),
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
